@@ -1,0 +1,51 @@
+/**
+ * Error codes and the one error type Tally throws for operating errors.
+ *
+ * Codes are stable: they travel on the wire, are documented in the README and are what callers
+ * branch on. Messages are for people and are never parsed. Programmer errors (broken invariants)
+ * are not TallyErrors: they are assertions (see `assert`) and throw plain Errors.
+ */
+
+export const ErrorCode = {
+  /** The request is malformed: wrong type, missing field, value out of range. */
+  BAD_REQUEST: 'BAD_REQUEST',
+  /** A frame, batch, id or query is over one of the named limits. */
+  TOO_LARGE: 'TOO_LARGE',
+  /** Fewer replicas are reachable than the consistency level needs. */
+  UNAVAILABLE: 'UNAVAILABLE',
+  /** The request did not complete in time; for writes, the outcome is unknown. */
+  TIMEOUT: 'TIMEOUT',
+  /** The node is over its bound of in-flight work; back off and retry. */
+  OVERLOADED: 'OVERLOADED',
+  /** The node or connection is not ready (no hello yet, starting, stopping). */
+  NOT_READY: 'NOT_READY',
+  /** The peer is not allowed (wrong cluster name). */
+  UNAUTHORIZED: 'UNAUTHORIZED',
+  /** The protocol versions of the two ends do not match. */
+  VERSION_MISMATCH: 'VERSION_MISMATCH',
+  /** The connection closed before a reply came. */
+  CONNECTION_CLOSED: 'CONNECTION_CLOSED',
+  /** A bug or an unexpected failure inside the node (for example a disk error). */
+  INTERNAL: 'INTERNAL',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+const KNOWN_CODES = new Set<string>(Object.values(ErrorCode));
+
+export function isErrorCode(x: unknown): x is ErrorCode {
+  return typeof x === 'string' && KNOWN_CODES.has(x);
+}
+
+export class TallyError extends Error {
+  override readonly name = 'TallyError';
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/** Programmer-error check: throws a plain Error at once when an invariant is broken. */
+export function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new Error(`assertion failed: ${message}`);
+}
