@@ -1,0 +1,102 @@
+/**
+ * The wire messages between clients and nodes (and, for the hello, between nodes).
+ *
+ * One WebSocket binary message carries one msgpack-encoded message. Requests carry an `id`
+ * chosen by the sender; the reply carries the same id. Events and queries are tuples rather than
+ * objects: a batch of 10,000 events is then a compact array, and the field order is fixed here.
+ * Peer-to-peer messages (gossip, replication) are defined next to the core that speaks them.
+ */
+import type { ErrorCode } from './errors.js';
+
+export const Consistency = { ONE: 'one', QUORUM: 'quorum', ALL: 'all' } as const;
+export type Consistency = (typeof Consistency)[keyof typeof Consistency];
+
+export const Role = { CLIENT: 'client', PEER: 'peer' } as const;
+export type Role = (typeof Role)[keyof typeof Role];
+
+/** One event, or `count` identical ones: [videoId, eventType, timestampMs, value, count]. */
+export type EventTuple = [videoId: string, eventType: string, timestampMs: number, value: number, count: number];
+/** One range query, `[startMs, endMs)` truncated to the minute: [videoId, eventType, startMs, endMs]. */
+export type QueryTuple = [videoId: string, eventType: string, startMs: number, endMs: number];
+/** The aggregate of a range: [count, sum, min, max]; min and max are null when count is 0. */
+export type StatsTuple = [count: number, sum: number, min: number | null, max: number | null];
+
+export interface HelloMessage {
+  t: 'hello';
+  /** Protocol version the sender speaks. */
+  v: number;
+  role: Role;
+  /** Peers only: the cluster name both ends must share. */
+  cluster?: string;
+  /** Peers only: the sender's node id. */
+  nodeId?: string;
+}
+
+export interface WelcomeMessage {
+  t: 'welcome';
+  v: number;
+  nodeId: string;
+  zone: string;
+  cluster: string;
+}
+
+export interface CountRequest {
+  t: 'count';
+  id: number;
+  events: EventTuple[];
+  cl?: Consistency;
+}
+
+export interface GetRequest {
+  t: 'get';
+  id: number;
+  queries: QueryTuple[];
+  cl?: Consistency;
+}
+
+export interface PingRequest {
+  t: 'ping';
+  id: number;
+}
+
+export interface StatusRequest {
+  t: 'status';
+  id: number;
+}
+
+export type ClientRequest = CountRequest | GetRequest | PingRequest | StatusRequest;
+
+export interface AckReply {
+  t: 'ack';
+  id: number;
+  /** Events stored (the sum of the tuples' counts). */
+  n: number;
+}
+
+export interface ResultReply {
+  t: 'result';
+  id: number;
+  stats: StatsTuple[];
+}
+
+export interface PongReply {
+  t: 'pong';
+  id: number;
+  nowMs: number;
+}
+
+export interface StatusReply {
+  t: 'status';
+  id: number;
+  status: unknown;
+}
+
+export interface ErrorReply {
+  t: 'error';
+  /** The id of the request this answers, or null when the frame was too broken to tell. */
+  id: number | null;
+  code: ErrorCode;
+  message: string;
+}
+
+export type Reply = AckReply | ResultReply | PongReply | StatusReply | ErrorReply;

@@ -1,0 +1,197 @@
+/**
+ * Validation of every decoded frame, field by field, before anything acts on it.
+ *
+ * A failed check throws a TallyError whose message names the field, the rule and the value seen,
+ * e.g. `events[3][2] (timestampMs) must be an integer in [946684800000, 4102444800000], got -5`.
+ * Counts that exceed a named limit are TOO_LARGE; every other failure is BAD_REQUEST. The same
+ * checks run in the client before a request is sent (pair assertions), so a caller learns of a bad
+ * event at the call, not from the node.
+ */
+import { TallyError, ErrorCode } from './errors.js';
+import {
+  MAX_EVENT_COUNT,
+  MAX_EVENT_FUTURE_SKEW_MS,
+  MAX_EVENT_TYPE_BYTES,
+  MAX_EVENT_VALUE,
+  MAX_EVENTS_PER_BATCH,
+  MAX_NAME_BYTES,
+  MAX_QUERIES_PER_GET,
+  MAX_REQUEST_ID,
+  MAX_TIME_MS,
+  MAX_VIDEO_ID_BYTES,
+  MIN_EVENT_TIME_MS,
+} from './limits.js';
+import {
+  Consistency,
+  Role,
+  type ClientRequest,
+  type EventTuple,
+  type HelloMessage,
+  type QueryTuple,
+} from './messages.js';
+
+const CONSISTENCIES = new Set<string>(Object.values(Consistency));
+const ROLES = new Set<string>(Object.values(Role));
+// C0 and C1 control characters and DEL: they would break the storage key layout (NUL is its
+// separator) and make ids unprintable in logs and the CLI.
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARS = /[\u0000-\u001f\u007f-\u009f]/;
+
+function bad(message: string): TallyError {
+  return new TallyError(ErrorCode.BAD_REQUEST, message);
+}
+
+function show(x: unknown): string {
+  if (typeof x === 'string') return JSON.stringify(x.length > 40 ? `${x.slice(0, 40)}…` : x);
+  if (typeof x === 'number' || typeof x === 'boolean' || x === null || x === undefined) return String(x);
+  if (Array.isArray(x)) return `an array of ${x.length}`;
+  return `a ${typeof x}`;
+}
+
+export function isPlainObject(x: unknown): x is Record<string, unknown> {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) return false;
+  const proto = Object.getPrototypeOf(x);
+  return proto === Object.prototype || proto === null;
+}
+
+export function checkObject(x: unknown, what: string): Record<string, unknown> {
+  if (!isPlainObject(x)) throw bad(`${what} must be a map, got ${show(x)}`);
+  return x;
+}
+
+export function checkArray(x: unknown, what: string, maxLength: number): unknown[] {
+  if (!Array.isArray(x)) throw bad(`${what} must be an array, got ${show(x)}`);
+  if (x.length > maxLength) {
+    throw new TallyError(ErrorCode.TOO_LARGE, `${what} has ${x.length} items, the limit is ${maxLength}`);
+  }
+  return x;
+}
+
+/** A non-empty UTF-8 name of at most maxBytes bytes with no control characters. */
+export function checkName(x: unknown, what: string, maxBytes: number): string {
+  if (typeof x !== 'string') throw bad(`${what} must be a string, got ${show(x)}`);
+  if (x.length === 0) throw bad(`${what} must not be empty`);
+  // Cheap bound before the exact byte count: a UTF-8 char is at most 3 bytes per UTF-16 unit.
+  const bytes = x.length * 3 <= maxBytes ? x.length : Buffer.byteLength(x, 'utf8');
+  if (bytes > maxBytes) {
+    throw new TallyError(ErrorCode.TOO_LARGE, `${what} is ${bytes} bytes, the limit is ${maxBytes}`);
+  }
+  if (CONTROL_CHARS.test(x)) throw bad(`${what} must not contain control characters, got ${show(x)}`);
+  if (!x.isWellFormed()) throw bad(`${what} must be valid Unicode`);
+  return x;
+}
+
+export function checkInt(x: unknown, what: string, min: number, max: number): number {
+  if (typeof x !== 'number' || !Number.isInteger(x) || x < min || x > max) {
+    throw bad(`${what} must be an integer in [${min}, ${max}], got ${show(x)}`);
+  }
+  return x;
+}
+
+export function checkNumber(x: unknown, what: string, min: number, max: number): number {
+  if (typeof x !== 'number' || !Number.isFinite(x) || x < min || x > max) {
+    throw bad(`${what} must be a finite number in [${min}, ${max}], got ${show(x)}`);
+  }
+  return x;
+}
+
+function checkOptionalConsistency(x: unknown, what: string): Consistency | undefined {
+  if (x === undefined) return undefined;
+  if (typeof x !== 'string' || !CONSISTENCIES.has(x)) {
+    throw bad(`${what} must be one of ${[...CONSISTENCIES].join(', ')}, got ${show(x)}`);
+  }
+  return x as Consistency;
+}
+
+export function checkRequestId(x: unknown): number {
+  return checkInt(x, 'id', 0, MAX_REQUEST_ID);
+}
+
+/**
+ * One event tuple. `nowMs`, when given, bounds how far in the future the event may be
+ * (MAX_EVENT_FUTURE_SKEW_MS): the node passes its clock, the client passes its own.
+ */
+export function checkEvent(x: unknown, what: string, nowMs?: number): EventTuple {
+  const e = checkArray(x, what, 5);
+  if (e.length !== 5) throw bad(`${what} must be [videoId, eventType, timestampMs, value, count], got ${e.length} items`);
+  const videoId = checkName(e[0], `${what}[0] (videoId)`, MAX_VIDEO_ID_BYTES);
+  const eventType = checkName(e[1], `${what}[1] (eventType)`, MAX_EVENT_TYPE_BYTES);
+  const maxTs = nowMs === undefined ? MAX_TIME_MS : Math.min(MAX_TIME_MS, nowMs + MAX_EVENT_FUTURE_SKEW_MS);
+  const ts = checkInt(e[2], `${what}[2] (timestampMs)`, MIN_EVENT_TIME_MS, maxTs);
+  const value = checkNumber(e[3], `${what}[3] (value)`, 0, MAX_EVENT_VALUE);
+  const count = checkInt(e[4], `${what}[4] (count)`, 1, MAX_EVENT_COUNT);
+  return [videoId, eventType, ts, value, count];
+}
+
+export function checkQuery(x: unknown, what: string): QueryTuple {
+  const q = checkArray(x, what, 4);
+  if (q.length !== 4) throw bad(`${what} must be [videoId, eventType, startMs, endMs], got ${q.length} items`);
+  const videoId = checkName(q[0], `${what}[0] (videoId)`, MAX_VIDEO_ID_BYTES);
+  const eventType = checkName(q[1], `${what}[1] (eventType)`, MAX_EVENT_TYPE_BYTES);
+  const start = checkInt(q[2], `${what}[2] (startMs)`, 0, MAX_TIME_MS);
+  const end = checkInt(q[3], `${what}[3] (endMs)`, 0, MAX_TIME_MS);
+  if (end < start) throw bad(`${what}: endMs ${end} is before startMs ${start}`);
+  return [videoId, eventType, start, end];
+}
+
+function checkKeys(o: Record<string, unknown>, allowed: readonly string[], what: string): void {
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k)) throw bad(`${what} has an unknown field ${show(k)}`);
+  }
+}
+
+export function validateHello(x: unknown): HelloMessage {
+  const o = checkObject(x, 'hello');
+  if (o.t !== 'hello') throw bad(`the first message must be a hello, got t=${show(o.t)}`);
+  checkKeys(o, ['t', 'v', 'role', 'cluster', 'nodeId'], 'hello');
+  const v = checkInt(o.v, 'hello.v', 0, 0xffff);
+  if (typeof o.role !== 'string' || !ROLES.has(o.role)) {
+    throw bad(`hello.role must be one of ${[...ROLES].join(', ')}, got ${show(o.role)}`);
+  }
+  const hello: HelloMessage = { t: 'hello', v, role: o.role as Role };
+  if (o.role === Role.PEER) {
+    hello.cluster = checkName(o.cluster, 'hello.cluster', MAX_NAME_BYTES);
+    hello.nodeId = checkName(o.nodeId, 'hello.nodeId', MAX_NAME_BYTES);
+  }
+  return hello;
+}
+
+/** Validates a decoded client request. `nowMs` bounds event times in the future. */
+export function validateRequest(x: unknown, nowMs?: number): ClientRequest {
+  const o = checkObject(x, 'request');
+  const t = o.t;
+  switch (t) {
+    case 'count': {
+      checkKeys(o, ['t', 'id', 'events', 'cl'], 'count');
+      const id = checkRequestId(o.id);
+      const raw = checkArray(o.events, 'events', MAX_EVENTS_PER_BATCH);
+      if (raw.length === 0) throw bad('events must not be empty');
+      const events = raw.map((e, i) => checkEvent(e, `events[${i}]`, nowMs));
+      const cl = checkOptionalConsistency(o.cl, 'cl');
+      return cl === undefined ? { t, id, events } : { t, id, events, cl };
+    }
+    case 'get': {
+      checkKeys(o, ['t', 'id', 'queries', 'cl'], 'get');
+      const id = checkRequestId(o.id);
+      const raw = checkArray(o.queries, 'queries', MAX_QUERIES_PER_GET);
+      if (raw.length === 0) throw bad('queries must not be empty');
+      const queries = raw.map((q, i) => checkQuery(q, `queries[${i}]`));
+      const cl = checkOptionalConsistency(o.cl, 'cl');
+      return cl === undefined ? { t, id, queries } : { t, id, queries, cl };
+    }
+    case 'ping':
+    case 'status': {
+      checkKeys(o, ['t', 'id'], t);
+      return { t, id: checkRequestId(o.id) };
+    }
+    default:
+      throw bad(`unknown message type t=${show(t)}`);
+  }
+}
+
+/** Best-effort request id of a frame that failed validation, so the error reply can name it. */
+export function requestIdOf(x: unknown): number | null {
+  if (!isPlainObject(x)) return null;
+  const id = x.id;
+  return typeof id === 'number' && Number.isInteger(id) && id >= 0 && id <= MAX_REQUEST_ID ? id : null;
+}
