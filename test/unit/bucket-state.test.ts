@@ -1,0 +1,246 @@
+import fc from 'fast-check';
+import { pack } from 'msgpackr';
+import { describe, expect, it } from 'vitest';
+import {
+  addEvents,
+  addStats,
+  clone,
+  decodeState,
+  dominates,
+  EMPTY_STATS,
+  emptyState,
+  encodeState,
+  equals,
+  merge,
+  mergeInto,
+  value,
+  type BucketState,
+} from '../../cluster/bucket-state.js';
+import { TallyError } from '../../protocol/errors.js';
+
+const ACTORS = ['n1#5f3a9c', 'n2#00aa11', 'n3#beef00', 'n1#777777'];
+
+interface Op {
+  actor: string;
+  value: number;
+  n: number;
+}
+
+const opArb: fc.Arbitrary<Op> = fc.record({
+  actor: fc.constantFrom(...ACTORS),
+  value: fc.oneof(fc.integer({ min: 0, max: 10_000 }), fc.double({ min: 0, max: 1e6, noNaN: true })),
+  n: fc.integer({ min: 1, max: 50 }),
+});
+
+function apply(ops: readonly Op[], into: BucketState = emptyState()): BucketState {
+  for (const op of ops) addEvents(into, op.actor, op.value, op.n);
+  return into;
+}
+
+/**
+ * Replica states as the system makes them: one shared history of per-actor operations, and each
+ * replica has seen some prefix of each actor's operations (an actor's own slot only grows).
+ */
+const replicasArb = (k: number): fc.Arbitrary<BucketState[]> =>
+  fc
+    .tuple(fc.array(opArb, { maxLength: 40 }), fc.array(fc.array(fc.nat(), { minLength: ACTORS.length, maxLength: ACTORS.length }), { minLength: k, maxLength: k }))
+    .map(([ops, cuts]) =>
+      cuts.map((cut) => {
+        const state = emptyState();
+        ACTORS.forEach((actor, i) => {
+          const own = ops.filter((op) => op.actor === actor);
+          apply(own.slice(0, cut[i]! % (own.length + 1)), state);
+        });
+        return state;
+      }),
+    );
+
+describe('addEvents and value', () => {
+  it('counts, sums and tracks min and max', () => {
+    const s = emptyState();
+    expect(value(s)).toEqual(EMPTY_STATS);
+    addEvents(s, 'a#1', 5, 2);
+    addEvents(s, 'b#1', 1, 1);
+    addEvents(s, 'a#1', 9, 1);
+    expect(value(s)).toEqual({ count: 4, sum: 20, min: 1, max: 9 });
+    expect(s.get('a#1')).toEqual({ count: 3, sum: 19, min: 5, max: 9 });
+  });
+
+  it('asserts its inputs', () => {
+    const s = emptyState();
+    expect(() => addEvents(s, 'a', -1, 1)).toThrow(/assertion/);
+    expect(() => addEvents(s, 'a', Number.NaN, 1)).toThrow(/assertion/);
+    expect(() => addEvents(s, 'a', Number.POSITIVE_INFINITY, 1)).toThrow(/assertion/);
+    expect(() => addEvents(s, 'a', 1, 0)).toThrow(/assertion/);
+    expect(() => addEvents(s, 'a', 1, 1.5)).toThrow(/assertion/);
+    expect(() => addEvents(s, '', 1, 1)).toThrow(/assertion/);
+    expect(s.size).toBe(0);
+  });
+
+  it('matches a brute-force aggregate of the operations', () => {
+    fc.assert(
+      fc.property(fc.array(opArb, { maxLength: 50 }), (ops) => {
+        const v = value(apply(ops));
+        const count = ops.reduce((a, o) => a + o.n, 0);
+        expect(v.count).toBe(count);
+        if (count === 0) {
+          expect(v).toEqual(EMPTY_STATS);
+          return;
+        }
+        expect(v.min).toBe(Math.min(...ops.map((o) => o.value)));
+        expect(v.max).toBe(Math.max(...ops.map((o) => o.value)));
+        const sum = ops.reduce((a, o) => a + o.value * o.n, 0);
+        expect(v.sum).toBeCloseTo(sum, 3);
+      }),
+    );
+  });
+
+  it('addStats combines disjoint stats and treats EMPTY_STATS as identity', () => {
+    const a = { count: 2, sum: 10, min: 3, max: 7 };
+    expect(addStats(a, EMPTY_STATS)).toEqual(a);
+    expect(addStats(EMPTY_STATS, a)).toEqual(a);
+    expect(addStats(a, { count: 1, sum: 1, min: 1, max: 1 })).toEqual({ count: 3, sum: 11, min: 1, max: 7 });
+  });
+});
+
+describe('CRDT laws', () => {
+  it('merge is commutative', () => {
+    fc.assert(
+      fc.property(replicasArb(2), ([a, b]) => {
+        expect(equals(merge(a!, b!), merge(b!, a!))).toBe(true);
+      }),
+    );
+  });
+
+  it('merge is associative', () => {
+    fc.assert(
+      fc.property(replicasArb(3), ([a, b, c]) => {
+        expect(equals(merge(merge(a!, b!), c!), merge(a!, merge(b!, c!)))).toBe(true);
+      }),
+    );
+  });
+
+  it('merge is idempotent and mergeInto reports no change on repeats', () => {
+    fc.assert(
+      fc.property(replicasArb(2), ([a, b]) => {
+        expect(equals(merge(a!, a!), a!)).toBe(true);
+        const t = clone(a!);
+        mergeInto(t, b!);
+        expect(mergeInto(t, b!)).toBe(false);
+        expect(mergeInto(t, a!)).toBe(false);
+      }),
+    );
+  });
+
+  it('merge dominates both inputs, and mergeInto changes a state iff it did not dominate', () => {
+    fc.assert(
+      fc.property(replicasArb(2), ([a, b]) => {
+        const m = merge(a!, b!);
+        expect(dominates(m, a!) && dominates(m, b!)).toBe(true);
+        expect(mergeInto(clone(a!), b!)).toBe(!dominates(a!, b!));
+      }),
+    );
+  });
+
+  it('count and sum never decrease, min never rises, max never falls', () => {
+    fc.assert(
+      fc.property(replicasArb(2), ([a, b]) => {
+        const before = value(a!);
+        const after = value(merge(a!, b!));
+        expect(after.count).toBeGreaterThanOrEqual(before.count);
+        expect(after.sum).toBeGreaterThanOrEqual(before.sum);
+        if (before.min !== null) expect(after.min!).toBeLessThanOrEqual(before.min);
+        if (before.max !== null) expect(after.max!).toBeGreaterThanOrEqual(before.max);
+      }),
+    );
+  });
+
+  it('merging every replica gives the aggregate of the full history', () => {
+    fc.assert(
+      fc.property(fc.array(opArb, { maxLength: 40 }), fc.integer({ min: 1, max: 4 }), (ops, k) => {
+        const full = apply(ops);
+        // Each replica saw everything of some actors; together they saw all.
+        const replicas = Array.from({ length: k }, (_, r) =>
+          apply(ops.filter((op) => ACTORS.indexOf(op.actor) % k === r)),
+        );
+        const merged = replicas.reduce((acc, s) => merge(acc, s), emptyState());
+        expect(equals(merged, full)).toBe(true);
+      }),
+    );
+  });
+
+  it('merge does not touch its inputs', () => {
+    const a = apply([{ actor: 'a#1', value: 1, n: 1 }]);
+    const b = apply([{ actor: 'a#1', value: 5, n: 3 }]);
+    const a0 = clone(a);
+    merge(a, b);
+    expect(equals(a, a0)).toBe(true);
+  });
+});
+
+describe('encodeState and decodeState', () => {
+  it('round-trips', () => {
+    fc.assert(
+      fc.property(fc.array(opArb, { maxLength: 40 }), (ops) => {
+        const s = apply(ops);
+        expect(equals(decodeState(encodeState(s)), s)).toBe(true);
+      }),
+    );
+  });
+
+  it('is deterministic regardless of insertion order', () => {
+    const a = emptyState();
+    addEvents(a, 'x#1', 1, 1);
+    addEvents(a, 'a#1', 2, 1);
+    const b = emptyState();
+    addEvents(b, 'a#1', 2, 1);
+    addEvents(b, 'x#1', 1, 1);
+    expect(encodeState(a)).toEqual(encodeState(b));
+    expect(encodeState(a)).toBeInstanceOf(Uint8Array);
+    expect(encodeState(emptyState()).length).toBe(1);
+  });
+
+  const expectCorrupt = (bytes: Uint8Array): void => {
+    try {
+      decodeState(bytes);
+    } catch (err) {
+      expect(err).toBeInstanceOf(TallyError);
+      expect((err as TallyError).code).toBe('INTERNAL');
+      expect((err as TallyError).message).toMatch(/^corrupt bucket state: /);
+      return;
+    }
+    throw new Error('decodeState accepted garbage');
+  };
+
+  it('rejects garbage with TallyError INTERNAL', () => {
+    expectCorrupt(new Uint8Array([]));
+    expectCorrupt(new Uint8Array([0xc1]));
+    expectCorrupt(new Uint8Array([0x92, 0x01]));
+    expectCorrupt(pack({ a: 1 }));
+    expectCorrupt(pack([['a', 1, 2, 3]]));
+    expectCorrupt(pack([['a', 0, 0, 0, 0]]));
+    expectCorrupt(pack([['a', 1.5, 2, 1, 1]]));
+    expectCorrupt(pack([['a', 1, -2, 1, 1]]));
+    expectCorrupt(pack([['a', 1, 2, 3, 1]]));
+    expectCorrupt(pack([['', 1, 2, 2, 2]]));
+    expectCorrupt(pack([[1, 1, 2, 2, 2]]));
+    expectCorrupt(pack([['b', 1, 1, 1, 1], ['a', 1, 1, 1, 1]]));
+    expectCorrupt(pack([['a', 1, 1, 1, 1], ['a', 1, 1, 1, 1]]));
+    const good = encodeState(apply([{ actor: 'a#1', value: 1, n: 1 }]));
+    expectCorrupt(new Uint8Array([...good, 0x00]));
+  });
+
+  it('never throws anything but TallyError INTERNAL on random bytes', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+        try {
+          decodeState(bytes);
+        } catch (err) {
+          expect(err).toBeInstanceOf(TallyError);
+          expect((err as TallyError).code).toBe('INTERNAL');
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
