@@ -1,0 +1,35 @@
+/**
+ * The node process: start a TallyNode from CLI settings, print one line when it is ready, and
+ * stop cleanly (flushing every accepted event) on SIGINT or SIGTERM.
+ */
+import { defaultConfig, type NodeConfig } from './config.js';
+import { TallyNode } from './tally-node.js';
+
+export async function startNodeProcess(overrides: Partial<NodeConfig>): Promise<TallyNode> {
+  const config: NodeConfig = { ...defaultConfig(), ...withoutUndefined(overrides) };
+  const node = await TallyNode.start(config);
+  const { host, port } = node.address;
+  process.stdout.write(
+    `tally node ${node.identity.id} ready on ${host}:${port} (zone ${config.zone}, data ${config.dataDir}, actor ${node.identity.actor}${config.fsync ? ', fsync' : ''})\n`,
+  );
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write(`tally node ${node.identity.id} stopping (${signal})\n`);
+    node.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`error INTERNAL: clean stop failed: ${(err as Error).message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  return node;
+}
+
+function withoutUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,261 @@
+/**
+ * The node's one port: a WebSocket server for clients and (after a peer hello) other nodes.
+ *
+ * Every frame is size-checked, decoded and validated before it reaches a handler, and every
+ * failure is answered with an error frame carrying a stable code; the connection stays open
+ * whenever the framing allows (only frames over MAX_WIRE_FRAME_BYTES, a wrong protocol version
+ * or a foreign cluster close it). Each connection has a bound on requests awaiting a reply and on
+ * bytes queued to it. This module knows nothing of buckets or membership: it hands validated
+ * requests to a `RequestHandler` and peer connections to a `PeerHandler`.
+ */
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket, type RawData } from 'ws';
+import {
+  decodeFrame,
+  encodeFrame,
+  ErrorCode,
+  MAX_ERROR_MESSAGE_CHARS,
+  MAX_FRAME_BYTES,
+  MAX_WIRE_FRAME_BYTES,
+  PROTOCOL_VERSION,
+  Role,
+  TallyError,
+  requestIdOf,
+  validateHello,
+  validateRequest,
+  type ClientRequest,
+  type HelloMessage,
+  type Reply,
+  type WelcomeMessage,
+} from '../protocol/index.js';
+
+/** How long a new connection may take to say hello before it is closed. */
+export const HELLO_TIMEOUT_MS = 10_000;
+
+export interface RequestHandler {
+  handle(req: ClientRequest): Promise<Reply>;
+}
+
+/** A peer connection after its hello: the server hands its frames over, still undecoded. */
+export interface PeerLink {
+  readonly remoteNodeId: string;
+  send(message: unknown): boolean;
+  close(code?: number, reason?: string): void;
+  onMessage: ((message: unknown) => void) | undefined;
+  onClose: (() => void) | undefined;
+}
+
+export interface PeerHandler {
+  accept(link: PeerLink, hello: HelloMessage): void;
+}
+
+export interface ServerOptions {
+  host: string;
+  port: number;
+  nodeId: string;
+  zone: string;
+  cluster: string;
+  maxInFlightPerConnection: number;
+  maxSocketBufferedBytes: number;
+}
+
+export class TallyServer {
+  private http: HttpServer | undefined;
+  private wss: WebSocketServer | undefined;
+  private readonly sockets = new Set<WebSocket>();
+  /** Counters for status. */
+  readonly stats = { connections: 0, frames: 0, errors: 0 };
+
+  constructor(
+    private readonly opts: ServerOptions,
+    private readonly requests: RequestHandler,
+    private peers: PeerHandler | undefined = undefined,
+  ) {}
+
+  setPeerHandler(peers: PeerHandler): void {
+    this.peers = peers;
+  }
+
+  async listen(): Promise<{ host: string; port: number }> {
+    const http = createServer((_req, res) => {
+      res.writeHead(426, { 'content-type': 'text/plain' }).end('Tally speaks WebSocket on this port\n');
+    });
+    const wss = new WebSocketServer({
+      server: http,
+      maxPayload: MAX_WIRE_FRAME_BYTES,
+      perMessageDeflate: false,
+      clientTracking: false,
+    });
+    wss.on('connection', (ws) => this.onConnection(ws));
+    this.http = http;
+    this.wss = wss;
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject);
+      http.listen(this.opts.port, this.opts.host, () => {
+        http.off('error', reject);
+        resolve();
+      });
+    });
+    const a = http.address() as AddressInfo;
+    return { host: this.opts.host, port: a.port };
+  }
+
+  /** Stops accepting, closes every connection, waits for the listener to close. */
+  async close(): Promise<void> {
+    for (const ws of this.sockets) ws.close(1001, 'node stopping');
+    const deadline = setTimeout(() => {
+      for (const ws of this.sockets) ws.terminate();
+    }, 1000);
+    this.wss?.close();
+    await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    clearTimeout(deadline);
+    this.http?.closeAllConnections();
+  }
+
+  private onConnection(ws: WebSocket): void {
+    this.sockets.add(ws);
+    this.stats.connections += 1;
+    ws.binaryType = 'nodebuffer';
+    let hello: HelloMessage | undefined;
+    let inFlight = 0;
+    let peer: (PeerLink & { deliver(m: unknown): void; closed(): void }) | undefined;
+    const helloTimer = setTimeout(() => ws.close(1008, 'no hello'), HELLO_TIMEOUT_MS);
+
+    const send = (message: unknown): boolean => {
+      if (ws.readyState !== ws.OPEN) return false;
+      if (ws.bufferedAmount > this.opts.maxSocketBufferedBytes) {
+        // The other end is not reading: cut it off rather than queue without bound.
+        ws.terminate();
+        return false;
+      }
+      ws.send(encodeFrame(message));
+      return true;
+    };
+    const sendError = (id: number | null, err: unknown): void => {
+      this.stats.errors += 1;
+      const e =
+        err instanceof TallyError
+          ? err
+          : new TallyError(ErrorCode.INTERNAL, `internal error: ${(err as Error)?.message ?? String(err)}`);
+      send({ t: 'error', id, code: e.code, message: e.message.slice(0, MAX_ERROR_MESSAGE_CHARS) });
+    };
+
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      this.stats.frames += 1;
+      const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+      if (!isBinary) {
+        sendError(null, new TallyError(ErrorCode.BAD_REQUEST, 'frames must be binary MessagePack, got a text frame'));
+        return;
+      }
+      let message: unknown;
+      try {
+        message = decodeFrame(bytes, MAX_FRAME_BYTES);
+      } catch (err) {
+        sendError(null, err);
+        return;
+      }
+      if (peer !== undefined) {
+        peer.deliver(message);
+        return;
+      }
+      if (hello === undefined) {
+        try {
+          hello = this.onHello(message);
+        } catch (err) {
+          sendError(requestIdOf(message), err);
+          const code = (err as TallyError).code;
+          if (code === ErrorCode.VERSION_MISMATCH || code === ErrorCode.UNAUTHORIZED) ws.close(1008, code);
+          return;
+        }
+        clearTimeout(helloTimer);
+        const welcome: WelcomeMessage = {
+          t: 'welcome',
+          v: PROTOCOL_VERSION,
+          nodeId: this.opts.nodeId,
+          zone: this.opts.zone,
+          cluster: this.opts.cluster,
+        };
+        send(welcome);
+        if (hello.role === Role.PEER) {
+          peer = this.makePeerLink(ws, hello.nodeId as string, send);
+          (this.peers as PeerHandler).accept(peer, hello);
+        }
+        return;
+      }
+      let req: ClientRequest;
+      try {
+        req = validateRequest(message, Date.now());
+      } catch (err) {
+        sendError(requestIdOf(message), err);
+        return;
+      }
+      if (inFlight >= this.opts.maxInFlightPerConnection) {
+        sendError(
+          req.id,
+          new TallyError(
+            ErrorCode.OVERLOADED,
+            `connection has ${inFlight} requests awaiting replies, the limit is ${this.opts.maxInFlightPerConnection}`,
+          ),
+        );
+        return;
+      }
+      inFlight += 1;
+      this.requests.handle(req).then(
+        (reply) => {
+          inFlight -= 1;
+          send(reply);
+        },
+        (err: unknown) => {
+          inFlight -= 1;
+          sendError(req.id, err);
+        },
+      );
+    });
+    ws.on('error', () => {
+      // Framing errors (e.g. over maxPayload) close the socket; 'close' follows.
+    });
+    ws.on('close', () => {
+      clearTimeout(helloTimer);
+      this.sockets.delete(ws);
+      peer?.closed();
+    });
+  }
+
+  private onHello(message: unknown): HelloMessage {
+    const hello = validateHello(message);
+    if (hello.v !== PROTOCOL_VERSION) {
+      throw new TallyError(
+        ErrorCode.VERSION_MISMATCH,
+        `this node speaks protocol version ${PROTOCOL_VERSION}, the hello says ${hello.v}`,
+      );
+    }
+    if (hello.role === Role.PEER) {
+      if (hello.cluster !== this.opts.cluster) {
+        throw new TallyError(
+          ErrorCode.UNAUTHORIZED,
+          `this node belongs to cluster "${this.opts.cluster}", the peer to "${hello.cluster}"`,
+        );
+      }
+      if (this.peers === undefined) throw new TallyError(ErrorCode.NOT_READY, 'this node does not accept peers yet');
+    }
+    return hello;
+  }
+
+  private makePeerLink(
+    ws: WebSocket,
+    remoteNodeId: string,
+    send: (m: unknown) => boolean,
+  ): PeerLink & { deliver(m: unknown): void; closed(): void } {
+    const link = {
+      remoteNodeId,
+      send,
+      close: (code?: number, reason?: string) => ws.close(code ?? 1000, reason),
+      onMessage: undefined as ((m: unknown) => void) | undefined,
+      onClose: undefined as (() => void) | undefined,
+      deliver: (m: unknown) => link.onMessage?.(m),
+      closed: () => link.onClose?.(),
+    };
+    return link;
+  }
+}
