@@ -1,0 +1,137 @@
+#!/usr/bin/env node
+/**
+ * The `tally` command: start a node, count events, read counts. Errors print
+ * `error CODE: message` on stderr and exit non-zero; results go to stdout, bare, so scripts can
+ * use them. The flags here are a contract (scripts and checks depend on them): add, never rename.
+ */
+import yargs, { type Argv } from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { ErrorCode, MAX_EVENT_COUNT, TallyError } from '../protocol/index.js';
+import { TallyClient, type EventInput } from './tally-client.js';
+
+const DEFAULT_NODE = process.env.TALLY_NODE ?? '127.0.0.1:7401';
+
+/** TIME on the command line: epoch milliseconds, or an ISO-8601 date or date-time. */
+export function parseTime(text: string, what: string): number {
+  const s = String(text).trim();
+  if (/^\d+$/.test(s)) return Number(s);
+  const ms = /^\d{4}-\d{2}-\d{2}/.test(s) ? Date.parse(s) : NaN;
+  if (!Number.isFinite(ms)) {
+    throw new TallyError(ErrorCode.BAD_REQUEST, `${what} must be epoch milliseconds or ISO-8601 (e.g. 2026-11-26T10:00:00Z), got ${JSON.stringify(s)}`);
+  }
+  return ms;
+}
+
+function fail(err: unknown): never {
+  const code = err instanceof TallyError ? err.code : ErrorCode.INTERNAL;
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`error ${code}: ${message}\n`);
+  process.exit(1);
+}
+
+async function withClient<T>(node: string, fn: (c: TallyClient) => Promise<T>): Promise<T> {
+  const client = await TallyClient.connect({ nodes: node.split(',').map((s) => s.trim()).filter(Boolean) });
+  try {
+    return await fn(client);
+  } finally {
+    await client.close();
+  }
+}
+
+const nodeOption = { type: 'string', default: DEFAULT_NODE, describe: 'node(s) to ask, host:port[,host:port]' } as const;
+
+async function main(argv: string[]): Promise<void> {
+  const cli: Argv = yargs(argv)
+    .scriptName('tally')
+    .usage('$0 <command> [options]\n\nTally counts events per item over time, replicated and masterless.')
+    .command(
+      'start',
+      'run a node in the foreground',
+      (y) =>
+        y
+          .option('port', { type: 'number', default: 7401, describe: 'port for clients and peers' })
+          .option('host', { type: 'string', default: '127.0.0.1', describe: 'address to listen on and to announce' })
+          .option('data', { type: 'string', default: './data', describe: 'data directory (identity and LevelDB)' })
+          .option('id', { type: 'string', describe: 'node id (default: the one in the data directory, or a new one)' })
+          .option('zone', { type: 'string', default: 'z1', describe: 'zone (data centre, rack) for replica placement' })
+          .option('seeds', { type: 'string', describe: 'host:port,host:port of nodes to join through' })
+          .option('cluster', { type: 'string', default: 'tally', describe: 'cluster name; peers must share it' })
+          .option('fsync', { type: 'boolean', default: false, describe: 'fsync every group commit' }),
+      async (a) => {
+        const { startNodeProcess } = await import('../node/main.js');
+        await startNodeProcess({
+          port: a.port,
+          host: a.host,
+          dataDir: a.data,
+          id: a.id,
+          zone: a.zone,
+          cluster: a.cluster,
+          seeds: a.seeds === undefined ? [] : a.seeds.split(',').map((s) => s.trim()).filter(Boolean),
+          fsync: a.fsync,
+        });
+      },
+    )
+    .command(
+      'count <videoId>',
+      'record events and wait until they are acknowledged',
+      (y) =>
+        y
+          .positional('videoId', { type: 'string', demandOption: true })
+          .option('type', { type: 'string', default: 'view', describe: 'event type' })
+          .option('n', { type: 'number', default: 1, describe: 'how many events' })
+          .option('value', { type: 'number', default: 1, describe: 'value of each event (watch time, latency…)' })
+          .option('at', { type: 'string', describe: 'event time, epoch ms or ISO-8601 (default now)' })
+          .option('node', nodeOption),
+      async (a) => {
+        const n = a.n;
+        if (!Number.isInteger(n) || n < 1) throw new TallyError(ErrorCode.BAD_REQUEST, `--n must be a positive integer, got ${n}`);
+        const timestamp = a.at === undefined ? Date.now() : parseTime(a.at, '--at');
+        const events: EventInput[] = [];
+        for (let left = n; left > 0; left -= MAX_EVENT_COUNT) {
+          events.push({ videoId: a.videoId, eventType: a.type, timestamp, value: a.value, count: Math.min(left, MAX_EVENT_COUNT) });
+        }
+        await withClient(a.node, (c) => c.processEvents(events));
+      },
+    )
+    .command(
+      'get <videoId>',
+      'print the count of a series over [from, to)',
+      (y) =>
+        y
+          .positional('videoId', { type: 'string', demandOption: true })
+          .option('type', { type: 'string', default: 'view', describe: 'event type' })
+          .option('from', { type: 'string', default: '0', describe: 'range start, epoch ms or ISO-8601 (inclusive)' })
+          .option('to', { type: 'string', describe: 'range end, epoch ms or ISO-8601 (exclusive; default now)' })
+          .option('json', { type: 'boolean', default: false, describe: 'print {count, sum, min, max, avg}' })
+          .option('node', nodeOption),
+      async (a) => {
+        const from = parseTime(a.from, '--from');
+        const to = a.to === undefined ? Date.now() : parseTime(a.to, '--to');
+        const stats = await withClient(a.node, (c) => c.getStats(a.videoId, a.type, from, to));
+        process.stdout.write(a.json ? `${JSON.stringify(stats)}\n` : `${stats.count}\n`);
+      },
+    )
+    .command(
+      'status',
+      'show the cluster as one node sees it',
+      (y) => y.option('node', nodeOption).option('json', { type: 'boolean', default: false }),
+      async (a) => {
+        const status = await withClient(a.node, (c) => c.status());
+        process.stdout.write(`${JSON.stringify(status, null, a.json ? undefined : 2)}\n`);
+      },
+    )
+    .demandCommand(1, 'name a command: start, count, get, status')
+    .strict()
+    .help()
+    .alias('h', 'help')
+    .version(false)
+    .wrap(Math.min(110, process.stdout.columns ?? 100))
+    .fail((msg, err) => {
+      if (err !== undefined && err !== null) fail(err);
+      process.stderr.write(`error ${ErrorCode.BAD_REQUEST}: ${msg}\n`);
+      process.exit(2);
+    });
+  await cli.parseAsync();
+}
+
+main(hideBin(process.argv)).catch(fail);

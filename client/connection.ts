@@ -1,0 +1,171 @@
+/**
+ * One client connection to one node: the hello, request ids, replies matched to requests, and a
+ * timeout per request. A connection that drops fails every request awaiting a reply with
+ * CONNECTION_CLOSED (for a write, its outcome is unknown); the client opens a new one.
+ */
+import WebSocket from 'ws';
+import {
+  decodeFrame,
+  encodeFrame,
+  ErrorCode,
+  isErrorCode,
+  isPlainObject,
+  MAX_REQUEST_ID,
+  MAX_WIRE_FRAME_BYTES,
+  PROTOCOL_VERSION,
+  Role,
+  TallyError,
+  type ClientRequest,
+  type Reply,
+  type WelcomeMessage,
+} from '../protocol/index.js';
+
+/** Requests awaiting a reply on one connection; past it, callers wait in the client's queue. */
+export const MAX_PENDING_PER_CONNECTION = 1_000;
+
+type Outgoing = ClientRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+
+interface Pending {
+  resolve: (reply: Reply) => void;
+  reject: (err: TallyError) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class Connection {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private closedError: TallyError | undefined;
+  onClose: ((err: TallyError) => void) | undefined;
+
+  private constructor(
+    private readonly ws: WebSocket,
+    readonly address: string,
+    readonly welcome: WelcomeMessage,
+  ) {
+    ws.on('message', (data: WebSocket.RawData) => this.onMessage(data));
+    ws.on('close', () =>
+      this.fail(new TallyError(ErrorCode.CONNECTION_CLOSED, `connection to ${address} closed before the reply came`)),
+    );
+    ws.on('error', () => {
+      // 'close' follows and fails what is pending.
+    });
+  }
+
+  static open(address: string, timeoutMs: number): Promise<Connection> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(`ws://${address}/`, { maxPayload: MAX_WIRE_FRAME_BYTES, perMessageDeflate: false });
+      ws.binaryType = 'nodebuffer';
+      let settled = false;
+      const finish = (err: TallyError | undefined, welcome?: WelcomeMessage): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        ws.off('message', onFirst);
+        if (err !== undefined) {
+          ws.terminate();
+          reject(err);
+        } else {
+          resolve(new Connection(ws, address, welcome as WelcomeMessage));
+        }
+      };
+      const timer = setTimeout(
+        () => finish(new TallyError(ErrorCode.UNAVAILABLE, `no answer from ${address} within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      const onFirst = (data: WebSocket.RawData): void => {
+        let m: unknown;
+        try {
+          m = decodeFrame(data as Buffer, MAX_WIRE_FRAME_BYTES);
+        } catch (err) {
+          finish(new TallyError(ErrorCode.INTERNAL, `${address} sent a bad welcome: ${(err as Error).message}`));
+          return;
+        }
+        if (isPlainObject(m) && m.t === 'welcome' && typeof m.nodeId === 'string') {
+          finish(undefined, m as unknown as WelcomeMessage);
+        } else if (isPlainObject(m) && m.t === 'error' && isErrorCode(m.code)) {
+          finish(new TallyError(m.code, `${address}: ${String(m.message)}`));
+        } else {
+          finish(new TallyError(ErrorCode.INTERNAL, `${address} did not answer the hello with a welcome`));
+        }
+      };
+      ws.on('message', onFirst);
+      ws.once('open', () => ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: Role.CLIENT })));
+      ws.once('error', (err) =>
+        finish(new TallyError(ErrorCode.UNAVAILABLE, `cannot connect to ${address}: ${err.message}`, { cause: err })),
+      );
+      ws.once('close', () => finish(new TallyError(ErrorCode.UNAVAILABLE, `${address} closed the connection`)));
+    });
+  }
+
+  get isOpen(): boolean {
+    return this.closedError === undefined;
+  }
+
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  request(body: Outgoing, timeoutMs: number): Promise<Reply> {
+    if (this.closedError !== undefined) return Promise.reject(this.closedError);
+    const id = this.nextId;
+    this.nextId = this.nextId >= MAX_REQUEST_ID ? 1 : this.nextId + 1;
+    return new Promise<Reply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(
+          new TallyError(
+            ErrorCode.TIMEOUT,
+            `${body.t} request to ${this.address} had no reply within ${timeoutMs} ms` +
+              (body.t === 'count' ? '; whether it was applied is unknown' : ''),
+          ),
+        );
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      this.ws.send(encodeFrame({ ...body, id }));
+    });
+  }
+
+  close(): void {
+    this.fail(new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
+    this.ws.close(1000);
+  }
+
+  private onMessage(data: WebSocket.RawData): void {
+    let m: unknown;
+    try {
+      m = decodeFrame(data as Buffer, MAX_WIRE_FRAME_BYTES);
+    } catch {
+      this.ws.terminate(); // a node that sends garbage is not to be trusted with more requests
+      return;
+    }
+    if (!isPlainObject(m) || typeof m.id !== 'number') {
+      if (isPlainObject(m) && m.t === 'error' && m.id === null && isErrorCode(m.code)) {
+        // An error about a frame the node could not read: fail the oldest request, it is the likeliest.
+        const first = this.pending.keys().next();
+        if (!first.done) this.settle(first.value, m as unknown as Reply);
+      }
+      return;
+    }
+    this.settle(m.id, m as unknown as Reply);
+  }
+
+  private settle(id: number, reply: Reply): void {
+    const p = this.pending.get(id);
+    if (p === undefined) return; // timed out already
+    this.pending.delete(id);
+    clearTimeout(p.timer);
+    if (reply.t === 'error') p.reject(new TallyError(isErrorCode(reply.code) ? reply.code : ErrorCode.INTERNAL, reply.message));
+    else p.resolve(reply);
+  }
+
+  private fail(err: TallyError): void {
+    if (this.closedError !== undefined) return;
+    this.closedError = err;
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+    this.onClose?.(err);
+  }
+}
