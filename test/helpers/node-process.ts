@@ -1,0 +1,81 @@
+/**
+ * Real Tally node processes for integration and chaos tests: started from the built CLI
+ * (`dist/client/cli.js`), each with its own data directory, and killed for real.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export const CLI = join(ROOT, 'dist/client/cli.js');
+
+export interface NodeProcess {
+  proc: ChildProcess;
+  address: string;
+  port: number;
+  output: () => string;
+  /** Resolves with the exit code (or signal) once the process has exited. */
+  exited: Promise<number | string>;
+}
+
+export async function tempDir(prefix = 'tally-test-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** Starts `tally start` and waits for its ready line. */
+export function startNode(args: string[], readyTimeoutMs = 15_000): Promise<NodeProcess> {
+  const proc = spawn(process.execPath, [CLI, 'start', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const exited = new Promise<number | string>((res) => proc.once('exit', (code, signal) => res(code ?? signal ?? -1)));
+  return new Promise((res, rej) => {
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      rej(new Error(`node did not become ready in ${readyTimeoutMs} ms:\n${out}`));
+    }, readyTimeoutMs);
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      const m = /ready on (\S+):(\d+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        const port = Number(m[2]);
+        res({ proc, port, address: `${m[1]}:${port}`, output: () => out, exited });
+      }
+    };
+    proc.stdout?.on('data', onData);
+    proc.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+    void exited.then((code) => {
+      clearTimeout(timer);
+      rej(new Error(`node exited (${code}) before it was ready:\n${out}`));
+    });
+  });
+}
+
+/** Runs a `tally` CLI command to completion. */
+export function runCli(args: string[], timeoutMs = 20_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((res, rej) => {
+    const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      rej(new Error(`tally ${args.join(' ')} did not finish in ${timeoutMs} ms`));
+    }, timeoutMs);
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      res({ code: code ?? -1, stdout, stderr });
+    });
+  });
+}
+
+export async function stopNode(n: NodeProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | string> {
+  if (n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill(signal);
+  return n.exited;
+}

@@ -1,0 +1,111 @@
+/**
+ * One real node process with real LevelDB: the CLI round trip, durability across SIGKILL, a
+ * clean stop, the identity check, exact counts through the client, and event times landing in
+ * the right buckets over 40 days.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TallyClient, TallyError } from '../../client/index.js';
+import { DAY_MS, MINUTE_MS } from '../../cluster/time-buckets.js';
+import { removeDir, runCli, startNode, stopNode, tempDir, type NodeProcess } from '../helpers/node-process.js';
+import { seededRandom } from '../helpers/random.js';
+
+describe('a single node', () => {
+  let dir: string;
+  let node: NodeProcess;
+
+  beforeAll(async () => {
+    dir = await tempDir();
+    node = await startNode(['--port', '0', '--data', dir, '--id', 'n1']);
+  });
+  afterAll(async () => {
+    if (node) await stopNode(node, 'SIGKILL');
+    await removeDir(dir);
+  });
+
+  it('counts with the CLI and keeps acknowledged counts across SIGKILL', async () => {
+    const count = await runCli(['count', 'v1', '--n', '5', '--node', node.address]);
+    expect(count.stderr).toBe('');
+    expect(count.code).toBe(0);
+    const get = await runCli(['get', 'v1', '--node', node.address]);
+    expect(get.stdout).toBe('5\n');
+
+    await stopNode(node, 'SIGKILL');
+    node = await startNode(['--port', String(node.port), '--data', dir, '--id', 'n1']);
+    const after = await runCli(['get', 'v1', '--node', node.address]);
+    expect(after.stdout).toBe('5\n');
+    const json = JSON.parse((await runCli(['get', 'v1', '--json', '--node', node.address])).stdout);
+    expect(json).toEqual({ count: 5, sum: 5, min: 1, max: 1, avg: 1 });
+  });
+
+  it('counts 10,000 events sent through the client exactly', async () => {
+    const client = await TallyClient.connect({ nodes: [node.address] });
+    try {
+      const calls: Promise<void>[] = [];
+      for (let i = 0; i < 10_000; i++) calls.push(client.countViewEvent('exact-10k'));
+      await Promise.all(calls);
+      expect(await client.getViewsCount('exact-10k', 0, Date.now() + MINUTE_MS)).toBe(10_000);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('puts events with explicit times in the right buckets over 40 days', async () => {
+    const rand = seededRandom(Number(process.env.TEST_SEED ?? 40));
+    const end = Date.UTC(2026, 10, 1);
+    const start = end - 40 * DAY_MS;
+    const times: number[] = [];
+    for (let i = 0; i < 3_000; i++) times.push(start + Math.floor(rand() * (end - start)));
+    const client = await TallyClient.connect({ nodes: [node.address] });
+    try {
+      await client.processEvents(times.map((timestamp) => ({ videoId: 'forty-days', timestamp })));
+      for (let i = 0; i < 200; i++) {
+        // Half the ranges on minute boundaries, half anywhere: both ends count whole minutes.
+        let a = start - DAY_MS + Math.floor(rand() * (end - start + 2 * DAY_MS));
+        let b = start - DAY_MS + Math.floor(rand() * (end - start + 2 * DAY_MS));
+        if (a > b) [a, b] = [b, a];
+        if (i % 2 === 0) {
+          a -= a % MINUTE_MS;
+          b -= b % MINUTE_MS;
+        }
+        const from = a - (a % MINUTE_MS);
+        const to = b <= a ? from : Math.ceil(b / MINUTE_MS) * MINUTE_MS; // an empty range covers nothing
+        const expected = times.filter((t) => t >= from && t < to).length;
+        expect(await client.getViewsCount('forty-days', a, b), `range [${a}, ${b})`).toBe(expected);
+      }
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('rejects bad input at the call and on the CLI with a code', async () => {
+    const client = await TallyClient.connect({ nodes: [node.address] });
+    try {
+      await expect(client.countViewEvent('')).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+      await expect(client.processEvent('v', 'watch', -1)).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+      await expect(client.processEvent('v', 'watch', Number.NaN)).rejects.toBeInstanceOf(TallyError);
+      await expect(client.countViewEvent('x'.repeat(300))).rejects.toMatchObject({ code: 'TOO_LARGE' });
+      await expect(client.countViewEvent('v', { timestamp: 5 })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    } finally {
+      await client.close();
+    }
+    const r = await runCli(['get', 'v1', '--from', 'yesterday', '--node', node.address]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/^error BAD_REQUEST: --from must be/);
+  });
+
+  it('stops cleanly on SIGTERM and refuses its directory under another id', async () => {
+    await runCli(['count', 'clean-stop', '--n', '3', '--node', node.address]);
+    expect(await stopNode(node, 'SIGTERM')).toBe(0);
+    await expect(startNode(['--port', '0', '--data', dir, '--id', 'n2'])).rejects.toThrow(
+      /belongs to node "n1", refusing to start it as "n2"/,
+    );
+    node = await startNode(['--port', '0', '--data', dir]);
+    expect((await runCli(['get', 'clean-stop', '--node', node.address])).stdout).toBe('3\n');
+  });
+
+  it('says which node is unreachable', async () => {
+    const r = await runCli(['get', 'v1', '--node', '127.0.0.1:1']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/^error UNAVAILABLE: /);
+  });
+});
