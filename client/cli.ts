@@ -120,7 +120,43 @@ async function main(argv: string[]): Promise<void> {
         process.stdout.write(`${JSON.stringify(status, null, a.json ? undefined : 2)}\n`);
       },
     )
-    .demandCommand(1, 'name a command: start, count, get, status')
+    .command(
+      'bench',
+      'load a running cluster through the client and print throughput and latency',
+      (y) =>
+        y
+          .option('node', nodeOption)
+          .option('events', { type: 'number', default: 200_000, describe: 'view events to write' })
+          .option('videos', { type: 'number', default: 1_000, describe: 'distinct videos written to' })
+          .option('concurrency', { type: 'number', default: 2_000, describe: 'write calls outstanding at once' })
+          .option('reads', { type: 'number', default: 5_000, describe: 'range reads to make' })
+          .option('read-concurrency', { type: 'number', default: 32, describe: 'reads outstanding at once' })
+          .option('json', { type: 'boolean', default: false }),
+      async (a) => {
+        const { runBench } = await import('./bench.js');
+        const r = await runBench({
+          nodes: a.node.split(',').map((s) => s.trim()).filter(Boolean),
+          events: a.events,
+          videos: a.videos,
+          concurrency: a.concurrency,
+          reads: a.reads,
+          readConcurrency: a['read-concurrency'],
+        });
+        if (a.json) {
+          process.stdout.write(`${JSON.stringify(r)}\n`);
+          return;
+        }
+        const w = r.writes;
+        const rd = r.reads;
+        process.stdout.write(
+          `writes: ${w.events} events in ${w.seconds.toFixed(2)} s = ${w.perSecond} events/s; call latency p50 ${w.p50Ms} ms, p99 ${w.p99Ms} ms, max ${w.maxMs} ms\n` +
+            `reads:  ${rd.reads} range reads in ${rd.seconds.toFixed(2)} s = ${rd.perSecond} reads/s; latency p50 ${rd.p50Ms} ms, p99 ${rd.p99Ms} ms, max ${rd.maxMs} ms\n` +
+            `check:  wrote ${r.check.expected}, counted ${r.check.counted}\n`,
+        );
+        if (r.check.counted !== r.check.expected) process.exitCode = 1;
+      },
+    )
+    .demandCommand(1, 'name a command: start, count, get, status, bench')
     .strict()
     .help()
     .alias('h', 'help')

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { TallyClient } from '../../client/index.js';
-import { decodeFrame, encodeFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '../../protocol/index.js';
+import { decodeFrame, encodeFrame, MAX_FRAME_BYTES, MAX_WIRE_FRAME_BYTES, PROTOCOL_VERSION } from '../../protocol/index.js';
 import { removeDir, startNode, stopNode, tempDir, type NodeProcess } from '../helpers/node-process.js';
 import { seededRandom } from '../helpers/random.js';
 
@@ -169,4 +169,29 @@ describe(`fuzzing a running node (FUZZ_SEED=${SEED})`, () => {
     expect(await client.getViewsCount('kept', 0, t0 + 60_000)).toBe(42);
     await client.close();
   });
+
+  it('needs a hello first, and closes on a wrong version or a foreign cluster', async () => {
+    const raw = await openRaw(node.address);
+    raw.ws.send(encodeFrame({ t: 'ping', id: 5 }));
+    expect(await raw.next()).toMatchObject({ t: 'error', id: 5, code: 'BAD_REQUEST', message: expect.stringMatching(/must be a hello/) });
+    raw.ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION + 1, role: 'client' }));
+    expect(await raw.next()).toMatchObject({ t: 'error', code: 'VERSION_MISMATCH' });
+    expect(await raw.next()).toBe('closed');
+
+    const peer = await openRaw(node.address);
+    peer.ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: 'peer', cluster: 'other', nodeId: 'x' }));
+    expect(await peer.next()).toMatchObject({ t: 'error', code: 'UNAUTHORIZED', message: expect.stringMatching(/cluster "tally", the peer to "other"/) });
+    expect(await peer.next()).toBe('closed');
+  });
+
+  it('closes a connection that sends a frame over the wire limit, and serves the next', async () => {
+    const raw = await helloed(node.address);
+    raw.ws.send(Buffer.alloc(MAX_WIRE_FRAME_BYTES + 1));
+    expect(await raw.next()).toBe('closed');
+    const again = await helloed(node.address);
+    again.ws.send(encodeFrame({ t: 'ping', id: 1 }));
+    expect(await again.next()).toMatchObject({ t: 'pong', id: 1 });
+    again.ws.close();
+  });
 });
+

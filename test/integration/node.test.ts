@@ -109,3 +109,23 @@ describe('a single node', () => {
     expect(r.stderr).toMatch(/^error UNAVAILABLE: /);
   });
 });
+
+describe('a node with --fsync', () => {
+  it('acknowledges writes that survive SIGKILL', async () => {
+    const dir = await tempDir();
+    let node = await startNode(['--port', '0', '--data', dir, '--id', 'f1', '--fsync']);
+    try {
+      expect(node.output()).toMatch(/, fsync\)/);
+      const client = await TallyClient.connect({ nodes: [node.address] });
+      await Promise.all(Array.from({ length: 500 }, (_, i) => client.processEvent('synced', 'watch_ms', i)));
+      await client.close();
+      await stopNode(node, 'SIGKILL');
+      node = await startNode(['--port', '0', '--data', dir, '--id', 'f1', '--fsync']);
+      const r = JSON.parse((await runCli(['get', 'synced', '--type', 'watch_ms', '--json', '--node', node.address])).stdout);
+      expect(r).toEqual({ count: 500, sum: (499 * 500) / 2, min: 0, max: 499, avg: 249.5 });
+    } finally {
+      await stopNode(node, 'SIGKILL');
+      await removeDir(dir);
+    }
+  });
+});

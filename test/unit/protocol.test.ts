@@ -1,0 +1,110 @@
+/**
+ * Frame validation: every kind of bad input is refused with a stable code and a message that
+ * names the field and what was wrong; good frames come through unchanged.
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  decodeFrame,
+  encodeFrame,
+  MAX_EVENTS_PER_BATCH,
+  MAX_FRAME_BYTES,
+  MAX_QUERIES_PER_GET,
+  MAX_VIDEO_ID_BYTES,
+  MIN_EVENT_TIME_MS,
+  MAX_EVENT_FUTURE_SKEW_MS,
+  TallyError,
+  validateHello,
+  validateRequest,
+  requestIdOf,
+} from '../../protocol/index.js';
+
+const NOW = Date.UTC(2026, 10, 26, 12);
+const ok = ['v1', 'view', NOW - 1000, 1, 1];
+
+function refusal(x: unknown, nowMs = NOW): { code: string; message: string } {
+  try {
+    validateRequest(x, nowMs);
+  } catch (err) {
+    expect(err).toBeInstanceOf(TallyError);
+    return { code: (err as TallyError).code, message: (err as TallyError).message };
+  }
+  throw new Error(`accepted ${JSON.stringify(x)}`);
+}
+
+describe('validateRequest', () => {
+  it('passes good requests through unchanged', () => {
+    const count = { t: 'count', id: 1, events: [ok], cl: 'all' };
+    expect(validateRequest(count, NOW)).toEqual(count);
+    const get = { t: 'get', id: 2, queries: [['v1', 'view', 0, NOW]] };
+    expect(validateRequest(get, NOW)).toEqual(get);
+    expect(validateRequest({ t: 'ping', id: 0 }, NOW)).toEqual({ t: 'ping', id: 0 });
+  });
+
+  it.each([
+    ['an unknown type', { t: 'delete', id: 1 }, 'BAD_REQUEST', /unknown message type t="delete"/],
+    ['a non-map frame', [1, 2], 'BAD_REQUEST', /request must be a map/],
+    ['a missing id', { t: 'ping' }, 'BAD_REQUEST', /^id must be an integer/],
+    ['a negative id', { t: 'ping', id: -1 }, 'BAD_REQUEST', /^id must be an integer/],
+    ['an unknown field', { t: 'ping', id: 1, x: 1 }, 'BAD_REQUEST', /unknown field "x"/],
+    ['events not an array', { t: 'count', id: 1, events: 'x' }, 'BAD_REQUEST', /events must be an array/],
+    ['no events', { t: 'count', id: 1, events: [] }, 'BAD_REQUEST', /must not be empty/],
+    ['a short tuple', { t: 'count', id: 1, events: [['v', 'view', NOW]] }, 'BAD_REQUEST', /events\[0\] must be \[videoId/],
+    ['a numeric videoId', { t: 'count', id: 1, events: [[5, 'view', NOW, 1, 1]] }, 'BAD_REQUEST', /events\[0\]\[0\] \(videoId\) must be a string/],
+    ['an empty eventType', { t: 'count', id: 1, events: [['v', '', NOW, 1, 1]] }, 'BAD_REQUEST', /eventType\) must not be empty/],
+    ['a control character', { t: 'count', id: 1, events: [['v\u0000x', 'view', NOW, 1, 1]] }, 'BAD_REQUEST', /control characters/],
+    ['a NaN value', { t: 'count', id: 1, events: [['v', 'view', NOW, Number.NaN, 1]] }, 'BAD_REQUEST', /\(value\) must be a finite number/],
+    ['an infinite value', { t: 'count', id: 1, events: [['v', 'view', NOW, Infinity, 1]] }, 'BAD_REQUEST', /\(value\)/],
+    ['a negative value', { t: 'count', id: 1, events: [['v', 'view', NOW, -1, 1]] }, 'BAD_REQUEST', /\(value\) must be a finite number in \[0/],
+    ['a zero count', { t: 'count', id: 1, events: [['v', 'view', NOW, 1, 0]] }, 'BAD_REQUEST', /\(count\) must be an integer in \[1/],
+    ['a fractional count', { t: 'count', id: 1, events: [['v', 'view', NOW, 1, 1.5]] }, 'BAD_REQUEST', /\(count\)/],
+    ['seconds for milliseconds', { t: 'count', id: 1, events: [['v', 'view', 1_700_000_000, 1, 1]] }, 'BAD_REQUEST', /\(timestampMs\) must be an integer in \[946684800000/],
+    ['a time far in the future', { t: 'count', id: 1, events: [['v', 'view', NOW + MAX_EVENT_FUTURE_SKEW_MS + 1, 1, 1]] }, 'BAD_REQUEST', /timestampMs/],
+    ['a bad consistency', { t: 'count', id: 1, events: [ok], cl: 'most' }, 'BAD_REQUEST', /cl must be one of one, quorum, all/],
+    ['an inverted range', { t: 'get', id: 1, queries: [['v', 'view', 10, 5]] }, 'BAD_REQUEST', /endMs 5 is before startMs 10/],
+    ['a string bound', { t: 'get', id: 1, queries: [['v', 'view', '0', 5]] }, 'BAD_REQUEST', /\(startMs\) must be an integer/],
+    ['an over-long videoId', { t: 'count', id: 1, events: [['x'.repeat(MAX_VIDEO_ID_BYTES + 1), 'view', NOW, 1, 1]] }, 'TOO_LARGE', /videoId\) is 257 bytes, the limit is 256/],
+    ['multi-byte characters over the limit', { t: 'count', id: 1, events: [['é'.repeat(129), 'view', NOW, 1, 1]] }, 'TOO_LARGE', /258 bytes/],
+    ['too many events', { t: 'count', id: 1, events: Array(MAX_EVENTS_PER_BATCH + 1).fill(ok) }, 'TOO_LARGE', /events has 10001 items, the limit is 10000/],
+    ['too many queries', { t: 'get', id: 1, queries: Array(MAX_QUERIES_PER_GET + 1).fill(['v', 'view', 0, 1]) }, 'TOO_LARGE', /queries has 1001 items/],
+  ])('refuses %s', (_what, frame, code, message) => {
+    const r = refusal(frame);
+    expect(r.code).toBe(code);
+    expect(r.message).toMatch(message);
+  });
+
+  it('accepts the earliest allowed event time and refuses the one before it', () => {
+    expect(validateRequest({ t: 'count', id: 1, events: [['v', 'view', MIN_EVENT_TIME_MS, 0, 1]] }, NOW)).toBeTruthy();
+    expect(refusal({ t: 'count', id: 1, events: [['v', 'view', MIN_EVENT_TIME_MS - 1, 0, 1]] }).code).toBe('BAD_REQUEST');
+  });
+
+  it('recovers the request id of a bad frame when there is one', () => {
+    expect(requestIdOf({ t: 'count', id: 42, events: 'x' })).toBe(42);
+    expect(requestIdOf({ t: 'count', id: 'x' })).toBeNull();
+    expect(requestIdOf('junk')).toBeNull();
+  });
+});
+
+describe('validateHello', () => {
+  it('requires the cluster and node id of a peer', () => {
+    expect(validateHello({ t: 'hello', v: 1, role: 'client' })).toEqual({ t: 'hello', v: 1, role: 'client' });
+    expect(() => validateHello({ t: 'hello', v: 1, role: 'peer' })).toThrow(/hello.cluster must be a string/);
+    expect(() => validateHello({ t: 'ping', id: 1 })).toThrow(/first message must be a hello/);
+    expect(() => validateHello({ t: 'hello', v: 1, role: 'admin' })).toThrow(/hello.role must be one of/);
+  });
+});
+
+describe('codec', () => {
+  it('round-trips frames and refuses broken, trailing and oversize ones', () => {
+    const m = { t: 'count', id: 3, events: [['v', 'view', NOW, 2.5, 1]] };
+    expect(decodeFrame(encodeFrame(m))).toEqual(m);
+    expect(() => decodeFrame(Buffer.alloc(0))).toThrow(/frame is empty/);
+    expect(() => decodeFrame(encodeFrame(m).subarray(0, 5))).toThrow(/not one valid MessagePack value/);
+    expect(() => decodeFrame(Buffer.concat([encodeFrame(m), Buffer.from([1])]))).toThrow(/not one valid MessagePack value/);
+    try {
+      decodeFrame(Buffer.alloc(MAX_FRAME_BYTES + 1));
+      throw new Error('accepted');
+    } catch (err) {
+      expect((err as TallyError).code).toBe('TOO_LARGE');
+    }
+  });
+});
