@@ -9,6 +9,7 @@
  */
 import { TallyError, ErrorCode } from './errors.js';
 import {
+  MAX_ADDRESS_BYTES,
   MAX_EVENT_COUNT,
   MAX_EVENT_FUTURE_SKEW_MS,
   MAX_EVENT_TYPE_BYTES,
@@ -194,4 +195,29 @@ export function requestIdOf(x: unknown): number | null {
   if (!isPlainObject(x)) return null;
   const id = x.id;
   return typeof id === 'number' && Number.isInteger(id) && id >= 0 && id <= MAX_REQUEST_ID ? id : null;
+}
+
+/**
+ * A `host:port` address (IPv6 in brackets: `[::1]:7401`). Ports are 1-65535; the host is a name
+ * or an IP literal of letters, digits, dots, dashes (and colons inside brackets).
+ */
+export function parseAddress(x: unknown, what = 'address'): { host: string; port: number } {
+  const address = checkName(x, what, MAX_ADDRESS_BYTES);
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+)):(\d{1,5})$/.exec(address);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port < 1 || port > 65535) {
+    throw bad(`${what} must be host:port (IPv6 as [::1]:7401), got ${show(address)}`);
+  }
+  return { host: (m[1] ?? m[2]) as string, port };
+}
+
+/** `host:port` for a host and port, with IPv6 literals in brackets. */
+export function formatAddress(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** The WebSocket URL of a node's address; throws BAD_REQUEST for a malformed address. */
+export function wsUrl(address: string): string {
+  const { host, port } = parseAddress(address);
+  return `ws://${formatAddress(host, port)}/`;
 }

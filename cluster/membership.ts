@@ -1,0 +1,505 @@
+/**
+ * Cluster membership: gossip of endpoint states, up/down verdicts, and the ring they imply.
+ *
+ * Why: every node must learn who is in the cluster, who is alive and what the ring is, with no
+ * master. Each gossip round a node bumps its heartbeat version and runs a Cassandra-style
+ * SYN/ACK/ACK2 exchange with `livePeersPerRound` live peers (a shuffled round-robin, as SWIM
+ * does), sometimes one it believes down and sometimes a seed, never more than
+ * `maxGossipPeersPerRound`. Like Cassandra's Gossiper it probes a down peer with probability
+ * down/(live+1) and a seed with probability seeds/(live+down+1), so the whole cluster calls on
+ * each down node or seed about once a round whatever its size. For each node the state with the
+ * newer (generation, version) wins, so a restarted node (higher generation) replaces its old
+ * state and stays the same member. Seeds are only where a node without live peers looks first.
+ *
+ * Up/down is this node's own verdict (phi-detector.ts) over the arrivals of newer heartbeat
+ * versions, sped up by dropped connections. A member starts down and comes up at its first sign
+ * of life (a newer heartbeat, or a message from it): a state heard second-hand may be old news of
+ * a dead node. A peer that announces `left` is down at once. The ring holds every member whose
+ * lifecycle is normal, leaving or left, up or down: a stopped node keeps its tokens (its data is
+ * there when it returns; writes meant for it become hints).
+ *
+ * Pure, in the shape of etcd-io/raft: inputs (`tick`, `receive`, `connectionLost`, `leave`) carry
+ * nowMs and return effects (messages to send, status and ring changes) for the node to carry out.
+ * Randomness comes from the injected Rng, hashing from the injected hash64.
+ * Not here: sockets, timers, persisting the generation (the node passes
+ * max(wall clock, last generation + 1)), removing a member for good, handing data off.
+ */
+
+import { assert } from '../protocol/errors.js';
+import {
+  GossipMessageType,
+  Lifecycle,
+  MAX_GOSSIP_DIGESTS,
+  MAX_GOSSIP_STATES,
+  type EndpointState,
+  type GossipDigest,
+  type GossipMessage,
+  validateEndpointState,
+} from '../protocol/gossip.js';
+import { HashRing, tokensFor, type Hash64, type RingMember } from './hash-ring.js';
+import type { MembershipConfig } from './membership-config.js';
+import { PhiAccrualDetector, Verdict } from './phi-detector.js';
+import type { Rng } from './prng.js';
+
+/** Most members a node tracks: the whole membership must fit in one digest list. */
+export const MAX_MEMBERS = MAX_GOSSIP_DIGESTS;
+/** Most peers told directly when this node starts leaving or leaves; gossip tells the rest. */
+export const MAX_ANNOUNCE_PEERS = 32;
+
+export interface SelfInfo {
+  id: string;
+  /** Where peers reach this node; compared with the seed list as a plain string. */
+  address: string;
+  zone: string;
+}
+
+/** Where to send: by id once known; a seed may be known only by its address. */
+export interface PeerAddress {
+  id?: string;
+  address: string;
+}
+
+/** Why a peer is up or down: the detector's verdict, or its own announcement that it left. */
+export type StatusReason = Verdict | typeof Lifecycle.LEFT;
+
+export type MembershipEffect =
+  | { kind: 'send'; to: PeerAddress; msg: GossipMessage }
+  | { kind: 'statusChanged'; id: string; up: boolean; reason: StatusReason }
+  | { kind: 'ringChanged'; checksum: string };
+
+/** One row of `tally status`, as this node sees it. Ownership comes from `ring()`. */
+export interface MemberView {
+  id: string;
+  address: string;
+  zone: string;
+  self: boolean;
+  status: 'up' | 'down';
+  reason: StatusReason;
+  lifecycle: Lifecycle;
+  generation: number;
+  heartbeat: number;
+  phi: number;
+  /** Since the last newer heartbeat arrived (0 for self). */
+  lastHeartbeatAgeMs: number;
+  vnodes: number;
+  ringChecksum: string;
+}
+
+export interface MembershipInit {
+  self: SelfInfo;
+  config: MembershipConfig;
+  rng: Rng;
+  hash64: Hash64;
+  nowMs: number;
+  /** This incarnation's start time in ms; strictly greater than any earlier one of this id. */
+  generation: number;
+  /** The node has been a member before (its data dir says so): it starts `normal`, not `joining`. */
+  bootstrapped?: boolean;
+}
+
+/** Lifecycles whose tokens are on the ring. */
+const IN_RING: ReadonlySet<Lifecycle> = new Set([Lifecycle.NORMAL, Lifecycle.LEAVING, Lifecycle.LEFT]);
+
+interface PeerStatus {
+  up: boolean;
+  reason: StatusReason;
+}
+
+export class Membership {
+  readonly id: string;
+  readonly generation: number;
+  private readonly config: MembershipConfig;
+  private readonly rng: Rng;
+  private readonly hash64: Hash64;
+  private readonly detector: PhiAccrualDetector;
+  /** Every known member's latest state, self included. States are never mutated, only replaced. */
+  private readonly states = new Map<string, EndpointState>();
+  private readonly statuses = new Map<string, PeerStatus>();
+  private readonly tokenCache = new Map<string, { vnodes: number; tokens: bigint[] }>();
+  /** Seed addresses other than our own. */
+  private readonly otherSeeds: readonly string[];
+  private cachedRing: HashRing | undefined;
+  private nextRoundAtMs: number;
+  /** A shuffled cycle over the peers for choosing the live gossip target; see nextLivePeer. */
+  private liveOrder: string[] = [];
+  private liveCursor = 0;
+  private lastInputMs: number;
+  private stopped = false;
+  /** SYNs sent so far; each SYN carries the count, and its ACK echoes it. */
+  private synSeq = 0;
+  /** For a peer whose connection dropped: `synSeq` at the drop. A later echo proves it alive. */
+  private readonly lostAtSeq = new Map<string, number>();
+
+  constructor(init: MembershipInit) {
+    const { self, config } = init;
+    assert(Number.isSafeInteger(init.generation) && init.generation >= 0, `bad generation ${init.generation}`);
+    this.id = self.id;
+    this.generation = init.generation;
+    this.config = config;
+    this.rng = init.rng;
+    this.hash64 = init.hash64;
+    this.detector = new PhiAccrualDetector(config);
+    this.otherSeeds = config.seeds.filter((s) => s !== self.address);
+    const isSeed = this.otherSeeds.length < config.seeds.length;
+    // A seed, a node with nobody to ask, or a node returning with its data does not wait to join.
+    const joined = (init.bootstrapped ?? false) || isSeed || this.otherSeeds.length === 0;
+    // What we gossip must pass the checks every peer applies to it (a bad id fails here, at start).
+    const initial = validateEndpointState(
+      {
+        id: self.id,
+        address: self.address,
+        zone: self.zone,
+        generation: init.generation,
+        version: 1,
+        lifecycle: joined ? Lifecycle.NORMAL : Lifecycle.JOINING,
+        vnodes: config.vnodes,
+        ringChecksum: '0',
+      },
+      'this node',
+    );
+    this.states.set(self.id, initial);
+    this.updateSelf({ ringChecksum: this.ring().checksum() });
+    this.nextRoundAtMs = init.nowMs;
+    this.lastInputMs = init.nowMs;
+  }
+
+  /** Call every `tickIntervalMs`: runs verdicts and, when due, a gossip round. */
+  tick(nowMs: number): MembershipEffect[] {
+    if (this.stopped) return [];
+    this.noteInput(nowMs);
+    const effects: MembershipEffect[] = [];
+    for (const id of this.statuses.keys()) this.evaluate(id, nowMs, effects);
+    if (nowMs >= this.nextRoundAtMs) {
+      // Keep the phase; after a stall, start afresh rather than firing the missed rounds at once.
+      this.nextRoundAtMs += this.config.gossipIntervalMs;
+      if (this.nextRoundAtMs <= nowMs) this.nextRoundAtMs = nowMs + this.config.gossipIntervalMs;
+      this.round(effects);
+    }
+    return effects;
+  }
+
+  /** A gossip message from peer `from` (the id its connection authenticated as). */
+  receive(from: string, msg: GossipMessage, nowMs: number): MembershipEffect[] {
+    if (this.stopped || from === this.id) return [];
+    this.noteInput(nowMs);
+    const effects: MembershipEffect[] = [];
+    const touched = new Set<string>();
+    switch (msg.type) {
+      case GossipMessageType.SYN: {
+        // The sender speaks for itself only; a SYN claiming another id is dropped.
+        if (msg.sender.id !== from) return [];
+        this.apply(msg.sender, nowMs, touched);
+        const ack = this.ackFor(msg.seq, msg.digests);
+        effects.push({ kind: 'send', to: { id: from, address: msg.sender.address }, msg: ack });
+        break;
+      }
+      case GossipMessageType.ACK: {
+        for (const s of msg.states) this.apply(s, nowMs, touched);
+        // An answer to a SYN sent after the connection dropped: the peer is alive after the drop.
+        const lostAtSeq = this.lostAtSeq.get(from);
+        if (lostAtSeq !== undefined && msg.seq > lostAtSeq) {
+          this.detector.connectionRestored(from);
+          this.lostAtSeq.delete(from);
+        }
+        const states = this.statesNewerThan(msg.requests);
+        const address = this.states.get(from)?.address;
+        if (states.length > 0 && address !== undefined) {
+          effects.push({ kind: 'send', to: { id: from, address }, msg: { type: GossipMessageType.ACK2, states } });
+        }
+        break;
+      }
+      case GossipMessageType.ACK2:
+        for (const s of msg.states) this.apply(s, nowMs, touched);
+        break;
+    }
+    if (this.states.has(from)) this.detector.heardFrom(from, nowMs);
+    touched.add(from);
+    if (this.self.lifecycle === Lifecycle.JOINING) this.updateSelf({ lifecycle: Lifecycle.NORMAL });
+    for (const id of touched) this.evaluate(id, nowMs, effects);
+    return effects;
+  }
+
+  /**
+   * Our connection to `peerId` dropped. Probes it at once; unless it answers a SYN sent after the
+   * drop (its ACK echoes the SYN's seq) within `connectionLostGraceMs`, it is down. Call it for
+   * every drop and failed reconnect; while a drop is pending, more calls change nothing.
+   */
+  connectionLost(peerId: string, nowMs: number): MembershipEffect[] {
+    const state = this.states.get(peerId);
+    if (this.stopped || peerId === this.id || state === undefined) return [];
+    this.noteInput(nowMs);
+    const effects: MembershipEffect[] = [];
+    if (this.detector.connectionLost(peerId, nowMs)) {
+      this.lostAtSeq.set(peerId, this.synSeq);
+      if (state.lifecycle !== Lifecycle.LEFT) effects.push({ kind: 'send', to: { id: peerId, address: state.address }, msg: this.syn() });
+    }
+    this.evaluate(peerId, nowMs, effects);
+    return effects;
+  }
+
+  /** Graceful stop begins (draining): announce `leaving`. Still up, still gossiping. */
+  startLeaving(nowMs: number): MembershipEffect[] {
+    if (this.stopped) return [];
+    this.noteInput(nowMs);
+    this.updateSelf({ lifecycle: Lifecycle.LEAVING });
+    return this.announce();
+  }
+
+  /** Graceful stop: announce `left` so peers mark us down at once. Every later input is ignored. */
+  leave(nowMs: number): MembershipEffect[] {
+    if (this.stopped) return [];
+    this.noteInput(nowMs);
+    this.updateSelf({ lifecycle: Lifecycle.LEFT });
+    this.stopped = true;
+    return this.announce();
+  }
+
+  /** Every known member as this node sees it, sorted by id. */
+  view(nowMs: number): MemberView[] {
+    const rows: MemberView[] = [];
+    for (const s of this.states.values()) {
+      const isSelf = s.id === this.id;
+      const status = this.statuses.get(s.id);
+      const up = isSelf ? !this.stopped : (status?.up ?? false);
+      rows.push({
+        id: s.id,
+        address: s.address,
+        zone: s.zone,
+        self: isSelf,
+        status: up ? 'up' : 'down',
+        reason: isSelf ? (this.stopped ? Lifecycle.LEFT : Verdict.UP) : (status?.reason ?? Verdict.NO_HEARTBEAT),
+        lifecycle: s.lifecycle,
+        generation: s.generation,
+        heartbeat: s.version,
+        phi: isSelf ? 0 : this.detector.phi(s.id, nowMs),
+        lastHeartbeatAgeMs: isSelf ? 0 : (this.detector.lastHeartbeatAgeMs(s.id, nowMs) ?? 0),
+        vnodes: s.vnodes,
+        ringChecksum: s.ringChecksum,
+      });
+    }
+    return rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /** Ids of the members this node believes up, self included (unless it has left). */
+  liveMembers(): string[] {
+    const ids = this.stopped ? [] : [this.id];
+    for (const [id, status] of this.statuses) if (status.up) ids.push(id);
+    return ids;
+  }
+
+  isUp(id: string): boolean {
+    return id === this.id ? !this.stopped : (this.statuses.get(id)?.up ?? false);
+  }
+
+  /** The latest state known for `id`. */
+  stateOf(id: string): EndpointState | undefined {
+    return this.states.get(id);
+  }
+
+  get lifecycle(): Lifecycle {
+    return this.self.lifecycle;
+  }
+
+  /** The ring of every member in IN_RING, up or down; rebuilt only when such a member changes. */
+  ring(): HashRing {
+    if (this.cachedRing === undefined) {
+      const members: RingMember[] = [];
+      for (const s of this.states.values()) {
+        if (IN_RING.has(s.lifecycle)) members.push({ id: s.id, zone: s.zone, tokens: this.tokensOf(s) });
+      }
+      this.cachedRing = new HashRing(members, this.hash64);
+    }
+    return this.cachedRing;
+  }
+
+  private get self(): EndpointState {
+    return this.states.get(this.id) as EndpointState;
+  }
+
+  private updateSelf(change: Partial<Pick<EndpointState, 'lifecycle' | 'ringChecksum'>>): void {
+    const old = this.self;
+    const next: EndpointState = { ...old, ...change, version: old.version + 1 };
+    this.states.set(this.id, next);
+    if (this.ringRelevantChange(old, next)) this.cachedRing = undefined;
+  }
+
+  private round(effects: MembershipEffect[]): void {
+    const checksum = this.ring().checksum();
+    if (checksum !== this.self.ringChecksum) {
+      this.updateSelf({ ringChecksum: checksum });
+      effects.push({ kind: 'ringChanged', checksum });
+    } else {
+      this.updateSelf({});
+    }
+
+    const live: string[] = [];
+    const down: string[] = [];
+    for (const [id, status] of this.statuses) {
+      if ((this.states.get(id) as EndpointState).lifecycle === Lifecycle.LEFT) continue;
+      (status.up ? live : down).push(id);
+    }
+    // In order of need, so that the cap drops the least needed: one live peer; a down one to find
+    // out whether it is back; a seed (always when no peer is live); a second live peer.
+    const targets: PeerAddress[] = [];
+    const add = (to: PeerAddress): void => {
+      if (!targets.some((t) => t.address === to.address)) targets.push(to);
+    };
+    const liveTargets: string[] = [];
+    for (let i = 0; i < this.config.livePeersPerRound; i++) {
+      const id = this.nextLivePeer();
+      if (id !== undefined && !liveTargets.includes(id)) liveTargets.push(id);
+    }
+    const [firstLive, ...moreLive] = liveTargets;
+    if (firstLive !== undefined) add(this.addressOf(firstLive));
+    if (down.length > 0 && this.rng.next() < down.length / (live.length + 1)) add(this.addressOf(this.rng.pick(down)));
+    if (this.otherSeeds.length > 0) {
+      const gossipedToSeed = liveTargets.some((id) => this.otherSeeds.includes(this.addressOf(id).address));
+      const wantSeed =
+        live.length === 0 ||
+        ((!gossipedToSeed || live.length < this.otherSeeds.length) &&
+          this.rng.next() < this.otherSeeds.length / (live.length + down.length + 1));
+      if (wantSeed) add(this.seedAddress(this.rng.pick(this.otherSeeds)));
+    }
+    for (const id of moreLive) add(this.addressOf(id));
+    const syn = this.syn();
+    for (const to of targets.slice(0, this.config.maxGossipPeersPerRound)) effects.push({ kind: 'send', to, msg: syn });
+  }
+
+  /**
+   * The next live peer in a shuffled round-robin (SWIM's randomized round-robin): as random as a
+   * uniform pick over a cycle, but every live peer is contacted once per cycle, so the gap between
+   * two contacts of the same pair is bounded instead of geometric with a long tail.
+   */
+  private nextLivePeer(): string | undefined {
+    for (let attempts = 0; attempts < 2; attempts++) {
+      while (this.liveCursor < this.liveOrder.length) {
+        const id = this.liveOrder[this.liveCursor++] as string;
+        const status = this.statuses.get(id);
+        if (status?.up === true && this.states.get(id)?.lifecycle !== Lifecycle.LEFT) return id;
+      }
+      this.liveOrder = this.rng.shuffle([...this.statuses.keys()]);
+      this.liveCursor = 0;
+    }
+    return undefined;
+  }
+
+  private syn(): GossipMessage {
+    const digests: GossipDigest[] = [];
+    for (const s of this.states.values()) digests.push({ id: s.id, generation: s.generation, version: s.version });
+    return { type: GossipMessageType.SYN, seq: ++this.synSeq, sender: this.self, digests };
+  }
+
+  /** Our answer to a SYN's digests: what the initiator is behind on, and what we are behind on. */
+  private ackFor(seq: number, digests: readonly GossipDigest[]): GossipMessage {
+    const states: EndpointState[] = [];
+    const requests: GossipDigest[] = [];
+    const mentioned = new Set<string>();
+    for (const d of digests) {
+      mentioned.add(d.id);
+      const local = this.states.get(d.id);
+      if (local === undefined) {
+        if (this.states.size + requests.length < MAX_MEMBERS) requests.push({ id: d.id, generation: 0, version: 0 });
+      } else if (newer(d, local)) {
+        // A newer state of ourselves than our own is another process claiming our id; never adopt it.
+        if (d.id !== this.id) requests.push({ id: d.id, generation: local.generation, version: local.version });
+      } else if (newer(local, d)) {
+        states.push(local);
+      }
+    }
+    for (const [id, s] of this.states) if (!mentioned.has(id)) states.push(s);
+    return { type: GossipMessageType.ACK, seq, states: this.capStates(states), requests };
+  }
+
+  private statesNewerThan(requests: readonly GossipDigest[]): EndpointState[] {
+    const states: EndpointState[] = [];
+    for (const r of requests) {
+      const local = this.states.get(r.id);
+      if (local !== undefined && newer(local, r)) states.push(local);
+    }
+    return this.capStates(states);
+  }
+
+  /** At most MAX_GOSSIP_STATES, our own state first if it is among them; the rest at random. */
+  private capStates(states: EndpointState[]): EndpointState[] {
+    if (states.length <= MAX_GOSSIP_STATES) return states;
+    const own = states.filter((s) => s.id === this.id);
+    const others = this.rng.shuffle(states.filter((s) => s.id !== this.id));
+    return [...own, ...others].slice(0, MAX_GOSSIP_STATES);
+  }
+
+  /**
+   * Take `incoming` if it is newer than what we know. A newer state of a known member is a
+   * heartbeat arrival, however it reached us; a member first known second-hand is not (the state
+   * may be old news of a dead node), so it stays down until it shows life.
+   */
+  private apply(incoming: EndpointState, nowMs: number, touched: Set<string>): void {
+    const id = incoming.id;
+    if (id === this.id) return;
+    const local = this.states.get(id);
+    if (local === undefined) {
+      if (this.states.size >= MAX_MEMBERS) return;
+      this.states.set(id, incoming);
+      if (IN_RING.has(incoming.lifecycle)) this.cachedRing = undefined;
+    } else if (newer(incoming, local)) {
+      this.states.set(id, incoming);
+      this.detector.heartbeat(id, nowMs, incoming.generation > local.generation);
+      if (this.ringRelevantChange(local, incoming)) this.cachedRing = undefined;
+    } else {
+      return;
+    }
+    touched.add(id);
+  }
+
+  /** Bring `id`'s up/down status in line with the detector and its lifecycle; report a change. */
+  private evaluate(id: string, nowMs: number, effects: MembershipEffect[]): void {
+    const state = this.states.get(id);
+    if (state === undefined || id === this.id) return;
+    const reason: StatusReason = state.lifecycle === Lifecycle.LEFT ? Lifecycle.LEFT : this.detector.verdict(id, nowMs);
+    const up = reason === Verdict.UP;
+    // Every member starts down; the first change to report is its first sign of life.
+    const wasUp = this.statuses.get(id)?.up ?? false;
+    this.statuses.set(id, { up, reason });
+    if (up !== wasUp) effects.push({ kind: 'statusChanged', id, up, reason });
+  }
+
+  /** A gap since our last input beyond the threshold is our own stall: forgive it to every peer. */
+  private noteInput(nowMs: number): void {
+    const gap = nowMs - this.lastInputMs;
+    if (gap > this.config.localPauseThresholdMs) this.detector.forgive(gap - this.config.localPauseThresholdMs);
+    this.lastInputMs = Math.max(this.lastInputMs, nowMs);
+  }
+
+  /** Push our state to up to MAX_ANNOUNCE_PEERS live peers; no reply is expected. */
+  private announce(): MembershipEffect[] {
+    const live = this.rng.shuffle([...this.statuses].filter(([, s]) => s.up).map(([id]) => id));
+    const msg: GossipMessage = { type: GossipMessageType.ACK2, states: [this.self] };
+    return live.slice(0, MAX_ANNOUNCE_PEERS).map((id) => ({ kind: 'send', to: this.addressOf(id), msg }));
+  }
+
+  private addressOf(id: string): PeerAddress {
+    return { id, address: (this.states.get(id) as EndpointState).address };
+  }
+
+  /** A seed address, with the id of the member now at that address if we know one. */
+  private seedAddress(address: string): PeerAddress {
+    for (const s of this.states.values()) if (s.address === address && s.id !== this.id) return { id: s.id, address };
+    return { address };
+  }
+
+  private tokensOf(s: EndpointState): bigint[] {
+    const cached = this.tokenCache.get(s.id);
+    if (cached !== undefined && cached.vnodes === s.vnodes) return cached.tokens;
+    const tokens = tokensFor(this.hash64, s.id, s.vnodes);
+    this.tokenCache.set(s.id, { vnodes: s.vnodes, tokens });
+    return tokens;
+  }
+
+  private ringRelevantChange(a: EndpointState, b: EndpointState): boolean {
+    return IN_RING.has(a.lifecycle) !== IN_RING.has(b.lifecycle) || a.zone !== b.zone || a.vnodes !== b.vnodes;
+  }
+}
+
+/** Whether a is newer than b: higher generation, or the same generation and a higher version. */
+function newer(a: { generation: number; version: number }, b: { generation: number; version: number }): boolean {
+  return a.generation > b.generation || (a.generation === b.generation && a.version > b.version);
+}

@@ -1,0 +1,244 @@
+/**
+ * Transcripts of tricky membership edges, in the manner of etcd-io/raft's testdata/*.txt: a short
+ * script of inputs to one node's core, and the effects it must answer with, as text.
+ *
+ * The peers here are hand-written messages, not cores, so each step shows exactly one input.
+ * Gossip rounds pick targets at random; tick lines show only status and ring changes, receive
+ * lines show everything.
+ */
+
+import { describe, expect, test } from 'vitest';
+import { defaultConfig } from '../../cluster/membership-config.js';
+import { Membership, type MembershipEffect } from '../../cluster/membership.js';
+import { Prng } from '../../cluster/prng.js';
+import {
+  GossipMessageType,
+  Lifecycle,
+  type EndpointState,
+  type GossipMessage,
+} from '../../protocol/gossip.js';
+
+const { h64 } = await (await import('xxhash-wasm')).default();
+
+const CONFIG = { ...defaultConfig(), seeds: ['a:7000'], vnodes: 4 };
+
+function state(id: string, generation: number, version: number, lifecycle: EndpointState['lifecycle'] = Lifecycle.NORMAL): EndpointState {
+  return { id, address: `${id}:7000`, zone: 'z', generation, version, lifecycle, vnodes: 4, ringChecksum: '0' };
+}
+
+const syn = (sender: EndpointState, seq = 1): GossipMessage => ({
+  type: GossipMessageType.SYN,
+  seq,
+  sender,
+  digests: [{ id: sender.id, generation: sender.generation, version: sender.version }],
+});
+const ack = (seq: number, ...states: EndpointState[]): GossipMessage => ({ type: GossipMessageType.ACK, seq, states, requests: [] });
+const ack2 = (...states: EndpointState[]): GossipMessage => ({ type: GossipMessageType.ACK2, states });
+
+function fmtState(s: EndpointState): string {
+  return `${s.id}@${s.generation}#${s.version}${s.lifecycle === Lifecycle.NORMAL ? '' : ` ${s.lifecycle}`}`;
+}
+
+function fmtMsg(m: GossipMessage): string {
+  switch (m.type) {
+    case GossipMessageType.SYN:
+      return `syn seq=${m.seq} sender=${fmtState(m.sender)} digests=[${m.digests.map((d) => `${d.id}@${d.generation}#${d.version}`).join(' ')}]`;
+    case GossipMessageType.ACK:
+      return `ack seq=${m.seq} states=[${m.states.map(fmtState).join(' ')}] requests=[${m.requests.map((d) => `${d.id}@${d.generation}#${d.version}`).join(' ')}]`;
+    case GossipMessageType.ACK2:
+      return `ack2 states=[${m.states.map(fmtState).join(' ')}]`;
+  }
+}
+
+function fmtEffect(e: MembershipEffect): string {
+  switch (e.kind) {
+    case 'send':
+      return `send ${e.to.id ?? e.to.address}: ${fmtMsg(e.msg)}`;
+    case 'statusChanged':
+      return `${e.id} ${e.up ? 'up' : 'down'} (${e.reason})`;
+    case 'ringChanged':
+      return 'ring changed';
+  }
+}
+
+/** Runs a script against node `a` and returns the transcript. */
+class Script {
+  readonly a = new Membership({
+    self: { id: 'a', address: 'a:7000', zone: 'z' },
+    config: CONFIG,
+    rng: new Prng(1),
+    hash64: h64,
+    nowMs: 0,
+    generation: 500,
+  });
+  private readonly lines: string[] = [];
+
+  receive(atMs: number, from: string, msg: GossipMessage): this {
+    this.lines.push(`${atMs} a receives from ${from}: ${fmtMsg(msg)}`);
+    for (const e of this.a.receive(from, msg, atMs)) this.lines.push(`  ${fmtEffect(e)}`);
+    return this;
+  }
+
+  /** Ticks every 250 ms up to `untilMs`, showing the non-send effects with their time. */
+  ticks(fromMs: number, untilMs: number): this {
+    for (let t = fromMs; t <= untilMs; t += CONFIG.tickIntervalMs) {
+      for (const e of this.a.tick(t)) if (e.kind !== 'send') this.lines.push(`${t} tick: ${fmtEffect(e)}`);
+    }
+    return this;
+  }
+
+  connectionLost(atMs: number, peer: string): this {
+    this.lines.push(`${atMs} a loses its connection to ${peer}`);
+    for (const e of this.a.connectionLost(peer, atMs)) this.lines.push(`  ${fmtEffect(e)}`);
+    return this;
+  }
+
+  view(atMs: number, id: string): this {
+    const row = this.a.view(atMs).find((m) => m.id === id);
+    this.lines.push(
+      row === undefined
+        ? `${atMs} view ${id}: unknown`
+        : `${atMs} view ${id}: ${row.status} (${row.reason}) ${row.lifecycle} generation=${row.generation} heartbeat=${row.heartbeat}`,
+    );
+    return this;
+  }
+
+  note(text: string): this {
+    this.lines.push(`# ${text}`);
+    return this;
+  }
+
+  get transcript(): string {
+    return this.lines.join('\n');
+  }
+}
+
+describe('membership transcripts', () => {
+  test('a down node’s newer heartbeat brings it back up; a restart replaces its state', () => {
+    const s = new Script()
+      .receive(0, 'b', syn(state('b', 1000, 5)))
+      .receive(100, 'c', syn(state('c', 1000, 7)))
+      .note('b falls silent; c keeps talking')
+      .ticks(250, 1000);
+    for (let t = 1000; t <= 12_000; t += 1000) {
+      s.receive(t, 'c', ack2(state('c', 1000, 7 + t / 1000))).ticks(t + 250, t + 750);
+    }
+    s.view(12_000, 'b')
+      .note('a newer heartbeat of b, relayed by c: b is alive')
+      .receive(12_100, 'c', ack2(state('b', 1000, 16)))
+      .note('an older one, late: nothing')
+      .receive(12_200, 'c', ack2(state('b', 1000, 12)))
+      .note('b restarted: a higher generation wins over a higher version')
+      .receive(12_300, 'c', ack2(state('b', 9000, 2)))
+      .view(12_300, 'b')
+      .note('news of the old incarnation, however fresh its version, is stale')
+      .receive(12_400, 'c', ack2(state('b', 1000, 99)))
+      .view(12_400, 'b');
+    expect(s.transcript).toBe(
+      `0 a receives from b: syn seq=1 sender=b@1000#5 digests=[b@1000#5]
+  send b: ack seq=1 states=[a@500#2] requests=[]
+  b up (up)
+100 a receives from c: syn seq=1 sender=c@1000#7 digests=[c@1000#7]
+  send c: ack seq=1 states=[a@500#2 b@1000#5] requests=[]
+  c up (up)
+# b falls silent; c keeps talking
+250 tick: ring changed
+1000 a receives from c: ack2 states=[c@1000#8]
+2000 a receives from c: ack2 states=[c@1000#9]
+3000 a receives from c: ack2 states=[c@1000#10]
+4000 a receives from c: ack2 states=[c@1000#11]
+5000 a receives from c: ack2 states=[c@1000#12]
+6000 a receives from c: ack2 states=[c@1000#13]
+6750 tick: b down (phi)
+7000 a receives from c: ack2 states=[c@1000#14]
+8000 a receives from c: ack2 states=[c@1000#15]
+9000 a receives from c: ack2 states=[c@1000#16]
+10000 a receives from c: ack2 states=[c@1000#17]
+11000 a receives from c: ack2 states=[c@1000#18]
+12000 a receives from c: ack2 states=[c@1000#19]
+12000 view b: down (phi) normal generation=1000 heartbeat=5
+# a newer heartbeat of b, relayed by c: b is alive
+12100 a receives from c: ack2 states=[b@1000#16]
+  b up (up)
+# an older one, late: nothing
+12200 a receives from c: ack2 states=[b@1000#12]
+# b restarted: a higher generation wins over a higher version
+12300 a receives from c: ack2 states=[b@9000#2]
+12300 view b: up (up) normal generation=9000 heartbeat=2
+# news of the old incarnation, however fresh its version, is stale
+12400 a receives from c: ack2 states=[b@1000#99]
+12400 view b: up (up) normal generation=9000 heartbeat=2`,
+    );
+  });
+
+  test('a dropped connection: probe at once, down after the grace, up when the peer answers the probe', () => {
+    const s = new Script().receive(0, 'b', syn(state('b', 1000, 5))).receive(100, 'c', syn(state('c', 1000, 3)));
+    s.connectionLost(1000, 'b')
+      .note('already suspected: no second probe')
+      .connectionLost(1100, 'b')
+      .note('messages b sent before the drop may still land: they prove nothing')
+      .receive(1150, 'b', syn(state('b', 1000, 6), 40))
+      .ticks(1250, 1250)
+      .note('nor does a relayed heartbeat: it may be the last word of a dead process')
+      .receive(1500, 'c', ack2(state('b', 1000, 7)))
+      .note('an answer to a SYN sent before the drop, late')
+      .receive(1600, 'b', ack(0))
+      .ticks(1750, 2500)
+      .note('the answer to the probe: b is alive after the drop')
+      .receive(3000, 'b', ack(1));
+    expect(s.transcript).toBe(
+      `0 a receives from b: syn seq=1 sender=b@1000#5 digests=[b@1000#5]
+  send b: ack seq=1 states=[a@500#2] requests=[]
+  b up (up)
+100 a receives from c: syn seq=1 sender=c@1000#3 digests=[c@1000#3]
+  send c: ack seq=1 states=[a@500#2 b@1000#5] requests=[]
+  c up (up)
+1000 a loses its connection to b
+  send b: syn seq=1 sender=a@500#2 digests=[a@500#2 b@1000#5 c@1000#3]
+# already suspected: no second probe
+1100 a loses its connection to b
+# messages b sent before the drop may still land: they prove nothing
+1150 a receives from b: syn seq=40 sender=b@1000#6 digests=[b@1000#6]
+  send b: ack seq=40 states=[a@500#2 c@1000#3] requests=[]
+1250 tick: ring changed
+# nor does a relayed heartbeat: it may be the last word of a dead process
+1500 a receives from c: ack2 states=[b@1000#7]
+# an answer to a SYN sent before the drop, late
+1600 a receives from b: ack seq=0 states=[] requests=[]
+2500 tick: b down (connection-lost)
+# the answer to the probe: b is alive after the drop
+3000 a receives from b: ack seq=1 states=[] requests=[]
+  b up (up)`,
+    );
+  });
+
+  test('a graceful leave is down at once and keeps its tokens on the ring; a joiner becomes normal', () => {
+    const joiner = new Membership({
+      self: { id: 'j', address: 'j:7000', zone: 'z' },
+      config: CONFIG,
+      rng: new Prng(2),
+      hash64: h64,
+      nowMs: 0,
+      generation: 700,
+    });
+    expect(joiner.lifecycle).toBe(Lifecycle.JOINING);
+    // Knowing only the seed's address, it asks the seed, by address.
+    const first = joiner.tick(0).filter((e) => e.kind === 'send');
+    expect(first.map((e) => (e.kind === 'send' ? e.to : undefined))).toEqual([{ address: 'a:7000' }]);
+    joiner.receive('a', ack(1, state('a', 500, 3)), 50);
+    expect(joiner.lifecycle).toBe(Lifecycle.NORMAL);
+
+    const s = new Script().receive(0, 'b', syn(state('b', 1000, 5)));
+    const ringBefore = s.a.ring().members.join(' ');
+    s.receive(500, 'b', ack2(state('b', 1000, 6, Lifecycle.LEFT)));
+    expect(s.transcript).toBe(
+      `0 a receives from b: syn seq=1 sender=b@1000#5 digests=[b@1000#5]
+  send b: ack seq=1 states=[a@500#2] requests=[]
+  b up (up)
+500 a receives from b: ack2 states=[b@1000#6 left]
+  b down (left)`,
+    );
+    expect(ringBefore).toBe('a b');
+    expect(s.a.ring().members.join(' ')).toBe('a b');
+  });
+});
