@@ -50,7 +50,8 @@ async function main(argv: string[]): Promise<void> {
       (y) =>
         y
           .option('port', { type: 'number', default: 7401, describe: 'port for clients and peers' })
-          .option('host', { type: 'string', default: '127.0.0.1', describe: 'address to listen on and to announce' })
+          .option('host', { type: 'string', default: '127.0.0.1', describe: 'address to listen on' })
+          .option('advertise', { type: 'string', describe: 'host:port peers and clients should use (default host:port)' })
           .option('data', { type: 'string', default: './data', describe: 'data directory (identity and LevelDB)' })
           .option('id', { type: 'string', describe: 'node id (default: the one in the data directory, or a new one)' })
           .option('zone', { type: 'string', default: 'z1', describe: 'zone (data centre, rack) for replica placement' })
@@ -62,6 +63,7 @@ async function main(argv: string[]): Promise<void> {
         await startNodeProcess({
           port: a.port,
           host: a.host,
+          advertise: a.advertise,
           dataDir: a.data,
           id: a.id,
           zone: a.zone,
@@ -113,11 +115,35 @@ async function main(argv: string[]): Promise<void> {
     )
     .command(
       'status',
-      'show the cluster as one node sees it',
-      (y) => y.option('node', nodeOption).option('json', { type: 'boolean', default: false }),
+      'show every member of the cluster as one node sees it',
+      (y) => y.option('node', nodeOption).option('json', { type: 'boolean', default: false, describe: 'print the report as JSON' }),
       async (a) => {
-        const status = await withClient(a.node, (c) => c.status());
-        process.stdout.write(`${JSON.stringify(status, null, a.json ? undefined : 2)}\n`);
+        const { statusOf } = await import('./local-cluster.js');
+        const { formatStatus } = await import('./status-format.js');
+        const status = await statusOf(a.node.split(',')[0]?.trim() ?? DEFAULT_NODE);
+        process.stdout.write(a.json ? `${JSON.stringify(status)}\n` : `${formatStatus(status)}\n`);
+      },
+    )
+    .command(
+      'cluster',
+      'run a local cluster of real node processes; Ctrl-C stops them all',
+      (y) =>
+        y
+          .option('nodes', { type: 'number', default: 3, describe: 'how many nodes' })
+          .option('base-port', { type: 'number', default: 7401, describe: 'port of the first node; the others follow' })
+          .option('host', { type: 'string', default: '127.0.0.1' })
+          .option('data', { type: 'string', default: './data', describe: 'parent of the nodes\' data directories' })
+          .option('fsync', { type: 'boolean', default: false, describe: 'fsync every group commit' }),
+      async (a) => {
+        const { runLocalCluster, AGREE_TIMEOUT_MS } = await import('./local-cluster.js');
+        await runLocalCluster({
+          nodes: a.nodes,
+          basePort: a['base-port'],
+          host: a.host,
+          dataDir: a.data,
+          fsync: a.fsync,
+          agreeTimeoutMs: AGREE_TIMEOUT_MS,
+        });
       },
     )
     .command(
@@ -156,7 +182,7 @@ async function main(argv: string[]): Promise<void> {
         if (r.check.counted !== r.check.expected) process.exitCode = 1;
       },
     )
-    .demandCommand(1, 'name a command: start, count, get, status, bench')
+    .demandCommand(1, 'name a command: start, cluster, status, count, get, bench')
     .strict()
     .help()
     .alias('h', 'help')

@@ -18,9 +18,10 @@ import {
   type ClientRequest,
   type Reply,
   type WelcomeMessage,
+  wsUrl,
 } from '../protocol/index.js';
 
-/** Requests awaiting a reply on one connection; past it, callers wait in the client's queue. */
+/** Requests awaiting a reply on one connection; past it, callers wait in the client's queue. Below the node's own per-connection bound (1,024). */
 export const MAX_PENDING_PER_CONNECTION = 1_000;
 
 type Outgoing = ClientRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
@@ -52,8 +53,14 @@ export class Connection {
   }
 
   static open(address: string, timeoutMs: number): Promise<Connection> {
+    let url: string;
+    try {
+      url = wsUrl(address);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(`ws://${address}/`, { maxPayload: MAX_WIRE_FRAME_BYTES, perMessageDeflate: false });
+      const ws = new WebSocket(url, { maxPayload: MAX_WIRE_FRAME_BYTES, perMessageDeflate: false });
       ws.binaryType = 'nodebuffer';
       let settled = false;
       const finish = (err: TallyError | undefined, welcome?: WelcomeMessage): void => {
@@ -139,11 +146,10 @@ export class Connection {
       return;
     }
     if (!isPlainObject(m) || typeof m.id !== 'number') {
-      if (isPlainObject(m) && m.t === 'error' && m.id === null && isErrorCode(m.code)) {
-        // An error about a frame the node could not read: fail the oldest request, it is the likeliest.
-        const first = this.pending.keys().next();
-        if (!first.done) this.settle(first.value, m as unknown as Reply);
-      }
+      // An error about a frame the node could not read, so it cannot say which request it was.
+      // Guessing could fail the wrong one; close instead, and every pending request fails with
+      // CONNECTION_CLOSED (outcome unknown), which is the truth.
+      this.ws.terminate();
       return;
     }
     this.settle(m.id, m as unknown as Reply);

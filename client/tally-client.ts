@@ -1,14 +1,17 @@
 /**
  * The Tally client library.
  *
- * Every call validates its input at once (the same checks the node runs), so a bad event fails at
- * the call with BAD_REQUEST. Concurrent writes are batched: events from calls made within
- * `lingerMs` of each other travel in one `count` frame (split by MAX_EVENTS_PER_BATCH and
- * the frame size), and each call resolves when every frame holding its events is acknowledged —
- * that is, durable on the node. Concurrent reads are batched the same way into one `get`.
- * OVERLOADED is retried with exponential backoff and jitter (the node applied nothing); a write
- * whose connection drops or times out is not retried, since it may have been applied: the caller
- * gets CONNECTION_CLOSED or TIMEOUT and decides.
+ * Every call validates its input at once (the same checks the node runs, against this machine's
+ * clock), so a bad event fails at the call with BAD_REQUEST. Concurrent writes are batched: events
+ * from calls made within `lingerMs` of each other travel in one `count` frame (split by
+ * MAX_EVENTS_PER_BATCH and the frame size), and each call resolves when every frame holding its
+ * events is acknowledged — that is, durable on the node. If the node refuses a shared frame as
+ * malformed (it applied none of it), each call in it is sent again alone, so one bad call cannot
+ * fail its neighbours. A call whose frames were partly acknowledged fails with PARTIAL_WRITE.
+ * Concurrent reads are batched the same way into one `get`. OVERLOADED is retried with
+ * exponential backoff and jitter (the node applied nothing); a write whose connection drops or
+ * times out is not retried, since it may have been applied: the caller gets CONNECTION_CLOSED or
+ * TIMEOUT and decides. At most MAX_PENDING_PER_CONNECTION frames await replies; more wait here.
  */
 import {
   checkEvent,
@@ -24,7 +27,7 @@ import {
   type Reply,
   type StatsTuple,
 } from '../protocol/index.js';
-import { Connection } from './connection.js';
+import { Connection, MAX_PENDING_PER_CONNECTION } from './connection.js';
 
 export interface ClientOptions {
   /** Nodes to talk to, as host:port. Any node can serve any request. */
@@ -93,17 +96,28 @@ function toMs(t: TimeInput | undefined, what: string, fallback: number): number 
   return ms;
 }
 
+/** One write call: settled once every frame holding some of its events has been answered. */
 interface Call {
-  frames: number;
-  failed: boolean;
+  events: number;
+  /** Frames holding its events that have not been answered yet. */
+  pendingFrames: number;
+  ackedEvents: number;
+  error: TallyError | undefined;
   resolve: () => void;
   reject: (err: Error) => void;
+}
+
+/** The events of one call inside a frame: `events.slice(from, to)`. */
+interface Part {
+  call: Call;
+  from: number;
+  to: number;
 }
 
 interface WriteBatch {
   events: EventTuple[];
   bytes: number;
-  calls: Set<Call>;
+  parts: Part[];
   cl: Consistency;
 }
 
@@ -123,6 +137,9 @@ export class TallyClient {
   private reads: ReadBatch | undefined;
   private readTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Requests sent and not answered; callers past MAX_PENDING_PER_CONNECTION wait their turn. */
+  private inFlight = 0;
+  private readonly slotWaiters: (() => void)[] = [];
 
   private constructor(opts: ClientOptions) {
     if (!Array.isArray(opts.nodes) || opts.nodes.length === 0) {
@@ -158,7 +175,8 @@ export class TallyClient {
   /** One event with a value (watch time, latency…); count, sum, min, max and avg are all kept. */
   processEvent(videoId: string, eventType: string, value: number, opts?: WriteOptions): Promise<void> {
     try {
-      const e = checkEvent([videoId, eventType, toMs(opts?.timestamp, 'timestamp', Date.now()), value, 1], 'event');
+      const now = Date.now();
+      const e = checkEvent([videoId, eventType, toMs(opts?.timestamp, 'timestamp', now), value, 1], 'event', now);
       return this.write([e], opts?.consistency ?? this.opts.consistency);
     } catch (err) {
       return Promise.reject(err);
@@ -175,6 +193,7 @@ export class TallyClient {
         checkEvent(
           [e?.videoId, e?.eventType ?? VIEW, toMs(e?.timestamp, `events[${i}].timestamp`, now), e?.value ?? 1, e?.count ?? 1],
           `events[${i}]`,
+          now,
         ),
       );
       return this.write(tuples, this.opts.consistency);
@@ -210,7 +229,7 @@ export class TallyClient {
     const err = new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed');
     clearTimeout(this.writeTimer);
     clearTimeout(this.readTimer);
-    for (const c of this.writes?.calls ?? []) c.reject(err);
+    for (const part of this.writes?.parts ?? []) this.settlePart(part, err);
     for (const w of this.reads?.waiters ?? []) w.reject(err);
     this.writes = undefined;
     this.reads = undefined;
@@ -221,7 +240,7 @@ export class TallyClient {
   private write(events: EventTuple[], cl: Consistency): Promise<void> {
     if (this.closed) return Promise.reject(new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
     return new Promise<void>((resolve, reject) => {
-      const call: Call = { frames: 0, failed: false, resolve, reject };
+      const call: Call = { events: events.length, pendingFrames: 0, ackedEvents: 0, error: undefined, resolve, reject };
       for (const e of events) {
         const bytes = Buffer.byteLength(e[0]) + Buffer.byteLength(e[1]) + EVENT_OVERHEAD_BYTES;
         let b = this.writes;
@@ -233,15 +252,17 @@ export class TallyClient {
           b = undefined;
         }
         if (b === undefined) {
-          b = { events: [], bytes: 0, calls: new Set(), cl };
+          b = { events: [], bytes: 0, parts: [], cl };
           this.writes = b;
+        }
+        const last = b.parts[b.parts.length - 1];
+        if (last?.call === call) last.to += 1;
+        else {
+          b.parts.push({ call, from: b.events.length, to: b.events.length + 1 });
+          call.pendingFrames += 1;
         }
         b.events.push(e);
         b.bytes += bytes;
-        if (!b.calls.has(call)) {
-          b.calls.add(call);
-          call.frames += 1;
-        }
       }
       if (this.writeTimer === undefined) this.writeTimer = setTimeout(() => this.flushWrites(), this.opts.lingerMs);
     });
@@ -252,23 +273,53 @@ export class TallyClient {
     this.writeTimer = undefined;
     const b = this.writes;
     this.writes = undefined;
-    if (b === undefined) return;
+    if (b !== undefined) this.sendWrites(b);
+  }
+
+  private sendWrites(b: WriteBatch): void {
     this.send({ t: 'count', events: b.events, cl: b.cl }).then(
       () => {
-        for (const c of b.calls) {
-          c.frames -= 1;
-          if (c.frames === 0 && !c.failed) c.resolve();
-        }
+        for (const part of b.parts) this.settlePart(part, undefined);
       },
-      (err: Error) => {
-        for (const c of b.calls) {
-          if (!c.failed) {
-            c.failed = true;
-            c.reject(err);
+      (err: unknown) => {
+        const e = err instanceof TallyError ? err : new TallyError(ErrorCode.INTERNAL, String(err));
+        if ((e.code === ErrorCode.BAD_REQUEST || e.code === ErrorCode.TOO_LARGE) && b.parts.length > 1) {
+          // The node refused the frame before applying any of it, and it holds several calls:
+          // send each call's events alone, so only the call at fault fails.
+          for (const part of b.parts) {
+            this.sendWrites({ events: b.events.slice(part.from, part.to), bytes: 0, parts: [{ call: part.call, from: 0, to: part.to - part.from }], cl: b.cl });
           }
+          return;
         }
+        for (const part of b.parts) this.settlePart(part, e);
       },
     );
+  }
+
+  /**
+   * One frame holding part of a call was answered. Once all are, the call resolves, or fails with
+   * the first error — or with PARTIAL_WRITE when some of its events are durable and some are not,
+   * since retrying the whole call would count the durable ones twice.
+   */
+  private settlePart(part: Part, err: TallyError | undefined): void {
+    const call = part.call;
+    if (call.pendingFrames === 0) return;
+    call.pendingFrames -= 1;
+    if (err === undefined) call.ackedEvents += part.to - part.from;
+    else call.error ??= err;
+    if (call.pendingFrames > 0) return;
+    if (call.error === undefined) call.resolve();
+    else if (call.ackedEvents === 0) call.reject(call.error);
+    else {
+      call.reject(
+        new TallyError(
+          ErrorCode.PARTIAL_WRITE,
+          `${call.ackedEvents} of ${call.events} events are durable, the rest failed (${call.error.code}: ${call.error.message}); ` +
+            'retrying the whole call would count the durable ones twice',
+          { cause: call.error },
+        ),
+      );
+    }
   }
 
   private read(q: QueryTuple, cl: Consistency): Promise<StatsTuple> {
@@ -316,7 +367,12 @@ export class TallyClient {
     for (let attempt = 0; ; attempt++) {
       try {
         const conn = await this.connection();
-        return await conn.request(body, this.opts.timeoutMs);
+        await this.acquireSlot();
+        try {
+          return await conn.request(body, this.opts.timeoutMs);
+        } finally {
+          this.releaseSlot();
+        }
       } catch (err) {
         const code = err instanceof TallyError ? err.code : undefined;
         const retryable =
@@ -331,6 +387,22 @@ export class TallyClient {
     }
   }
 
+  /** Waits until fewer than MAX_PENDING_PER_CONNECTION requests await replies. */
+  private acquireSlot(): Promise<void> {
+    if (this.inFlight < MAX_PENDING_PER_CONNECTION) {
+      this.inFlight += 1;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.slotWaiters.push(resolve));
+  }
+
+  /** Hands the slot to the next waiter, if any. */
+  private releaseSlot(): void {
+    const next = this.slotWaiters.shift();
+    if (next !== undefined) next();
+    else this.inFlight -= 1;
+  }
+
   /** The open connection, or a new one to the next node that answers. */
   private connection(): Promise<Connection> {
     if (this.conn?.isOpen) return Promise.resolve(this.conn);
@@ -342,7 +414,7 @@ export class TallyClient {
   }
 
   private async openAny(): Promise<Connection> {
-    const errors: string[] = [];
+    const errors: TallyError[] = [];
     for (let i = 0; i < this.opts.nodes.length; i++) {
       const address = this.opts.nodes[this.nextNode % this.opts.nodes.length] as string;
       try {
@@ -357,11 +429,15 @@ export class TallyClient {
         this.conn = conn;
         return conn;
       } catch (err) {
-        if (err instanceof TallyError && err.code !== ErrorCode.UNAVAILABLE) throw err;
-        errors.push((err as Error).message);
+        if (this.closed) throw err;
+        // Whatever went wrong with this node (down, another protocol version, not ready), the
+        // next may serve: move on, and start from the next one next time too.
+        errors.push(err instanceof TallyError ? err : new TallyError(ErrorCode.UNAVAILABLE, String(err)));
         this.nextNode += 1;
       }
     }
-    throw new TallyError(ErrorCode.UNAVAILABLE, `no node answered: ${errors.join('; ')}`);
+    const codes = new Set(errors.map((e) => e.code));
+    const code = codes.size === 1 ? (errors[0] as TallyError).code : ErrorCode.UNAVAILABLE;
+    throw new TallyError(code, `no node answered: ${errors.map((e) => e.message).join('; ')}`);
   }
 }

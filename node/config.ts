@@ -3,11 +3,23 @@
  * values relate. The CLI and tests build a config from `defaultConfig()` plus overrides and pass
  * it through `validateConfig()` once, at start.
  */
-import { ErrorCode, MAX_ADDRESS_BYTES, MAX_NAME_BYTES, TallyError, checkName } from '../protocol/index.js';
+import { RESOLUTIONS_OF_EVENT } from '../cluster/time-buckets.js';
+import {
+  ErrorCode,
+  MAX_ADDRESS_BYTES,
+  MAX_EVENTS_PER_BATCH,
+  MAX_NAME_BYTES,
+  TallyError,
+  checkName,
+  parseAddress,
+} from '../protocol/index.js';
+import { MAX_GET_MANY_KEYS, MAX_WRITE_BATCH_ENTRIES } from './store.js';
 
 export interface NodeConfig {
   host: string;
   port: number;
+  /** host:port peers and clients are told to use; default `host:port`. */
+  advertise: string | undefined;
   dataDir: string;
   /** Node id; undefined: the one stored in dataDir, or a new random one. */
   id: string | undefined;
@@ -21,8 +33,12 @@ export interface NodeConfig {
   groupCommitDelayMs: number;
   /** Dirty buckets that trigger a group commit at once rather than after the delay. */
   groupCommitMaxDirty: number;
-  /** Events accepted but not yet durable, across all connections; past it: OVERLOADED. */
-  maxInFlightEvents: number;
+  /** Buckets awaiting the next group commit; past it: OVERLOADED. Also the largest (atomic) commit. */
+  maxDirtyBuckets: number;
+  /** Range queries being answered, across all connections; past it: OVERLOADED. */
+  maxInFlightQueries: number;
+  /** Open client and peer connections; past it a new one is refused. */
+  maxConnections: number;
   /** Requests of one connection awaiting a reply; past it: OVERLOADED. */
   maxInFlightPerConnection: number;
   /** Bytes queued to one socket that it is not reading; past it the connection is closed. */
@@ -35,6 +51,7 @@ export function defaultConfig(): NodeConfig {
   return {
     host: '127.0.0.1', // loopback: a node is not exposed to the network unless asked
     port: 7401,
+    advertise: undefined, // host:port, right unless host is a wildcard or behind NAT
     dataDir: './data',
     id: undefined,
     zone: 'z1',
@@ -43,9 +60,11 @@ export function defaultConfig(): NodeConfig {
     fsync: false, // the LevelDB log survives a process crash without fsync; power loss needs it
     groupCommitDelayMs: 2, // a few ms adds little latency and turns thousands of updates into one batch
     groupCommitMaxDirty: 20_000, // about 2 MB of batch: large enough to amortise, small enough to stay fast
-    maxInFlightEvents: 2_000_000, // 200 full client batches; about 200 MB in the worst case
+    maxDirtyBuckets: 60_000, // two full requests of distinct keys (3 buckets an event); ~20 MB with the commit under way
+    maxInFlightQueries: 20_000, // twenty full get requests; each query is a handful of LevelDB seeks
+    maxConnections: 1_024, // far above a cluster's peers plus its clients' pools; with the socket bound, at most 4 GiB unread
     maxInFlightPerConnection: 1_024, // more than a pipelining client needs, bounded per socket
-    maxSocketBufferedBytes: 16 * 1024 * 1024, // a client that stops reading is cut off before it costs much memory
+    maxSocketBufferedBytes: 4 * 1024 * 1024, // a hundred full replies; a client that stops reading is cut off
     bucketCacheEntries: 200_000, // hot buckets skip the LevelDB read in read-modify-write; ~60 MB
   };
 }
@@ -62,10 +81,16 @@ export function validateConfig(c: NodeConfig): NodeConfig {
   if (c.id !== undefined && /[#\s]/.test(c.id)) bad(`id must not contain '#' or spaces, got ${JSON.stringify(c.id)}`);
   checkName(c.zone, 'zone', MAX_NAME_BYTES);
   checkName(c.cluster, 'cluster', MAX_NAME_BYTES);
-  for (const s of c.seeds) parseAddress(s);
+  for (const s of c.seeds) parseAddress(s, 'seed address');
+  if (c.advertise !== undefined) parseAddress(c.advertise, 'advertise address');
+  else if (['0.0.0.0', '::', '[::]'].includes(c.host)) {
+    bad(`host ${c.host} listens on every interface; say which address peers should use with --advertise host:port`);
+  }
   const positive: (keyof NodeConfig)[] = [
     'groupCommitMaxDirty',
-    'maxInFlightEvents',
+    'maxDirtyBuckets',
+    'maxInFlightQueries',
+    'maxConnections',
     'maxInFlightPerConnection',
     'maxSocketBufferedBytes',
     'bucketCacheEntries',
@@ -74,19 +99,18 @@ export function validateConfig(c: NodeConfig): NodeConfig {
     const v = c[k];
     if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) bad(`${k} must be a positive integer, got ${String(v)}`);
   }
+  // One full request of distinct keys must fit into an empty dirty set, and a whole dirty set
+  // must fit into one atomic LevelDB batch.
+  const minDirty = MAX_EVENTS_PER_BATCH * RESOLUTIONS_OF_EVENT.length;
+  const maxDirty = Math.min(MAX_WRITE_BATCH_ENTRIES, MAX_GET_MANY_KEYS);
+  if (c.maxDirtyBuckets < minDirty || c.maxDirtyBuckets > maxDirty) {
+    bad(`maxDirtyBuckets must be in [${minDirty}, ${maxDirty}], got ${c.maxDirtyBuckets}`);
+  }
+  if (c.groupCommitMaxDirty > c.maxDirtyBuckets) {
+    bad(`groupCommitMaxDirty (${c.groupCommitMaxDirty}) must not exceed maxDirtyBuckets (${c.maxDirtyBuckets})`);
+  }
   if (!(c.groupCommitDelayMs >= 0 && c.groupCommitDelayMs <= 1000)) {
     bad(`groupCommitDelayMs must be in [0, 1000], got ${c.groupCommitDelayMs}`);
   }
   return c;
-}
-
-/** Parses `host:port` (IPv6 as `[::1]:7401`). */
-export function parseAddress(address: string): { host: string; port: number } {
-  checkName(address, 'address', MAX_ADDRESS_BYTES);
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(address);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port < 1 || port > 65535) {
-    throw new TallyError(ErrorCode.BAD_REQUEST, `address must be host:port, got ${JSON.stringify(address)}`);
-  }
-  return { host: (m[1] ?? m[2]) as string, port };
 }

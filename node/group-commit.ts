@@ -7,12 +7,18 @@
  * Slots are absolute: the batch writes the bucket's whole new state (read from a bounded cache
  * of recent states, or from the store on a miss), never a delta, so a retried or replayed write
  * can never double-count. One commit runs at a time; events that arrive meanwhile wait for the
- * next one. This module does not bound how much is accepted: the caller checks `inFlightEvents`.
+ * next one.
+ *
+ * Memory is bounded by buckets, not events (one tuple may stand for a million events): `add`
+ * refuses with OVERLOADED, applying nothing, when the request's buckets might not fit under
+ * `maxDirtyBuckets`. Since a commit takes the whole dirty set, every commit is at most that many
+ * buckets and is written as one atomic LevelDB batch: a crash or a disk error never leaves a
+ * request half-applied.
  */
 import { bucketsOf, RESOLUTIONS_OF_EVENT, type Resolution } from '../cluster/time-buckets.js';
 import { type BucketState, type Slot } from '../cluster/bucket-state.js';
 import { assert, ErrorCode, TallyError, type EventTuple } from '../protocol/index.js';
-import type { BucketKey, Store } from './store.js';
+import { MAX_WRITE_BATCH_ENTRIES, type BucketKey, type Store } from './store.js';
 
 interface Dirty {
   key: BucketKey;
@@ -29,7 +35,10 @@ export interface GroupCommitOptions {
   actor: string;
   fsync: boolean;
   delayMs: number;
-  maxDirty: number;
+  /** Dirty buckets that start a commit at once rather than after the delay. */
+  commitAtDirty: number;
+  /** Dirty buckets awaiting the next commit, at most; also the largest commit. */
+  maxDirtyBuckets: number;
   cacheEntries: number;
 }
 
@@ -55,9 +64,22 @@ export class GroupCommit {
     private readonly opts: GroupCommitOptions,
   ) {}
 
-  /** Folds the events into the dirty set; resolves once they are durable. */
+  /**
+   * Folds the events into the dirty set; resolves once they are durable. Rejects at once, having
+   * applied nothing, with NOT_READY when closing or OVERLOADED when the buckets might not fit.
+   */
   add(events: readonly EventTuple[]): Promise<void> {
     if (this.closed) return Promise.reject(new TallyError(ErrorCode.NOT_READY, 'node is stopping'));
+    const mostBuckets = events.length * RESOLUTIONS_OF_EVENT.length;
+    if (this.dirty.size + mostBuckets > this.opts.maxDirtyBuckets) {
+      return Promise.reject(
+        new TallyError(
+          ErrorCode.OVERLOADED,
+          `${this.dirty.size} buckets await the next group commit and this request may add ${mostBuckets}, ` +
+            `the limit is ${this.opts.maxDirtyBuckets}; retry with backoff`,
+        ),
+      );
+    }
     let n = 0;
     for (const [videoId, eventType, ts, value, count] of events) {
       const starts = bucketsOf(ts);
@@ -104,7 +126,7 @@ export class GroupCommit {
 
   private schedule(): void {
     if (this.running !== undefined) return; // the running commit schedules the next one
-    if (this.dirty.size >= this.opts.maxDirty) {
+    if (this.dirty.size >= this.opts.commitAtDirty) {
       if (this.timer !== undefined) clearTimeout(this.timer);
       this.timer = undefined;
       this.startCommit();
@@ -135,11 +157,8 @@ export class GroupCommit {
       const keys = [...dirty.keys()];
       const missing: string[] = [];
       for (const k of keys) if (!this.cache.has(k)) missing.push(k);
-      const loaded: (BucketState | undefined)[] = [];
-      for (let i = 0; i < missing.length; i += this.opts.maxDirty) {
-        const part = missing.slice(i, i + this.opts.maxDirty).map((k) => (dirty.get(k) as Dirty).key);
-        loaded.push(...(await this.store.getMany(part)));
-      }
+      assert(keys.length <= MAX_WRITE_BATCH_ENTRIES, `a commit of ${keys.length} buckets is over the batch limit`);
+      const loaded = missing.length > 0 ? await this.store.getMany(missing.map((k) => (dirty.get(k) as Dirty).key)) : [];
       const states = new Map<string, BucketState>();
       missing.forEach((k, i) => states.set(k, loaded[i] ?? new Map()));
       const entries: { key: BucketKey; state: BucketState }[] = [];
@@ -163,11 +182,7 @@ export class GroupCommit {
         states.set(k, state);
         entries.push({ key: d.key, state });
       }
-      // Each LevelDB batch is atomic; a commit larger than maxDirty (many requests arrived while
-      // the previous one ran) is written as several, and acknowledged after the last.
-      for (let i = 0; i < entries.length; i += this.opts.maxDirty) {
-        await this.store.writeBatch(entries.slice(i, i + this.opts.maxDirty), { sync: this.opts.fsync });
-      }
+      await this.store.writeBatch(entries, { sync: this.opts.fsync });
       for (const [k, state] of states) this.remember(k, state);
       this.stats.commits += 1;
       this.stats.bucketsWritten += entries.length;
@@ -175,9 +190,8 @@ export class GroupCommit {
       this.inFlightEvents -= events;
       for (const w of waiters) w.resolve();
     } catch (err) {
-      // The cache was not touched; drop what it holds of these keys so the next commit reads
-      // them back from LevelDB. If the commit was split, earlier parts may be durable: the callers
-      // get INTERNAL, whose outcome (like TIMEOUT's) is unknown.
+      // Nothing of this batch is in LevelDB (batches are atomic) and the cache was not touched;
+      // drop what it holds of these keys all the same, so the next commit reads them back.
       for (const k of dirty.keys()) this.cache.delete(k);
       this.inFlightEvents -= events;
       const e = new TallyError(ErrorCode.INTERNAL, `group commit failed: ${(err as Error).message}`, { cause: err });

@@ -1,11 +1,12 @@
 /**
- * The node's identity, kept in its data directory: the node id and the actor epoch.
+ * The node's identity: its id, kept in a small file of the data directory, and its actor epoch,
+ * kept inside the database itself.
  *
  * The actor (`${id}#${epoch}`) owns this node's slot in every G-counter. The epoch is random and
- * made once, when the directory is created: a node whose disk is wiped comes back as a new actor,
- * so its fresh slot (starting again at 0) can never be masked by its old one on other replicas
- * (Riak's kv679). A directory refuses to open under another id, so two nodes can never share a
- * slot by mistake.
+ * made when the database is created, and lives in it: a node whose database is wiped (even with
+ * the id file left in place) comes back as a new actor, so its fresh slot, starting again at 0,
+ * can never be masked by its old one on other replicas (Riak's kv679). A directory refuses to open
+ * under another id, so two nodes can never share a slot by mistake.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
@@ -17,11 +18,19 @@ const IDENTITY_FORMAT = 1;
 
 export interface Identity {
   id: string;
-  /** Random hex made when the data directory was created. */
+  /** Random hex made when the database was created. */
   epoch: string;
   /** `${id}#${epoch}`: the owner of this node's G-counter slots. */
   actor: string;
-  createdAtMs: number;
+}
+
+/** Meta key of the actor epoch in the store. */
+export const EPOCH_KEY = 'actor-epoch';
+
+/** What `openActor` needs of a store: its small metadata values. */
+export interface MetaStore {
+  getMeta(key: string): Promise<Uint8Array | undefined>;
+  putMeta(key: string, value: Uint8Array, opts?: { sync?: boolean }): Promise<void>;
 }
 
 export function actorOf(id: string, epoch: string): string {
@@ -34,10 +43,10 @@ export function randomNodeId(): string {
 }
 
 /**
- * Opens (or creates) the identity of `dataDir`. With `wantedId`, an existing directory must have
- * been created with that id; without it, the stored id is used (or a random one for a new directory).
+ * The node id of `dataDir`. With `wantedId`, an existing directory must have been created with
+ * that id; without it, the stored id is used (or a random one for a new directory).
  */
-export async function openIdentity(dataDir: string, wantedId: string | undefined, nowMs: number): Promise<Identity> {
+export async function openNodeId(dataDir: string, wantedId: string | undefined, nowMs: number): Promise<string> {
   if (wantedId !== undefined) checkName(wantedId, '--id', MAX_NAME_BYTES);
   await mkdir(dataDir, { recursive: true });
   const path = join(dataDir, IDENTITY_FILE);
@@ -49,28 +58,38 @@ export async function openIdentity(dataDir: string, wantedId: string | undefined
   }
   if (text !== undefined) {
     const stored = parseIdentity(text, path);
-    if (wantedId !== undefined && wantedId !== stored.id) {
+    if (wantedId !== undefined && wantedId !== stored) {
       throw new TallyError(
         ErrorCode.BAD_REQUEST,
-        `data directory ${dataDir} belongs to node "${stored.id}", refusing to start it as "${wantedId}"; ` +
-          `start with --id ${stored.id}, or give this node its own --data directory`,
+        `data directory ${dataDir} belongs to node "${stored}", refusing to start it as "${wantedId}"; ` +
+          `start with --id ${stored}, or give this node its own --data directory`,
       );
     }
     return stored;
   }
   const id = wantedId ?? randomNodeId();
-  const epoch = randomBytes(4).toString('hex');
-  const identity: Identity = { id, epoch, actor: actorOf(id, epoch), createdAtMs: nowMs };
   // Write then rename, so a crash never leaves a half-written identity behind.
   const tmp = `${path}.tmp`;
-  await writeFile(tmp, JSON.stringify({ format: IDENTITY_FORMAT, id, epoch, createdAtMs: nowMs }, null, 2) + '\n', {
+  await writeFile(tmp, JSON.stringify({ format: IDENTITY_FORMAT, id, createdAtMs: nowMs }, null, 2) + '\n', {
     flush: true,
   });
   await rename(tmp, path);
-  return identity;
+  return id;
 }
 
-function parseIdentity(text: string, path: string): Identity {
+/** The actor of node `id` on `store`: the store's epoch, made (and synced) if it has none yet. */
+export async function openActor(store: MetaStore, id: string): Promise<Identity> {
+  const stored = await store.getMeta(EPOCH_KEY);
+  let epoch = stored === undefined ? undefined : Buffer.from(stored).toString('utf8');
+  if (epoch === undefined || !/^[0-9a-f]{8,32}$/.test(epoch)) {
+    if (epoch !== undefined) throw new TallyError(ErrorCode.INTERNAL, `the store's actor epoch is damaged: ${JSON.stringify(epoch)}`);
+    epoch = randomBytes(4).toString('hex');
+    await store.putMeta(EPOCH_KEY, Buffer.from(epoch), { sync: true });
+  }
+  return { id, epoch, actor: actorOf(id, epoch) };
+}
+
+function parseIdentity(text: string, path: string): string {
   let o: unknown;
   try {
     o = JSON.parse(text);
@@ -82,11 +101,9 @@ function parseIdentity(text: string, path: string): Identity {
     typeof o !== 'object' ||
     o === null ||
     r.format !== IDENTITY_FORMAT ||
-    typeof r.id !== 'string' ||
-    typeof r.epoch !== 'string' ||
-    typeof r.createdAtMs !== 'number'
+    typeof r.id !== 'string'
   ) {
     throw new TallyError(ErrorCode.INTERNAL, `${path} does not hold a Tally node identity (format ${IDENTITY_FORMAT})`);
   }
-  return { id: r.id, epoch: r.epoch, actor: actorOf(r.id, r.epoch), createdAtMs: r.createdAtMs };
+  return r.id;
 }

@@ -76,7 +76,20 @@ export class LevelStore implements Store {
 
   private async openLevel(): Promise<void> {
     const level = new Level<string, Uint8Array>(this.location, { keyEncoding: 'utf8', valueEncoding: 'view' });
-    await this.io(`open ${this.location}`, () => level.open({ createIfMissing: true }));
+    try {
+      await level.open({ createIfMissing: true });
+    } catch (err) {
+      // LevelDB's own message ("Database failed to open") hides the usual cause: another process
+      // (a node already running on this directory) holds the lock.
+      if ((err as { cause?: { code?: string } }).cause?.code === 'LEVEL_LOCKED') {
+        throw new TallyError(
+          'INTERNAL',
+          `the database in ${this.location} is in use by another process (is a node already running on this data directory?)`,
+          { cause: err },
+        );
+      }
+      throw new TallyError('INTERNAL', `store open ${this.location} failed: ${(err as Error).message}`, { cause: err });
+    }
     this.level = level;
   }
 

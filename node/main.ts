@@ -14,7 +14,11 @@ export async function startNodeProcess(overrides: Partial<NodeConfig>): Promise<
   );
   let stopping = false;
   const stop = (signal: string): void => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal: the operator will not wait. Every acknowledged event is already durable.
+      process.stdout.write(`tally node ${node.identity.id} exiting at once (second ${signal})\n`);
+      process.exit(1);
+    }
     stopping = true;
     process.stdout.write(`tally node ${node.identity.id} stopping (${signal})\n`);
     node.stop().then(

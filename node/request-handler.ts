@@ -17,7 +17,7 @@ import type { GroupCommit } from './group-commit.js';
 import type { Store } from './store.js';
 
 export interface RequestHandlerOptions {
-  maxInFlightEvents: number;
+  maxInFlightQueries: number;
   /** Cluster status for `tally status`; absent on a node without membership. */
   status?: () => unknown;
 }
@@ -28,6 +28,7 @@ export function statsTuple(s: Stats): StatsTuple {
 
 export class NodeRequestHandler {
   stopping = false;
+  private inFlightQueries = 0;
 
   constructor(
     private readonly store: Store,
@@ -52,21 +53,26 @@ export class NodeRequestHandler {
   private async count(req: CountRequest): Promise<Reply> {
     let n = 0;
     for (const e of req.events) n += e[4];
-    const inFlight = this.commits.inFlightEvents;
-    if (inFlight + n > this.opts.maxInFlightEvents) {
-      throw new TallyError(
-        ErrorCode.OVERLOADED,
-        `node has ${inFlight} events awaiting commit, the limit is ${this.opts.maxInFlightEvents}; retry with backoff`,
-      );
-    }
     await this.commits.add(req.events);
     return { t: 'ack', id: req.id, n };
   }
 
   private async get(req: GetRequest): Promise<Reply> {
-    const stats = await Promise.all(
-      req.queries.map(async ([videoId, eventType, start, end]) => statsTuple(await this.store.readRange(videoId, eventType, start, end))),
-    );
-    return { t: 'result', id: req.id, stats };
+    const n = req.queries.length;
+    if (this.inFlightQueries + n > this.opts.maxInFlightQueries) {
+      throw new TallyError(
+        ErrorCode.OVERLOADED,
+        `${this.inFlightQueries} queries are being answered, the limit is ${this.opts.maxInFlightQueries}; retry with backoff`,
+      );
+    }
+    this.inFlightQueries += n;
+    try {
+      const stats = await Promise.all(
+        req.queries.map(async ([videoId, eventType, start, end]) => statsTuple(await this.store.readRange(videoId, eventType, start, end))),
+      );
+      return { t: 'result', id: req.id, stats };
+    } finally {
+      this.inFlightQueries -= n;
+    }
   }
 }

@@ -15,6 +15,7 @@ import {
   decodeFrame,
   encodeFrame,
   ErrorCode,
+  isPlainObject,
   MAX_ERROR_MESSAGE_CHARS,
   MAX_FRAME_BYTES,
   MAX_WIRE_FRAME_BYTES,
@@ -32,6 +33,8 @@ import {
 
 /** How long a new connection may take to say hello before it is closed. */
 export const HELLO_TIMEOUT_MS = 10_000;
+/** How long a stopping node waits for its connections to close before it cuts them. */
+export const CLOSE_GRACE_MS = 1_000;
 
 export interface RequestHandler {
   handle(req: ClientRequest): Promise<Reply>;
@@ -58,12 +61,15 @@ export interface ServerOptions {
   cluster: string;
   maxInFlightPerConnection: number;
   maxSocketBufferedBytes: number;
+  maxConnections: number;
 }
 
 export class TallyServer {
   private http: HttpServer | undefined;
   private wss: WebSocketServer | undefined;
   private readonly sockets = new Set<WebSocket>();
+  /** The port listened on (the real one when asked for port 0); 0 before `listen`. */
+  port = 0;
   /** Counters for status. */
   readonly stats = { connections: 0, frames: 0, errors: 0 };
 
@@ -98,6 +104,7 @@ export class TallyServer {
       });
     });
     const a = http.address() as AddressInfo;
+    this.port = a.port;
     return { host: this.opts.host, port: a.port };
   }
 
@@ -106,7 +113,7 @@ export class TallyServer {
     for (const ws of this.sockets) ws.close(1001, 'node stopping');
     const deadline = setTimeout(() => {
       for (const ws of this.sockets) ws.terminate();
-    }, 1000);
+    }, CLOSE_GRACE_MS);
     this.wss?.close();
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
     clearTimeout(deadline);
@@ -114,6 +121,12 @@ export class TallyServer {
   }
 
   private onConnection(ws: WebSocket): void {
+    if (this.sockets.size >= this.opts.maxConnections) {
+      const message = `node has ${this.sockets.size} connections open, the limit is ${this.opts.maxConnections}`;
+      ws.send(encodeFrame({ t: 'error', id: null, code: ErrorCode.OVERLOADED, message }));
+      ws.close(1013, 'too many connections'); // 1013: try again later
+      return;
+    }
     this.sockets.add(ws);
     this.stats.connections += 1;
     ws.binaryType = 'nodebuffer';
@@ -160,6 +173,10 @@ export class TallyServer {
         return;
       }
       if (hello === undefined) {
+        if (isPlainObject(message) && message.t !== 'hello') {
+          sendError(requestIdOf(message), new TallyError(ErrorCode.NOT_READY, `say hello first: the first message must be a hello, got t=${JSON.stringify(message.t)}`));
+          return;
+        }
         try {
           hello = this.onHello(message);
         } catch (err) {

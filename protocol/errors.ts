@@ -23,8 +23,10 @@ export const ErrorCode = {
   UNAUTHORIZED: 'UNAUTHORIZED',
   /** The protocol versions of the two ends do not match. */
   VERSION_MISMATCH: 'VERSION_MISMATCH',
-  /** The connection closed before a reply came. */
+  /** The connection closed before a reply came; for writes, the outcome is unknown. */
   CONNECTION_CLOSED: 'CONNECTION_CLOSED',
+  /** Client only: a call spanning several frames got some acknowledged and some not. */
+  PARTIAL_WRITE: 'PARTIAL_WRITE',
   /** A bug or an unexpected failure inside the node (for example a disk error). */
   INTERNAL: 'INTERNAL',
 } as const;

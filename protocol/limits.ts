@@ -36,7 +36,10 @@ export const MAX_TIME_MS = Date.UTC(2100, 0, 1);
 /** How far into the future of the node's clock an event may be: clocks drift, but not by a day. */
 export const MAX_EVENT_FUTURE_SKEW_MS = 24 * 60 * 60 * 1000;
 
-/** Largest value of one event (e.g. watch time in ms: 10^9 ms is 11.5 days). Keeps sums exact in float64. */
+/**
+ * Largest value of one event (e.g. watch time in ms: 10^9 ms is 11.5 days). Sums are float64:
+ * exact for integer values while a bucket's sum stays under 2^53 (9 * 10^15), close otherwise.
+ */
 export const MAX_EVENT_VALUE = 1e9;
 /** Largest multiplicity of one event tuple (n identical events sent as one). */
 export const MAX_EVENT_COUNT = 1_000_000;

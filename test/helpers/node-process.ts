@@ -79,3 +79,26 @@ export async function stopNode(n: NodeProcess, signal: NodeJS.Signals = 'SIGTERM
   if (n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill(signal);
   return n.exited;
 }
+
+/** Polls `check` every `everyMs` until it returns a value other than undefined; returns it and the time it took. */
+export async function waitFor<T>(
+  what: string,
+  timeoutMs: number,
+  check: () => Promise<T | undefined>,
+  everyMs = 100,
+): Promise<{ value: T; ms: number }> {
+  const t0 = Date.now();
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined) return { value: v, ms: Date.now() - t0 };
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() - t0 > timeoutMs) {
+      throw new Error(`${what}: not within ${timeoutMs} ms${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

@@ -173,7 +173,7 @@ describe(`fuzzing a running node (FUZZ_SEED=${SEED})`, () => {
   it('needs a hello first, and closes on a wrong version or a foreign cluster', async () => {
     const raw = await openRaw(node.address);
     raw.ws.send(encodeFrame({ t: 'ping', id: 5 }));
-    expect(await raw.next()).toMatchObject({ t: 'error', id: 5, code: 'BAD_REQUEST', message: expect.stringMatching(/must be a hello/) });
+    expect(await raw.next()).toMatchObject({ t: 'error', id: 5, code: 'NOT_READY', message: expect.stringMatching(/say hello first/) });
     raw.ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION + 1, role: 'client' }));
     expect(await raw.next()).toMatchObject({ t: 'error', code: 'VERSION_MISMATCH' });
     expect(await raw.next()).toBe('closed');

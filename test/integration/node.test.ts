@@ -129,3 +129,24 @@ describe('a node with --fsync', () => {
     }
   });
 });
+
+describe('a node whose database is wiped', () => {
+  it('comes back as a new actor under the same id', async () => {
+    const dir = await tempDir();
+    let node = await startNode(['--port', '0', '--data', dir, '--id', 'w1']);
+    try {
+      const actor = /actor (\S+?)[,)]/.exec(node.output())?.[1];
+      expect(actor).toMatch(/^w1#[0-9a-f]{8}$/);
+      await stopNode(node, 'SIGTERM');
+      await removeDir(`${dir}/db`);
+      node = await startNode(['--port', '0', '--data', dir, '--id', 'w1']);
+      const again = /actor (\S+?)[,)]/.exec(node.output())?.[1];
+      expect(again).toMatch(/^w1#[0-9a-f]{8}$/);
+      expect(again).not.toBe(actor);
+      await expect(startNode(['--port', '0', '--data', dir, '--id', 'w1'])).rejects.toThrow(/in use by another process/);
+    } finally {
+      await stopNode(node, 'SIGKILL');
+      await removeDir(dir);
+    }
+  });
+});

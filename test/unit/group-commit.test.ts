@@ -1,8 +1,8 @@
 /**
  * The group commit and the single-node request handler over the in-memory store: writes are
  * acknowledged only once stored, concurrent writes share commits, slots are absolute, a failed
- * batch fails its callers and leaves the store as it was, and the in-flight bound answers
- * OVERLOADED without applying anything.
+ * batch fails its callers and leaves the store as it was, and the bounds answer OVERLOADED
+ * without applying anything.
  */
 import { describe, expect, it } from 'vitest';
 import { value } from '../../cluster/bucket-state.js';
@@ -14,17 +14,18 @@ import type { EventTuple } from '../../protocol/index.js';
 const T = Date.UTC(2026, 10, 26, 10, 30, 15);
 const ev = (videoId: string, n = 1, value = 1, ts = T): EventTuple => [videoId, 'view', ts, value, n];
 
-async function setup(opts: Partial<{ maxDirty: number; maxInFlightEvents: number; cacheEntries: number }> = {}) {
+async function setup(opts: Partial<{ maxDirtyBuckets: number; maxInFlightQueries: number; cacheEntries: number }> = {}) {
   const store = new MemoryStore();
   await store.open();
   const commits = new GroupCommit(store, {
     actor: 'n1#aa',
     fsync: false,
     delayMs: 1,
-    maxDirty: opts.maxDirty ?? 1000,
+    commitAtDirty: 1000,
+    maxDirtyBuckets: opts.maxDirtyBuckets ?? 1000,
     cacheEntries: opts.cacheEntries ?? 1000,
   });
-  const handler = new NodeRequestHandler(store, commits, { maxInFlightEvents: opts.maxInFlightEvents ?? 1e6 });
+  const handler = new NodeRequestHandler(store, commits, { maxInFlightQueries: opts.maxInFlightQueries ?? 1000 });
   return { store, commits, handler };
 }
 
@@ -67,17 +68,30 @@ describe('group commit', () => {
     expect((await store.readRange('x', 'view', 0, T + 1)).count).toBe(5);
   });
 
-  it('splits a commit larger than maxDirty into several batches', async () => {
-    const { store, commits } = await setup({ maxDirty: 10 });
+  it('writes each commit as one atomic batch, and refuses what might not fit with OVERLOADED', async () => {
+    const { store, commits } = await setup({ maxDirtyBuckets: 30 });
     const sizes: number[] = [];
     const real = store.writeBatch.bind(store);
     store.writeBatch = (entries, o) => {
       sizes.push(entries.length);
       return real(entries, o);
     };
-    await commits.add(Array.from({ length: 50 }, (_, i) => ev(`k${i}`)));
-    expect(Math.max(...sizes)).toBeLessThanOrEqual(10);
-    expect(sizes.reduce((a, b) => a + b, 0)).toBe(150);
+    const first = commits.add(Array.from({ length: 8 }, (_, i) => ev(`k${i}`))); // 24 buckets
+    const three = [ev('k8'), ev('k9'), ev('k10')];
+    await expect(commits.add(three)).rejects.toMatchObject({
+      code: 'OVERLOADED',
+      message: expect.stringMatching(/24 buckets await the next group commit and this request may add 9, the limit is 30/),
+    });
+    await first;
+    await commits.add(three);
+    expect(sizes).toEqual([24, 9]);
+    expect((await store.readRange('k9', 'view', 0, T + 1)).count).toBe(1);
+  });
+
+  it('takes a million events in one tuple as three buckets', async () => {
+    const { store, commits } = await setup({ maxDirtyBuckets: 3 });
+    await commits.add([ev('many', 1_000_000)]);
+    expect((await store.readRange('many', 'view', 0, T + 1)).count).toBe(1_000_000);
   });
 
   it('refuses new work after close, having flushed what it accepted', async () => {
@@ -91,13 +105,13 @@ describe('group commit', () => {
 });
 
 describe('request handler', () => {
-  it('answers OVERLOADED past the in-flight bound and applies nothing of that request', async () => {
-    const { store, handler } = await setup({ maxInFlightEvents: 10 });
-    const first = handler.handle({ t: 'count', id: 1, events: [ev('o', 8)] });
-    await expect(handler.handle({ t: 'count', id: 2, events: [ev('o', 3)] })).rejects.toMatchObject({ code: 'OVERLOADED' });
-    expect(await first).toEqual({ t: 'ack', id: 1, n: 8 });
-    expect((await store.readRange('o', 'view', 0, T + 1)).count).toBe(8);
-    expect(await handler.handle({ t: 'count', id: 3, events: [ev('o', 3)] })).toEqual({ t: 'ack', id: 3, n: 3 });
+  it('answers OVERLOADED past the bound of queries in flight', async () => {
+    const { handler } = await setup({ maxInFlightQueries: 2 });
+    const q = ['o', 'view', 0, T + 1] as [string, string, number, number];
+    const first = handler.handle({ t: 'get', id: 1, queries: [q, q] });
+    await expect(handler.handle({ t: 'get', id: 2, queries: [q] })).rejects.toMatchObject({ code: 'OVERLOADED' });
+    expect(await first).toMatchObject({ t: 'result', id: 1 });
+    expect(await handler.handle({ t: 'get', id: 3, queries: [q] })).toMatchObject({ t: 'result', id: 3 });
   });
 
   it('answers every query of a get in order', async () => {

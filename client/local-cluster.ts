@@ -1,0 +1,161 @@
+/**
+ * `tally cluster`: a local cluster of real node processes on one machine, for trying Tally out
+ * and for tests. Node i is `n{i}` on base-port + i - 1, zones spread round-robin over z1..z3, the
+ * first two nodes are the seeds. It prints the addresses and the status table once every node
+ * sees every other up, passes the nodes' output through with a prefix, and on Ctrl-C (or
+ * SIGTERM) stops every node cleanly.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ErrorCode, TallyError } from '../protocol/index.js';
+import type { NodeStatus } from '../protocol/status.js';
+import { formatStatus } from './status-format.js';
+import { TallyClient } from './tally-client.js';
+
+const CLI = join(dirname(fileURLToPath(import.meta.url)), 'cli.js');
+/** Zones of a local cluster: three, so replicas of N = 3 land in distinct zones. */
+const LOCAL_ZONES = 3;
+/** Most nodes a local cluster starts: every one is a full process. */
+export const MAX_LOCAL_NODES = 50;
+/** How long a node may take to stop cleanly before it is killed. */
+const STOP_TIMEOUT_MS = 10_000;
+/** How often the nodes are asked for their status while waiting for them to agree. */
+const AGREE_POLL_MS = 200;
+/** Timeout of one status request. */
+const STATUS_TIMEOUT_MS = 3_000;
+/** How long `tally cluster` waits for every node to see every other up. */
+export const AGREE_TIMEOUT_MS = 30_000;
+
+export interface LocalClusterOptions {
+  nodes: number;
+  basePort: number;
+  host: string;
+  dataDir: string;
+  fsync: boolean;
+  /** How long to wait for every node to see every other up. */
+  agreeTimeoutMs: number;
+}
+
+interface Child {
+  id: string;
+  address: string;
+  proc: ChildProcess;
+  ready: Promise<void>;
+}
+
+function prefixLines(id: string, out: NodeJS.WritableStream): (d: Buffer) => void {
+  let partial = '';
+  return (d) => {
+    partial += d.toString();
+    const lines = partial.split('\n');
+    partial = lines.pop() ?? '';
+    for (const l of lines) out.write(`[${id}] ${l}\n`);
+  };
+}
+
+export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
+  if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > MAX_LOCAL_NODES) {
+    throw new TallyError(ErrorCode.BAD_REQUEST, `--nodes must be an integer in [1, ${MAX_LOCAL_NODES}], got ${o.nodes}`);
+  }
+  const addresses = Array.from({ length: o.nodes }, (_, i) => `${o.host}:${o.basePort + i}`);
+  const seeds = addresses.slice(0, Math.min(2, o.nodes)).join(',');
+  const children: Child[] = addresses.map((address, i) => {
+    const id = `n${i + 1}`;
+    const args = [CLI, 'start', '--host', o.host, '--port', String(o.basePort + i), '--data', join(o.dataDir, id)];
+    args.push('--id', id, '--zone', `z${(i % LOCAL_ZONES) + 1}`, '--seeds', seeds, ...(o.fsync ? ['--fsync'] : []));
+    // Each node in its own process group: Ctrl-C reaches only this process, which stops the
+    // nodes with one SIGTERM each (a second signal would make a node exit without flushing).
+    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const ready = new Promise<void>((resolve, reject) => {
+      let seen = '';
+      const onData = (d: Buffer): void => {
+        seen += d.toString();
+        if (/ ready on /.test(seen)) {
+          proc.stdout?.off('data', onData);
+          proc.off('exit', onExit);
+          resolve();
+        }
+      };
+      const onExit = (code: number | null): void =>
+        reject(new TallyError(ErrorCode.INTERNAL, `node ${id} exited with ${code} before it was ready:\n${seen}`));
+      proc.stdout?.on('data', onData);
+      proc.once('exit', onExit);
+    });
+    proc.stdout?.on('data', prefixLines(id, process.stdout));
+    proc.stderr?.on('data', prefixLines(id, process.stderr));
+    return { id, address, proc, ready };
+  });
+
+  let stopping = false;
+  const stopAll = async (): Promise<void> => {
+    stopping = true;
+    await Promise.all(
+      children.map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            if (c.proc.exitCode !== null || c.proc.signalCode !== null) return resolve();
+            c.proc.once('exit', () => resolve());
+            c.proc.kill('SIGTERM');
+            setTimeout(() => c.proc.kill('SIGKILL'), STOP_TIMEOUT_MS).unref();
+          }),
+      ),
+    );
+  };
+  const onSignal = (): void => {
+    if (stopping) return;
+    process.stdout.write('stopping the local cluster…\n');
+    void stopAll().then(() => process.exit(0));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  // If this process dies some other way, take the nodes with it.
+  process.on('exit', () => {
+    for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
+  });
+  for (const c of children) {
+    c.proc.once('exit', (code, signal) => {
+      if (!stopping) process.stderr.write(`node ${c.id} exited (${code ?? signal}); the others keep running\n`);
+    });
+  }
+
+  try {
+    await Promise.all(children.map((c) => c.ready));
+    const status = await waitForAgreement(addresses, o.agreeTimeoutMs);
+    process.stdout.write(
+      `\nTally local cluster of ${o.nodes} node${o.nodes === 1 ? '' : 's'} is up: ${addresses.join(' ')}\n` +
+        `data in ${o.dataDir}; try: npx tally count video42 --n 5 && npx tally get video42\n\n` +
+        `${formatStatus(status)}\n\nCtrl-C stops every node cleanly.\n`,
+    );
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+
+/** Polls every node until each sees every member up and all compute the same ring; returns the first node's status. */
+async function waitForAgreement(addresses: string[], timeoutMs: number): Promise<NodeStatus> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    const statuses = await Promise.all(addresses.map((a) => statusOf(a).catch(() => undefined)));
+    const agreed = statuses.every(
+      (s) => s !== undefined && s.members.length === addresses.length && s.health.startsWith('healthy'),
+    );
+    if (agreed) return statuses[0] as NodeStatus;
+    last = statuses.map((s, i) => `${addresses[i]}: ${s === undefined ? 'no answer' : `${s.members.filter((m) => m.status === 'up').length} up`}`).join(', ');
+    if (Date.now() > deadline) {
+      throw new TallyError(ErrorCode.TIMEOUT, `the nodes did not agree on the membership within ${timeoutMs} ms (${last})`);
+    }
+    await new Promise((r) => setTimeout(r, AGREE_POLL_MS));
+  }
+}
+
+export async function statusOf(address: string): Promise<NodeStatus> {
+  const client = await TallyClient.connect({ nodes: [address], timeoutMs: STATUS_TIMEOUT_MS, maxRetries: 0 });
+  try {
+    return (await client.status()) as NodeStatus;
+  } finally {
+    await client.close();
+  }
+}

@@ -1,0 +1,31 @@
+/** Renders a node's status report as the `tally status` table. */
+import type { NodeStatus } from '../protocol/status.js';
+
+function age(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  if (ms < 120_000) return `${(ms / 1000).toFixed(1)}s`;
+  return `${Math.round(ms / 60_000)}m`;
+}
+
+export function formatStatus(s: NodeStatus): string {
+  const header = ['ID', 'ADDRESS', 'ZONE', 'STATUS', 'LIFECYCLE', 'GENERATION', 'PHI', 'HEARTBEAT', 'OWNS'];
+  const rows = s.members.map((m) => [
+    `${m.id}${m.self ? '*' : ''}`,
+    m.address,
+    m.zone,
+    m.status,
+    m.lifecycle,
+    new Date(m.generation).toISOString().replace('.000Z', 'Z'),
+    m.self ? '-' : m.phi >= 100 ? '>100' : m.phi.toFixed(1),
+    m.self ? '-' : `${age(m.lastHeartbeatAgeMs)} ago`,
+    `${(m.ownership * 100).toFixed(1)}%`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
+  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd();
+  return [
+    `cluster ${s.cluster}, seen from ${s.nodeId} (${s.address}); * marks that node`,
+    line(header),
+    ...rows.map(line),
+    s.health,
+  ].join('\n');
+}

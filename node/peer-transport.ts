@@ -1,0 +1,218 @@
+/**
+ * Node-to-node links over the same WebSocket port clients use.
+ *
+ * Each node keeps one outgoing connection per peer address and sends everything over it; the
+ * peer's own outgoing connection carries what it sends back. A connection opens with a peer hello
+ * that names the cluster and the node, and is refused by a node of another cluster. Connections
+ * are persistent and reopened on demand with exponential backoff and jitter. What is queued for a
+ * peer is bounded (MAX_PEER_QUEUE_FRAMES while connecting, maxBufferedBytes on an open socket):
+ * past it, frames are dropped and counted — gossip repeats itself every round, so a dropped frame
+ * costs a round, never memory. When our connection to a peer drops, that is reported as
+ * evidence to the failure detector.
+ */
+import WebSocket from 'ws';
+import {
+  decodeFrame,
+  encodeFrame,
+  isPlainObject,
+  MAX_FRAME_BYTES,
+  MAX_WIRE_FRAME_BYTES,
+  PROTOCOL_VERSION,
+  Role,
+  wsUrl,
+} from '../protocol/index.js';
+import type { PeerHandler, PeerLink } from './server.js';
+import type { HelloMessage } from '../protocol/index.js';
+
+/** Frames kept for a peer while its connection is being opened. */
+export const MAX_PEER_QUEUE_FRAMES = 64;
+/** Peer connections kept open at once (one per known address). */
+export const MAX_PEER_LINKS = 1024;
+/** How often `drain` looks whether the sockets have emptied. */
+const DRAIN_POLL_MS = 10;
+
+export interface PeerTransportOptions {
+  selfId: string;
+  cluster: string;
+  /** How long opening a connection (TCP, upgrade, hello) may take. */
+  connectTimeoutMs: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  /** Bytes queued on an open socket beyond which new frames are dropped. */
+  maxBufferedBytes: number;
+}
+
+export function defaultPeerTransportOptions(selfId: string, cluster: string): PeerTransportOptions {
+  return {
+    selfId,
+    cluster,
+    connectTimeoutMs: 2_000, // a live node on a LAN answers in ms; a stopped one never does
+    backoffBaseMs: 100, // a restarting peer is back within a second or two
+    backoffMaxMs: 2_000, // never wait much longer than a gossip round or two to retry
+    maxBufferedBytes: 4 * 1024 * 1024, // minutes of gossip; a peer that reads nothing for that long is down
+  };
+}
+
+interface OutLink {
+  address: string;
+  ws: WebSocket | undefined;
+  open: boolean;
+  remoteId: string | undefined;
+  queue: Buffer[];
+  failures: number;
+  retryAtMs: number;
+}
+
+export class PeerTransport implements PeerHandler {
+  private readonly out = new Map<string, OutLink>();
+  private readonly incoming = new Set<PeerLink>();
+  private closed = false;
+  /** Counters for status. */
+  readonly stats = { sent: 0, dropped: 0, received: 0, invalid: 0, connects: 0, connectFailures: 0 };
+  /** A frame from a peer (still unvalidated) and the id the peer gave in its hello. */
+  onMessage: (fromId: string, message: unknown) => void = () => {};
+  /** A connection to or from `peerId` dropped. */
+  onConnectionLost: (peerId: string) => void = () => {};
+
+  constructor(private readonly opts: PeerTransportOptions) {}
+
+  /** Sends one message to the node at `address`; returns false if it was dropped. */
+  send(address: string, message: unknown): boolean {
+    if (this.closed) return false;
+    let link = this.out.get(address);
+    if (link === undefined) {
+      if (this.out.size >= MAX_PEER_LINKS) return this.drop();
+      link = { address, ws: undefined, open: false, remoteId: undefined, queue: [], failures: 0, retryAtMs: 0 };
+      this.out.set(address, link);
+    }
+    const frame = encodeFrame(message);
+    if (frame.length > MAX_FRAME_BYTES) return this.drop();
+    if (link.open && link.ws !== undefined) {
+      if (link.ws.bufferedAmount > this.opts.maxBufferedBytes) return this.drop();
+      link.ws.send(frame);
+      this.stats.sent += 1;
+      return true;
+    }
+    if (link.ws === undefined && Date.now() < link.retryAtMs) return this.drop();
+    if (link.queue.length >= MAX_PEER_QUEUE_FRAMES) {
+      link.queue.shift();
+      this.stats.dropped += 1;
+    }
+    link.queue.push(frame);
+    if (link.ws === undefined) this.connect(link);
+    return true;
+  }
+
+  /** Incoming peer connection, after its hello (called by the server). */
+  accept(link: PeerLink, _hello: HelloMessage): void {
+    if (this.closed) {
+      link.close(1001, 'node stopping');
+      return;
+    }
+    this.incoming.add(link);
+    link.onMessage = (m) => {
+      this.stats.received += 1;
+      this.onMessage(link.remoteNodeId, m);
+    };
+    // The close of an incoming link is not taken as evidence against its peer: the id it gave in
+    // its hello is unproven, and our own link to the address the member announced drops as well.
+    link.onClose = () => this.incoming.delete(link);
+  }
+
+  /** Resolves once what is queued on open links is handed to the kernel, or after `timeoutMs`. */
+  async drain(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const busy = (): boolean =>
+      [...this.out.values()].some((l) => (l.open && (l.ws?.bufferedAmount ?? 0) > 0) || (l.ws !== undefined && !l.open && l.queue.length > 0));
+    while (busy() && Date.now() < deadline) await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const link of this.out.values()) {
+      link.queue = [];
+      link.ws?.close(1001, 'node stopping');
+    }
+    this.out.clear();
+    for (const link of this.incoming) link.close(1001, 'node stopping');
+    this.incoming.clear();
+  }
+
+  private drop(): false {
+    this.stats.dropped += 1;
+    return false;
+  }
+
+  private connect(link: OutLink): void {
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(wsUrl(link.address), {
+        maxPayload: MAX_WIRE_FRAME_BYTES,
+        perMessageDeflate: false,
+        handshakeTimeout: this.opts.connectTimeoutMs,
+      });
+    } catch {
+      // A malformed address (validated upstream, so this is a bug or a hostile peer): never retry it.
+      this.stats.connectFailures += 1;
+      this.stats.dropped += link.queue.length;
+      link.queue = [];
+      link.retryAtMs = Number.POSITIVE_INFINITY;
+      return;
+    }
+    ws.binaryType = 'nodebuffer';
+    link.ws = ws;
+    link.open = false;
+    const timer = setTimeout(() => ws.terminate(), this.opts.connectTimeoutMs);
+    ws.once('open', () =>
+      ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: Role.PEER, cluster: this.opts.cluster, nodeId: this.opts.selfId })),
+    );
+    ws.on('message', (data: WebSocket.RawData) => {
+      let m: unknown;
+      try {
+        m = decodeFrame(data as Buffer, MAX_WIRE_FRAME_BYTES);
+      } catch {
+        this.stats.invalid += 1;
+        return;
+      }
+      if (link.open) {
+        // Nothing but errors is expected back on our own link; a peer's errors mean we sent
+        // something it could not take, which gossip's next round will redo.
+        this.stats.invalid += 1;
+        return;
+      }
+      if (isPlainObject(m) && m.t === 'welcome' && m.cluster === this.opts.cluster && typeof m.nodeId === 'string') {
+        clearTimeout(timer);
+        link.open = true;
+        link.remoteId = m.nodeId;
+        link.failures = 0;
+        this.stats.connects += 1;
+        for (const frame of link.queue) {
+          ws.send(frame);
+          this.stats.sent += 1;
+        }
+        link.queue = [];
+      } else {
+        ws.terminate(); // refused (another cluster, another version) or not a Tally node
+      }
+    });
+    ws.on('error', () => {
+      // 'close' follows.
+    });
+    ws.once('close', () => {
+      clearTimeout(timer);
+      const wasOpen = link.open;
+      link.ws = undefined;
+      link.open = false;
+      if (this.closed) return;
+      if (!wasOpen) {
+        this.stats.connectFailures += 1;
+        this.stats.dropped += link.queue.length;
+        link.queue = [];
+        link.failures += 1;
+        const backoff = Math.min(this.opts.backoffMaxMs, this.opts.backoffBaseMs * 2 ** (link.failures - 1));
+        link.retryAtMs = Date.now() + backoff * (0.5 + Math.random());
+      }
+      if (link.remoteId !== undefined) this.onConnectionLost(link.remoteId);
+    });
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * The shape of a node's status report (`tally status`): who the node is, and every member as
+ * this node sees it. Produced by the node, printed by the CLI; validated loosely by the client,
+ * since a newer node may add fields.
+ */
+export interface MemberStatus {
+  id: string;
+  address: string;
+  zone: string;
+  /** This node's verdict: `up` or `down`. */
+  status: 'up' | 'down';
+  /** Why: the detector's verdict, or the member's own announcement that it left. */
+  reason: string;
+  /** What the member announces of itself: joining, normal, leaving, left. */
+  lifecycle: string;
+  generation: number;
+  heartbeat: number;
+  phi: number;
+  lastHeartbeatAgeMs: number;
+  /** Fraction of the ring (0..1) whose primary replica this member is. */
+  ownership: number;
+  ringChecksum: string;
+  self: boolean;
+}
+
+export interface NodeStatus {
+  nodeId: string;
+  cluster: string;
+  zone: string;
+  address: string;
+  actor: string;
+  generation: number;
+  ringChecksum: string;
+  members: MemberStatus[];
+  /** One line: the cluster's health as this node sees it. */
+  health: string;
+  inFlightEvents: number;
+  commits: { commits: number; bucketsWritten: number; eventsCommitted: number };
+  peers: Record<string, number>;
+}
