@@ -1,0 +1,92 @@
+/**
+ * Peer links on real loopback sockets: delivery with the sender's id, refusal of another cluster,
+ * backoff after a failed connect, and the bound on what waits for a connection.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MAX_PEER_QUEUE_FRAMES, PeerTransport, defaultPeerTransportOptions } from '../../node/peer-transport.js';
+import { TallyServer } from '../../node/server.js';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function peer(id: string, cluster = 'tally') {
+  const transport = new PeerTransport({ ...defaultPeerTransportOptions(id, cluster), backoffBaseMs: 200, backoffMaxMs: 400 });
+  const server = new TallyServer(
+    { host: '127.0.0.1', port: 0, nodeId: id, zone: 'z1', cluster, maxInFlightPerConnection: 8, maxSocketBufferedBytes: 1 << 20, maxConnections: 16 },
+    { handle: () => Promise.reject(new Error('no clients here')) },
+    undefined,
+  );
+  server.setPeerHandler(transport);
+  const { port } = await server.listen();
+  const inbox: [string, unknown][] = [];
+  transport.onMessage = (from, m) => inbox.push([from, m]);
+  cleanups.push(async () => {
+    transport.close();
+    await server.close();
+  });
+  return { transport, address: `127.0.0.1:${port}`, inbox };
+}
+
+const until = async (check: () => boolean, timeoutMs = 3000): Promise<void> => {
+  const end = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+/** A TCP port that accepts connections and never says a word. */
+async function silentPort(): Promise<string> {
+  const sockets: Socket[] = [];
+  const server: Server = createServer((s) => sockets.push(s));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  cleanups.push(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+  return `127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+describe('PeerTransport', () => {
+  it('delivers frames in order, tagged with the id the sender gave in its hello', async () => {
+    const a = await peer('a');
+    const b = await peer('b');
+    for (let i = 0; i < 5; i++) a.transport.send(b.address, { type: 'test', i });
+    await until(() => b.inbox.length === 5);
+    expect(b.inbox).toEqual([0, 1, 2, 3, 4].map((i) => ['a', { type: 'test', i }]));
+    expect(a.transport.stats.connects).toBe(1);
+  });
+
+  it('is refused by a node of another cluster', async () => {
+    const a = await peer('a', 'blue');
+    const b = await peer('b', 'green');
+    a.transport.send(b.address, { type: 'test' });
+    await until(() => a.transport.stats.connectFailures === 1);
+    expect(b.inbox).toEqual([]);
+  });
+
+  it('backs off after a failed connect, then tries again', async () => {
+    const a = await peer('a');
+    const lost: string[] = [];
+    a.transport.onConnectionLost = (id) => lost.push(id);
+    const nobody = '127.0.0.1:1'; // nothing listens on tcpmux: refused at once
+    expect(a.transport.send(nobody, { type: 'x' })).toBe(true); // queued while connecting
+    await until(() => a.transport.stats.connectFailures === 1);
+    expect(a.transport.send(nobody, { type: 'x' })).toBe(false); // inside the backoff window: dropped
+    await new Promise((r) => setTimeout(r, 650)); // past the longest first backoff (200 ms x 1.5)
+    expect(a.transport.send(nobody, { type: 'x' })).toBe(true);
+    await until(() => a.transport.stats.connectFailures === 2);
+    expect(lost).toEqual([]); // never connected: no evidence against anyone
+  });
+
+  it('keeps at most MAX_PEER_QUEUE_FRAMES for a peer that has not answered yet', async () => {
+    const a = await peer('a');
+    const silent = await silentPort();
+    for (let i = 0; i < MAX_PEER_QUEUE_FRAMES + 36; i++) a.transport.send(silent, { type: 'x', i });
+    expect(a.transport.stats.dropped).toBe(36);
+  });
+});
