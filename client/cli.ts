@@ -57,7 +57,8 @@ async function main(argv: string[]): Promise<void> {
           .option('zone', { type: 'string', default: 'z1', describe: 'zone (data centre, rack) for replica placement' })
           .option('seeds', { type: 'string', describe: 'host:port,host:port of nodes to join through' })
           .option('cluster', { type: 'string', default: 'tally', describe: 'cluster name; peers must share it' })
-          .option('fsync', { type: 'boolean', default: false, describe: 'fsync every group commit' }),
+          .option('fsync', { type: 'boolean', default: false, describe: 'fsync every group commit' })
+          .option('stop-on-stdin-close', { type: 'boolean', default: false, hidden: true }),
       async (a) => {
         const { startNodeProcess } = await import('../node/main.js');
         await startNodeProcess({
@@ -70,7 +71,7 @@ async function main(argv: string[]): Promise<void> {
           cluster: a.cluster,
           seeds: a.seeds === undefined ? [] : a.seeds.split(',').map((s) => s.trim()).filter(Boolean),
           fsync: a.fsync,
-        });
+        }, { stopOnStdinClose: a['stop-on-stdin-close'] });
       },
     )
     .command(

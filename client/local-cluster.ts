@@ -66,7 +66,10 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
     args.push('--id', id, '--zone', `z${(i % LOCAL_ZONES) + 1}`, '--seeds', seeds, ...(o.fsync ? ['--fsync'] : []));
     // Each node in its own process group: Ctrl-C reaches only this process, which stops the
     // nodes with one SIGTERM each (a second signal would make a node exit without flushing).
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    // Its stdin is a pipe from this process: however this process ends, the pipe closes and
+    // the node stops cleanly rather than run on as an orphan.
+    args.push('--stop-on-stdin-close');
+    const proc = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     const ready = new Promise<void>((resolve, reject) => {
       let seen = '';
       const onData = (d: Buffer): void => {
@@ -109,10 +112,7 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  // If this process dies some other way, take the nodes with it.
-  process.on('exit', () => {
-    for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
-  });
+  process.on('SIGHUP', onSignal);
   for (const c of children) {
     c.proc.once('exit', (code, signal) => {
       if (!stopping) process.stderr.write(`node ${c.id} exited (${code ?? signal}); the others keep running\n`);

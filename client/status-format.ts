@@ -7,6 +7,12 @@ function age(ms: number): string {
   return `${Math.round(ms / 60_000)}m`;
 }
 
+/** A generation is a start time in ms; show it as a date when it is one. */
+function generationText(g: number): string {
+  const d = new Date(g);
+  return Number.isNaN(d.getTime()) ? String(g) : d.toISOString().replace('.000Z', 'Z');
+}
+
 export function formatStatus(s: NodeStatus): string {
   const header = ['ID', 'ADDRESS', 'ZONE', 'STATUS', 'LIFECYCLE', 'GENERATION', 'PHI', 'HEARTBEAT', 'OWNS'];
   const rows = s.members.map((m) => [
@@ -15,7 +21,7 @@ export function formatStatus(s: NodeStatus): string {
     m.zone,
     m.status,
     m.lifecycle,
-    new Date(m.generation).toISOString().replace('.000Z', 'Z'),
+    generationText(m.generation),
     m.self ? '-' : m.phi >= 100 ? '>100' : m.phi.toFixed(1),
     m.self ? '-' : `${age(m.lastHeartbeatAgeMs)} ago`,
     `${(m.ownership * 100).toFixed(1)}%`,

@@ -40,6 +40,8 @@ export interface MembershipConfig extends PhiDetectorConfig {
   localPauseThresholdMs: number;
   /** Virtual-node tokens of this node. Must stay the same for the life of its data. */
   vnodes: number;
+  /** States whose generation is further than this ahead of our clock are dropped. */
+  maxGenerationAheadMs: number;
 }
 
 export function defaultConfig(): MembershipConfig {
@@ -82,6 +84,9 @@ export function defaultConfig(): MembershipConfig {
     connectionLostGraceMs: 1500,
     // Measured in scripts/ring-balance.ts; see DEFAULT_VNODES.
     vnodes: DEFAULT_VNODES,
+    // Cassandra's MAX_GENERATION_DIFFERENCE: a year covers any clock skew; beyond it the state is
+    // corrupt or forged, and taking it would hide that member's real states for ever.
+    maxGenerationAheadMs: 365 * 24 * 60 * 60 * 1000,
   };
 }
 
@@ -113,6 +118,7 @@ export function validateConfig(config: MembershipConfig): MembershipConfig {
   positive('minStdDevMs');
   positive('firstHeartbeatEstimateMs');
   positive('connectionLostGraceMs');
+  positive('maxGenerationAheadMs');
   const threshold = positive('phiThreshold');
   const maxPeers = integer('maxGossipPeersPerRound', 1, MAX_GOSSIP_PEERS_PER_ROUND);
   const livePeers = integer('livePeersPerRound', 1, MAX_GOSSIP_PEERS_PER_ROUND);

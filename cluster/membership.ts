@@ -65,7 +65,9 @@ export type StatusReason = Verdict | typeof Lifecycle.LEFT;
 export type MembershipEffect =
   | { kind: 'send'; to: PeerAddress; msg: GossipMessage }
   | { kind: 'statusChanged'; id: string; up: boolean; reason: StatusReason }
-  | { kind: 'ringChanged'; checksum: string };
+  | { kind: 'ringChanged'; checksum: string }
+  /** A newer state of this node's own id came in: another process runs with our id, or a forgery. */
+  | { kind: 'identityConflict'; claimed: EndpointState; refuted: boolean };
 
 /** One row of `tally status`, as this node sees it. Ownership comes from `ring()`. */
 export interface MemberView {
@@ -188,13 +190,16 @@ export class Membership {
       case GossipMessageType.SYN: {
         // The sender speaks for itself only; a SYN claiming another id is dropped.
         if (msg.sender.id !== from) return [];
-        this.apply(msg.sender, nowMs, touched);
+        this.apply(msg.sender, nowMs, touched, effects);
         const ack = this.ackFor(msg.seq, msg.digests);
-        effects.push({ kind: 'send', to: { id: from, address: msg.sender.address }, msg: ack });
+        // Answer at the address we hold for the sender: one it sent but we did not take (an old
+        // state) must not make us open links to arbitrary addresses.
+        const address = this.states.get(from)?.address ?? msg.sender.address;
+        effects.push({ kind: 'send', to: { id: from, address }, msg: ack });
         break;
       }
       case GossipMessageType.ACK: {
-        for (const s of msg.states) this.apply(s, nowMs, touched);
+        for (const s of msg.states) this.apply(s, nowMs, touched, effects);
         // An answer to a SYN sent after the connection dropped: the peer is alive after the drop.
         const lostAtSeq = this.lostAtSeq.get(from);
         if (lostAtSeq !== undefined && msg.seq > lostAtSeq) {
@@ -209,7 +214,7 @@ export class Membership {
         break;
       }
       case GossipMessageType.ACK2:
-        for (const s of msg.states) this.apply(s, nowMs, touched);
+        for (const s of msg.states) this.apply(s, nowMs, touched, effects);
         break;
     }
     if (this.states.has(from)) this.detector.heardFrom(from, nowMs);
@@ -432,9 +437,14 @@ export class Membership {
    * heartbeat arrival, however it reached us; a member first known second-hand is not (the state
    * may be old news of a dead node), so it stays down until it shows life.
    */
-  private apply(incoming: EndpointState, nowMs: number, touched: Set<string>): void {
+  private apply(incoming: EndpointState, nowMs: number, touched: Set<string>, effects: MembershipEffect[]): void {
     const id = incoming.id;
-    if (id === this.id) return;
+    if (id === this.id) {
+      this.applySelf(incoming, effects);
+      return;
+    }
+    // A generation far in the future would make that member's real states look old for ever.
+    if (incoming.generation > nowMs + this.config.maxGenerationAheadMs) return;
     const local = this.states.get(id);
     if (local === undefined) {
       if (this.states.size >= MAX_MEMBERS) return;
@@ -448,6 +458,20 @@ export class Membership {
       return;
     }
     touched.add(id);
+  }
+
+  /**
+   * Someone says something newer about us than we do. In our own generation we refute it by
+   * jumping our version past it (as SWIM refutes a suspicion), so the cluster keeps our word. A
+   * newer generation we cannot outbid without lying about our start time: it is reported, for the
+   * operator, as another process running with our id.
+   */
+  private applySelf(incoming: EndpointState, effects: MembershipEffect[]): void {
+    const self = this.self;
+    if (!newer(incoming, self)) return;
+    const refuted = incoming.generation === self.generation;
+    if (refuted) this.states.set(this.id, { ...self, version: incoming.version + 1 });
+    effects.push({ kind: 'identityConflict', claimed: incoming, refuted });
   }
 
   /** Bring `id`'s up/down status in line with the detector and its lifecycle; report a change. */

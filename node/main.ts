@@ -5,7 +5,20 @@
 import { defaultConfig, type NodeConfig } from './config.js';
 import { TallyNode } from './tally-node.js';
 
-export async function startNodeProcess(overrides: Partial<NodeConfig>): Promise<TallyNode> {
+export interface ProcessOptions {
+  /**
+   * Stop cleanly when standard input closes. `tally cluster` gives each node a pipe as its
+   * stdin: if the cluster process dies in any way (even SIGKILL), the pipe closes and the nodes
+   * stop instead of running on as orphans.
+   */
+  stopOnStdinClose?: boolean;
+}
+
+export async function startNodeProcess(overrides: Partial<NodeConfig>, processOptions: ProcessOptions = {}): Promise<TallyNode> {
+  // A node's output may go to a pipe whose reader is gone (a closed terminal, a dead parent):
+  // that must not crash the node.
+  process.stdout.on('error', () => {});
+  process.stderr.on('error', () => {});
   const config: NodeConfig = { ...defaultConfig(), ...withoutUndefined(overrides) };
   const node = await TallyNode.start(config);
   const { host, port } = node.address;
@@ -31,6 +44,12 @@ export async function startNodeProcess(overrides: Partial<NodeConfig>): Promise<
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGHUP', () => stop('SIGHUP'));
+  if (processOptions.stopOnStdinClose === true) {
+    process.stdin.on('data', () => {});
+    process.stdin.on('end', () => stop('stdin closed'));
+    process.stdin.on('error', () => stop('stdin closed'));
+  }
   return node;
 }
 

@@ -37,7 +37,7 @@ export function monotonicNowMs(): number {
 export class MembershipDriver {
   readonly membership: Membership;
   private timer: NodeJS.Timeout | undefined;
-  readonly stats = { invalidGossip: 0, coreErrors: 0 };
+  readonly stats = { invalidGossip: 0, coreErrors: 0, identityConflicts: 0 };
 
   constructor(
     private readonly transport: PeerTransport,
@@ -126,11 +126,22 @@ export class MembershipDriver {
         case 'send':
           this.transport.send(e.to.address, e.msg);
           break;
-        case 'statusChanged':
+        case 'statusChanged': {
           this.opts.log(`peer ${e.id} is ${e.up ? 'up' : 'down'} (${e.reason})`);
+          const address = this.membership.stateOf(e.id)?.address;
+          if (e.up && address !== undefined) this.transport.open(address);
           break;
+        }
         case 'ringChanged':
           this.opts.log(`ring changed: checksum ${e.checksum}`);
+          break;
+        case 'identityConflict':
+          this.stats.identityConflicts += 1;
+          this.opts.log(
+            `error: a newer state of this node's own id "${e.claimed.id}" came in (address ${e.claimed.address}, ` +
+              `generation ${e.claimed.generation}, version ${e.claimed.version}): is another process running with --id ${e.claimed.id}? ` +
+              (e.refuted ? 'Refuted with a higher version.' : 'It has a newer generation and wins until that process stops.'),
+          );
           break;
       }
     }

@@ -22,12 +22,18 @@ import {
   wsUrl,
 } from '../protocol/index.js';
 import type { PeerHandler, PeerLink } from './server.js';
+import { MAX_MEMBERS } from '../cluster/membership.js';
+import { MAX_SEEDS } from '../cluster/membership-config.js';
 import type { HelloMessage } from '../protocol/index.js';
 
 /** Frames kept for a peer while its connection is being opened. */
 export const MAX_PEER_QUEUE_FRAMES = 64;
-/** Peer connections kept open at once (one per known address). */
-export const MAX_PEER_LINKS = 1024;
+/**
+ * Peer links kept (one per address sent to): room for every member and seed, with margin for
+ * addresses that changed. Past it, the least recently used link is dropped, closed ones first,
+ * so address churn over a long life can never leave a live member unreachable.
+ */
+export const MAX_PEER_LINKS = 2 * MAX_MEMBERS + MAX_SEEDS;
 /** How often `drain` looks whether the sockets have emptied. */
 const DRAIN_POLL_MS = 10;
 
@@ -61,6 +67,7 @@ interface OutLink {
   queue: Buffer[];
   failures: number;
   retryAtMs: number;
+  lastUsedMs: number;
 }
 
 export class PeerTransport implements PeerHandler {
@@ -68,7 +75,7 @@ export class PeerTransport implements PeerHandler {
   private readonly incoming = new Set<PeerLink>();
   private closed = false;
   /** Counters for status. */
-  readonly stats = { sent: 0, dropped: 0, received: 0, invalid: 0, connects: 0, connectFailures: 0 };
+  readonly stats = { sent: 0, dropped: 0, received: 0, invalid: 0, connects: 0, connectFailures: 0, evicted: 0 };
   /** A frame from a peer (still unvalidated) and the id the peer gave in its hello. */
   onMessage: (fromId: string, message: unknown) => void = () => {};
   /** A connection to or from `peerId` dropped. */
@@ -79,12 +86,7 @@ export class PeerTransport implements PeerHandler {
   /** Sends one message to the node at `address`; returns false if it was dropped. */
   send(address: string, message: unknown): boolean {
     if (this.closed) return false;
-    let link = this.out.get(address);
-    if (link === undefined) {
-      if (this.out.size >= MAX_PEER_LINKS) return this.drop();
-      link = { address, ws: undefined, open: false, remoteId: undefined, queue: [], failures: 0, retryAtMs: 0 };
-      this.out.set(address, link);
-    }
+    const link = this.linkFor(address);
     const frame = encodeFrame(message);
     if (frame.length > MAX_FRAME_BYTES) return this.drop();
     if (link.open && link.ws !== undefined) {
@@ -101,6 +103,17 @@ export class PeerTransport implements PeerHandler {
     link.queue.push(frame);
     if (link.ws === undefined) this.connect(link);
     return true;
+  }
+
+  /**
+   * Opens a link to `address` now, if there is none and it is not backing off: a node keeps a
+   * link open to every member it believes up, so that member's death (its socket closing) is
+   * noticed at once even if no gossip happened to go its way lately.
+   */
+  open(address: string): void {
+    if (this.closed) return;
+    const link = this.linkFor(address);
+    if (link.ws === undefined && Date.now() >= link.retryAtMs) this.connect(link);
   }
 
   /** Incoming peer connection, after its hello (called by the server). */
@@ -136,6 +149,41 @@ export class PeerTransport implements PeerHandler {
     this.out.clear();
     for (const link of this.incoming) link.close(1001, 'node stopping');
     this.incoming.clear();
+  }
+
+  /** The link to `address`, made (room permitting, by eviction) if there is none; marked used. */
+  private linkFor(address: string): OutLink {
+    let link = this.out.get(address);
+    if (link === undefined) {
+      if (this.out.size >= MAX_PEER_LINKS) this.evictOne();
+      link = { address, ws: undefined, open: false, remoteId: undefined, queue: [], failures: 0, retryAtMs: 0, lastUsedMs: 0 };
+      this.out.set(address, link);
+    }
+    link.lastUsedMs = Date.now();
+    return link;
+  }
+
+  /** Forgets the least recently used link, preferring one with no connection. */
+  private evictOne(): void {
+    let victim: OutLink | undefined;
+    for (const l of this.out.values()) {
+      const better =
+        victim === undefined ||
+        (l.ws === undefined && victim.ws !== undefined) ||
+        ((l.ws === undefined) === (victim.ws === undefined) && l.lastUsedMs < victim.lastUsedMs);
+      if (better) victim = l;
+    }
+    if (victim === undefined) return;
+    this.out.delete(victim.address);
+    this.stats.evicted += 1;
+    this.stats.dropped += victim.queue.length;
+    victim.queue = [];
+    const ws = victim.ws;
+    victim.ws = undefined;
+    victim.open = false;
+    ws?.removeAllListeners('close');
+    ws?.on('close', () => {});
+    ws?.terminate();
   }
 
   private drop(): false {

@@ -19,7 +19,7 @@
  */
 
 import { TallyError } from './errors.js';
-import { MAX_NAME_BYTES } from './limits.js';
+import { MAX_NAME_BYTES, MAX_TIME_MS } from './limits.js';
 import { checkArray, checkInt, checkName, checkObject, parseAddress } from './validate.js';
 
 /** The lifecycle a node announces about itself; up/down is each observer's own verdict. */
@@ -160,7 +160,7 @@ export function validateEndpointState(x: unknown, where = 'endpoint state'): End
     id: checkName(o['id'], `${where}.id`, MAX_NAME_BYTES),
     address: address as string,
     zone: checkName(o['zone'], `${where}.zone`, MAX_NAME_BYTES),
-    generation: count(o['generation'], `${where}.generation`),
+    generation: generationOf(o['generation'], `${where}.generation`),
     version: count(o['version'], `${where}.version`),
     lifecycle: lifecycle as Lifecycle,
     vnodes: checkInt(o['vnodes'], `${where}.vnodes`, 1, MAX_VNODES),
@@ -172,7 +172,7 @@ function validateDigest(x: unknown, where: string): GossipDigest {
   const o = checkObject(x, where);
   return {
     id: checkName(o['id'], `${where}.id`, MAX_NAME_BYTES),
-    generation: count(o['generation'], `${where}.generation`),
+    generation: generationOf(o['generation'], `${where}.generation`),
     version: count(o['version'], `${where}.version`),
   };
 }
@@ -181,6 +181,18 @@ function list<T>(x: unknown, where: string, max: number, item: (x: unknown, wher
   return checkArray(x, where, max).map((v, i) => item(v, `${where}[${i}]`));
 }
 
+/**
+ * Largest heartbeat version: a version is bumped about once a second, so 2^48 is millions of
+ * years, and a node can always answer a forged version with a higher one without leaving the
+ * safe integers.
+ */
+export const MAX_GOSSIP_VERSION = 2 ** 48;
+
 function count(x: unknown, where: string): number {
-  return checkInt(x, where, 0, Number.MAX_SAFE_INTEGER);
+  return checkInt(x, where, 0, MAX_GOSSIP_VERSION);
+}
+
+/** A generation is a start time in ms: at most MAX_TIME_MS (2100-01-01). */
+function generationOf(x: unknown, where: string): number {
+  return checkInt(x, where, 0, MAX_TIME_MS);
 }

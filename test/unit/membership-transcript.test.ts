@@ -58,6 +58,8 @@ function fmtEffect(e: MembershipEffect): string {
       return `${e.id} ${e.up ? 'up' : 'down'} (${e.reason})`;
     case 'ringChanged':
       return 'ring changed';
+    case 'identityConflict':
+      return `identity conflict: ${e.claimed.id} at ${e.claimed.address} gen ${e.claimed.generation} v${e.claimed.version}${e.refuted ? ' (refuted)' : ''}`;
   }
 }
 
@@ -240,5 +242,35 @@ describe('membership transcripts', () => {
     );
     expect(ringBefore).toBe('a b');
     expect(s.a.ring().members.join(' ')).toBe('a b');
+  });
+
+  test('news of ourselves: refuted in our generation, reported in a newer one; absurd generations dropped', () => {
+    const s = new Script()
+      .receive(0, 'b', syn(state('b', 1000, 5)))
+      .note('a forged state of a, with a higher version in its own generation')
+      .receive(100, 'b', ack2(state('a', 500, 40)))
+      .note('another process started with id a (a newer generation): a cannot outbid it')
+      .receive(200, 'b', ack2(state('a', 9000, 1)))
+      .note('c with a generation years ahead of our clock: dropped, never a member')
+      .receive(300, 'b', ack2(state('c', 400 * 24 * 3600 * 1000, 1)))
+      .view(300, 'c');
+    expect(s.transcript).toBe(
+      `0 a receives from b: syn seq=1 sender=b@1000#5 digests=[b@1000#5]
+  send b: ack seq=1 states=[a@500#2] requests=[]
+  b up (up)
+# a forged state of a, with a higher version in its own generation
+100 a receives from b: ack2 states=[a@500#40]
+  identity conflict: a at a:7000 gen 500 v40 (refuted)
+# another process started with id a (a newer generation): a cannot outbid it
+200 a receives from b: ack2 states=[a@9000#1]
+  identity conflict: a at a:7000 gen 9000 v1
+# c with a generation years ahead of our clock: dropped, never a member
+300 a receives from b: ack2 states=[c@34560000000#1]
+300 view c: unknown`,
+    );
+    // A SYN whose (old, so not taken) sender state names another address: the answer goes to
+    // the address we hold for b, never to one a peer merely mentions.
+    const effects = s.a.receive('b', syn({ ...state('b', 1000, 3), address: 'elsewhere:1' }, 2), 400);
+    expect(effects.find((e) => e.kind === 'send')).toMatchObject({ to: { id: 'b', address: 'b:7000' } });
   });
 });

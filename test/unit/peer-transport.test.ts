@@ -5,7 +5,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MAX_PEER_QUEUE_FRAMES, PeerTransport, defaultPeerTransportOptions } from '../../node/peer-transport.js';
+import { MAX_PEER_LINKS, MAX_PEER_QUEUE_FRAMES, PeerTransport, defaultPeerTransportOptions } from '../../node/peer-transport.js';
 import { TallyServer } from '../../node/server.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -88,5 +88,28 @@ describe('PeerTransport', () => {
     const silent = await silentPort();
     for (let i = 0; i < MAX_PEER_QUEUE_FRAMES + 36; i++) a.transport.send(silent, { type: 'x', i });
     expect(a.transport.stats.dropped).toBe(36);
+  });
+
+  it('forgets old links rather than refuse new ones when addresses churn', async () => {
+    const a = await peer('a');
+    const b = await peer('b');
+    // As many dead addresses as there is room for links (distinct loopback hosts, nothing listening).
+    for (let i = 0; i < MAX_PEER_LINKS; i++) a.transport.send(`127.1.${i >> 8}.${(i & 255) + 1}:1`, { type: 'x' });
+    await until(() => a.transport.stats.connectFailures === MAX_PEER_LINKS, 10_000);
+    a.transport.send(b.address, { type: 'still here' });
+    await until(() => b.inbox.length === 1);
+    expect(a.transport.stats.evicted).toBe(1);
+  });
+
+  it('opens a link on request and reports it when the peer goes away', async () => {
+    const a = await peer('a');
+    const b = await peer('b');
+    const lost: string[] = [];
+    a.transport.onConnectionLost = (id) => lost.push(id);
+    a.transport.open(b.address);
+    await until(() => a.transport.stats.connects === 1);
+    await cleanups.splice(1, 1)[0]?.(); // stop b
+    await until(() => lost.length > 0);
+    expect(lost[0]).toBe('b');
   });
 });
