@@ -3,7 +3,7 @@
  *
  * Every call validates its input at once (the same checks the node runs, against this machine's
  * clock), so a bad event fails at the call with BAD_REQUEST. Concurrent writes are batched: events
- * from calls made within `lingerMs` of each other travel in one `count` frame (split by
+ * from calls made together (or, under load, within `lingerMs`) travel in one `count` frame (split by
  * MAX_EVENTS_PER_BATCH and the frame size), and each call resolves when every frame holding its
  * events is acknowledged — that is, durable on the node. If the node refuses a shared frame as
  * malformed (it applied none of it), each call in it is sent again alone, so one bad call cannot
@@ -133,9 +133,9 @@ export class TallyClient {
   private connecting: Promise<Connection> | undefined;
   private nextNode: number;
   private writes: WriteBatch | undefined;
-  private writeTimer: NodeJS.Timeout | undefined;
+  private writeTimer: (() => void) | undefined;
   private reads: ReadBatch | undefined;
-  private readTimer: NodeJS.Timeout | undefined;
+  private readTimer: (() => void) | undefined;
   private closed = false;
   /** Requests sent and not answered; callers past MAX_PENDING_PER_CONNECTION wait their turn. */
   private inFlight = 0;
@@ -227,8 +227,8 @@ export class TallyClient {
   async close(): Promise<void> {
     this.closed = true;
     const err = new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed');
-    clearTimeout(this.writeTimer);
-    clearTimeout(this.readTimer);
+    this.writeTimer?.();
+    this.readTimer?.();
     for (const part of this.writes?.parts ?? []) this.settlePart(part, err);
     for (const w of this.reads?.waiters ?? []) w.reject(err);
     this.writes = undefined;
@@ -264,12 +264,12 @@ export class TallyClient {
         b.events.push(e);
         b.bytes += bytes;
       }
-      if (this.writeTimer === undefined) this.writeTimer = setTimeout(() => this.flushWrites(), this.opts.lingerMs);
+      this.writeTimer ??= this.linger(() => this.flushWrites());
     });
   }
 
   private flushWrites(): void {
-    clearTimeout(this.writeTimer);
+    this.writeTimer?.();
     this.writeTimer = undefined;
     const b = this.writes;
     this.writes = undefined;
@@ -331,12 +331,12 @@ export class TallyClient {
       this.reads ??= { queries: [], waiters: [], cl };
       this.reads.queries.push(q);
       this.reads.waiters.push({ resolve, reject });
-      if (this.readTimer === undefined) this.readTimer = setTimeout(() => this.flushReads(), this.opts.lingerMs);
+      this.readTimer ??= this.linger(() => this.flushReads());
     });
   }
 
   private flushReads(): void {
-    clearTimeout(this.readTimer);
+    this.readTimer?.();
     this.readTimer = undefined;
     const b = this.reads;
     this.reads = undefined;
@@ -385,6 +385,21 @@ export class TallyClient {
         await new Promise((r) => setTimeout(r, backoff / 2 + Math.random() * backoff));
       }
     }
+  }
+
+  /**
+   * Runs `flush` once calls have had a chance to join the frame, and returns a cancel function.
+   * With nothing in flight the frame leaves at the end of this turn of the event loop (calls made
+   * together still share it, and a lone call pays no linger); under load it waits `lingerMs`, so
+   * frames fill up while earlier ones are answered.
+   */
+  private linger(flush: () => void): () => void {
+    if (this.inFlight === 0) {
+      const t = setImmediate(flush);
+      return () => clearImmediate(t);
+    }
+    const t = setTimeout(flush, this.opts.lingerMs);
+    return () => clearTimeout(t);
   }
 
   /** Waits until fewer than MAX_PENDING_PER_CONNECTION requests await replies. */
