@@ -4,6 +4,7 @@
  */
 import { defaultConfig, type NodeConfig } from './config.js';
 import { TallyNode } from './tally-node.js';
+import { formatAddress } from '../protocol/index.js';
 
 export interface ProcessOptions {
   /**
@@ -23,7 +24,7 @@ export async function startNodeProcess(overrides: Partial<NodeConfig>, processOp
   const node = await TallyNode.start(config);
   const { host, port } = node.address;
   process.stdout.write(
-    `tally node ${node.identity.id} ready on ${host}:${port} (zone ${config.zone}, data ${config.dataDir}, actor ${node.identity.actor}${config.fsync ? ', fsync' : ''})\n`,
+    `tally node ${node.identity.id} ready on ${formatAddress(host, port)} (zone ${config.zone}, data ${config.dataDir}, actor ${node.identity.actor}${config.fsync ? ', fsync' : ''})\n`,
   );
   let stopping = false;
   const stop = (signal: string): void => {
