@@ -90,6 +90,9 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
     return { id, address, proc, ready };
   });
 
+  // The terminal may be gone (SIGHUP): writing to it must not crash this process mid-stop.
+  process.stdout.on('error', () => {});
+  process.stderr.on('error', () => {});
   let stopping = false;
   const stopAll = async (): Promise<void> => {
     stopping = true;

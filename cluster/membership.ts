@@ -31,6 +31,7 @@ import {
   Lifecycle,
   MAX_GOSSIP_DIGESTS,
   MAX_GOSSIP_STATES,
+  MAX_GOSSIP_VERSION,
   type EndpointState,
   type GossipDigest,
   type GossipMessage,
@@ -45,6 +46,8 @@ import type { Rng } from './prng.js';
 export const MAX_MEMBERS = MAX_GOSSIP_DIGESTS;
 /** Most peers told directly when this node starts leaving or leaves; gossip tells the rest. */
 export const MAX_ANNOUNCE_PEERS = 32;
+/** Distinct claimants of our own id remembered, so each is reported once. */
+const MAX_REPORTED_CLAIMS = 64;
 
 export interface SelfInfo {
   id: string;
@@ -116,6 +119,8 @@ export class Membership {
   private readonly detector: PhiAccrualDetector;
   /** Every known member's latest state, self included. States are never mutated, only replaced. */
   private readonly states = new Map<string, EndpointState>();
+  /** Claimants of our own id already reported (`generation#address`). */
+  private readonly reportedClaims = new Set<string>();
   private readonly statuses = new Map<string, PeerStatus>();
   private readonly tokenCache = new Map<string, { vnodes: number; tokens: bigint[] }>();
   /** Seed addresses other than our own. */
@@ -439,6 +444,8 @@ export class Membership {
    */
   private apply(incoming: EndpointState, nowMs: number, touched: Set<string>, effects: MembershipEffect[]): void {
     const id = incoming.id;
+    // Versions beyond the cap are forged or corrupt; refusing them keeps every refutation valid.
+    if (incoming.version > MAX_GOSSIP_VERSION) return;
     if (id === this.id) {
       this.applySelf(incoming, effects);
       return;
@@ -462,15 +469,21 @@ export class Membership {
 
   /**
    * Someone says something newer about us than we do. In our own generation we refute it by
-   * jumping our version past it (as SWIM refutes a suspicion), so the cluster keeps our word. A
-   * newer generation we cannot outbid without lying about our start time: it is reported, for the
-   * operator, as another process running with our id.
+   * moving to the next generation (as SWIM refutes a suspicion with a new incarnation), so the
+   * cluster keeps our word. A newer generation we cannot outbid without lying about our start
+   * time: it is reported, for the operator, as another process running with our id.
    */
   private applySelf(incoming: EndpointState, effects: MembershipEffect[]): void {
     const self = this.self;
     if (!newer(incoming, self)) return;
     const refuted = incoming.generation === self.generation;
-    if (refuted) this.states.set(this.id, { ...self, version: incoming.version + 1 });
+    // Outbid it with the next generation rather than a higher version: no version, however large,
+    // beats a newer generation, so the answer never runs into MAX_GOSSIP_VERSION.
+    if (refuted) this.states.set(this.id, { ...self, generation: self.generation + 1, version: 1 });
+    // Report each claimant once, not once for every message that relays it.
+    const claim = `${incoming.generation}#${incoming.address}`;
+    if (this.reportedClaims.has(claim)) return;
+    if (this.reportedClaims.size < MAX_REPORTED_CLAIMS) this.reportedClaims.add(claim);
     effects.push({ kind: 'identityConflict', claimed: incoming, refuted });
   }
 

@@ -48,8 +48,12 @@ export async function startNodeProcess(overrides: Partial<NodeConfig>, processOp
   process.on('SIGHUP', () => stop('SIGHUP'));
   if (processOptions.stopOnStdinClose === true) {
     process.stdin.on('data', () => {});
-    process.stdin.on('end', () => stop('stdin closed'));
-    process.stdin.on('error', () => stop('stdin closed'));
+    // Only a first reason to stop: a pipe closing while a stop is under way is not a second signal.
+    const onClosed = (): void => {
+      if (!stopping) stop('stdin closed');
+    };
+    process.stdin.on('end', onClosed);
+    process.stdin.on('error', onClosed);
   }
   return node;
 }

@@ -140,7 +140,9 @@ export class MembershipDriver {
           this.opts.log(
             `error: a newer state of this node's own id "${e.claimed.id}" came in (address ${e.claimed.address}, ` +
               `generation ${e.claimed.generation}, version ${e.claimed.version}): is another process running with --id ${e.claimed.id}? ` +
-              (e.refuted ? 'Refuted with a higher version.' : 'It has a newer generation and wins until that process stops.'),
+              (e.refuted
+                ? 'Refuted with a higher version.'
+                : 'It has a newer generation, so peers follow it: stop the duplicate, then restart this node.'),
           );
           break;
       }

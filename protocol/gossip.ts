@@ -182,14 +182,14 @@ function list<T>(x: unknown, where: string, max: number, item: (x: unknown, wher
 }
 
 /**
- * Largest heartbeat version: a version is bumped about once a second, so 2^48 is millions of
- * years, and a node can always answer a forged version with a higher one without leaving the
- * safe integers.
+ * Largest heartbeat version a node takes from others: a version is bumped about once a second,
+ * so 2^48 is millions of years. Versions decode up to the safe integers, but the core drops a
+ * state above this, so a node refuting a forged version with a higher one stays on the wire.
  */
 export const MAX_GOSSIP_VERSION = 2 ** 48;
 
 function count(x: unknown, where: string): number {
-  return checkInt(x, where, 0, MAX_GOSSIP_VERSION);
+  return checkInt(x, where, 0, Number.MAX_SAFE_INTEGER);
 }
 
 /** A generation is a start time in ms: at most MAX_TIME_MS (2100-01-01). */

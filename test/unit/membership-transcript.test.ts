@@ -249,6 +249,12 @@ describe('membership transcripts', () => {
       .receive(0, 'b', syn(state('b', 1000, 5)))
       .note('a forged state of a, with a higher version in its own generation')
       .receive(100, 'b', ack2(state('a', 500, 40)))
+      .note('the same forgery again: reported once')
+      .receive(150, 'b', ack2(state('a', 500, 40)))
+      .view(150, 'a')
+      .note('a version beyond MAX_GOSSIP_VERSION: dropped, never adopted')
+      .receive(160, 'b', ack2(state('b', 1000, 2 ** 48 + 1)))
+      .view(160, 'b')
       .note('another process started with id a (a newer generation): a cannot outbid it')
       .receive(200, 'b', ack2(state('a', 9000, 1)))
       .note('c with a generation years ahead of our clock: dropped, never a member')
@@ -261,6 +267,12 @@ describe('membership transcripts', () => {
 # a forged state of a, with a higher version in its own generation
 100 a receives from b: ack2 states=[a@500#40]
   identity conflict: a at a:7000 gen 500 v40 (refuted)
+# the same forgery again: reported once
+150 a receives from b: ack2 states=[a@500#40]
+150 view a: up (up) normal generation=501 heartbeat=1
+# a version beyond MAX_GOSSIP_VERSION: dropped, never adopted
+160 a receives from b: ack2 states=[b@1000#281474976710657]
+160 view b: up (up) normal generation=1000 heartbeat=5
 # another process started with id a (a newer generation): a cannot outbid it
 200 a receives from b: ack2 states=[a@9000#1]
   identity conflict: a at a:7000 gen 9000 v1
