@@ -49,18 +49,22 @@ async function main(argv: string[]): Promise<void> {
       'run a node in the foreground',
       (y) =>
         y
-          .option('port', { type: 'number', default: 7401, describe: 'port for clients and peers' })
-          .option('host', { type: 'string', default: '127.0.0.1', describe: 'address to listen on' })
+          .option('port', { type: 'number', describe: 'port for clients and peers [7401]' })
+          .option('host', { type: 'string', describe: 'address to listen on [127.0.0.1]' })
           .option('advertise', { type: 'string', describe: 'host:port peers and clients should use (default host:port)' })
-          .option('data', { type: 'string', default: './data', describe: 'data directory (identity and LevelDB)' })
+          .option('data', { type: 'string', describe: 'data directory (identity and LevelDB) [./data]' })
           .option('id', { type: 'string', describe: 'node id (default: the one in the data directory, or a new one)' })
-          .option('zone', { type: 'string', default: 'z1', describe: 'zone (data centre, rack) for replica placement' })
+          .option('zone', { type: 'string', describe: 'zone (data centre, rack) for replica placement [z1]' })
           .option('seeds', { type: 'string', describe: 'host:port,host:port of nodes to join through' })
-          .option('cluster', { type: 'string', default: 'tally', describe: 'cluster name; peers must share it' })
-          .option('fsync', { type: 'boolean', default: false, describe: 'fsync every group commit' })
+          .option('cluster', { type: 'string', describe: 'cluster name; peers must share it [tally]' })
+          .option('rf', { type: 'number', describe: 'replication factor, the same on every member [3]' })
+          .option('cluster-secret', { type: 'string', describe: 'secret every member proves to its peers (or TALLY_CLUSTER_SECRET); needed beyond loopback' })
+          .option('insecure', { type: 'boolean', describe: 'listen beyond loopback without a cluster secret' })
+          .option('fsync', { type: 'boolean', describe: 'fsync every group commit' })
           .option('stop-on-stdin-close', { type: 'boolean', default: false, hidden: true }),
       async (a) => {
         const { startNodeProcess } = await import('../node/main.js');
+        // Only what the user set: every default lives in one place (node/config.ts and the configs it composes).
         await startNodeProcess({
           port: a.port,
           host: a.host,
@@ -69,8 +73,10 @@ async function main(argv: string[]): Promise<void> {
           id: a.id,
           zone: a.zone,
           cluster: a.cluster,
-          seeds: a.seeds === undefined ? [] : a.seeds.split(',').map((s) => s.trim()).filter(Boolean),
-          fsync: a.fsync,
+          seeds: a.seeds === undefined ? undefined : a.seeds.split(',').map((s) => s.trim()).filter(Boolean),
+          clusterSecret: a['cluster-secret'] ?? process.env.TALLY_CLUSTER_SECRET,
+          insecure: a.insecure,
+          replication: { rf: a.rf, fsync: a.fsync },
         }, { stopOnStdinClose: a['stop-on-stdin-close'] });
       },
     )

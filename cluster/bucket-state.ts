@@ -8,12 +8,12 @@
  * Values are non-negative, so `sum` grows with `count`.
  *
  * A slot exists only once its actor has counted at least one event, so `count >= 1` and
- * `min <= max` hold for every slot. This module does not know about buckets' keys or time.
- * Pure: no I/O.
+ * `min <= max` hold for every slot. Every path that changes a slot uses the two rules here: the
+ * owner's `addDelta` and everyone's `joinSlot`. This module does not know about buckets' keys,
+ * time or bytes (the stored form is node/slot-codec.ts). Pure: no I/O.
  */
 
-import { Packr, Unpackr } from 'msgpackr';
-import { assert, TallyError } from '../protocol/errors.js';
+import { assert } from '../protocol/errors.js';
 
 /** One actor's share of a bucket. */
 export interface Slot {
@@ -56,23 +56,67 @@ function checkActor(actor: string): void {
   );
 }
 
+/**
+ * Largest count or sum a slot may hold: beyond 2^53 a float64 can no longer count by one, and a
+ * stored state past it would not decode. A write that would cross it is refused, applying nothing.
+ */
+export const MAX_SLOT_VALUE = Number.MAX_SAFE_INTEGER;
+
+/**
+ * The owner's write rule, the one place slot arithmetic is done: `slot` (undefined: the actor has
+ * no slot yet) plus a `delta` of new events of that actor, as a new slot. Nothing is mutated.
+ * Returns undefined when the result would pass MAX_SLOT_VALUE, so the caller can refuse the write.
+ */
+export function addDelta(slot: Readonly<Slot> | undefined, delta: Readonly<Slot>): Slot | undefined {
+  assert(Number.isSafeInteger(delta.count) && delta.count > 0, `delta count must be a positive integer, got ${delta.count}`);
+  assert(delta.sum >= 0 && delta.min >= 0 && delta.min <= delta.max, 'delta must hold sum >= 0 and 0 <= min <= max');
+  if (slot === undefined) return delta.count > MAX_SLOT_VALUE || delta.sum > MAX_SLOT_VALUE ? undefined : { ...delta };
+  const count = slot.count + delta.count;
+  const sum = slot.sum + delta.sum;
+  if (count > MAX_SLOT_VALUE || sum > MAX_SLOT_VALUE) return undefined;
+  return { count, sum, min: Math.min(slot.min, delta.min), max: Math.max(slot.max, delta.max) };
+}
+
+/** The delta of `n` events of `value`, for `addDelta`. */
+export function eventsDelta(value: number, n: number): Slot {
+  assert(Number.isFinite(value) && value >= 0, `event value must be finite and >= 0, got ${value}`);
+  assert(Number.isSafeInteger(n) && n > 0, `event count must be a positive integer, got ${n}`);
+  return { count: n, sum: value * n, min: value, max: value };
+}
+
+/** Folds `b` into the delta `a` (both deltas of the same actor's new events). Mutates `a`. */
+export function accumulateDelta(a: Slot, b: Readonly<Slot>): void {
+  a.count += b.count;
+  a.sum += b.sum;
+  if (b.min < a.min) a.min = b.min;
+  if (b.max > a.max) a.max = b.max;
+}
+
+/**
+ * The join of two versions of one actor's slot (the merge rule of every replication and repair
+ * path): each field's max, min for `min`. Returns `a` itself when `b` adds nothing, so callers can
+ * tell whether anything changed with `===`.
+ */
+export function joinSlot(a: Readonly<Slot> | undefined, b: Readonly<Slot>): Slot {
+  if (a === undefined) return { count: b.count, sum: b.sum, min: b.min, max: b.max };
+  if (b.count <= a.count && b.sum <= a.sum && b.min >= a.min && b.max <= a.max) return a as Slot;
+  // Also catches NaN, which compares false both ways.
+  const out = { count: Math.max(a.count, b.count), sum: Math.max(a.sum, b.sum), min: Math.min(a.min, b.min), max: Math.max(a.max, b.max) };
+  assert(out.count >= a.count && out.sum >= a.sum && out.count >= b.count, 'join lowered a slot');
+  return out;
+}
+
+/** Whether slot `a` already holds everything `b` does. */
+export function slotDominates(a: Readonly<Slot> | undefined, b: Readonly<Slot>): boolean {
+  return a !== undefined && a.count >= b.count && a.sum >= b.sum && a.min <= b.min && a.max >= b.max;
+}
+
 /** Count `n` events of `value` into `actor`'s own slot. Mutates `state`. */
 export function addEvents(state: BucketState, actor: string, value: number, n = 1): void {
   checkActor(actor);
-  assert(Number.isFinite(value) && value >= 0, `event value must be finite and >= 0, got ${value}`);
-  assert(Number.isSafeInteger(n) && n > 0, `event count must be a positive integer, got ${n}`);
-  const add = value * n;
-  const slot = state.get(actor);
-  if (slot === undefined) {
-    state.set(actor, { count: n, sum: add, min: value, max: value });
-    return;
-  }
-  const count = slot.count + n;
-  assert(Number.isSafeInteger(count), `slot count overflow for actor ${actor}`);
-  slot.count = count;
-  slot.sum += add;
-  if (value < slot.min) slot.min = value;
-  if (value > slot.max) slot.max = value;
+  const next = addDelta(state.get(actor), eventsDelta(value, n));
+  assert(next !== undefined, `slot count overflow for actor ${actor}`);
+  state.set(actor, next);
 }
 
 /** Join `src` into `target` slot by slot. Returns whether `target` changed. */
@@ -80,17 +124,11 @@ export function mergeInto(target: BucketState, src: BucketState): boolean {
   let changed = false;
   for (const [actor, s] of src) {
     const t = target.get(actor);
-    if (t === undefined) {
-      target.set(actor, { count: s.count, sum: s.sum, min: s.min, max: s.max });
+    const joined = joinSlot(t, s);
+    if (joined !== t) {
+      target.set(actor, joined);
       changed = true;
-      continue;
     }
-    if (s.count > t.count) { t.count = s.count; changed = true; }
-    if (s.sum > t.sum) { t.sum = s.sum; changed = true; }
-    if (s.min < t.min) { t.min = s.min; changed = true; }
-    if (s.max > t.max) { t.max = s.max; changed = true; }
-    // Also catches NaN in src, which compares false both ways.
-    assert(t.count >= s.count && t.sum >= s.sum, `merge lowered slot of actor ${actor}`);
   }
   return changed;
 }
@@ -123,11 +161,7 @@ export function equals(a: BucketState, b: BucketState): boolean {
 
 /** `a >= b` in the lattice: merging `b` into `a` would change nothing. */
 export function dominates(a: BucketState, b: BucketState): boolean {
-  for (const [actor, s] of b) {
-    const t = a.get(actor);
-    if (t === undefined) return false;
-    if (t.count < s.count || t.sum < s.sum || t.min > s.min || t.max < s.max) return false;
-  }
+  for (const [actor, s] of b) if (!slotDominates(a.get(actor), s)) return false;
   return true;
 }
 
@@ -155,62 +189,4 @@ export function addStats(a: Stats, b: Stats): Stats {
     min: a.min === null ? b.min : b.min === null ? a.min : Math.min(a.min, b.min),
     max: a.max === null ? b.max : b.max === null ? a.max : Math.max(a.max, b.max),
   };
-}
-
-// Own instances so settings made elsewhere (records, structures) never change our bytes.
-const packr = new Packr({ useRecords: false });
-const unpackr = new Unpackr({ useRecords: false });
-
-/**
- * Compact, deterministic bytes: msgpack of `[[actor, count, sum, min, max], ...]` with actors in
- * ascending order. Returns a fresh array (msgpackr hands out views of a shared 8 KiB buffer).
- */
-export function encodeState(state: BucketState): Uint8Array {
-  const actors = [...state.keys()].sort();
-  const rows: [string, number, number, number, number][] = [];
-  for (const actor of actors) {
-    const s = state.get(actor)!;
-    rows.push([actor, s.count, s.sum, s.min, s.max]);
-  }
-  return new Uint8Array(packr.pack(rows));
-}
-
-function corrupt(detail: string, cause?: unknown): TallyError {
-  return new TallyError('INTERNAL', `corrupt bucket state: ${detail}`, cause === undefined ? undefined : { cause });
-}
-
-function isNonNegativeFinite(x: unknown): x is number {
-  return typeof x === 'number' && Number.isFinite(x) && x >= 0;
-}
-
-/** Inverse of `encodeState`. Throws `TallyError('INTERNAL')` on anything it did not write. */
-export function decodeState(bytes: Uint8Array): BucketState {
-  let raw: unknown;
-  try {
-    raw = unpackr.unpack(bytes);
-  } catch (err) {
-    throw corrupt('not msgpack', err);
-  }
-  if (!Array.isArray(raw)) throw corrupt('not an array');
-  if (raw.length > MAX_BUCKET_ACTORS) throw corrupt(`${raw.length} actors, limit ${MAX_BUCKET_ACTORS}`);
-  const state: BucketState = new Map();
-  let prev: string | undefined;
-  for (let i = 0; i < raw.length; i++) {
-    const row: unknown = raw[i];
-    if (!Array.isArray(row) || row.length !== 5) throw corrupt(`row ${i} is not [actor, count, sum, min, max]`);
-    const [actor, count, sum, min, max] = row as unknown[];
-    if (typeof actor !== 'string' || actor.length === 0 || actor.length > MAX_ACTOR_ID_LENGTH) {
-      throw corrupt(`row ${i}: bad actor id`);
-    }
-    if (prev !== undefined && !(prev < actor)) throw corrupt(`row ${i}: actors not strictly ascending`);
-    prev = actor;
-    if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 1) {
-      throw corrupt(`row ${i}: count must be a positive integer`);
-    }
-    if (!isNonNegativeFinite(sum) || !isNonNegativeFinite(min) || !isNonNegativeFinite(max) || min > max) {
-      throw corrupt(`row ${i}: sum, min, max must be finite, >= 0, min <= max`);
-    }
-    state.set(actor, { count, sum, min, max });
-  }
-  return state;
 }

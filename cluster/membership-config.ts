@@ -16,7 +16,7 @@
 import { TallyError } from '../protocol/errors.js';
 import { MAX_VNODES } from '../protocol/gossip.js';
 import { parseAddress } from '../protocol/validate.js';
-import { DEFAULT_VNODES } from './hash-ring.js';
+import { DEFAULT_VNODES } from '../protocol/hash-ring.js';
 import type { PhiDetectorConfig } from './phi-detector.js';
 
 /** The design's bound: each node gossips with no more than 3 others a round. */

@@ -37,7 +37,7 @@ import {
   type GossipMessage,
   validateEndpointState,
 } from '../protocol/gossip.js';
-import { HashRing, tokensFor, type Hash64, type RingMember } from './hash-ring.js';
+import { HashRing, tokensFor, type Hash64, type RingMember } from '../protocol/hash-ring.js';
 import type { MembershipConfig } from './membership-config.js';
 import { PhiAccrualDetector, Verdict } from './phi-detector.js';
 import type { Rng } from './prng.js';
@@ -191,7 +191,7 @@ export class Membership {
     this.noteInput(nowMs);
     const effects: MembershipEffect[] = [];
     const touched = new Set<string>();
-    switch (msg.type) {
+    switch (msg.t) {
       case GossipMessageType.SYN: {
         // The sender speaks for itself only; a SYN claiming another id is dropped.
         if (msg.sender.id !== from) return [];
@@ -214,7 +214,7 @@ export class Membership {
         const states = this.statesNewerThan(msg.requests);
         const address = this.states.get(from)?.address;
         if (states.length > 0 && address !== undefined) {
-          effects.push({ kind: 'send', to: { id: from, address }, msg: { type: GossipMessageType.ACK2, states } });
+          effects.push({ kind: 'send', to: { id: from, address }, msg: { t: GossipMessageType.ACK2, states } });
         }
         break;
       }
@@ -396,7 +396,7 @@ export class Membership {
   private syn(): GossipMessage {
     const digests: GossipDigest[] = [];
     for (const s of this.states.values()) digests.push({ id: s.id, generation: s.generation, version: s.version });
-    return { type: GossipMessageType.SYN, seq: ++this.synSeq, sender: this.self, digests };
+    return { t: GossipMessageType.SYN, seq: ++this.synSeq, sender: this.self, digests };
   }
 
   /** Our answer to a SYN's digests: what the initiator is behind on, and what we are behind on. */
@@ -417,7 +417,7 @@ export class Membership {
       }
     }
     for (const [id, s] of this.states) if (!mentioned.has(id)) states.push(s);
-    return { type: GossipMessageType.ACK, seq, states: this.capStates(states), requests };
+    return { t: GossipMessageType.ACK, seq, states: this.capStates(states), requests };
   }
 
   private statesNewerThan(requests: readonly GossipDigest[]): EndpointState[] {
@@ -509,7 +509,7 @@ export class Membership {
   /** Push our state to up to MAX_ANNOUNCE_PEERS live peers; no reply is expected. */
   private announce(): MembershipEffect[] {
     const live = this.rng.shuffle([...this.statuses].filter(([, s]) => s.up).map(([id]) => id));
-    const msg: GossipMessage = { type: GossipMessageType.ACK2, states: [this.self] };
+    const msg: GossipMessage = { t: GossipMessageType.ACK2, states: [this.self] };
     return live.slice(0, MAX_ANNOUNCE_PEERS).map((id) => ({ kind: 'send', to: this.addressOf(id), msg }));
   }
 

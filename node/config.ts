@@ -1,19 +1,13 @@
 /**
- * The node's configuration: every default, with the reason for it, and the checks of how the
- * values relate. The CLI and tests build a config from `defaultConfig()` plus overrides and pass
- * it through `validateConfig()` once, at start.
+ * The node's one configuration: its own settings (address, data, trust, connection bounds),
+ * composed with the replication config (cluster/replication-config.ts) and the membership config
+ * (cluster/membership-config.ts), each default with its reason in its own module. The CLI and tests
+ * pass only what they set (`NodeOverrides`); `resolveConfig` fills in the defaults and validates
+ * everything, and their relationships, once at start.
  */
-import { RESOLUTIONS_OF_EVENT } from '../cluster/time-buckets.js';
-import {
-  ErrorCode,
-  MAX_ADDRESS_BYTES,
-  MAX_EVENTS_PER_BATCH,
-  MAX_NAME_BYTES,
-  TallyError,
-  checkName,
-  parseAddress,
-} from '../protocol/index.js';
-import { MAX_GET_MANY_KEYS, MAX_WRITE_BATCH_ENTRIES } from './store.js';
+import { defaultConfig as defaultMembershipConfig, validateConfig as validateMembershipConfig, type MembershipConfig } from '../cluster/membership-config.js';
+import { defaultReplicationConfig, validateReplicationConfig, type ReplicationConfig } from '../cluster/replication-config.js';
+import { ErrorCode, MAX_ADDRESS_BYTES, MAX_NAME_BYTES, TallyError, checkName, parseAddress } from '../protocol/index.js';
 
 export interface NodeConfig {
   host: string;
@@ -27,25 +21,27 @@ export interface NodeConfig {
   cluster: string;
   /** host:port of nodes to contact when joining; only used for discovery. */
   seeds: string[];
-  /** fsync every group commit: survives power loss, not only a process crash. */
-  fsync: boolean;
-  /** How long the first dirty bucket waits for others to join its group commit. */
-  groupCommitDelayMs: number;
-  /** Dirty buckets that trigger a group commit at once rather than after the delay. */
-  groupCommitMaxDirty: number;
-  /** Buckets awaiting the next group commit; past it: OVERLOADED. Also the largest (atomic) commit. */
-  maxDirtyBuckets: number;
-  /** Range queries being answered, across all connections; past it: OVERLOADED. */
-  maxInFlightQueries: number;
+  /** Shared by every member; peers prove it in the hello. Undefined: peers prove only the cluster name. */
+  clusterSecret: string | undefined;
+  /** Allow listening beyond loopback without a cluster secret. */
+  insecure: boolean;
   /** Open client and peer connections; past it a new one is refused. */
   maxConnections: number;
   /** Requests of one connection awaiting a reply; past it: OVERLOADED. */
   maxInFlightPerConnection: number;
   /** Bytes queued to one socket that it is not reading; past it the connection is closed. */
   maxSocketBufferedBytes: number;
-  /** Decoded bucket states kept for the group commit's read-modify-write. */
-  bucketCacheEntries: number;
+  replication: ReplicationConfig;
+  membership: MembershipConfig;
 }
+
+export type NodeOverrides = Partial<Omit<NodeConfig, 'replication' | 'membership'>> & {
+  replication?: Partial<ReplicationConfig>;
+  membership?: Partial<MembershipConfig>;
+};
+
+/** Shortest cluster secret: 16 characters of a generated secret carry ~96 bits. */
+export const MIN_CLUSTER_SECRET_LENGTH = 16;
 
 export function defaultConfig(): NodeConfig {
   return {
@@ -56,20 +52,37 @@ export function defaultConfig(): NodeConfig {
     id: undefined,
     zone: 'z1',
     cluster: 'tally', // one name per cluster; peers with another name are refused
-    seeds: [],
-    fsync: false, // the LevelDB log survives a process crash without fsync; power loss needs it
-    groupCommitDelayMs: 2, // a few ms adds little latency and turns thousands of updates into one batch
-    groupCommitMaxDirty: 20_000, // about 2 MB of batch: large enough to amortise, small enough to stay fast
-    maxDirtyBuckets: 60_000, // two full requests of distinct keys (3 buckets an event); ~20 MB with the commit under way
-    maxInFlightQueries: 20_000, // twenty full get requests; each query is a handful of LevelDB seeks
+    seeds: [], // a node with no seeds is a cluster of one until others join through it
+    clusterSecret: undefined, // required beyond loopback (or --insecure)
+    insecure: false,
     maxConnections: 1_024, // far above a cluster's peers plus its clients' pools; with the socket bound, at most 4 GiB unread
     maxInFlightPerConnection: 1_024, // more than a pipelining client needs, bounded per socket
     maxSocketBufferedBytes: 4 * 1024 * 1024, // a hundred full replies; a client that stops reading is cut off
-    bucketCacheEntries: 200_000, // hot buckets skip the LevelDB read in read-modify-write; ~60 MB
+    replication: defaultReplicationConfig(),
+    membership: defaultMembershipConfig(),
   };
 }
 
-/** Throws TallyError BAD_REQUEST naming the first bad setting. */
+function withoutUndefined<T extends object>(o: T | undefined): Partial<T> {
+  return Object.fromEntries(Object.entries(o ?? {}).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$/;
+
+/** Defaults plus `o` (undefined values are "not set"), validated. Throws BAD_REQUEST naming the first bad setting. */
+export function resolveConfig(o: NodeOverrides = {}): NodeConfig {
+  const d = defaultConfig();
+  const c: NodeConfig = {
+    ...d,
+    ...withoutUndefined(o),
+    replication: { ...d.replication, ...withoutUndefined(o.replication) },
+    membership: { ...d.membership, ...withoutUndefined(o.membership) },
+  };
+  // Seeds are the node's setting; membership reads them from here.
+  c.membership.seeds = c.seeds;
+  return validateConfig(c);
+}
+
 export function validateConfig(c: NodeConfig): NodeConfig {
   const bad = (m: string): never => {
     throw new TallyError(ErrorCode.BAD_REQUEST, m);
@@ -86,31 +99,18 @@ export function validateConfig(c: NodeConfig): NodeConfig {
   else if (['0.0.0.0', '::', '[::]'].includes(c.host)) {
     bad(`host ${c.host} listens on every interface; say which address peers should use with --advertise host:port`);
   }
-  const positive: (keyof NodeConfig)[] = [
-    'groupCommitMaxDirty',
-    'maxDirtyBuckets',
-    'maxInFlightQueries',
-    'maxConnections',
-    'maxInFlightPerConnection',
-    'maxSocketBufferedBytes',
-    'bucketCacheEntries',
-  ];
-  for (const k of positive) {
+  if (c.clusterSecret !== undefined && c.clusterSecret.length < MIN_CLUSTER_SECRET_LENGTH) {
+    bad(`the cluster secret must be at least ${MIN_CLUSTER_SECRET_LENGTH} characters (e.g. openssl rand -hex 16)`);
+  }
+  if (c.clusterSecret === undefined && !c.insecure && !LOOPBACK.test(c.host)) {
+    bad(`host ${c.host} is reachable beyond this machine, and without a cluster secret anyone who can reach it could join the cluster and change any counter; ` +
+      'set --cluster-secret (or TALLY_CLUSTER_SECRET) on every node, or say --insecure');
+  }
+  for (const k of ['maxConnections', 'maxInFlightPerConnection', 'maxSocketBufferedBytes'] as const) {
     const v = c[k];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) bad(`${k} must be a positive integer, got ${String(v)}`);
+    if (!Number.isInteger(v) || v <= 0) bad(`${k} must be a positive integer, got ${String(v)}`);
   }
-  // One full request of distinct keys must fit into an empty dirty set, and a whole dirty set
-  // must fit into one atomic LevelDB batch.
-  const minDirty = MAX_EVENTS_PER_BATCH * RESOLUTIONS_OF_EVENT.length;
-  const maxDirty = Math.min(MAX_WRITE_BATCH_ENTRIES, MAX_GET_MANY_KEYS);
-  if (c.maxDirtyBuckets < minDirty || c.maxDirtyBuckets > maxDirty) {
-    bad(`maxDirtyBuckets must be in [${minDirty}, ${maxDirty}], got ${c.maxDirtyBuckets}`);
-  }
-  if (c.groupCommitMaxDirty > c.maxDirtyBuckets) {
-    bad(`groupCommitMaxDirty (${c.groupCommitMaxDirty}) must not exceed maxDirtyBuckets (${c.maxDirtyBuckets})`);
-  }
-  if (!(c.groupCommitDelayMs >= 0 && c.groupCommitDelayMs <= 1000)) {
-    bad(`groupCommitDelayMs must be in [0, 1000], got ${c.groupCommitDelayMs}`);
-  }
+  validateReplicationConfig(c.replication);
+  validateMembershipConfig(c.membership);
   return c;
 }

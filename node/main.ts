@@ -2,7 +2,7 @@
  * The node process: start a TallyNode from CLI settings, print one line when it is ready, and
  * stop cleanly (flushing every accepted event) on SIGINT or SIGTERM.
  */
-import { defaultConfig, type NodeConfig } from './config.js';
+import type { NodeOverrides } from './config.js';
 import { TallyNode } from './tally-node.js';
 import { formatAddress } from '../protocol/index.js';
 
@@ -15,16 +15,16 @@ export interface ProcessOptions {
   stopOnStdinClose?: boolean;
 }
 
-export async function startNodeProcess(overrides: Partial<NodeConfig>, processOptions: ProcessOptions = {}): Promise<TallyNode> {
+export async function startNodeProcess(overrides: NodeOverrides, processOptions: ProcessOptions = {}): Promise<TallyNode> {
   // A node's output may go to a pipe whose reader is gone (a closed terminal, a dead parent):
   // that must not crash the node.
   process.stdout.on('error', () => {});
   process.stderr.on('error', () => {});
-  const config: NodeConfig = { ...defaultConfig(), ...withoutUndefined(overrides) };
-  const node = await TallyNode.start(config);
+  const node = await TallyNode.start(overrides);
+  const config = node.config;
   const { host, port } = node.address;
   process.stdout.write(
-    `tally node ${node.identity.id} ready on ${formatAddress(host, port)} (zone ${config.zone}, data ${config.dataDir}, actor ${node.identity.actor}${config.fsync ? ', fsync' : ''})\n`,
+    `tally node ${node.identity.id} ready on ${formatAddress(host, port)} (zone ${config.zone}, rf ${config.replication.rf}, data ${config.dataDir}, actor ${node.identity.actor}${config.replication.fsync ? ', fsync' : ''}${config.clusterSecret === undefined ? '' : ', cluster secret'})\n`,
   );
   let stopping = false;
   const stop = (signal: string): void => {
@@ -56,8 +56,4 @@ export async function startNodeProcess(overrides: Partial<NodeConfig>, processOp
     process.stdin.on('error', onClosed);
   }
   return node;
-}
-
-function withoutUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -3,26 +3,34 @@
  *
  * Each node keeps one outgoing connection per peer address and sends everything over it; the
  * peer's own outgoing connection carries what it sends back. A connection opens with a peer hello
- * that names the cluster and the node, and is refused by a node of another cluster. Connections
+ * that names the cluster and the node, and both ends prove the cluster secret over fresh nonces
+ * (protocol/peer-auth.ts) before anything else crosses it. Connections
  * are persistent and reopened on demand with exponential backoff and jitter. What is queued for a
  * peer is bounded (MAX_PEER_QUEUE_FRAMES while connecting, maxBufferedBytes on an open socket):
- * past it, frames are dropped and counted — gossip repeats itself every round, so a dropped frame
- * costs a round, never memory. When our connection to a peer drops, that is reported as
- * evidence to the failure detector.
+ * past it, frames are dropped, counted and reported (`onDropped`): gossip repeats itself every
+ * round, and a coordinator turns a dropped replication into a hint. When our connection to a peer
+ * drops, that is reported as evidence to the failure detector.
  */
 import WebSocket from 'ws';
 import {
   decodeFrame,
   encodeFrame,
+  isErrorCode,
   isPlainObject,
+  MAX_ERROR_MESSAGE_CHARS,
   MAX_FRAME_BYTES,
   MAX_WIRE_FRAME_BYTES,
+  newNonce,
+  peerProof,
+  proofMatches,
   PROTOCOL_VERSION,
   Role,
+  validatePeerWelcome,
   wsUrl,
 } from '../protocol/index.js';
 import type { PeerHandler, PeerLink } from './server.js';
 import { MAX_MEMBERS } from '../cluster/membership.js';
+import type { PeerMessage } from '../protocol/peer.js';
 import { MAX_SEEDS } from '../cluster/membership-config.js';
 import type { HelloMessage } from '../protocol/index.js';
 
@@ -40,6 +48,8 @@ const DRAIN_POLL_MS = 10;
 export interface PeerTransportOptions {
   selfId: string;
   cluster: string;
+  clusterSecret: string | undefined;
+  rf: number;
   /** How long opening a connection (TCP, upgrade, hello) may take. */
   connectTimeoutMs: number;
   backoffBaseMs: number;
@@ -48,10 +58,12 @@ export interface PeerTransportOptions {
   maxBufferedBytes: number;
 }
 
-export function defaultPeerTransportOptions(selfId: string, cluster: string): PeerTransportOptions {
+export function defaultPeerTransportOptions(selfId: string, cluster: string, clusterSecret: string | undefined = undefined, rf = 3): PeerTransportOptions {
   return {
     selfId,
     cluster,
+    clusterSecret,
+    rf,
     connectTimeoutMs: 2_000, // a live node on a LAN answers in ms; a stopped one never does
     backoffBaseMs: 100, // a restarting peer is back within a second or two
     backoffMaxMs: 2_000, // never wait much longer than a gossip round or two to retry
@@ -64,7 +76,7 @@ interface OutLink {
   ws: WebSocket | undefined;
   open: boolean;
   remoteId: string | undefined;
-  queue: Buffer[];
+  queue: { frame: Buffer; message: PeerMessage }[];
   failures: number;
   retryAtMs: number;
   lastUsedMs: number;
@@ -75,16 +87,20 @@ export class PeerTransport implements PeerHandler {
   private readonly incoming = new Set<PeerLink>();
   private closed = false;
   /** Counters for status. */
-  readonly stats = { sent: 0, dropped: 0, received: 0, invalid: 0, connects: 0, connectFailures: 0, evicted: 0 };
+  readonly stats = { sent: 0, dropped: 0, received: 0, invalid: 0, connects: 0, connectFailures: 0, evicted: 0, refused: 0 };
   /** A frame from a peer (still unvalidated) and the id the peer gave in its hello. */
   onMessage: (fromId: string, message: unknown) => void = () => {};
   /** A connection to or from `peerId` dropped. */
   onConnectionLost: (peerId: string) => void = () => {};
+  /** Messages for `address` that were dropped after `send` had taken them (queued for a connection that failed). */
+  onDropped: (address: string, messages: PeerMessage[]) => void = () => {};
+  /** The node at `address` refused our hello or proof, or failed to prove the secret itself. */
+  onRefused: (address: string, reason: string) => void = () => {};
 
   constructor(private readonly opts: PeerTransportOptions) {}
 
   /** Sends one message to the node at `address`; returns false if it was dropped. */
-  send(address: string, message: unknown): boolean {
+  send(address: string, message: PeerMessage): boolean {
     if (this.closed) return false;
     const link = this.linkFor(address);
     const frame = encodeFrame(message);
@@ -97,10 +113,11 @@ export class PeerTransport implements PeerHandler {
     }
     if (link.ws === undefined && Date.now() < link.retryAtMs) return this.drop();
     if (link.queue.length >= MAX_PEER_QUEUE_FRAMES) {
-      link.queue.shift();
+      const oldest = link.queue.shift();
       this.stats.dropped += 1;
+      if (oldest !== undefined) this.onDropped(address, [oldest.message]);
     }
-    link.queue.push(frame);
+    link.queue.push({ frame, message });
     if (link.ws === undefined) this.connect(link);
     return true;
   }
@@ -176,14 +193,26 @@ export class PeerTransport implements PeerHandler {
     if (victim === undefined) return;
     this.out.delete(victim.address);
     this.stats.evicted += 1;
-    this.stats.dropped += victim.queue.length;
-    victim.queue = [];
+    this.dropQueue(victim);
     const ws = victim.ws;
     victim.ws = undefined;
     victim.open = false;
     ws?.removeAllListeners('close');
     ws?.on('close', () => {});
     ws?.terminate();
+  }
+
+  private dropQueue(link: OutLink): void {
+    if (link.queue.length === 0) return;
+    this.stats.dropped += link.queue.length;
+    const messages = link.queue.map((q) => q.message);
+    link.queue = [];
+    this.onDropped(link.address, messages);
+  }
+
+  private refused(link: OutLink, reason: string): void {
+    this.stats.refused += 1;
+    this.onRefused(link.address, reason);
   }
 
   private drop(): false {
@@ -202,8 +231,7 @@ export class PeerTransport implements PeerHandler {
     } catch {
       // A malformed address (validated upstream, so this is a bug or a hostile peer): never retry it.
       this.stats.connectFailures += 1;
-      this.stats.dropped += link.queue.length;
-      link.queue = [];
+      this.dropQueue(link);
       link.retryAtMs = Number.POSITIVE_INFINITY;
       return;
     }
@@ -211,8 +239,11 @@ export class PeerTransport implements PeerHandler {
     link.ws = ws;
     link.open = false;
     const timer = setTimeout(() => ws.terminate(), this.opts.connectTimeoutMs);
+    const nonce = newNonce();
     ws.once('open', () =>
-      ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: Role.PEER, cluster: this.opts.cluster, nodeId: this.opts.selfId })),
+      ws.send(
+        encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: Role.PEER, cluster: this.opts.cluster, nodeId: this.opts.selfId, nonce, rf: this.opts.rf }),
+      ),
     );
     ws.on('message', (data: WebSocket.RawData) => {
       let m: unknown;
@@ -228,20 +259,35 @@ export class PeerTransport implements PeerHandler {
         this.stats.invalid += 1;
         return;
       }
-      if (isPlainObject(m) && m.t === 'welcome' && m.cluster === this.opts.cluster && typeof m.nodeId === 'string') {
-        clearTimeout(timer);
-        link.open = true;
-        link.remoteId = m.nodeId;
-        link.failures = 0;
-        this.stats.connects += 1;
-        for (const frame of link.queue) {
-          ws.send(frame);
-          this.stats.sent += 1;
-        }
-        link.queue = [];
-      } else {
-        ws.terminate(); // refused (another cluster, another version) or not a Tally node
+      if (isPlainObject(m) && m.t === 'error' && isErrorCode(m.code)) {
+        this.refused(link, `${m.code}: ${String(m.message).slice(0, MAX_ERROR_MESSAGE_CHARS)}`);
+        ws.terminate();
+        return;
       }
+      let welcome;
+      try {
+        welcome = validatePeerWelcome(m);
+      } catch {
+        ws.terminate(); // not a Tally node, or another version
+        return;
+      }
+      const ctx = { cluster: this.opts.cluster, initiatorNonce: nonce, acceptorNonce: welcome.nonce, initiatorId: this.opts.selfId, acceptorId: welcome.nodeId };
+      if (welcome.cluster !== this.opts.cluster || !proofMatches(welcome.proof, peerProof(this.opts.clusterSecret, 'acceptor', ctx))) {
+        this.refused(link, `UNAUTHORIZED: ${welcome.nodeId} did not prove the cluster secret`);
+        ws.terminate();
+        return;
+      }
+      clearTimeout(timer);
+      ws.send(encodeFrame({ t: 'auth', proof: peerProof(this.opts.clusterSecret, 'initiator', ctx) }));
+      link.open = true;
+      link.remoteId = welcome.nodeId;
+      link.failures = 0;
+      this.stats.connects += 1;
+      for (const q of link.queue) {
+        ws.send(q.frame);
+        this.stats.sent += 1;
+      }
+      link.queue = [];
     });
     ws.on('error', () => {
       // 'close' follows.
@@ -254,8 +300,7 @@ export class PeerTransport implements PeerHandler {
       if (this.closed) return;
       if (!wasOpen) {
         this.stats.connectFailures += 1;
-        this.stats.dropped += link.queue.length;
-        link.queue = [];
+        this.dropQueue(link);
         link.failures += 1;
         const backoff = Math.min(this.opts.backoffMaxMs, this.opts.backoffBaseMs * 2 ** (link.failures - 1));
         link.retryAtMs = Date.now() + backoff * (0.5 + Math.random());

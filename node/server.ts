@@ -4,9 +4,10 @@
  * Every frame is size-checked, decoded and validated before it reaches a handler, and every
  * failure is answered with an error frame carrying a stable code; the connection stays open
  * whenever the framing allows (only frames over MAX_WIRE_FRAME_BYTES, a wrong protocol version
- * or a foreign cluster close it). Each connection has a bound on requests awaiting a reply and on
- * bytes queued to it. This module knows nothing of buckets or membership: it hands validated
- * requests to a `RequestHandler` and peer connections to a `PeerHandler`.
+ * a foreign cluster or a failed peer proof close it). Each connection has a bound on requests
+ * awaiting a reply and on bytes queued to it. A peer proves the cluster secret before its link is
+ * handed over (protocol/peer-auth.ts). This module knows nothing of buckets or membership: it hands
+ * validated requests to a `RequestHandler` and authenticated peer links to a `PeerHandler`.
  */
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -23,10 +24,15 @@ import {
   Role,
   TallyError,
   requestIdOf,
+  newNonce,
+  peerProof,
+  proofMatches,
+  validateAuth,
   validateHello,
   validateRequest,
   type ClientRequest,
   type HelloMessage,
+  type PeerAuthContext,
   type Reply,
   type WelcomeMessage,
 } from '../protocol/index.js';
@@ -59,6 +65,10 @@ export interface ServerOptions {
   nodeId: string;
   zone: string;
   cluster: string;
+  /** The cluster secret peers must prove; undefined: an empty key (the cluster name only). */
+  clusterSecret: string | undefined;
+  /** Replication factor; a peer with another is refused. */
+  rf: number;
   maxInFlightPerConnection: number;
   maxSocketBufferedBytes: number;
   maxConnections: number;
@@ -71,7 +81,7 @@ export class TallyServer {
   /** The port listened on (the real one when asked for port 0); 0 before `listen`. */
   port = 0;
   /** Counters for status. */
-  readonly stats = { connections: 0, frames: 0, errors: 0 };
+  readonly stats = { connections: 0, frames: 0, errors: 0, peersRefused: 0 };
 
   constructor(
     private readonly opts: ServerOptions,
@@ -131,6 +141,8 @@ export class TallyServer {
     this.stats.connections += 1;
     ws.binaryType = 'nodebuffer';
     let hello: HelloMessage | undefined;
+    let auth: PeerAuthContext | undefined;
+    let refused = false;
     let inFlight = 0;
     let peer: (PeerLink & { deliver(m: unknown): void; closed(): void }) | undefined;
     const helloTimer = setTimeout(() => ws.close(1008, 'no hello'), HELLO_TIMEOUT_MS);
@@ -172,6 +184,7 @@ export class TallyServer {
         peer.deliver(message);
         return;
       }
+      if (refused) return;
       if (hello === undefined) {
         if (isPlainObject(message) && message.t !== 'hello') {
           sendError(requestIdOf(message), new TallyError(ErrorCode.NOT_READY, `say hello first: the first message must be a hello, got t=${JSON.stringify(message.t)}`));
@@ -182,10 +195,13 @@ export class TallyServer {
         } catch (err) {
           sendError(requestIdOf(message), err);
           const code = (err as TallyError).code;
-          if (code === ErrorCode.VERSION_MISMATCH || code === ErrorCode.UNAUTHORIZED) ws.close(1008, code);
+          if (code === ErrorCode.VERSION_MISMATCH || code === ErrorCode.UNAUTHORIZED) {
+            refused = true;
+            if (code === ErrorCode.UNAUTHORIZED) this.stats.peersRefused += 1;
+            ws.close(1008, code);
+          }
           return;
         }
-        clearTimeout(helloTimer);
         const welcome: WelcomeMessage = {
           t: 'welcome',
           v: PROTOCOL_VERSION,
@@ -193,11 +209,41 @@ export class TallyServer {
           zone: this.opts.zone,
           cluster: this.opts.cluster,
         };
-        send(welcome);
         if (hello.role === Role.PEER) {
-          peer = this.makePeerLink(ws, hello.nodeId as string, send);
-          (this.peers as PeerHandler).accept(peer, hello);
+          auth = {
+            cluster: this.opts.cluster,
+            initiatorNonce: hello.nonce as string,
+            acceptorNonce: newNonce(),
+            initiatorId: hello.nodeId as string,
+            acceptorId: this.opts.nodeId,
+          };
+          welcome.nonce = auth.acceptorNonce;
+          welcome.proof = peerProof(this.opts.clusterSecret, 'acceptor', auth);
+          send(welcome);
+          return; // the hello timer runs on until the peer's proof checks
         }
+        clearTimeout(helloTimer);
+        send(welcome);
+        return;
+      }
+      if (auth !== undefined && peer === undefined) {
+        // A peer's first frame after our welcome must prove the secret; nothing else is read before.
+        let proven = false;
+        try {
+          proven = proofMatches(validateAuth(message).proof, peerProof(this.opts.clusterSecret, 'initiator', auth));
+        } catch {
+          proven = false;
+        }
+        if (!proven) {
+          refused = true;
+          this.stats.peersRefused += 1;
+          sendError(null, new TallyError(ErrorCode.UNAUTHORIZED, 'the peer did not prove the cluster secret'));
+          ws.close(1008, ErrorCode.UNAUTHORIZED);
+          return;
+        }
+        clearTimeout(helloTimer);
+        peer = this.makePeerLink(ws, auth.initiatorId, send);
+        (this.peers as PeerHandler).accept(peer, hello);
         return;
       }
       let req: ClientRequest;
@@ -252,6 +298,12 @@ export class TallyServer {
         throw new TallyError(
           ErrorCode.UNAUTHORIZED,
           `this node belongs to cluster "${this.opts.cluster}", the peer to "${hello.cluster}"`,
+        );
+      }
+      if (hello.rf !== this.opts.rf) {
+        throw new TallyError(
+          ErrorCode.UNAUTHORIZED,
+          `this node replicates every key ${this.opts.rf} times (--rf ${this.opts.rf}), the peer ${hello.rf} times; every member must agree`,
         );
       }
       if (this.peers === undefined) throw new TallyError(ErrorCode.NOT_READY, 'this node does not accept peers yet');

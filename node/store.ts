@@ -1,101 +1,144 @@
 /**
- * The storage interface of a node: bucket states by key, span scans, range sums, expiry of old
- * fine-grained buckets, and a few small metadata values.
+ * A node's storage, in the core's terms: slots by key, every slot of some spans, one atomic batch
+ * per group commit (slots, hints and batch ids together), the hints and batch ids to recover at
+ * start, expiry of old fine-grained buckets, and a few small metadata values.
  *
- * Two implementations behave the same and are held to it by one conformance suite
- * (test/unit/store-conformance.ts): `LevelStore` (LevelDB, the real thing) and `MemoryStore`
- * (sorted in memory, for the core's fast tests). The store does not merge: callers read, join with
- * the CRDT and write back the absolute state; batching and group commit live above it.
+ * It sits on an ordered key-value store (kv.ts: LevelDB, or in memory for tests) and owns the key
+ * layout (slot-keys.ts) and the stored bytes (slot-codec.ts). It does not merge or sum: the core
+ * does that. Bounds: reads and batches are bounded by the core's own limits, asserted here.
  */
-
-import { addStats, EMPTY_STATS, value, type BucketState, type Stats } from '../cluster/bucket-state.js';
-import { decomposeRange, type Span } from '../cluster/time-buckets.js';
+import type { Slot } from '../cluster/bucket-state.js';
+import type { HintRecord, PersistBatch } from '../cluster/node-core.js';
+import type { SlotKey } from '../cluster/slot-table.js';
 import { assert, TallyError } from '../protocol/errors.js';
-import type { BucketKey } from './bucket-keys.js';
+import type { Hash64 } from '../protocol/hash-ring.js';
+import type { SpanSlot, SpanTuple } from '../protocol/peer.js';
+import type { Kv, KvOp } from './kv.js';
+import { decodeSlot, decodeTime, encodeSlot, encodeTime } from './slot-codec.js';
+import {
+  BATCH_PREFIX,
+  batchKey,
+  expiryKeyRange,
+  HINT_PREFIX,
+  hintKey,
+  metaKey,
+  metaPrefixRange,
+  parseHintKey,
+  parseSlotTail,
+  sectionRange,
+  SlotKeys,
+} from './slot-keys.js';
 
-export type { BucketKey } from './bucket-keys.js';
-
-/** Most keys one `getMany` may ask for. */
-export const MAX_GET_MANY_KEYS = 65_536;
-/** Most entries one `writeBatch` may hold; group commit flushes well below this. */
-export const MAX_WRITE_BATCH_ENTRIES = 65_536;
-/** Largest metadata value. Meta is for small things (hints, ring state), not bulk data. */
-export const MAX_META_VALUE_BYTES = 1024 * 1024;
-/** Most entries one `scanMeta` returns. */
-export const MAX_META_SCAN_ENTRIES = 65_536;
-
-export interface BucketEntry {
-  key: BucketKey;
-  state: BucketState;
-}
+/** Most keys one `getSlots` may ask for: a commit's worth. */
+export const MAX_GET_SLOTS = 65_536;
+/** Most entries one commit may write. */
+export const MAX_COMMIT_ENTRIES = 200_000;
+/** Largest metadata value. Meta is for small things (epoch, generation), not bulk data. */
+export const MAX_META_VALUE_BYTES = 64 * 1024;
 
 export interface WriteOptions {
-  /** Fsync the LevelDB log before resolving. Default false: the write is in the OS page cache. */
   sync?: boolean;
 }
 
-export interface Store {
-  open(): Promise<void>;
-  /** Data stays: opening again (or a new store on the same location) sees it. */
-  close(): Promise<void>;
-  getMany(keys: readonly BucketKey[]): Promise<(BucketState | undefined)[]>;
-  /** One atomic batch: all entries or none. A key given twice keeps its last state. */
-  writeBatch(entries: readonly BucketEntry[], opts?: WriteOptions): Promise<void>;
-  /** Buckets of one series and resolution with start in [span.start, span.end), ascending. */
-  scanSpan(videoId: string, eventType: string, span: Span): Promise<{ start: number; state: BucketState }[]>;
-  /** The series' stats over [startMs, endMs) (ends truncated to the minute; see decomposeRange). */
-  readRange(videoId: string, eventType: string, startMs: number, endMs: number): Promise<Stats>;
-  /** Delete every bucket of `res` whose UTC day partition ends at or before `cutoffMs`. */
-  expireBefore(res: 'm' | 'h', cutoffMs: number): Promise<void>;
-  getMeta(key: string): Promise<Uint8Array | undefined>;
-  putMeta(key: string, value: Uint8Array, opts?: WriteOptions): Promise<void>;
-  deleteMeta(key: string, opts?: WriteOptions): Promise<void>;
-  /** Meta entries whose key starts with `prefix`, ascending by key, at most `limit`. */
-  scanMeta(prefix: string, limit?: number): Promise<{ key: string; value: Uint8Array }[]>;
-}
+export class Store {
+  readonly keys: SlotKeys;
 
-/** `readRange` for any store: decompose, scan each span (concurrently), sum the buckets. */
-export async function readRangeByScans(
-  store: Pick<Store, 'scanSpan'>,
-  videoId: string,
-  eventType: string,
-  startMs: number,
-  endMs: number,
-): Promise<Stats> {
-  const spans = decomposeRange(startMs, endMs);
-  const results = await Promise.all(spans.map((span) => store.scanSpan(videoId, eventType, span)));
-  let total: Stats = EMPTY_STATS;
-  for (const buckets of results) {
-    for (const { state } of buckets) total = addStats(total, value(state));
+  constructor(
+    private readonly kv: Kv,
+    hash64: Hash64,
+  ) {
+    this.keys = new SlotKeys(hash64);
   }
-  return total;
-}
 
-export function checkGetManySize(n: number): void {
-  if (n > MAX_GET_MANY_KEYS) {
-    throw new TallyError('TOO_LARGE', `getMany of ${n} keys, limit ${MAX_GET_MANY_KEYS}`);
+  open(): Promise<void> {
+    return this.kv.open();
   }
-}
 
-export function checkBatchSize(n: number): void {
-  if (n > MAX_WRITE_BATCH_ENTRIES) {
-    throw new TallyError('TOO_LARGE', `write batch of ${n} entries, limit ${MAX_WRITE_BATCH_ENTRIES}`);
+  close(): Promise<void> {
+    return this.kv.close();
   }
-}
 
-export function checkMetaValue(value: Uint8Array): void {
-  if (value.byteLength > MAX_META_VALUE_BYTES) {
-    throw new TallyError('TOO_LARGE', `meta value of ${value.byteLength} bytes, limit ${MAX_META_VALUE_BYTES}`);
+  async getSlots(keys: readonly SlotKey[]): Promise<(Slot | undefined)[]> {
+    if (keys.length > MAX_GET_SLOTS) throw new TallyError('TOO_LARGE', `getSlots of ${keys.length} keys, limit ${MAX_GET_SLOTS}`);
+    const values = await this.kv.getMany(keys.map((k) => this.keys.slotKey(k)));
+    return values.map((v) => (v === undefined ? undefined : decodeSlot(v)));
   }
-}
 
-export function checkScanLimit(limit: number): void {
-  assert(
-    Number.isSafeInteger(limit) && limit >= 1 && limit <= MAX_META_SCAN_ENTRIES,
-    `meta scan limit ${limit}, must be 1..${MAX_META_SCAN_ENTRIES}`,
-  );
-}
+  /** Every stored slot of the spans, as [spanIndex, start, actor, count, sum, min, max], ascending per span. */
+  async scan(spans: readonly SpanTuple[]): Promise<SpanSlot[]> {
+    const perSpan = await Promise.all(
+      spans.map(async (span, i) => {
+        const out: SpanSlot[] = [];
+        for (const range of this.keys.spanRanges(span)) {
+          // Every key of a range shares the prefix before the bucket's start.
+          const prefixLength = range.gte.length - 12;
+          for (const [key, bytes] of await this.kv.range(range)) {
+            const tail = parseSlotTail(key, prefixLength);
+            if (tail === undefined) throw new TallyError('INTERNAL', `corrupt slot key ${JSON.stringify(key)}`);
+            const s = decodeSlot(bytes);
+            out.push([i, tail.start, tail.actor, s.count, s.sum, s.min, s.max]);
+          }
+        }
+        return out;
+      }),
+    );
+    return perSpan.flat();
+  }
 
-export function notOpen(): TallyError {
-  return new TallyError('NOT_READY', 'store is not open');
+  /** One group commit, atomically: its slots, hints and batch ids are all durable or none is. */
+  async commit(batch: PersistBatch): Promise<void> {
+    const n = batch.slots.length + batch.hintsPut.length + batch.hintsDelete.length + batch.batchesPut.length + batch.batchesDelete.length;
+    assert(n <= MAX_COMMIT_ENTRIES, `a commit of ${n} entries is over the limit`);
+    // Encode everything first, so a bad entry fails before the store sees any of the batch.
+    const ops: KvOp[] = [];
+    for (const s of batch.slots) ops.push({ type: 'put', key: this.keys.slotKey(s), value: encodeSlot(s.slot) });
+    for (const h of batch.hintsDelete) ops.push({ type: 'del', key: hintKey(h.node, h.ref) });
+    for (const h of batch.hintsPut) ops.push({ type: 'put', key: hintKey(h.node, h.ref), value: encodeTime(h.atMs) });
+    for (const b of batch.batchesDelete) ops.push({ type: 'del', key: batchKey(b) });
+    for (const b of batch.batchesPut) ops.push({ type: 'put', key: batchKey(b.batch), value: encodeTime(b.atMs) });
+    await this.kv.write(ops, batch.sync);
+  }
+
+  /** The hints kept, oldest first per node (at most `limit`); an unreadable one is dropped from the answer. */
+  async loadHints(limit: number): Promise<HintRecord[]> {
+    const out: HintRecord[] = [];
+    for (const [key, bytes] of await this.kv.range(sectionRange(HINT_PREFIX), limit)) {
+      const h = parseHintKey(key);
+      if (h === undefined) continue;
+      out.push({ node: h.node, ref: h.ref, atMs: decodeTime(bytes) });
+    }
+    return out.sort((a, b) => a.atMs - b.atMs);
+  }
+
+  async loadBatches(limit: number): Promise<{ batch: string; atMs: number }[]> {
+    const out: { batch: string; atMs: number }[] = [];
+    for (const [key, bytes] of await this.kv.range(sectionRange(BATCH_PREFIX), limit)) {
+      out.push({ batch: key.slice(BATCH_PREFIX.length), atMs: decodeTime(bytes) });
+    }
+    return out.sort((a, b) => a.atMs - b.atMs);
+  }
+
+  /** Deletes every slot of `res` whose UTC day partition ends at or before `cutoffMs`. */
+  async expireBefore(res: 'm' | 'h', cutoffMs: number): Promise<void> {
+    const range = expiryKeyRange(res, cutoffMs);
+    if (range !== undefined) await this.kv.clear(range);
+  }
+
+  async getMeta(key: string): Promise<Uint8Array | undefined> {
+    return (await this.kv.getMany([metaKey(key)]))[0];
+  }
+
+  async putMeta(key: string, value: Uint8Array, opts?: WriteOptions): Promise<void> {
+    if (value.byteLength > MAX_META_VALUE_BYTES) throw new TallyError('TOO_LARGE', `meta value of ${value.byteLength} bytes, limit ${MAX_META_VALUE_BYTES}`);
+    await this.kv.write([{ type: 'put', key: metaKey(key), value }], opts?.sync ?? false);
+  }
+
+  async deleteMeta(key: string, opts?: WriteOptions): Promise<void> {
+    await this.kv.write([{ type: 'del', key: metaKey(key) }], opts?.sync ?? false);
+  }
+
+  async scanMeta(prefix: string, limit?: number): Promise<{ key: string; value: Uint8Array }[]> {
+    const entries = await this.kv.range(metaPrefixRange(prefix), limit);
+    return entries.map(([k, value]) => ({ key: k.slice(2), value }));
+  }
 }

@@ -1,24 +1,30 @@
 /**
- * One Tally node: builds and connects its parts (identity, store, group commit, request handler,
- * server) and stops them in order. The one place that wires the process together; no part keeps
- * a reference back to it.
+ * One Tally node: builds and connects its parts (identity, store, core, driver, transport, server)
+ * and stops them in order. The one place that wires the process together; no part keeps a
+ * reference back to it.
  */
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { openActor, openNodeId, type Identity } from './identity.js';
-import { validateConfig, type NodeConfig } from './config.js';
-import { LevelStore } from './level-store.js';
-import { GroupCommit } from './group-commit.js';
-import { NodeRequestHandler } from './request-handler.js';
-import { TallyServer } from './server.js';
 import xxhash from 'xxhash-wasm';
-import { MembershipDriver } from './membership-driver.js';
-import { PeerTransport, defaultPeerTransportOptions } from './peer-transport.js';
-import type { NodeStatus } from '../protocol/status.js';
+import { NodeCore } from '../cluster/node-core.js';
+import { Prng } from '../cluster/prng.js';
 import { formatAddress } from '../protocol/index.js';
+import type { NodeStatus } from '../protocol/status.js';
+import { resolveConfig, type NodeConfig, type NodeOverrides } from './config.js';
+import { Driver, monotonicNowMs } from './driver.js';
+import { openActor, openNodeId, type Identity } from './identity.js';
+import { LevelKv } from './kv.js';
+import { PeerTransport, defaultPeerTransportOptions } from './peer-transport.js';
+import { TallyServer } from './server.js';
+import { Store } from './store.js';
+import { memberStatuses, healthLine } from './status.js';
 
 /** How long a stopping node waits for its `left` announcement to reach the kernel. */
 const LEAVE_DRAIN_MS = 500;
-
+/** How long a stopping node waits for the writes and reads under way to finish. */
+const STOP_DRAIN_MS = 5_000;
+/** Hints read back at start, at most: five nodes' worth at the default bound per node. */
+const MAX_HINTS_LOADED = 1_000_000;
 /** Meta key of the last generation this data directory started with. */
 const GENERATION_KEY = 'generation';
 
@@ -26,7 +32,7 @@ const GENERATION_KEY = 'generation';
  * This start's generation: the clock, but always above the last one this directory used, so a
  * restarted node is newer than its old self even if the clock stepped back.
  */
-async function nextGeneration(store: LevelStore, nowMs: number): Promise<{ generation: number; bootstrapped: boolean }> {
+async function nextGeneration(store: Store, nowMs: number): Promise<{ generation: number; bootstrapped: boolean }> {
   const last = await store.getMeta(GENERATION_KEY);
   const lastGeneration = last === undefined ? 0 : Number(Buffer.from(last).toString('utf8'));
   const generation = Math.max(nowMs, (Number.isSafeInteger(lastGeneration) ? lastGeneration : 0) + 1);
@@ -38,37 +44,22 @@ export function log(line: string): void {
   process.stdout.write(`${new Date().toISOString()} ${line}\n`);
 }
 
-/** One line: how healthy the cluster looks from this node. */
-export function healthLine(members: NodeStatus['members']): string {
-  const down = members.filter((m) => m.status === 'down' && m.lifecycle !== 'left');
-  const left = members.filter((m) => m.lifecycle === 'left');
-  const up = members.filter((m) => m.status === 'up');
-  const checksums = new Set(up.map((m) => m.ringChecksum));
-  const parts = [`${up.length}/${members.length} up`];
-  if (down.length > 0) parts.push(`down: ${down.map((m) => m.id).join(', ')}`);
-  if (left.length > 0) parts.push(`left: ${left.map((m) => m.id).join(', ')}`);
-  parts.push(checksums.size <= 1 ? 'ring agreed' : `ring checksums differ (${checksums.size} versions)`);
-  const healthy = down.length === 0 && checksums.size <= 1;
-  return `${healthy ? 'healthy' : 'degraded'}: ${parts.join('; ')}`;
-}
-
 export class TallyNode {
   private constructor(
     readonly config: NodeConfig,
     readonly identity: Identity,
     readonly address: { host: string; port: number },
-    private readonly store: LevelStore,
-    private readonly commits: GroupCommit,
-    private readonly handler: NodeRequestHandler,
+    private readonly store: Store,
+    private readonly driver: Driver,
     private readonly server: TallyServer,
     private readonly transport: PeerTransport,
-    private readonly driver: MembershipDriver,
   ) {}
 
-  static async start(config: NodeConfig): Promise<TallyNode> {
-    validateConfig(config);
+  static async start(overrides: NodeOverrides): Promise<TallyNode> {
+    const config = resolveConfig(overrides);
     const id = await openNodeId(config.dataDir, config.id, Date.now());
-    const store = new LevelStore(join(config.dataDir, 'db'));
+    const { h64 } = await xxhash();
+    const store = new Store(new LevelKv(join(config.dataDir, 'db')), h64);
     await store.open();
     let identity: Identity;
     try {
@@ -77,38 +68,30 @@ export class TallyNode {
       await store.close();
       throw err;
     }
-    const commits = new GroupCommit(store, {
-      actor: identity.actor,
-      fsync: config.fsync,
-      delayMs: config.groupCommitDelayMs,
-      commitAtDirty: config.groupCommitMaxDirty,
-      maxDirtyBuckets: config.maxDirtyBuckets,
-      cacheEntries: config.bucketCacheEntries,
-    });
-    let driver: MembershipDriver | undefined;
+    const rf = config.replication.rf;
+    const transport = new PeerTransport(defaultPeerTransportOptions(identity.id, config.cluster, config.clusterSecret, rf));
+    let driver: Driver | undefined;
     let address = `${config.host}:${config.port}`;
     let generation = 0;
-    const handler = new NodeRequestHandler(store, commits, {
-      maxInFlightQueries: config.maxInFlightQueries,
-      status: (): NodeStatus => {
-        const members = driver?.members() ?? [];
-        return {
-          nodeId: identity.id,
-          cluster: config.cluster,
-          zone: config.zone,
-          address,
-          actor: identity.actor,
-          generation,
-          ringChecksum: members.find((m) => m.self)?.ringChecksum ?? '',
-          members,
-          health: healthLine(members),
-          inFlightEvents: commits.inFlightEvents,
-          commits: { ...commits.stats },
-          peers: { ...transport.stats, ...driver?.stats },
-        };
-      },
-    });
-    const transport = new PeerTransport(defaultPeerTransportOptions(identity.id, config.cluster));
+    const status = (): NodeStatus => {
+      const core = driver?.core;
+      const members = core === undefined ? [] : memberStatuses(core, monotonicNowMs());
+      const stats = core?.stats();
+      return {
+        nodeId: identity.id,
+        cluster: config.cluster,
+        zone: config.zone,
+        address,
+        actor: identity.actor,
+        generation,
+        rf,
+        ringChecksum: members.find((m) => m.self)?.ringChecksum ?? '',
+        members,
+        health: healthLine(members),
+        core: stats,
+        peers: { ...transport.stats, ...server.stats, ...driver?.stats },
+      };
+    };
     const server = new TallyServer(
       {
         host: config.host,
@@ -116,28 +99,36 @@ export class TallyNode {
         nodeId: identity.id,
         zone: config.zone,
         cluster: config.cluster,
+        clusterSecret: config.clusterSecret,
+        rf,
         maxInFlightPerConnection: config.maxInFlightPerConnection,
         maxSocketBufferedBytes: config.maxSocketBufferedBytes,
         maxConnections: config.maxConnections,
       },
-      handler,
+      { handle: (req) => (driver === undefined ? Promise.reject(new Error('not started')) : driver.handle(req)) },
     );
     try {
       const listening = await server.listen();
       address = config.advertise ?? formatAddress(listening.host, listening.port);
-      const { h64 } = await xxhash();
       const g = await nextGeneration(store, Date.now());
       generation = g.generation;
-      driver = new MembershipDriver(transport, {
-        id: identity.id,
-        address,
-        zone: config.zone,
-        seeds: config.seeds,
+      const hints = await store.loadHints(MAX_HINTS_LOADED);
+      const batches = await store.loadBatches(config.replication.maxDedupeEntries);
+      const core = new NodeCore({
+        self: { id: identity.id, address, zone: config.zone },
+        actor: identity.actor,
+        membership: config.membership,
+        replication: config.replication,
+        rng: new Prng(randomBytes(4).readUInt32LE(0)),
+        hash64: h64,
+        nowMs: monotonicNowMs(),
         generation,
         bootstrapped: g.bootstrapped,
-        hash64: h64,
-        log,
+        hints,
+        batches,
       });
+      if (hints.length > 0) log(`recovered ${hints.length} hints`);
+      driver = new Driver(core, store, transport, log, status);
       server.setPeerHandler(transport);
     } catch (err) {
       transport.close();
@@ -145,19 +136,16 @@ export class TallyNode {
       await store.close();
       throw err;
     }
-    const listening = { host: config.host, port: server.port };
-    return new TallyNode(config, identity, listening, store, commits, handler, server, transport, driver);
+    return new TallyNode(config, identity, { host: config.host, port: server.port }, store, driver, server, transport);
   }
 
   /**
-   * Clean stop: announce `leaving`, refuse new requests, flush every accepted event, announce
-   * `left` (so peers mark this node down at once instead of waiting for the detector), then close
-   * the links, the port and the store.
+   * Clean stop: announce `leaving`, refuse new requests, finish what is under way (every accepted
+   * event durable), announce `left` (so peers mark this node down at once instead of waiting for
+   * the detector), then close the links, the port and the store.
    */
   async stop(): Promise<void> {
-    this.driver.startLeaving();
-    this.handler.stopping = true;
-    await this.commits.close();
+    await this.driver.drain(STOP_DRAIN_MS);
     this.driver.leave();
     await this.transport.drain(LEAVE_DRAIN_MS);
     this.transport.close();

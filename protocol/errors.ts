@@ -19,7 +19,7 @@ export const ErrorCode = {
   OVERLOADED: 'OVERLOADED',
   /** The node or connection is not ready (no hello yet, starting, stopping). */
   NOT_READY: 'NOT_READY',
-  /** The peer is not allowed (wrong cluster name). */
+  /** Not allowed: a peer that did not prove the cluster secret, or of another cluster or replication factor. */
   UNAUTHORIZED: 'UNAUTHORIZED',
   /** The protocol versions of the two ends do not match. */
   VERSION_MISMATCH: 'VERSION_MISMATCH',

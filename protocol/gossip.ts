@@ -84,7 +84,7 @@ export interface EndpointState {
 }
 
 export interface GossipSyn {
-  type: typeof GossipMessageType.SYN;
+  t: typeof GossipMessageType.SYN;
   /**
    * The initiator's count of SYNs sent, echoed in the ACK: an ACK echoing a SYN sent after a
    * connection dropped proves the peer alive after the drop (data in flight from before cannot).
@@ -96,7 +96,7 @@ export interface GossipSyn {
 }
 
 export interface GossipAck {
-  type: typeof GossipMessageType.ACK;
+  t: typeof GossipMessageType.ACK;
   /** The `seq` of the SYN this answers. */
   seq: number;
   /** States the initiator is behind on (or does not know). */
@@ -106,7 +106,7 @@ export interface GossipAck {
 }
 
 export interface GossipAck2 {
-  type: typeof GossipMessageType.ACK2;
+  t: typeof GossipMessageType.ACK2;
   states: EndpointState[];
 }
 
@@ -119,28 +119,28 @@ export type GossipMessage = GossipSyn | GossipAck | GossipAck2;
  */
 export function validateGossipMessage(x: unknown): GossipMessage {
   const o = checkObject(x, 'gossip message');
-  switch (o['type']) {
+  switch (o['t']) {
     case GossipMessageType.SYN:
       return {
-        type: GossipMessageType.SYN,
+        t: GossipMessageType.SYN,
         seq: count(o['seq'], 'gossip-syn.seq'),
         sender: validateEndpointState(o['sender'], 'gossip-syn.sender'),
         digests: list(o['digests'], 'gossip-syn.digests', MAX_GOSSIP_DIGESTS, validateDigest),
       };
     case GossipMessageType.ACK:
       return {
-        type: GossipMessageType.ACK,
+        t: GossipMessageType.ACK,
         seq: count(o['seq'], 'gossip-ack.seq'),
         states: list(o['states'], 'gossip-ack.states', MAX_GOSSIP_STATES, validateEndpointState),
         requests: list(o['requests'], 'gossip-ack.requests', MAX_GOSSIP_DIGESTS, validateDigest),
       };
     case GossipMessageType.ACK2:
       return {
-        type: GossipMessageType.ACK2,
+        t: GossipMessageType.ACK2,
         states: list(o['states'], 'gossip-ack2.states', MAX_GOSSIP_STATES, validateEndpointState),
       };
     default:
-      throw new TallyError('BAD_REQUEST', `gossip message: unknown type ${JSON.stringify(o['type']) ?? 'undefined'}`);
+      throw new TallyError('BAD_REQUEST', `gossip message: unknown type ${JSON.stringify(o['t']) ?? 'undefined'}`);
   }
 }
 

@@ -44,6 +44,15 @@ export const MAX_EVENT_VALUE = 1e9;
 /** Largest multiplicity of one event tuple (n identical events sent as one). */
 export const MAX_EVENT_COUNT = 1_000_000;
 
+/**
+ * Longest batch id: a client's id for one count request, so a retry is never applied twice. A
+ * node forwarding the batch appends its own id, so room is left for that.
+ */
+export const MAX_BATCH_ID_BYTES = 160;
+
+/** Largest replication factor: copies of every key. Three is the usual; more than 7 is waste. */
+export const MAX_REPLICATION_FACTOR = 7;
+
 /** Largest request id; ids are unsigned 32-bit so they stay small on the wire. */
 export const MAX_REQUEST_ID = 0xffff_ffff;
 /** Longest error message a node sends; messages are for people and are cut to this. */

@@ -30,6 +30,10 @@ export interface HelloMessage {
   cluster?: string;
   /** Peers only: the sender's node id. */
   nodeId?: string;
+  /** Peers only: a fresh random challenge (hex) the acceptor must prove the cluster secret over. */
+  nonce?: string;
+  /** Peers only: the sender's replication factor; both ends must agree. */
+  rf?: number;
 }
 
 export interface WelcomeMessage {
@@ -38,6 +42,15 @@ export interface WelcomeMessage {
   nodeId: string;
   zone: string;
   cluster: string;
+  /** To a peer: the acceptor's own challenge, and its proof over both nonces. */
+  nonce?: string;
+  proof?: string;
+}
+
+/** A peer's answer to the welcome's challenge; the link carries nothing else until it checks. */
+export interface AuthMessage {
+  t: 'auth';
+  proof: string;
 }
 
 export interface CountRequest {
@@ -45,6 +58,11 @@ export interface CountRequest {
   id: number;
   events: EventTuple[];
   cl?: Consistency;
+  /**
+   * The client's id of this batch. A node keeps the ids it applied for a while (durably, with the
+   * data), so a retry with the same id is never counted twice.
+   */
+  batch?: string;
 }
 
 export interface GetRequest {
@@ -64,7 +82,13 @@ export interface StatusRequest {
   id: number;
 }
 
-export type ClientRequest = CountRequest | GetRequest | PingRequest | StatusRequest;
+/** The members and ring settings, so a client can send each key to one of its replicas. */
+export interface TopologyRequest {
+  t: 'topology';
+  id: number;
+}
+
+export type ClientRequest = CountRequest | GetRequest | PingRequest | StatusRequest | TopologyRequest;
 
 export interface AckReply {
   t: 'ack';
@@ -99,4 +123,24 @@ export interface ErrorReply {
   message: string;
 }
 
-export type Reply = AckReply | ResultReply | PongReply | StatusReply | ErrorReply;
+/** A member as a client needs it: where it is, and what places its tokens on the ring. */
+export interface TopologyMember {
+  id: string;
+  address: string;
+  zone: string;
+  vnodes: number;
+  /** Whether the answering node believes it up. */
+  up: boolean;
+  /** Whether its tokens are on the ring. */
+  inRing: boolean;
+}
+
+export interface TopologyReply {
+  t: 'topology';
+  id: number;
+  /** Replication factor of the cluster. */
+  rf: number;
+  members: TopologyMember[];
+}
+
+export type Reply = AckReply | ResultReply | PongReply | StatusReply | TopologyReply | ErrorReply;

@@ -21,6 +21,10 @@ export interface MemberStatus {
   ownership: number;
   ringChecksum: string;
   self: boolean;
+  /** Buckets this node holds hints for, to replay to the member when it is up. */
+  hintsPending: number;
+  /** Hints for the member this node dropped (over the bound) or let expire: repair must heal those. */
+  hintsDropped: number;
 }
 
 export interface NodeStatus {
@@ -30,11 +34,13 @@ export interface NodeStatus {
   address: string;
   actor: string;
   generation: number;
+  /** Replication factor. */
+  rf: number;
   ringChecksum: string;
   members: MemberStatus[];
   /** One line: the cluster's health as this node sees it. */
   health: string;
-  inFlightEvents: number;
-  commits: { commits: number; bucketsWritten: number; eventsCommitted: number };
+  /** Counters of the data path (writes, reads, replication, commits, hints, dedupe). */
+  core: unknown;
   peers: Record<string, number>;
 }

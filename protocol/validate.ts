@@ -10,6 +10,7 @@
 import { TallyError, ErrorCode } from './errors.js';
 import {
   MAX_ADDRESS_BYTES,
+  MAX_BATCH_ID_BYTES,
   MAX_EVENT_COUNT,
   MAX_EVENT_FUTURE_SKEW_MS,
   MAX_EVENT_TYPE_BYTES,
@@ -17,6 +18,7 @@ import {
   MAX_EVENTS_PER_BATCH,
   MAX_NAME_BYTES,
   MAX_QUERIES_PER_GET,
+  MAX_REPLICATION_FACTOR,
   MAX_REQUEST_ID,
   MAX_TIME_MS,
   MAX_VIDEO_ID_BYTES,
@@ -25,10 +27,13 @@ import {
 import {
   Consistency,
   Role,
+  type AuthMessage,
   type ClientRequest,
+  type CountRequest,
   type EventTuple,
   type HelloMessage,
   type QueryTuple,
+  type WelcomeMessage,
 } from './messages.js';
 
 const CONSISTENCIES = new Set<string>(Object.values(Consistency));
@@ -104,6 +109,23 @@ function checkOptionalConsistency(x: unknown, what: string): Consistency | undef
   return x as Consistency;
 }
 
+const BATCH_ID_PATTERN = /^[\x21-\x7e]+$/;
+
+/** A batch id: 1..MAX_BATCH_ID_BYTES printable ASCII characters, no spaces. */
+export function checkBatchId(x: unknown, what: string): string {
+  if (typeof x !== 'string' || x.length === 0 || x.length > MAX_BATCH_ID_BYTES || !BATCH_ID_PATTERN.test(x)) {
+    throw bad(`${what} must be 1-${MAX_BATCH_ID_BYTES} printable ASCII characters, got ${show(x)}`);
+  }
+  return x;
+}
+
+const NONCE_PATTERN = /^[0-9a-f]{32,128}$/;
+
+function checkHex(x: unknown, what: string): string {
+  if (typeof x !== 'string' || !NONCE_PATTERN.test(x)) throw bad(`${what} must be 32-128 lower-case hex digits`);
+  return x;
+}
+
 export function checkRequestId(x: unknown): number {
   return checkInt(x, 'id', 0, MAX_REQUEST_ID);
 }
@@ -144,7 +166,7 @@ function checkKeys(o: Record<string, unknown>, allowed: readonly string[], what:
 export function validateHello(x: unknown): HelloMessage {
   const o = checkObject(x, 'hello');
   if (o.t !== 'hello') throw bad(`the first message must be a hello, got t=${show(o.t)}`);
-  checkKeys(o, ['t', 'v', 'role', 'cluster', 'nodeId'], 'hello');
+  checkKeys(o, ['t', 'v', 'role', 'cluster', 'nodeId', 'nonce', 'rf'], 'hello');
   const v = checkInt(o.v, 'hello.v', 0, 0xffff);
   if (typeof o.role !== 'string' || !ROLES.has(o.role)) {
     throw bad(`hello.role must be one of ${[...ROLES].join(', ')}, got ${show(o.role)}`);
@@ -153,8 +175,29 @@ export function validateHello(x: unknown): HelloMessage {
   if (o.role === Role.PEER) {
     hello.cluster = checkName(o.cluster, 'hello.cluster', MAX_NAME_BYTES);
     hello.nodeId = checkName(o.nodeId, 'hello.nodeId', MAX_NAME_BYTES);
+    hello.nonce = checkHex(o.nonce, 'hello.nonce');
+    hello.rf = checkInt(o.rf, 'hello.rf', 1, MAX_REPLICATION_FACTOR);
   }
   return hello;
+}
+
+/** A welcome as a peer receives it (the client's check is in its connection). */
+export function validatePeerWelcome(x: unknown): Required<Pick<WelcomeMessage, 'nodeId' | 'cluster' | 'nonce' | 'proof'>> {
+  const o = checkObject(x, 'welcome');
+  if (o.t !== 'welcome') throw bad(`expected a welcome, got t=${show(o.t)}`);
+  return {
+    nodeId: checkName(o.nodeId, 'welcome.nodeId', MAX_NAME_BYTES),
+    cluster: checkName(o.cluster, 'welcome.cluster', MAX_NAME_BYTES),
+    nonce: checkHex(o.nonce, 'welcome.nonce'),
+    proof: checkHex(o.proof, 'welcome.proof'),
+  };
+}
+
+export function validateAuth(x: unknown): AuthMessage {
+  const o = checkObject(x, 'auth');
+  if (o.t !== 'auth') throw bad(`the peer must answer the welcome with auth, got t=${show(o.t)}`);
+  checkKeys(o, ['t', 'proof'], 'auth');
+  return { t: 'auth', proof: checkHex(o.proof, 'auth.proof') };
 }
 
 /** Validates a decoded client request. `nowMs` bounds event times in the future. */
@@ -163,13 +206,16 @@ export function validateRequest(x: unknown, nowMs?: number): ClientRequest {
   const t = o.t;
   switch (t) {
     case 'count': {
-      checkKeys(o, ['t', 'id', 'events', 'cl'], 'count');
+      checkKeys(o, ['t', 'id', 'events', 'cl', 'batch'], 'count');
       const id = checkRequestId(o.id);
       const raw = checkArray(o.events, 'events', MAX_EVENTS_PER_BATCH);
       if (raw.length === 0) throw bad('events must not be empty');
       const events = raw.map((e, i) => checkEvent(e, `events[${i}]`, nowMs));
+      const req: CountRequest = { t, id, events };
       const cl = checkOptionalConsistency(o.cl, 'cl');
-      return cl === undefined ? { t, id, events } : { t, id, events, cl };
+      if (cl !== undefined) req.cl = cl;
+      if (o.batch !== undefined) req.batch = checkBatchId(o.batch, 'batch');
+      return req;
     }
     case 'get': {
       checkKeys(o, ['t', 'id', 'queries', 'cl'], 'get');
@@ -181,7 +227,8 @@ export function validateRequest(x: unknown, nowMs?: number): ClientRequest {
       return cl === undefined ? { t, id, queries } : { t, id, queries, cl };
     }
     case 'ping':
-    case 'status': {
+    case 'status':
+    case 'topology': {
       checkKeys(o, ['t', 'id'], t);
       return { t, id: checkRequestId(o.id) };
     }

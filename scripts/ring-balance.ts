@@ -12,7 +12,7 @@
  */
 
 import xxhash from 'xxhash-wasm';
-import { HashRing, tokensFor, type RingMember } from '../cluster/hash-ring.js';
+import { HashRing, tokensFor, type RingMember } from '../protocol/hash-ring.js';
 import { Prng } from '../cluster/prng.js';
 
 const VNODE_COUNTS = [16, 64, 128, 256] as const;

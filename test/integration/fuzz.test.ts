@@ -110,7 +110,7 @@ describe(`fuzzing a running node (FUZZ_SEED=${SEED})`, () => {
   let node: NodeProcess;
   beforeAll(async () => {
     dir = await tempDir();
-    node = await startNode(['--port', '0', '--data', dir, '--id', 'fuzz']);
+    node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'fuzz']);
   });
   afterAll(async () => {
     if (node) await stopNode(node, 'SIGKILL');
@@ -179,7 +179,7 @@ describe(`fuzzing a running node (FUZZ_SEED=${SEED})`, () => {
     expect(await raw.next()).toBe('closed');
 
     const peer = await openRaw(node.address);
-    peer.ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: 'peer', cluster: 'other', nodeId: 'x' }));
+    peer.ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: 'peer', cluster: 'other', nodeId: 'x', nonce: '0'.repeat(32), rf: 1 }));
     expect(await peer.next()).toMatchObject({ t: 'error', code: 'UNAUTHORIZED', message: expect.stringMatching(/cluster "tally", the peer to "other"/) });
     expect(await peer.next()).toBe('closed');
   });

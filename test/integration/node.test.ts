@@ -15,7 +15,7 @@ describe('a single node', () => {
 
   beforeAll(async () => {
     dir = await tempDir();
-    node = await startNode(['--port', '0', '--data', dir, '--id', 'n1']);
+    node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'n1']);
   });
   afterAll(async () => {
     if (node) await stopNode(node, 'SIGKILL');
@@ -30,7 +30,7 @@ describe('a single node', () => {
     expect(get.stdout).toBe('5\n');
 
     await stopNode(node, 'SIGKILL');
-    node = await startNode(['--port', String(node.port), '--data', dir, '--id', 'n1']);
+    node = await startNode(['--rf', '1', '--port', String(node.port), '--data', dir, '--id', 'n1']);
     const after = await runCli(['get', 'v1', '--node', node.address]);
     expect(after.stdout).toBe('5\n');
     const json = JSON.parse((await runCli(['get', 'v1', '--json', '--node', node.address])).stdout);
@@ -96,10 +96,10 @@ describe('a single node', () => {
   it('stops cleanly on SIGTERM and refuses its directory under another id', async () => {
     await runCli(['count', 'clean-stop', '--n', '3', '--node', node.address]);
     expect(await stopNode(node, 'SIGTERM')).toBe(0);
-    await expect(startNode(['--port', '0', '--data', dir, '--id', 'n2'])).rejects.toThrow(
+    await expect(startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'n2'])).rejects.toThrow(
       /belongs to node "n1", refusing to start it as "n2"/,
     );
-    node = await startNode(['--port', '0', '--data', dir]);
+    node = await startNode(['--rf', '1', '--port', '0', '--data', dir]);
     expect((await runCli(['get', 'clean-stop', '--node', node.address])).stdout).toBe('3\n');
   });
 
@@ -113,14 +113,14 @@ describe('a single node', () => {
 describe('a node with --fsync', () => {
   it('acknowledges writes that survive SIGKILL', async () => {
     const dir = await tempDir();
-    let node = await startNode(['--port', '0', '--data', dir, '--id', 'f1', '--fsync']);
+    let node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'f1', '--fsync']);
     try {
       expect(node.output()).toMatch(/, fsync\)/);
       const client = await TallyClient.connect({ nodes: [node.address] });
       await Promise.all(Array.from({ length: 500 }, (_, i) => client.processEvent('synced', 'watch_ms', i)));
       await client.close();
       await stopNode(node, 'SIGKILL');
-      node = await startNode(['--port', '0', '--data', dir, '--id', 'f1', '--fsync']);
+      node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'f1', '--fsync']);
       const r = JSON.parse((await runCli(['get', 'synced', '--type', 'watch_ms', '--json', '--node', node.address])).stdout);
       expect(r).toEqual({ count: 500, sum: (499 * 500) / 2, min: 0, max: 499, avg: 249.5 });
     } finally {
@@ -133,17 +133,17 @@ describe('a node with --fsync', () => {
 describe('a node whose database is wiped', () => {
   it('comes back as a new actor under the same id', async () => {
     const dir = await tempDir();
-    let node = await startNode(['--port', '0', '--data', dir, '--id', 'w1']);
+    let node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'w1']);
     try {
       const actor = /actor (\S+?)[,)]/.exec(node.output())?.[1];
       expect(actor).toMatch(/^w1#[0-9a-f]{8}$/);
       await stopNode(node, 'SIGTERM');
       await removeDir(`${dir}/db`);
-      node = await startNode(['--port', '0', '--data', dir, '--id', 'w1']);
+      node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'w1']);
       const again = /actor (\S+?)[,)]/.exec(node.output())?.[1];
       expect(again).toMatch(/^w1#[0-9a-f]{8}$/);
       expect(again).not.toBe(actor);
-      await expect(startNode(['--port', '0', '--data', dir, '--id', 'w1'])).rejects.toThrow(/in use by another process/);
+      await expect(startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'w1'])).rejects.toThrow(/in use by another process/);
     } finally {
       await stopNode(node, 'SIGKILL');
       await removeDir(dir);

@@ -12,7 +12,7 @@
  */
 
 import xxhash from 'xxhash-wasm';
-import type { Hash64 } from '../../cluster/hash-ring.js';
+import type { Hash64 } from '../../protocol/hash-ring.js';
 import { defaultConfig, validateConfig, type MembershipConfig } from '../../cluster/membership-config.js';
 import { Membership, type MembershipEffect, type StatusReason } from '../../cluster/membership.js';
 import { Prng } from '../../cluster/prng.js';

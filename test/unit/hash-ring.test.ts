@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
-import { DEFAULT_VNODES, HashRing, tokensFor, type RingMember } from '../../cluster/hash-ring.js';
+import { DEFAULT_VNODES, HashRing, tokensFor, type RingMember } from '../../protocol/hash-ring.js';
 
 const { h64 } = await (await import('xxhash-wasm')).default();
 

@@ -27,20 +27,20 @@ function state(id: string, generation: number, version: number, lifecycle: Endpo
 }
 
 const syn = (sender: EndpointState, seq = 1): GossipMessage => ({
-  type: GossipMessageType.SYN,
+  t: GossipMessageType.SYN,
   seq,
   sender,
   digests: [{ id: sender.id, generation: sender.generation, version: sender.version }],
 });
-const ack = (seq: number, ...states: EndpointState[]): GossipMessage => ({ type: GossipMessageType.ACK, seq, states, requests: [] });
-const ack2 = (...states: EndpointState[]): GossipMessage => ({ type: GossipMessageType.ACK2, states });
+const ack = (seq: number, ...states: EndpointState[]): GossipMessage => ({ t: GossipMessageType.ACK, seq, states, requests: [] });
+const ack2 = (...states: EndpointState[]): GossipMessage => ({ t: GossipMessageType.ACK2, states });
 
 function fmtState(s: EndpointState): string {
   return `${s.id}@${s.generation}#${s.version}${s.lifecycle === Lifecycle.NORMAL ? '' : ` ${s.lifecycle}`}`;
 }
 
 function fmtMsg(m: GossipMessage): string {
-  switch (m.type) {
+  switch (m.t) {
     case GossipMessageType.SYN:
       return `syn seq=${m.seq} sender=${fmtState(m.sender)} digests=[${m.digests.map((d) => `${d.id}@${d.generation}#${d.version}`).join(' ')}]`;
     case GossipMessageType.ACK:

@@ -1,22 +1,26 @@
 /**
- * Peer links on real loopback sockets: delivery with the sender's id, refusal of another cluster,
- * backoff after a failed connect, and the bound on what waits for a connection.
+ * Peer links on real loopback sockets: delivery with the sender's id, refusal of another cluster
+ * and of a peer that cannot prove the cluster secret, backoff after a failed connect, and the bound
+ * on what waits for a connection.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MAX_PEER_LINKS, MAX_PEER_QUEUE_FRAMES, PeerTransport, defaultPeerTransportOptions } from '../../node/peer-transport.js';
 import { TallyServer } from '../../node/server.js';
+import type { PeerMessage } from '../../protocol/peer.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function peer(id: string, cluster = 'tally') {
-  const transport = new PeerTransport({ ...defaultPeerTransportOptions(id, cluster), backoffBaseMs: 200, backoffMaxMs: 400 });
+const msg = (i: number): PeerMessage => ({ t: 'repl-ack', id: i });
+
+async function peer(id: string, cluster = 'tally', secret: string | undefined = undefined) {
+  const transport = new PeerTransport({ ...defaultPeerTransportOptions(id, cluster, secret, 3), backoffBaseMs: 200, backoffMaxMs: 400 });
   const server = new TallyServer(
-    { host: '127.0.0.1', port: 0, nodeId: id, zone: 'z1', cluster, maxInFlightPerConnection: 8, maxSocketBufferedBytes: 1 << 20, maxConnections: 16 },
+    { host: '127.0.0.1', port: 0, nodeId: id, zone: 'z1', cluster, clusterSecret: secret, rf: 3, maxInFlightPerConnection: 8, maxSocketBufferedBytes: 1 << 20, maxConnections: 16 },
     { handle: () => Promise.reject(new Error('no clients here')) },
     undefined,
   );
@@ -55,18 +59,51 @@ describe('PeerTransport', () => {
   it('delivers frames in order, tagged with the id the sender gave in its hello', async () => {
     const a = await peer('a');
     const b = await peer('b');
-    for (let i = 0; i < 5; i++) a.transport.send(b.address, { type: 'test', i });
+    for (let i = 0; i < 5; i++) a.transport.send(b.address, msg(i));
     await until(() => b.inbox.length === 5);
-    expect(b.inbox).toEqual([0, 1, 2, 3, 4].map((i) => ['a', { type: 'test', i }]));
+    expect(b.inbox).toEqual([0, 1, 2, 3, 4].map((i) => ['a', msg(i)]));
     expect(a.transport.stats.connects).toBe(1);
   });
 
   it('is refused by a node of another cluster', async () => {
     const a = await peer('a', 'blue');
     const b = await peer('b', 'green');
-    a.transport.send(b.address, { type: 'test' });
+    const dropped: PeerMessage[] = [];
+    a.transport.onDropped = (_address, messages) => dropped.push(...messages);
+    a.transport.send(b.address, msg(1));
     await until(() => a.transport.stats.connectFailures === 1);
     expect(b.inbox).toEqual([]);
+    expect(dropped).toEqual([msg(1)]); // reported back, so a coordinator can hint what it carried
+  });
+
+  it('links peers that share the cluster secret, both ways', async () => {
+    const secret = 'a-secret-of-32-characters-000000';
+    const a = await peer('a', 'tally', secret);
+    const b = await peer('b', 'tally', secret);
+    a.transport.send(b.address, msg(1));
+    b.transport.send(a.address, msg(2));
+    await until(() => b.inbox.length === 1 && a.inbox.length === 1);
+    expect(b.inbox).toEqual([['a', msg(1)]]);
+  });
+
+  it('refuses a peer with a wrong secret or none, in either direction, and delivers nothing', async () => {
+    const good = await peer('good', 'tally', 'the-right-secret-0123456789');
+    const wrong = await peer('wrong', 'tally', 'the-wrong-secret-0123456789');
+    const none = await peer('none', 'tally', undefined);
+    const refusals: string[] = [];
+    for (const p of [wrong, none]) {
+      p.transport.onRefused = (_address, reason) => refusals.push(reason);
+      p.transport.send(good.address, msg(1));
+    }
+    good.transport.onRefused = (_address, reason) => refusals.push(reason);
+    good.transport.send(wrong.address, msg(2));
+    good.transport.send(none.address, msg(3));
+    await until(() => refusals.length === 4);
+    expect(refusals.every((r) => r.startsWith('UNAUTHORIZED'))).toBe(true);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(good.inbox).toEqual([]);
+    expect(wrong.inbox).toEqual([]);
+    expect(none.inbox).toEqual([]);
   });
 
   it('backs off after a failed connect, then tries again', async () => {
@@ -74,11 +111,11 @@ describe('PeerTransport', () => {
     const lost: string[] = [];
     a.transport.onConnectionLost = (id) => lost.push(id);
     const nobody = '127.0.0.1:1'; // nothing listens on tcpmux: refused at once
-    expect(a.transport.send(nobody, { type: 'x' })).toBe(true); // queued while connecting
+    expect(a.transport.send(nobody, msg(0))).toBe(true); // queued while connecting
     await until(() => a.transport.stats.connectFailures === 1);
-    expect(a.transport.send(nobody, { type: 'x' })).toBe(false); // inside the backoff window: dropped
+    expect(a.transport.send(nobody, msg(0))).toBe(false); // inside the backoff window: dropped
     await new Promise((r) => setTimeout(r, 650)); // past the longest first backoff (200 ms x 1.5)
-    expect(a.transport.send(nobody, { type: 'x' })).toBe(true);
+    expect(a.transport.send(nobody, msg(0))).toBe(true);
     await until(() => a.transport.stats.connectFailures === 2);
     expect(lost).toEqual([]); // never connected: no evidence against anyone
   });
@@ -86,7 +123,7 @@ describe('PeerTransport', () => {
   it('keeps at most MAX_PEER_QUEUE_FRAMES for a peer that has not answered yet', async () => {
     const a = await peer('a');
     const silent = await silentPort();
-    for (let i = 0; i < MAX_PEER_QUEUE_FRAMES + 36; i++) a.transport.send(silent, { type: 'x', i });
+    for (let i = 0; i < MAX_PEER_QUEUE_FRAMES + 36; i++) a.transport.send(silent, msg(i));
     expect(a.transport.stats.dropped).toBe(36);
   });
 
@@ -94,9 +131,9 @@ describe('PeerTransport', () => {
     const a = await peer('a');
     const b = await peer('b');
     // As many dead addresses as there is room for links (distinct loopback hosts, nothing listening).
-    for (let i = 0; i < MAX_PEER_LINKS; i++) a.transport.send(`127.1.${i >> 8}.${(i & 255) + 1}:1`, { type: 'x' });
+    for (let i = 0; i < MAX_PEER_LINKS; i++) a.transport.send(`127.1.${i >> 8}.${(i & 255) + 1}:1`, msg(i));
     await until(() => a.transport.stats.connectFailures === MAX_PEER_LINKS, 10_000);
-    a.transport.send(b.address, { type: 'still here' });
+    a.transport.send(b.address, msg(7));
     await until(() => b.inbox.length === 1);
     expect(a.transport.stats.evicted).toBe(1);
   });

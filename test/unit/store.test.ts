@@ -1,61 +1,197 @@
+/**
+ * One suite every key-value backend of the `Store` must pass (as Level/abstract-level's `suite`),
+ * so the in-memory store the core's tests and the simulator use cannot drift from LevelDB.
+ */
+import fc from 'fast-check';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import xxhash from 'xxhash-wasm';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Slot } from '../../cluster/bucket-state.js';
+import type { PersistBatch } from '../../cluster/node-core.js';
+import type { BucketRef, SlotEntry } from '../../cluster/slot-table.js';
+import { DAY_MS, HOUR_MS, MINUTE_MS, bucketStart, type Resolution } from '../../cluster/time-buckets.js';
+import { LevelKv, MemoryKv, type Kv } from '../../node/kv.js';
+import { Store } from '../../node/store.js';
 import { TallyError } from '../../protocol/errors.js';
-import { LevelStore } from '../../node/level-store.js';
-import { MemoryStore } from '../../node/memory-store.js';
-import { storeConformance } from './store-conformance.js';
+import type { SpanTuple } from '../../protocol/peer.js';
 
-storeConformance('MemoryStore', async () => {
-  const store = new MemoryStore();
-  return {
-    store,
-    reopen: async () => {
-      await store.close();
-      await store.open();
-      return store;
-    },
-    destroy: () => store.close(),
-  };
+const { h64 } = await xxhash();
+const T0 = Date.UTC(2024, 0, 1);
+
+const ref = (res: Resolution, start: number, videoId = 'v1', eventType = 'view'): BucketRef => ({ videoId, eventType, res, start });
+const slot = (count: number, sum = count, min = 1, max = 1): Slot => ({ count, sum, min, max });
+const batch = (slots: SlotEntry[], extra: Partial<PersistBatch> = {}): PersistBatch => ({
+  id: 1, slots, hintsPut: [], hintsDelete: [], batchesPut: [], batchesDelete: [], sync: false, ...extra,
 });
 
-storeConformance('LevelStore', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'tally-store-'));
-  let store = new LevelStore(dir);
-  return {
-    store,
-    reopen: async () => {
-      await store.close();
-      store = new LevelStore(dir);
+interface Harness {
+  kv: () => Kv;
+  destroy: () => Promise<void>;
+}
+
+function suite(name: string, make: () => Promise<Harness>): void {
+  describe(`Store on ${name}`, () => {
+    let h: Harness;
+    let store: Store;
+    beforeEach(async () => {
+      h = await make();
+      store = new Store(h.kv(), h64);
       await store.open();
-      return store;
-    },
-    destroy: async () => {
+    });
+    afterEach(async () => {
       await store.close();
+      await h.destroy();
+    });
+
+    it('getSlots returns what commit wrote, in order, undefined when missing', async () => {
+      const a = { ref: ref('m', T0), actor: 'n1#aa', slot: slot(3, 7, 1, 4) };
+      const b = { ref: ref('d', T0), actor: 'n2#bb', slot: slot(5) };
+      await store.commit(batch([a, b]));
+      const got = await store.getSlots([b, { ref: ref('h', T0), actor: 'n1#aa' }, a]);
+      expect(got).toEqual([b.slot, undefined, a.slot]);
+    });
+
+    it('keeps series, actors and ids that extend each other apart', async () => {
+      const ids = ['v', 'v1', 'v1x', 'vidé', '视频', 'v\u{1F600}'];
+      const entries = ids.flatMap((videoId, i) => [
+        { ref: ref('d', T0, videoId), actor: 'n1#aa', slot: slot(i + 1) },
+        { ref: ref('d', T0, videoId, 'like'), actor: 'n1#aa', slot: slot(100 + i) },
+        { ref: ref('d', T0, videoId), actor: 'n1#aa0', slot: slot(200 + i) },
+      ]);
+      await store.commit(batch(entries));
+      expect(await store.getSlots(entries)).toEqual(entries.map((e) => e.slot));
+      for (const [i, videoId] of ids.entries()) {
+        const found = await store.scan([[videoId, 'view', 'd', T0, T0 + DAY_MS]]);
+        expect(found).toEqual([
+          [0, T0, 'n1#aa', i + 1, i + 1, 1, 1],
+          [0, T0, 'n1#aa0', 200 + i, 200 + i, 1, 1],
+        ]);
+      }
+    });
+
+    it('scan returns exactly the slots in each span, across day partitions, tagged by span', async () => {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(fc.tuple(fc.constantFrom<Resolution>('m', 'h', 'd'), fc.integer({ min: 0, max: 4 * DAY_MS - 1 }), fc.constantFrom('n1#aa', 'n2#bb')), { minLength: 1, maxLength: 40 }),
+          fc.constantFrom<Resolution>('m', 'h', 'd'),
+          fc.integer({ min: 0, max: 4 * DAY_MS }),
+          fc.integer({ min: 0, max: 4 * DAY_MS }),
+          async (raw, res, a, b) => {
+            const width = { m: MINUTE_MS, h: HOUR_MS, d: DAY_MS }[res];
+            const start = T0 + bucketStart(Math.min(a, b), res);
+            const end = T0 + bucketStart(Math.max(a, b), res);
+            const video = `p${Math.floor(Math.random() * 1e9)}`;
+            const entries = raw.map(([r, t, actor], i) => ({ ref: ref(r, T0 + bucketStart(t, r), video), actor, slot: slot(i + 1) }));
+            await store.commit(batch(entries));
+            const span: SpanTuple = [video, 'view', res, start, end];
+            const found = await store.scan([[video, 'like', res, start, end], span]);
+            // What the store holds now: the last write of each key wins.
+            const held = new Map<string, [number, string, number]>();
+            for (const e of entries) if (e.ref.res === res) held.set(`${e.ref.start}|${e.actor}`, [e.ref.start, e.actor, e.slot.count]);
+            const want = [...held.values()].filter(([s]) => s >= start && s < end).sort((x, y) => x[0] - y[0] || (x[1] < y[1] ? -1 : 1));
+            expect(found.map(([si, s, actor, count]) => [si, s, actor, count])).toEqual(want.map(([s, actor, count]) => [1, s, actor, count]));
+            void width;
+          },
+        ),
+        { numRuns: 30 },
+      );
+    });
+
+    it('a commit with a bad entry writes nothing', async () => {
+      const good = { ref: ref('d', T0), actor: 'n1#aa', slot: slot(1) };
+      const badActor = { ref: ref('d', T0), actor: 'n1\u0000x', slot: slot(2) };
+      await expect(store.commit(batch([good, badActor]))).rejects.toThrow();
+      expect(await store.getSlots([good])).toEqual([undefined]);
+    });
+
+    it('hints and batch ids: put, load (oldest first), delete, in the same atomic batch as slots', async () => {
+      const r1 = ref('h', T0 + HOUR_MS, 'v\u00e9');
+      const r2 = ref('m', T0);
+      await store.commit(batch([{ ref: r2, actor: 'n1#aa', slot: slot(1) }], {
+        hintsPut: [{ node: 'n2', ref: r1, atMs: 20 }, { node: 'n3', ref: r2, atMs: 10 }],
+        batchesPut: [{ batch: 'c1:1', atMs: 5 }, { batch: 'c1:2', atMs: 6 }],
+      }));
+      expect(await store.loadHints(100)).toEqual([{ node: 'n3', ref: r2, atMs: 10 }, { node: 'n2', ref: r1, atMs: 20 }]);
+      expect(await store.loadBatches(100)).toEqual([{ batch: 'c1:1', atMs: 5 }, { batch: 'c1:2', atMs: 6 }]);
+      await store.commit(batch([], { hintsDelete: [{ node: 'n2', ref: r1 }], batchesDelete: ['c1:1'] }));
+      expect(await store.loadHints(100)).toEqual([{ node: 'n3', ref: r2, atMs: 10 }]);
+      expect(await store.loadBatches(100)).toEqual([{ batch: 'c1:2', atMs: 6 }]);
+      // Hints and batch ids never show up in a scan of buckets.
+      expect(await store.scan([['v1', 'view', 'm', T0, T0 + MINUTE_MS]])).toEqual([[0, T0, 'n1#aa', 1, 1, 1, 1]]);
+    });
+
+    it('expireBefore removes only minute (or hour) slots of days that ended by the cutoff', async () => {
+      const entries = [0, 1, 2].flatMap((d) => (['m', 'h', 'd'] as const).map((res) => ({ ref: ref(res, T0 + d * DAY_MS), actor: 'n1#aa', slot: slot(d + 1) })));
+      await store.commit(batch(entries));
+      await store.expireBefore('m', T0 + 2 * DAY_MS + 5 * HOUR_MS);
+      const left = await store.getSlots(entries);
+      expect(left.map((s, i) => [entries[i]!.ref.res, entries[i]!.ref.start, s !== undefined])).toEqual(
+        entries.map((e) => [e.ref.res, e.ref.start, !(e.ref.res === 'm' && e.ref.start < T0 + 2 * DAY_MS)]),
+      );
+    });
+
+    it('keeps data across close and reopen; refuses work when closed', async () => {
+      const e = { ref: ref('d', T0), actor: 'n1#aa', slot: slot(9) };
+      await store.commit(batch([e]));
+      await store.putMeta('generation', new Uint8Array([7]));
+      await store.close();
+      const err = await store.getSlots([e]).then(() => undefined, (x: unknown) => x);
+      expect((err as TallyError).code).toBe('NOT_READY');
+      store = new Store(h.kv(), h64);
+      await store.open();
+      expect(await store.getSlots([e])).toEqual([e.slot]);
+      expect(await store.getMeta('generation')).toEqual(new Uint8Array([7]));
+    });
+
+    it('decodes nothing it did not write: a damaged slot is INTERNAL, never a wrong number', async () => {
+      const kv = h.kv();
+      const e = { ref: ref('d', T0), actor: 'n1#aa', slot: slot(9) };
+      await store.commit(batch([e]));
+      await kv.open();
+      await kv.write([{ type: 'put', key: store.keys.slotKey(e), value: new Uint8Array([0x93, 1, 2, 3]) }], false);
+      const err = await store.getSlots([e]).then(() => undefined, (x: unknown) => x);
+      expect(err).toBeInstanceOf(TallyError);
+      expect((err as TallyError).code).toBe('INTERNAL');
+    });
+  });
+}
+
+const memory = new Map<string, MemoryKv>();
+suite('MemoryKv', async () => {
+  const key = String(Math.random());
+  memory.set(key, new MemoryKv());
+  return { kv: () => memory.get(key) as MemoryKv, destroy: async () => void memory.delete(key) };
+});
+
+suite('LevelKv', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tally-store-'));
+  let current: LevelKv | undefined;
+  return {
+    kv: () => (current = current ?? new LevelKv(dir)),
+    destroy: async () => {
+      await current?.close();
       await rm(dir, { recursive: true, force: true });
     },
   };
 });
 
-describe('LevelStore', () => {
+describe('LevelKv', () => {
   it('reports a second opener of the same directory as INTERNAL, and reopens the same instance', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tally-store-'));
-    const a = new LevelStore(dir);
-    const b = new LevelStore(dir);
+    const a = new LevelKv(dir);
+    const b = new LevelKv(dir);
     try {
       await a.open();
-      await a.putMeta('k', new Uint8Array([1]));
-      const err = await b.open().then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+      await a.write([{ type: 'put', key: 'k', value: new Uint8Array([1]) }], false);
+      const err = await b.open().then(() => undefined, (e: unknown) => e);
       expect(err).toBeInstanceOf(TallyError);
       expect((err as TallyError).code).toBe('INTERNAL');
-      expect((err as TallyError).cause).toBeDefined();
+      expect((err as TallyError).message).toMatch(/in use by another process/);
       await a.close();
       await a.open();
-      expect(await a.getMeta('k')).toEqual(new Uint8Array([1]));
+      expect(await a.getMany(['k'])).toEqual([new Uint8Array([1])]);
     } finally {
       await a.close();
       await b.close();

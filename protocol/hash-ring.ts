@@ -17,7 +17,7 @@
  * random (an allocator like Cassandra's would balance better with fewer vnodes).
  */
 
-import { assert } from '../protocol/errors.js';
+import { assert } from './errors.js';
 
 /** A 64-bit hash of a string, as an unsigned bigint in [0, 2^64). */
 export type Hash64 = (s: string) => bigint;

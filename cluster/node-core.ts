@@ -1,0 +1,1329 @@
+/**
+ * The whole of one node's logic, without I/O: membership, the ring, the write and read
+ * coordinators, the replica side of both, group commit, hints, read repair and batch dedupe.
+ *
+ * Its one entry is `step(input, nowMs)`, in the shape of etcd-io/raft's `Step`/`Ready`: an input
+ * (a client request, a peer message, a store result, a tick) goes in; out comes a `Ready` of what
+ * to persist, what to load or scan from the store, what to send, what to answer, and when to step
+ * again. The core sends only what is already durable: slots are shipped to replicas, and replicas
+ * acknowledge, only when the `persisted` input says the commit holding them is in the store. So a
+ * driver may carry out a Ready's parts in any order. One driver (node/driver.ts) runs it on real
+ * sockets, LevelDB and one timer; the simulator (test/sim/) runs the same core on a simulated
+ * network, store and clock.
+ *
+ * Writes: the coordinator (a replica of the key) adds the events to its own slot of each bucket,
+ * commits, then sends the slots' new absolute values to the other replicas, batched per peer per
+ * commit; the write is acknowledged once W replicas hold it durably. A replica that is down, or
+ * does not acknowledge in time, gets a hint: "this bucket is dirty for node X", kept durably,
+ * coalesced per bucket, replayed as the bucket's current state once X is up. Because slots are
+ * absolute and merged by a join, every send, hint and repair may repeat.
+ * Reads: the coordinator asks R replicas for every slot of the query's buckets, joins them per
+ * slot, sums, and sends each replica that was behind what it missed (read repair; for `quorum` and
+ * `all` the answer waits for those repairs, so no later read at that level sees less). A replica
+ * slower than `speculativeRetryMs` is joined by another.
+ * Not here: sockets, LevelDB, timers, the clock, the generation (the driver passes it), key layout.
+ */
+import { assert, ErrorCode, TallyError } from '../protocol/errors.js';
+import { Lifecycle } from '../protocol/gossip.js';
+import type { Hash64 } from '../protocol/hash-ring.js';
+import { Consistency, type EventTuple, type QueryTuple, type StatsTuple } from '../protocol/messages.js';
+import {
+  MAX_BUCKETS_PER_READ,
+  MAX_SLOTS_PER_MESSAGE,
+  MAX_SPANS_PER_READ,
+  PeerMessageType,
+  type DataMessage,
+  type PeerMessage,
+  type SlotRecord,
+  type SpanSlot,
+  type SpanTuple,
+} from '../protocol/peer.js';
+import { accumulateDelta, addStats, EMPTY_STATS, eventsDelta, joinSlot, slotDominates, type Slot, type Stats } from './bucket-state.js';
+import type { MembershipConfig } from './membership-config.js';
+import { Membership, type MemberView, type MembershipEffect } from './membership.js';
+import type { Rng } from './prng.js';
+import { replicasNeeded, type ReplicationConfig } from './replication-config.js';
+import { bucketId, SlotTable, slotId, type BucketRef, type SlotEntry, type SlotKey } from './slot-table.js';
+import { bucketsOf, decomposeRange, RESOLUTION_MS, RESOLUTIONS_OF_EVENT, type Resolution } from './time-buckets.js';
+
+/** Who gets the answer of a write or read: a client request (by the driver's handle) or a peer's forward. */
+export type ReplyTo = { client: number } | { peer: string; id: number };
+
+export type CoreInput =
+  | { kind: 'tick' }
+  | { kind: 'write'; req: number; events: EventTuple[]; cl: Consistency; batch?: string }
+  | { kind: 'read'; req: number; queries: QueryTuple[]; cl: Consistency }
+  /** A validated message from peer `from` (the id its authenticated hello named). */
+  | { kind: 'peer'; from: string; msg: PeerMessage }
+  /** Our connection to `peer` dropped, or could not be opened. */
+  | { kind: 'connectionLost'; peer: string }
+  /** A message the transport dropped instead of sending. */
+  | { kind: 'sendFailed'; to: string; msg: PeerMessage }
+  /** The result of a `loads` entry: each key's stored slot, in order (undefined: none stored). */
+  | { kind: 'loaded'; load: number; slots: (Slot | undefined)[] }
+  | { kind: 'loadFailed'; load: number; message: string }
+  /** The result of a `scans` entry: every stored slot in its spans. */
+  | { kind: 'scanned'; scan: number; slots: SpanSlot[] }
+  | { kind: 'scanFailed'; scan: number; message: string }
+  | { kind: 'persisted'; persist: number }
+  | { kind: 'persistFailed'; persist: number; message: string };
+
+export interface HintRecord {
+  node: string;
+  ref: BucketRef;
+  atMs: number;
+}
+
+/** One atomic store batch: slots, hints and batch ids together, so none is durable without the others. */
+export interface PersistBatch {
+  id: number;
+  slots: SlotEntry[];
+  hintsPut: HintRecord[];
+  hintsDelete: { node: string; ref: BucketRef }[];
+  batchesPut: { batch: string; atMs: number }[];
+  batchesDelete: string[];
+  sync: boolean;
+}
+
+export type CoreReply = { ok: true; n?: number; stats?: StatsTuple[] } | { ok: false; code: ErrorCode; message: string };
+
+export interface Ready {
+  /** At most one commit is under way; the next comes after its `persisted`. */
+  persist: PersistBatch | undefined;
+  loads: { id: number; keys: SlotKey[] }[];
+  scans: { id: number; spans: SpanTuple[] }[];
+  send: { to: string; address: string; msg: PeerMessage }[];
+  replies: { req: number; reply: CoreReply }[];
+  /** Addresses of members that came up: keep a link open to each. */
+  connect: string[];
+  log: string[];
+  /** Step again (with a tick) at this time at the latest. */
+  deadlineMs: number;
+}
+
+export interface NodeCoreInit {
+  self: { id: string; address: string; zone: string };
+  actor: string;
+  membership: MembershipConfig;
+  replication: ReplicationConfig;
+  rng: Rng;
+  hash64: Hash64;
+  nowMs: number;
+  generation: number;
+  bootstrapped: boolean;
+  /** Hints and applied batch ids found in the store at start. */
+  hints?: readonly HintRecord[];
+  batches?: readonly { batch: string; atMs: number }[];
+}
+
+/** How often timeouts and speculative retries are looked at while requests are in flight. */
+const TIMER_RESOLUTION_MS = 5;
+/** Replica lists remembered per ring (one per video id seen lately). */
+const MAX_CACHED_PLACEMENTS = 100_000;
+/** Bytes of a replication message at most, estimated; frames are 1 MiB. */
+const MAX_REPL_MESSAGE_BYTES = 512 * 1024;
+/** msgpack overhead of a slot record besides its strings. */
+const SLOT_RECORD_OVERHEAD_BYTES = 48;
+
+/** Codes of failures after which nothing of the request was applied. */
+const NOTHING_APPLIED: ReadonlySet<ErrorCode> = new Set([ErrorCode.UNAVAILABLE, ErrorCode.OVERLOADED, ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE, ErrorCode.NOT_READY]);
+
+type Outcome = { ok: true; n: number } | { ok: false; code: ErrorCode; message: string };
+
+/** A client write as received: its local part and the parts forwarded to other replicas. */
+interface WriteRequest {
+  replyTo: ReplyTo;
+  events: number;
+  parts: number;
+  outcomes: Outcome[];
+}
+
+/** The part of a write this node coordinates as a replica. */
+interface WriteOp {
+  request: WriteRequest;
+  /** Own slots it changes (or, for a repeated batch, rewrites). */
+  keys: SlotKey[];
+  deltas: { ref: BucketRef; delta: Slot }[];
+  /** A batch applied before: ship the current state again instead of adding. */
+  repeat: boolean;
+  batch: string | undefined;
+  need: number;
+  /** The distinct replica lists of its keys; each must have `need` replicas holding it. */
+  groups: string[][];
+  acked: Set<string>;
+  deadlineMs: number;
+  n: number;
+  done: boolean;
+}
+
+interface ReadQuery {
+  replicas: string[];
+  spans: SpanTuple[];
+  asked: string[];
+  /** Per replica: messages still to come back, and what came. */
+  pending: Map<string, number>;
+  slots: Map<string, SpanSlot[]>;
+  complete: string[];
+}
+
+interface ReadOp {
+  replyTo: ReplyTo;
+  need: number;
+  queries: ReadQuery[];
+  deadlineMs: number;
+  speculateAtMs: number;
+  repairsPending: number;
+  stats: StatsTuple[] | undefined;
+  done: boolean;
+}
+
+/** A replication message awaiting its ack. */
+type ReplOut =
+  | { kind: 'commit'; peer: string; commit: number; refs: BucketRef[]; deadlineMs: number }
+  | { kind: 'hint'; peer: string; hints: { key: string; seq: number }[]; deadlineMs: number }
+  | { kind: 'repair'; peer: string; op: ReadOp; deadlineMs: number };
+
+interface Commit {
+  id: number;
+  slots: SlotEntry[];
+  ops: WriteOp[];
+  /** Incoming replications (and local repairs) to acknowledge once durable. */
+  acks: { peer: string; id: number }[];
+  localRepairs: ReadOp[];
+  batch: PersistBatch;
+}
+
+interface Hint {
+  ref: BucketRef;
+  atMs: number;
+  /** Bumped when the bucket is hinted again, so a replay only clears what it shipped. */
+  seq: number;
+}
+
+export interface CoreStats {
+  rf: number;
+  hints: Record<string, { pending: number; dropped: number; expired: number }>;
+  writes: { inFlight: number; acked: number; failed: number; timedOut: number };
+  reads: { inFlight: number; served: number; speculative: number; repairs: number; timedOut: number };
+  replication: { sent: number; acked: number; hinted: number; received: number };
+  commits: { commits: number; slotsWritten: number; failed: number };
+  dedupe: { entries: number; repeats: number };
+  slots: { cached: number; dirty: number };
+}
+
+function emptyReady(): Ready {
+  return { persist: undefined, loads: [], scans: [], send: [], replies: [], connect: [], log: [], deadlineMs: Number.POSITIVE_INFINITY };
+}
+
+function spanOf(ref: BucketRef): SpanTuple {
+  return [ref.videoId, ref.eventType, ref.res, ref.start, ref.start + RESOLUTION_MS[ref.res]];
+}
+
+function slotRecord(e: SlotEntry): SlotRecord {
+  return [e.ref.videoId, e.ref.eventType, e.ref.res, e.ref.start, e.actor, e.slot.count, e.slot.sum, e.slot.min, e.slot.max];
+}
+
+function fromRecord(r: SlotRecord): SlotEntry {
+  return { ref: { videoId: r[0], eventType: r[1], res: r[2], start: r[3] }, actor: r[4], slot: { count: r[5], sum: r[6], min: r[7], max: r[8] } };
+}
+
+function failure(code: ErrorCode, message: string): Outcome {
+  return { ok: false, code, message };
+}
+
+export class NodeCore {
+  readonly membership: Membership;
+  readonly actor: string;
+  private readonly id: string;
+  private readonly cfg: ReplicationConfig;
+  private readonly tickIntervalMs: number;
+  private readonly table = new SlotTable();
+  private out: Ready = emptyReady();
+  private now: number;
+  private nextMembershipTickMs: number;
+  private nextHintReplayMs: number;
+  private msgSeq: number;
+  private ioSeq = 0;
+  private commitSeq = 0;
+
+  // Group commit.
+  private commitDueMs = Number.POSITIVE_INFINITY;
+  private inFlightCommit: Commit | undefined;
+  private nextOps: WriteOp[] = [];
+  private nextAcks: { peer: string; id: number }[] = [];
+  private nextLocalRepairs: ReadOp[] = [];
+  private pendingHintsPut: HintRecord[] = [];
+  private pendingHintsDelete: { node: string; ref: BucketRef }[] = [];
+  private pendingBatchesPut: { batch: string; atMs: number }[] = [];
+  private pendingBatchesDelete: string[] = [];
+  /** Commits durable here whose replication is still being acknowledged: their ops wait on peers. */
+  private readonly replicating = new Map<number, { ops: WriteOp[]; peers: Map<string, number> }>();
+
+  // Loads and scans under way.
+  private readonly loads = new Map<number, { keys: SlotKey[]; waiters: (() => void)[] }>();
+  private readonly loading = new Map<string, number>();
+  private readonly scans = new Map<number, (slots: SpanSlot[] | undefined, message?: string) => void>();
+
+  // Coordinators.
+  private readonly writes = new Set<WriteOp>();
+  private writeRequests = 0;
+  private readonly forwards = new Map<number, { request: WriteRequest; to: string; deadlineMs: number }>();
+  private readonly reads = new Set<ReadOp>();
+  private inFlightQueries = 0;
+  private readonly readsOut = new Map<number, { op: ReadOp; node: string; parts: [query: number, span: number][] }>();
+  private readonly replOut = new Map<number, ReplOut>();
+  private readonly replInFlight = new Map<string, number>();
+
+  // Hints and dedupe.
+  private readonly hints = new Map<string, Map<string, Hint>>();
+  private readonly hintCounts = new Map<string, { dropped: number; expired: number }>();
+  private readonly replaying = new Set<string>();
+  private hintSeq = 0;
+  private readonly batches = new Map<string, number>();
+
+  // Placement.
+  private placementRing: unknown;
+  private readonly placements = new Map<string, string[]>();
+
+  private readonly counters = {
+    writesAcked: 0, writesFailed: 0, writesTimedOut: 0, readsServed: 0, speculative: 0, repairs: 0, readsTimedOut: 0,
+    replSent: 0, replAcked: 0, hinted: 0, replReceived: 0, commits: 0, slotsWritten: 0, commitsFailed: 0, repeats: 0,
+  };
+
+  constructor(init: NodeCoreInit) {
+    assert(init.actor.startsWith(`${init.self.id}#`), 'the actor is the node id and an epoch');
+    this.id = init.self.id;
+    this.actor = init.actor;
+    this.cfg = init.replication;
+    this.tickIntervalMs = init.membership.tickIntervalMs;
+    this.now = init.nowMs;
+    this.membership = new Membership({
+      self: init.self,
+      config: init.membership,
+      rng: init.rng,
+      hash64: init.hash64,
+      nowMs: init.nowMs,
+      generation: init.generation,
+      bootstrapped: init.bootstrapped,
+    });
+    // Ids of our messages start at a random point, so a reply meant for an earlier life is unlikely to match.
+    this.msgSeq = Math.floor(init.rng.next() * 0x7fff_ffff);
+    this.nextMembershipTickMs = init.nowMs;
+    this.nextHintReplayMs = init.nowMs;
+    for (const h of init.hints ?? []) this.addHint(h.node, h.ref, h.atMs, false);
+    for (const b of init.batches ?? []) this.batches.set(b.batch, b.atMs);
+  }
+
+  /** One input in, what to do about it out. */
+  step(input: CoreInput, nowMs: number): Ready {
+    this.out = emptyReady();
+    this.now = Math.max(this.now, nowMs);
+    switch (input.kind) {
+      case 'tick':
+        break;
+      case 'write':
+        this.onClientWrite({ client: input.req }, input.events, input.cl, input.batch);
+        break;
+      case 'read':
+        this.onClientRead({ client: input.req }, input.queries, input.cl);
+        break;
+      case 'peer':
+        this.onPeer(input.from, input.msg);
+        break;
+      case 'connectionLost':
+        this.applyMembership(this.membership.connectionLost(input.peer, this.now));
+        break;
+      case 'sendFailed':
+        this.onSendFailed(input.to, input.msg);
+        break;
+      case 'loaded':
+        this.onLoaded(input.load, input.slots);
+        break;
+      case 'loadFailed':
+        this.onLoadFailed(input.load, input.message);
+        break;
+      case 'scanned':
+        this.onScanned(input.scan, input.slots, undefined);
+        break;
+      case 'scanFailed':
+        this.onScanned(input.scan, undefined, input.message);
+        break;
+      case 'persisted':
+        this.onPersisted(input.persist);
+        break;
+      case 'persistFailed':
+        this.onPersistFailed(input.persist, input.message);
+        break;
+    }
+    this.onTimers();
+    this.maybeCommit();
+    this.out.deadlineMs = this.nextDeadline();
+    return this.out;
+  }
+
+  /** Stop coordinating: announce `leaving` (graceful stop). */
+  startLeaving(nowMs: number): Ready {
+    this.out = emptyReady();
+    this.now = Math.max(this.now, nowMs);
+    this.applyMembership(this.membership.startLeaving(this.now));
+    this.out.deadlineMs = this.nextDeadline();
+    return this.out;
+  }
+
+  /** Announce `left`; the core takes no more gossip. */
+  leave(nowMs: number): Ready {
+    this.out = emptyReady();
+    this.now = Math.max(this.now, nowMs);
+    this.applyMembership(this.membership.leave(this.now));
+    this.out.deadlineMs = this.nextDeadline();
+    return this.out;
+  }
+
+  /** Whether nothing awaits the store: no dirty slot, no commit under way. */
+  get idle(): boolean {
+    return this.table.dirtyCount === 0 && this.inFlightCommit === undefined && this.nextOps.length === 0 && this.nextAcks.length === 0;
+  }
+
+  /** The replicas of `videoId`, in preference order. */
+  replicasOf(videoId: string): string[] {
+    const ring = this.membership.ring();
+    if (this.placementRing !== ring) {
+      this.placementRing = ring;
+      this.placements.clear();
+    }
+    let pl = this.placements.get(videoId);
+    if (pl === undefined) {
+      pl = ring.preferenceList(videoId, this.cfg.rf);
+      if (this.placements.size >= MAX_CACHED_PLACEMENTS) this.placements.clear();
+      this.placements.set(videoId, pl);
+    }
+    return pl;
+  }
+
+  view(nowMs: number): MemberView[] {
+    return this.membership.view(nowMs);
+  }
+
+  stats(): CoreStats {
+    const hints: CoreStats['hints'] = {};
+    const nodes = new Set([...this.hints.keys(), ...this.hintCounts.keys()]);
+    for (const node of nodes) {
+      const c = this.hintCounts.get(node);
+      hints[node] = { pending: this.hints.get(node)?.size ?? 0, dropped: c?.dropped ?? 0, expired: c?.expired ?? 0 };
+    }
+    const k = this.counters;
+    return {
+      rf: this.cfg.rf,
+      hints,
+      writes: { inFlight: this.writeRequests, acked: k.writesAcked, failed: k.writesFailed, timedOut: k.writesTimedOut },
+      reads: { inFlight: this.inFlightQueries, served: k.readsServed, speculative: k.speculative, repairs: k.repairs, timedOut: k.readsTimedOut },
+      replication: { sent: k.replSent, acked: k.replAcked, hinted: k.hinted, received: k.replReceived },
+      commits: { commits: k.commits, slotsWritten: k.slotsWritten, failed: k.commitsFailed },
+      dedupe: { entries: this.batches.size, repeats: k.repeats },
+      slots: { cached: this.table.size, dirty: this.table.dirtyCount },
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Membership
+
+  private applyMembership(effects: MembershipEffect[]): void {
+    for (const e of effects) {
+      switch (e.kind) {
+        case 'send':
+          this.out.send.push({ to: e.to.id ?? '', address: e.to.address, msg: e.msg });
+          break;
+        case 'statusChanged': {
+          this.out.log.push(`peer ${e.id} is ${e.up ? 'up' : 'down'} (${e.reason})`);
+          const address = this.membership.stateOf(e.id)?.address;
+          if (e.up && address !== undefined) this.out.connect.push(address);
+          break;
+        }
+        case 'ringChanged':
+          this.out.log.push(`ring changed: checksum ${e.checksum}`);
+          break;
+        case 'identityConflict':
+          this.out.log.push(
+            `error: a newer state of this node's own id "${e.claimed.id}" came in (address ${e.claimed.address}, ` +
+              `generation ${e.claimed.generation}, version ${e.claimed.version}): is another process running with --id ${e.claimed.id}? ` +
+              (e.refuted ? 'Refuted with a newer generation.' : 'It has a newer generation, so peers follow it: stop the duplicate, then restart this node.'),
+          );
+          break;
+      }
+    }
+  }
+
+  private isUp(id: string): boolean {
+    return this.membership.isUp(id);
+  }
+
+  private send(to: string, msg: PeerMessage): boolean {
+    const address = this.membership.stateOf(to)?.address;
+    if (address === undefined) return false;
+    this.out.send.push({ to, address, msg });
+    return true;
+  }
+
+  private nextMsgId(): number {
+    this.msgSeq = this.msgSeq >= 0xffff_fffe ? 1 : this.msgSeq + 1;
+    return this.msgSeq;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Writes: the receiving node
+
+  private onClientWrite(replyTo: ReplyTo, events: readonly EventTuple[], cl: Consistency, batch: string | undefined): void {
+    const n = events.reduce((a, e) => a + e[4], 0);
+    const need = replicasNeeded(cl, this.cfg.rf);
+    const local: EventTuple[] = [];
+    const forwards = new Map<string, EventTuple[]>();
+    const forwarded = 'peer' in replyTo;
+    // Check every part before applying any, so a refusal applies nothing.
+    const checked = new Set<string[]>();
+    for (const e of events) {
+      const replicas = this.replicasOf(e[0]);
+      if (!checked.has(replicas)) {
+        checked.add(replicas);
+        const up = replicas.filter((r) => this.isUp(r)).length;
+        if (replicas.length < need || up < need) {
+          const why = replicas.length < need
+            ? `the cluster has ${replicas.length} replica${replicas.length === 1 ? '' : 's'} for ${JSON.stringify(e[0])} (rf ${this.cfg.rf}, ${this.membership.ring().members.length} nodes on the ring)`
+            : `${up} of its replicas (${replicas.join(', ')}) are up`;
+          return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `consistency ${cl} needs ${need} replicas of ${JSON.stringify(e[0])}; ${why}; nothing was applied`));
+        }
+      }
+      if (replicas.includes(this.id)) {
+        local.push(e);
+      } else if (forwarded) {
+        return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `${this.id} is not a replica of ${JSON.stringify(e[0])} (the rings of the two nodes differ); nothing was applied`));
+      } else {
+        const target = replicas.find((r) => this.isUp(r)) as string;
+        let list = forwards.get(target);
+        if (list === undefined) forwards.set(target, (list = []));
+        list.push(e);
+      }
+    }
+    if (local.length > 0) {
+      const most = local.length * RESOLUTIONS_OF_EVENT.length;
+      if (this.table.dirtyCount + most > this.cfg.maxDirtySlots) {
+        return this.answer(replyTo, failure(ErrorCode.OVERLOADED, `${this.table.dirtyCount} slots await the next group commit and this request may add ${most}, the limit is ${this.cfg.maxDirtySlots}; nothing was applied, retry with backoff`));
+      }
+    }
+    if (this.writeRequests >= this.cfg.maxInFlightWrites) {
+      return this.answer(replyTo, failure(ErrorCode.OVERLOADED, `${this.writeRequests} writes are being coordinated, the limit is ${this.cfg.maxInFlightWrites}; nothing was applied, retry with backoff`));
+    }
+    const request: WriteRequest = { replyTo, events: n, parts: (local.length > 0 ? 1 : 0) + forwards.size, outcomes: [] };
+    this.writeRequests++;
+    if (local.length > 0) this.coordinate(request, local, need, batch);
+    for (const [target, part] of forwards) {
+      const id = this.nextMsgId();
+      const msg: DataMessage = { t: PeerMessageType.FORWARD, id, events: part, cl };
+      if (batch !== undefined) msg.batch = `${batch}>${this.id}`;
+      this.forwards.set(id, { request, to: target, deadlineMs: this.now + this.cfg.writeTimeoutMs });
+      this.send(target, msg);
+    }
+  }
+
+  /** One part of a write request is settled; the request is answered once all are. */
+  private settlePart(request: WriteRequest, outcome: Outcome): void {
+    request.outcomes.push(outcome);
+    if (request.outcomes.length < request.parts) return;
+    this.writeRequests--;
+    const failed = request.outcomes.filter((o): o is Extract<Outcome, { ok: false }> => !o.ok);
+    if (failed.length === 0) {
+      this.counters.writesAcked++;
+      return this.answer(request.replyTo, { ok: true, n: request.events });
+    }
+    this.counters.writesFailed++;
+    const first = failed[0] as Extract<Outcome, { ok: false }>;
+    if (failed.length < request.outcomes.length) {
+      return this.answer(request.replyTo, failure(ErrorCode.PARTIAL_WRITE, `part of the batch was acknowledged and part failed (${first.code}: ${first.message}); a retry with the same batch id is never counted twice`));
+    }
+    // Every part failed: say "unknown" if any part may have been applied, else why nothing was.
+    this.answer(request.replyTo, failed.find((f) => !NOTHING_APPLIED.has(f.code)) ?? first);
+  }
+
+  private answer(replyTo: ReplyTo, o: Outcome | { ok: true; stats: StatsTuple[] }): void {
+    if ('client' in replyTo) {
+      this.out.replies.push({ req: replyTo.client, reply: o.ok ? ('stats' in o ? { ok: true, stats: o.stats } : { ok: true, n: o.n }) : o });
+    } else if (o.ok) {
+      this.send(replyTo.peer, { t: PeerMessageType.FORWARD_REPLY, id: replyTo.id });
+    } else {
+      this.send(replyTo.peer, { t: PeerMessageType.FORWARD_REPLY, id: replyTo.id, code: o.code, message: o.message });
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Writes: the coordinating replica
+
+  private coordinate(request: WriteRequest, events: readonly EventTuple[], need: number, batch: string | undefined): void {
+    const repeat = batch !== undefined && this.batches.has(batch);
+    if (repeat) this.counters.repeats++;
+    const deltas = new Map<string, { ref: BucketRef; delta: Slot }>();
+    const groups = new Set<string[]>();
+    let n = 0;
+    for (const [videoId, eventType, ts, value, count] of events) {
+      groups.add(this.replicasOf(videoId));
+      n += count;
+      const starts = bucketsOf(ts);
+      const delta = eventsDelta(value, count);
+      for (let i = 0; i < RESOLUTIONS_OF_EVENT.length; i++) {
+        const ref: BucketRef = { videoId, eventType, res: RESOLUTIONS_OF_EVENT[i] as Resolution, start: starts[i] as number };
+        const id = bucketId(ref);
+        const d = deltas.get(id);
+        if (d === undefined) deltas.set(id, { ref, delta: { ...delta } });
+        else accumulateDelta(d.delta, delta);
+      }
+    }
+    const list = [...deltas.values()];
+    const op: WriteOp = {
+      request,
+      keys: list.map((d) => ({ ref: d.ref, actor: this.actor })),
+      deltas: list,
+      repeat,
+      batch,
+      need,
+      groups: [...groups],
+      acked: new Set(),
+      deadlineMs: this.now + this.cfg.writeTimeoutMs,
+      n,
+      done: false,
+    };
+    this.writes.add(op);
+    this.applyWhenLoaded(op.keys, () => this.applyWrite(op));
+  }
+
+  private applyWrite(op: WriteOp): void {
+    if (op.done) return;
+    if (op.repeat) {
+      // Applied before (maybe before a crash, its ack lost): ship its buckets' current state again.
+      for (const k of op.keys) this.table.rewrite(k);
+    } else {
+      const over = this.table.addDeltas(this.actor, op.deltas);
+      if (over !== undefined) {
+        return this.finishWrite(op, failure(ErrorCode.BAD_REQUEST, `the ${over.res} bucket at ${new Date(over.start).toISOString()} of ${JSON.stringify(over.videoId)}/${JSON.stringify(over.eventType)} would pass the largest count or sum a slot holds (2^53 - 1); nothing was applied`));
+      }
+      if (op.batch !== undefined) {
+        this.batches.set(op.batch, this.now);
+        this.pendingBatchesPut.push({ batch: op.batch, atMs: this.now });
+      }
+    }
+    this.nextOps.push(op);
+    this.noteDirty();
+  }
+
+  private finishWrite(op: WriteOp, outcome: Outcome): void {
+    if (op.done) return;
+    op.done = true;
+    this.writes.delete(op);
+    this.settlePart(op.request, outcome);
+  }
+
+  /** A write's replicas so far: done once every group of it has `need` replicas holding it. */
+  private checkWrite(op: WriteOp): void {
+    if (op.done) return;
+    for (const g of op.groups) {
+      let have = 0;
+      for (const r of g) if (op.acked.has(r)) have++;
+      if (have < op.need) return;
+    }
+    this.finishWrite(op, { ok: true, n: op.n });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Loads: slots must be in the table before they change
+
+  private applyWhenLoaded(keys: readonly SlotKey[], then: () => void): void {
+    const missing = this.table.missing(keys);
+    if (missing.length === 0) return then();
+    let waiting = 0;
+    const fresh: SlotKey[] = [];
+    const loadIds = new Set<number>();
+    for (const k of missing) {
+      const id = slotId(k.ref, k.actor);
+      const under = this.loading.get(id);
+      if (under !== undefined) loadIds.add(under);
+      else fresh.push(k);
+    }
+    if (fresh.length > 0) {
+      const id = ++this.ioSeq;
+      for (const k of fresh) this.loading.set(slotId(k.ref, k.actor), id);
+      this.loads.set(id, { keys: fresh, waiters: [] });
+      this.out.loads.push({ id, keys: fresh });
+      loadIds.add(id);
+    }
+    const done = (): void => {
+      if (--waiting > 0) return;
+      // A slot loaded for us may have been trimmed since; then load again.
+      this.applyWhenLoaded(keys, then);
+    };
+    for (const id of loadIds) {
+      waiting++;
+      this.loads.get(id)?.waiters.push(done);
+    }
+  }
+
+  private onLoaded(id: number, slots: readonly (Slot | undefined)[]): void {
+    const load = this.loads.get(id);
+    if (load === undefined) return;
+    this.loads.delete(id);
+    assert(slots.length === load.keys.length, 'a load answers every key it asked for');
+    load.keys.forEach((k, i) => {
+      this.loading.delete(slotId(k.ref, k.actor));
+      this.table.loaded(k, slots[i]);
+    });
+    for (const w of load.waiters) w();
+  }
+
+  private onLoadFailed(id: number, message: string): void {
+    const load = this.loads.get(id);
+    if (load === undefined) return;
+    this.loads.delete(id);
+    for (const k of load.keys) this.loading.delete(slotId(k.ref, k.actor));
+    this.out.log.push(`error INTERNAL: store read failed: ${message}`);
+    // Fail whatever waited on it: writes that did nothing yet, and replications (unacked; the sender hints).
+    for (const op of [...this.writes]) {
+      if (!this.nextOps.includes(op) && op.keys.some((k) => load.keys.some((l) => l.ref === k.ref))) {
+        this.finishWrite(op, failure(ErrorCode.INTERNAL, `store read failed: ${message}; nothing was applied`));
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Group commit
+
+  private noteDirty(): void {
+    if (this.commitDueMs === Number.POSITIVE_INFINITY) this.commitDueMs = this.now + this.cfg.commitDelayMs;
+  }
+
+  private maybeCommit(): void {
+    if (this.inFlightCommit !== undefined) return;
+    const work =
+      this.table.dirtyCount > 0 || this.nextOps.length > 0 || this.nextAcks.length > 0 || this.nextLocalRepairs.length > 0 ||
+      this.pendingHintsPut.length > 0 || this.pendingHintsDelete.length > 0 || this.pendingBatchesPut.length > 0 || this.pendingBatchesDelete.length > 0;
+    if (!work) {
+      this.commitDueMs = Number.POSITIVE_INFINITY;
+      return;
+    }
+    if (this.commitDueMs === Number.POSITIVE_INFINITY) this.commitDueMs = this.now + this.cfg.commitDelayMs;
+    if (this.table.dirtyCount < this.cfg.commitAtDirty && this.now < this.commitDueMs) return;
+    const id = ++this.commitSeq;
+    const slots = this.table.takeDirty(id);
+    const batch: PersistBatch = {
+      id,
+      slots,
+      hintsPut: this.pendingHintsPut,
+      hintsDelete: this.pendingHintsDelete,
+      batchesPut: this.pendingBatchesPut,
+      batchesDelete: this.pendingBatchesDelete,
+      sync: this.cfg.fsync,
+    };
+    this.pendingHintsPut = [];
+    this.pendingHintsDelete = [];
+    this.pendingBatchesPut = [];
+    this.pendingBatchesDelete = [];
+    this.inFlightCommit = { id, slots, ops: this.nextOps, acks: this.nextAcks, localRepairs: this.nextLocalRepairs, batch };
+    this.nextOps = [];
+    this.nextAcks = [];
+    this.nextLocalRepairs = [];
+    this.commitDueMs = Number.POSITIVE_INFINITY;
+    const empty = slots.length === 0 && batch.hintsPut.length === 0 && batch.hintsDelete.length === 0 && batch.batchesPut.length === 0 && batch.batchesDelete.length === 0;
+    if (empty) this.onPersisted(id); // nothing to write: what waited on it was durable already
+    else this.out.persist = batch;
+  }
+
+  private onPersisted(id: number): void {
+    const c = this.inFlightCommit;
+    if (c === undefined || c.id !== id) return;
+    this.inFlightCommit = undefined;
+    this.table.committed(id, c.slots, true);
+    this.counters.commits++;
+    this.counters.slotsWritten += c.slots.length;
+    for (const a of c.acks) this.send(a.peer, { t: PeerMessageType.REPL_ACK, id: a.id });
+    for (const op of c.localRepairs) this.repairDone(op);
+    // Ship our own slots' new values to the other replicas of their keys.
+    const perPeer = new Map<string, SlotEntry[]>();
+    for (const s of c.slots) {
+      if (s.actor !== this.actor) continue;
+      for (const r of this.replicasOf(s.ref.videoId)) {
+        if (r === this.id) continue;
+        let list = perPeer.get(r);
+        if (list === undefined) perPeer.set(r, (list = []));
+        list.push(s);
+      }
+    }
+    const peers = new Map<string, number>();
+    for (const [peer, slots] of perPeer) {
+      if (!this.isUp(peer)) {
+        for (const s of slots) this.addHint(peer, s.ref, this.now, true);
+        continue;
+      }
+      let messages = 0;
+      for (const chunk of this.chunkSlots(slots)) {
+        if ((this.replInFlight.get(peer) ?? 0) >= this.cfg.maxReplInFlightPerPeer) {
+          for (const s of chunk) this.addHint(peer, s.ref, this.now, true);
+          continue;
+        }
+        const msgId = this.nextMsgId();
+        this.replOut.set(msgId, { kind: 'commit', peer, commit: id, refs: chunk.map((s) => s.ref), deadlineMs: this.now + this.cfg.replAckTimeoutMs });
+        this.replInFlight.set(peer, (this.replInFlight.get(peer) ?? 0) + 1);
+        this.counters.replSent++;
+        this.send(peer, { t: PeerMessageType.REPL, id: msgId, slots: chunk.map(slotRecord) });
+        messages++;
+      }
+      if (messages > 0) peers.set(peer, messages);
+    }
+    const ops = c.ops.filter((op) => !op.done);
+    for (const op of ops) {
+      op.acked.add(this.id);
+      this.checkWrite(op);
+    }
+    const waiting = ops.filter((op) => !op.done);
+    if (waiting.length > 0 && peers.size > 0) this.replicating.set(id, { ops: waiting, peers });
+    this.table.trim(this.cfg.maxCachedSlots);
+  }
+
+  private onPersistFailed(id: number, message: string): void {
+    const c = this.inFlightCommit;
+    if (c === undefined || c.id !== id) return;
+    this.inFlightCommit = undefined;
+    this.counters.commitsFailed++;
+    this.out.log.push(`error INTERNAL: group commit failed: ${message}`);
+    // The slots stay in memory, dirty: the next commit writes them. Hints and batch ids go with it.
+    this.table.committed(id, c.slots, false);
+    this.pendingHintsPut.push(...c.batch.hintsPut);
+    this.pendingHintsDelete.push(...c.batch.hintsDelete);
+    this.pendingBatchesPut.push(...c.batch.batchesPut);
+    this.pendingBatchesDelete.push(...c.batch.batchesDelete);
+    for (const op of c.ops) {
+      this.finishWrite(op, failure(ErrorCode.INTERNAL, `group commit failed: ${message}; the events are kept in memory and written with the next commit, so the outcome is unknown`));
+    }
+    for (const a of c.acks) this.send(a.peer, { t: PeerMessageType.REPL_ACK, id: a.id, code: ErrorCode.INTERNAL });
+    for (const op of c.localRepairs) this.failRead(op, failure(ErrorCode.INTERNAL, `read repair could not be written: ${message}`));
+  }
+
+  /** Slots in messages of at most MAX_SLOTS_PER_MESSAGE and about MAX_REPL_MESSAGE_BYTES. */
+  private chunkSlots(slots: readonly SlotEntry[]): SlotEntry[][] {
+    const out: SlotEntry[][] = [];
+    let chunk: SlotEntry[] = [];
+    let bytes = 0;
+    for (const s of slots) {
+      const b = s.ref.videoId.length * 3 + s.ref.eventType.length * 3 + s.actor.length + SLOT_RECORD_OVERHEAD_BYTES;
+      if (chunk.length >= MAX_SLOTS_PER_MESSAGE || bytes + b > MAX_REPL_MESSAGE_BYTES) {
+        out.push(chunk);
+        chunk = [];
+        bytes = 0;
+      }
+      chunk.push(s);
+      bytes += b;
+    }
+    if (chunk.length > 0) out.push(chunk);
+    return out;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Peer messages
+
+  private onPeer(from: string, msg: PeerMessage): void {
+    switch (msg.t) {
+      case PeerMessageType.SYN:
+      case PeerMessageType.ACK:
+      case PeerMessageType.ACK2:
+        return this.applyMembership(this.membership.receive(from, msg, this.now));
+      case PeerMessageType.REPL:
+        return this.onRepl(from, msg.id, msg.slots.map(fromRecord));
+      case PeerMessageType.REPL_ACK:
+        return this.onReplAck(from, msg.id, msg.code);
+      case PeerMessageType.READ:
+        return this.onPeerRead(from, msg.id, msg.spans);
+      case PeerMessageType.READ_REPLY:
+        return this.onReadReply(from, msg.id, msg.slots, msg.code);
+      case PeerMessageType.FORWARD:
+        return this.onClientWrite({ peer: from, id: msg.id }, msg.events, msg.cl, msg.batch);
+      case PeerMessageType.FORWARD_REPLY: {
+        const f = this.forwards.get(msg.id);
+        if (f === undefined || f.to !== from) return;
+        this.forwards.delete(msg.id);
+        return this.settlePart(f.request, msg.code === undefined ? { ok: true, n: 0 } : failure(msg.code, `${from}: ${msg.message ?? ''}`));
+      }
+    }
+  }
+
+  /** Slots from another replica (or ourselves, for a read repair): join, commit, then ack. */
+  private onRepl(from: string, id: number, slots: SlotEntry[], localRepair?: ReadOp): void {
+    this.counters.replReceived++;
+    const keys = slots.map((s) => ({ ref: s.ref, actor: s.actor }));
+    this.applyWhenLoaded(keys, () => {
+      for (const s of slots) this.table.join(s);
+      if (localRepair !== undefined) this.nextLocalRepairs.push(localRepair);
+      else this.nextAcks.push({ peer: from, id });
+      this.noteDirty();
+    });
+  }
+
+  private onReplAck(from: string, id: number, code: ErrorCode | undefined): void {
+    const r = this.replOut.get(id);
+    if (r === undefined || r.peer !== from) return;
+    this.replOut.delete(id);
+    this.replInFlight.set(from, Math.max(0, (this.replInFlight.get(from) ?? 1) - 1));
+    if (code !== undefined) return this.replFailed(r);
+    this.counters.replAcked++;
+    switch (r.kind) {
+      case 'commit': {
+        const rep = this.replicating.get(r.commit);
+        if (rep === undefined) return;
+        const left = (rep.peers.get(from) ?? 1) - 1;
+        if (left > 0) {
+          rep.peers.set(from, left);
+          return;
+        }
+        rep.peers.delete(from);
+        for (const op of rep.ops) {
+          op.acked.add(from);
+          this.checkWrite(op);
+        }
+        rep.ops = rep.ops.filter((op) => !op.done);
+        if (rep.ops.length === 0 || rep.peers.size === 0) this.replicating.delete(r.commit);
+        return;
+      }
+      case 'hint': {
+        const hints = this.hints.get(from);
+        for (const h of r.hints) {
+          const cur = hints?.get(h.key);
+          if (cur !== undefined && cur.seq === h.seq) {
+            hints?.delete(h.key);
+            this.pendingHintsDelete.push({ node: from, ref: cur.ref });
+          }
+        }
+        if (hints !== undefined && hints.size === 0) this.hints.delete(from);
+        this.replaying.delete(from);
+        this.noteDirty();
+        return;
+      }
+      case 'repair':
+        return this.repairDone(r.op);
+    }
+  }
+
+  /** A replication message was dropped, refused or not acknowledged in time. */
+  private replFailed(r: ReplOut): void {
+    switch (r.kind) {
+      case 'commit': {
+        for (const ref of r.refs) this.addHint(r.peer, ref, this.now, true);
+        const rep = this.replicating.get(r.commit);
+        if (rep !== undefined) {
+          rep.peers.delete(r.peer);
+          if (rep.peers.size === 0) this.replicating.delete(r.commit);
+        }
+        return;
+      }
+      case 'hint':
+        this.replaying.delete(r.peer);
+        return;
+      case 'repair':
+        return this.failRead(r.op, failure(ErrorCode.TIMEOUT, `read repair of ${r.peer} was not acknowledged in time`));
+    }
+  }
+
+  private onSendFailed(to: string, msg: PeerMessage): void {
+    switch (msg.t) {
+      case PeerMessageType.REPL: {
+        const r = this.replOut.get(msg.id);
+        if (r === undefined || r.peer !== to) return;
+        this.replOut.delete(msg.id);
+        this.replInFlight.set(to, Math.max(0, (this.replInFlight.get(to) ?? 1) - 1));
+        return this.replFailed(r);
+      }
+      case PeerMessageType.FORWARD: {
+        const f = this.forwards.get(msg.id);
+        if (f === undefined) return;
+        this.forwards.delete(msg.id);
+        return this.settlePart(f.request, failure(ErrorCode.UNAVAILABLE, `could not send the write on to ${to}; nothing was applied`));
+      }
+      case PeerMessageType.READ: {
+        // Speculative retry asks another replica at its time; nothing to do now.
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reads: the replica side
+
+  private onPeerRead(from: string, id: number, spans: SpanTuple[]): void {
+    this.scan(spans, (slots, message) => {
+      if (slots === undefined) {
+        this.send(from, { t: PeerMessageType.READ_REPLY, id, slots: [], code: ErrorCode.INTERNAL });
+      } else if (slots.length > MAX_SLOTS_PER_MESSAGE) {
+        this.send(from, { t: PeerMessageType.READ_REPLY, id, slots: [], code: ErrorCode.TOO_LARGE });
+      } else {
+        this.counters.readsServed++;
+        this.send(from, { t: PeerMessageType.READ_REPLY, id, slots });
+      }
+      void message;
+    });
+  }
+
+  private scan(spans: SpanTuple[], done: (slots: SpanSlot[] | undefined, message?: string) => void): void {
+    const id = ++this.ioSeq;
+    this.scans.set(id, done);
+    this.out.scans.push({ id, spans });
+  }
+
+  private onScanned(id: number, slots: SpanSlot[] | undefined, message: string | undefined): void {
+    const done = this.scans.get(id);
+    if (done === undefined) return;
+    this.scans.delete(id);
+    done(slots, message);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reads: the coordinator
+
+  private onClientRead(replyTo: ReplyTo, queries: readonly QueryTuple[], cl: Consistency): void {
+    const need = replicasNeeded(cl, this.cfg.rf);
+    if (this.inFlightQueries + queries.length > this.cfg.maxInFlightQueries) {
+      return this.answer(replyTo, failure(ErrorCode.OVERLOADED, `${this.inFlightQueries} queries are being answered, the limit is ${this.cfg.maxInFlightQueries}; retry with backoff`));
+    }
+    const op: ReadOp = {
+      replyTo,
+      need,
+      queries: [],
+      deadlineMs: this.now + this.cfg.readTimeoutMs,
+      speculateAtMs: this.now + this.cfg.speculativeRetryMs,
+      repairsPending: 0,
+      stats: undefined,
+      done: false,
+    };
+    for (const [videoId, eventType, start, end] of queries) {
+      const replicas = this.replicasOf(videoId);
+      const up = replicas.filter((r) => this.isUp(r));
+      if (replicas.length < need || up.length < need) {
+        return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `consistency ${cl} needs ${need} replicas of ${JSON.stringify(videoId)}; ${up.length} of ${replicas.length} (${replicas.join(', ')}) are up`));
+      }
+      const spans: SpanTuple[] = [];
+      for (const span of decomposeRange(start, end)) {
+        // Long spans are cut so that one replica message covers at most MAX_BUCKETS_PER_READ buckets.
+        const width = RESOLUTION_MS[span.res];
+        for (let s = span.start; s < span.end; s += width * MAX_BUCKETS_PER_READ) {
+          spans.push([videoId, eventType, span.res, s, Math.min(span.end, s + width * MAX_BUCKETS_PER_READ)]);
+        }
+      }
+      // Ourselves first when we hold it (no network hop), then the others in ring order.
+      const order = up.includes(this.id) ? [this.id, ...up.filter((r) => r !== this.id)] : up;
+      op.queries.push({ replicas: order, spans, asked: [], pending: new Map(), slots: new Map(), complete: [] });
+    }
+    this.inFlightQueries += queries.length;
+    this.reads.add(op);
+    const ask = new Map<string, number[]>();
+    op.queries.forEach((q, qi) => {
+      for (const r of q.replicas.slice(0, need)) {
+        let list = ask.get(r);
+        if (list === undefined) ask.set(r, (list = []));
+        list.push(qi);
+      }
+    });
+    for (const [node, qs] of ask) this.askReplica(op, node, qs);
+  }
+
+  /** Sends `node` the spans of queries `qs` of `op`, in messages within the read limits. */
+  private askReplica(op: ReadOp, node: string, qs: readonly number[]): void {
+    const messages: { spans: SpanTuple[]; parts: [number, number][] }[] = [];
+    let cur: { spans: SpanTuple[]; parts: [number, number][] } | undefined;
+    let buckets = 0;
+    for (const qi of qs) {
+      const q = op.queries[qi] as ReadQuery;
+      q.asked.push(node);
+      q.slots.set(node, []);
+      let count = 0;
+      q.spans.forEach((span, si) => {
+        const b = (span[4] - span[3]) / RESOLUTION_MS[span[2]];
+        if (cur === undefined || cur.spans.length >= MAX_SPANS_PER_READ || buckets + b > MAX_BUCKETS_PER_READ) {
+          cur = { spans: [], parts: [] };
+          messages.push(cur);
+          buckets = 0;
+        }
+        cur.spans.push(span);
+        cur.parts.push([qi, si]);
+        buckets += b;
+        count++;
+      });
+      void count;
+    }
+    for (const m of messages) {
+      const queries = new Set(m.parts.map(([qi]) => qi));
+      for (const qi of queries) {
+        const q = op.queries[qi] as ReadQuery;
+        q.pending.set(node, (q.pending.get(node) ?? 0) + 1);
+      }
+      const id = this.nextMsgId();
+      this.readsOut.set(id, { op, node, parts: m.parts });
+      if (node === this.id) this.scan(m.spans, (slots, message) => this.onReadReply(this.id, id, slots ?? [], slots === undefined ? ErrorCode.INTERNAL : undefined, message));
+      else this.send(node, { t: PeerMessageType.READ, id, spans: m.spans });
+    }
+    // A query with no spans (an empty range) is complete at once.
+    for (const qi of qs) {
+      const q = op.queries[qi] as ReadQuery;
+      if ((q.pending.get(node) ?? 0) === 0 && !q.complete.includes(node)) q.complete.push(node);
+    }
+    this.maybeFinishRead(op);
+  }
+
+  private onReadReply(from: string, id: number, slots: readonly SpanSlot[], code: ErrorCode | undefined, _message?: string): void {
+    const r = this.readsOut.get(id);
+    if (r === undefined || r.node !== from) return;
+    this.readsOut.delete(id);
+    const op = r.op;
+    if (op.done) return;
+    if (code !== undefined) return; // a replica that cannot answer is treated as a slow one: speculation replaces it
+    const touched = new Set<number>();
+    for (const [qi] of r.parts) touched.add(qi);
+    for (const s of slots) {
+      const part = r.parts[s[0]];
+      if (part === undefined) continue;
+      const q = op.queries[part[0]] as ReadQuery;
+      // Re-index the slot by the span's index within its query.
+      q.slots.get(from)?.push([part[1], s[1], s[2], s[3], s[4], s[5], s[6]]);
+    }
+    for (const qi of touched) {
+      const q = op.queries[qi] as ReadQuery;
+      const left = (q.pending.get(from) ?? 1) - 1;
+      q.pending.set(from, left);
+      if (left === 0 && !q.complete.includes(from)) q.complete.push(from);
+    }
+    this.maybeFinishRead(op);
+  }
+
+  private maybeFinishRead(op: ReadOp): void {
+    if (op.done || op.stats !== undefined) return;
+    if (!op.queries.every((q) => q.complete.length >= op.need)) return;
+    const stats: StatsTuple[] = [];
+    for (const q of op.queries) {
+      // Join every responder's slots per (span, bucket, actor), then sum.
+      const merged = new Map<string, { span: number; start: number; actor: string; slot: Slot }>();
+      const responders = q.complete;
+      for (const node of responders) {
+        for (const [span, start, actor, count, sum, min, max] of q.slots.get(node) ?? []) {
+          const key = `${span}\u0000${start}\u0000${actor}`;
+          const cur = merged.get(key);
+          const joined = joinSlot(cur?.slot, { count, sum, min, max });
+          if (cur === undefined) merged.set(key, { span, start, actor, slot: joined });
+          else cur.slot = joined;
+        }
+      }
+      let total: Stats = EMPTY_STATS;
+      for (const m of merged.values()) total = addStats(total, { count: m.slot.count, sum: m.slot.sum, min: m.slot.min, max: m.slot.max });
+      stats.push([total.count, total.sum, total.min, total.max]);
+      if (op.need < 2) continue;
+      // Read repair: each responder gets what it lacks, and the answer waits for it.
+      for (const node of responders) {
+        const have = new Map<string, Slot>();
+        for (const [span, start, actor, count, sum, min, max] of q.slots.get(node) ?? []) have.set(`${span}\u0000${start}\u0000${actor}`, { count, sum, min, max });
+        const missing: SlotEntry[] = [];
+        for (const [key, m] of merged) {
+          if (slotDominates(have.get(key), m.slot)) continue;
+          const span = q.spans[m.span] as SpanTuple;
+          missing.push({ ref: { videoId: span[0], eventType: span[1], res: span[2], start: m.start }, actor: m.actor, slot: m.slot });
+        }
+        if (missing.length === 0) continue;
+        this.counters.repairs++;
+        for (const chunk of this.chunkSlots(missing)) {
+          op.repairsPending++;
+          if (node === this.id) {
+            this.onRepl(this.id, 0, chunk, op);
+          } else {
+            const id = this.nextMsgId();
+            this.replOut.set(id, { kind: 'repair', peer: node, op, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
+            this.replInFlight.set(node, (this.replInFlight.get(node) ?? 0) + 1);
+            this.send(node, { t: PeerMessageType.REPL, id, slots: chunk.map(slotRecord) });
+          }
+        }
+      }
+    }
+    op.stats = stats;
+    if (op.repairsPending === 0) this.finishRead(op);
+  }
+
+  private repairDone(op: ReadOp): void {
+    op.repairsPending--;
+    if (op.repairsPending === 0 && op.stats !== undefined) this.finishRead(op);
+  }
+
+  private finishRead(op: ReadOp): void {
+    if (op.done) return;
+    op.done = true;
+    this.reads.delete(op);
+    this.inFlightQueries -= op.queries.length;
+    this.answer(op.replyTo, { ok: true, stats: op.stats as StatsTuple[] });
+  }
+
+  private failRead(op: ReadOp, outcome: Outcome): void {
+    if (op.done) return;
+    op.done = true;
+    this.reads.delete(op);
+    this.inFlightQueries -= op.queries.length;
+    this.answer(op.replyTo, outcome);
+  }
+
+  /** Asks one more replica for every query of `op` that is still short of answers. */
+  private speculate(op: ReadOp): void {
+    const ask = new Map<string, number[]>();
+    op.queries.forEach((q, qi) => {
+      if (q.complete.length >= op.need) return;
+      const next = q.replicas.find((r) => !q.asked.includes(r) && this.isUp(r));
+      if (next === undefined) return;
+      let list = ask.get(next);
+      if (list === undefined) ask.set(next, (list = []));
+      list.push(qi);
+    });
+    if (ask.size > 0) this.counters.speculative++;
+    for (const [node, qs] of ask) this.askReplica(op, node, qs);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Hints
+
+  private addHint(node: string, ref: BucketRef, atMs: number, persist: boolean): void {
+    let hints = this.hints.get(node);
+    const key = bucketId(ref);
+    const cur = hints?.get(key);
+    if (cur !== undefined) {
+      // Hinted again: newer data to ship; it moves to the back, so the map stays in age order.
+      hints?.delete(key);
+      hints?.set(key, { ref: cur.ref, atMs, seq: ++this.hintSeq });
+      return;
+    }
+    if ((hints?.size ?? 0) >= this.cfg.maxHintsPerNode) {
+      this.countHint(node, 'dropped');
+      return;
+    }
+    if (hints === undefined) this.hints.set(node, (hints = new Map()));
+    hints.set(key, { ref, atMs, seq: ++this.hintSeq });
+    if (persist) {
+      this.counters.hinted++;
+      this.pendingHintsPut.push({ node, ref, atMs });
+      this.noteDirty();
+    }
+  }
+
+  private countHint(node: string, what: 'dropped' | 'expired'): void {
+    let c = this.hintCounts.get(node);
+    if (c === undefined) this.hintCounts.set(node, (c = { dropped: 0, expired: 0 }));
+    c[what]++;
+  }
+
+  /** Replays hints to members that are up; drops expired ones and those of members gone for good. */
+  private replayHints(): void {
+    for (const [node, hints] of this.hints) {
+      if (this.membership.stateOf(node) === undefined) {
+        this.out.log.push(`dropping ${hints.size} hints for ${node}: it is no longer a member`);
+        for (const h of hints.values()) this.pendingHintsDelete.push({ node, ref: h.ref });
+        this.hints.delete(node);
+        this.noteDirty();
+        continue;
+      }
+      for (const [key, h] of hints) {
+        if (this.now - h.atMs <= this.cfg.hintWindowMs) break; // insertion order is age order
+        hints.delete(key);
+        this.countHint(node, 'expired');
+        this.pendingHintsDelete.push({ node, ref: h.ref });
+        this.noteDirty();
+      }
+      if (hints.size === 0) {
+        this.hints.delete(node);
+        continue;
+      }
+      if (!this.isUp(node) || this.replaying.has(node) || this.membership.stateOf(node)?.lifecycle === Lifecycle.LEFT) continue;
+      const batch: { key: string; seq: number; ref: BucketRef }[] = [];
+      for (const [key, h] of hints) {
+        batch.push({ key, seq: h.seq, ref: h.ref });
+        if (batch.length >= Math.min(this.cfg.hintReplayBuckets, MAX_SPANS_PER_READ)) break;
+      }
+      this.replaying.add(node);
+      this.scan(batch.map((b) => spanOf(b.ref)), (slots) => {
+        if (slots === undefined || !this.isUp(node)) {
+          this.replaying.delete(node);
+          return;
+        }
+        const entries: SlotEntry[] = slots.map(([span, start, actor, count, sum, min, max]) => {
+          const ref = (batch[span] as { ref: BucketRef }).ref;
+          return { ref: { ...ref, start }, actor, slot: { count, sum, min, max } };
+        });
+        if (entries.length === 0 || entries.length > MAX_SLOTS_PER_MESSAGE) {
+          // Nothing stored for them (expired meanwhile), or too much for one message: the hints go.
+          for (const b of batch) {
+            hints.delete(b.key);
+            this.pendingHintsDelete.push({ node, ref: b.ref });
+          }
+          this.replaying.delete(node);
+          this.noteDirty();
+          return;
+        }
+        const id = this.nextMsgId();
+        this.replOut.set(id, { kind: 'hint', peer: node, hints: batch.map((b) => ({ key: b.key, seq: b.seq })), deadlineMs: this.now + this.cfg.replAckTimeoutMs });
+        this.replInFlight.set(node, (this.replInFlight.get(node) ?? 0) + 1);
+        this.send(node, { t: PeerMessageType.REPL, id, slots: entries.map(slotRecord) });
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Time
+
+  private onTimers(): void {
+    if (this.now >= this.nextMembershipTickMs) {
+      this.applyMembership(this.membership.tick(this.now));
+      this.nextMembershipTickMs = this.now + this.tickIntervalMs;
+      this.expireBatches();
+    }
+    if (this.now >= this.nextHintReplayMs) {
+      this.nextHintReplayMs = this.now + this.cfg.hintReplayIntervalMs;
+      if (this.hints.size > 0) this.replayHints();
+    }
+    for (const [id, r] of this.replOut) {
+      if (this.now < r.deadlineMs) continue;
+      this.replOut.delete(id);
+      this.replInFlight.set(r.peer, Math.max(0, (this.replInFlight.get(r.peer) ?? 1) - 1));
+      this.replFailed(r);
+    }
+    for (const op of this.writes) {
+      if (this.now >= op.deadlineMs) {
+        this.counters.writesTimedOut++;
+        this.finishWrite(op, failure(ErrorCode.TIMEOUT, `the write met ${op.acked.size} of the ${op.need} replicas it needs within ${this.cfg.writeTimeoutMs} ms; it is durable on those and may reach the others, so its outcome is unknown`));
+      }
+    }
+    for (const [id, f] of this.forwards) {
+      if (this.now < f.deadlineMs) continue;
+      this.forwards.delete(id);
+      this.settlePart(f.request, failure(ErrorCode.TIMEOUT, `${f.to} did not answer the forwarded write within ${this.cfg.writeTimeoutMs} ms; its outcome is unknown`));
+    }
+    for (const op of this.reads) {
+      if (this.now >= op.deadlineMs) {
+        this.counters.readsTimedOut++;
+        this.failRead(op, failure(ErrorCode.TIMEOUT, `the read did not hear from ${op.need} replicas within ${this.cfg.readTimeoutMs} ms`));
+      } else if (this.now >= op.speculateAtMs && op.stats === undefined) {
+        op.speculateAtMs = Number.POSITIVE_INFINITY;
+        this.speculate(op);
+      }
+    }
+    for (const [id, r] of this.readsOut) if (r.op.done) this.readsOut.delete(id);
+  }
+
+  private expireBatches(): void {
+    for (const [batch, atMs] of this.batches) {
+      if (this.batches.size <= this.cfg.maxDedupeEntries && this.now - atMs <= this.cfg.dedupeWindowMs) break;
+      this.batches.delete(batch);
+      this.pendingBatchesDelete.push(batch);
+      this.noteDirty();
+    }
+  }
+
+  private nextDeadline(): number {
+    let d = Math.min(this.nextMembershipTickMs, this.commitDueMs);
+    if (this.hints.size > 0) d = Math.min(d, this.nextHintReplayMs);
+    if (this.writes.size > 0 || this.reads.size > 0 || this.replOut.size > 0 || this.forwards.size > 0) d = Math.min(d, this.now + TIMER_RESOLUTION_MS);
+    return d;
+  }
+}

@@ -1,0 +1,235 @@
+/**
+ * The one driver of the node's core (cluster/node-core.ts): it feeds the core every input — client
+ * requests, validated peer messages, store results, dropped sends, and ticks from its one timer —
+ * and carries out each `Ready`: commits to the store, loads and scans, frames to peers, replies to
+ * clients, the next deadline. It owns no logic of its own about who holds what.
+ *
+ * Inputs are queued and stepped one at a time, so an input that arises while a Ready is carried out
+ * (a send the transport drops at once) is stepped after it, never inside it.
+ */
+import type { NodeCore, CoreInput, Ready } from '../cluster/node-core.js';
+import { Lifecycle } from '../protocol/gossip.js';
+import {
+  Consistency,
+  ErrorCode,
+  TallyError,
+  validatePeerMessage,
+  type ClientRequest,
+  type PeerMessage,
+  type Reply,
+  type TopologyMember,
+} from '../protocol/index.js';
+import type { PeerTransport } from './peer-transport.js';
+import type { RequestHandler } from './server.js';
+import type { Store } from './store.js';
+
+/**
+ * Milliseconds on a clock that never steps back (the wall clock at process start, then
+ * `performance.now()`), so an NTP step cannot make the failure detector see a silence or a burst.
+ * The generation, which must order restarts, still comes from the wall clock.
+ */
+export function monotonicNowMs(): number {
+  return Math.floor(performance.timeOrigin + performance.now());
+}
+
+/** Most distinct refusal reasons logged (a peer refusing us every second logs once). */
+const MAX_LOGGED_REFUSALS = 64;
+
+interface PendingRequest {
+  resolve: (reply: Reply) => void;
+  reject: (err: Error) => void;
+  req: ClientRequest;
+}
+
+export class Driver implements RequestHandler {
+  stopping = false;
+  readonly stats = { invalidPeerMessages: 0, coreErrors: 0, storeErrors: 0 };
+  private readonly queue: CoreInput[] = [];
+  private stepping = false;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAtMs = Number.POSITIVE_INFINITY;
+  private nextReq = 1;
+  private readonly pending = new Map<number, PendingRequest>();
+  private readonly refusals = new Set<string>();
+  private closed = false;
+
+  constructor(
+    readonly core: NodeCore,
+    private readonly store: Store,
+    private readonly transport: PeerTransport,
+    private readonly log: (line: string) => void,
+    private readonly status: () => unknown,
+  ) {
+    transport.onMessage = (from, raw) => {
+      let msg: PeerMessage;
+      try {
+        msg = validatePeerMessage(raw);
+      } catch {
+        this.stats.invalidPeerMessages += 1;
+        return;
+      }
+      this.input({ kind: 'peer', from, msg });
+    };
+    transport.onConnectionLost = (peer) => this.input({ kind: 'connectionLost', peer });
+    transport.onDropped = (address, messages) => {
+      const to = this.idAt(address);
+      if (to !== undefined) for (const msg of messages) this.input({ kind: 'sendFailed', to, msg });
+    };
+    transport.onRefused = (address, reason) => {
+      const line = `peer ${address} refused: ${reason}`;
+      if (this.refusals.has(line) || this.refusals.size >= MAX_LOGGED_REFUSALS) return;
+      this.refusals.add(line);
+      this.log(line);
+    };
+    this.input({ kind: 'tick' });
+  }
+
+  /** A client request from the server: count and get go through the core; the rest are answered here. */
+  handle(req: ClientRequest): Promise<Reply> {
+    if (this.stopping) return Promise.reject(new TallyError(ErrorCode.NOT_READY, 'node is stopping'));
+    switch (req.t) {
+      case 'ping':
+        return Promise.resolve({ t: 'pong', id: req.id, nowMs: Date.now() });
+      case 'status':
+        return Promise.resolve({ t: 'status', id: req.id, status: this.status() });
+      case 'topology':
+        return Promise.resolve({ t: 'topology', id: req.id, rf: this.core.stats().rf, members: this.topology() });
+      case 'count':
+      case 'get': {
+        const handle = this.nextReq++;
+        const p = new Promise<Reply>((resolve, reject) => this.pending.set(handle, { resolve, reject, req }));
+        const cl = req.cl ?? Consistency.QUORUM;
+        if (req.t === 'count') {
+          this.input(req.batch === undefined ? { kind: 'write', req: handle, events: req.events, cl } : { kind: 'write', req: handle, events: req.events, cl, batch: req.batch });
+        } else {
+          this.input({ kind: 'read', req: handle, queries: req.queries, cl });
+        }
+        return p;
+      }
+    }
+  }
+
+  /** Every member as a client needs it to place keys. */
+  topology(): TopologyMember[] {
+    const m = this.core.membership;
+    return m.view(monotonicNowMs()).map((v) => ({
+      id: v.id,
+      address: v.address,
+      zone: v.zone,
+      vnodes: v.vnodes,
+      up: v.status === 'up',
+      inRing: v.lifecycle !== Lifecycle.JOINING,
+    }));
+  }
+
+  /** Announces `leaving`, refuses new requests, and waits (up to `timeoutMs`) for what is under way. */
+  async drain(timeoutMs: number): Promise<void> {
+    this.stopping = true;
+    this.apply(this.core.startLeaving(monotonicNowMs()));
+    const deadline = Date.now() + timeoutMs;
+    while ((this.pending.size > 0 || !this.core.idle) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  /** Announces `left` and stops the timer. */
+  leave(): void {
+    this.apply(this.core.leave(monotonicNowMs()));
+    this.closed = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const p of this.pending.values()) p.reject(new TallyError(ErrorCode.NOT_READY, 'node is stopping'));
+    this.pending.clear();
+  }
+
+  private idAt(address: string): string | undefined {
+    for (const v of this.core.membership.view(monotonicNowMs())) if (v.address === address) return v.id;
+    return undefined;
+  }
+
+  private input(input: CoreInput): void {
+    if (this.closed) return;
+    this.queue.push(input);
+    if (this.stepping) return;
+    this.stepping = true;
+    try {
+      for (let next = this.queue.shift(); next !== undefined; next = this.queue.shift()) {
+        let ready: Ready;
+        try {
+          ready = this.core.step(next, monotonicNowMs());
+        } catch (err) {
+          // A broken invariant in the core is a bug; on input from the network it must not take the
+          // whole node down (one bad peer must not stop every node it talks to). Logged and counted.
+          this.stats.coreErrors += 1;
+          this.log(`error INTERNAL: the core failed on ${next.kind}: ${(err as Error).stack ?? String(err)}`);
+          continue;
+        }
+        this.apply(ready);
+      }
+    } finally {
+      this.stepping = false;
+    }
+  }
+
+  private apply(ready: Ready): void {
+    if (ready.persist !== undefined) {
+      const batch = ready.persist;
+      this.store.commit(batch).then(
+        () => this.input({ kind: 'persisted', persist: batch.id }),
+        (err: unknown) => {
+          this.stats.storeErrors += 1;
+          this.input({ kind: 'persistFailed', persist: batch.id, message: (err as Error).message });
+        },
+      );
+    }
+    for (const load of ready.loads) {
+      this.store.getSlots(load.keys).then(
+        (slots) => this.input({ kind: 'loaded', load: load.id, slots }),
+        (err: unknown) => {
+          this.stats.storeErrors += 1;
+          this.input({ kind: 'loadFailed', load: load.id, message: (err as Error).message });
+        },
+      );
+    }
+    for (const scan of ready.scans) {
+      this.store.scan(scan.spans).then(
+        (slots) => this.input({ kind: 'scanned', scan: scan.id, slots }),
+        (err: unknown) => {
+          this.stats.storeErrors += 1;
+          this.input({ kind: 'scanFailed', scan: scan.id, message: (err as Error).message });
+        },
+      );
+    }
+    for (const s of ready.send) {
+      if (!this.transport.send(s.address, s.msg) && s.to !== '') this.input({ kind: 'sendFailed', to: s.to, msg: s.msg });
+    }
+    for (const address of ready.connect) this.transport.open(address);
+    for (const r of ready.replies) this.reply(r.req, r.reply);
+    for (const line of ready.log) this.log(line);
+    this.schedule(ready.deadlineMs);
+  }
+
+  private reply(handle: number, reply: Ready['replies'][number]['reply']): void {
+    const p = this.pending.get(handle);
+    if (p === undefined) return;
+    this.pending.delete(handle);
+    if (!reply.ok) return p.reject(new TallyError(reply.code, reply.message));
+    if (p.req.t === 'count') {
+      let n = 0;
+      for (const e of p.req.events) n += e[4];
+      p.resolve({ t: 'ack', id: p.req.id, n });
+    } else {
+      p.resolve({ t: 'result', id: p.req.id, stats: reply.stats ?? [] });
+    }
+  }
+
+  private schedule(atMs: number): void {
+    if (this.closed || !Number.isFinite(atMs)) return;
+    if (this.timer !== undefined && this.timerAtMs <= atMs) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timerAtMs = atMs;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAtMs = Number.POSITIVE_INFINITY;
+      this.input({ kind: 'tick' });
+    }, Math.max(0, atMs - monotonicNowMs()));
+  }
+}

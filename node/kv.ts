@@ -1,0 +1,187 @@
+/**
+ * The ordered key-value store under a node's `Store`: LevelDB for real, a sorted in-memory map for
+ * tests. Keys are strings, values bytes; `write` is one atomic batch. Both implementations are held
+ * to the same behaviour by one conformance suite (test/unit/store-conformance.ts).
+ */
+import { Level } from 'level';
+import { TallyError } from '../protocol/errors.js';
+import type { KeyRange } from './slot-keys.js';
+
+export interface KvOp {
+  type: 'put' | 'del';
+  key: string;
+  value?: Uint8Array;
+}
+
+export interface Kv {
+  open(): Promise<void>;
+  /** Data stays: opening again (or a new instance on the same location) sees it. */
+  close(): Promise<void>;
+  getMany(keys: readonly string[]): Promise<(Uint8Array | undefined)[]>;
+  /** One atomic batch: all of it or none. `sync` fsyncs the log before resolving. */
+  write(ops: readonly KvOp[], sync: boolean): Promise<void>;
+  /** Entries with gte <= key < lt, ascending, at most `limit`. */
+  range(range: KeyRange, limit?: number): Promise<[string, Uint8Array][]>;
+  clear(range: KeyRange): Promise<void>;
+}
+
+export function notOpen(): TallyError {
+  return new TallyError('NOT_READY', 'store is not open');
+}
+
+/** classic-level hands out Buffers for 'view'; callers get a plain Uint8Array (no copy). */
+function plainBytes(bytes: Uint8Array): Uint8Array {
+  return Object.getPrototypeOf(bytes) === Uint8Array.prototype ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+export class LevelKv implements Kv {
+  /**
+   * Made in `open`, not in the constructor: abstract-level opens a new instance by itself on the
+   * next tick, so two instances constructed on one directory would race for its lock.
+   */
+  private level: Level<string, Uint8Array> | undefined;
+  private opening: Promise<void> | undefined;
+
+  constructor(readonly location: string) {}
+
+  async open(): Promise<void> {
+    if (this.level !== undefined) return;
+    this.opening ??= this.openLevel().finally(() => {
+      this.opening = undefined;
+    });
+    return this.opening;
+  }
+
+  private async openLevel(): Promise<void> {
+    const level = new Level<string, Uint8Array>(this.location, { keyEncoding: 'utf8', valueEncoding: 'view' });
+    try {
+      await level.open({ createIfMissing: true });
+    } catch (err) {
+      // LevelDB's own message ("Database failed to open") hides the usual cause: another process holds the lock.
+      if ((err as { cause?: { code?: string } }).cause?.code === 'LEVEL_LOCKED') {
+        throw new TallyError('INTERNAL', `the database in ${this.location} is in use by another process (is a node already running on this data directory?)`, { cause: err });
+      }
+      throw new TallyError('INTERNAL', `store open ${this.location} failed: ${(err as Error).message}`, { cause: err });
+    }
+    this.level = level;
+  }
+
+  async close(): Promise<void> {
+    const level = this.level;
+    if (level === undefined) return;
+    this.level = undefined;
+    await this.io('close', () => level.close());
+  }
+
+  async getMany(keys: readonly string[]): Promise<(Uint8Array | undefined)[]> {
+    if (keys.length === 0) return [];
+    const values = await this.io('getMany', () => this.db.getMany(keys as string[]));
+    return values.map((v) => (v === undefined ? undefined : plainBytes(v)));
+  }
+
+  async write(ops: readonly KvOp[], sync: boolean): Promise<void> {
+    if (ops.length === 0) return;
+    await this.io('write', () => {
+      // The chained form: equally atomic, several times cheaper per entry than the array form.
+      const batch = this.db.batch();
+      for (const op of ops) {
+        if (op.type === 'put') batch.put(op.key, op.value as Uint8Array);
+        else batch.del(op.key);
+      }
+      return batch.write({ sync });
+    });
+  }
+
+  async range(range: KeyRange, limit?: number): Promise<[string, Uint8Array][]> {
+    const entries = await this.io('scan', () => this.db.iterator({ gte: range.gte, lt: range.lt, limit: limit ?? -1 }).all());
+    return entries.map(([k, v]) => [k, plainBytes(v)]);
+  }
+
+  async clear(range: KeyRange): Promise<void> {
+    await this.io('clear', () => this.db.clear({ gte: range.gte, lt: range.lt }));
+  }
+
+  private get db(): Level<string, Uint8Array> {
+    if (this.level === undefined) throw notOpen();
+    return this.level;
+  }
+
+  /** One LevelDB call; its failures become INTERNAL errors that keep the original as cause. */
+  private async io<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof TallyError) throw err;
+      throw new TallyError('INTERNAL', `store ${what} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+  }
+}
+
+/** Index of the first element of sorted `keys` that is >= `key`. */
+function lowerBound(keys: readonly string[], key: string): number {
+  let lo = 0;
+  let hi = keys.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((keys[mid] as string) < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * Sorted in memory, for the core's fast tests and the simulator. Closing keeps the data; opening
+ * the same instance again is a restart. Not for production: inserts are O(n).
+ */
+export class MemoryKv implements Kv {
+  private readonly values = new Map<string, Uint8Array>();
+  private readonly keys: string[] = [];
+  private isOpen = false;
+
+  async open(): Promise<void> {
+    this.isOpen = true;
+  }
+
+  async close(): Promise<void> {
+    this.isOpen = false;
+  }
+
+  async getMany(keys: readonly string[]): Promise<(Uint8Array | undefined)[]> {
+    this.check();
+    return keys.map((k) => this.values.get(k));
+  }
+
+  async write(ops: readonly KvOp[], _sync: boolean): Promise<void> {
+    this.check();
+    for (const op of ops) {
+      if (op.type === 'put') {
+        if (!this.values.has(op.key)) this.keys.splice(lowerBound(this.keys, op.key), 0, op.key);
+        this.values.set(op.key, new Uint8Array(op.value as Uint8Array));
+      } else if (this.values.delete(op.key)) {
+        this.keys.splice(lowerBound(this.keys, op.key), 1);
+      }
+    }
+  }
+
+  async range(range: KeyRange, limit?: number): Promise<[string, Uint8Array][]> {
+    this.check();
+    const out: [string, Uint8Array][] = [];
+    for (let i = lowerBound(this.keys, range.gte); i < this.keys.length; i++) {
+      const k = this.keys[i] as string;
+      if (k >= range.lt || (limit !== undefined && out.length >= limit)) break;
+      out.push([k, this.values.get(k) as Uint8Array]);
+    }
+    return out;
+  }
+
+  async clear(range: KeyRange): Promise<void> {
+    this.check();
+    const from = lowerBound(this.keys, range.gte);
+    const to = lowerBound(this.keys, range.lt);
+    for (const k of this.keys.splice(from, to - from)) this.values.delete(k);
+  }
+
+  private check(): void {
+    if (!this.isOpen) throw notOpen();
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * The stored bytes of a slot, a hint and a batch id: small msgpack arrays with their own packer,
+ * so settings made elsewhere never change our bytes. Decoding never trusts what it reads: anything
+ * it did not write is INTERNAL "corrupt", never a wrong number.
+ */
+import { Packr, Unpackr } from 'msgpackr';
+import { MAX_SLOT_VALUE, type Slot } from '../cluster/bucket-state.js';
+import { TallyError } from '../protocol/errors.js';
+
+const packr = new Packr({ useRecords: false });
+const unpackr = new Unpackr({ useRecords: false });
+
+/** A fresh array (msgpackr hands out views of a shared buffer). */
+export function encodeSlot(s: Slot): Uint8Array {
+  return new Uint8Array(packr.pack([s.count, s.sum, s.min, s.max]));
+}
+
+function corrupt(what: string, detail: string, cause?: unknown): TallyError {
+  return new TallyError('INTERNAL', `corrupt ${what}: ${detail}`, cause === undefined ? undefined : { cause });
+}
+
+function unpack(bytes: Uint8Array, what: string): unknown {
+  try {
+    return unpackr.unpack(bytes);
+  } catch (err) {
+    throw corrupt(what, 'not msgpack', err);
+  }
+}
+
+function isNonNegativeFinite(x: unknown): x is number {
+  return typeof x === 'number' && Number.isFinite(x) && x >= 0;
+}
+
+export function decodeSlot(bytes: Uint8Array): Slot {
+  const raw = unpack(bytes, 'slot');
+  if (!Array.isArray(raw) || raw.length !== 4) throw corrupt('slot', 'not [count, sum, min, max]');
+  const [count, sum, min, max] = raw as unknown[];
+  if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 1) throw corrupt('slot', 'count must be a positive safe integer');
+  if (!isNonNegativeFinite(sum) || sum > MAX_SLOT_VALUE || !isNonNegativeFinite(min) || !isNonNegativeFinite(max) || min > max) {
+    throw corrupt('slot', 'sum, min, max must be finite, >= 0, min <= max');
+  }
+  return { count, sum, min, max };
+}
+
+/** A time in ms (a hint's or a batch id's age). */
+export function encodeTime(ms: number): Uint8Array {
+  return new Uint8Array(packr.pack(ms));
+}
+
+export function decodeTime(bytes: Uint8Array): number {
+  const raw = unpack(bytes, 'time');
+  if (typeof raw !== 'number' || !Number.isSafeInteger(raw) || raw < 0) throw corrupt('time', 'not a non-negative integer');
+  return raw;
+}

@@ -1,0 +1,174 @@
+/**
+ * The storage keys of a node: one key per slot (bucket × actor), hints, applied batch ids and
+ * small metadata values, and the key ranges that a span scan, a token-range walk or an expiry
+ * covers.
+ *
+ * Layout (`\x00` separates fields; ids are validated upstream to hold no control characters):
+ *   d \0 {token} \0 {videoId} \0 {eventType} \0 {dayHex} \0 {actor}
+ *   h \0 {dayHex} \0 {token} \0 {videoId} \0 {eventType} \0 {hourHex} \0 {actor}
+ *   m \0 {dayHex} \0 {token} \0 {videoId} \0 {eventType} \0 {minuteHex} \0 {actor}
+ *   x \0 {node} \0 {res} \0 {startHex} \0 {videoId} \0 {eventType}      a hint: bucket dirty for node
+ *   y \0 {batchId}                                                       an applied batch id
+ *   z \0 {metaKey}                                                       small metadata
+ * `token` is xxhash64(videoId) as 16 hex digits, the key's place on the ring: a walk of one
+ * token range (anti-entropy, streaming a range to a new node) is one contiguous run of day keys
+ * and, for hours and minutes, one per retained UTC day. Days come first for hours and minutes so
+ * expiring old fine-grained data stays one range delete. Timestamps are 12 hex digits, so byte
+ * order is time order. One key per slot means an own-slot add writes its slot alone, and a merge
+ * from another replica writes only the slots that changed: no write reads a whole bucket back.
+ * Because every range below has both bounds sharing a prefix up to an ASCII part, UTF-8 byte order
+ * (LevelDB) and UTF-16 code-unit order (a JS string compare) select the same keys, so the
+ * in-memory store behaves exactly like LevelDB. Pure: strings in, strings out.
+ */
+import { assert } from '../protocol/errors.js';
+import type { Hash64 } from '../protocol/hash-ring.js';
+import type { SpanTuple } from '../protocol/peer.js';
+import type { BucketRef, SlotKey } from '../cluster/slot-table.js';
+import { bucketStart, DAY_MS, isAligned, isResolution, type Resolution } from '../cluster/time-buckets.js';
+
+export interface KeyRange {
+  gte: string;
+  lt: string;
+}
+
+const S = '\x00';
+/** 16^12 ms is past the year 10,000; fixed width keeps lexicographic order equal to time order. */
+export const KEY_TIMESTAMP_HEX_DIGITS = 12;
+export const MAX_KEY_TIMESTAMP_MS = 16 ** KEY_TIMESTAMP_HEX_DIGITS - 1;
+export const HINT_PREFIX = `x${S}`;
+export const BATCH_PREFIX = `y${S}`;
+export const META_PREFIX = `z${S}`;
+export const MAX_META_KEY_LENGTH = 512;
+const META_KEY_PATTERN = /^[\x20-\x7e]*$/;
+const HEX_PATTERN = /^[0-9a-f]{12}$/;
+
+export function hexTime(ms: number): string {
+  assert(Number.isSafeInteger(ms) && ms >= 0 && ms <= MAX_KEY_TIMESTAMP_MS, `timestamp ${ms} cannot be a key (0..${MAX_KEY_TIMESTAMP_MS})`);
+  return ms.toString(16).padStart(KEY_TIMESTAMP_HEX_DIGITS, '0');
+}
+
+function parseHexTime(hex: string | undefined): number | undefined {
+  if (hex === undefined || !HEX_PATTERN.test(hex)) return undefined;
+  return parseInt(hex, 16);
+}
+
+function checkId(what: string, id: string): void {
+  assert(typeof id === 'string' && id.length > 0 && !id.includes(S), `${what} must be a non-empty string without \\x00`);
+}
+
+export class SlotKeys {
+  /** Tokens of recently seen video ids; hashing is cheap, but a hot series is encoded many times a second. */
+  private readonly tokens = new Map<string, string>();
+
+  constructor(private readonly hash64: Hash64) {}
+
+  /** The ring position of a video id, as 16 hex digits. */
+  token(videoId: string): string {
+    let t = this.tokens.get(videoId);
+    if (t === undefined) {
+      t = this.hash64(videoId).toString(16).padStart(16, '0');
+      if (this.tokens.size >= 100_000) this.tokens.clear();
+      this.tokens.set(videoId, t);
+    }
+    return t;
+  }
+
+  /** Everything before the bucket's start: one series' buckets of `res` in the day partition `day`. */
+  seriesPrefix(res: Resolution, day: number, videoId: string, eventType: string): string {
+    checkId('videoId', videoId);
+    checkId('eventType', eventType);
+    const tail = `${this.token(videoId)}${S}${videoId}${S}${eventType}${S}`;
+    return res === 'd' ? `d${S}${tail}` : `${res}${S}${hexTime(day)}${S}${tail}`;
+  }
+
+  bucketKey(ref: BucketRef): string {
+    assert(isResolution(ref.res), `bad resolution ${String(ref.res)}`);
+    assert(isAligned(ref.start, ref.res), `bucket start ${ref.start} is not aligned to '${ref.res}'`);
+    return this.seriesPrefix(ref.res, bucketStart(ref.start, 'd'), ref.videoId, ref.eventType) + hexTime(ref.start);
+  }
+
+  slotKey(key: SlotKey): string {
+    checkId('actor', key.actor);
+    return `${this.bucketKey(key.ref)}${S}${key.actor}`;
+  }
+
+  /** The key ranges of one span's slots, ascending: one for days, one per UTC day for hours and minutes. */
+  spanRanges(span: SpanTuple): KeyRange[] {
+    const [videoId, eventType, res, start, end] = span;
+    assert(isAligned(start, res) && isAligned(end, res), `span [${start}, ${end}) is not aligned to '${res}'`);
+    if (start >= end) return [];
+    if (res === 'd') {
+      const prefix = this.seriesPrefix('d', 0, videoId, eventType);
+      return [{ gte: prefix + hexTime(start), lt: prefix + hexTime(end) }];
+    }
+    const ranges: KeyRange[] = [];
+    for (let day = bucketStart(start, 'd'); day < end; day += DAY_MS) {
+      const prefix = this.seriesPrefix(res, day, videoId, eventType);
+      ranges.push({ gte: prefix + hexTime(Math.max(start, day)), lt: prefix + hexTime(Math.min(end, day + DAY_MS)) });
+    }
+    return ranges;
+  }
+}
+
+/** The bucket start and actor of a slot key found in a span range. */
+export function parseSlotTail(key: string, prefixLength: number): { start: number; actor: string } | undefined {
+  const start = parseHexTime(key.slice(prefixLength, prefixLength + KEY_TIMESTAMP_HEX_DIGITS));
+  if (start === undefined || key[prefixLength + KEY_TIMESTAMP_HEX_DIGITS] !== S) return undefined;
+  const actor = key.slice(prefixLength + KEY_TIMESTAMP_HEX_DIGITS + 1);
+  return actor.length > 0 && !actor.includes(S) ? { start, actor } : undefined;
+}
+
+/**
+ * The one key range holding every slot of `res` whose UTC day partition ends at or before
+ * `cutoffMs`, or undefined when there is none.
+ */
+export function expiryKeyRange(res: 'm' | 'h', cutoffMs: number): KeyRange | undefined {
+  assert(res === 'm' || res === 'h', `only minute and hour buckets expire, not '${String(res)}'`);
+  const firstKept = bucketStart(cutoffMs, 'd');
+  if (firstKept <= 0) return undefined;
+  const lo = `${res}${S}`;
+  if (firstKept > MAX_KEY_TIMESTAMP_MS) return { gte: lo, lt: `${res}\x01` };
+  return { gte: lo, lt: lo + hexTime(firstKept) };
+}
+
+export function hintKey(node: string, ref: BucketRef): string {
+  checkId('node', node);
+  checkId('videoId', ref.videoId);
+  checkId('eventType', ref.eventType);
+  return `${HINT_PREFIX}${node}${S}${ref.res}${S}${hexTime(ref.start)}${S}${ref.videoId}${S}${ref.eventType}`;
+}
+
+export function parseHintKey(key: string): { node: string; ref: BucketRef } | undefined {
+  if (!key.startsWith(HINT_PREFIX)) return undefined;
+  const parts = key.slice(HINT_PREFIX.length).split(S);
+  if (parts.length !== 5) return undefined;
+  const [node, res, hex, videoId, eventType] = parts as [string, string, string, string, string];
+  const start = parseHexTime(hex);
+  if (!isResolution(res) || start === undefined || !isAligned(start, res) || node === '' || videoId === '' || eventType === '') return undefined;
+  return { node, ref: { videoId, eventType, res, start } };
+}
+
+export function batchKey(batch: string): string {
+  checkId('batch', batch);
+  return BATCH_PREFIX + batch;
+}
+
+export function checkMetaKey(key: string): void {
+  assert(typeof key === 'string' && key.length <= MAX_META_KEY_LENGTH && META_KEY_PATTERN.test(key), `meta key must be printable ASCII of at most ${MAX_META_KEY_LENGTH} chars`);
+}
+
+export function metaKey(key: string): string {
+  checkMetaKey(key);
+  return META_PREFIX + key;
+}
+
+/** Meta keys starting with `prefix` (meta keys are printable ASCII, so \x7f bounds them). */
+export function metaPrefixRange(prefix: string): KeyRange {
+  checkMetaKey(prefix);
+  return { gte: META_PREFIX + prefix, lt: META_PREFIX + prefix + '\x7f' };
+}
+
+/** Every key of a section (`x\0…` hints, `y\0…` batch ids). */
+export function sectionRange(prefix: typeof HINT_PREFIX | typeof BATCH_PREFIX): KeyRange {
+  return { gte: prefix, lt: `${prefix[0] as string}\x01` };
+}

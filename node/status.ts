@@ -1,0 +1,42 @@
+/**
+ * The status report's member rows and health line, from the core's view of the membership.
+ */
+import type { NodeCore } from '../cluster/node-core.js';
+import type { MemberStatus } from '../protocol/status.js';
+
+/** Every member as this node sees it, with its share of the ring and the hints kept for it. */
+export function memberStatuses(core: NodeCore, nowMs: number): MemberStatus[] {
+  const ownership = core.membership.ring().ownership();
+  const hints = core.stats().hints;
+  return core.view(nowMs).map((m) => ({
+    id: m.id,
+    address: m.address,
+    zone: m.zone,
+    status: m.status,
+    reason: m.reason,
+    lifecycle: m.lifecycle,
+    generation: m.generation,
+    heartbeat: m.heartbeat,
+    phi: Number.isFinite(m.phi) ? Math.round(m.phi * 100) / 100 : 1e9,
+    lastHeartbeatAgeMs: Math.round(m.lastHeartbeatAgeMs),
+    ownership: ownership.get(m.id) ?? 0,
+    ringChecksum: m.ringChecksum,
+    self: m.self,
+    hintsPending: hints[m.id]?.pending ?? 0,
+    hintsDropped: (hints[m.id]?.dropped ?? 0) + (hints[m.id]?.expired ?? 0),
+  }));
+}
+
+/** One line: how healthy the cluster looks from this node. */
+export function healthLine(members: readonly MemberStatus[]): string {
+  const down = members.filter((m) => m.status === 'down' && m.lifecycle !== 'left');
+  const left = members.filter((m) => m.lifecycle === 'left');
+  const up = members.filter((m) => m.status === 'up');
+  const checksums = new Set(up.map((m) => m.ringChecksum));
+  const parts = [`${up.length}/${members.length} up`];
+  if (down.length > 0) parts.push(`down: ${down.map((m) => m.id).join(', ')}`);
+  if (left.length > 0) parts.push(`left: ${left.map((m) => m.id).join(', ')}`);
+  parts.push(checksums.size <= 1 ? 'ring agreed' : `ring checksums differ (${checksums.size} versions)`);
+  const healthy = down.length === 0 && checksums.size <= 1;
+  return `${healthy ? 'healthy' : 'degraded'}: ${parts.join('; ')}`;
+}
