@@ -68,6 +68,18 @@ export type CoreInput =
   | { kind: 'persisted'; persist: number }
   | { kind: 'persistFailed'; persist: number; message: string };
 
+export interface BatchRecord {
+  batch: string;
+  atMs: number;
+  /** A forward record: per replica list (ids joined by commas), the replica the batch's events for it went to. */
+  forwardedTo?: [replicas: string, target: string][];
+}
+
+/** The key a batch record is kept under: forward records apart (batch ids hold no spaces). */
+export function batchRecordKey(r: { batch: string; forwardedTo?: unknown }): string {
+  return r.forwardedTo === undefined ? r.batch : `${r.batch} >`;
+}
+
 export interface HintRecord {
   node: string;
   ref: BucketRef;
@@ -80,7 +92,9 @@ export interface PersistBatch {
   slots: SlotEntry[];
   hintsPut: HintRecord[];
   hintsDelete: { node: string; ref: BucketRef }[];
-  batchesPut: { batch: string; atMs: number }[];
+  /** Applied batch ids; with `forwardedTo`, a batch this node sent on, and to which replicas. */
+  batchesPut: BatchRecord[];
+  /** Keys of `batchesPut` records: the batch id, or `${id} >` for a forward record. */
   batchesDelete: string[];
   sync: boolean;
 }
@@ -113,7 +127,7 @@ export interface NodeCoreInit {
   bootstrapped: boolean;
   /** Hints and applied batch ids found in the store at start. */
   hints?: readonly HintRecord[];
-  batches?: readonly { batch: string; atMs: number }[];
+  batches?: readonly BatchRecord[];
 }
 
 /** How often timeouts and speculative retries are looked at while requests are in flight. */
@@ -144,8 +158,6 @@ interface WriteOp {
   /** Own slots it changes (or, for a repeated batch, rewrites). */
   keys: SlotKey[];
   deltas: { ref: BucketRef; delta: Slot }[];
-  /** A batch applied before: ship the current state again instead of adding. */
-  repeat: boolean;
   batch: string | undefined;
   need: number;
   /** The distinct replica lists of its keys; each must have `need` replicas holding it. */
@@ -189,6 +201,7 @@ interface Commit {
   ops: WriteOp[];
   /** Incoming replications (and local repairs) to acknowledge once durable. */
   acks: { peer: string; id: number }[];
+  forwards: { request: WriteRequest; to: string; msg: DataMessage & { t: 'fwd' } }[];
   localRepairs: ReadOp[];
   batch: PersistBatch;
 }
@@ -254,7 +267,7 @@ export class NodeCore {
   private nextLocalRepairs: ReadOp[] = [];
   private pendingHintsPut: HintRecord[] = [];
   private pendingHintsDelete: { node: string; ref: BucketRef }[] = [];
-  private pendingBatchesPut: { batch: string; atMs: number }[] = [];
+  private pendingBatchesPut: BatchRecord[] = [];
   private pendingBatchesDelete: string[] = [];
   /** Commits durable here whose replication is still being acknowledged: their ops wait on peers. */
   private readonly replicating = new Map<number, { ops: WriteOp[]; peers: Map<string, number> }>();
@@ -280,6 +293,10 @@ export class NodeCore {
   private readonly replaying = new Set<string>();
   private hintSeq = 0;
   private readonly batches = new Map<string, number>();
+  /** Batches this node sent on to other replicas, and to which one per video id (see onClientWrite). */
+  private readonly forwardedTo = new Map<string, { atMs: number; targets: Map<string, string> }>();
+  /** Forwards waiting for the commit that makes their batch's forward record durable. */
+  private nextForwards: { request: WriteRequest; to: string; msg: DataMessage & { t: 'fwd' } }[] = [];
 
   // Placement.
   private placementRing: unknown;
@@ -311,7 +328,10 @@ export class NodeCore {
     this.nextMembershipTickMs = init.nowMs;
     this.nextHintReplayMs = init.nowMs;
     for (const h of init.hints ?? []) this.addHint(h.node, h.ref, h.atMs, false);
-    for (const b of init.batches ?? []) this.batches.set(b.batch, b.atMs);
+    for (const b of init.batches ?? []) {
+      if (b.forwardedTo === undefined) this.batches.set(b.batch, b.atMs);
+      else this.forwardedTo.set(b.batch, { atMs: b.atMs, targets: new Map(b.forwardedTo) });
+    }
   }
 
   /** One input in, what to do about it out. */
@@ -477,6 +497,8 @@ export class NodeCore {
     const need = replicasNeeded(cl, this.cfg.rf);
     const local: EventTuple[] = [];
     const forwards = new Map<string, EventTuple[]>();
+    /** Replica list → the replica its events go to, for the forward record. */
+    const chosen = new Map<string, string>();
     const forwarded = 'peer' in replyTo;
     // Check every part before applying any, so a refusal applies nothing.
     const checked = new Set<string[]>();
@@ -497,7 +519,14 @@ export class NodeCore {
       } else if (forwarded) {
         return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `${this.id} is not a replica of ${JSON.stringify(e[0])} (the rings of the two nodes differ); nothing was applied`));
       } else {
-        const target = replicas.find((r) => this.isUp(r)) as string;
+        // A retry of a batch goes where the batch went before: that replica's dedupe is what
+        // keeps it from counting twice. If it is down, the outcome stays unknown until it is back.
+        const before = batch === undefined ? undefined : this.forwardedTo.get(batch)?.targets.get(replicas.join(','));
+        if (before !== undefined && !this.isUp(before)) {
+          return this.answer(replyTo, failure(ErrorCode.TIMEOUT, `this batch was sent on to ${before} before, which is down now; its outcome is unknown until ${before} is back: retry later with the same batch id`));
+        }
+        const target = before ?? (replicas.find((r) => this.isUp(r)) as string);
+        chosen.set(replicas.join(','), target);
         let list = forwards.get(target);
         if (list === undefined) forwards.set(target, (list = []));
         list.push(e);
@@ -512,16 +541,38 @@ export class NodeCore {
     if (this.writeRequests >= this.cfg.maxInFlightWrites) {
       return this.answer(replyTo, failure(ErrorCode.OVERLOADED, `${this.writeRequests} writes are being coordinated, the limit is ${this.cfg.maxInFlightWrites}; nothing was applied, retry with backoff`));
     }
+    // A batch's forward targets are recorded durably before it is sent on, so even after a crash
+    // of this node a retry goes to the replica that may have applied it.
+    let record = false;
+    if (batch !== undefined && forwards.size > 0) {
+      let f = this.forwardedTo.get(batch);
+      if (f === undefined) this.forwardedTo.set(batch, (f = { atMs: this.now, targets: new Map() }));
+      for (const [replicas, target] of chosen) {
+        if (f.targets.get(replicas) !== target) {
+          f.targets.set(replicas, target);
+          record = true;
+        }
+      }
+      if (record) {
+        this.pendingBatchesPut.push({ batch, atMs: f.atMs, forwardedTo: [...f.targets] });
+        this.noteDirty();
+      }
+    }
     const request: WriteRequest = { replyTo, events: n, parts: (local.length > 0 ? 1 : 0) + forwards.size, outcomes: [] };
     this.writeRequests++;
     if (local.length > 0) this.coordinate(request, local, need, batch);
     for (const [target, part] of forwards) {
-      const id = this.nextMsgId();
-      const msg: DataMessage = { t: PeerMessageType.FORWARD, id, events: part, cl };
+      const msg: DataMessage & { t: 'fwd' } = { t: PeerMessageType.FORWARD, id: 0, events: part, cl };
       if (batch !== undefined) msg.batch = `${batch}>${this.id}`;
-      this.forwards.set(id, { request, to: target, deadlineMs: this.now + this.cfg.writeTimeoutMs });
-      this.send(target, msg);
+      if (record) this.nextForwards.push({ request, to: target, msg });
+      else this.forwardNow(request, target, msg);
     }
+  }
+
+  private forwardNow(request: WriteRequest, to: string, msg: DataMessage & { t: 'fwd' }): void {
+    msg.id = this.nextMsgId();
+    this.forwards.set(msg.id, { request, to, deadlineMs: this.now + this.cfg.writeTimeoutMs });
+    this.send(to, msg);
   }
 
   /** One part of a write request is settled; the request is answered once all are. */
@@ -557,8 +608,6 @@ export class NodeCore {
   // Writes: the coordinating replica
 
   private coordinate(request: WriteRequest, events: readonly EventTuple[], need: number, batch: string | undefined): void {
-    const repeat = batch !== undefined && this.batches.has(batch);
-    if (repeat) this.counters.repeats++;
     const deltas = new Map<string, { ref: BucketRef; delta: Slot }>();
     const groups = new Set<string[]>();
     let n = 0;
@@ -580,7 +629,6 @@ export class NodeCore {
       request,
       keys: list.map((d) => ({ ref: d.ref, actor: this.actor })),
       deltas: list,
-      repeat,
       batch,
       need,
       groups: [...groups],
@@ -595,8 +643,11 @@ export class NodeCore {
 
   private applyWrite(op: WriteOp): void {
     if (op.done) return;
-    if (op.repeat) {
+    // Decided here, not on arrival: a duplicate that arrives while the first copy waits for its
+    // loads waits behind it (waiters run in order) and finds it applied.
+    if (op.batch !== undefined && this.batches.has(op.batch)) {
       // Applied before (maybe before a crash, its ack lost): ship its buckets' current state again.
+      this.counters.repeats++;
       for (const k of op.keys) this.table.rewrite(k);
     } else {
       const over = this.table.addDeltas(this.actor, op.deltas);
@@ -699,7 +750,7 @@ export class NodeCore {
   private maybeCommit(): void {
     if (this.inFlightCommit !== undefined) return;
     const work =
-      this.table.dirtyCount > 0 || this.nextOps.length > 0 || this.nextAcks.length > 0 || this.nextLocalRepairs.length > 0 ||
+      this.table.dirtyCount > 0 || this.nextOps.length > 0 || this.nextAcks.length > 0 || this.nextLocalRepairs.length > 0 || this.nextForwards.length > 0 ||
       this.pendingHintsPut.length > 0 || this.pendingHintsDelete.length > 0 || this.pendingBatchesPut.length > 0 || this.pendingBatchesDelete.length > 0;
     if (!work) {
       this.commitDueMs = Number.POSITIVE_INFINITY;
@@ -722,7 +773,8 @@ export class NodeCore {
     this.pendingHintsDelete = [];
     this.pendingBatchesPut = [];
     this.pendingBatchesDelete = [];
-    this.inFlightCommit = { id, slots, ops: this.nextOps, acks: this.nextAcks, localRepairs: this.nextLocalRepairs, batch };
+    this.inFlightCommit = { id, slots, ops: this.nextOps, acks: this.nextAcks, forwards: this.nextForwards, localRepairs: this.nextLocalRepairs, batch };
+    this.nextForwards = [];
     this.nextOps = [];
     this.nextAcks = [];
     this.nextLocalRepairs = [];
@@ -740,6 +792,7 @@ export class NodeCore {
     this.counters.commits++;
     this.counters.slotsWritten += c.slots.length;
     for (const a of c.acks) this.send(a.peer, { t: PeerMessageType.REPL_ACK, id: a.id });
+    for (const f of c.forwards) this.forwardNow(f.request, f.to, f.msg);
     for (const op of c.localRepairs) this.repairDone(op);
     // Ship our own slots' new values to the other replicas of their keys.
     const perPeer = new Map<string, SlotEntry[]>();
@@ -799,6 +852,7 @@ export class NodeCore {
       this.finishWrite(op, failure(ErrorCode.INTERNAL, `group commit failed: ${message}; the events are kept in memory and written with the next commit, so the outcome is unknown`));
     }
     for (const a of c.acks) this.send(a.peer, { t: PeerMessageType.REPL_ACK, id: a.id, code: ErrorCode.INTERNAL });
+    for (const f of c.forwards) this.settlePart(f.request, failure(ErrorCode.INTERNAL, `could not record where the batch goes: ${message}; that part was not sent`));
     for (const op of c.localRepairs) this.failRead(op, failure(ErrorCode.INTERNAL, `read repair could not be written: ${message}`));
   }
 
@@ -1312,6 +1366,12 @@ export class NodeCore {
   }
 
   private expireBatches(): void {
+    for (const [batch, f] of this.forwardedTo) {
+      if (this.forwardedTo.size <= this.cfg.maxDedupeEntries && this.now - f.atMs <= this.cfg.dedupeWindowMs) break;
+      this.forwardedTo.delete(batch);
+      this.pendingBatchesDelete.push(batchRecordKey({ batch, forwardedTo: [...f.targets] }));
+      this.noteDirty();
+    }
     for (const [batch, atMs] of this.batches) {
       if (this.batches.size <= this.cfg.maxDedupeEntries && this.now - atMs <= this.cfg.dedupeWindowMs) break;
       this.batches.delete(batch);
@@ -1321,9 +1381,11 @@ export class NodeCore {
   }
 
   private nextDeadline(): number {
-    let d = Math.min(this.nextMembershipTickMs, this.commitDueMs);
+    // A commit under way: the next one starts on its `persisted`, not at a time.
+    let d = Math.min(this.nextMembershipTickMs, this.inFlightCommit === undefined ? this.commitDueMs : Number.POSITIVE_INFINITY);
     if (this.hints.size > 0) d = Math.min(d, this.nextHintReplayMs);
     if (this.writes.size > 0 || this.reads.size > 0 || this.replOut.size > 0 || this.forwards.size > 0) d = Math.min(d, this.now + TIMER_RESOLUTION_MS);
+    assert(d > this.now || d === this.commitDueMs, 'the next deadline lies ahead');
     return d;
   }
 }

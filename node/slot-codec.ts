@@ -5,6 +5,7 @@
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { MAX_SLOT_VALUE, type Slot } from '../cluster/bucket-state.js';
+import type { BatchRecord } from '../cluster/node-core.js';
 import { TallyError } from '../protocol/errors.js';
 
 const packr = new Packr({ useRecords: false });
@@ -51,4 +52,22 @@ export function decodeTime(bytes: Uint8Array): number {
   const raw = unpack(bytes, 'time');
   if (typeof raw !== 'number' || !Number.isSafeInteger(raw) || raw < 0) throw corrupt('time', 'not a non-negative integer');
   return raw;
+}
+
+/** A batch record: its time, and for a forward record the replicas the batch was sent on to. */
+export function encodeBatchRecord(r: BatchRecord): Uint8Array {
+  return new Uint8Array(packr.pack(r.forwardedTo === undefined ? r.atMs : [r.atMs, r.forwardedTo]));
+}
+
+/** Inverse of `encodeBatchRecord` for the record stored under `key` (see batchRecordKey). */
+export function decodeBatchRecord(key: string, bytes: Uint8Array): BatchRecord {
+  if (!key.endsWith(' >')) return { batch: key, atMs: decodeTime(bytes) };
+  const raw = unpack(bytes, 'forward record');
+  const pair = (p: unknown): boolean => Array.isArray(p) && p.length === 2 && typeof p[0] === 'string' && typeof p[1] === 'string';
+  if (!Array.isArray(raw) || raw.length !== 2 || !Array.isArray(raw[1]) || !raw[1].every(pair)) {
+    throw corrupt('forward record', 'not [atMs, [replicas, target][]]');
+  }
+  const atMs = raw[0] as unknown;
+  if (typeof atMs !== 'number' || !Number.isSafeInteger(atMs) || atMs < 0) throw corrupt('forward record', 'bad time');
+  return { batch: key.slice(0, -2), atMs, forwardedTo: raw[1] as [string, string][] };
 }

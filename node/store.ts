@@ -8,13 +8,13 @@
  * does that. Bounds: reads and batches are bounded by the core's own limits, asserted here.
  */
 import type { Slot } from '../cluster/bucket-state.js';
-import type { HintRecord, PersistBatch } from '../cluster/node-core.js';
+import { batchRecordKey, type BatchRecord, type HintRecord, type PersistBatch } from '../cluster/node-core.js';
 import type { SlotKey } from '../cluster/slot-table.js';
 import { assert, TallyError } from '../protocol/errors.js';
 import type { Hash64 } from '../protocol/hash-ring.js';
 import type { SpanSlot, SpanTuple } from '../protocol/peer.js';
 import type { Kv, KvOp } from './kv.js';
-import { decodeSlot, decodeTime, encodeSlot, encodeTime } from './slot-codec.js';
+import { decodeBatchRecord, decodeSlot, decodeTime, encodeBatchRecord, encodeSlot, encodeTime } from './slot-codec.js';
 import {
   BATCH_PREFIX,
   batchKey,
@@ -95,7 +95,7 @@ export class Store {
     for (const h of batch.hintsDelete) ops.push({ type: 'del', key: hintKey(h.node, h.ref) });
     for (const h of batch.hintsPut) ops.push({ type: 'put', key: hintKey(h.node, h.ref), value: encodeTime(h.atMs) });
     for (const b of batch.batchesDelete) ops.push({ type: 'del', key: batchKey(b) });
-    for (const b of batch.batchesPut) ops.push({ type: 'put', key: batchKey(b.batch), value: encodeTime(b.atMs) });
+    for (const b of batch.batchesPut) ops.push({ type: 'put', key: batchKey(batchRecordKey(b)), value: encodeBatchRecord(b) });
     await this.kv.write(ops, batch.sync);
   }
 
@@ -110,10 +110,11 @@ export class Store {
     return out.sort((a, b) => a.atMs - b.atMs);
   }
 
-  async loadBatches(limit: number): Promise<{ batch: string; atMs: number }[]> {
-    const out: { batch: string; atMs: number }[] = [];
+  /** Applied batch ids and forward records, oldest first. */
+  async loadBatches(limit: number): Promise<BatchRecord[]> {
+    const out: BatchRecord[] = [];
     for (const [key, bytes] of await this.kv.range(sectionRange(BATCH_PREFIX), limit)) {
-      out.push({ batch: key.slice(BATCH_PREFIX.length), atMs: decodeTime(bytes) });
+      out.push(decodeBatchRecord(key.slice(BATCH_PREFIX.length), bytes));
     }
     return out.sort((a, b) => a.atMs - b.atMs);
   }

@@ -1,0 +1,333 @@
+/**
+ * Drives N composed node cores (cluster/node-core.ts) — the same code the real node runs — over the
+ * simulated network and clock, each with a simulated store, and simulated clients that write and
+ * read through them. It plays the driver's part: it carries out each Ready (persists and loads
+ * after a store delay, sends through SimNetwork, replies after a network delay) and steps the core
+ * again at its deadline.
+ *
+ * The store keeps what a commit wrote once the commit's delay has passed (a LevelDB write survives a
+ * process crash once it resolves); a crash drops everything still in flight. Faults: crashes with
+ * restarts on the same data (same actor, a newer generation), wiped disks (a new actor), pauses
+ * (SIGSTOP), and all of SimNetwork's (loss, duplication, reordering, partitions).
+ * Not here: the checks (replication.test.ts).
+ */
+import { randomBytes } from 'node:crypto';
+import xxhash from 'xxhash-wasm';
+import type { Slot } from '../../cluster/bucket-state.js';
+import { defaultConfig as defaultMembershipConfig, validateConfig } from '../../cluster/membership-config.js';
+import { batchRecordKey, NodeCore, type BatchRecord, type CoreInput, type CoreReply, type HintRecord, type Ready } from '../../cluster/node-core.js';
+import { Prng } from '../../cluster/prng.js';
+import { defaultReplicationConfig, validateReplicationConfig, type ReplicationConfig } from '../../cluster/replication-config.js';
+import { bucketId, type BucketRef } from '../../cluster/slot-table.js';
+import type { Hash64 } from '../../protocol/hash-ring.js';
+import type { Consistency, EventTuple, QueryTuple } from '../../protocol/messages.js';
+import { validatePeerMessage, type PeerMessage, type SpanSlot } from '../../protocol/peer.js';
+import { EventQueue, SimNetwork, defaultNetworkOptions, type NetworkOptions } from './network.js';
+
+const { h64 } = await xxhash();
+void randomBytes;
+
+/** Node clocks read wall-clock-like values (generations are start times in ms). */
+export const EPOCH_MS = 1_700_000_000_000;
+
+function memoized(hash: Hash64): Hash64 {
+  const cache = new Map<string, bigint>();
+  return (s) => {
+    let h = cache.get(s);
+    if (h === undefined) {
+      h = hash(s);
+      if (s.length < 100) cache.set(s, h);
+    }
+    return h;
+  };
+}
+
+/** A node's durable state: what its store holds. */
+export class SimDisk {
+  /** series key (videoId\0eventType\0res) → start → actor → slot */
+  readonly series = new Map<string, Map<number, Map<string, Slot>>>();
+  readonly hints = new Map<string, HintRecord>();
+  readonly batches = new Map<string, BatchRecord>();
+  epoch = 1;
+  lastGeneration = 0;
+
+  put(ref: BucketRef, actor: string, slot: Slot): void {
+    const key = `${ref.videoId}\u0000${ref.eventType}\u0000${ref.res}`;
+    let s = this.series.get(key);
+    if (s === undefined) this.series.set(key, (s = new Map()));
+    let b = s.get(ref.start);
+    if (b === undefined) s.set(ref.start, (b = new Map()));
+    b.set(actor, { ...slot });
+  }
+
+  get(ref: BucketRef, actor: string): Slot | undefined {
+    return this.series.get(`${ref.videoId}\u0000${ref.eventType}\u0000${ref.res}`)?.get(ref.start)?.get(actor);
+  }
+
+  /** Every slot of every bucket, as `bucketId\0actor` → slot. */
+  all(): Map<string, Slot> {
+    const out = new Map<string, Slot>();
+    for (const [key, s] of this.series) {
+      const [videoId, eventType, res] = key.split('\u0000') as [string, string, BucketRef['res']];
+      for (const [start, b] of s) for (const [actor, slot] of b) out.set(`${bucketId({ videoId, eventType, res, start })}\u0000${actor}`, slot);
+    }
+    return out;
+  }
+}
+
+export interface SimNodeState {
+  id: string;
+  address: string;
+  zone: string;
+  core: NodeCore | undefined;
+  disk: SimDisk;
+  incarnation: number;
+  pausedUntilMs: number;
+  tickAtMs: number;
+  commitInFlight: boolean;
+}
+
+export interface ReplicationSimOptions {
+  seed: number;
+  nodes: number;
+  rf?: number;
+  network?: Partial<NetworkOptions>;
+  replication?: Partial<ReplicationConfig>;
+  /** Store operations take between these (ms). */
+  storeDelayMs?: [number, number];
+}
+
+export type RequestOutcome = { kind: 'reply'; reply: CoreReply } | { kind: 'lost' };
+
+export class ReplicationSim {
+  readonly queue = new EventQueue();
+  readonly rng: Prng;
+  readonly net: SimNetwork<PeerMessage>;
+  readonly nodes: SimNodeState[] = [];
+  readonly replication: ReplicationConfig;
+  private readonly membership = validateConfig({ ...defaultMembershipConfig(), vnodes: 16 });
+  private readonly hash64 = memoized(h64);
+  private readonly byId = new Map<string, SimNodeState>();
+  private readonly storeDelay: [number, number];
+  private nextReq = 1;
+  /** Client requests awaiting a reply: req → (node incarnation, callback). */
+  private readonly pending = new Map<number, { node: SimNodeState; incarnation: number; done: (o: RequestOutcome) => void }>();
+  readonly log: string[] = [];
+
+  constructor(readonly options: ReplicationSimOptions) {
+    this.rng = new Prng(options.seed);
+    this.replication = validateReplicationConfig({ ...defaultReplicationConfig(), rf: options.rf ?? 3, ...options.replication });
+    this.storeDelay = options.storeDelayMs ?? [0.2, 3];
+    const zones = ['za', 'zb', 'zc'];
+    for (let i = 0; i < options.nodes; i++) {
+      const id = `n${i + 1}`;
+      const node: SimNodeState = { id, address: `10.0.0.${i + 1}:7401`, zone: zones[i % zones.length] as string, core: undefined, disk: new SimDisk(), incarnation: 0, pausedUntilMs: 0, tickAtMs: Infinity, commitInFlight: false };
+      this.nodes.push(node);
+      this.byId.set(id, node);
+    }
+    this.membership.seeds = [this.nodes[0]!.address];
+    this.net = new SimNetwork<PeerMessage>(this.queue, this.rng.fork(), { ...defaultNetworkOptions(), ...options.network }, (from, to, msg) => this.deliver(from, to, msg));
+    this.queue.nowMs = 0;
+  }
+
+  get nowMs(): number {
+    return this.queue.nowMs;
+  }
+
+  node(id: string): SimNodeState {
+    const n = this.byId.get(id);
+    if (n === undefined) throw new Error(`no node ${id}`);
+    return n;
+  }
+
+  alive(): SimNodeState[] {
+    return this.nodes.filter((n) => n.core !== undefined);
+  }
+
+  actorOf(node: SimNodeState): string {
+    return `${node.id}#${node.disk.epoch.toString(16).padStart(8, '0')}`;
+  }
+
+  /** Starts (or restarts, on the same disk) a node. */
+  start(id: string): void {
+    const node = this.node(id);
+    node.incarnation++;
+    node.pausedUntilMs = 0;
+    node.commitInFlight = false;
+    const now = EPOCH_MS + this.nowMs;
+    const bootstrapped = node.disk.lastGeneration > 0;
+    const generation = Math.max(Math.floor(now), node.disk.lastGeneration + 1);
+    node.disk.lastGeneration = generation;
+    node.core = new NodeCore({
+      self: { id: node.id, address: node.address, zone: node.zone },
+      actor: this.actorOf(node),
+      membership: this.membership,
+      replication: this.replication,
+      rng: this.rng.fork(),
+      hash64: this.hash64,
+      nowMs: now,
+      generation,
+      bootstrapped,
+      hints: [...node.disk.hints.values()],
+      batches: [...node.disk.batches.values()],
+    });
+    node.tickAtMs = Infinity;
+    this.step(node, { kind: 'tick' });
+  }
+
+  startAll(): void {
+    for (const n of this.nodes) this.start(n.id);
+  }
+
+  /** SIGKILL: the process is gone, with everything in flight; peers see their connections drop. */
+  crash(id: string): void {
+    const node = this.node(id);
+    node.core = undefined;
+    node.incarnation++;
+    for (const [req, p] of this.pending) {
+      if (p.node === node) {
+        this.pending.delete(req);
+        p.done({ kind: 'lost' });
+      }
+    }
+    for (const other of this.nodes) {
+      if (other === node || other.core === undefined || this.net.isBlocked(other.id, id)) continue;
+      this.queue.schedule(this.nowMs + this.net.delayMs(), () => this.onNode(other, other.incarnation, () => this.step(other, { kind: 'connectionLost', peer: id })));
+    }
+  }
+
+  /** The disk is replaced by an empty one: the node comes back as a new actor that knows nothing. */
+  wipe(id: string): void {
+    const node = this.node(id);
+    const epoch = node.disk.epoch + 1;
+    node.disk = new SimDisk();
+    node.disk.epoch = epoch;
+  }
+
+  pause(id: string, ms: number): void {
+    const node = this.node(id);
+    node.pausedUntilMs = Math.max(node.pausedUntilMs, this.nowMs + ms);
+  }
+
+  run(ms: number): void {
+    this.queue.runUntil(this.nowMs + ms);
+  }
+
+  /** A client request to `id`; `done` gets the reply, or `lost` when the node dies first. */
+  write(id: string, events: EventTuple[], cl: Consistency, batch: string | undefined, done: (o: RequestOutcome) => void): void {
+    this.request(id, done, (req) => (batch === undefined ? { kind: 'write', req, events, cl } : { kind: 'write', req, events, cl, batch }));
+  }
+
+  read(id: string, queries: QueryTuple[], cl: Consistency, done: (o: RequestOutcome) => void): void {
+    this.request(id, done, (req) => ({ kind: 'read', req, queries, cl }));
+  }
+
+  private request(id: string, done: (o: RequestOutcome) => void, make: (req: number) => CoreInput): void {
+    const node = this.node(id);
+    const req = this.nextReq++;
+    // The request crosses the network to the node; a dead node refuses the connection.
+    this.queue.schedule(this.nowMs + this.net.delayMs(), () => {
+      if (node.core === undefined) return done({ kind: 'reply', reply: { ok: false, code: 'UNAVAILABLE', message: 'connection refused' } });
+      this.pending.set(req, { node, incarnation: node.incarnation, done });
+      this.onNode(node, node.incarnation, () => this.step(node, make(req)));
+    });
+  }
+
+  private deliver(from: string, to: string, msg: PeerMessage): void {
+    const node = this.node(to);
+    // Every message crosses the wire as the real one does: encoded, decoded and validated.
+    const input = validatePeerMessage(structuredClone(msg));
+    this.onNode(node, node.incarnation, () => this.step(node, { kind: 'peer', from, msg: input }));
+  }
+
+  /** Runs `fn` on the node now, later if it is paused, never if that incarnation is gone. */
+  private onNode(node: SimNodeState, incarnation: number, fn: () => void): void {
+    if (node.incarnation !== incarnation || node.core === undefined) return;
+    if (this.nowMs < node.pausedUntilMs) {
+      this.queue.schedule(node.pausedUntilMs, () => this.onNode(node, incarnation, fn));
+      return;
+    }
+    fn();
+  }
+
+  private step(node: SimNodeState, input: CoreInput): void {
+    const core = node.core;
+    if (core === undefined) return;
+    const ready = core.step(input, EPOCH_MS + this.nowMs);
+    this.apply(node, ready);
+  }
+
+  private storeDelayMs(): number {
+    const [lo, hi] = this.storeDelay;
+    return lo + this.rng.next() * (hi - lo);
+  }
+
+  private apply(node: SimNodeState, ready: Ready): void {
+    const inc = node.incarnation;
+    const later = (fn: () => void): void => this.queue.schedule(this.nowMs + this.storeDelayMs(), () => this.onNode(node, inc, fn));
+    if (ready.persist !== undefined) {
+      if (node.commitInFlight) throw new Error(`${node.id}: a second commit while one is under way`);
+      node.commitInFlight = true;
+      const batch = ready.persist;
+      later(() => {
+        const disk = node.disk;
+        for (const s of batch.slots) {
+          const cur = disk.get(s.ref, s.actor);
+          // A store write never lowers a slot: the core only ever writes joins of what it loaded.
+          if (cur !== undefined && (s.slot.count < cur.count || s.slot.sum < cur.sum)) {
+            throw new Error(`${node.id} lowered slot ${bucketId(s.ref)}/${s.actor} from ${cur.count} to ${s.slot.count}`);
+          }
+          disk.put(s.ref, s.actor, s.slot);
+        }
+        for (const h of batch.hintsDelete) disk.hints.delete(`${h.node}\u0000${bucketId(h.ref)}`);
+        for (const h of batch.hintsPut) disk.hints.set(`${h.node}\u0000${bucketId(h.ref)}`, h);
+        for (const b of batch.batchesDelete) disk.batches.delete(b);
+        for (const b of batch.batchesPut) disk.batches.set(batchRecordKey(b), b);
+        node.commitInFlight = false;
+        this.step(node, { kind: 'persisted', persist: batch.id });
+      });
+    }
+    for (const load of ready.loads) {
+      later(() => this.step(node, { kind: 'loaded', load: load.id, slots: load.keys.map((k) => node.disk.get(k.ref, k.actor)) }));
+    }
+    for (const scan of ready.scans) {
+      later(() => {
+        const out: SpanSlot[] = [];
+        scan.spans.forEach(([videoId, eventType, res, start, end], i) => {
+          const s = node.disk.series.get(`${videoId}\u0000${eventType}\u0000${res}`);
+          if (s === undefined) return;
+          for (const t of [...s.keys()].sort((a, b) => a - b)) {
+            if (t < start || t >= end) continue;
+            for (const [actor, slot] of [...(s.get(t) as Map<string, Slot>)].sort()) out.push([i, t, actor, slot.count, slot.sum, slot.min, slot.max]);
+          }
+        });
+        this.step(node, { kind: 'scanned', scan: scan.id, slots: out });
+      });
+    }
+    for (const s of ready.send) {
+      const target = [...this.byId.values()].find((n) => n.address === s.address);
+      if (target === undefined) continue;
+      this.net.send(node.id, target.id, s.msg);
+      // A dead peer refuses the connection: the sender's transport reports the link lost.
+      if (target.core === undefined && !this.net.isBlocked(node.id, target.id)) {
+        this.queue.schedule(this.nowMs + this.net.delayMs(), () => this.onNode(node, inc, () => this.step(node, { kind: 'connectionLost', peer: target.id })));
+      }
+    }
+    for (const r of ready.replies) {
+      const p = this.pending.get(r.req);
+      if (p === undefined) continue;
+      this.pending.delete(r.req);
+      this.queue.schedule(this.nowMs + this.net.delayMs(), () => p.done({ kind: 'reply', reply: r.reply }));
+    }
+    for (const line of ready.log) this.log.push(`${this.nowMs.toFixed(0)} ${node.id}: ${line}`);
+    const at = ready.deadlineMs - EPOCH_MS;
+    if (Number.isFinite(at) && at < node.tickAtMs) {
+      node.tickAtMs = at;
+      this.queue.schedule(at, () => {
+        if (node.incarnation !== inc) return;
+        node.tickAtMs = Infinity;
+        this.onNode(node, inc, () => this.step(node, { kind: 'tick' }));
+      });
+    }
+  }
+}
