@@ -6,7 +6,7 @@
  */
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { ErrorCode, MAX_EVENT_COUNT, TallyError } from '../protocol/index.js';
+import { Consistency, ErrorCode, MAX_EVENT_COUNT, TallyError } from '../protocol/index.js';
 import { TallyClient, type EventInput } from './tally-client.js';
 
 const DEFAULT_NODE = process.env.TALLY_NODE ?? '127.0.0.1:7401';
@@ -29,8 +29,8 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
-async function withClient<T>(node: string, fn: (c: TallyClient) => Promise<T>): Promise<T> {
-  const client = await TallyClient.connect({ nodes: node.split(',').map((s) => s.trim()).filter(Boolean) });
+async function withClient<T>(node: string, fn: (c: TallyClient) => Promise<T>, consistency?: string): Promise<T> {
+  const client = await TallyClient.connect({ nodes: node.split(',').map((s) => s.trim()).filter(Boolean), consistency: consistency as Consistency | undefined });
   try {
     return await fn(client);
   } finally {
@@ -39,6 +39,12 @@ async function withClient<T>(node: string, fn: (c: TallyClient) => Promise<T>): 
 }
 
 const nodeOption = { type: 'string', default: DEFAULT_NODE, describe: 'node(s) to ask, host:port[,host:port]' } as const;
+const consistencyOption = {
+  type: 'string',
+  choices: Object.values(Consistency),
+  default: Consistency.QUORUM,
+  describe: 'replicas that must answer: one, quorum (a majority of the replication factor) or all',
+} as const;
 
 async function main(argv: string[]): Promise<void> {
   const cli: Argv = yargs(argv)
@@ -90,6 +96,7 @@ async function main(argv: string[]): Promise<void> {
           .option('n', { type: 'number', default: 1, describe: 'how many events' })
           .option('value', { type: 'number', default: 1, describe: 'value of each event (watch time, latency…)' })
           .option('at', { type: 'string', describe: 'event time, epoch ms or ISO-8601 (default now)' })
+          .option('consistency', consistencyOption)
           .option('node', nodeOption),
       async (a) => {
         const n = a.n;
@@ -99,7 +106,7 @@ async function main(argv: string[]): Promise<void> {
         for (let left = n; left > 0; left -= MAX_EVENT_COUNT) {
           events.push({ videoId: a.videoId, eventType: a.type, timestamp, value: a.value, count: Math.min(left, MAX_EVENT_COUNT) });
         }
-        await withClient(a.node, (c) => c.processEvents(events));
+        await withClient(a.node, (c) => c.processEvents(events), a.consistency);
       },
     )
     .command(
@@ -112,19 +119,32 @@ async function main(argv: string[]): Promise<void> {
           .option('from', { type: 'string', default: '0', describe: 'range start, epoch ms or ISO-8601 (inclusive)' })
           .option('to', { type: 'string', describe: 'range end, epoch ms or ISO-8601 (exclusive; default now)' })
           .option('json', { type: 'boolean', default: false, describe: 'print {count, sum, min, max, avg}' })
+          .option('consistency', consistencyOption)
           .option('node', nodeOption),
       async (a) => {
         const from = parseTime(a.from, '--from');
         const to = a.to === undefined ? Date.now() : parseTime(a.to, '--to');
-        const stats = await withClient(a.node, (c) => c.getStats(a.videoId, a.type, from, to));
+        const stats = await withClient(a.node, (c) => c.getStats(a.videoId, a.type, from, to), a.consistency);
         process.stdout.write(a.json ? `${JSON.stringify(stats)}\n` : `${stats.count}\n`);
       },
     )
     .command(
       'status',
       'show every member of the cluster as one node sees it',
-      (y) => y.option('node', nodeOption).option('json', { type: 'boolean', default: false, describe: 'print the report as JSON' }),
+      (y) =>
+        y
+          .option('node', nodeOption)
+          .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON' })
+          .option('key', { type: 'string', describe: 'print the replicas of this video id instead, in the order writes try them' }),
       async (a) => {
+        if (a.key !== undefined) {
+          const key = a.key;
+          const replicas = await withClient(a.node, async (c) => c.replicasOf(key));
+          process.stdout.write(
+            a.json ? `${JSON.stringify({ key, replicas })}\n` : `${replicas.map((r) => `${r.id}\t${r.address}\t${r.up ? 'up' : 'down'}`).join('\n')}\n`,
+          );
+          return;
+        }
         const { statusOf } = await import('./local-cluster.js');
         const { formatStatus } = await import('./status-format.js');
         const status = await statusOf(a.node.split(',')[0]?.trim() ?? DEFAULT_NODE);

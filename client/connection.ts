@@ -18,18 +18,22 @@ import {
   type ClientRequest,
   type Reply,
   type WelcomeMessage,
+  validateReply,
   wsUrl,
 } from '../protocol/index.js';
 
 /** Requests awaiting a reply on one connection; past it, callers wait in the client's queue. Below the node's own per-connection bound (1,024). */
 export const MAX_PENDING_PER_CONNECTION = 1_000;
 
-type Outgoing = ClientRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+export type Outgoing = ClientRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
 
 interface Pending {
   resolve: (reply: Reply) => void;
   reject: (err: TallyError) => void;
   timer: NodeJS.Timeout;
+  sentAtMs: number;
+  /** For a get: how many stats the result must hold. */
+  queries: number | undefined;
 }
 
 export class Connection {
@@ -112,7 +116,14 @@ export class Connection {
     return this.pending.size;
   }
 
-  request(body: Outgoing, timeoutMs: number): Promise<Reply> {
+  /** Age of the oldest request still awaiting its reply, 0 when none is. */
+  oldestPendingAgeMs(nowMs: number): number {
+    // Map iteration is in insertion order, so the first is the oldest.
+    for (const p of this.pending.values()) return nowMs - p.sentAtMs;
+    return 0;
+  }
+
+  request(body: Outgoing, timeoutMs: number, queries?: number): Promise<Reply> {
     if (this.closedError !== undefined) return Promise.reject(this.closedError);
     const id = this.nextId;
     this.nextId = this.nextId >= MAX_REQUEST_ID ? 1 : this.nextId + 1;
@@ -127,7 +138,7 @@ export class Connection {
           ),
         );
       }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { resolve, reject, timer, sentAtMs: Date.now(), queries });
       this.ws.send(encodeFrame({ ...body, id }));
     });
   }
@@ -152,12 +163,23 @@ export class Connection {
       this.ws.terminate();
       return;
     }
-    this.settle(m.id, m as unknown as Reply);
+    const p = this.pending.get(m.id);
+    if (p === undefined) return; // timed out already
+    let reply: Reply;
+    try {
+      reply = validateReply(m, p.queries);
+    } catch (err) {
+      // A reply that breaks the protocol: this node is not to be trusted with more requests.
+      this.pending.delete(m.id);
+      clearTimeout(p.timer);
+      p.reject(new TallyError(ErrorCode.INTERNAL, `${this.address} sent a malformed reply: ${(err as Error).message}`));
+      this.ws.terminate();
+      return;
+    }
+    this.settle(m.id, p, reply);
   }
 
-  private settle(id: number, reply: Reply): void {
-    const p = this.pending.get(id);
-    if (p === undefined) return; // timed out already
+  private settle(id: number, p: Pending, reply: Reply): void {
     this.pending.delete(id);
     clearTimeout(p.timer);
     if (reply.t === 'error') p.reject(new TallyError(isErrorCode(reply.code) ? reply.code : ErrorCode.INTERNAL, reply.message));

@@ -14,7 +14,7 @@ function generationText(g: number): string {
 }
 
 export function formatStatus(s: NodeStatus): string {
-  const header = ['ID', 'ADDRESS', 'ZONE', 'STATUS', 'LIFECYCLE', 'GENERATION', 'PHI', 'HEARTBEAT', 'OWNS'];
+  const header = ['ID', 'ADDRESS', 'ZONE', 'STATUS', 'LIFECYCLE', 'GENERATION', 'PHI', 'HEARTBEAT', 'OWNS', 'HINTS', 'DROPPED'];
   const rows = s.members.map((m) => [
     `${m.id}${m.self ? '*' : ''}`,
     m.address,
@@ -25,11 +25,13 @@ export function formatStatus(s: NodeStatus): string {
     m.self ? '-' : m.phi >= 100 ? '>100' : m.phi.toFixed(1),
     m.self ? '-' : `${age(m.lastHeartbeatAgeMs)} ago`,
     `${(m.ownership * 100).toFixed(1)}%`,
+    String(m.hintsPending ?? 0),
+    String(m.hintsDropped ?? 0),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd();
   return [
-    `cluster ${s.cluster}, seen from ${s.nodeId} (${s.address}); * marks that node`,
+    `cluster ${s.cluster} (rf ${s.rf}), seen from ${s.nodeId} (${s.address}); * marks that node; HINTS: buckets it holds for that member`,
     line(header),
     ...rows.map(line),
     s.health,

@@ -1,46 +1,65 @@
 /**
  * The Tally client library.
  *
- * Every call validates its input at once (the same checks the node runs, against this machine's
- * clock), so a bad event fails at the call with BAD_REQUEST. Concurrent writes are batched: events
- * from calls made together (or, under load, within `lingerMs`) travel in one `count` frame (split by
- * MAX_EVENTS_PER_BATCH and the frame size), and each call resolves when every frame holding its
- * events is acknowledged — that is, durable on the node. If the node refuses a shared frame as
- * malformed (it applied none of it), each call in it is sent again alone, so one bad call cannot
- * fail its neighbours. A call whose frames were partly acknowledged fails with PARTIAL_WRITE.
- * Concurrent reads are batched the same way into one `get`. OVERLOADED is retried with
- * exponential backoff and jitter (the node applied nothing); a write whose connection drops or
- * times out is not retried, since it may have been applied: the caller gets CONNECTION_CLOSED or
- * TIMEOUT and decides. At most MAX_PENDING_PER_CONNECTION frames await replies; more wait here.
+ * Ring-aware: it learns the members and the replication factor from any node (`topology`), keeps
+ * them fresh, computes each key's replicas with the same ring the nodes use, and sends each event
+ * to a replica of its key — the first one it believes up and responsive — so a write needs no extra
+ * hop. It holds one connection per node it talks to.
+ *
+ * Every call validates its input at once (the same checks the node runs), so a bad event fails at
+ * the call with BAD_REQUEST. Concurrent calls are batched per coordinator and consistency level:
+ * events from calls made together (or, under load, within `lingerMs`) travel in one `count` frame
+ * with a batch id, and a call resolves once every frame holding its events is acknowledged — that
+ * is, durable on as many replicas as its consistency level asks. A frame that may have been applied
+ * (TIMEOUT, a dropped connection, PARTIAL_WRITE, INTERNAL) is sent again only to the same node with
+ * the same batch id, which the node never counts twice, until `timeoutMs` runs out; a frame refused
+ * before anything was applied (OVERLOADED, NOT_READY, UNAVAILABLE, a connection that could not be
+ * opened) is routed again, possibly to another replica, with backoff and jitter. If a node refuses
+ * a shared frame as malformed, each call in it is sent again alone, so one bad call cannot fail its
+ * neighbours. A call whose frames were partly acknowledged fails with PARTIAL_WRITE.
+ * Reads are batched the same way; a read not answered within `readHedgeMs` is also asked of another
+ * node (the first answer wins), and a node with a request unanswered for `slowAfterMs` gets no new
+ * work until it answers, so one frozen node costs a read milliseconds, not seconds.
  */
+import xxhash from 'xxhash-wasm';
 import {
   checkEvent,
   checkQuery,
   Consistency,
   ErrorCode,
+  HashRing,
   MAX_EVENTS_PER_BATCH,
   MAX_FRAME_BYTES,
   MAX_QUERIES_PER_GET,
   TallyError,
+  tokensFor,
   type EventTuple,
+  type Hash64,
   type QueryTuple,
   type Reply,
   type StatsTuple,
+  type TopologyMember,
 } from '../protocol/index.js';
-import { Connection, MAX_PENDING_PER_CONNECTION } from './connection.js';
+import { Connection, MAX_PENDING_PER_CONNECTION, type Outgoing } from './connection.js';
 
 export interface ClientOptions {
-  /** Nodes to talk to, as host:port. Any node can serve any request. */
+  /** Nodes to learn the cluster from, as host:port. Any node can serve any request. */
   nodes: string[];
-  /** Per-request timeout. */
+  /** How long a call may take in all, retries included. */
   timeoutMs?: number;
   /** How long a write or read waits for others to share its frame. */
   lingerMs?: number;
   /** Default consistency level of writes and reads. */
   consistency?: Consistency;
-  /** Retries of a request the node refused as OVERLOADED or NOT_READY. */
+  /** Retries of a request refused before anything was applied. */
   maxRetries?: number;
   connectTimeoutMs?: number;
+  /** A read not answered in this time is also asked of another node. */
+  readHedgeMs?: number;
+  /** A node with a request unanswered this long gets no new work until it answers. */
+  slowAfterMs?: number;
+  /** How often the members and ring are fetched again. */
+  topologyRefreshMs?: number;
 }
 
 export type TimeInput = number | Date;
@@ -48,6 +67,10 @@ export type TimeInput = number | Date;
 export interface WriteOptions {
   /** Event time; default now. */
   timestamp?: TimeInput;
+  consistency?: Consistency;
+}
+
+export interface ReadOptions {
   consistency?: Consistency;
 }
 
@@ -75,17 +98,24 @@ export interface EventStats {
 export const VIEW = 'view';
 
 const DEFAULTS = {
-  timeoutMs: 10_000, // long enough for a loaded node's group commit with fsync; short enough to notice a dead one
+  timeoutMs: 10_000, // above a node's own 4 s write timeout, so its TIMEOUT can be retried once; short enough to notice a dead cluster
   lingerMs: 1, // one millisecond turns a burst of calls into one frame at little latency
   consistency: Consistency.QUORUM,
   maxRetries: 6, // with backoff from 20 ms doubling: about 2.5 s of retrying in all
   connectTimeoutMs: 3_000,
+  readHedgeMs: 20, // replicas answer in 1-2 ms; 20 ms is far in the tail, and cheap to double
+  slowAfterMs: 250, // a live node answers within a commit or two; a quarter second means trouble
+  topologyRefreshMs: 5_000, // membership changes are seen within a few seconds
 };
 const RETRY_BASE_MS = 20;
 /** Bytes of a frame kept free for the envelope and msgpack headers when packing events. */
 const FRAME_MARGIN_BYTES = 1024;
 /** msgpack overhead of one event tuple besides its two strings: headers, float64s, ints. */
 const EVENT_OVERHEAD_BYTES = 32;
+/** Codes after which the node applied nothing of the frame. */
+const NOTHING_APPLIED: ReadonlySet<string> = new Set([ErrorCode.OVERLOADED, ErrorCode.NOT_READY, ErrorCode.UNAVAILABLE]);
+/** Codes after which the frame may or may not have been applied. */
+const OUTCOME_UNKNOWN: ReadonlySet<string> = new Set([ErrorCode.TIMEOUT, ErrorCode.CONNECTION_CLOSED, ErrorCode.PARTIAL_WRITE, ErrorCode.INTERNAL]);
 
 function toMs(t: TimeInput | undefined, what: string, fallback: number): number {
   if (t === undefined) return fallback;
@@ -96,50 +126,95 @@ function toMs(t: TimeInput | undefined, what: string, fallback: number): number 
   return ms;
 }
 
+function asTallyError(err: unknown): TallyError {
+  return err instanceof TallyError ? err : new TallyError(ErrorCode.INTERNAL, String(err));
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function backoffMs(attempt: number): number {
+  const b = RETRY_BASE_MS * 2 ** Math.min(attempt, 10);
+  return b / 2 + Math.random() * b;
+}
+
 /** One write call: settled once every frame holding some of its events has been answered. */
 interface Call {
   events: number;
-  /** Frames holding its events that have not been answered yet. */
   pendingFrames: number;
   ackedEvents: number;
   error: TallyError | undefined;
+  deadlineMs: number;
   resolve: () => void;
   reject: (err: Error) => void;
 }
 
-/** The events of one call inside a frame: `events.slice(from, to)`. */
+/** The events of one call inside a frame. */
 interface Part {
   call: Call;
-  from: number;
-  to: number;
+  events: EventTuple[];
 }
 
 interface WriteBatch {
-  events: EventTuple[];
+  address: string;
+  cl: Consistency;
+  events: number;
   bytes: number;
   parts: Part[];
-  cl: Consistency;
+}
+
+interface ReadWaiter {
+  query: QueryTuple;
+  deadlineMs: number;
+  resolve: (s: StatsTuple) => void;
+  reject: (e: Error) => void;
 }
 
 interface ReadBatch {
-  queries: QueryTuple[];
-  waiters: { resolve: (s: StatsTuple) => void; reject: (e: Error) => void }[];
+  address: string;
   cl: Consistency;
+  waiters: ReadWaiter[];
+}
+
+/** A node the client talks to. */
+interface Link {
+  address: string;
+  conn: Connection | undefined;
+  connecting: Promise<Connection> | undefined;
+  /** After a failed connect, not tried again for new work before this. */
+  downUntilMs: number;
+  failures: number;
+}
+
+interface Topology {
+  rf: number;
+  ring: HashRing;
+  /** Member id → address, for members believed up. */
+  up: Map<string, string>;
+  addresses: Map<string, string>;
+}
+
+let batchCounter = 0;
+/** A batch id unique to this process and call: random prefix, counter. */
+const BATCH_PREFIX = `${Math.random().toString(36).slice(2, 10)}${Date.now().toString(36)}`;
+function newBatchId(): string {
+  batchCounter = (batchCounter + 1) % Number.MAX_SAFE_INTEGER;
+  return `${BATCH_PREFIX}:${batchCounter.toString(36)}`;
 }
 
 export class TallyClient {
   private readonly opts: Required<ClientOptions>;
-  private conn: Connection | undefined;
-  private connecting: Promise<Connection> | undefined;
-  private nextNode: number;
-  private writes: WriteBatch | undefined;
-  private writeTimer: (() => void) | undefined;
-  private reads: ReadBatch | undefined;
-  private readTimer: (() => void) | undefined;
+  private readonly links = new Map<string, Link>();
+  private topology: Topology | undefined;
+  private hash64: Hash64 | undefined;
+  private readonly writes = new Map<string, WriteBatch>();
+  private readonly reads = new Map<string, ReadBatch>();
+  private flushTimer: (() => void) | undefined;
+  private refreshTimer: NodeJS.Timeout | undefined;
   private closed = false;
-  /** Requests sent and not answered; callers past MAX_PENDING_PER_CONNECTION wait their turn. */
+  /** Requests sent and not answered, per client; callers past the bound wait their turn. */
   private inFlight = 0;
   private readonly slotWaiters: (() => void)[] = [];
+  private seedIndex: number;
 
   private constructor(opts: ClientOptions) {
     if (!Array.isArray(opts.nodes) || opts.nodes.length === 0) {
@@ -152,14 +227,20 @@ export class TallyClient {
       consistency: opts.consistency ?? DEFAULTS.consistency,
       maxRetries: opts.maxRetries ?? DEFAULTS.maxRetries,
       connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
+      readHedgeMs: opts.readHedgeMs ?? DEFAULTS.readHedgeMs,
+      slowAfterMs: opts.slowAfterMs ?? DEFAULTS.slowAfterMs,
+      topologyRefreshMs: opts.topologyRefreshMs ?? DEFAULTS.topologyRefreshMs,
     };
-    this.nextNode = Math.floor(Math.random() * this.opts.nodes.length);
+    this.seedIndex = Math.floor(Math.random() * this.opts.nodes.length);
   }
 
-  /** Connects to one of `nodes` (trying each in turn) and returns a ready client. */
+  /** Connects to one of `nodes` (trying each in turn), learns the cluster, and returns a ready client. */
   static async connect(opts: ClientOptions): Promise<TallyClient> {
     const client = new TallyClient(opts);
-    await client.connection();
+    client.hash64 = (await xxhash()).h64;
+    await client.refreshTopology(true);
+    client.refreshTimer = setInterval(() => void client.refreshTopology(false).catch(() => {}), client.opts.topologyRefreshMs);
+    client.refreshTimer.unref();
     return client;
   }
 
@@ -184,7 +265,7 @@ export class TallyClient {
   }
 
   /** A batch of events; resolves when all are durable, rejects if any part failed. */
-  processEvents(events: EventInput[]): Promise<void> {
+  processEvents(events: EventInput[], opts?: { consistency?: Consistency }): Promise<void> {
     try {
       if (!Array.isArray(events)) throw new TallyError(ErrorCode.BAD_REQUEST, 'events must be an array');
       if (events.length === 0) return Promise.resolve();
@@ -196,99 +277,234 @@ export class TallyClient {
           now,
         ),
       );
-      return this.write(tuples, this.opts.consistency);
+      return this.write(tuples, opts?.consistency ?? this.opts.consistency);
     } catch (err) {
       return Promise.reject(err);
     }
   }
 
   /** Views of `videoId` in [startTime, endTime), both truncated to the minute. */
-  getViewsCount(videoId: string, startTime: TimeInput, endTime: TimeInput): Promise<number> {
-    return this.getCount(videoId, VIEW, startTime, endTime);
+  getViewsCount(videoId: string, startTime: TimeInput, endTime: TimeInput, opts?: ReadOptions): Promise<number> {
+    return this.getCount(videoId, VIEW, startTime, endTime, opts);
   }
 
-  async getCount(videoId: string, eventType: string, startTime: TimeInput, endTime: TimeInput): Promise<number> {
-    return (await this.getStats(videoId, eventType, startTime, endTime)).count;
+  async getCount(videoId: string, eventType: string, startTime: TimeInput, endTime: TimeInput, opts?: ReadOptions): Promise<number> {
+    return (await this.getStats(videoId, eventType, startTime, endTime, opts)).count;
   }
 
-  async getStats(videoId: string, eventType: string, startTime: TimeInput, endTime: TimeInput): Promise<EventStats> {
+  async getStats(videoId: string, eventType: string, startTime: TimeInput, endTime: TimeInput, opts?: ReadOptions): Promise<EventStats> {
     const q = checkQuery([videoId, eventType, toMs(startTime, 'startTime', 0), toMs(endTime, 'endTime', 0)], 'query');
-    const [count, sum, min, max] = await this.read(q, this.opts.consistency);
+    const [count, sum, min, max] = await this.read(q, opts?.consistency ?? this.opts.consistency);
     return { count, sum, min, max, avg: count > 0 ? sum / count : null };
   }
 
-  /** What the node reports of itself and its cluster (the `tally status` data). */
+  /** What a node reports of itself and its cluster (the `tally status` data): the first listed node that answers. */
   async status(): Promise<unknown> {
-    const reply = await this.send({ t: 'status' });
+    const reply = await this.askAnySeed({ t: 'status' });
     return reply.t === 'status' ? reply.status : null;
   }
 
-  /** Fails what is queued and closes the connection. */
+  /** The replicas of `videoId`, in the order the client tries them: [id, address][]. */
+  replicasOf(videoId: string): { id: string; address: string; up: boolean }[] {
+    const t = this.topology;
+    if (t === undefined) return [];
+    return t.ring.preferenceList(videoId, t.rf).map((id) => ({ id, address: t.addresses.get(id) ?? '', up: t.up.has(id) }));
+  }
+
+  /** Fails what is queued and closes every connection. */
   async close(): Promise<void> {
     this.closed = true;
+    if (this.refreshTimer !== undefined) clearInterval(this.refreshTimer);
+    this.flushTimer?.();
+    this.flushTimer = undefined;
     const err = new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed');
-    this.writeTimer?.();
-    this.readTimer?.();
-    for (const part of this.writes?.parts ?? []) this.settlePart(part, err);
-    for (const w of this.reads?.waiters ?? []) w.reject(err);
-    this.writes = undefined;
-    this.reads = undefined;
-    this.conn?.close();
-    this.conn = undefined;
+    for (const b of this.writes.values()) for (const part of b.parts) this.settlePart(part, err);
+    for (const b of this.reads.values()) for (const w of b.waiters) w.reject(err);
+    this.writes.clear();
+    this.reads.clear();
+    for (const link of this.links.values()) link.conn?.close();
+    this.links.clear();
   }
+
+  // ---------------------------------------------------------------------------------------------
+  // Topology and routing
+
+  /** Asks a node for the members and ring; with `required`, fails if no listed node answers. */
+  private async refreshTopology(required: boolean): Promise<void> {
+    let reply: Reply;
+    try {
+      reply = await this.askAnySeed({ t: 'topology' });
+    } catch (err) {
+      if (required) throw err;
+      return;
+    }
+    if (reply.t !== 'topology') return;
+    this.applyTopology(reply.rf, reply.members);
+  }
+
+  private applyTopology(rf: number, members: readonly TopologyMember[]): void {
+    const hash = this.hash64 as Hash64;
+    const inRing = members.filter((m) => m.inRing);
+    if (inRing.length === 0) return;
+    const ring = new HashRing(inRing.map((m) => ({ id: m.id, zone: m.zone, tokens: tokensFor(hash, m.id, m.vnodes) })), hash);
+    this.topology = {
+      rf,
+      ring,
+      up: new Map(members.filter((m) => m.up).map((m) => [m.id, m.address])),
+      addresses: new Map(members.map((m) => [m.id, m.address])),
+    };
+  }
+
+  /** One request to the listed nodes in turn (then any member), until one answers. */
+  private async askAnySeed(body: Outgoing): Promise<Reply> {
+    const candidates = [...new Set([...this.opts.nodes.slice(this.seedIndex), ...this.opts.nodes.slice(0, this.seedIndex), ...(this.topology?.up.values() ?? [])])];
+    const errors: TallyError[] = [];
+    for (const address of candidates) {
+      try {
+        return await this.request(address, body, Math.min(this.opts.timeoutMs, 5_000));
+      } catch (err) {
+        errors.push(asTallyError(err));
+        this.seedIndex = (this.seedIndex + 1) % this.opts.nodes.length;
+      }
+    }
+    const codes = new Set(errors.map((e) => e.code));
+    throw new TallyError(codes.size === 1 ? (errors[0] as TallyError).code : ErrorCode.UNAVAILABLE, `no node answered: ${errors.map((e) => e.message).join('; ')}`);
+  }
+
+  /** Whether new work may go to `address` now: connected or connectable, and not stuck. */
+  private usable(address: string, nowMs: number): boolean {
+    const link = this.links.get(address);
+    if (link === undefined) return true;
+    if (nowMs < link.downUntilMs) return false;
+    return (link.conn?.oldestPendingAgeMs(nowMs) ?? 0) < this.opts.slowAfterMs;
+  }
+
+  /** The node to send `videoId`'s work to: its first replica that is up and usable, else any replica, else a seed. */
+  private route(videoId: string, avoid?: string): string {
+    const t = this.topology;
+    const now = Date.now();
+    if (t !== undefined) {
+      const replicas = t.ring.preferenceList(videoId, t.rf);
+      for (const id of replicas) {
+        const address = t.up.get(id);
+        if (address !== undefined && address !== avoid && this.usable(address, now)) return address;
+      }
+      for (const id of replicas) {
+        const address = t.up.get(id) ?? t.addresses.get(id);
+        if (address !== undefined && address !== avoid) return address;
+      }
+    }
+    return this.opts.nodes[this.seedIndex % this.opts.nodes.length] as string;
+  }
+
+  /** Another node for a read of `videoId` than those in `tried`: a replica if one is left, else any usable member. */
+  private alternative(videoId: string, tried: ReadonlySet<string>): string | undefined {
+    const t = this.topology;
+    if (t === undefined) return this.opts.nodes.find((a) => !tried.has(a));
+    const now = Date.now();
+    const replicas = t.ring.preferenceList(videoId, t.rf).map((id) => t.up.get(id)).filter((a): a is string => a !== undefined);
+    const others = [...t.up.values()];
+    return [...replicas, ...others].find((a) => !tried.has(a) && this.usable(a, now));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Writes
 
   private write(events: EventTuple[], cl: Consistency): Promise<void> {
     if (this.closed) return Promise.reject(new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
     return new Promise<void>((resolve, reject) => {
-      const call: Call = { events: events.length, pendingFrames: 0, ackedEvents: 0, error: undefined, resolve, reject };
-      for (const e of events) {
-        const bytes = Buffer.byteLength(e[0]) + Buffer.byteLength(e[1]) + EVENT_OVERHEAD_BYTES;
-        let b = this.writes;
-        if (
-          b !== undefined &&
-          (b.cl !== cl || b.events.length >= MAX_EVENTS_PER_BATCH || b.bytes + bytes > MAX_FRAME_BYTES - FRAME_MARGIN_BYTES)
-        ) {
-          this.flushWrites();
-          b = undefined;
-        }
-        if (b === undefined) {
-          b = { events: [], bytes: 0, parts: [], cl };
-          this.writes = b;
-        }
-        const last = b.parts[b.parts.length - 1];
-        if (last?.call === call) last.to += 1;
-        else {
-          b.parts.push({ call, from: b.events.length, to: b.events.length + 1 });
-          call.pendingFrames += 1;
-        }
-        b.events.push(e);
-        b.bytes += bytes;
-      }
-      this.writeTimer ??= this.linger(() => this.flushWrites());
+      const call: Call = { events: events.length, pendingFrames: 0, ackedEvents: 0, error: undefined, deadlineMs: Date.now() + this.opts.timeoutMs, resolve, reject };
+      this.enqueueEvents(call, events, cl);
     });
   }
 
-  private flushWrites(): void {
-    this.writeTimer?.();
-    this.writeTimer = undefined;
-    const b = this.writes;
-    this.writes = undefined;
-    if (b !== undefined) this.sendWrites(b);
+  /** Routes each event to its coordinator's pending frame for `cl`. */
+  private enqueueEvents(call: Call, events: readonly EventTuple[], cl: Consistency, avoid?: string): void {
+    const byFrame = new Map<WriteBatch, EventTuple[]>();
+    for (const e of events) {
+      const address = this.route(e[0], avoid);
+      const key = `${address}|${cl}`;
+      const bytes = Buffer.byteLength(e[0]) + Buffer.byteLength(e[1]) + EVENT_OVERHEAD_BYTES;
+      let b = this.writes.get(key);
+      if (b !== undefined && (b.events >= MAX_EVENTS_PER_BATCH || b.bytes + bytes > MAX_FRAME_BYTES - FRAME_MARGIN_BYTES)) {
+        this.writes.delete(key);
+        this.sendWrite(b, newBatchId(), 0);
+        b = undefined;
+      }
+      if (b === undefined) {
+        b = { address, cl, events: 0, bytes: 0, parts: [] };
+        this.writes.set(key, b);
+      }
+      let part = byFrame.get(b);
+      if (part === undefined) {
+        byFrame.set(b, (part = []));
+        b.parts.push({ call, events: part });
+        call.pendingFrames += 1;
+      }
+      part.push(e);
+      b.events += 1;
+      b.bytes += bytes;
+    }
+    this.scheduleFlush();
   }
 
-  private sendWrites(b: WriteBatch): void {
-    this.send({ t: 'count', events: b.events, cl: b.cl }).then(
+  private scheduleFlush(): void {
+    this.flushTimer ??= this.linger(() => {
+      this.flushTimer = undefined;
+      const writes = [...this.writes.values()];
+      const reads = [...this.reads.values()];
+      this.writes.clear();
+      this.reads.clear();
+      for (const b of writes) this.sendWrite(b, newBatchId(), 0);
+      for (const b of reads) this.sendRead(b);
+    });
+  }
+
+  /**
+   * Sends a write frame and settles its parts. Refused with nothing applied: its events are routed
+   * again (new frames, new batch ids). Outcome unknown: the same frame goes to the same node with
+   * the same batch id, until the calls' deadline.
+   */
+  private sendWrite(b: WriteBatch, batch: string, attempt: number): void {
+    const events = b.parts.flatMap((p) => p.events);
+    const deadline = Math.min(...b.parts.map((p) => p.call.deadlineMs));
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) {
+      const err = new TallyError(ErrorCode.TIMEOUT, `the write was not acknowledged within ${this.opts.timeoutMs} ms; whether it was applied is unknown`);
+      for (const part of b.parts) this.settlePart(part, err);
+      return;
+    }
+    this.request(b.address, { t: 'count', events, cl: b.cl, batch }, remaining).then(
       () => {
         for (const part of b.parts) this.settlePart(part, undefined);
       },
-      (err: unknown) => {
-        const e = err instanceof TallyError ? err : new TallyError(ErrorCode.INTERNAL, String(err));
+      async (err: unknown) => {
+        const e = asTallyError(err);
+        if (this.closed) {
+          for (const part of b.parts) this.settlePart(part, e);
+          return;
+        }
         if ((e.code === ErrorCode.BAD_REQUEST || e.code === ErrorCode.TOO_LARGE) && b.parts.length > 1) {
-          // The node refused the frame before applying any of it, and it holds several calls:
-          // send each call's events alone, so only the call at fault fails.
+          // Refused before any of it was applied, and it holds several calls: each call alone, so only the one at fault fails.
+          for (const part of b.parts) this.sendWrite({ ...b, parts: [part], events: part.events.length }, newBatchId(), 0);
+          return;
+        }
+        const timeLeft = deadline - Date.now() > RETRY_BASE_MS;
+        if (NOTHING_APPLIED.has(e.code) && attempt < this.opts.maxRetries && timeLeft) {
+          await sleep(backoffMs(attempt));
+          if (e.code === ErrorCode.UNAVAILABLE) void this.refreshTopology(false);
+          // Nothing was applied: route the events again, away from this node if it could not be reached.
+          const avoid = e.code === ErrorCode.UNAVAILABLE ? b.address : undefined;
           for (const part of b.parts) {
-            this.sendWrites({ events: b.events.slice(part.from, part.to), bytes: 0, parts: [{ call: part.call, from: 0, to: part.to - part.from }], cl: b.cl });
+            part.call.pendingFrames -= 1;
+            this.enqueueEvents(part.call, part.events, b.cl, avoid);
           }
+          return;
+        }
+        if (OUTCOME_UNKNOWN.has(e.code) && timeLeft) {
+          // It may have been applied: only this node with this batch id may take it again.
+          await sleep(backoffMs(Math.min(attempt, 4)));
+          this.sendWrite(b, batch, attempt + 1);
           return;
         }
         for (const part of b.parts) this.settlePart(part, e);
@@ -305,7 +521,7 @@ export class TallyClient {
     const call = part.call;
     if (call.pendingFrames === 0) return;
     call.pendingFrames -= 1;
-    if (err === undefined) call.ackedEvents += part.to - part.from;
+    if (err === undefined) call.ackedEvents += part.events.length;
     else call.error ??= err;
     if (call.pendingFrames > 0) return;
     if (call.error === undefined) call.resolve();
@@ -322,69 +538,122 @@ export class TallyClient {
     }
   }
 
+  // ---------------------------------------------------------------------------------------------
+  // Reads
+
   private read(q: QueryTuple, cl: Consistency): Promise<StatsTuple> {
     if (this.closed) return Promise.reject(new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
     return new Promise<StatsTuple>((resolve, reject) => {
-      if (this.reads !== undefined && (this.reads.cl !== cl || this.reads.queries.length >= MAX_QUERIES_PER_GET)) {
-        this.flushReads();
+      const address = this.route(q[0]);
+      const key = `${address}|${cl}`;
+      let b = this.reads.get(key);
+      if (b !== undefined && b.waiters.length >= MAX_QUERIES_PER_GET) {
+        this.reads.delete(key);
+        this.sendRead(b);
+        b = undefined;
       }
-      this.reads ??= { queries: [], waiters: [], cl };
-      this.reads.queries.push(q);
-      this.reads.waiters.push({ resolve, reject });
-      this.readTimer ??= this.linger(() => this.flushReads());
+      if (b === undefined) this.reads.set(key, (b = { address, cl, waiters: [] }));
+      b.waiters.push({ query: q, deadlineMs: Date.now() + this.opts.timeoutMs, resolve, reject });
+      this.scheduleFlush();
     });
   }
 
-  private flushReads(): void {
-    this.readTimer?.();
-    this.readTimer = undefined;
-    const b = this.reads;
-    this.reads = undefined;
-    if (b === undefined) return;
-    this.send({ t: 'get', queries: b.queries, cl: b.cl }, true).then(
-      (reply) => {
-        const stats = reply.t === 'result' ? reply.stats : [];
-        b.waiters.forEach((w, i) => {
-          const s = stats[i];
-          if (s === undefined) w.reject(new TallyError(ErrorCode.INTERNAL, 'node answered fewer queries than asked'));
-          else w.resolve(s);
-        });
-      },
-      (err: Error) => {
-        for (const w of b.waiters) w.reject(err);
-      },
-    );
+  /**
+   * Sends a get to its node; if no answer comes within `readHedgeMs`, or the node fails, asks
+   * another (reads are idempotent), until one answers or the deadline passes.
+   */
+  private sendRead(b: ReadBatch): void {
+    const queries = b.waiters.map((w) => w.query);
+    const deadline = Math.min(...b.waiters.map((w) => w.deadlineMs));
+    const tried = new Set<string>();
+    let settled = false;
+    let outstanding = 0;
+    let lastError: TallyError | undefined;
+    let attempts = 0;
+    const finish = (stats: StatsTuple[] | undefined, err?: TallyError): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(hedge);
+      b.waiters.forEach((w, i) => (stats === undefined ? w.reject(err as TallyError) : w.resolve(stats[i] as StatsTuple)));
+    };
+    const ask = (address: string): void => {
+      tried.add(address);
+      outstanding++;
+      attempts++;
+      this.request(address, { t: 'get', queries, cl: b.cl }, Math.max(1, deadline - Date.now()), queries.length).then(
+        (reply) => finish(reply.t === 'result' ? reply.stats : undefined, new TallyError(ErrorCode.INTERNAL, 'unexpected reply to a read')),
+        async (err: unknown) => {
+          outstanding--;
+          lastError = asTallyError(err);
+          if (settled || this.closed) return;
+          const retryable = NOTHING_APPLIED.has(lastError.code) || OUTCOME_UNKNOWN.has(lastError.code);
+          if (!retryable || attempts > this.opts.maxRetries || Date.now() >= deadline) {
+            if (outstanding === 0) finish(undefined, lastError);
+            return;
+          }
+          if (lastError.code === ErrorCode.OVERLOADED || lastError.code === ErrorCode.NOT_READY) await sleep(backoffMs(attempts));
+          const next = this.alternative(queries[0]?.[0] ?? '', tried) ?? address;
+          ask(next);
+        },
+      );
+    };
+    // A read not answered in time is also asked of another node; the first answer wins.
+    const hedge = setTimeout(() => {
+      if (settled) return;
+      const next = this.alternative(queries[0]?.[0] ?? '', tried);
+      if (next !== undefined) ask(next);
+    }, this.opts.readHedgeMs);
+    ask(b.address);
   }
 
-  /**
-   * Sends one request, retrying OVERLOADED and NOT_READY with backoff. `idempotent` requests
-   * (reads) are also retried on another node after a dropped connection or a timeout.
-   */
-  private async send(
-    body: { t: 'count'; events: EventTuple[]; cl: Consistency } | { t: 'get'; queries: QueryTuple[]; cl: Consistency } | { t: 'status' } | { t: 'ping' },
-    idempotent = body.t !== 'count',
-  ): Promise<Reply> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const conn = await this.connection();
-        await this.acquireSlot();
-        try {
-          return await conn.request(body, this.opts.timeoutMs);
-        } finally {
-          this.releaseSlot();
-        }
-      } catch (err) {
-        const code = err instanceof TallyError ? err.code : undefined;
-        const retryable =
-          code === ErrorCode.OVERLOADED ||
-          code === ErrorCode.NOT_READY ||
-          (code === ErrorCode.UNAVAILABLE && this.conn === undefined) ||
-          (idempotent && (code === ErrorCode.CONNECTION_CLOSED || code === ErrorCode.TIMEOUT));
-        if (!retryable || attempt >= this.opts.maxRetries || this.closed) throw err;
-        const backoff = RETRY_BASE_MS * 2 ** attempt;
-        await new Promise((r) => setTimeout(r, backoff / 2 + Math.random() * backoff));
-      }
+  // ---------------------------------------------------------------------------------------------
+  // Connections
+
+  /** One request to one node, over its connection (opened if need be); bounded by MAX_PENDING_PER_CONNECTION in all. */
+  private async request(address: string, body: Outgoing, timeoutMs: number, queries?: number): Promise<Reply> {
+    const conn = await this.connection(address);
+    await this.acquireSlot();
+    try {
+      return await conn.request(body, timeoutMs, queries);
+    } finally {
+      this.releaseSlot();
     }
+  }
+
+  private connection(address: string): Promise<Connection> {
+    if (this.closed) return Promise.reject(new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
+    let link = this.links.get(address);
+    if (link === undefined) {
+      link = { address, conn: undefined, connecting: undefined, downUntilMs: 0, failures: 0 };
+      this.links.set(address, link);
+    }
+    if (link.conn?.isOpen === true) return Promise.resolve(link.conn);
+    const l = link;
+    l.conn = undefined;
+    l.connecting ??= Connection.open(address, this.opts.connectTimeoutMs)
+      .then(
+        (conn) => {
+          if (this.closed) {
+            conn.close();
+            throw new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed');
+          }
+          l.conn = conn;
+          l.failures = 0;
+          l.downUntilMs = 0;
+          return conn;
+        },
+        (err: unknown) => {
+          l.failures += 1;
+          l.downUntilMs = Date.now() + Math.min(2_000, RETRY_BASE_MS * 2 ** l.failures);
+          const e = asTallyError(err);
+          // Nothing was sent: for the caller that is "unavailable", whatever the cause.
+          throw e.code === ErrorCode.VERSION_MISMATCH ? e : new TallyError(ErrorCode.UNAVAILABLE, e.message, { cause: e });
+        },
+      )
+      .finally(() => {
+        l.connecting = undefined;
+      });
+    return l.connecting;
   }
 
   /**
@@ -402,7 +671,6 @@ export class TallyClient {
     return () => clearTimeout(t);
   }
 
-  /** Waits until fewer than MAX_PENDING_PER_CONNECTION requests await replies. */
   private acquireSlot(): Promise<void> {
     if (this.inFlight < MAX_PENDING_PER_CONNECTION) {
       this.inFlight += 1;
@@ -411,48 +679,9 @@ export class TallyClient {
     return new Promise((resolve) => this.slotWaiters.push(resolve));
   }
 
-  /** Hands the slot to the next waiter, if any. */
   private releaseSlot(): void {
     const next = this.slotWaiters.shift();
     if (next !== undefined) next();
     else this.inFlight -= 1;
-  }
-
-  /** The open connection, or a new one to the next node that answers. */
-  private connection(): Promise<Connection> {
-    if (this.conn?.isOpen) return Promise.resolve(this.conn);
-    this.conn = undefined;
-    this.connecting ??= this.openAny().finally(() => {
-      this.connecting = undefined;
-    });
-    return this.connecting;
-  }
-
-  private async openAny(): Promise<Connection> {
-    const errors: TallyError[] = [];
-    for (let i = 0; i < this.opts.nodes.length; i++) {
-      const address = this.opts.nodes[this.nextNode % this.opts.nodes.length] as string;
-      try {
-        const conn = await Connection.open(address, this.opts.connectTimeoutMs);
-        conn.onClose = () => {
-          if (this.conn === conn) this.conn = undefined;
-        };
-        if (this.closed) {
-          conn.close();
-          throw new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed');
-        }
-        this.conn = conn;
-        return conn;
-      } catch (err) {
-        if (this.closed) throw err;
-        // Whatever went wrong with this node (down, another protocol version, not ready), the
-        // next may serve: move on, and start from the next one next time too.
-        errors.push(err instanceof TallyError ? err : new TallyError(ErrorCode.UNAVAILABLE, String(err)));
-        this.nextNode += 1;
-      }
-    }
-    const codes = new Set(errors.map((e) => e.code));
-    const code = codes.size === 1 ? (errors[0] as TallyError).code : ErrorCode.UNAVAILABLE;
-    throw new TallyError(code, `no node answered: ${errors.map((e) => e.message).join('; ')}`);
   }
 }

@@ -7,10 +7,11 @@
  * checks run in the client before a request is sent (pair assertions), so a caller learns of a bad
  * event at the call, not from the node.
  */
-import { TallyError, ErrorCode } from './errors.js';
+import { TallyError, ErrorCode, isErrorCode } from './errors.js';
 import {
   MAX_ADDRESS_BYTES,
   MAX_BATCH_ID_BYTES,
+  MAX_ERROR_MESSAGE_CHARS,
   MAX_EVENT_COUNT,
   MAX_EVENT_FUTURE_SKEW_MS,
   MAX_EVENT_TYPE_BYTES,
@@ -33,6 +34,9 @@ import {
   type EventTuple,
   type HelloMessage,
   type QueryTuple,
+  type Reply,
+  type StatsTuple,
+  type TopologyMember,
   type WelcomeMessage,
 } from './messages.js';
 
@@ -267,4 +271,69 @@ export function formatAddress(host: string, port: number): string {
 export function wsUrl(address: string): string {
   const { host, port } = parseAddress(address);
   return `ws://${formatAddress(host, port)}/`;
+}
+
+function checkStatsTuple(x: unknown, what: string): StatsTuple {
+  const t = checkArray(x, what, 4);
+  if (t.length !== 4) throw bad(`${what} must be [count, sum, min, max]`);
+  const count = checkInt(t[0], `${what}[0] (count)`, 0, Number.MAX_SAFE_INTEGER);
+  const sum = checkNumber(t[1], `${what}[1] (sum)`, 0, Number.MAX_VALUE);
+  const min = t[2] === null ? null : checkNumber(t[2], `${what}[2] (min)`, 0, Number.MAX_VALUE);
+  const max = t[3] === null ? null : checkNumber(t[3], `${what}[3] (max)`, 0, Number.MAX_VALUE);
+  if ((count === 0) !== (min === null) || (min === null) !== (max === null)) throw bad(`${what}: min and max are null exactly when count is 0`);
+  return [count, sum, min, max];
+}
+
+function checkTopologyMember(x: unknown, what: string): TopologyMember {
+  const o = checkObject(x, what);
+  parseAddress(o.address, `${what}.address`);
+  if (typeof o.up !== 'boolean' || typeof o.inRing !== 'boolean') throw bad(`${what}.up and .inRing must be booleans`);
+  return {
+    id: checkName(o.id, `${what}.id`, MAX_NAME_BYTES),
+    address: o.address as string,
+    zone: checkName(o.zone, `${what}.zone`, MAX_NAME_BYTES),
+    vnodes: checkInt(o.vnodes, `${what}.vnodes`, 1, 1024),
+    up: o.up,
+    inRing: o.inRing,
+  };
+}
+
+/** Most members a topology reply may list. */
+export const MAX_TOPOLOGY_MEMBERS = 1024;
+
+/**
+ * Validates a decoded reply as the client receives it, the way the node validates requests: a
+ * clean copy with only the known fields, or BAD_REQUEST naming what is wrong. `queries` is how many
+ * stats a `result` must hold.
+ */
+export function validateReply(x: unknown, queries?: number): Reply {
+  const o = checkObject(x, 'reply');
+  const id = checkRequestId(o.id);
+  switch (o.t) {
+    case 'ack':
+      return { t: 'ack', id, n: checkInt(o.n, 'ack.n', 0, Number.MAX_SAFE_INTEGER) };
+    case 'result': {
+      const stats = checkArray(o.stats, 'result.stats', MAX_QUERIES_PER_GET).map((s, i) => checkStatsTuple(s, `result.stats[${i}]`));
+      if (queries !== undefined && stats.length !== queries) throw bad(`result has ${stats.length} stats for ${queries} queries`);
+      return { t: 'result', id, stats };
+    }
+    case 'pong':
+      return { t: 'pong', id, nowMs: checkInt(o.nowMs, 'pong.nowMs', 0, Number.MAX_SAFE_INTEGER) };
+    case 'status':
+      return { t: 'status', id, status: checkObject(o.status, 'status.status') };
+    case 'topology':
+      return {
+        t: 'topology',
+        id,
+        rf: checkInt(o.rf, 'topology.rf', 1, MAX_REPLICATION_FACTOR),
+        members: checkArray(o.members, 'topology.members', MAX_TOPOLOGY_MEMBERS).map((m, i) => checkTopologyMember(m, `topology.members[${i}]`)),
+      };
+    case 'error': {
+      const code = typeof o.code === 'string' && isErrorCode(o.code) ? o.code : ErrorCode.INTERNAL;
+      const message = typeof o.message === 'string' ? o.message.slice(0, MAX_ERROR_MESSAGE_CHARS) : '';
+      return { t: 'error', id, code, message };
+    }
+    default:
+      throw bad(`unknown reply type t=${show(o.t)}`);
+  }
 }

@@ -1,8 +1,9 @@
 /**
- * The client against a scripted node on a real socket: batching of concurrent calls, isolation of
- * a bad call from its neighbours, PARTIAL_WRITE for a call whose frames were partly acknowledged,
- * retries of OVERLOADED, failover past a node that refuses the hello, and honesty about replies
- * it cannot match.
+ * The client against scripted nodes on real sockets: batching of concurrent calls, routing of each
+ * event to a replica of its key, isolation of a bad call from its neighbours, PARTIAL_WRITE for a
+ * call whose frames were partly acknowledged, retries (OVERLOADED anywhere; an unknown outcome only
+ * at the same node with the same batch id), failover past a node that refuses the hello, hedged
+ * reads, and honesty about replies it cannot match or validate.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -18,8 +19,13 @@ interface FakeNode {
   close(): Promise<void>;
 }
 
+/** What fake nodes answer to `topology`: by default each node alone, with rf 1. */
+let topology: ((self: string) => Record<string, unknown>) | undefined;
+const alone = (self: string): Record<string, unknown> => ({ rf: 1, members: [{ id: `n-${self}`, address: self, zone: 'z1', vnodes: 16, up: true, inRing: true }] });
+
 const servers: FakeNode[] = [];
 afterEach(async () => {
+  topology = undefined;
   await Promise.all(servers.splice(0).map((s) => s.close()));
 });
 
@@ -37,6 +43,10 @@ async function fakeNode(answer: Answer, hello: (m: Record<string, unknown>) => R
       if (!greeted) {
         greeted = true;
         ws.send(encodeFrame(hello(m)));
+        return;
+      }
+      if (m.t === 'topology') {
+        ws.send(encodeFrame({ t: 'topology', id: m.id, ...(topology ?? alone)(node.address) }));
         return;
       }
       frames.push(m);
@@ -109,11 +119,66 @@ describe('TallyClient', () => {
     await client.close();
   });
 
-  it('does not retry a write whose reply never came', async () => {
-    const node = await fakeNode(() => undefined);
-    const client = await TallyClient.connect({ nodes: [node.address], timeoutMs: 200 });
-    await expect(client.countViewEvent('t')).rejects.toMatchObject({ code: 'TIMEOUT', message: expect.stringMatching(/whether it was applied is unknown/) });
-    expect(node.frames).toHaveLength(1);
+  it('sends a write whose outcome is unknown again only to the same node, with the same batch id, then says TIMEOUT', async () => {
+    const node = await fakeNode((m, n) => (n <= 2 ? { t: 'error', id: m.id, code: 'TIMEOUT', message: 'replicas slow' } : undefined));
+    const client = await TallyClient.connect({ nodes: [node.address], timeoutMs: 400 });
+    await expect(client.countViewEvent('t')).rejects.toMatchObject({ code: 'TIMEOUT', message: expect.stringMatching(/unknown/) });
+    expect(node.frames.length).toBeGreaterThanOrEqual(3);
+    const batches = new Set(node.frames.map((f) => f.batch));
+    expect(batches.size).toBe(1);
+    expect([...batches][0]).toMatch(/^[\x21-\x7e]+$/);
+    await client.close();
+  });
+
+  it('sends each event to a replica of its key, in one frame per node', async () => {
+    const a = await fakeNode(ack);
+    const b = await fakeNode(ack);
+    topology = () => ({
+      rf: 1,
+      members: [
+        { id: 'a', address: a.address, zone: 'z1', vnodes: 16, up: true, inRing: true },
+        { id: 'b', address: b.address, zone: 'z2', vnodes: 16, up: true, inRing: true },
+      ],
+    });
+    const client = await TallyClient.connect({ nodes: [a.address] });
+    const ids = Array.from({ length: 200 }, (_, i) => `video${i}`);
+    await client.processEvents(ids.map((videoId) => ({ videoId })));
+    const want = (address: string): string[] => ids.filter((v) => client.replicasOf(v)[0]!.address === address).sort();
+    const got = (n: FakeNode): string[] => n.frames.flatMap((f) => (f as unknown as CountRequest).events.map((e) => e[0])).sort();
+    expect(got(a)).toEqual(want(a.address));
+    expect(got(b)).toEqual(want(b.address));
+    expect(got(a).length).toBeGreaterThan(30);
+    expect(got(b).length).toBeGreaterThan(30);
+    expect(a.frames).toHaveLength(1);
+    await client.close();
+  });
+
+  it('asks another node for a read the first does not answer in time, and gives new work only to the one that answers', async () => {
+    const frozen = await fakeNode(() => undefined);
+    const live = await fakeNode((m) => ({ t: 'result', id: m.id, stats: (m.queries as unknown[]).map(() => [4, 4, 1, 1]) }));
+    topology = () => ({
+      rf: 2,
+      members: [
+        { id: 'f', address: frozen.address, zone: 'z1', vnodes: 16, up: true, inRing: true },
+        { id: 'l', address: live.address, zone: 'z2', vnodes: 16, up: true, inRing: true },
+      ],
+    });
+    const client = await TallyClient.connect({ nodes: [live.address], readHedgeMs: 20, slowAfterMs: 100 });
+    const firstOnFrozen = Array.from({ length: 100 }, (_, i) => `v${i}`).find((v) => client.replicasOf(v)[0]!.id === 'f') as string;
+    const t0 = Date.now();
+    expect(await client.getViewsCount(firstOnFrozen, 0, Date.now())).toBe(4);
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    await new Promise((r) => setTimeout(r, 150));
+    const before = frozen.frames.length;
+    for (let i = 0; i < 5; i++) expect(await client.getViewsCount(firstOnFrozen, 0, Date.now())).toBe(4);
+    expect(frozen.frames.length).toBe(before); // stuck: no new work for it
+    await client.close();
+  });
+
+  it('refuses a reply that breaks the protocol', async () => {
+    const node = await fakeNode((m) => ({ t: 'result', id: m.id, stats: [[1, 1, null, 1]] }));
+    const client = await TallyClient.connect({ nodes: [node.address], maxRetries: 0 });
+    await expect(client.getViewsCount('x', 0, 1)).rejects.toMatchObject({ code: 'INTERNAL', message: expect.stringMatching(/malformed reply/) });
     await client.close();
   });
 
@@ -130,8 +195,11 @@ describe('TallyClient', () => {
 
   it('closes rather than guess when the node answers a frame it could not read', async () => {
     const node = await fakeNode(() => ({ t: 'error', id: null, code: 'BAD_REQUEST', message: 'unreadable' }));
-    const client = await TallyClient.connect({ nodes: [node.address], maxRetries: 0 });
-    await expect(client.countViewEvent('x')).rejects.toMatchObject({ code: 'CONNECTION_CLOSED' });
+    const client = await TallyClient.connect({ nodes: [node.address], maxRetries: 0, timeoutMs: 300 });
+    const err = await client.countViewEvent('x').then(() => undefined, (e: unknown) => e);
+    expect(['CONNECTION_CLOSED', 'TIMEOUT']).toContain((err as { code: string }).code);
+    // Every attempt was the same frame: the same batch id, so a node that did apply it never counts it twice.
+    expect(new Set(node.frames.map((f) => f.batch)).size).toBe(1);
     await client.close();
   });
 
