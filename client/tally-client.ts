@@ -60,6 +60,11 @@ export interface ClientOptions {
   slowAfterMs?: number;
   /** How often the members and ring are fetched again. */
   topologyRefreshMs?: number;
+  /**
+   * `ring` (default): each key to a replica of it. `direct`: everything to the first listed node
+   * that answers, which coordinates or forwards (to ask one node in particular, e.g. at `one`).
+   */
+  routing?: 'ring' | 'direct';
 }
 
 export type TimeInput = number | Date;
@@ -183,6 +188,8 @@ interface Link {
   /** After a failed connect, not tried again for new work before this. */
   downUntilMs: number;
   failures: number;
+  /** A read to it went unanswered past `readHedgeMs`: no new work until it answers something. */
+  suspect: boolean;
 }
 
 interface Topology {
@@ -230,6 +237,7 @@ export class TallyClient {
       readHedgeMs: opts.readHedgeMs ?? DEFAULTS.readHedgeMs,
       slowAfterMs: opts.slowAfterMs ?? DEFAULTS.slowAfterMs,
       topologyRefreshMs: opts.topologyRefreshMs ?? DEFAULTS.topologyRefreshMs,
+      routing: opts.routing ?? 'ring',
     };
     this.seedIndex = Math.floor(Math.random() * this.opts.nodes.length);
   }
@@ -375,6 +383,7 @@ export class TallyClient {
   private usable(address: string, nowMs: number): boolean {
     const link = this.links.get(address);
     if (link === undefined) return true;
+    if (link.suspect) return false;
     if (nowMs < link.downUntilMs) return false;
     return (link.conn?.oldestPendingAgeMs(nowMs) ?? 0) < this.opts.slowAfterMs;
   }
@@ -383,6 +392,7 @@ export class TallyClient {
   private route(videoId: string, avoid?: string): string {
     const t = this.topology;
     const now = Date.now();
+    if (this.opts.routing === 'direct') return this.opts.nodes[this.seedIndex % this.opts.nodes.length] as string;
     if (t !== undefined) {
       const replicas = t.ring.preferenceList(videoId, t.rf);
       for (const id of replicas) {
@@ -397,14 +407,17 @@ export class TallyClient {
     return this.opts.nodes[this.seedIndex % this.opts.nodes.length] as string;
   }
 
-  /** Another node for a read of `videoId` than those in `tried`: a replica if one is left, else any usable member. */
+  /**
+   * Another node for a read of `videoId` than those in `tried`: a responsive replica if one is
+   * left, else any responsive member, else any member not tried yet.
+   */
   private alternative(videoId: string, tried: ReadonlySet<string>): string | undefined {
     const t = this.topology;
-    if (t === undefined) return this.opts.nodes.find((a) => !tried.has(a));
+    if (t === undefined || this.opts.routing === 'direct') return this.opts.nodes.find((a) => !tried.has(a));
     const now = Date.now();
     const replicas = t.ring.preferenceList(videoId, t.rf).map((id) => t.up.get(id)).filter((a): a is string => a !== undefined);
-    const others = [...t.up.values()];
-    return [...replicas, ...others].find((a) => !tried.has(a) && this.usable(a, now));
+    const candidates = [...replicas, ...t.up.values()].filter((a) => !tried.has(a));
+    return candidates.find((a) => this.usable(a, now)) ?? candidates[0];
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -573,7 +586,7 @@ export class TallyClient {
     const finish = (stats: StatsTuple[] | undefined, err?: TallyError): void => {
       if (settled) return;
       settled = true;
-      clearTimeout(hedge);
+      clearInterval(hedge);
       b.waiters.forEach((w, i) => (stats === undefined ? w.reject(err as TallyError) : w.resolve(stats[i] as StatsTuple)));
     };
     const ask = (address: string): void => {
@@ -597,11 +610,17 @@ export class TallyClient {
         },
       );
     };
-    // A read not answered in time is also asked of another node; the first answer wins.
-    const hedge = setTimeout(() => {
+    // A read not answered in time is also asked of another node, and again each `readHedgeMs`
+    // while nodes are left; the first answer wins. A node that left it unanswered is suspect.
+    let last = b.address;
+    const hedge = setInterval(() => {
       if (settled) return;
+      const link = this.links.get(last);
+      if (link !== undefined) link.suspect = true;
       const next = this.alternative(queries[0]?.[0] ?? '', tried);
-      if (next !== undefined) ask(next);
+      if (next === undefined) return clearInterval(hedge);
+      last = next;
+      ask(next);
     }, this.opts.readHedgeMs);
     ask(b.address);
   }
@@ -614,7 +633,10 @@ export class TallyClient {
     const conn = await this.connection(address);
     await this.acquireSlot();
     try {
-      return await conn.request(body, timeoutMs, queries);
+      const reply = await conn.request(body, timeoutMs, queries);
+      const link = this.links.get(address);
+      if (link !== undefined) link.suspect = false;
+      return reply;
     } finally {
       this.releaseSlot();
     }
@@ -624,7 +646,7 @@ export class TallyClient {
     if (this.closed) return Promise.reject(new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
     let link = this.links.get(address);
     if (link === undefined) {
-      link = { address, conn: undefined, connecting: undefined, downUntilMs: 0, failures: 0 };
+      link = { address, conn: undefined, connecting: undefined, downUntilMs: 0, failures: 0, suspect: false };
       this.links.set(address, link);
     }
     if (link.conn?.isOpen === true) return Promise.resolve(link.conn);

@@ -286,6 +286,8 @@ export class NodeCore {
   private readonly readsOut = new Map<number, { op: ReadOp; node: string; parts: [query: number, span: number][] }>();
   private readonly replOut = new Map<number, ReplOut>();
   private readonly replInFlight = new Map<string, number>();
+  /** Peers that left a read unanswered past `speculativeRetryMs`, until they are heard from again. */
+  private readonly slowPeers = new Map<string, number>();
 
   // Hints and dedupe.
   private readonly hints = new Map<string, Map<string, Hint>>();
@@ -879,6 +881,8 @@ export class NodeCore {
   // Peer messages
 
   private onPeer(from: string, msg: PeerMessage): void {
+    // Anything from a peer shows it is answering again.
+    if (this.slowPeers.size > 0) this.slowPeers.delete(from);
     switch (msg.t) {
       case PeerMessageType.SYN:
       case PeerMessageType.ACK:
@@ -1065,8 +1069,11 @@ export class NodeCore {
           spans.push([videoId, eventType, span.res, s, Math.min(span.end, s + width * MAX_BUCKETS_PER_READ)]);
         }
       }
-      // Ourselves first when we hold it (no network hop), then the others in ring order.
-      const order = up.includes(this.id) ? [this.id, ...up.filter((r) => r !== this.id)] : up;
+      // Ourselves first when we hold it (no network hop), then the others in ring order, those
+      // that lately left a read unanswered past the speculative threshold last (as Cassandra's
+      // dynamic snitch), so a frozen replica costs only the first reads that met it.
+      const peers = up.filter((r) => r !== this.id);
+      const order = [...(up.includes(this.id) ? [this.id] : []), ...peers.filter((r) => !this.slowPeers.has(r)), ...peers.filter((r) => this.slowPeers.has(r))];
       op.queries.push({ replicas: order, spans, asked: [], pending: new Map(), slots: new Map(), complete: [] });
     }
     this.inFlightQueries += queries.length;
@@ -1226,6 +1233,7 @@ export class NodeCore {
     const ask = new Map<string, number[]>();
     op.queries.forEach((q, qi) => {
       if (q.complete.length >= op.need) return;
+      for (const node of q.asked) if (node !== this.id && !q.complete.includes(node)) this.slowPeers.set(node, this.now);
       const next = q.replicas.find((r) => !q.asked.includes(r) && this.isUp(r));
       if (next === undefined) return;
       let list = ask.get(next);
