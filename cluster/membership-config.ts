@@ -42,6 +42,8 @@ export interface MembershipConfig extends PhiDetectorConfig {
   vnodes: number;
   /** States whose generation is further than this ahead of our clock are dropped. */
   maxGenerationAheadMs: number;
+  /** A member that is down and whose state has not advanced for this long is forgotten. */
+  memberExpiryMs: number;
 }
 
 export function defaultConfig(): MembershipConfig {
@@ -84,9 +86,14 @@ export function defaultConfig(): MembershipConfig {
     connectionLostGraceMs: 1500,
     // Measured in scripts/ring-balance.ts; see DEFAULT_VNODES.
     vnodes: DEFAULT_VNODES,
-    // Cassandra's MAX_GENERATION_DIFFERENCE: a year covers any clock skew; beyond it the state is
-    // corrupt or forged, and taking it would hide that member's real states for ever.
-    maxGenerationAheadMs: 365 * 24 * 60 * 60 * 1000,
+    // A generation is its member's start time, and clocks kept by NTP differ by far less than ten
+    // minutes; a state further ahead is corrupt or forged, and taking it would hide that member's
+    // real states until our clock caught up (Cassandra allows a year: a forged state lasts a year).
+    maxGenerationAheadMs: 10 * 60 * 1000,
+    // Only a member bumps its own heartbeat, so a state that has not advanced for this long is of a
+    // member no node has seen alive since: forget it (Cassandra keeps dead states for 3 days too).
+    // A member that comes back after that joins again with its new generation, tokens and data.
+    memberExpiryMs: 3 * 24 * 60 * 60 * 1000,
   };
 }
 
@@ -119,6 +126,7 @@ export function validateConfig(config: MembershipConfig): MembershipConfig {
   positive('firstHeartbeatEstimateMs');
   positive('connectionLostGraceMs');
   positive('maxGenerationAheadMs');
+  positive('memberExpiryMs');
   const threshold = positive('phiThreshold');
   const maxPeers = integer('maxGossipPeersPerRound', 1, MAX_GOSSIP_PEERS_PER_ROUND);
   const livePeers = integer('livePeersPerRound', 1, MAX_GOSSIP_PEERS_PER_ROUND);

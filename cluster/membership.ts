@@ -70,7 +70,9 @@ export type MembershipEffect =
   | { kind: 'statusChanged'; id: string; up: boolean; reason: StatusReason }
   | { kind: 'ringChanged'; checksum: string }
   /** A newer state of this node's own id came in: another process runs with our id, or a forgery. */
-  | { kind: 'identityConflict'; claimed: EndpointState; refuted: boolean };
+  | { kind: 'identityConflict'; claimed: EndpointState; refuted: boolean }
+  /** A member no node has seen alive for `memberExpiryMs` is forgotten. */
+  | { kind: 'memberExpired'; id: string };
 
 /** One row of `tally status`, as this node sees it. Ownership comes from `ring()`. */
 export interface MemberView {
@@ -134,6 +136,8 @@ export class Membership {
   private stopped = false;
   /** SYNs sent so far; each SYN carries the count, and its ACK echoes it. */
   private synSeq = 0;
+  /** When each member's state last advanced here (a newer state arrived); see expire(). */
+  private readonly advancedAtMs = new Map<string, number>();
   /** For a peer whose connection dropped: `synSeq` at the drop. A later echo proves it alive. */
   private readonly lostAtSeq = new Map<string, number>();
 
@@ -176,6 +180,7 @@ export class Membership {
     this.noteInput(nowMs);
     const effects: MembershipEffect[] = [];
     for (const id of this.statuses.keys()) this.evaluate(id, nowMs, effects);
+    this.expire(nowMs, effects);
     if (nowMs >= this.nextRoundAtMs) {
       // Keep the phase; after a stall, start afresh rather than firing the missed rounds at once.
       this.nextRoundAtMs += this.config.gossipIntervalMs;
@@ -456,8 +461,10 @@ export class Membership {
     if (local === undefined) {
       if (this.states.size >= MAX_MEMBERS) return;
       this.states.set(id, incoming);
+      this.advancedAtMs.set(id, nowMs);
       if (IN_RING.has(incoming.lifecycle)) this.cachedRing = undefined;
     } else if (newer(incoming, local)) {
+      this.advancedAtMs.set(id, nowMs);
       this.states.set(id, incoming);
       this.detector.heartbeat(id, nowMs, incoming.generation > local.generation);
       if (this.ringRelevantChange(local, incoming)) this.cachedRing = undefined;
@@ -497,6 +504,26 @@ export class Membership {
     const wasUp = this.statuses.get(id)?.up ?? false;
     this.statuses.set(id, { up, reason });
     if (up !== wasUp) effects.push({ kind: 'statusChanged', id, up, reason });
+  }
+
+  /**
+   * Forgets members that are down and whose state has not advanced for `memberExpiryMs`: only a
+   * member bumps its own heartbeat, so no node has seen such a member alive for that long (a state
+   * someone made up and stopped repeating is one). Its tokens leave the ring.
+   */
+  private expire(nowMs: number, effects: MembershipEffect[]): void {
+    for (const [id, at] of this.advancedAtMs) {
+      if (nowMs - at <= this.config.memberExpiryMs || this.statuses.get(id)?.up === true) continue;
+      const state = this.states.get(id);
+      this.states.delete(id);
+      this.statuses.delete(id);
+      this.advancedAtMs.delete(id);
+      this.lostAtSeq.delete(id);
+      this.tokenCache.delete(id);
+      this.detector.forget(id);
+      if (state !== undefined && IN_RING.has(state.lifecycle)) this.cachedRing = undefined;
+      effects.push({ kind: 'memberExpired', id });
+    }
   }
 
   /** A gap since our last input beyond the threshold is our own stall: forgive it to every peer. */

@@ -250,6 +250,7 @@ export class NodeCore {
   private readonly id: string;
   private readonly cfg: ReplicationConfig;
   private readonly tickIntervalMs: number;
+  private readonly memberExpiryMs: number;
   private readonly table = new SlotTable();
   private out: Ready = emptyReady();
   private now: number;
@@ -315,6 +316,7 @@ export class NodeCore {
     this.actor = init.actor;
     this.cfg = init.replication;
     this.tickIntervalMs = init.membership.tickIntervalMs;
+    this.memberExpiryMs = init.membership.memberExpiryMs;
     this.now = init.nowMs;
     this.membership = new Membership({
       self: init.self,
@@ -463,6 +465,9 @@ export class NodeCore {
         }
         case 'ringChanged':
           this.out.log.push(`ring changed: checksum ${e.checksum}`);
+          break;
+        case 'memberExpired':
+          this.out.log.push(`member ${e.id} forgotten: no node has seen it alive for ${Math.round(this.memberExpiryMs / 3_600_000)} h`);
           break;
         case 'identityConflict':
           this.out.log.push(

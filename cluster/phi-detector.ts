@@ -196,6 +196,11 @@ export class PhiAccrualDetector {
    * are not arrivals (only a newer heartbeat version is, so that all arrivals measure the same
    * thing), nor do they clear a dropped connection: they may have been in flight before it.
    */
+  /** Forgets everything about `peer` (a member that expired). */
+  forget(peer: string): void {
+    this.peers.delete(peer);
+  }
+
   heardFrom(peer: string, nowMs: number): void {
     if (!this.peers.has(peer)) this.heartbeat(peer, nowMs);
   }

@@ -102,7 +102,8 @@ export class ClusterSim {
     this.rng = new Prng(options.seed);
     const zones = options.zones ?? ['zone-a', 'zone-b', 'zone-c'];
     const seedCount = options.seedCount ?? Math.min(3, options.nodes);
-    const skew = options.clockSkewMs ?? 3_600_000;
+    // Clocks up to 4 minutes apart: far more than NTP allows, within the 10 minutes a generation may lead.
+    const skew = options.clockSkewMs ?? 240_000;
     for (let i = 0; i < options.nodes; i++) {
       const id = `n${String(i + 1).padStart(3, '0')}`;
       const node = new SimNode(id, `10.0.${i >> 8}.${i & 255}:7000`, zones[i % zones.length] as string, EPOCH_MS + (this.rng.next() * 2 - 1) * skew);

@@ -58,6 +58,8 @@ function fmtEffect(e: MembershipEffect): string {
       return `${e.id} ${e.up ? 'up' : 'down'} (${e.reason})`;
     case 'ringChanged':
       return 'ring changed';
+    case 'memberExpired':
+      return `${e.id} expired`;
     case 'identityConflict':
       return `identity conflict: ${e.claimed.id} at ${e.claimed.address} gen ${e.claimed.generation} v${e.claimed.version}${e.refuted ? ' (refuted)' : ''}`;
   }
@@ -284,5 +286,37 @@ describe('membership transcripts', () => {
     // the address we hold for b, never to one a peer merely mentions.
     const effects = s.a.receive('b', syn({ ...state('b', 1000, 3), address: 'elsewhere:1' }, 2), 400);
     expect(effects.find((e) => e.kind === 'send')).toMatchObject({ to: { id: 'b', address: 'b:7000' } });
+  });
+});
+
+describe('bounds on what gossip can make a node believe', () => {
+  const HOUR = 3_600_000;
+  const node = (nowMs: number): Membership =>
+    new Membership({ self: { id: 'a', address: 'a:7000', zone: 'z' }, config: CONFIG, rng: new Prng(2), hash64: h64, nowMs, generation: nowMs });
+
+  test('a generation more than maxGenerationAheadMs ahead of our clock is not taken', () => {
+    const now = 1_000 * HOUR;
+    const a = node(now);
+    a.receive('c', ack2(state('far', now + CONFIG.maxGenerationAheadMs + 1, 1), state('near', now + CONFIG.maxGenerationAheadMs - 1, 1)), now);
+    expect(a.stateOf('far')).toBeUndefined();
+    expect(a.stateOf('near')).toBeDefined();
+  });
+
+  test('a member nobody has seen alive for memberExpiryMs is forgotten and leaves the ring; one whose heartbeat advances stays', () => {
+    const now = 1_000 * HOUR;
+    const a = node(now);
+    a.receive('b', syn(state('b', now, 1)), now);
+    a.receive('b', ack2(state('ghost', now - HOUR, 7)), now + 1);
+    expect(a.ring().members).toContain('ghost');
+    const expired: string[] = [];
+    let version = 2;
+    for (let t = now; t <= now + CONFIG.memberExpiryMs + 10 * CONFIG.gossipIntervalMs; t += CONFIG.gossipIntervalMs) {
+      a.receive('b', syn(state('b', now, version++)), t); // b is alive and says so every round
+      for (const e of a.tick(t)) if (e.kind === 'memberExpired') expired.push(e.id);
+    }
+    expect(expired).toEqual(['ghost']);
+    expect(a.stateOf('ghost')).toBeUndefined();
+    expect(a.ring().members).toEqual(['a', 'b']);
+    expect(a.isUp('b')).toBe(true);
   });
 });
