@@ -160,7 +160,8 @@ async function main(argv: string[]): Promise<void> {
           .option('base-port', { type: 'number', default: 7401, describe: 'port of the first node; the others follow' })
           .option('host', { type: 'string', default: '127.0.0.1' })
           .option('data', { type: 'string', default: './data', describe: 'parent of the nodes\' data directories' })
-          .option('fsync', { type: 'boolean', default: false, describe: 'fsync every group commit' }),
+          .option('fsync', { type: 'boolean', default: false, describe: 'fsync every group commit' })
+          .option('rf', { type: 'number', describe: 'replication factor [the smaller of 3 and --nodes]' }),
       async (a) => {
         const { runLocalCluster, AGREE_TIMEOUT_MS } = await import('./local-cluster.js');
         await runLocalCluster({
@@ -169,19 +170,27 @@ async function main(argv: string[]): Promise<void> {
           host: a.host,
           dataDir: a.data,
           fsync: a.fsync,
+          rf: a.rf,
           agreeTimeoutMs: AGREE_TIMEOUT_MS,
         });
       },
     )
     .command(
       'bench',
-      'load a running cluster through the client and print throughput and latency',
+      'load a cluster (or a local one it starts) through the client and print throughput and latency',
       (y) =>
         y
           .option('node', nodeOption)
+          .option('local', { type: 'number', describe: 'start a local cluster of this many nodes for the run (and stop it after)' })
+          .option('rf', { type: 'number', describe: 'with --local: replication factor [the smaller of 3 and --local]' })
+          .option('fsync', { type: 'boolean', default: false, describe: 'with --local: fsync every group commit' })
+          .option('base-port', { type: 'number', default: 7701, describe: 'with --local: port of the first node' })
           .option('events', { type: 'number', default: 200_000, describe: 'view events to write' })
           .option('videos', { type: 'number', default: 1_000, describe: 'distinct videos written to' })
+          .option('zipf', { type: 'number', default: 0, describe: 'Zipf exponent of video popularity (0: uniform)' })
+          .option('batch', { type: 'number', default: 1, describe: 'events per write call' })
           .option('concurrency', { type: 'number', default: 2_000, describe: 'write calls outstanding at once' })
+          .option('consistency', consistencyOption)
           .option('reads', { type: 'number', default: 5_000, describe: 'range reads to make' })
           .option('read-concurrency', { type: 'number', default: 32, describe: 'reads outstanding at once' })
           .option('json', { type: 'boolean', default: false }),
@@ -189,23 +198,31 @@ async function main(argv: string[]): Promise<void> {
         const { runBench } = await import('./bench.js');
         const r = await runBench({
           nodes: a.node.split(',').map((s) => s.trim()).filter(Boolean),
+          local: a.local,
+          localRf: a.rf,
+          localFsync: a.fsync,
+          localBasePort: a['base-port'],
           events: a.events,
           videos: a.videos,
+          zipf: a.zipf,
+          batch: a.batch,
           concurrency: a.concurrency,
+          consistency: a.consistency as Consistency,
           reads: a.reads,
           readConcurrency: a['read-concurrency'],
         });
         if (a.json) {
           process.stdout.write(`${JSON.stringify(r)}\n`);
-          return;
+        } else {
+          const w = r.writes;
+          const rd = r.reads;
+          process.stdout.write(
+            `setup:  ${r.setup}\n` +
+              `writes: ${w.events} events in ${w.calls} calls, ${w.seconds.toFixed(2)} s = ${w.eventsPerSecond} events/s; call latency p50 ${w.p50Ms} ms, p99 ${w.p99Ms} ms, max ${w.maxMs} ms; client CPU ${w.cpuSecondsClient} s\n` +
+              `reads:  ${rd.reads} range reads in ${rd.seconds.toFixed(2)} s = ${rd.perSecond} reads/s; latency p50 ${rd.p50Ms} ms, p99 ${rd.p99Ms} ms, max ${rd.maxMs} ms\n` +
+              `check:  ${r.check.videos} videos: wrote ${r.check.expected}, counted ${r.check.counted}\n`,
+          );
         }
-        const w = r.writes;
-        const rd = r.reads;
-        process.stdout.write(
-          `writes: ${w.events} events in ${w.seconds.toFixed(2)} s = ${w.perSecond} events/s; call latency p50 ${w.p50Ms} ms, p99 ${w.p99Ms} ms, max ${w.maxMs} ms\n` +
-            `reads:  ${rd.reads} range reads in ${rd.seconds.toFixed(2)} s = ${rd.perSecond} reads/s; latency p50 ${rd.p50Ms} ms, p99 ${rd.p99Ms} ms, max ${rd.maxMs} ms\n` +
-            `check:  wrote ${r.check.expected}, counted ${r.check.counted}\n`,
-        );
         if (r.check.counted !== r.check.expected) process.exitCode = 1;
       },
     )

@@ -33,6 +33,10 @@ export interface LocalClusterOptions {
   host: string;
   dataDir: string;
   fsync: boolean;
+  /** Replication factor; default the smaller of 3 and the node count. */
+  rf?: number;
+  /** Passed to every node as --cluster-secret. */
+  clusterSecret?: string;
   /** How long to wait for every node to see every other up. */
   agreeTimeoutMs: number;
 }
@@ -54,7 +58,20 @@ function prefixLines(id: string, out: NodeJS.WritableStream): (d: Buffer) => voi
   };
 }
 
-export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
+export interface LocalCluster {
+  addresses: string[];
+  /** Stops every node cleanly (SIGTERM, then SIGKILL after STOP_TIMEOUT_MS). */
+  stop(): Promise<void>;
+  /** Whether `stop` has been called. */
+  readonly stopping: boolean;
+}
+
+/**
+ * Starts the nodes of a local cluster and waits until each sees every other up; returns the
+ * addresses, the first node's status, and how to stop them. `quiet`: the nodes' output is not
+ * passed through (benchmarks).
+ */
+export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boolean }): Promise<{ cluster: LocalCluster; status: NodeStatus }> {
   if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > MAX_LOCAL_NODES) {
     throw new TallyError(ErrorCode.BAD_REQUEST, `--nodes must be an integer in [1, ${MAX_LOCAL_NODES}], got ${o.nodes}`);
   }
@@ -63,7 +80,8 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
   const children: Child[] = addresses.map((address, i) => {
     const id = `n${i + 1}`;
     const args = [CLI, 'start', '--host', o.host, '--port', String(o.basePort + i), '--data', join(o.dataDir, id)];
-    args.push('--id', id, '--zone', `z${(i % LOCAL_ZONES) + 1}`, '--seeds', seeds, ...(o.fsync ? ['--fsync'] : []));
+    args.push('--id', id, '--zone', `z${(i % LOCAL_ZONES) + 1}`, '--seeds', seeds, '--rf', String(o.rf ?? Math.min(3, o.nodes)), ...(o.fsync ? ['--fsync'] : []));
+    if (o.clusterSecret !== undefined) args.push('--cluster-secret', o.clusterSecret);
     // Each node in its own process group: Ctrl-C reaches only this process, which stops the
     // nodes with one SIGTERM each (a second signal would make a node exit without flushing).
     // Its stdin is a pipe from this process: however this process ends, the pipe closes and
@@ -85,55 +103,71 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
       proc.stdout?.on('data', onData);
       proc.once('exit', onExit);
     });
-    proc.stdout?.on('data', prefixLines(id, process.stdout));
-    proc.stderr?.on('data', prefixLines(id, process.stderr));
+    if (o.quiet === true) {
+      proc.stdout?.resume();
+      proc.stderr?.resume();
+    } else {
+      proc.stdout?.on('data', prefixLines(id, process.stdout));
+      proc.stderr?.on('data', prefixLines(id, process.stderr));
+    }
     return { id, address, proc, ready };
   });
 
   // The terminal may be gone (SIGHUP): writing to it must not crash this process mid-stop.
   process.stdout.on('error', () => {});
   process.stderr.on('error', () => {});
-  let stopping = false;
-  const stopAll = async (): Promise<void> => {
-    stopping = true;
-    await Promise.all(
-      children.map(
-        (c) =>
-          new Promise<void>((resolve) => {
-            if (c.proc.exitCode !== null || c.proc.signalCode !== null) return resolve();
-            c.proc.once('exit', () => resolve());
-            c.proc.kill('SIGTERM');
-            setTimeout(() => c.proc.kill('SIGKILL'), STOP_TIMEOUT_MS).unref();
-          }),
-      ),
-    );
+  const cluster = {
+    addresses,
+    stopping: false,
+    stop: async (): Promise<void> => {
+      cluster.stopping = true;
+      await Promise.all(
+        children.map(
+          (c) =>
+            new Promise<void>((resolve) => {
+              if (c.proc.exitCode !== null || c.proc.signalCode !== null) return resolve();
+              c.proc.once('exit', () => resolve());
+              c.proc.kill('SIGTERM');
+              setTimeout(() => c.proc.kill('SIGKILL'), STOP_TIMEOUT_MS).unref();
+            }),
+        ),
+      );
+    },
   };
+  for (const c of children) {
+    c.proc.once('exit', (code, signal) => {
+      if (!cluster.stopping) process.stderr.write(`node ${c.id} exited (${code ?? signal}); the others keep running\n`);
+    });
+  }
+  try {
+    await Promise.all(children.map((c) => c.ready));
+    const status = await waitForAgreement(addresses, o.agreeTimeoutMs);
+    return { cluster, status };
+  } catch (err) {
+    await cluster.stop();
+    throw err;
+  }
+}
+
+export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
+  let cluster: LocalCluster | undefined;
   const onSignal = (): void => {
-    if (stopping) return;
+    // Still starting: exit; each node's stdin closes with us and it stops cleanly by itself.
+    if (cluster === undefined) process.exit(130);
+    if (cluster.stopping) return;
     process.stdout.write('stopping the local cluster…\n');
-    void stopAll().then(() => process.exit(0));
+    void cluster.stop().then(() => process.exit(0));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   process.on('SIGHUP', onSignal);
-  for (const c of children) {
-    c.proc.once('exit', (code, signal) => {
-      if (!stopping) process.stderr.write(`node ${c.id} exited (${code ?? signal}); the others keep running\n`);
-    });
-  }
-
-  try {
-    await Promise.all(children.map((c) => c.ready));
-    const status = await waitForAgreement(addresses, o.agreeTimeoutMs);
-    process.stdout.write(
-      `\nTally local cluster of ${o.nodes} node${o.nodes === 1 ? '' : 's'} is up: ${addresses.join(' ')}\n` +
-        `data in ${o.dataDir}; try: npx tally count video42 --n 5 && npx tally get video42\n\n` +
-        `${formatStatus(status)}\n\nCtrl-C stops every node cleanly.\n`,
-    );
-  } catch (err) {
-    await stopAll();
-    throw err;
-  }
+  const started = await startLocalCluster(o);
+  cluster = started.cluster;
+  process.stdout.write(
+    `\nTally local cluster of ${o.nodes} node${o.nodes === 1 ? '' : 's'} is up: ${cluster.addresses.join(' ')}\n` +
+      `data in ${o.dataDir}; try: npx tally count video42 --n 5 && npx tally get video42\n\n` +
+      `${formatStatus(started.status)}\n\nCtrl-C stops every node cleanly.\n`,
+  );
 }
 
 /** Polls every node until each sees every member up and all compute the same ring; returns the first node's status. */
