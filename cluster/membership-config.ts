@@ -44,6 +44,8 @@ export interface MembershipConfig extends PhiDetectorConfig {
   maxGenerationAheadMs: number;
   /** A member that is down and whose state has not advanced for this long is forgotten. */
   memberExpiryMs: number;
+  /** A node that hears from no live peer this long after its start serves with the ring it has. */
+  settleTimeoutMs: number;
 }
 
 export function defaultConfig(): MembershipConfig {
@@ -94,6 +96,8 @@ export function defaultConfig(): MembershipConfig {
     // member no node has seen alive since: forget it (Cassandra keeps dead states for 3 days too).
     // A member that comes back after that joins again with its new generation, tokens and data.
     memberExpiryMs: 3 * 24 * 60 * 60 * 1000,
+    // A live seed answers in the first round or two; ten rounds means nobody is there to ask.
+    settleTimeoutMs: 10_000,
   };
 }
 
@@ -127,6 +131,7 @@ export function validateConfig(config: MembershipConfig): MembershipConfig {
   positive('connectionLostGraceMs');
   positive('maxGenerationAheadMs');
   positive('memberExpiryMs');
+  positive('settleTimeoutMs');
   const threshold = positive('phiThreshold');
   const maxPeers = integer('maxGossipPeersPerRound', 1, MAX_GOSSIP_PEERS_PER_ROUND);
   const livePeers = integer('livePeersPerRound', 1, MAX_GOSSIP_PEERS_PER_ROUND);

@@ -102,6 +102,20 @@ export interface MembershipInit {
   generation: number;
   /** The node has been a member before (its data dir says so): it starts `normal`, not `joining`. */
   bootstrapped?: boolean;
+  /**
+   * The other members this node knew when it last ran (kept by the node): taken as states older
+   * than any real one, so a restarted node places keys on the ring it left, gossips with those
+   * members as with seeds, and waits to hear from them before it serves (see `settled`).
+   */
+  knownPeers?: readonly KnownPeer[];
+}
+
+/** What a node keeps of another member across restarts. */
+export interface KnownPeer {
+  id: string;
+  address: string;
+  zone: string;
+  vnodes: number;
 }
 
 /** Lifecycles whose tokens are on the ring. */
@@ -133,6 +147,7 @@ export class Membership {
   private liveOrder: string[] = [];
   private liveCursor = 0;
   private lastInputMs: number;
+  private readonly startedAtMs: number;
   private stopped = false;
   /** SYNs sent so far; each SYN carries the count, and its ACK echoes it. */
   private synSeq = 0;
@@ -169,9 +184,17 @@ export class Membership {
       'this node',
     );
     this.states.set(self.id, initial);
+    for (const p of init.knownPeers ?? []) {
+      if (p.id === self.id || this.states.size >= MAX_MEMBERS) continue;
+      // Generation 0, version 0: whatever the member itself says later is newer.
+      const state = validateEndpointState({ ...p, generation: 0, version: 0, lifecycle: Lifecycle.NORMAL, ringChecksum: '0' }, 'a known peer');
+      this.states.set(p.id, state);
+      this.advancedAtMs.set(p.id, init.nowMs);
+    }
     this.updateSelf({ ringChecksum: this.ring().checksum() });
     this.nextRoundAtMs = init.nowMs;
     this.lastInputMs = init.nowMs;
+    this.startedAtMs = init.nowMs;
   }
 
   /** Call every `tickIntervalMs`: runs verdicts and, when due, a gossip round. */
@@ -269,6 +292,15 @@ export class Membership {
     return this.announce();
   }
 
+  /** The other members to keep across a restart: those on the ring. */
+  knownPeers(): KnownPeer[] {
+    const out: KnownPeer[] = [];
+    for (const st of this.states.values()) {
+      if (st.id !== this.id && IN_RING.has(st.lifecycle)) out.push({ id: st.id, address: st.address, zone: st.zone, vnodes: st.vnodes });
+    }
+    return out;
+  }
+
   /** Every known member as this node sees it, sorted by id. */
   view(nowMs: number): MemberView[] {
     const rows: MemberView[] = [];
@@ -293,6 +325,27 @@ export class Membership {
       });
     }
     return rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /**
+   * Whether this node's view of the ring can be trusted to place keys: it has no one to ask (a
+   * cluster of one), or some peer is up and every peer it sees up gossips the ring checksum it
+   * computes itself. A node just (re)started knows only itself and its seeds, so it would think
+   * itself a replica of keys it does not hold; it must not coordinate until gossip settles. After
+   * `settleTimeoutMs` with no live peer it settles anyway, to serve what it can alone.
+   */
+  settled(nowMs: number): boolean {
+    if (this.stopped) return false;
+    // A cluster of one: nobody to ask, nobody known.
+    if (this.otherSeeds.length === 0 && this.states.size === 1) return true;
+    const ours = this.ring().checksum();
+    let upPeers = 0;
+    for (const [id, status] of this.statuses) {
+      if (!status.up) continue;
+      upPeers++;
+      if ((this.states.get(id) as EndpointState).ringChecksum !== ours) return false;
+    }
+    return upPeers > 0 || nowMs - this.startedAtMs >= this.config.settleTimeoutMs;
   }
 
   /** Ids of the members this node believes up, self included (unless it has left). */

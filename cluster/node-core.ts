@@ -40,7 +40,7 @@ import {
 } from '../protocol/peer.js';
 import { accumulateDelta, addStats, EMPTY_STATS, eventsDelta, joinSlot, slotDominates, type Slot, type Stats } from './bucket-state.js';
 import type { MembershipConfig } from './membership-config.js';
-import { Membership, type MemberView, type MembershipEffect } from './membership.js';
+import { Membership, type KnownPeer, type MemberView, type MembershipEffect } from './membership.js';
 import type { Rng } from './prng.js';
 import { replicasNeeded, type ReplicationConfig } from './replication-config.js';
 import { bucketId, SlotTable, slotId, type BucketRef, type SlotEntry, type SlotKey } from './slot-table.js';
@@ -110,6 +110,8 @@ export interface Ready {
   replies: { req: number; reply: CoreReply }[];
   /** Addresses of members that came up: keep a link open to each. */
   connect: string[];
+  /** The ring's members changed: keep these for the next start (see MembershipInit.knownPeers). */
+  knownPeers: KnownPeer[] | undefined;
   log: string[];
   /** Step again (with a tick) at this time at the latest. */
   deadlineMs: number;
@@ -125,6 +127,8 @@ export interface NodeCoreInit {
   nowMs: number;
   generation: number;
   bootstrapped: boolean;
+  /** The other members known when the node last ran. */
+  knownPeers?: readonly KnownPeer[];
   /** Hints and applied batch ids found in the store at start. */
   hints?: readonly HintRecord[];
   batches?: readonly BatchRecord[];
@@ -225,7 +229,7 @@ export interface CoreStats {
 }
 
 function emptyReady(): Ready {
-  return { persist: undefined, loads: [], scans: [], send: [], replies: [], connect: [], log: [], deadlineMs: Number.POSITIVE_INFINITY };
+  return { persist: undefined, loads: [], scans: [], send: [], replies: [], connect: [], knownPeers: undefined, log: [], deadlineMs: Number.POSITIVE_INFINITY };
 }
 
 function spanOf(ref: BucketRef): SpanTuple {
@@ -326,6 +330,7 @@ export class NodeCore {
       nowMs: init.nowMs,
       generation: init.generation,
       bootstrapped: init.bootstrapped,
+      knownPeers: init.knownPeers ?? [],
     });
     // Ids of our messages start at a random point, so a reply meant for an earlier life is unlikely to match.
     this.msgSeq = Math.floor(init.rng.next() * 0x7fff_ffff);
@@ -465,6 +470,7 @@ export class NodeCore {
         }
         case 'ringChanged':
           this.out.log.push(`ring changed: checksum ${e.checksum}`);
+          this.out.knownPeers = this.membership.knownPeers();
           break;
         case 'memberExpired':
           this.out.log.push(`member ${e.id} forgotten: no node has seen it alive for ${Math.round(this.memberExpiryMs / 3_600_000)} h`);
@@ -499,7 +505,15 @@ export class NodeCore {
   // ---------------------------------------------------------------------------------------------
   // Writes: the receiving node
 
+  /** A client request before gossip has settled is refused, having applied nothing. */
+  private notSettled(replyTo: ReplyTo): boolean {
+    if (this.membership.settled(this.now)) return false;
+    this.answer(replyTo, failure(ErrorCode.NOT_READY, `${this.id} has just started and is still learning the ring from its peers; nothing was applied, retry shortly`));
+    return true;
+  }
+
   private onClientWrite(replyTo: ReplyTo, events: readonly EventTuple[], cl: Consistency, batch: string | undefined): void {
+    if (this.notSettled(replyTo)) return;
     const n = events.reduce((a, e) => a + e[4], 0);
     const need = replicasNeeded(cl, this.cfg.rf);
     const local: EventTuple[] = [];
@@ -1046,6 +1060,7 @@ export class NodeCore {
   // Reads: the coordinator
 
   private onClientRead(replyTo: ReplyTo, queries: readonly QueryTuple[], cl: Consistency): void {
+    if (this.notSettled(replyTo)) return;
     const need = replicasNeeded(cl, this.cfg.rf);
     if (this.inFlightQueries + queries.length > this.cfg.maxInFlightQueries) {
       return this.answer(replyTo, failure(ErrorCode.OVERLOADED, `${this.inFlightQueries} queries are being answered, the limit is ${this.cfg.maxInFlightQueries}; retry with backoff`));

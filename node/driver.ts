@@ -32,6 +32,9 @@ export function monotonicNowMs(): number {
   return Math.floor(performance.timeOrigin + performance.now());
 }
 
+/** Meta key of the members this node knew when it last ran (JSON of KnownPeer[]). */
+export const KNOWN_PEERS_KEY = 'known-peers';
+
 /** Most distinct refusal reasons logged (a peer refusing us every second logs once). */
 const MAX_LOGGED_REFUSALS = 64;
 
@@ -202,6 +205,10 @@ export class Driver implements RequestHandler {
       if (!this.transport.send(s.address, s.msg) && s.to !== '') this.input({ kind: 'sendFailed', to: s.to, msg: s.msg });
     }
     for (const address of ready.connect) this.transport.open(address);
+    if (ready.knownPeers !== undefined) {
+      const peers = ready.knownPeers;
+      this.store.putMeta(KNOWN_PEERS_KEY, Buffer.from(JSON.stringify(peers))).catch((err: unknown) => this.log(`error INTERNAL: could not keep the known members: ${(err as Error).message}`));
+    }
     for (const r of ready.replies) this.reply(r.req, r.reply);
     for (const line of ready.log) this.log(line);
     this.schedule(ready.deadlineMs);

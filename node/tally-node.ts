@@ -8,10 +8,11 @@ import { join } from 'node:path';
 import xxhash from 'xxhash-wasm';
 import { NodeCore } from '../cluster/node-core.js';
 import { Prng } from '../cluster/prng.js';
-import { formatAddress } from '../protocol/index.js';
+import { formatAddress, validateEndpointState } from '../protocol/index.js';
 import type { NodeStatus } from '../protocol/status.js';
 import { resolveConfig, type NodeConfig, type NodeOverrides } from './config.js';
-import { Driver, monotonicNowMs } from './driver.js';
+import { Driver, KNOWN_PEERS_KEY, monotonicNowMs } from './driver.js';
+import type { KnownPeer } from '../cluster/membership.js';
 import { openActor, openNodeId, type Identity } from './identity.js';
 import { LevelKv } from './kv.js';
 import { PeerTransport, defaultPeerTransportOptions } from './peer-transport.js';
@@ -38,6 +39,26 @@ async function nextGeneration(store: Store, nowMs: number): Promise<{ generation
   const generation = Math.max(nowMs, (Number.isSafeInteger(lastGeneration) ? lastGeneration : 0) + 1);
   await store.putMeta(GENERATION_KEY, Buffer.from(String(generation)), { sync: true });
   return { generation, bootstrapped: last !== undefined };
+}
+
+/** The members this node knew when it last ran; an unreadable record counts as none (gossip relearns them). */
+async function loadKnownPeers(store: Store): Promise<KnownPeer[]> {
+  const bytes = await store.getMeta(KNOWN_PEERS_KEY);
+  if (bytes === undefined) return [];
+  try {
+    const raw: unknown = JSON.parse(Buffer.from(bytes).toString('utf8'));
+    if (!Array.isArray(raw)) return [];
+    return raw.flatMap((p: unknown) => {
+      try {
+        const s = validateEndpointState({ ...(p as object), generation: 0, version: 0, lifecycle: 'normal', ringChecksum: '0' }, 'known peer');
+        return [{ id: s.id, address: s.address, zone: s.zone, vnodes: s.vnodes }];
+      } catch {
+        return [];
+      }
+    });
+  } catch {
+    return [];
+  }
 }
 
 export function log(line: string): void {
@@ -114,6 +135,7 @@ export class TallyNode {
       generation = g.generation;
       const hints = await store.loadHints(MAX_HINTS_LOADED);
       const batches = await store.loadBatches(config.replication.maxDedupeEntries);
+      const knownPeers = await loadKnownPeers(store);
       const core = new NodeCore({
         self: { id: identity.id, address, zone: config.zone },
         actor: identity.actor,
@@ -124,6 +146,7 @@ export class TallyNode {
         nowMs: monotonicNowMs(),
         generation,
         bootstrapped: g.bootstrapped,
+        knownPeers,
         hints,
         batches,
       });

@@ -16,6 +16,7 @@ import xxhash from 'xxhash-wasm';
 import type { Slot } from '../../cluster/bucket-state.js';
 import { defaultConfig as defaultMembershipConfig, validateConfig } from '../../cluster/membership-config.js';
 import { batchRecordKey, NodeCore, type BatchRecord, type CoreInput, type CoreReply, type HintRecord, type Ready } from '../../cluster/node-core.js';
+import type { KnownPeer } from '../../cluster/membership.js';
 import { Prng } from '../../cluster/prng.js';
 import { defaultReplicationConfig, validateReplicationConfig, type ReplicationConfig } from '../../cluster/replication-config.js';
 import { bucketId, type BucketRef } from '../../cluster/slot-table.js';
@@ -50,6 +51,7 @@ export class SimDisk {
   readonly batches = new Map<string, BatchRecord>();
   epoch = 1;
   lastGeneration = 0;
+  knownPeers: KnownPeer[] = [];
 
   put(ref: BucketRef, actor: string, slot: Slot): void {
     const key = `${ref.videoId}\u0000${ref.eventType}\u0000${ref.res}`;
@@ -168,6 +170,7 @@ export class ReplicationSim {
       nowMs: now,
       generation,
       bootstrapped,
+      knownPeers: node.disk.knownPeers,
       hints: [...node.disk.hints.values()],
       batches: [...node.disk.batches.values()],
     });
@@ -319,6 +322,8 @@ export class ReplicationSim {
       this.pending.delete(r.req);
       this.queue.schedule(this.nowMs + this.net.delayMs(), () => p.done({ kind: 'reply', reply: r.reply }));
     }
+    // Kept at once: a few bytes, written when the ring changes.
+    if (ready.knownPeers !== undefined) node.disk.knownPeers = ready.knownPeers;
     for (const line of ready.log) this.log.push(`${this.nowMs.toFixed(0)} ${node.id}: ${line}`);
     const at = ready.deadlineMs - EPOCH_MS;
     if (Number.isFinite(at) && at < node.tickAtMs) {

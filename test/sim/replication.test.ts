@@ -236,14 +236,89 @@ function runScenario(seed: number, opts: { faultMs: number; loss: number }): voi
   expect((run.counts['write ok quorum'] ?? 0) > 50, 'the workload made progress').toBe(true);
 }
 
+/** Seeds per scenario in one run (SIM_RUNS); a failure names the seed that failed. */
+const RUNS = Number(process.env['SIM_RUNS'] ?? 3);
+
+/** Runs `body` for `RUNS` consecutive seeds from `seed` (one when SIM_SEED pins it), so each run covers several schedules. */
+function seeds(seed: number, body: (seed: number) => void): void {
+  const runs = process.env['SIM_SEED'] === undefined ? RUNS : 1;
+  for (let i = 0; i < runs; i++) {
+    try {
+      body(seed + i);
+    } catch (err) {
+      throw new Error(`with seed ${seed + i}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
+
 describe('replication on the composed core', () => {
   simTest(FILE, 'quorum reads see every acknowledged write, never more than attempted, never less than before; replicas converge (clean network, crashes, freezes, partitions)', (seed) => {
-    runScenario(seed, { faultMs: 30_000, loss: 0 });
-  }, 60_000);
+    seeds(seed, (s) => runScenario(s, { faultMs: 30_000, loss: 0 }));
+  }, 120_000);
 
   simTest(FILE, 'the same under 2% loss and duplication, with reordering', (seed) => {
-    runScenario(seed, { faultMs: 30_000, loss: 0.02 });
-  }, 60_000);
+    seeds(seed, (s) => runScenario(s, { faultMs: 30_000, loss: 0.02 }));
+  }, 120_000);
+
+  simTest(FILE, 'a batch retried after its coordinator crashed between commit and reply is counted once', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 3 });
+    sim.startAll();
+    sim.run(5_000);
+    let first: RequestOutcome | undefined;
+    sim.write('n1', [['crashy', 'view', T0, 1, 7]], Consistency.QUORUM, 'retry-me', (o) => (first = o));
+    // Run until n1's commit of the batch is on its disk, then kill it before it can answer.
+    const committed = (): boolean => sim.node('n1').disk.batches.has('retry-me');
+    while (!committed()) sim.run(0.1);
+    sim.crash('n1');
+    sim.run(500);
+    expect(first).toEqual({ kind: 'lost' });
+    sim.start('n1');
+    sim.run(3_000);
+    let retry: RequestOutcome | undefined;
+    sim.write('n1', [['crashy', 'view', T0, 1, 7]], Consistency.QUORUM, 'retry-me', (o) => (retry = o));
+    sim.run(2_000);
+    expect(retry).toMatchObject({ kind: 'reply', reply: { ok: true } });
+    let all = -1;
+    sim.read('n2', [['crashy', 'view', T0, T0 + DAY_MS]], Consistency.ALL, (o) => {
+      if (o.kind === 'reply' && o.reply.ok) all = (o.reply.stats?.[0] ?? [NaN])[0];
+    });
+    sim.run(1_000);
+    expect(all).toBe(7);
+    expect(sim.node('n1').core!.stats().dedupe.repeats).toBe(1);
+  });
+
+  simTest(FILE, 'a write that would pass 2^53 is refused whole, and the writes sharing its commit are not', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 3 });
+    sim.startAll();
+    sim.run(5_000);
+    const big: EventTuple = ['huge', 'watch_ms', T0, 1e9, 1_000_000]; // a sum of 10^15 per tuple
+    let acked = 0;
+    const outcomes: RequestOutcome[] = [];
+    for (let i = 0; i < 12; i++) {
+      // Each big write shares its commit with a small one of another series.
+      sim.write('n1', [big], Consistency.QUORUM, `big${i}`, (o) => {
+        outcomes.push(o);
+        if (o.kind === 'reply' && o.reply.ok) acked++;
+      });
+      sim.write('n1', [['small', 'view', T0, 1, 1]], Consistency.QUORUM, `small${i}`, (o) => outcomes.push(o));
+      sim.run(50);
+    }
+    sim.run(1_000);
+    const refused = outcomes.filter((o) => o.kind === 'reply' && !o.reply.ok);
+    expect(acked).toBe(9); // 9 × 10^15 fits under 2^53 ≈ 9.007 × 10^15; the tenth would not
+    expect(refused).toHaveLength(3);
+    for (const o of refused) expect(o).toMatchObject({ reply: { code: 'BAD_REQUEST', message: expect.stringMatching(/2\^53/) } });
+    const read = (series: string, type: string): number[] => {
+      let stats: number[] = [];
+      sim.read('n2', [[series, type, T0, T0 + DAY_MS]], Consistency.QUORUM, (o) => {
+        if (o.kind === 'reply' && o.reply.ok) stats = (o.reply.stats?.[0] ?? []) as number[];
+      });
+      sim.run(200);
+      return stats;
+    };
+    expect(read('huge', 'watch_ms').slice(0, 2)).toEqual([9_000_000, 9e15]);
+    expect(read('small', 'view')[0]).toBe(12);
+  });
 
   simTest(FILE, 'a node that was down gets its hints replayed and catches up without any read', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 3 });
