@@ -30,7 +30,13 @@ function fail(err: unknown): never {
 }
 
 async function withClient<T>(node: string, fn: (c: TallyClient) => Promise<T>, consistency?: string): Promise<T> {
-  const client = await TallyClient.connect({ nodes: node.split(',').map((s) => s.trim()).filter(Boolean), consistency: consistency as Consistency | undefined });
+  // The CLI asks the node it is given (it coordinates, or forwards to a replica), so
+  // `--consistency one --node X` reads what X holds.
+  const client = await TallyClient.connect({
+    nodes: node.split(',').map((s) => s.trim()).filter(Boolean),
+    consistency: consistency as Consistency | undefined,
+    routing: 'direct',
+  });
   try {
     return await fn(client);
   } finally {
@@ -38,7 +44,7 @@ async function withClient<T>(node: string, fn: (c: TallyClient) => Promise<T>, c
   }
 }
 
-const nodeOption = { type: 'string', default: DEFAULT_NODE, describe: 'node(s) to ask, host:port[,host:port]' } as const;
+const nodeOption = { type: 'string', default: DEFAULT_NODE, describe: 'node to ask (it coordinates), host:port[,host:port to fall back on]' } as const;
 const consistencyOption = {
   type: 'string',
   choices: Object.values(Consistency),

@@ -392,7 +392,11 @@ export class TallyClient {
   private route(videoId: string, avoid?: string): string {
     const t = this.topology;
     const now = Date.now();
-    if (this.opts.routing === 'direct') return this.opts.nodes[this.seedIndex % this.opts.nodes.length] as string;
+    if (this.opts.routing === 'direct') {
+      // The listed nodes in order: the first that is usable, else the first not to avoid.
+      const listed = this.opts.nodes;
+      return listed.find((a) => a !== avoid && this.usable(a, now)) ?? listed.find((a) => a !== avoid) ?? (listed[0] as string);
+    }
     if (t !== undefined) {
       const replicas = t.ring.preferenceList(videoId, t.rf);
       for (const id of replicas) {

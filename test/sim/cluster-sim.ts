@@ -25,7 +25,7 @@ const { h64 } = await xxhash();
 const EPOCH_MS = 1_700_000_000_000;
 
 /** xxhash64 with a cache: hundreds of cores derive the same tokens; hash once per string. */
-function memoized(hash: Hash64): Hash64 {
+export function memoized(hash: Hash64): Hash64 {
   const cache = new Map<string, bigint>();
   return (s) => {
     let h = cache.get(s);

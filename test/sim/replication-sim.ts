@@ -11,7 +11,6 @@
  * (SIGSTOP), and all of SimNetwork's (loss, duplication, reordering, partitions).
  * Not here: the checks (replication.test.ts).
  */
-import { randomBytes } from 'node:crypto';
 import xxhash from 'xxhash-wasm';
 import type { Slot } from '../../cluster/bucket-state.js';
 import { defaultConfig as defaultMembershipConfig, validateConfig } from '../../cluster/membership-config.js';
@@ -20,28 +19,15 @@ import type { KnownPeer } from '../../cluster/membership.js';
 import { Prng } from '../../cluster/prng.js';
 import { defaultReplicationConfig, validateReplicationConfig, type ReplicationConfig } from '../../cluster/replication-config.js';
 import { bucketId, type BucketRef } from '../../cluster/slot-table.js';
-import type { Hash64 } from '../../protocol/hash-ring.js';
 import type { Consistency, EventTuple, QueryTuple } from '../../protocol/messages.js';
 import { validatePeerMessage, type PeerMessage, type SpanSlot } from '../../protocol/peer.js';
+import { memoized } from './cluster-sim.js';
 import { EventQueue, SimNetwork, defaultNetworkOptions, type NetworkOptions } from './network.js';
 
 const { h64 } = await xxhash();
-void randomBytes;
 
 /** Node clocks read wall-clock-like values (generations are start times in ms). */
 export const EPOCH_MS = 1_700_000_000_000;
-
-function memoized(hash: Hash64): Hash64 {
-  const cache = new Map<string, bigint>();
-  return (s) => {
-    let h = cache.get(s);
-    if (h === undefined) {
-      h = hash(s);
-      if (s.length < 100) cache.set(s, h);
-    }
-    return h;
-  };
-}
 
 /** A node's durable state: what its store holds. */
 export class SimDisk {
