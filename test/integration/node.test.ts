@@ -49,6 +49,24 @@ describe('a single node', () => {
     }
   });
 
+  it('refuses, whole, a write that would pass 2^53, and keeps serving that series and the writes beside it', async () => {
+    const client = await TallyClient.connect({ nodes: [node.address] });
+    try {
+      const at = Date.UTC(2026, 10, 2, 10);
+      // Each tuple adds 10^15 to the sum: nine fit under 2^53 (about 9.007 × 10^15), the tenth does not.
+      const huge = { videoId: 'huge', eventType: 'watch_ms', timestamp: at, value: 1e9, count: 1_000_000 };
+      for (let i = 0; i < 9; i++) await client.processEvents([huge]);
+      const results = await Promise.allSettled([client.processEvents([huge]), ...Array.from({ length: 20 }, () => client.countViewEvent('innocent', { timestamp: at }))]);
+      expect(results[0]).toMatchObject({ status: 'rejected', reason: { code: 'BAD_REQUEST', message: expect.stringMatching(/2\^53/) } });
+      expect(results.slice(1).every((r) => r.status === 'fulfilled')).toBe(true);
+      const stats = await client.getStats('huge', 'watch_ms', at - DAY_MS, at + DAY_MS);
+      expect(stats).toMatchObject({ count: 9_000_000, sum: 9e15 });
+      expect(await client.getViewsCount('innocent', at - DAY_MS, at + DAY_MS)).toBe(20);
+    } finally {
+      await client.close();
+    }
+  });
+
   it('puts events with explicit times in the right buckets over 40 days', async () => {
     const rand = seededRandom(Number(process.env.TEST_SEED ?? 40));
     const end = Date.UTC(2026, 10, 1);
