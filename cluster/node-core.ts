@@ -80,6 +80,11 @@ export function batchRecordKey(r: { batch: string; forwardedTo?: unknown }): str
   return r.forwardedTo === undefined ? r.batch : `${r.batch} >`;
 }
 
+export interface JournalRecord {
+  key: string;
+  refs: BucketRef[];
+}
+
 export interface HintRecord {
   node: string;
   ref: BucketRef;
@@ -96,6 +101,13 @@ export interface PersistBatch {
   batchesPut: BatchRecord[];
   /** Keys of `batchesPut` records: the batch id, or `${id} >` for a forward record. */
   batchesDelete: string[];
+  /**
+   * The buckets whose own slots this commit changes, kept until every other replica has them or a
+   * hint for them: a node that dies between its commit and its sends (or before a frozen peer's
+   * timeout) turns them into hints when it starts again, so no replica misses them for good.
+   */
+  journalPut: JournalRecord[];
+  journalDelete: string[];
   sync: boolean;
 }
 
@@ -132,6 +144,8 @@ export interface NodeCoreInit {
   /** Hints and applied batch ids found in the store at start. */
   hints?: readonly HintRecord[];
   batches?: readonly BatchRecord[];
+  /** Replication journal records found in the store at start (see PersistBatch.journalPut). */
+  journal?: readonly JournalRecord[];
 }
 
 /** How often timeouts and speculative retries are looked at while requests are in flight. */
@@ -274,8 +288,13 @@ export class NodeCore {
   private pendingHintsDelete: { node: string; ref: BucketRef }[] = [];
   private pendingBatchesPut: BatchRecord[] = [];
   private pendingBatchesDelete: string[] = [];
-  /** Commits durable here whose replication is still being acknowledged: their ops wait on peers. */
-  private readonly replicating = new Map<number, { ops: WriteOp[]; peers: Map<string, number> }>();
+  /**
+   * Commits durable here whose own slots are still being replicated: per peer, the messages not
+   * yet acknowledged (or `failed`, its slots hinted); the writes that wait on them; the journal
+   * record to delete once every peer has acknowledged or been hinted.
+   */
+  private readonly replicating = new Map<number, { ops: WriteOp[]; peers: Map<string, { left: number; failed: boolean }>; journal: string | undefined }>();
+  private pendingJournalDelete: string[] = [];
 
   // Loads and scans under way.
   private readonly loads = new Map<number, { keys: SlotKey[]; waiters: (() => void)[] }>();
@@ -337,6 +356,12 @@ export class NodeCore {
     this.nextMembershipTickMs = init.nowMs;
     this.nextHintReplayMs = init.nowMs;
     for (const h of init.hints ?? []) this.addHint(h.node, h.ref, h.atMs, false);
+    // Commits whose replication this node did not see through before it stopped: every other
+    // replica gets a hint for their buckets (replaying to one that has them changes nothing).
+    for (const j of init.journal ?? []) {
+      for (const ref of j.refs) for (const r of this.replicasOf(ref.videoId)) if (r !== this.id) this.addHint(r, ref, init.nowMs, true);
+      this.pendingJournalDelete.push(j.key);
+    }
     for (const b of init.batches ?? []) {
       if (b.forwardedTo === undefined) this.batches.set(b.batch, b.atMs);
       else this.forwardedTo.set(b.batch, { atMs: b.atMs, targets: new Map(b.forwardedTo) });
@@ -772,7 +797,8 @@ export class NodeCore {
     if (this.inFlightCommit !== undefined) return;
     const work =
       this.table.dirtyCount > 0 || this.nextOps.length > 0 || this.nextAcks.length > 0 || this.nextLocalRepairs.length > 0 || this.nextForwards.length > 0 ||
-      this.pendingHintsPut.length > 0 || this.pendingHintsDelete.length > 0 || this.pendingBatchesPut.length > 0 || this.pendingBatchesDelete.length > 0;
+      this.pendingHintsPut.length > 0 || this.pendingHintsDelete.length > 0 || this.pendingBatchesPut.length > 0 || this.pendingBatchesDelete.length > 0 ||
+      this.pendingJournalDelete.length > 0;
     if (!work) {
       this.commitDueMs = Number.POSITIVE_INFINITY;
       return;
@@ -781,6 +807,8 @@ export class NodeCore {
     if (this.table.dirtyCount < this.cfg.commitAtDirty && this.now < this.commitDueMs) return;
     const id = ++this.commitSeq;
     const slots = this.table.takeDirty(id);
+    const own = slots.filter((s) => s.actor === this.actor).map((s) => s.ref);
+    const journalPut = own.length > 0 && this.cfg.rf > 1 ? [{ key: `${this.membership.generation.toString(16)}-${id.toString(16)}`, refs: own }] : [];
     const batch: PersistBatch = {
       id,
       slots,
@@ -788,19 +816,22 @@ export class NodeCore {
       hintsDelete: this.pendingHintsDelete,
       batchesPut: this.pendingBatchesPut,
       batchesDelete: this.pendingBatchesDelete,
+      journalPut,
+      journalDelete: this.pendingJournalDelete,
       sync: this.cfg.fsync,
     };
     this.pendingHintsPut = [];
     this.pendingHintsDelete = [];
     this.pendingBatchesPut = [];
     this.pendingBatchesDelete = [];
+    this.pendingJournalDelete = [];
     this.inFlightCommit = { id, slots, ops: this.nextOps, acks: this.nextAcks, forwards: this.nextForwards, localRepairs: this.nextLocalRepairs, batch };
     this.nextForwards = [];
     this.nextOps = [];
     this.nextAcks = [];
     this.nextLocalRepairs = [];
     this.commitDueMs = Number.POSITIVE_INFINITY;
-    const empty = slots.length === 0 && batch.hintsPut.length === 0 && batch.hintsDelete.length === 0 && batch.batchesPut.length === 0 && batch.batchesDelete.length === 0;
+    const empty = slots.length === 0 && batch.hintsPut.length === 0 && batch.hintsDelete.length === 0 && batch.batchesPut.length === 0 && batch.batchesDelete.length === 0 && batch.journalDelete.length === 0;
     if (empty) this.onPersisted(id); // nothing to write: what waited on it was durable already
     else this.out.persist = batch;
   }
@@ -826,7 +857,7 @@ export class NodeCore {
         list.push(s);
       }
     }
-    const peers = new Map<string, number>();
+    const peers = new Map<string, { left: number; failed: boolean }>();
     for (const [peer, slots] of perPeer) {
       if (!this.isUp(peer)) {
         for (const s of slots) this.addHint(peer, s.ref, this.now, true);
@@ -845,16 +876,32 @@ export class NodeCore {
         this.send(peer, { t: PeerMessageType.REPL, id: msgId, slots: chunk.map(slotRecord) });
         messages++;
       }
-      if (messages > 0) peers.set(peer, messages);
+      if (messages > 0) peers.set(peer, { left: messages, failed: false });
     }
     const ops = c.ops.filter((op) => !op.done);
     for (const op of ops) {
       op.acked.add(this.id);
       this.checkWrite(op);
     }
-    const waiting = ops.filter((op) => !op.done);
-    if (waiting.length > 0 && peers.size > 0) this.replicating.set(id, { ops: waiting, peers });
+    const journal = c.batch.journalPut[0]?.key;
+    this.replicating.set(id, { ops: ops.filter((op) => !op.done), peers, journal });
+    this.maybeReplicated(id);
     this.table.trim(this.cfg.maxCachedSlots);
+  }
+
+  /**
+   * When every peer of a commit has acknowledged all of it or failed (its slots hinted, the hints
+   * going into the next commit), the commit's journal record goes with that next commit.
+   */
+  private maybeReplicated(commit: number): void {
+    const rep = this.replicating.get(commit);
+    if (rep === undefined) return;
+    for (const p of rep.peers.values()) if (!p.failed && p.left > 0) return;
+    this.replicating.delete(commit);
+    if (rep.journal !== undefined) {
+      this.pendingJournalDelete.push(rep.journal);
+      this.noteDirty();
+    }
   }
 
   private onPersistFailed(id: number, message: string): void {
@@ -869,6 +916,7 @@ export class NodeCore {
     this.pendingHintsDelete.push(...c.batch.hintsDelete);
     this.pendingBatchesPut.push(...c.batch.batchesPut);
     this.pendingBatchesDelete.push(...c.batch.batchesDelete);
+    this.pendingJournalDelete.push(...c.batch.journalDelete);
     for (const op of c.ops) {
       this.finishWrite(op, failure(ErrorCode.INTERNAL, `group commit failed: ${message}; the events are kept in memory and written with the next commit, so the outcome is unknown`));
     }
@@ -948,19 +996,17 @@ export class NodeCore {
     switch (r.kind) {
       case 'commit': {
         const rep = this.replicating.get(r.commit);
-        if (rep === undefined) return;
-        const left = (rep.peers.get(from) ?? 1) - 1;
-        if (left > 0) {
-          rep.peers.set(from, left);
-          return;
-        }
-        rep.peers.delete(from);
+        const peer = rep?.peers.get(from);
+        if (rep === undefined || peer === undefined || peer.failed) return;
+        peer.left--;
+        if (peer.left > 0) return;
+        // Every message of this commit reached `from`: it holds every write of the commit.
         for (const op of rep.ops) {
           op.acked.add(from);
           this.checkWrite(op);
         }
         rep.ops = rep.ops.filter((op) => !op.done);
-        if (rep.ops.length === 0 || rep.peers.size === 0) this.replicating.delete(r.commit);
+        this.maybeReplicated(r.commit);
         return;
       }
       case 'hint': {
@@ -987,11 +1033,10 @@ export class NodeCore {
     switch (r.kind) {
       case 'commit': {
         for (const ref of r.refs) this.addHint(r.peer, ref, this.now, true);
-        const rep = this.replicating.get(r.commit);
-        if (rep !== undefined) {
-          rep.peers.delete(r.peer);
-          if (rep.peers.size === 0) this.replicating.delete(r.commit);
-        }
+        const peer = this.replicating.get(r.commit)?.peers.get(r.peer);
+        // One lost message of the commit: that peer cannot count for its writes, whatever else it acks.
+        if (peer !== undefined) peer.failed = true;
+        this.maybeReplicated(r.commit);
         return;
       }
       case 'hint':

@@ -5,7 +5,9 @@
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { MAX_SLOT_VALUE, type Slot } from '../cluster/bucket-state.js';
-import type { BatchRecord } from '../cluster/node-core.js';
+import type { BatchRecord, JournalRecord } from '../cluster/node-core.js';
+import type { BucketRef } from '../cluster/slot-table.js';
+import { isAligned, isResolution } from '../cluster/time-buckets.js';
 import { TallyError } from '../protocol/errors.js';
 
 const packr = new Packr({ useRecords: false });
@@ -70,4 +72,23 @@ export function decodeBatchRecord(key: string, bytes: Uint8Array): BatchRecord {
   const atMs = raw[0] as unknown;
   if (typeof atMs !== 'number' || !Number.isSafeInteger(atMs) || atMs < 0) throw corrupt('forward record', 'bad time');
   return { batch: key.slice(0, -2), atMs, forwardedTo: raw[1] as [string, string][] };
+}
+
+/** A journal record's buckets: [videoId, eventType, res, start][]. */
+export function encodeJournal(r: JournalRecord): Uint8Array {
+  return new Uint8Array(packr.pack(r.refs.map((ref) => [ref.videoId, ref.eventType, ref.res, ref.start])));
+}
+
+export function decodeJournal(key: string, bytes: Uint8Array): JournalRecord {
+  const raw = unpack(bytes, 'journal record');
+  if (!Array.isArray(raw)) throw corrupt('journal record', 'not a list');
+  const refs: BucketRef[] = raw.map((x: unknown) => {
+    if (!Array.isArray(x) || x.length !== 4) throw corrupt('journal record', 'not [videoId, eventType, res, start]');
+    const [videoId, eventType, res, start] = x as unknown[];
+    if (typeof videoId !== 'string' || typeof eventType !== 'string' || !isResolution(res) || typeof start !== 'number' || !isAligned(start, res)) {
+      throw corrupt('journal record', 'bad bucket');
+    }
+    return { videoId, eventType, res, start };
+  });
+  return { key, refs };
 }

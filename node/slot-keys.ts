@@ -9,6 +9,7 @@
  *   m \0 {dayHex} \0 {token} \0 {videoId} \0 {eventType} \0 {minuteHex} \0 {actor}
  *   x \0 {node} \0 {res} \0 {startHex} \0 {videoId} \0 {eventType}      a hint: bucket dirty for node
  *   y \0 {batchId}                                                       an applied batch id
+ *   j \0 {generationHex}-{commitHex}                                     a commit's replication journal
  *   z \0 {metaKey}                                                       small metadata
  * `token` is xxhash64(videoId) as 16 hex digits, the key's place on the ring: a walk of one
  * token range (anti-entropy, streaming a range to a new node) is one contiguous run of day keys
@@ -37,6 +38,7 @@ export const KEY_TIMESTAMP_HEX_DIGITS = 12;
 export const MAX_KEY_TIMESTAMP_MS = 16 ** KEY_TIMESTAMP_HEX_DIGITS - 1;
 export const HINT_PREFIX = `x${S}`;
 export const BATCH_PREFIX = `y${S}`;
+export const JOURNAL_PREFIX = `j${S}`;
 export const META_PREFIX = `z${S}`;
 export const MAX_META_KEY_LENGTH = 512;
 const META_KEY_PATTERN = /^[\x20-\x7e]*$/;
@@ -148,6 +150,11 @@ export function parseHintKey(key: string): { node: string; ref: BucketRef } | un
   return { node, ref: { videoId, eventType, res, start } };
 }
 
+export function journalKey(key: string): string {
+  checkId('journal key', key);
+  return JOURNAL_PREFIX + key;
+}
+
 export function batchKey(batch: string): string {
   checkId('batch', batch);
   return BATCH_PREFIX + batch;
@@ -169,6 +176,6 @@ export function metaPrefixRange(prefix: string): KeyRange {
 }
 
 /** Every key of a section (`x\0…` hints, `y\0…` batch ids). */
-export function sectionRange(prefix: typeof HINT_PREFIX | typeof BATCH_PREFIX): KeyRange {
+export function sectionRange(prefix: typeof HINT_PREFIX | typeof BATCH_PREFIX | typeof JOURNAL_PREFIX): KeyRange {
   return { gte: prefix, lt: `${prefix[0] as string}\x01` };
 }

@@ -8,19 +8,21 @@
  * does that. Bounds: reads and batches are bounded by the core's own limits, asserted here.
  */
 import type { Slot } from '../cluster/bucket-state.js';
-import { batchRecordKey, type BatchRecord, type HintRecord, type PersistBatch } from '../cluster/node-core.js';
+import { batchRecordKey, type BatchRecord, type HintRecord, type JournalRecord, type PersistBatch } from '../cluster/node-core.js';
 import type { SlotKey } from '../cluster/slot-table.js';
 import { assert, TallyError } from '../protocol/errors.js';
 import type { Hash64 } from '../protocol/hash-ring.js';
 import type { SpanSlot, SpanTuple } from '../protocol/peer.js';
 import type { Kv, KvOp } from './kv.js';
-import { decodeBatchRecord, decodeSlot, decodeTime, encodeBatchRecord, encodeSlot, encodeTime } from './slot-codec.js';
+import { decodeBatchRecord, decodeJournal, decodeSlot, decodeTime, encodeBatchRecord, encodeJournal, encodeSlot, encodeTime } from './slot-codec.js';
 import {
   BATCH_PREFIX,
   batchKey,
   expiryKeyRange,
   HINT_PREFIX,
   hintKey,
+  JOURNAL_PREFIX,
+  journalKey,
   metaKey,
   metaPrefixRange,
   parseHintKey,
@@ -87,7 +89,7 @@ export class Store {
 
   /** One group commit, atomically: its slots, hints and batch ids are all durable or none is. */
   async commit(batch: PersistBatch): Promise<void> {
-    const n = batch.slots.length + batch.hintsPut.length + batch.hintsDelete.length + batch.batchesPut.length + batch.batchesDelete.length;
+    const n = batch.slots.length + batch.hintsPut.length + batch.hintsDelete.length + batch.batchesPut.length + batch.batchesDelete.length + batch.journalPut.length + batch.journalDelete.length;
     assert(n <= MAX_COMMIT_ENTRIES, `a commit of ${n} entries is over the limit`);
     // Encode everything first, so a bad entry fails before the store sees any of the batch.
     const ops: KvOp[] = [];
@@ -96,6 +98,8 @@ export class Store {
     for (const h of batch.hintsPut) ops.push({ type: 'put', key: hintKey(h.node, h.ref), value: encodeTime(h.atMs) });
     for (const b of batch.batchesDelete) ops.push({ type: 'del', key: batchKey(b) });
     for (const b of batch.batchesPut) ops.push({ type: 'put', key: batchKey(batchRecordKey(b)), value: encodeBatchRecord(b) });
+    for (const j of batch.journalDelete) ops.push({ type: 'del', key: journalKey(j) });
+    for (const j of batch.journalPut) ops.push({ type: 'put', key: journalKey(j.key), value: encodeJournal(j) });
     await this.kv.write(ops, batch.sync);
   }
 
@@ -117,6 +121,13 @@ export class Store {
       out.push(decodeBatchRecord(key.slice(BATCH_PREFIX.length), bytes));
     }
     return out.sort((a, b) => a.atMs - b.atMs);
+  }
+
+  /** The replication journal records kept (commits whose replication was not seen through). */
+  async loadJournal(limit: number): Promise<JournalRecord[]> {
+    const out: JournalRecord[] = [];
+    for (const [key, bytes] of await this.kv.range(sectionRange(JOURNAL_PREFIX), limit)) out.push(decodeJournal(key.slice(JOURNAL_PREFIX.length), bytes));
+    return out;
   }
 
   /** Deletes every slot of `res` whose UTC day partition ends at or before `cutoffMs`. */

@@ -26,6 +26,8 @@ const LEAVE_DRAIN_MS = 500;
 const STOP_DRAIN_MS = 5_000;
 /** Hints read back at start, at most: five nodes' worth at the default bound per node. */
 const MAX_HINTS_LOADED = 1_000_000;
+/** Journal records read back at start, at most: there is one per commit not yet replicated everywhere. */
+const MAX_JOURNAL_LOADED = 100_000;
 /** Meta key of the last generation this data directory started with. */
 const GENERATION_KEY = 'generation';
 
@@ -136,6 +138,7 @@ export class TallyNode {
       const hints = await store.loadHints(MAX_HINTS_LOADED);
       const batches = await store.loadBatches(config.replication.maxDedupeEntries);
       const knownPeers = await loadKnownPeers(store);
+      const journal = await store.loadJournal(MAX_JOURNAL_LOADED);
       const core = new NodeCore({
         self: { id: identity.id, address, zone: config.zone },
         actor: identity.actor,
@@ -149,8 +152,10 @@ export class TallyNode {
         knownPeers,
         hints,
         batches,
+        journal,
       });
       if (hints.length > 0) log(`recovered ${hints.length} hints`);
+      if (journal.length > 0) log(`${journal.length} commits were not seen replicated before the last stop: their buckets are hinted to every other replica`);
       driver = new Driver(core, store, transport, log, status);
       server.setPeerHandler(transport);
     } catch (err) {

@@ -14,7 +14,7 @@
 import xxhash from 'xxhash-wasm';
 import type { Slot } from '../../cluster/bucket-state.js';
 import { defaultConfig as defaultMembershipConfig, validateConfig } from '../../cluster/membership-config.js';
-import { batchRecordKey, NodeCore, type BatchRecord, type CoreInput, type CoreReply, type HintRecord, type Ready } from '../../cluster/node-core.js';
+import { batchRecordKey, NodeCore, type BatchRecord, type CoreInput, type CoreReply, type HintRecord, type JournalRecord, type Ready } from '../../cluster/node-core.js';
 import type { KnownPeer } from '../../cluster/membership.js';
 import { Prng } from '../../cluster/prng.js';
 import { defaultReplicationConfig, validateReplicationConfig, type ReplicationConfig } from '../../cluster/replication-config.js';
@@ -38,6 +38,7 @@ export class SimDisk {
   epoch = 1;
   lastGeneration = 0;
   knownPeers: KnownPeer[] = [];
+  readonly journal = new Map<string, JournalRecord>();
 
   put(ref: BucketRef, actor: string, slot: Slot): void {
     const key = `${ref.videoId}\u0000${ref.eventType}\u0000${ref.res}`;
@@ -159,6 +160,7 @@ export class ReplicationSim {
       knownPeers: node.disk.knownPeers,
       hints: [...node.disk.hints.values()],
       batches: [...node.disk.batches.values()],
+      journal: [...node.disk.journal.values()],
     });
     node.tickAtMs = Infinity;
     this.step(node, { kind: 'tick' });
@@ -272,6 +274,8 @@ export class ReplicationSim {
         for (const h of batch.hintsPut) disk.hints.set(`${h.node}\u0000${bucketId(h.ref)}`, h);
         for (const b of batch.batchesDelete) disk.batches.delete(b);
         for (const b of batch.batchesPut) disk.batches.set(batchRecordKey(b), b);
+        for (const j of batch.journalDelete) disk.journal.delete(j);
+        for (const j of batch.journalPut) disk.journal.set(j.key, j);
         node.commitInFlight = false;
         this.step(node, { kind: 'persisted', persist: batch.id });
       });

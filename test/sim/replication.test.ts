@@ -12,8 +12,10 @@
  * - no store write ever lowers a slot (asserted by the simulator on every commit).
  * Clients retry a write whose outcome is unknown with the same batch id, so the upper bound also
  * checks that a retry is never counted twice.
- * Liveness, after healing: with the network clean and every node up, hints replay; then one `all`
- * read of every series (read repair) and every replica of every bucket holds the same slots.
+ * Liveness, after healing: with the network clean and every node up, within 15 s of simulated time
+ * hints alone (including those a restarted node makes from its replication journal) leave every
+ * replica of every bucket holding the same slots; then an `all` read of every bucket says a total
+ * within the bounds.
  * Each test prints its seed and replay command on failure (SIM_SEED pins one).
  */
 import { describe, expect } from 'vitest';
@@ -213,7 +215,9 @@ function runScenario(seed: number, opts: { faultMs: number; loss: number }): voi
   sim.net.options = { ...sim.net.options, lossRate: 0, duplicateRate: 0, reorderRate: 0 };
   for (const n of sim.nodes) if (n.core === undefined) sim.start(n.id);
   sim.run(15_000);
-  const byHints = divergence(sim).length;
+  // Hints alone (and the journal of commits a crash cut short) bring every replica level.
+  const byHints = divergence(sim);
+  expect(byHints, `after hints alone: ${byHints.slice(0, 5).join('\n')}`).toEqual([]);
   // An `all` read of every bucket repairs what no hint covered (a coordinator that died between
   // its commit and its sends); the day's count is the series' total.
   const finals = new Map<string, number>();
@@ -232,7 +236,7 @@ function runScenario(seed: number, opts: { faultMs: number; loss: number }): voi
   const diverged = divergence(sim);
   expect(diverged, diverged.slice(0, 5).join('\n')).toEqual([]);
   for (const [k, v] of Object.entries({ ...run.counts, ...counts })) report(k, v);
-  report('buckets still differing after hints alone', byHints);
+
   expect((run.counts['write ok quorum'] ?? 0) > 50, 'the workload made progress').toBe(true);
 }
 

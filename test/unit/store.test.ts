@@ -23,7 +23,7 @@ const T0 = Date.UTC(2024, 0, 1);
 const ref = (res: Resolution, start: number, videoId = 'v1', eventType = 'view'): BucketRef => ({ videoId, eventType, res, start });
 const slot = (count: number, sum = count, min = 1, max = 1): Slot => ({ count, sum, min, max });
 const batch = (slots: SlotEntry[], extra: Partial<PersistBatch> = {}): PersistBatch => ({
-  id: 1, slots, hintsPut: [], hintsDelete: [], batchesPut: [], batchesDelete: [], sync: false, ...extra,
+  id: 1, slots, hintsPut: [], hintsDelete: [], batchesPut: [], batchesDelete: [], journalPut: [], journalDelete: [], sync: false, ...extra,
 });
 
 interface Harness {
@@ -118,6 +118,15 @@ function suite(name: string, make: () => Promise<Harness>): void {
       await store.commit(batch([], { hintsDelete: [{ node: 'n2', ref: r1 }], batchesDelete: ['c1:1'] }));
       expect(await store.loadHints(100)).toEqual([{ node: 'n3', ref: r2, atMs: 10 }]);
       expect(await store.loadBatches(100)).toEqual([{ batch: 'c1:2', atMs: 6 }]);
+      // Forward records and the replication journal round-trip too.
+      await store.commit(batch([], {
+        batchesPut: [{ batch: 'c1:3', atMs: 7, forwardedTo: [['n1,n2,n3', 'n2']] }],
+        journalPut: [{ key: '18c-1', refs: [r1, r2] }],
+      }));
+      expect(await store.loadBatches(100)).toEqual([{ batch: 'c1:2', atMs: 6 }, { batch: 'c1:3', atMs: 7, forwardedTo: [['n1,n2,n3', 'n2']] }]);
+      expect(await store.loadJournal(100)).toEqual([{ key: '18c-1', refs: [r1, r2] }]);
+      await store.commit(batch([], { journalDelete: ['18c-1'] }));
+      expect(await store.loadJournal(100)).toEqual([]);
       // Hints and batch ids never show up in a scan of buckets.
       expect(await store.scan([['v1', 'view', 'm', T0, T0 + MINUTE_MS]])).toEqual([[0, T0, 'n1#aa', 1, 1, 1, 1]]);
     });
