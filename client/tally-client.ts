@@ -482,7 +482,7 @@ export class TallyClient {
    * again (new frames, new batch ids). Outcome unknown: the same frame goes to the same node with
    * the same batch id, until the calls' deadline.
    */
-  private sendWrite(b: WriteBatch, batch: string, attempt: number): void {
+  private sendWrite(b: WriteBatch, batch: string, attempt: number, uncertain = false): void {
     const events = b.parts.flatMap((p) => p.events);
     const deadline = Math.min(...b.parts.map((p) => p.call.deadlineMs));
     const remaining = deadline - Date.now();
@@ -499,6 +499,18 @@ export class TallyClient {
         const e = asTallyError(err);
         if (this.closed) {
           for (const part of b.parts) this.settlePart(part, e);
+          return;
+        }
+        if (uncertain) {
+          // An earlier attempt may have been applied: whatever this one says, only the same node
+          // with the same batch id may take the frame again, and a final failure is "unknown".
+          if (Date.now() < deadline - RETRY_BASE_MS && e.code !== ErrorCode.BAD_REQUEST && e.code !== ErrorCode.TOO_LARGE) {
+            await sleep(backoffMs(Math.min(attempt, 4)));
+            this.sendWrite(b, batch, attempt + 1, true);
+            return;
+          }
+          const unknown = OUTCOME_UNKNOWN.has(e.code) ? e : new TallyError(ErrorCode.TIMEOUT, `the write may have been applied by an earlier attempt and could not be confirmed (last: ${e.code}: ${e.message}); its outcome is unknown`, { cause: e });
+          for (const part of b.parts) this.settlePart(part, unknown);
           return;
         }
         if ((e.code === ErrorCode.BAD_REQUEST || e.code === ErrorCode.TOO_LARGE) && b.parts.length > 1) {
@@ -521,7 +533,7 @@ export class TallyClient {
         if (OUTCOME_UNKNOWN.has(e.code) && timeLeft) {
           // It may have been applied: only this node with this batch id may take it again.
           await sleep(backoffMs(Math.min(attempt, 4)));
-          this.sendWrite(b, batch, attempt + 1);
+          this.sendWrite(b, batch, attempt + 1, true);
           return;
         }
         for (const part of b.parts) this.settlePart(part, e);

@@ -130,6 +130,26 @@ describe('TallyClient', () => {
     await client.close();
   });
 
+  it('never sends a frame elsewhere, nor calls it refused, once an attempt may have been applied', async () => {
+    const a = await fakeNode((m, n) => ({ t: 'error', id: m.id, code: n === 2 ? 'UNAVAILABLE' : 'TIMEOUT', message: `attempt ${n}` }));
+    const b = await fakeNode(ack);
+    topology = () => ({
+      rf: 2,
+      members: [
+        { id: 'a', address: a.address, zone: 'z1', vnodes: 16, up: true, inRing: true },
+        { id: 'b', address: b.address, zone: 'z2', vnodes: 16, up: true, inRing: true },
+      ],
+    });
+    const client = await TallyClient.connect({ nodes: [a.address], timeoutMs: 500 });
+    const video = Array.from({ length: 100 }, (_, i) => `v${i}`).find((v) => client.replicasOf(v)[0]!.id === 'a') as string;
+    const err = await client.countViewEvent(video).then(() => undefined, (e: unknown) => e);
+    expect(err).toMatchObject({ code: 'TIMEOUT', message: expect.stringMatching(/unknown/) });
+    expect(a.frames.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(a.frames.map((f) => f.batch)).size).toBe(1);
+    expect(b.frames).toHaveLength(0);
+    await client.close();
+  });
+
   it('sends each event to a replica of its key, in one frame per node', async () => {
     const a = await fakeNode(ack);
     const b = await fakeNode(ack);
