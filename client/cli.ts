@@ -73,6 +73,7 @@ async function main(argv: string[]): Promise<void> {
           .option('cluster-secret', { type: 'string', describe: 'secret every member proves to its peers (or TALLY_CLUSTER_SECRET); needed beyond loopback' })
           .option('insecure', { type: 'boolean', describe: 'listen beyond loopback without a cluster secret' })
           .option('fsync', { type: 'boolean', describe: 'fsync every group commit' })
+          .option('clock-offset-ms', { type: 'number', hidden: true, describe: 'fault tests: run this node with its clock off by this much' })
           .option('stop-on-stdin-close', { type: 'boolean', default: false, hidden: true }),
       async (a) => {
         const { startNodeProcess } = await import('../node/main.js');
@@ -88,6 +89,7 @@ async function main(argv: string[]): Promise<void> {
           seeds: a.seeds === undefined ? undefined : a.seeds.split(',').map((s) => s.trim()).filter(Boolean),
           clusterSecret: a['cluster-secret'] ?? process.env.TALLY_CLUSTER_SECRET,
           insecure: a.insecure,
+          clockOffsetMs: a['clock-offset-ms'],
           replication: { rf: a.rf, fsync: a.fsync },
         }, { stopOnStdinClose: a['stop-on-stdin-close'] });
       },

@@ -7,6 +7,7 @@
  */
 import { defaultConfig as defaultMembershipConfig, validateConfig as validateMembershipConfig, type MembershipConfig } from '../cluster/membership-config.js';
 import { defaultReplicationConfig, validateReplicationConfig, type ReplicationConfig } from '../cluster/replication-config.js';
+import { MAX_CLOCK_OFFSET_MS } from './clock.js';
 import { ErrorCode, MAX_ADDRESS_BYTES, MAX_NAME_BYTES, TallyError, checkName, parseAddress } from '../protocol/index.js';
 
 export interface NodeConfig {
@@ -31,6 +32,8 @@ export interface NodeConfig {
   maxInFlightPerConnection: number;
   /** Bytes queued to one socket that it is not reading; past it the connection is closed. */
   maxSocketBufferedBytes: number;
+  /** Added to this node's clocks, to play a node whose clock is off (fault tests); 0 otherwise. */
+  clockOffsetMs: number;
   replication: ReplicationConfig;
   membership: MembershipConfig;
 }
@@ -58,6 +61,7 @@ export function defaultConfig(): NodeConfig {
     maxConnections: 1_024, // far above a cluster's peers plus its clients' pools; with the socket bound, at most 4 GiB unread
     maxInFlightPerConnection: 1_024, // more than a pipelining client needs, bounded per socket
     maxSocketBufferedBytes: 4 * 1024 * 1024, // a hundred full replies; a client that stops reading is cut off
+    clockOffsetMs: 0, // the machine's clock as it is
     replication: defaultReplicationConfig(),
     membership: defaultMembershipConfig(),
   };
@@ -109,6 +113,9 @@ export function validateConfig(c: NodeConfig): NodeConfig {
   for (const k of ['maxConnections', 'maxInFlightPerConnection', 'maxSocketBufferedBytes'] as const) {
     const v = c[k];
     if (!Number.isInteger(v) || v <= 0) bad(`${k} must be a positive integer, got ${String(v)}`);
+  }
+  if (!Number.isInteger(c.clockOffsetMs) || Math.abs(c.clockOffsetMs) > MAX_CLOCK_OFFSET_MS) {
+    bad(`clock offset must be an integer of at most ${MAX_CLOCK_OFFSET_MS} ms either way, got ${c.clockOffsetMs}`);
   }
   validateReplicationConfig(c.replication);
   validateMembershipConfig(c.membership);

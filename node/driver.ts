@@ -22,15 +22,7 @@ import {
 import type { PeerTransport } from './peer-transport.js';
 import type { RequestHandler } from './server.js';
 import type { Store } from './store.js';
-
-/**
- * Milliseconds on a clock that never steps back (the wall clock at process start, then
- * `performance.now()`), so an NTP step cannot make the failure detector see a silence or a burst.
- * The generation, which must order restarts, still comes from the wall clock.
- */
-export function monotonicNowMs(): number {
-  return Math.floor(performance.timeOrigin + performance.now());
-}
+import { monotonicNowMs, wallNowMs } from './clock.js';
 
 /** Meta key of the members this node knew when it last ran (JSON of KnownPeer[]). */
 export const KNOWN_PEERS_KEY = 'known-peers';
@@ -92,7 +84,7 @@ export class Driver implements RequestHandler {
     if (this.stopping) return Promise.reject(new TallyError(ErrorCode.NOT_READY, 'node is stopping'));
     switch (req.t) {
       case 'ping':
-        return Promise.resolve({ t: 'pong', id: req.id, nowMs: Date.now() });
+        return Promise.resolve({ t: 'pong', id: req.id, nowMs: wallNowMs() });
       case 'status':
         return Promise.resolve({ t: 'status', id: req.id, status: this.status() });
       case 'topology':

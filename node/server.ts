@@ -36,6 +36,7 @@ import {
   type Reply,
   type WelcomeMessage,
 } from '../protocol/index.js';
+import { wallNowMs } from './clock.js';
 
 /** How long a new connection may take to say hello before it is closed. */
 export const HELLO_TIMEOUT_MS = 10_000;
@@ -248,7 +249,7 @@ export class TallyServer {
       }
       let req: ClientRequest;
       try {
-        req = validateRequest(message, Date.now());
+        req = validateRequest(message, wallNowMs());
       } catch (err) {
         sendError(requestIdOf(message), err);
         return;

@@ -11,7 +11,8 @@ import { Prng } from '../cluster/prng.js';
 import { formatAddress, validateEndpointState } from '../protocol/index.js';
 import type { NodeStatus } from '../protocol/status.js';
 import { resolveConfig, type NodeConfig, type NodeOverrides } from './config.js';
-import { Driver, KNOWN_PEERS_KEY, monotonicNowMs } from './driver.js';
+import { Driver, KNOWN_PEERS_KEY } from './driver.js';
+import { monotonicNowMs, setClockOffsetMs, wallNowMs } from './clock.js';
 import type { KnownPeer } from '../cluster/membership.js';
 import { openActor, openNodeId, type Identity } from './identity.js';
 import { LevelKv } from './kv.js';
@@ -80,6 +81,7 @@ export class TallyNode {
 
   static async start(overrides: NodeOverrides): Promise<TallyNode> {
     const config = resolveConfig(overrides);
+    setClockOffsetMs(config.clockOffsetMs);
     const id = await openNodeId(config.dataDir, config.id, Date.now());
     const { h64 } = await xxhash();
     const store = new Store(new LevelKv(join(config.dataDir, 'db')), h64);
@@ -133,7 +135,7 @@ export class TallyNode {
     try {
       const listening = await server.listen();
       address = config.advertise ?? formatAddress(listening.host, listening.port);
-      const g = await nextGeneration(store, Date.now());
+      const g = await nextGeneration(store, wallNowMs());
       generation = g.generation;
       const hints = await store.loadHints(MAX_HINTS_LOADED);
       const batches = await store.loadBatches(config.replication.maxDedupeEntries);
