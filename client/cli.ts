@@ -234,6 +234,39 @@ async function main(argv: string[]): Promise<void> {
         if (r.check.counted !== r.check.expected) process.exitCode = 1;
       },
     )
+    .command(
+      'chaos',
+      'run a cluster of real nodes under kills, freezes, wiped disks, clock offsets and partitions, and check every count',
+      (y) =>
+        y
+          .option('seed', { type: 'number', describe: 'seed of the fault schedule [random]' })
+          .option('duration', { type: 'number', default: 60, describe: 'seconds of faults and load' })
+          .option('nodes', { type: 'number', default: 5 })
+          .option('rate', { type: 'number', default: 2_000, describe: 'target write rate, events per second' })
+          .option('series', { type: 'number', default: 200 })
+          .option('without', { type: 'string', default: '', describe: 'fault kinds to leave out, comma-separated (kill, freeze, wipe, clock, isolate, one-way, split)' })
+          .option('no-netns', { type: 'boolean', default: false, describe: 'stay on loopback (no partitions)' })
+          .option('base-port', { type: 'number', default: 7501, describe: 'on loopback: port of the first node' })
+          .option('json', { type: 'boolean', default: false }),
+      async (a) => {
+        const { runChaos, defaultChaosOptions, formatSummary } = await import('../scripts/chaos.js');
+        const seed = a.seed ?? Math.floor(Math.random() * 2 ** 31);
+        const summary = await runChaos({
+          ...defaultChaosOptions(),
+          seed,
+          durationS: a.duration,
+          nodes: a.nodes,
+          rate: a.rate,
+          series: a.series,
+          without: a.without.split(',').map((k) => k.trim()).filter(Boolean),
+          netns: !a['no-netns'],
+          basePort: a['base-port'],
+          log: a.json ? () => {} : (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
+        });
+        process.stdout.write(a.json ? `${JSON.stringify(summary)}\n` : `${formatSummary(summary)}\n`);
+        if (!summary.ok) process.exitCode = 1;
+      },
+    )
     .demandCommand(1, 'name a command: start, cluster, status, count, get, bench')
     .strict()
     .help()

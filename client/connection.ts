@@ -92,7 +92,15 @@ export class Connection {
           return;
         }
         if (isPlainObject(m) && m.t === 'welcome' && typeof m.nodeId === 'string') {
-          finish(undefined, m as unknown as WelcomeMessage);
+          const welcome: WelcomeMessage = {
+            t: 'welcome',
+            v: typeof m.v === 'number' ? m.v : PROTOCOL_VERSION,
+            nodeId: m.nodeId,
+            zone: typeof m.zone === 'string' ? m.zone : '',
+            cluster: typeof m.cluster === 'string' ? m.cluster : '',
+          };
+          if (typeof m.actor === 'string') welcome.actor = m.actor;
+          finish(undefined, welcome);
         } else if (isPlainObject(m) && m.t === 'error' && isErrorCode(m.code)) {
           finish(new TallyError(m.code, `${address}: ${String(m.message)}`));
         } else {

@@ -482,7 +482,7 @@ export class TallyClient {
    * again (new frames, new batch ids). Outcome unknown: the same frame goes to the same node with
    * the same batch id, until the calls' deadline.
    */
-  private sendWrite(b: WriteBatch, batch: string, attempt: number, uncertain = false): void {
+  private sendWrite(b: WriteBatch, batch: string, attempt: number, uncertain = false, actor?: string): void {
     const events = b.parts.flatMap((p) => p.events);
     const deadline = Math.min(...b.parts.map((p) => p.call.deadlineMs));
     const remaining = deadline - Date.now();
@@ -491,7 +491,18 @@ export class TallyClient {
       for (const part of b.parts) this.settlePart(part, err);
       return;
     }
-    this.request(b.address, { t: 'count', events, cl: b.cl, batch }, remaining).then(
+    // The actor that took the first attempt: a retry goes only to it. A node whose data was wiped
+    // since is a new actor that does not know this batch id, and could count it twice.
+    let sentTo = actor;
+    let actorChanged = false;
+    const sameActor = (a: string | undefined): void => {
+      if (sentTo !== undefined && a !== sentTo) {
+        actorChanged = true;
+        throw new TallyError(ErrorCode.TIMEOUT, `${b.address} is a new actor (${a ?? 'unknown'}, was ${sentTo}): its data was replaced, so it cannot tell whether it applied this batch; the outcome is unknown`);
+      }
+      sentTo = a;
+    };
+    this.request(b.address, { t: 'count', events, cl: b.cl, batch }, remaining, undefined, sameActor).then(
       () => {
         for (const part of b.parts) this.settlePart(part, undefined);
       },
@@ -504,9 +515,9 @@ export class TallyClient {
         if (uncertain) {
           // An earlier attempt may have been applied: whatever this one says, only the same node
           // with the same batch id may take the frame again, and a final failure is "unknown".
-          if (Date.now() < deadline - RETRY_BASE_MS && e.code !== ErrorCode.BAD_REQUEST && e.code !== ErrorCode.TOO_LARGE) {
+          if (Date.now() < deadline - RETRY_BASE_MS && e.code !== ErrorCode.BAD_REQUEST && e.code !== ErrorCode.TOO_LARGE && !actorChanged) {
             await sleep(backoffMs(Math.min(attempt, 4)));
-            this.sendWrite(b, batch, attempt + 1, true);
+            this.sendWrite(b, batch, attempt + 1, true, sentTo);
             return;
           }
           const unknown = OUTCOME_UNKNOWN.has(e.code) ? e : new TallyError(ErrorCode.TIMEOUT, `the write may have been applied by an earlier attempt and could not be confirmed (last: ${e.code}: ${e.message}); its outcome is unknown`, { cause: e });
@@ -533,7 +544,7 @@ export class TallyClient {
         if (OUTCOME_UNKNOWN.has(e.code) && timeLeft) {
           // It may have been applied: only this node with this batch id may take it again.
           await sleep(backoffMs(Math.min(attempt, 4)));
-          this.sendWrite(b, batch, attempt + 1, true);
+          this.sendWrite(b, batch, attempt + 1, true, sentTo);
           return;
         }
         for (const part of b.parts) this.settlePart(part, e);
@@ -644,9 +655,14 @@ export class TallyClient {
   // ---------------------------------------------------------------------------------------------
   // Connections
 
-  /** One request to one node, over its connection (opened if need be); bounded by MAX_PENDING_PER_CONNECTION in all. */
-  private async request(address: string, body: Outgoing, timeoutMs: number, queries?: number): Promise<Reply> {
+  /**
+   * One request to one node, over its connection (opened if need be); bounded by
+   * MAX_PENDING_PER_CONNECTION in all. `onActor` is told the actor the node welcomed us as, before
+   * anything is sent; it may refuse (throw) to stop the request there.
+   */
+  private async request(address: string, body: Outgoing, timeoutMs: number, queries?: number, onActor?: (actor: string | undefined) => void): Promise<Reply> {
     const conn = await this.connection(address);
+    onActor?.(conn.welcome.actor);
     await this.acquireSlot();
     try {
       const reply = await conn.request(body, timeoutMs, queries);

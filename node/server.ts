@@ -66,6 +66,8 @@ export interface ServerOptions {
   nodeId: string;
   zone: string;
   cluster: string;
+  /** This node's actor, told to clients in the welcome. */
+  actor?: string;
   /** The cluster secret peers must prove; undefined: an empty key (the cluster name only). */
   clusterSecret: string | undefined;
   /** Replication factor; a peer with another is refused. */
@@ -210,6 +212,7 @@ export class TallyServer {
           zone: this.opts.zone,
           cluster: this.opts.cluster,
         };
+        if (this.opts.actor !== undefined) welcome.actor = this.opts.actor;
         if (hello.role === Role.PEER) {
           auth = {
             cluster: this.opts.cluster,

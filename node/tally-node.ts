@@ -124,6 +124,7 @@ export class TallyNode {
         nodeId: identity.id,
         zone: config.zone,
         cluster: config.cluster,
+        actor: identity.actor,
         clusterSecret: config.clusterSecret,
         rf,
         maxInFlightPerConnection: config.maxInFlightPerConnection,

@@ -42,6 +42,11 @@ export interface WelcomeMessage {
   nodeId: string;
   zone: string;
   cluster: string;
+  /**
+   * The node's actor (`${nodeId}#${epoch}`): a new one after its data was wiped. A client retries a
+   * write whose outcome is unknown only at the same actor, whose batch ids are the ones it keeps.
+   */
+  actor?: string;
   /** To a peer: the acceptor's own challenge, and its proof over both nonces. */
   nonce?: string;
   proof?: string;

@@ -1,0 +1,393 @@
+/**
+ * `tally chaos`: real node processes under faults, checked the way Jepsen checks a counter.
+ *
+ * It starts a cluster (default 5 nodes, RF 3), each node in its own network namespace when it can
+ * make them (root and iproute2; see chaos-net.ts), drives writers and readers through the real
+ * client over many series with explicit timestamps over three days, and injects faults on a
+ * schedule drawn from the seed: SIGKILL and restart on the same data, SIGSTOP/SIGCONT, a wiped data
+ * directory (the node returns as a new actor), a restart with the clock set off by a few seconds,
+ * and, with namespaces, a node isolated, a link cut one way, the cluster split in two. Process
+ * faults come one at a time, network faults one at a time, the two independently.
+ *
+ * Per series it records increments attempted, acknowledged, refused (nothing applied) and of
+ * unknown outcome. Every `quorum` read during the run must lie in [acknowledged before it began,
+ * attempted before it ended]. At the end it heals everything, waits for the replicas to agree, reads
+ * every series at `all` and from each replica alone, and reports lost and over-counted increments.
+ * The seed replays the fault schedule (the timing of a real cluster does not replay exactly).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Prng } from '../cluster/prng.js';
+import { TallyClient } from '../client/tally-client.js';
+import { Consistency, ErrorCode, TallyError } from '../protocol/index.js';
+import { ChaosNet } from './chaos-net.js';
+
+/** The built CLI: beside this file once built, or under dist/ when this runs from source (tests). */
+const HERE = dirname(fileURLToPath(import.meta.url));
+const CLI = existsSync(join(HERE, '../client/cli.js')) ? join(HERE, '../client/cli.js') : join(HERE, '../dist/client/cli.js');
+const SECRET = 'chaos-cluster-secret-0123456789';
+const DAY_MS = 86_400_000;
+/** Codes after which nothing of the write was applied. */
+const NOTHING_APPLIED = new Set<string>([ErrorCode.UNAVAILABLE, ErrorCode.OVERLOADED, ErrorCode.NOT_READY, ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE]);
+
+export interface ChaosOptions {
+  seed: number;
+  nodes: number;
+  durationS: number;
+  /** Target write rate, events per second. */
+  rate: number;
+  series: number;
+  writers: number;
+  readers: number;
+  /** Use network namespaces if they can be made. */
+  netns: boolean;
+  /** Fault kinds to leave out. */
+  without: string[];
+  basePort: number;
+  log: (line: string) => void;
+}
+
+export function defaultChaosOptions(): ChaosOptions {
+  return { seed: 1, nodes: 5, durationS: 60, rate: 2_000, series: 200, writers: 16, readers: 8, netns: true, without: [], basePort: 7501, log: () => {} };
+}
+
+export const PROCESS_FAULTS = ['kill', 'freeze', 'wipe', 'clock'] as const;
+export const NETWORK_FAULTS = ['isolate', 'one-way', 'split'] as const;
+
+export interface ChaosSummary {
+  seed: number;
+  nodes: number;
+  durationS: number;
+  network: string;
+  writes: Record<string, number>;
+  reads: Record<string, number>;
+  increments: { attempted: number; acknowledged: number; refused: number; unknown: number };
+  faults: Record<string, number>;
+  lost: number;
+  overCounted: number;
+  readsOutOfBounds: number;
+  replicasDiffering: number;
+  convergeMs: number | null;
+  violations: string[];
+  ok: boolean;
+}
+
+interface Series {
+  id: string;
+  attempted: number;
+  acked: number;
+}
+
+interface NodeProc {
+  i: number;
+  proc: ChildProcess | undefined;
+  address: string;
+  offsetMs: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
+  const rng = new Prng(o.seed);
+  const dir = await mkdtemp(join(tmpdir(), 'tally-chaos-'));
+  let net: ChaosNet | undefined;
+  let network = 'loopback: partitions skipped (namespaces not requested)';
+  if (o.netns) {
+    const made = await ChaosNet.create(o.nodes);
+    if (made instanceof ChaosNet) {
+      net = made;
+      network = `network namespaces on a bridge (${made.bridge})`;
+    } else {
+      network = `loopback: partitions skipped, network namespaces could not be made (${made.error})`;
+    }
+  }
+  o.log(`chaos seed ${o.seed}: ${o.nodes} nodes, ${o.durationS} s, ${network}`);
+  const nodes: NodeProc[] = Array.from({ length: o.nodes }, (_, i) => ({
+    i,
+    proc: undefined,
+    address: net === undefined ? `127.0.0.1:${o.basePort + i}` : `${net.address(i)}:7400`,
+    offsetMs: 0,
+  }));
+  const seeds = nodes.slice(0, 2).map((n) => n.address).join(',');
+
+  const start = async (n: NodeProc): Promise<void> => {
+    const [host, port] = n.address.split(':') as [string, string];
+    const args = [CLI, 'start', '--host', host, '--port', port, '--data', join(dir, `n${n.i + 1}`), '--id', `n${n.i + 1}`, '--zone', `z${(n.i % 3) + 1}`];
+    args.push('--seeds', seeds, '--rf', '3', '--cluster-secret', SECRET, '--stop-on-stdin-close');
+    if (n.offsetMs !== 0) args.push('--clock-offset-ms', String(n.offsetMs));
+    const cmd = net === undefined ? [process.execPath, ...args] : [...net.exec(n.i), process.execPath, ...args];
+    const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    n.proc = proc;
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`n${n.i + 1} not ready in 20 s:\n${out}`)), 20_000);
+      const onData = (d: Buffer): void => {
+        out += d.toString();
+        if (/ ready on /.test(out)) {
+          clearTimeout(timer);
+          proc.stdout?.off('data', onData);
+          proc.stdout?.resume();
+          resolve();
+        }
+      };
+      proc.stdout?.on('data', onData);
+      proc.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+      proc.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`n${n.i + 1} exited (${code}) before it was ready:\n${out}`));
+      });
+    });
+  };
+  const kill = async (n: NodeProc): Promise<void> => {
+    const p = n.proc;
+    n.proc = undefined;
+    if (p === undefined || p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGCONT');
+    p.kill('SIGKILL');
+    await exited;
+  };
+
+  const faults: Record<string, number> = {};
+  const writes: Record<string, number> = {};
+  const reads: Record<string, number> = {};
+  const violations: string[] = [];
+  let readsOutOfBounds = 0;
+  const increments = { attempted: 0, acknowledged: 0, refused: 0, unknown: 0 };
+  const series: Series[] = Array.from({ length: o.series }, (_, i) => ({ id: `chaos-${o.seed}-${i}`, attempted: 0, acked: 0 }));
+  let client: TallyClient | undefined;
+
+  try {
+    for (const n of nodes) await start(n);
+    client = await TallyClient.connect({ nodes: nodes.map((n) => n.address), timeoutMs: 8_000 });
+    // Wait until every node serves (gossip settled), so the run starts from a healthy cluster.
+    await waitUntil(60_000, async () => {
+      for (const n of nodes) await directRead(n.address, series[0] as Series, Consistency.QUORUM);
+      return true;
+    });
+    const now = Date.now();
+    const window = { from: now - 4 * DAY_MS, to: now + DAY_MS };
+    const endAt = Date.now() + o.durationS * 1000;
+    let running = true;
+
+    // --- workload
+    const writer = async (w: number): Promise<void> => {
+      const wrng = new Prng(o.seed * 1000 + w);
+      const perCall = 3;
+      const interval = (o.writers * perCall * 1000) / o.rate;
+      while (running) {
+        const t0 = Date.now();
+        const s = wrng.pick(series);
+        const n = 1 + wrng.int(5);
+        const ts = now - Math.floor(wrng.next() * 3 * DAY_MS);
+        s.attempted += n;
+        increments.attempted += n;
+        try {
+          await (client as TallyClient).processEvents([{ videoId: s.id, timestamp: ts, count: n }], { consistency: Consistency.QUORUM });
+          s.acked += n;
+          increments.acknowledged += n;
+          writes['ok'] = (writes['ok'] ?? 0) + 1;
+        } catch (err) {
+          const code = err instanceof TallyError ? err.code : 'ERROR';
+          writes[code] = (writes[code] ?? 0) + 1;
+          if (NOTHING_APPLIED.has(code)) {
+            s.attempted -= n;
+            increments.attempted -= n;
+            increments.refused += n;
+          } else {
+            increments.unknown += n;
+          }
+        }
+        await sleep(Math.max(0, interval - (Date.now() - t0)));
+      }
+    };
+    const reader = async (r: number): Promise<void> => {
+      const rrng = new Prng(o.seed * 1000 + 500 + r);
+      while (running) {
+        const s = rrng.pick(series);
+        const lower = s.acked;
+        try {
+          const v = await (client as TallyClient).getViewsCount(s.id, window.from, window.to, { consistency: Consistency.QUORUM });
+          reads['ok'] = (reads['ok'] ?? 0) + 1;
+          const upper = s.attempted;
+          if (v < lower || v > upper) {
+            readsOutOfBounds++;
+            if (violations.length < 20) violations.push(`quorum read of ${s.id} said ${v}, outside [${lower} acknowledged before it, ${upper} attempted by its end]`);
+          }
+        } catch (err) {
+          const code = err instanceof TallyError ? err.code : 'ERROR';
+          reads[code] = (reads[code] ?? 0) + 1;
+        }
+        await sleep(20);
+      }
+    };
+
+    // --- faults
+    const kinds = {
+      process: PROCESS_FAULTS.filter((k) => !o.without.includes(k)),
+      network: net === undefined ? [] : NETWORK_FAULTS.filter((k) => !o.without.includes(k)),
+    };
+    const processFaults = async (): Promise<void> => {
+      await sleep(2_000);
+      while (Date.now() < endAt - 3_000 && kinds.process.length > 0) {
+        const kind = rng.pick(kinds.process);
+        const n = rng.pick(nodes);
+        const lasts = 700 + rng.int(2_300);
+        faults[kind] = (faults[kind] ?? 0) + 1;
+        o.log(`fault ${kind} n${n.i + 1} for ${lasts} ms`);
+        if (kind === 'freeze') {
+          n.proc?.kill('SIGSTOP');
+          await sleep(lasts);
+          n.proc?.kill('SIGCONT');
+        } else {
+          await kill(n);
+          if (kind === 'wipe') await rm(join(dir, `n${n.i + 1}`), { recursive: true, force: true });
+          await sleep(lasts);
+          if (kind === 'clock') n.offsetMs = (rng.next() < 0.5 ? -1 : 1) * (1_000 + rng.int(4_000));
+          await start(n);
+          if (kind === 'clock') {
+            // Runs a while with its clock off, then comes back right.
+            await sleep(lasts);
+            await kill(n);
+            n.offsetMs = 0;
+            await start(n);
+          }
+        }
+        await sleep(300 + rng.int(1_200));
+      }
+    };
+    const networkFaults = async (): Promise<void> => {
+      if (net === undefined) return;
+      await sleep(2_500);
+      while (Date.now() < endAt - 3_000 && kinds.network.length > 0) {
+        const kind = rng.pick(kinds.network);
+        const lasts = 700 + rng.int(2_300);
+        faults[kind] = (faults[kind] ?? 0) + 1;
+        const a = rng.int(o.nodes);
+        if (kind === 'isolate') await net.isolate(a);
+        else if (kind === 'one-way') await net.cut(a, (a + 1 + rng.int(o.nodes - 1)) % o.nodes);
+        else {
+          const order = rng.shuffle(nodes.map((n) => n.i));
+          const half = Math.floor(o.nodes / 2);
+          await net.split(order.slice(0, half), order.slice(half));
+        }
+        o.log(`fault ${kind} (n${a + 1}) for ${lasts} ms`);
+        await sleep(lasts);
+        await net.heal();
+        await sleep(300 + rng.int(1_200));
+      }
+    };
+    const load = [...Array.from({ length: o.writers }, (_, w) => writer(w)), ...Array.from({ length: o.readers }, (_, r) => reader(r))];
+    await Promise.all([processFaults(), networkFaults(), sleep(o.durationS * 1000).then(() => (running = false))]);
+    running = false;
+    await Promise.all(load);
+
+    // --- heal and check
+    await net?.heal();
+    for (const n of nodes) {
+      n.proc?.kill('SIGCONT');
+      if (n.proc === undefined) await start(n);
+    }
+    o.log('healed; waiting for the replicas to agree');
+    const healedAt = Date.now();
+    let differing = Number.POSITIVE_INFINITY;
+    let finals = new Map<string, number>();
+    const deadline = Date.now() + 120_000;
+    while (Date.now() < deadline) {
+      try {
+        finals = new Map();
+        differing = 0;
+        for (const s of series) {
+          const all = await (client as TallyClient).getViewsCount(s.id, window.from, window.to, { consistency: Consistency.ALL });
+          finals.set(s.id, all);
+          for (const r of (client as TallyClient).replicasOf(s.id)) {
+            if ((await directRead(r.address, s, Consistency.ONE, window)) !== all) differing++;
+          }
+        }
+        if (differing === 0) break;
+      } catch {
+        differing = Number.POSITIVE_INFINITY;
+      }
+      await sleep(1_000);
+    }
+    const convergeMs = differing === 0 ? Date.now() - healedAt : null;
+    let lost = 0;
+    let over = 0;
+    for (const s of series) {
+      const v = finals.get(s.id);
+      if (v === undefined) continue;
+      if (v < s.acked) {
+        lost += s.acked - v;
+        if (violations.length < 20) violations.push(`${s.id}: ${v} after healing, but ${s.acked} were acknowledged`);
+      }
+      if (v > s.attempted) {
+        over += v - s.attempted;
+        if (violations.length < 20) violations.push(`${s.id}: ${v} after healing, but only ${s.attempted} were attempted`);
+      }
+    }
+    if (convergeMs === null) violations.push(`replicas still differ on ${differing} (series, replica) pairs 120 s after healing`);
+    return {
+      seed: o.seed,
+      nodes: o.nodes,
+      durationS: o.durationS,
+      network,
+      writes,
+      reads,
+      increments,
+      faults,
+      lost,
+      overCounted: over,
+      readsOutOfBounds,
+      replicasDiffering: Number.isFinite(differing) ? differing : -1,
+      convergeMs,
+      violations,
+      ok: lost === 0 && over === 0 && readsOutOfBounds === 0 && convergeMs !== null,
+    };
+  } finally {
+    await client?.close();
+    for (const n of nodes) await kill(n);
+    await net?.teardown();
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  async function directRead(address: string, s: Series, cl: Consistency, w = { from: 0, to: Date.now() + DAY_MS }): Promise<number> {
+    const c = await TallyClient.connect({ nodes: [address], routing: 'direct', timeoutMs: 5_000, maxRetries: 2 });
+    try {
+      return await c.getViewsCount(s.id, w.from, w.to, { consistency: cl });
+    } finally {
+      await c.close();
+    }
+  }
+}
+
+async function waitUntil(ms: number, check: () => Promise<boolean>): Promise<void> {
+  const end = Date.now() + ms;
+  let last: unknown;
+  while (Date.now() < end) {
+    try {
+      if (await check()) return;
+    } catch (err) {
+      last = err;
+    }
+    await sleep(500);
+  }
+  throw new Error(`the cluster did not come up within ${ms} ms: ${(last as Error)?.message ?? ''}`);
+}
+
+export function formatSummary(s: ChaosSummary): string {
+  const kv = (o: Record<string, number>): string => Object.entries(o).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+  return [
+    `chaos seed ${s.seed}: ${s.nodes} nodes, ${s.durationS} s; ${s.network}`,
+    `writes: ${kv(s.writes)}`,
+    `reads:  ${kv(s.reads)}`,
+    `increments: attempted ${s.increments.attempted}, acknowledged ${s.increments.acknowledged}, refused ${s.increments.refused}, unknown ${s.increments.unknown}`,
+    `faults: ${kv(s.faults)}`,
+    `lost ${s.lost}, over-counted ${s.overCounted}, reads out of bounds ${s.readsOutOfBounds}, converged ${s.convergeMs === null ? 'NOT' : `in ${s.convergeMs} ms`}`,
+    ...s.violations.map((v) => `violation: ${v}`),
+    s.ok ? 'OK' : `FAILED: replay the fault schedule with --seed ${s.seed}`,
+  ].join('\n');
+}

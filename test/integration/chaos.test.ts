@@ -1,0 +1,30 @@
+/**
+ * The short chaos run of `npm test`: five real nodes (RF 3) for about a minute of kills, freezes,
+ * clock offsets and — where network namespaces can be made, as in CI, as root — partitions, with
+ * Jepsen's counter checks (`tally chaos`, scripts/chaos.ts). A run that could not make namespaces
+ * says so in its summary line and runs the rest.
+ *
+ * Left out here: wiped data directories. A node that comes back empty is a new actor, but until
+ * joining with data (streaming a node's ranges to it before it serves reads) lands, a quorum read
+ * may count it while it holds nothing, and two wipes of one key's replicas lose what neither had
+ * passed on; `tally chaos` includes them by default.
+ */
+import { describe, expect, it } from 'vitest';
+import { defaultChaosOptions, formatSummary, runChaos } from '../../scripts/chaos.js';
+
+const SEED = Number(process.env['CHAOS_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
+
+describe('tally chaos, short run', () => {
+  it(`loses nothing, counts nothing twice and reads within bounds under faults (seed ${SEED})`, async () => {
+    const summary = await runChaos({ ...defaultChaosOptions(), seed: SEED, durationS: 45, rate: 1_500, without: ['wipe'], basePort: 7561 });
+    console.log(formatSummary(summary));
+    expect(summary.violations, `replay: CHAOS_SEED=${SEED} npx vitest run test/integration/chaos.test.ts`).toEqual([]);
+    expect(summary.ok).toBe(true);
+    expect(summary.increments.acknowledged).toBeGreaterThan(10_000);
+    expect(summary.faults['kill'] ?? 0).toBeGreaterThan(0);
+    expect(summary.faults['freeze'] ?? 0).toBeGreaterThan(0);
+    if (summary.network.startsWith('network namespaces')) {
+      expect((summary.faults['isolate'] ?? 0) + (summary.faults['one-way'] ?? 0) + (summary.faults['split'] ?? 0)).toBeGreaterThan(0);
+    }
+  }, 300_000);
+});
