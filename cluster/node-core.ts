@@ -23,7 +23,7 @@
  * slower than `speculativeRetryMs` is joined by another.
  * Not here: sockets, LevelDB, timers, the clock, the generation (the driver passes it), key layout.
  */
-import { assert, ErrorCode, TallyError } from '../protocol/errors.js';
+import { assert, ErrorCode } from '../protocol/errors.js';
 import { Lifecycle } from '../protocol/gossip.js';
 import type { Hash64 } from '../protocol/hash-ring.js';
 import { Consistency, type EventTuple, type QueryTuple, type StatsTuple } from '../protocol/messages.js';
@@ -38,13 +38,14 @@ import {
   type SpanSlot,
   type SpanTuple,
 } from '../protocol/peer.js';
-import { accumulateDelta, addStats, EMPTY_STATS, eventsDelta, joinSlot, slotDominates, type Slot, type Stats } from './bucket-state.js';
+import { accumulateDelta, eventsDelta, type Slot } from './bucket-state.js';
 import type { MembershipConfig } from './membership-config.js';
 import { Membership, type KnownPeer, type MemberView, type MembershipEffect } from './membership.js';
 import type { Rng } from './prng.js';
+import { mergeRead, planSpans } from './read-plan.js';
 import { replicasNeeded, type ReplicationConfig } from './replication-config.js';
 import { bucketId, SlotTable, slotId, type BucketRef, type SlotEntry, type SlotKey } from './slot-table.js';
-import { bucketsOf, decomposeRange, RESOLUTION_MS, RESOLUTIONS_OF_EVENT, type Resolution } from './time-buckets.js';
+import { bucketsOf, RESOLUTION_MS, RESOLUTIONS_OF_EVENT, type Resolution } from './time-buckets.js';
 
 /** Who gets the answer of a write or read: a client request (by the driver's handle) or a peer's forward. */
 export type ReplyTo = { client: number } | { peer: string; id: number };
@@ -1077,6 +1078,7 @@ export class NodeCore {
   private onPeerRead(from: string, id: number, spans: SpanTuple[]): void {
     this.scan(spans, (slots, message) => {
       if (slots === undefined) {
+        this.out.log.push(`error INTERNAL: a read for ${from} failed in the store: ${message ?? ''}`);
         this.send(from, { t: PeerMessageType.READ_REPLY, id, slots: [], code: ErrorCode.INTERNAL });
       } else if (slots.length > MAX_SLOTS_PER_MESSAGE) {
         this.send(from, { t: PeerMessageType.READ_REPLY, id, slots: [], code: ErrorCode.TOO_LARGE });
@@ -1084,7 +1086,6 @@ export class NodeCore {
         this.counters.readsServed++;
         this.send(from, { t: PeerMessageType.READ_REPLY, id, slots });
       }
-      void message;
     });
   }
 
@@ -1126,14 +1127,7 @@ export class NodeCore {
       if (replicas.length < need || up.length < need) {
         return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `consistency ${cl} needs ${need} replicas of ${JSON.stringify(videoId)}; ${up.length} of ${replicas.length} (${replicas.join(', ')}) are up`));
       }
-      const spans: SpanTuple[] = [];
-      for (const span of decomposeRange(start, end)) {
-        // Long spans are cut so that one replica message covers at most MAX_BUCKETS_PER_READ buckets.
-        const width = RESOLUTION_MS[span.res];
-        for (let s = span.start; s < span.end; s += width * MAX_BUCKETS_PER_READ) {
-          spans.push([videoId, eventType, span.res, s, Math.min(span.end, s + width * MAX_BUCKETS_PER_READ)]);
-        }
-      }
+      const spans = planSpans(videoId, eventType, start, end);
       // Ourselves first when we hold it (no network hop), then the others in ring order, those
       // that lately left a read unanswered past the speculative threshold last (as Cassandra's
       // dynamic snitch), so a frozen replica costs only the first reads that met it.
@@ -1163,7 +1157,6 @@ export class NodeCore {
       const q = op.queries[qi] as ReadQuery;
       q.asked.push(node);
       q.slots.set(node, []);
-      let count = 0;
       q.spans.forEach((span, si) => {
         const b = (span[4] - span[3]) / RESOLUTION_MS[span[2]];
         if (cur === undefined || cur.spans.length >= MAX_SPANS_PER_READ || buckets + b > MAX_BUCKETS_PER_READ) {
@@ -1174,9 +1167,7 @@ export class NodeCore {
         cur.spans.push(span);
         cur.parts.push([qi, si]);
         buckets += b;
-        count++;
       });
-      void count;
     }
     for (const m of messages) {
       const queries = new Set(m.parts.map(([qi]) => qi));
@@ -1227,32 +1218,12 @@ export class NodeCore {
     if (!op.queries.every((q) => q.complete.length >= op.need)) return;
     const stats: StatsTuple[] = [];
     for (const q of op.queries) {
-      // Join every responder's slots per (span, bucket, actor), then sum.
-      const merged = new Map<string, { span: number; start: number; actor: string; slot: Slot }>();
-      const responders = q.complete;
-      for (const node of responders) {
-        for (const [span, start, actor, count, sum, min, max] of q.slots.get(node) ?? []) {
-          const key = `${span}\u0000${start}\u0000${actor}`;
-          const cur = merged.get(key);
-          const joined = joinSlot(cur?.slot, { count, sum, min, max });
-          if (cur === undefined) merged.set(key, { span, start, actor, slot: joined });
-          else cur.slot = joined;
-        }
-      }
-      let total: Stats = EMPTY_STATS;
-      for (const m of merged.values()) total = addStats(total, { count: m.slot.count, sum: m.slot.sum, min: m.slot.min, max: m.slot.max });
-      stats.push([total.count, total.sum, total.min, total.max]);
+      const answers = new Map(q.complete.map((node) => [node, q.slots.get(node) ?? []]));
+      const read = mergeRead(q.spans, answers);
+      stats.push(read.stats);
       if (op.need < 2) continue;
-      // Read repair: each responder gets what it lacks, and the answer waits for it.
-      for (const node of responders) {
-        const have = new Map<string, Slot>();
-        for (const [span, start, actor, count, sum, min, max] of q.slots.get(node) ?? []) have.set(`${span}\u0000${start}\u0000${actor}`, { count, sum, min, max });
-        const missing: SlotEntry[] = [];
-        for (const [key, m] of merged) {
-          if (slotDominates(have.get(key), m.slot)) continue;
-          const span = q.spans[m.span] as SpanTuple;
-          missing.push({ ref: { videoId: span[0], eventType: span[1], res: span[2], start: m.start }, actor: m.actor, slot: m.slot });
-        }
+      // Read repair: each responder gets what it lacked, and the answer waits for it.
+      for (const [node, missing] of read.repairs) {
         if (missing.length === 0) continue;
         this.counters.repairs++;
         for (const chunk of this.chunkSlots(missing)) {

@@ -1,0 +1,65 @@
+/**
+ * The arithmetic of a coordinated read: which bucket spans a query asks the replicas for, and how
+ * their answers become one figure and the repairs each replica needs.
+ *
+ * A query `[start, end)` becomes the fewest aligned buckets (time-buckets.ts), cut so that one
+ * replica message covers at most MAX_BUCKETS_PER_READ of them. The answers are joined slot by slot
+ * (the same `joinSlot` every write path uses), summed over slots, and compared with what each
+ * replica said: what a replica lacked is its read repair. Pure: no I/O, no clock.
+ */
+import { MAX_BUCKETS_PER_READ, type SpanSlot, type SpanTuple } from '../protocol/peer.js';
+import type { StatsTuple } from '../protocol/messages.js';
+import { addStats, EMPTY_STATS, joinSlot, slotDominates, type Slot, type Stats } from './bucket-state.js';
+import type { SlotEntry } from './slot-table.js';
+import { decomposeRange, RESOLUTION_MS } from './time-buckets.js';
+
+/** The spans to ask replicas for, for one series over `[startMs, endMs)`. */
+export function planSpans(videoId: string, eventType: string, startMs: number, endMs: number): SpanTuple[] {
+  const spans: SpanTuple[] = [];
+  for (const span of decomposeRange(startMs, endMs)) {
+    const width = RESOLUTION_MS[span.res];
+    for (let s = span.start; s < span.end; s += width * MAX_BUCKETS_PER_READ) {
+      spans.push([videoId, eventType, span.res, s, Math.min(span.end, s + width * MAX_BUCKETS_PER_READ)]);
+    }
+  }
+  return spans;
+}
+
+export interface MergedRead {
+  stats: StatsTuple;
+  /** Per replica that answered, the slots it lacked or held older (empty when it was current). */
+  repairs: Map<string, SlotEntry[]>;
+}
+
+/**
+ * Joins the replicas' answers to one query (`answers`: replica → slots, indexed by the query's
+ * `spans`), sums them, and says what each replica lacked.
+ */
+export function mergeRead(spans: readonly SpanTuple[], answers: ReadonlyMap<string, readonly SpanSlot[]>): MergedRead {
+  const key = (span: number, start: number, actor: string): string => `${span}\u0000${start}\u0000${actor}`;
+  const merged = new Map<string, { span: number; start: number; actor: string; slot: Slot }>();
+  for (const slots of answers.values()) {
+    for (const [span, start, actor, count, sum, min, max] of slots) {
+      const k = key(span, start, actor);
+      const cur = merged.get(k);
+      const joined = joinSlot(cur?.slot, { count, sum, min, max });
+      if (cur === undefined) merged.set(k, { span, start, actor, slot: joined });
+      else cur.slot = joined;
+    }
+  }
+  let total: Stats = EMPTY_STATS;
+  for (const m of merged.values()) total = addStats(total, { count: m.slot.count, sum: m.slot.sum, min: m.slot.min, max: m.slot.max });
+  const repairs = new Map<string, SlotEntry[]>();
+  for (const [node, slots] of answers) {
+    const have = new Map<string, Slot>();
+    for (const [span, start, actor, count, sum, min, max] of slots) have.set(key(span, start, actor), { count, sum, min, max });
+    const missing: SlotEntry[] = [];
+    for (const [k, m] of merged) {
+      if (slotDominates(have.get(k), m.slot)) continue;
+      const span = spans[m.span] as SpanTuple;
+      missing.push({ ref: { videoId: span[0], eventType: span[1], res: span[2], start: m.start }, actor: m.actor, slot: m.slot });
+    }
+    repairs.set(node, missing);
+  }
+  return { stats: [total.count, total.sum, total.min, total.max], repairs };
+}
