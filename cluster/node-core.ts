@@ -42,6 +42,7 @@ import { accumulateDelta, eventsDelta, type Slot } from './bucket-state.js';
 import type { MembershipConfig } from './membership-config.js';
 import { Membership, type KnownPeer, type MemberView, type MembershipEffect } from './membership.js';
 import type { Rng } from './prng.js';
+import { HintTable } from './hint-table.js';
 import { mergeRead, planSpans } from './read-plan.js';
 import { replicasNeeded, type ReplicationConfig } from './replication-config.js';
 import { bucketId, SlotTable, slotId, type BucketRef, type SlotEntry, type SlotKey } from './slot-table.js';
@@ -211,7 +212,7 @@ interface ReadOp {
 /** A replication message awaiting its ack. */
 type ReplOut =
   | { kind: 'commit'; peer: string; commit: number; refs: BucketRef[]; deadlineMs: number }
-  | { kind: 'hint'; peer: string; hints: { key: string; seq: number }[]; deadlineMs: number }
+  | { kind: 'hint'; peer: string; round: { left: number; hints: { key: string; seq: number }[] }; deadlineMs: number }
   | { kind: 'repair'; peer: string; op: ReadOp; deadlineMs: number };
 
 interface Commit {
@@ -225,12 +226,6 @@ interface Commit {
   batch: PersistBatch;
 }
 
-interface Hint {
-  ref: BucketRef;
-  atMs: number;
-  /** Bumped when the bucket is hinted again, so a replay only clears what it shipped. */
-  seq: number;
-}
 
 export interface CoreStats {
   rf: number;
@@ -315,10 +310,8 @@ export class NodeCore {
   private readonly slowPeers = new Map<string, number>();
 
   // Hints and dedupe.
-  private readonly hints = new Map<string, Map<string, Hint>>();
-  private readonly hintCounts = new Map<string, { dropped: number; expired: number }>();
+  private readonly hints: HintTable;
   private readonly replaying = new Set<string>();
-  private hintSeq = 0;
   private readonly batches = new Map<string, number>();
   /** Batches this node sent on to other replicas, and to which one per video id (see onClientWrite). */
   private readonly forwardedTo = new Map<string, { atMs: number; targets: Map<string, string> }>();
@@ -339,6 +332,7 @@ export class NodeCore {
     this.id = init.self.id;
     this.actor = init.actor;
     this.cfg = init.replication;
+    this.hints = new HintTable(init.replication.maxHintsPerNode, init.replication.hintWindowMs);
     this.tickIntervalMs = init.membership.tickIntervalMs;
     this.memberExpiryMs = init.membership.memberExpiryMs;
     this.now = init.nowMs;
@@ -460,12 +454,7 @@ export class NodeCore {
   }
 
   stats(): CoreStats {
-    const hints: CoreStats['hints'] = {};
-    const nodes = new Set([...this.hints.keys(), ...this.hintCounts.keys()]);
-    for (const node of nodes) {
-      const c = this.hintCounts.get(node);
-      hints[node] = { pending: this.hints.get(node)?.size ?? 0, dropped: c?.dropped ?? 0, expired: c?.expired ?? 0 };
-    }
+    const hints = this.hints.stats();
     const k = this.counters;
     return {
       rf: this.cfg.rf,
@@ -1011,15 +1000,12 @@ export class NodeCore {
         return;
       }
       case 'hint': {
-        const hints = this.hints.get(from);
-        for (const h of r.hints) {
-          const cur = hints?.get(h.key);
-          if (cur !== undefined && cur.seq === h.seq) {
-            hints?.delete(h.key);
-            this.pendingHintsDelete.push({ node: from, ref: cur.ref });
-          }
+        // Every message of the replay round is in: its hints go, unless renewed meanwhile.
+        if (--r.round.left > 0) return;
+        for (const h of r.round.hints) {
+          const ref = this.hints.clear(from, h.key, h.seq);
+          if (ref !== undefined) this.pendingHintsDelete.push({ node: from, ref });
         }
-        if (hints !== undefined && hints.size === 0) this.hints.delete(from);
         this.replaying.delete(from);
         this.noteDirty();
         return;
@@ -1284,61 +1270,25 @@ export class NodeCore {
   // Hints
 
   private addHint(node: string, ref: BucketRef, atMs: number, persist: boolean): void {
-    let hints = this.hints.get(node);
-    const key = bucketId(ref);
-    const cur = hints?.get(key);
-    if (cur !== undefined) {
-      // Hinted again: newer data to ship; it moves to the back, so the map stays in age order.
-      hints?.delete(key);
-      hints?.set(key, { ref: cur.ref, atMs, seq: ++this.hintSeq });
-      return;
-    }
-    if ((hints?.size ?? 0) >= this.cfg.maxHintsPerNode) {
-      this.countHint(node, 'dropped');
-      return;
-    }
-    if (hints === undefined) this.hints.set(node, (hints = new Map()));
-    hints.set(key, { ref, atMs, seq: ++this.hintSeq });
-    if (persist) {
-      this.counters.hinted++;
-      this.pendingHintsPut.push({ node, ref, atMs });
-      this.noteDirty();
-    }
-  }
-
-  private countHint(node: string, what: 'dropped' | 'expired'): void {
-    let c = this.hintCounts.get(node);
-    if (c === undefined) this.hintCounts.set(node, (c = { dropped: 0, expired: 0 }));
-    c[what]++;
+    // A renewed hint is already stored; a dropped one is counted by the table.
+    if (this.hints.add(node, ref, atMs) !== 'added' || !persist) return;
+    this.counters.hinted++;
+    this.pendingHintsPut.push({ node, ref, atMs });
+    this.noteDirty();
   }
 
   /** Replays hints to members that are up; drops expired ones and those of members gone for good. */
   private replayHints(): void {
-    for (const [node, hints] of this.hints) {
+    for (const h of this.hints.expire(this.now)) this.pendingHintsDelete.push(h);
+    for (const node of this.hints.nodes) {
       if (this.membership.stateOf(node) === undefined) {
-        this.out.log.push(`dropping ${hints.size} hints for ${node}: it is no longer a member`);
-        for (const h of hints.values()) this.pendingHintsDelete.push({ node, ref: h.ref });
-        this.hints.delete(node);
-        this.noteDirty();
-        continue;
-      }
-      for (const [key, h] of hints) {
-        if (this.now - h.atMs <= this.cfg.hintWindowMs) break; // insertion order is age order
-        hints.delete(key);
-        this.countHint(node, 'expired');
-        this.pendingHintsDelete.push({ node, ref: h.ref });
-        this.noteDirty();
-      }
-      if (hints.size === 0) {
-        this.hints.delete(node);
+        const refs = this.hints.forget(node);
+        this.out.log.push(`dropping ${refs.length} hints for ${node}: it is no longer a member`);
+        for (const ref of refs) this.pendingHintsDelete.push({ node, ref });
         continue;
       }
       if (!this.isUp(node) || this.replaying.has(node) || this.membership.stateOf(node)?.lifecycle === Lifecycle.LEFT) continue;
-      const batch: { key: string; seq: number; ref: BucketRef }[] = [];
-      for (const [key, h] of hints) {
-        batch.push({ key, seq: h.seq, ref: h.ref });
-        if (batch.length >= Math.min(this.cfg.hintReplayBuckets, MAX_SPANS_PER_READ)) break;
-      }
+      const batch = this.hints.oldest(node, Math.min(this.cfg.hintReplayBuckets, MAX_SPANS_PER_READ));
       this.replaying.add(node);
       this.scan(batch.map((b) => spanOf(b.ref)), (slots) => {
         if (slots === undefined || !this.isUp(node)) {
@@ -1349,20 +1299,24 @@ export class NodeCore {
           const ref = (batch[span] as { ref: BucketRef }).ref;
           return { ref: { ...ref, start }, actor, slot: { count, sum, min, max } };
         });
-        if (entries.length === 0 || entries.length > MAX_SLOTS_PER_MESSAGE) {
-          // Nothing stored for them (expired meanwhile), or too much for one message: the hints go.
+        if (entries.length === 0) {
+          // Nothing stored for them (expired meanwhile): the hints go.
           for (const b of batch) {
-            hints.delete(b.key);
-            this.pendingHintsDelete.push({ node, ref: b.ref });
+            const ref = this.hints.clear(node, b.key, b.seq);
+            if (ref !== undefined) this.pendingHintsDelete.push({ node, ref });
           }
           this.replaying.delete(node);
           this.noteDirty();
           return;
         }
-        const id = this.nextMsgId();
-        this.replOut.set(id, { kind: 'hint', peer: node, hints: batch.map((b) => ({ key: b.key, seq: b.seq })), deadlineMs: this.now + this.cfg.replAckTimeoutMs });
-        this.replInFlight.set(node, (this.replInFlight.get(node) ?? 0) + 1);
-        this.send(node, { t: PeerMessageType.REPL, id, slots: entries.map(slotRecord) });
+        const chunks = this.chunkSlots(entries);
+        const round = { left: chunks.length, hints: batch.map((b) => ({ key: b.key, seq: b.seq })) };
+        for (const chunk of chunks) {
+          const id = this.nextMsgId();
+          this.replOut.set(id, { kind: 'hint', peer: node, round, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
+          this.replInFlight.set(node, (this.replInFlight.get(node) ?? 0) + 1);
+          this.send(node, { t: PeerMessageType.REPL, id, slots: chunk.map(slotRecord) });
+        }
       });
     }
   }
