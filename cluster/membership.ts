@@ -51,6 +51,8 @@ const MAX_REPORTED_CLAIMS = 64;
 
 export interface SelfInfo {
   id: string;
+  /** This node's actor, gossiped so peers can tell a wiped member from its predecessor. */
+  actor?: string;
   /** Where peers reach this node; compared with the seed list as a plain string. */
   address: string;
   zone: string;
@@ -108,6 +110,8 @@ export interface MembershipInit {
    * members as with seeds, and waits to hear from them before it serves (see `settled`).
    */
   knownPeers?: readonly KnownPeer[];
+  /** The node starts on an empty store and must be sent its ranges before reads count it. */
+  rebuilding?: boolean;
 }
 
 /** What a node keeps of another member across restarts. */
@@ -180,6 +184,8 @@ export class Membership {
         lifecycle: joined ? Lifecycle.NORMAL : Lifecycle.JOINING,
         vnodes: config.vnodes,
         ringChecksum: '0',
+        ...(init.rebuilding === true ? { rebuilding: true } : {}),
+        ...(self.actor !== undefined ? { actor: self.actor } : {}),
       },
       'this node',
     );
@@ -384,9 +390,21 @@ export class Membership {
     return this.states.get(this.id) as EndpointState;
   }
 
-  private updateSelf(change: Partial<Pick<EndpointState, 'lifecycle' | 'ringChecksum'>>): void {
+  /** The ranges this node holds have all been sent to it: reads may count it. */
+  doneRebuilding(): void {
+    if (this.self.rebuilding !== true) return;
+    this.updateSelf({ rebuilding: undefined });
+  }
+
+  /** Whether `id` says it is still being sent its ranges. */
+  isRebuilding(id: string): boolean {
+    return this.states.get(id)?.rebuilding === true;
+  }
+
+  private updateSelf(change: Partial<Pick<EndpointState, 'lifecycle' | 'ringChecksum' | 'rebuilding'>>): void {
     const old = this.self;
     const next: EndpointState = { ...old, ...change, version: old.version + 1 };
+    if (next.rebuilding !== true) delete next.rebuilding;
     this.states.set(this.id, next);
     if (this.ringRelevantChange(old, next)) this.cachedRing = undefined;
   }

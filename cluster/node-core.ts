@@ -67,14 +67,17 @@ export type CoreInput =
   /** The result of a `scans` entry: every stored slot in its spans. */
   | { kind: 'scanned'; scan: number; slots: SpanSlot[] }
   | { kind: 'scanFailed'; scan: number; message: string }
+  /** The result of a `walks` entry: the next stored slots in key order, and where to go on (undefined: the end). */
+  | { kind: 'walked'; walk: number; entries: SlotEntry[]; next: string | undefined }
+  | { kind: 'walkFailed'; walk: number; message: string }
   | { kind: 'persisted'; persist: number }
   | { kind: 'persistFailed'; persist: number; message: string };
 
 export interface BatchRecord {
   batch: string;
   atMs: number;
-  /** A forward record: per replica list (ids joined by commas), the replica the batch's events for it went to. */
-  forwardedTo?: [replicas: string, target: string][];
+  /** A forward record: per replica list (ids joined by commas), the actor of the replica the batch's events for it went to. */
+  forwardedTo?: [replicas: string, targetActor: string][];
 }
 
 /** The key a batch record is kept under: forward records apart (batch ids hold no spaces). */
@@ -120,12 +123,16 @@ export interface Ready {
   persist: PersistBatch | undefined;
   loads: { id: number; keys: SlotKey[] }[];
   scans: { id: number; spans: SpanTuple[] }[];
+  /** Walks of the whole store in key order, from after `after`, at most `limit` slots (to rebuild a peer). */
+  walks: { id: number; after: string | undefined; limit: number }[];
   send: { to: string; address: string; msg: PeerMessage }[];
   replies: { req: number; reply: CoreReply }[];
   /** Addresses of members that came up: keep a link open to each. */
   connect: string[];
   /** The ring's members changed: keep these for the next start (see MembershipInit.knownPeers). */
   knownPeers: KnownPeer[] | undefined;
+  /** This node has been sent all its ranges: keep that, so a restart does not rebuild again, nor stop rebuilding before this. */
+  rebuilt: boolean;
   log: string[];
   /** Step again (with a tick) at this time at the latest. */
   deadlineMs: number;
@@ -143,6 +150,8 @@ export interface NodeCoreInit {
   bootstrapped: boolean;
   /** The other members known when the node last ran. */
   knownPeers?: readonly KnownPeer[];
+  /** The node starts on an empty store and joins a cluster that may hold data: it must be sent its ranges. */
+  rebuilding?: boolean;
   /** Hints and applied batch ids found in the store at start. */
   hints?: readonly HintRecord[];
   batches?: readonly BatchRecord[];
@@ -150,6 +159,8 @@ export interface NodeCoreInit {
   journal?: readonly JournalRecord[];
 }
 
+/** Slots read from the store per page when sending a rebuilding peer its ranges. */
+const REBUILD_PAGE_SLOTS = 4_096;
 /** How often timeouts and speculative retries are looked at while requests are in flight. */
 const TIMER_RESOLUTION_MS = 5;
 /** Replica lists remembered per ring (one per video id seen lately). */
@@ -213,7 +224,8 @@ interface ReadOp {
 type ReplOut =
   | { kind: 'commit'; peer: string; commit: number; refs: BucketRef[]; deadlineMs: number }
   | { kind: 'hint'; peer: string; round: { left: number; hints: { key: string; seq: number }[] }; deadlineMs: number }
-  | { kind: 'repair'; peer: string; op: ReadOp; deadlineMs: number };
+  | { kind: 'repair'; peer: string; op: ReadOp; deadlineMs: number }
+  | { kind: 'stream'; peer: string; page: { left: number; next: string | undefined }; deadlineMs: number };
 
 interface Commit {
   id: number;
@@ -239,7 +251,7 @@ export interface CoreStats {
 }
 
 function emptyReady(): Ready {
-  return { persist: undefined, loads: [], scans: [], send: [], replies: [], connect: [], knownPeers: undefined, log: [], deadlineMs: Number.POSITIVE_INFINITY };
+  return { persist: undefined, loads: [], scans: [], walks: [], send: [], replies: [], connect: [], knownPeers: undefined, rebuilt: false, log: [], deadlineMs: Number.POSITIVE_INFINITY };
 }
 
 function spanOf(ref: BucketRef): SpanTuple {
@@ -306,6 +318,11 @@ export class NodeCore {
   private readonly readsOut = new Map<number, { op: ReadOp; node: string; parts: [query: number, span: number][] }>();
   private readonly replOut = new Map<number, ReplOut>();
   private readonly replInFlight = new Map<string, number>();
+  /** Rebuilding peers this node is sending its ranges to: per peer, its generation and where the walk stands. */
+  private readonly streams = new Map<string, { generation: number; after: string | undefined; busy: boolean; done: boolean }>();
+  private readonly walks = new Map<number, (entries: SlotEntry[] | undefined, next: string | undefined) => void>();
+  /** While this node rebuilds: the peers that have sent it everything they hold of its ranges. */
+  private readonly streamedFrom = new Set<string>();
   /** Peers that left a read unanswered past `speculativeRetryMs`, until they are heard from again. */
   private readonly slowPeers = new Map<string, number>();
 
@@ -337,7 +354,7 @@ export class NodeCore {
     this.memberExpiryMs = init.membership.memberExpiryMs;
     this.now = init.nowMs;
     this.membership = new Membership({
-      self: init.self,
+      self: { ...init.self, actor: init.actor },
       config: init.membership,
       rng: init.rng,
       hash64: init.hash64,
@@ -345,6 +362,7 @@ export class NodeCore {
       generation: init.generation,
       bootstrapped: init.bootstrapped,
       knownPeers: init.knownPeers ?? [],
+      rebuilding: init.rebuilding ?? false,
     });
     // Ids of our messages start at a random point, so a reply meant for an earlier life is unlikely to match.
     this.msgSeq = Math.floor(init.rng.next() * 0x7fff_ffff);
@@ -396,6 +414,13 @@ export class NodeCore {
         break;
       case 'scanFailed':
         this.onScanned(input.scan, undefined, input.message);
+        break;
+      case 'walked':
+        this.onWalked(input.walk, input.entries, input.next);
+        break;
+      case 'walkFailed':
+        this.onWalked(input.walk, undefined, undefined);
+        this.out.log.push(`error INTERNAL: a walk of the store failed: ${input.message}`);
         break;
       case 'persisted':
         this.onPersisted(input.persist);
@@ -533,7 +558,7 @@ export class NodeCore {
     const need = replicasNeeded(cl, this.cfg.rf);
     const local: EventTuple[] = [];
     const forwards = new Map<string, EventTuple[]>();
-    /** Replica list → the replica its events go to, for the forward record. */
+    /** Replica list → the actor of the replica its events go to, for the forward record. */
     const chosen = new Map<string, string>();
     const forwarded = 'peer' in replyTo;
     // Check every part before applying any, so a refusal applies nothing.
@@ -557,12 +582,17 @@ export class NodeCore {
       } else {
         // A retry of a batch goes where the batch went before: that replica's dedupe is what
         // keeps it from counting twice. If it is down, the outcome stays unknown until it is back.
-        const before = batch === undefined ? undefined : this.forwardedTo.get(batch)?.targets.get(replicas.join(','));
+        const beforeActor = batch === undefined ? undefined : this.forwardedTo.get(batch)?.targets.get(replicas.join(','));
+        const before = beforeActor?.slice(0, beforeActor.lastIndexOf('#'));
         if (before !== undefined && !this.isUp(before)) {
           return this.answer(replyTo, failure(ErrorCode.TIMEOUT, `this batch was sent on to ${before} before, which is down now; its outcome is unknown until ${before} is back: retry later with the same batch id`));
         }
-        const target = before ?? (replicas.find((r) => this.isUp(r)) as string);
-        chosen.set(replicas.join(','), target);
+        // A replica whose actor is not known yet cannot be pinned: pick one whose is.
+        const target = before ?? (replicas.find((r) => this.isUp(r) && this.membership.stateOf(r)?.actor !== undefined) as string | undefined);
+        if (target === undefined) {
+          return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `no replica of ${JSON.stringify(e[0])} is known well enough to send the write on to yet; nothing was applied`));
+        }
+        chosen.set(replicas.join(','), beforeActor ?? (this.membership.stateOf(target)?.actor as string));
         let list = forwards.get(target);
         if (list === undefined) forwards.set(target, (list = []));
         list.push(e);
@@ -599,7 +629,11 @@ export class NodeCore {
     if (local.length > 0) this.coordinate(request, local, need, batch);
     for (const [target, part] of forwards) {
       const msg: DataMessage & { t: 'fwd' } = { t: PeerMessageType.FORWARD, id: 0, events: part, cl };
-      if (batch !== undefined) msg.batch = `${batch}>${this.id}`;
+      if (batch !== undefined) {
+        msg.batch = `${batch}>${this.id}`;
+        const pinned = this.forwardedTo.get(batch)?.targets.get(this.replicasOf(part[0]![0]).join(','));
+        if (pinned !== undefined) msg.actor = pinned;
+      }
       if (record) this.nextForwards.push({ request, to: target, msg });
       else this.forwardNow(request, target, msg);
     }
@@ -954,7 +988,17 @@ export class NodeCore {
       case PeerMessageType.READ_REPLY:
         return this.onReadReply(from, msg.id, msg.slots, msg.code);
       case PeerMessageType.FORWARD:
+        if (msg.actor !== undefined && msg.actor !== this.actor) {
+          // Meant for the actor before this one (whose data is gone): it may have applied it.
+          return this.answer({ peer: from, id: msg.id }, failure(ErrorCode.TIMEOUT, `${this.id} is a new actor (${this.actor}, not ${msg.actor}): it cannot tell whether it applied this batch before; the outcome is unknown`));
+        }
         return this.onClientWrite({ peer: from, id: msg.id }, msg.events, msg.cl, msg.batch);
+      case PeerMessageType.STREAM_DONE:
+        if (msg.generation === this.membership.generation && this.membership.isRebuilding(this.id)) {
+          this.streamedFrom.add(from);
+          this.out.log.push(`rebuild: ${from} has sent everything it holds of this node's ranges`);
+        }
+        return;
       case PeerMessageType.FORWARD_REPLY: {
         const f = this.forwards.get(msg.id);
         if (f === undefined || f.to !== from) return;
@@ -1012,6 +1056,9 @@ export class NodeCore {
       }
       case 'repair':
         return this.repairDone(r.op);
+      case 'stream':
+        if (--r.page.left === 0) this.streamPageDone(from, r.page.next);
+        return;
     }
   }
 
@@ -1031,6 +1078,12 @@ export class NodeCore {
         return;
       case 'repair':
         return this.failRead(r.op, failure(ErrorCode.TIMEOUT, `read repair of ${r.peer} was not acknowledged in time`));
+      case 'stream': {
+        // The page is sent again from the same place on a later round.
+        const st = this.streams.get(r.peer);
+        if (st !== undefined) st.busy = false;
+        return;
+      }
     }
   }
 
@@ -1109,9 +1162,10 @@ export class NodeCore {
     };
     for (const [videoId, eventType, start, end] of queries) {
       const replicas = this.replicasOf(videoId);
-      const up = replicas.filter((r) => this.isUp(r));
+      // A rebuilding replica takes writes but is not read: it may not hold what it should yet.
+      const up = replicas.filter((r) => this.isUp(r) && !this.membership.isRebuilding(r));
       if (replicas.length < need || up.length < need) {
-        return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `consistency ${cl} needs ${need} replicas of ${JSON.stringify(videoId)}; ${up.length} of ${replicas.length} (${replicas.join(', ')}) are up`));
+        return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `consistency ${cl} needs ${need} replicas of ${JSON.stringify(videoId)}; ${up.length} of ${replicas.length} (${replicas.join(', ')}) are up and not rebuilding`));
       }
       const spans = planSpans(videoId, eventType, start, end);
       // Ourselves first when we hold it (no network hop), then the others in ring order, those
@@ -1256,7 +1310,7 @@ export class NodeCore {
     op.queries.forEach((q, qi) => {
       if (q.complete.length >= op.need) return;
       for (const node of q.asked) if (node !== this.id && !q.complete.includes(node)) this.slowPeers.set(node, this.now);
-      const next = q.replicas.find((r) => !q.asked.includes(r) && this.isUp(r));
+      const next = q.replicas.find((r) => !q.asked.includes(r) && this.isUp(r) && !this.membership.isRebuilding(r));
       if (next === undefined) return;
       let list = ask.get(next);
       if (list === undefined) ask.set(next, (list = []));
@@ -1322,6 +1376,82 @@ export class NodeCore {
   }
 
   // ---------------------------------------------------------------------------------------------
+  // Rebuilding: a node that starts on an empty store is sent its ranges by its peers
+
+  private driveRebuilds(): void {
+    // The sending side: every rebuilding member that is up gets everything we hold of its ranges.
+    for (const member of this.membership.ring().members) {
+      if (member === this.id || !this.membership.isRebuilding(member) || !this.isUp(member)) continue;
+      const generation = this.membership.stateOf(member)?.generation ?? 0;
+      let st = this.streams.get(member);
+      if (st === undefined || st.generation !== generation) {
+        st = { generation, after: undefined, busy: false, done: false };
+        this.streams.set(member, st);
+        this.out.log.push(`rebuild: sending ${member} its ranges`);
+      }
+      if (st.busy) continue;
+      // Done already: say so again each round while it still rebuilds (the first word may be lost).
+      if (st.done) this.send(member, { t: PeerMessageType.STREAM_DONE, generation: st.generation });
+      else this.walkPage(member, st);
+    }
+    for (const [member, st] of this.streams) if (!this.membership.isRebuilding(member) && !st.busy) this.streams.delete(member);
+    // The receiving side: done once every other member on the ring that is not rebuilding itself
+    // has sent everything (a member that is down holds up the rebuild: it may hold the only copy).
+    if (this.membership.isRebuilding(this.id) && this.membership.settled(this.now)) {
+      const missing = this.membership.ring().members.filter((m) => m !== this.id && !this.membership.isRebuilding(m) && !this.streamedFrom.has(m));
+      if (missing.length === 0) {
+        this.membership.doneRebuilding();
+        this.out.rebuilt = true;
+        this.out.log.push('rebuild: done; reads count this node again');
+      }
+    }
+  }
+
+  private walkPage(member: string, st: { generation: number; after: string | undefined; busy: boolean; done: boolean }): void {
+    st.busy = true;
+    const id = ++this.ioSeq;
+    this.walks.set(id, (entries, next) => {
+      if (entries === undefined || this.streams.get(member) !== st) {
+        st.busy = false;
+        return;
+      }
+      const theirs = entries.filter((e) => this.replicasOf(e.ref.videoId).includes(member));
+      if (theirs.length === 0) return this.streamPageDone(member, next);
+      const chunks = this.chunkSlots(theirs);
+      const page = { left: chunks.length, next };
+      for (const chunk of chunks) {
+        const msgId = this.nextMsgId();
+        this.replOut.set(msgId, { kind: 'stream', peer: member, page, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
+        this.replInFlight.set(member, (this.replInFlight.get(member) ?? 0) + 1);
+        this.send(member, { t: PeerMessageType.REPL, id: msgId, slots: chunk.map(slotRecord) });
+      }
+    });
+    this.out.walks.push({ id, after: st.after, limit: REBUILD_PAGE_SLOTS });
+  }
+
+  /** A page of the walk reached `member`: walk on, or tell it we are done. */
+  private streamPageDone(member: string, next: string | undefined): void {
+    const st = this.streams.get(member);
+    if (st === undefined) return;
+    st.busy = false;
+    if (next !== undefined) {
+      st.after = next;
+      this.walkPage(member, st);
+      return;
+    }
+    st.done = true;
+    this.send(member, { t: PeerMessageType.STREAM_DONE, generation: st.generation });
+    this.out.log.push(`rebuild: sent ${member} everything this node holds of its ranges`);
+  }
+
+  private onWalked(id: number, entries: SlotEntry[] | undefined, next: string | undefined): void {
+    const done = this.walks.get(id);
+    if (done === undefined) return;
+    this.walks.delete(id);
+    done(entries, next);
+  }
+
+  // ---------------------------------------------------------------------------------------------
   // Time
 
   private onTimers(): void {
@@ -1333,6 +1463,7 @@ export class NodeCore {
     if (this.now >= this.nextHintReplayMs) {
       this.nextHintReplayMs = this.now + this.cfg.hintReplayIntervalMs;
       if (this.hints.size > 0) this.replayHints();
+      this.driveRebuilds();
     }
     for (const [id, r] of this.replOut) {
       if (this.now < r.deadlineMs) continue;
@@ -1381,7 +1512,9 @@ export class NodeCore {
   private nextDeadline(): number {
     // A commit under way: the next one starts on its `persisted`, not at a time.
     let d = Math.min(this.nextMembershipTickMs, this.inFlightCommit === undefined ? this.commitDueMs : Number.POSITIVE_INFINITY);
-    if (this.hints.size > 0) d = Math.min(d, this.nextHintReplayMs);
+    if (this.hints.size > 0 || this.streams.size > 0 || this.membership.isRebuilding(this.id) || this.membership.ring().members.some((m) => this.membership.isRebuilding(m))) {
+      d = Math.min(d, this.nextHintReplayMs);
+    }
     if (this.writes.size > 0 || this.reads.size > 0 || this.replOut.size > 0 || this.forwards.size > 0) d = Math.min(d, this.now + TIMER_RESOLUTION_MS);
     assert(d > this.now || d === this.commitDueMs, 'the next deadline lies ahead');
     return d;

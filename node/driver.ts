@@ -27,6 +27,12 @@ import { monotonicNowMs, wallNowMs } from './clock.js';
 /** Meta key of the members this node knew when it last ran (JSON of KnownPeer[]). */
 export const KNOWN_PEERS_KEY = 'known-peers';
 
+/**
+ * Meta key of this store's rebuild: `needed` when it was made empty to join others, `done` once
+ * every peer sent its ranges. A restart in between rebuilds on; one after never starts again.
+ */
+export const REBUILDING_KEY = 'rebuilding';
+
 /** Most distinct refusal reasons logged (a peer refusing us every second logs once). */
 const MAX_LOGGED_REFUSALS = 64;
 
@@ -193,10 +199,22 @@ export class Driver implements RequestHandler {
         },
       );
     }
+    for (const walk of ready.walks) {
+      this.store.walk(walk.after, walk.limit).then(
+        (r) => this.input({ kind: 'walked', walk: walk.id, entries: r.entries, next: r.next }),
+        (err: unknown) => {
+          this.stats.storeErrors += 1;
+          this.input({ kind: 'walkFailed', walk: walk.id, message: (err as Error).message });
+        },
+      );
+    }
     for (const s of ready.send) {
       if (!this.transport.send(s.address, s.msg) && s.to !== '') this.input({ kind: 'sendFailed', to: s.to, msg: s.msg });
     }
     for (const address of ready.connect) this.transport.open(address);
+    if (ready.rebuilt) {
+      this.store.putMeta(REBUILDING_KEY, Buffer.from('done'), { sync: true }).catch((err: unknown) => this.log(`error INTERNAL: could not record the end of the rebuild: ${(err as Error).message}`));
+    }
     if (ready.knownPeers !== undefined) {
       const peers = ready.knownPeers;
       this.store.putMeta(KNOWN_PEERS_KEY, Buffer.from(JSON.stringify(peers))).catch((err: unknown) => this.log(`error INTERNAL: could not keep the known members: ${(err as Error).message}`));

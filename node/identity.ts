@@ -22,6 +22,8 @@ export interface Identity {
   epoch: string;
   /** `${id}#${epoch}`: the owner of this node's G-counter slots. */
   actor: string;
+  /** The epoch was made now: the database is new (a new node, or one whose data was wiped). */
+  fresh: boolean;
 }
 
 /** Meta key of the actor epoch in the store. */
@@ -81,12 +83,13 @@ export async function openNodeId(dataDir: string, wantedId: string | undefined, 
 export async function openActor(store: MetaStore, id: string): Promise<Identity> {
   const stored = await store.getMeta(EPOCH_KEY);
   let epoch = stored === undefined ? undefined : Buffer.from(stored).toString('utf8');
+  const fresh = epoch === undefined;
   if (epoch === undefined || !/^[0-9a-f]{8,32}$/.test(epoch)) {
     if (epoch !== undefined) throw new TallyError(ErrorCode.INTERNAL, `the store's actor epoch is damaged: ${JSON.stringify(epoch)}`);
     epoch = randomBytes(4).toString('hex');
     await store.putMeta(EPOCH_KEY, Buffer.from(epoch), { sync: true });
   }
-  return { id, epoch, actor: actorOf(id, epoch) };
+  return { id, epoch, actor: actorOf(id, epoch), fresh };
 }
 
 function parseIdentity(text: string, path: string): string {

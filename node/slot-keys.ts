@@ -179,3 +179,26 @@ export function metaPrefixRange(prefix: string): KeyRange {
 export function sectionRange(prefix: typeof HINT_PREFIX | typeof BATCH_PREFIX | typeof JOURNAL_PREFIX): KeyRange {
   return { gte: prefix, lt: `${prefix[0] as string}\x01` };
 }
+
+/** The slot a key made by `slotKey` names, or undefined for anything else. */
+export function parseSlotKey(key: string): SlotKey | undefined {
+  const parts = key.split(S);
+  const res = parts[0];
+  let videoId: string | undefined;
+  let eventType: string | undefined;
+  let hex: string | undefined;
+  let actor: string | undefined;
+  if (res === 'd' && parts.length === 6) [, , videoId, eventType, hex, actor] = parts;
+  else if ((res === 'h' || res === 'm') && parts.length === 7) [, , , videoId, eventType, hex, actor] = parts;
+  else return undefined;
+  const start = parseHexTime(hex);
+  if (start === undefined || !isResolution(res) || !isAligned(start, res) || !videoId || !eventType || !actor) return undefined;
+  return { ref: { videoId, eventType, res, start }, actor };
+}
+
+/** The sections holding slots, in key order: days, hours, minutes. */
+export const SLOT_SECTIONS: readonly KeyRange[] = [
+  { gte: `d${S}`, lt: 'd\x01' },
+  { gte: `h${S}`, lt: 'h\x01' },
+  { gte: `m${S}`, lt: 'm\x01' },
+];

@@ -9,7 +9,7 @@
  */
 import type { Slot } from '../cluster/bucket-state.js';
 import { batchRecordKey, type BatchRecord, type HintRecord, type JournalRecord, type PersistBatch } from '../cluster/node-core.js';
-import type { SlotKey } from '../cluster/slot-table.js';
+import type { SlotEntry, SlotKey } from '../cluster/slot-table.js';
 import { assert, TallyError } from '../protocol/errors.js';
 import type { Hash64 } from '../protocol/hash-ring.js';
 import type { SpanSlot, SpanTuple } from '../protocol/peer.js';
@@ -26,8 +26,10 @@ import {
   metaKey,
   metaPrefixRange,
   parseHintKey,
+  parseSlotKey,
   parseSlotTail,
   sectionRange,
+  SLOT_SECTIONS,
   SlotKeys,
 } from './slot-keys.js';
 
@@ -121,6 +123,27 @@ export class Store {
       out.push(decodeBatchRecord(key.slice(BATCH_PREFIX.length), bytes));
     }
     return out.sort((a, b) => a.atMs - b.atMs);
+  }
+
+  /**
+   * Up to `limit` slots in key order, after the key `after` (from the start when undefined), and
+   * the key to go on after (undefined at the end): a walk of everything this node holds.
+   */
+  async walk(after: string | undefined, limit: number): Promise<{ entries: SlotEntry[]; next: string | undefined }> {
+    const entries: SlotEntry[] = [];
+    let last: string | undefined;
+    for (const section of SLOT_SECTIONS) {
+      if (after !== undefined && after >= section.lt) continue;
+      const gte = after !== undefined && after >= section.gte ? `${after}\u0000` : section.gte;
+      for (const [key, bytes] of await this.kv.range({ gte, lt: section.lt }, limit - entries.length)) {
+        const k = parseSlotKey(key);
+        if (k === undefined) throw new TallyError('INTERNAL', `corrupt slot key ${JSON.stringify(key)}`);
+        entries.push({ ref: k.ref, actor: k.actor, slot: decodeSlot(bytes) });
+        last = key;
+      }
+      if (entries.length >= limit) return { entries, next: last };
+    }
+    return { entries, next: undefined };
   }
 
   /** The replication journal records kept (commits whose replication was not seen through). */

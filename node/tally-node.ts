@@ -11,7 +11,7 @@ import { Prng } from '../cluster/prng.js';
 import { formatAddress, validateEndpointState } from '../protocol/index.js';
 import type { NodeStatus } from '../protocol/status.js';
 import { resolveConfig, type NodeConfig, type NodeOverrides } from './config.js';
-import { Driver, KNOWN_PEERS_KEY } from './driver.js';
+import { Driver, KNOWN_PEERS_KEY, REBUILDING_KEY } from './driver.js';
 import { monotonicNowMs, setClockOffsetMs, wallNowMs } from './clock.js';
 import type { KnownPeer } from '../cluster/membership.js';
 import { openActor, openNodeId, type Identity } from './identity.js';
@@ -141,6 +141,11 @@ export class TallyNode {
       const hints = await store.loadHints(MAX_HINTS_LOADED);
       const batches = await store.loadBatches(config.replication.maxDedupeEntries);
       const knownPeers = await loadKnownPeers(store);
+      // A new database joining through seeds may be a node whose data was wiped, or a new node
+      // taking ranges that hold data: it is sent its ranges before reads count it, across restarts.
+      if (identity.fresh && config.seeds.some((s) => s !== address)) await store.putMeta(REBUILDING_KEY, Buffer.from('needed'), { sync: true });
+      const rebuilding = Buffer.from((await store.getMeta(REBUILDING_KEY)) ?? []).toString('utf8') === 'needed';
+      if (rebuilding) log('this node starts on an empty store: its peers send it its ranges before reads count it');
       const journal = await store.loadJournal(MAX_JOURNAL_LOADED);
       const core = new NodeCore({
         self: { id: identity.id, address, zone: config.zone },
@@ -153,6 +158,7 @@ export class TallyNode {
         generation,
         bootstrapped: g.bootstrapped,
         knownPeers,
+        rebuilding,
         hints,
         batches,
         journal,

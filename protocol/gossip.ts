@@ -81,6 +81,13 @@ export interface EndpointState {
   vnodes: number;
   /** Checksum of the ring as this node computes it, so disagreement is visible in `tally status`. */
   ringChecksum: string;
+  /**
+   * The member started on an empty store (new, or its data was wiped) and is being sent its ranges
+   * by its peers: writes go to it, reads do not count it until it is done. Absent when false.
+   */
+  rebuilding?: true;
+  /** The member's actor (`${id}#${epoch}`): a new one after its data was wiped. */
+  actor?: string;
 }
 
 export interface GossipSyn {
@@ -156,7 +163,9 @@ export function validateEndpointState(x: unknown, where = 'endpoint state'): End
   if (typeof ringChecksum !== 'string' || !RING_CHECKSUM_PATTERN.test(ringChecksum)) {
     throw new TallyError('BAD_REQUEST', `${where}.ringChecksum must be 1-16 lower-case hex digits`);
   }
-  return {
+  const rebuilding = o['rebuilding'];
+  if (rebuilding !== undefined && rebuilding !== true) throw new TallyError('BAD_REQUEST', `${where}.rebuilding must be true or absent`);
+  const state: EndpointState = {
     id: checkName(o['id'], `${where}.id`, MAX_NAME_BYTES),
     address: address as string,
     zone: checkName(o['zone'], `${where}.zone`, MAX_NAME_BYTES),
@@ -166,6 +175,9 @@ export function validateEndpointState(x: unknown, where = 'endpoint state'): End
     vnodes: checkInt(o['vnodes'], `${where}.vnodes`, 1, MAX_VNODES),
     ringChecksum,
   };
+  if (rebuilding === true) state.rebuilding = true;
+  if (o['actor'] !== undefined) state.actor = checkName(o['actor'], `${where}.actor`, 2 * MAX_NAME_BYTES);
+  return state;
 }
 
 function validateDigest(x: unknown, where: string): GossipDigest {

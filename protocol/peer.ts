@@ -35,6 +35,7 @@ export const PeerMessageType = {
   READ_REPLY: 'read-reply',
   FORWARD: 'fwd',
   FORWARD_REPLY: 'fwd-reply',
+  STREAM_DONE: 'stream-done',
 } as const;
 
 /** Bucket resolutions on the wire: minute, hour, day. */
@@ -99,6 +100,8 @@ export interface ForwardMessage {
   cl: Consistency;
   /** The client's batch id, extended with the forwarder's id, for the replica's dedupe. */
   batch?: string;
+  /** The actor this must reach: a replica that is a new actor since (its data wiped) refuses it. */
+  actor?: string;
 }
 export interface ForwardReplyMessage {
   t: typeof PeerMessageType.FORWARD_REPLY;
@@ -108,7 +111,14 @@ export interface ForwardReplyMessage {
   message?: string;
 }
 
-export type DataMessage = ReplMessage | ReplAckMessage | ReadMessage | ReadReplyMessage | ForwardMessage | ForwardReplyMessage;
+/** To a rebuilding node: every slot the sender holds of the receiver's ranges has been sent and acknowledged. */
+export interface StreamDoneMessage {
+  t: typeof PeerMessageType.STREAM_DONE;
+  /** The receiver's generation the stream was for. */
+  generation: number;
+}
+
+export type DataMessage = ReplMessage | ReplAckMessage | ReadMessage | ReadReplyMessage | ForwardMessage | ForwardReplyMessage | StreamDoneMessage;
 export type PeerMessage = GossipMessage | DataMessage;
 
 const GOSSIP_TYPES = new Set<string>(Object.values(GossipMessageType));
@@ -226,6 +236,7 @@ export function validatePeerMessage(x: unknown, spansOf?: (id: number) => number
       if (typeof cl !== 'string' || !CONSISTENCIES.has(cl)) throw bad('fwd.cl must be a consistency level');
       const msg: ForwardMessage = { t, id: id(o, t), events: raw.map((e, i) => checkEvent(e, `fwd.events[${i}]`)), cl: cl as Consistency };
       if (o['batch'] !== undefined) msg.batch = checkBatchId(o['batch'], 'fwd.batch');
+      if (o['actor'] !== undefined) msg.actor = checkName(o['actor'], 'fwd.actor', MAX_ACTOR_BYTES);
       return msg;
     }
     case PeerMessageType.FORWARD_REPLY: {
@@ -234,6 +245,8 @@ export function validatePeerMessage(x: unknown, spansOf?: (id: number) => number
       const message = typeof o['message'] === 'string' ? o['message'].slice(0, MAX_ERROR_MESSAGE_CHARS) : '';
       return { t, id: id(o, t), code, message };
     }
+    case PeerMessageType.STREAM_DONE:
+      return { t, generation: checkInt(o['generation'], 'stream-done.generation', 0, MAX_TIME_MS) };
     default:
       throw bad(`peer message: unknown type t=${JSON.stringify(t) ?? 'undefined'}`);
   }

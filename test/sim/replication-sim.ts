@@ -38,6 +38,8 @@ export class SimDisk {
   epoch = 1;
   lastGeneration = 0;
   knownPeers: KnownPeer[] = [];
+  /** Set when the store is made empty with others to join; cleared when the node says it is rebuilt. */
+  rebuilding: boolean | undefined;
   readonly journal = new Map<string, JournalRecord>();
 
   put(ref: BucketRef, actor: string, slot: Slot): void {
@@ -114,7 +116,8 @@ export class ReplicationSim {
       this.nodes.push(node);
       this.byId.set(id, node);
     }
-    this.membership.seeds = [this.nodes[0]!.address];
+    // Two seeds, as a deployment lists: a seed whose disk is wiped finds the cluster through the other.
+    this.membership.seeds = this.nodes.slice(0, 2).map((n) => n.address);
     this.net = new SimNetwork<PeerMessage>(this.queue, this.rng.fork(), { ...defaultNetworkOptions(), ...options.network }, (from, to, msg) => this.deliver(from, to, msg));
     this.queue.nowMs = 0;
   }
@@ -145,6 +148,9 @@ export class ReplicationSim {
     node.commitInFlight = false;
     const now = EPOCH_MS + this.nowMs;
     const bootstrapped = node.disk.lastGeneration > 0;
+    // As the real node: a new store joining through a seed other than itself is sent its ranges.
+    node.disk.rebuilding ??= !bootstrapped && this.membership.seeds.some((a) => a !== node.address);
+    const rebuilding = node.disk.rebuilding;
     const generation = Math.max(Math.floor(now), node.disk.lastGeneration + 1);
     node.disk.lastGeneration = generation;
     node.core = new NodeCore({
@@ -158,6 +164,7 @@ export class ReplicationSim {
       generation,
       bootstrapped,
       knownPeers: node.disk.knownPeers,
+      rebuilding,
       hints: [...node.disk.hints.values()],
       batches: [...node.disk.batches.values()],
       journal: [...node.disk.journal.values()],
@@ -297,6 +304,17 @@ export class ReplicationSim {
         this.step(node, { kind: 'scanned', scan: scan.id, slots: out });
       });
     }
+    for (const walk of ready.walks) {
+      later(() => {
+        const all = node.disk.all();
+        const keys = [...all.keys()].filter((k) => walk.after === undefined || k > walk.after).sort().slice(0, walk.limit);
+        const entries = keys.map((k) => {
+          const [res, start, videoId, eventType, actor] = k.split('\u0000') as [BucketRef['res'], string, string, string, string];
+          return { ref: { videoId, eventType, res, start: Number(start) }, actor, slot: all.get(k) as Slot };
+        });
+        this.step(node, { kind: 'walked', walk: walk.id, entries, next: keys.length === walk.limit ? keys.at(-1) : undefined });
+      });
+    }
     for (const s of ready.send) {
       const target = [...this.byId.values()].find((n) => n.address === s.address);
       if (target === undefined) continue;
@@ -314,6 +332,7 @@ export class ReplicationSim {
     }
     // Kept at once: a few bytes, written when the ring changes.
     if (ready.knownPeers !== undefined) node.disk.knownPeers = ready.knownPeers;
+    if (ready.rebuilt) node.disk.rebuilding = false;
     for (const line of ready.log) this.log.push(`${this.nowMs.toFixed(0)} ${node.id}: ${line}`);
     const at = ready.deadlineMs - EPOCH_MS;
     if (Number.isFinite(at) && at < node.tickAtMs) {
