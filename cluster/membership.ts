@@ -85,6 +85,8 @@ export interface MemberView {
   status: 'up' | 'down';
   reason: StatusReason;
   lifecycle: Lifecycle;
+  /** Being sent its ranges after starting on an empty store: reads do not count it yet. */
+  rebuilding: boolean;
   generation: number;
   heartbeat: number;
   phi: number;
@@ -322,6 +324,7 @@ export class Membership {
         status: up ? 'up' : 'down',
         reason: isSelf ? (this.stopped ? Lifecycle.LEFT : Verdict.UP) : (status?.reason ?? Verdict.NO_HEARTBEAT),
         lifecycle: s.lifecycle,
+        rebuilding: s.rebuilding === true,
         generation: s.generation,
         heartbeat: s.version,
         phi: isSelf ? 0 : this.detector.phi(s.id, nowMs),

@@ -14,7 +14,7 @@ export function memberStatuses(core: NodeCore, nowMs: number): MemberStatus[] {
     zone: m.zone,
     status: m.status,
     reason: m.reason,
-    lifecycle: m.lifecycle,
+    lifecycle: m.rebuilding ? `${m.lifecycle}+rebuilding` : m.lifecycle,
     generation: m.generation,
     heartbeat: m.heartbeat,
     phi: Number.isFinite(m.phi) ? Math.round(m.phi * 100) / 100 : 1e9,

@@ -11,7 +11,7 @@ export interface MemberStatus {
   status: 'up' | 'down';
   /** Why: the detector's verdict, or the member's own announcement that it left. */
   reason: string;
-  /** What the member announces of itself: joining, normal, leaving, left. */
+  /** What the member announces of itself: joining, normal, leaving, left; `+rebuilding` while it is sent its ranges. */
   lifecycle: string;
   generation: number;
   heartbeat: number;
