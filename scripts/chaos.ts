@@ -231,12 +231,22 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       process: PROCESS_FAULTS.filter((k) => !o.without.includes(k)),
       network: net === undefined ? [] : NETWORK_FAULTS.filter((k) => !o.without.includes(k)),
     };
+    // Kinds are dealt from shuffled rounds, so every kind comes about equally often.
+    const dealer = <T>(all: readonly T[]): (() => T) => {
+      let deck: T[] = [];
+      return () => {
+        if (deck.length === 0) deck = rng.shuffle([...all]);
+        return deck.pop() as T;
+      };
+    };
+    const nextProcess = dealer(kinds.process);
+    const nextNetwork = dealer(kinds.network);
     const processFaults = async (): Promise<void> => {
       await sleep(2_000);
       while (Date.now() < endAt - 3_000 && kinds.process.length > 0) {
-        const kind = rng.pick(kinds.process);
+        const kind = nextProcess();
         const n = rng.pick(nodes);
-        const lasts = 700 + rng.int(2_300);
+        const lasts = 500 + rng.int(1_500);
         faults[kind] = (faults[kind] ?? 0) + 1;
         o.log(`fault ${kind} n${n.i + 1} for ${lasts} ms`);
         if (kind === 'freeze') {
@@ -257,15 +267,15 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
             await start(n);
           }
         }
-        await sleep(300 + rng.int(1_200));
+        await sleep(200 + rng.int(600));
       }
     };
     const networkFaults = async (): Promise<void> => {
       if (net === undefined) return;
       await sleep(2_500);
       while (Date.now() < endAt - 3_000 && kinds.network.length > 0) {
-        const kind = rng.pick(kinds.network);
-        const lasts = 700 + rng.int(2_300);
+        const kind = nextNetwork();
+        const lasts = 500 + rng.int(1_500);
         faults[kind] = (faults[kind] ?? 0) + 1;
         const a = rng.int(o.nodes);
         if (kind === 'isolate') await net.isolate(a);
@@ -278,7 +288,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
         o.log(`fault ${kind} (n${a + 1}) for ${lasts} ms`);
         await sleep(lasts);
         await net.heal();
-        await sleep(300 + rng.int(1_200));
+        await sleep(200 + rng.int(600));
       }
     };
     const load = [...Array.from({ length: o.writers }, (_, w) => writer(w)), ...Array.from({ length: o.readers }, (_, r) => reader(r))];
