@@ -159,6 +159,8 @@ export interface NodeCoreInit {
   journal?: readonly JournalRecord[];
 }
 
+/** How often a peer that finished sending a rebuilding node its ranges says so again while it still rebuilds. */
+const STREAM_DONE_REPEAT_MS = 1_000;
 /** Slots read from the store per page when sending a rebuilding peer its ranges. */
 const REBUILD_PAGE_SLOTS = 4_096;
 /** How often timeouts and speculative retries are looked at while requests are in flight. */
@@ -319,7 +321,7 @@ export class NodeCore {
   private readonly replOut = new Map<number, ReplOut>();
   private readonly replInFlight = new Map<string, number>();
   /** Rebuilding peers this node is sending its ranges to: per peer, its generation and where the walk stands. */
-  private readonly streams = new Map<string, { generation: number; after: string | undefined; busy: boolean; done: boolean }>();
+  private readonly streams = new Map<string, { generation: number; after: string | undefined; busy: boolean; done: boolean; doneSentMs: number }>();
   private readonly walks = new Map<number, (entries: SlotEntry[] | undefined, next: string | undefined) => void>();
   /** While this node rebuilds: the peers that have sent it everything they hold of its ranges. */
   private readonly streamedFrom = new Set<string>();
@@ -994,7 +996,7 @@ export class NodeCore {
         }
         return this.onClientWrite({ peer: from, id: msg.id }, msg.events, msg.cl, msg.batch);
       case PeerMessageType.STREAM_DONE:
-        if (msg.generation === this.membership.generation && this.membership.isRebuilding(this.id)) {
+        if (msg.generation === this.membership.generation && this.membership.isRebuilding(this.id) && !this.streamedFrom.has(from)) {
           this.streamedFrom.add(from);
           this.out.log.push(`rebuild: ${from} has sent everything it holds of this node's ranges`);
         }
@@ -1385,14 +1387,17 @@ export class NodeCore {
       const generation = this.membership.stateOf(member)?.generation ?? 0;
       let st = this.streams.get(member);
       if (st === undefined || st.generation !== generation) {
-        st = { generation, after: undefined, busy: false, done: false };
+        st = { generation, after: undefined, busy: false, done: false, doneSentMs: 0 };
         this.streams.set(member, st);
         this.out.log.push(`rebuild: sending ${member} its ranges`);
       }
       if (st.busy) continue;
-      // Done already: say so again each round while it still rebuilds (the first word may be lost).
-      if (st.done) this.send(member, { t: PeerMessageType.STREAM_DONE, generation: st.generation });
-      else this.walkPage(member, st);
+      // Done already: say so again every second while it still rebuilds (the first word may be lost).
+      if (!st.done) this.walkPage(member, st);
+      else if (this.now - st.doneSentMs >= STREAM_DONE_REPEAT_MS) {
+        st.doneSentMs = this.now;
+        this.send(member, { t: PeerMessageType.STREAM_DONE, generation: st.generation });
+      }
     }
     for (const [member, st] of this.streams) if (!this.membership.isRebuilding(member) && !st.busy) this.streams.delete(member);
     // The receiving side: done once every other member on the ring that is not rebuilding itself
@@ -1407,7 +1412,7 @@ export class NodeCore {
     }
   }
 
-  private walkPage(member: string, st: { generation: number; after: string | undefined; busy: boolean; done: boolean }): void {
+  private walkPage(member: string, st: { generation: number; after: string | undefined; busy: boolean; done: boolean; doneSentMs: number }): void {
     st.busy = true;
     const id = ++this.ioSeq;
     this.walks.set(id, (entries, next) => {
@@ -1440,6 +1445,7 @@ export class NodeCore {
       return;
     }
     st.done = true;
+    st.doneSentMs = this.now;
     this.send(member, { t: PeerMessageType.STREAM_DONE, generation: st.generation });
     this.out.log.push(`rebuild: sent ${member} everything this node holds of its ranges`);
   }
