@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import xxhash from 'xxhash-wasm';
 import { NodeCore } from '../cluster/node-core.js';
 import { Prng } from '../cluster/prng.js';
-import { formatAddress, validateEndpointState } from '../protocol/index.js';
+import { ErrorCode, formatAddress, TallyError, validateEndpointState } from '../protocol/index.js';
 import type { NodeStatus } from '../protocol/status.js';
 import { resolveConfig, type NodeConfig, type NodeOverrides } from './config.js';
 import { Driver, KNOWN_PEERS_KEY, REBUILDING_KEY } from './driver.js';
@@ -131,7 +131,7 @@ export class TallyNode {
         maxSocketBufferedBytes: config.maxSocketBufferedBytes,
         maxConnections: config.maxConnections,
       },
-      { handle: (req) => (driver === undefined ? Promise.reject(new Error('not started')) : driver.handle(req)) },
+      { handle: (req) => (driver === undefined ? Promise.reject(new TallyError(ErrorCode.NOT_READY, 'the node is starting')) : driver.handle(req)) },
     );
     try {
       const listening = await server.listen();
