@@ -173,39 +173,19 @@ export class Driver implements RequestHandler {
   private apply(ready: Ready): void {
     if (ready.persist !== undefined) {
       const batch = ready.persist;
-      this.store.commit(batch).then(
-        () => this.input({ kind: 'persisted', persist: batch.id }),
-        (err: unknown) => {
-          this.stats.storeErrors += 1;
-          this.input({ kind: 'persistFailed', persist: batch.id, message: (err as Error).message });
-        },
-      );
+      this.storeIo(this.store.commit(batch), () => ({ kind: 'persisted', persist: batch.id }), (message) => ({ kind: 'persistFailed', persist: batch.id, message }));
     }
     for (const load of ready.loads) {
-      this.store.getSlots(load.keys).then(
-        (slots) => this.input({ kind: 'loaded', load: load.id, slots }),
-        (err: unknown) => {
-          this.stats.storeErrors += 1;
-          this.input({ kind: 'loadFailed', load: load.id, message: (err as Error).message });
-        },
-      );
+      this.storeIo(this.store.getSlots(load.keys), (slots) => ({ kind: 'loaded', load: load.id, slots }), (message) => ({ kind: 'loadFailed', load: load.id, message }));
     }
     for (const scan of ready.scans) {
-      this.store.scan(scan.spans).then(
-        (slots) => this.input({ kind: 'scanned', scan: scan.id, slots }),
-        (err: unknown) => {
-          this.stats.storeErrors += 1;
-          this.input({ kind: 'scanFailed', scan: scan.id, message: (err as Error).message });
-        },
-      );
+      this.storeIo(this.store.scan(scan.spans), (slots) => ({ kind: 'scanned', scan: scan.id, slots }), (message) => ({ kind: 'scanFailed', scan: scan.id, message }));
     }
     for (const walk of ready.walks) {
-      this.store.walk(walk.after, walk.limit).then(
-        (r) => this.input({ kind: 'walked', walk: walk.id, entries: r.entries, next: r.next }),
-        (err: unknown) => {
-          this.stats.storeErrors += 1;
-          this.input({ kind: 'walkFailed', walk: walk.id, message: (err as Error).message });
-        },
+      this.storeIo(
+        this.store.walk(walk.after, walk.limit),
+        (r) => ({ kind: 'walked', walk: walk.id, entries: r.entries, next: r.next }),
+        (message) => ({ kind: 'walkFailed', walk: walk.id, message }),
       );
     }
     for (const s of ready.send) {
@@ -222,6 +202,17 @@ export class Driver implements RequestHandler {
     for (const r of ready.replies) this.reply(r.req, r.reply);
     for (const line of ready.log) this.log(line);
     this.schedule(ready.deadlineMs);
+  }
+
+  /** A store operation whose result, or failure, goes back to the core as its next input. */
+  private storeIo<T>(op: Promise<T>, ok: (result: T) => CoreInput, failed: (message: string) => CoreInput): void {
+    op.then(
+      (result) => this.input(ok(result)),
+      (err: unknown) => {
+        this.stats.storeErrors += 1;
+        this.input(failed((err as Error).message));
+      },
+    );
   }
 
   private reply(handle: number, reply: Ready['replies'][number]['reply']): void {
