@@ -1,6 +1,8 @@
 /**
  * The whole of one node's logic, without I/O: membership, the ring, the write and read
- * coordinators, the replica side of both, group commit, hints, read repair and batch dedupe.
+ * coordinators, the replica side of both, group commit, hints, read repair, batch dedupe, and the
+ * rebuild of a node that starts on an empty store (its peers send it its ranges before reads count
+ * it).
  *
  * Its one entry is `step(input, nowMs)`, in the shape of etcd-io/raft's `Step`/`Ready`: an input
  * (a client request, a peer message, a store result, a tick) goes in; out comes a `Ready` of what
