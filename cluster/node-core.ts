@@ -23,6 +23,9 @@
  * slot, sums, and sends each replica that was behind what it missed (read repair; for `quorum` and
  * `all` the answer waits for those repairs, so no later read at that level sees less). A replica
  * slower than `speculativeRetryMs` is joined by another.
+ * Anti-entropy: every `repairIntervalMs` a node compares hash trees with its next peer over the keys
+ * they share and each sends the other the slots under the leaves that differ (cluster/anti-entropy.ts),
+ * healing what hints and read repair missed: a hint lost with a wiped disk, a key nobody reads.
  * Not here: sockets, LevelDB, timers, the clock, the generation (the driver passes it), key layout.
  */
 import { assert, ErrorCode } from '../protocol/errors.js';
@@ -30,6 +33,7 @@ import { Lifecycle } from '../protocol/gossip.js';
 import type { Hash64 } from '../protocol/hash-ring.js';
 import { Consistency, type EventTuple, type QueryTuple, type StatsTuple } from '../protocol/messages.js';
 import {
+  AE_BRANCHES_PER_MESSAGE,
   MAX_BUCKETS_PER_READ,
   MAX_SLOTS_PER_MESSAGE,
   MAX_SPANS_PER_READ,
@@ -40,6 +44,8 @@ import {
   type SpanSlot,
   type SpanTuple,
 } from '../protocol/peer.js';
+import { encodeFrame } from '../protocol/codec.js';
+import { differingBranches, differingLeaves, leafOf, MerkleTree, slotHash } from './anti-entropy.js';
 import { accumulateDelta, eventsDelta, type Slot } from './bucket-state.js';
 import type { MembershipConfig } from './membership-config.js';
 import { Membership, type KnownPeer, type MemberView, type MembershipEffect } from './membership.js';
@@ -163,8 +169,16 @@ export interface NodeCoreInit {
 
 /** How often a peer that finished sending a rebuilding node its ranges says so again while it still rebuilds. */
 const STREAM_DONE_REPEAT_MS = 1_000;
-/** Slots read from the store per page when sending a rebuilding peer its ranges. */
-const REBUILD_PAGE_SLOTS = 4_096;
+/** Slots read from the store per page of a walk (a rebuild, a repair). */
+const STREAM_PAGE_SLOTS = 4_096;
+/** Repair sessions started by other nodes that this node takes part in at once (each holds a 512 KB tree). */
+const MAX_INBOUND_REPAIRS = 2;
+/**
+ * A repair session that has not moved on for this long is given up (its peer died, restarted or is
+ * cut off). Both sides walk at the same pace, so one waits for the other's walk only as long as
+ * their stores differ in size: seconds.
+ */
+const REPAIR_IDLE_TIMEOUT_MS = 10_000;
 /** How often timeouts and speculative retries are looked at while requests are in flight. */
 const TIMER_RESOLUTION_MS = 5;
 /** Replica lists remembered per ring (one per video id seen lately). */
@@ -229,7 +243,67 @@ type ReplOut =
   | { kind: 'commit'; peer: string; commit: number; refs: BucketRef[]; deadlineMs: number }
   | { kind: 'hint'; peer: string; round: { left: number; hints: { key: string; seq: number }[] }; deadlineMs: number }
   | { kind: 'repair'; peer: string; op: ReadOp; deadlineMs: number }
-  | { kind: 'stream'; peer: string; page: { left: number; next: string | undefined }; deadlineMs: number };
+  | { kind: 'stream'; peer: string; page: { left: number; next: string | undefined; job: StreamJob }; deadlineMs: number };
+
+/** A walk of the whole store whose slots that pass `filter` go to `peer`, a page at a time (see runStream). */
+class StreamJob {
+  after: string | undefined = undefined;
+  busy = false;
+  finished = false;
+  cancelled = false;
+  nextPageMs = 0;
+  touchedMs = 0;
+  slots = 0;
+  bytes = 0;
+
+  constructor(
+    readonly peer: string,
+    readonly filter: (e: SlotEntry) => boolean,
+    /** Slots walked per second at most; 0: as fast as the peer acknowledges. */
+    readonly slotsPerSecond: number,
+    readonly onDone: () => void,
+    /** A page was not acknowledged; `busy` is false again. */
+    readonly onFail: () => void,
+    /** Counted in the node's repair figures. */
+    readonly repair: boolean,
+  ) {}
+
+  cancel(): void {
+    this.cancelled = true;
+  }
+}
+
+/** One anti-entropy comparison with one peer, on either side. */
+interface RepairSession {
+  peer: string;
+  /** The initiator's id for it. */
+  id: number;
+  initiator: boolean;
+  tree: MerkleTree;
+  /** This side's walk is done: `tree` holds everything it shares with the peer. */
+  hashed: boolean;
+  walk: { after: string | undefined; nextPageMs: number } | undefined;
+  /** The initiator: the peer's branch hashes, once they came. */
+  theirs: number[] | undefined;
+  /** The initiator: `ae-leaves` not yet answered. */
+  repliesLeft: number;
+  leaves: Set<number>;
+  push: StreamJob | undefined;
+  deadlineMs: number;
+  round: { queue: string[]; round: RepairRound; done: (r: RepairRound) => void } | undefined;
+  ended: boolean;
+}
+
+/** What one on-demand repair round (`tally repair`) did: a session with each peer. */
+export interface RepairRound {
+  peers: number;
+  sessions: number;
+  inSync: number;
+  failed: number;
+  leavesDiffered: number;
+  slotsSent: number;
+  bytesSent: number;
+}
 
 interface Commit {
   id: number;
@@ -252,6 +326,8 @@ export interface CoreStats {
   commits: { commits: number; slotsWritten: number; failed: number };
   dedupe: { entries: number; repeats: number };
   slots: { cached: number; dirty: number };
+  /** Anti-entropy sessions this node started, and what all sessions it took part in sent. */
+  repair: { sessions: number; inSync: number; failed: number; leavesDiffered: number; slotsSent: number; bytesSent: number; running: number };
 }
 
 function emptyReady(): Ready {
@@ -322,8 +398,17 @@ export class NodeCore {
   private readonly readsOut = new Map<number, { op: ReadOp; node: string; parts: [query: number, span: number][] }>();
   private readonly replOut = new Map<number, ReplOut>();
   private readonly replInFlight = new Map<string, number>();
-  /** Rebuilding peers this node is sending its ranges to: per peer, its generation and where the walk stands. */
-  private readonly streams = new Map<string, { generation: number; after: string | undefined; busy: boolean; done: boolean; doneSentMs: number }>();
+  /** Rebuilding peers this node is sending its ranges to: per peer, its generation and the stream. */
+  private readonly streams = new Map<string, { generation: number; job: StreamJob; doneSentMs: number }>();
+  /** Walk pages held back by pacing. */
+  private deferred: { atMs: number; run: () => void }[] = [];
+  // Anti-entropy.
+  private readonly hash64: Hash64;
+  private repairOut: RepairSession | undefined;
+  private readonly repairsIn = new Map<string, RepairSession>();
+  private readonly repairRounds: { queue: string[]; round: RepairRound; done: (r: RepairRound) => void }[] = [];
+  private nextRepairMs: number;
+  private repairTurn = 0;
   private readonly walks = new Map<number, (entries: SlotEntry[] | undefined, next: string | undefined) => void>();
   /** While this node rebuilds: the peers that have sent it everything they hold of its ranges. */
   private readonly streamedFrom = new Set<string>();
@@ -346,6 +431,7 @@ export class NodeCore {
   private readonly counters = {
     writesAcked: 0, writesFailed: 0, writesTimedOut: 0, readsServed: 0, speculative: 0, repairs: 0, readsTimedOut: 0,
     replSent: 0, replAcked: 0, hinted: 0, replReceived: 0, commits: 0, slotsWritten: 0, commitsFailed: 0, repeats: 0,
+    repairSessions: 0, repairInSync: 0, repairFailed: 0, repairLeavesDiffered: 0, repairSlotsSent: 0, repairBytesSent: 0,
   };
 
   constructor(init: NodeCoreInit) {
@@ -353,6 +439,7 @@ export class NodeCore {
     this.id = init.self.id;
     this.actor = init.actor;
     this.cfg = init.replication;
+    this.hash64 = init.hash64;
     this.hints = new HintTable(init.replication.maxHintsPerNode, init.replication.hintWindowMs);
     this.tickIntervalMs = init.membership.tickIntervalMs;
     this.memberExpiryMs = init.membership.memberExpiryMs;
@@ -372,6 +459,8 @@ export class NodeCore {
     this.msgSeq = Math.floor(init.rng.next() * 0x7fff_ffff);
     this.nextMembershipTickMs = init.nowMs;
     this.nextHintReplayMs = init.nowMs;
+    // The first comparison after start waits a whole interval: the node's own hints and rebuild go first.
+    this.nextRepairMs = init.nowMs + init.replication.repairIntervalMs;
     for (const h of init.hints ?? []) this.addHint(h.node, h.ref, h.atMs, false);
     // Commits whose replication this node did not see through before it stopped: every other
     // replica gets a hint for their buckets (replaying to one that has them changes nothing).
@@ -494,6 +583,15 @@ export class NodeCore {
       commits: { commits: k.commits, slotsWritten: k.slotsWritten, failed: k.commitsFailed },
       dedupe: { entries: this.batches.size, repeats: k.repeats },
       slots: { cached: this.table.size, dirty: this.table.dirtyCount },
+      repair: {
+        sessions: k.repairSessions,
+        inSync: k.repairInSync,
+        failed: k.repairFailed,
+        leavesDiffered: k.repairLeavesDiffered,
+        slotsSent: k.repairSlotsSent,
+        bytesSent: k.repairBytesSent,
+        running: (this.repairOut === undefined ? 0 : 1) + this.repairsIn.size,
+      },
     };
   }
 
@@ -1003,6 +1101,14 @@ export class NodeCore {
           this.out.log.push(`rebuild: ${from} has sent everything it holds of this node's ranges`);
         }
         return;
+      case PeerMessageType.AE_REQ:
+        return this.onRepairRequest(from, msg.id);
+      case PeerMessageType.AE_TREE:
+        return this.onRepairTree(from, msg.id, msg.hashes, msg.code);
+      case PeerMessageType.AE_LEAVES:
+        return this.onRepairLeaves(from, msg.id, msg.branches, msg.hashes, msg.last);
+      case PeerMessageType.AE_LEAVES_REPLY:
+        return this.onRepairLeavesReply(from, msg.id, msg.branches, msg.hashes);
       case PeerMessageType.FORWARD_REPLY: {
         const f = this.forwards.get(msg.id);
         if (f === undefined || f.to !== from) return;
@@ -1061,7 +1167,7 @@ export class NodeCore {
       case 'repair':
         return this.repairDone(r.op);
       case 'stream':
-        if (--r.page.left === 0) this.streamPageDone(from, r.page.next);
+        if (--r.page.left === 0) this.streamPageDone(r.page.job, r.page.next);
         return;
     }
   }
@@ -1083,10 +1189,10 @@ export class NodeCore {
       case 'repair':
         return this.failRead(r.op, failure(ErrorCode.TIMEOUT, `read repair of ${r.peer} was not acknowledged in time`));
       case 'stream': {
-        // The page is sent again from the same place on a later round.
-        const st = this.streams.get(r.peer);
-        if (st !== undefined) st.busy = false;
-        return;
+        const job = r.page.job;
+        if (!job.busy || job.cancelled) return;
+        job.busy = false;
+        return job.onFail();
       }
     }
   }
@@ -1110,6 +1216,10 @@ export class NodeCore {
         // Speculative retry asks another replica at its time; nothing to do now.
         return;
       }
+      case PeerMessageType.AE_REQ:
+      case PeerMessageType.AE_LEAVES:
+        if (this.repairOut?.peer === to && this.repairOut.id === msg.id) this.endRepair(this.repairOut, 'failed');
+        return;
       default:
         return;
     }
@@ -1389,19 +1499,32 @@ export class NodeCore {
       const generation = this.membership.stateOf(member)?.generation ?? 0;
       let st = this.streams.get(member);
       if (st === undefined || st.generation !== generation) {
-        st = { generation, after: undefined, busy: false, done: false, doneSentMs: 0 };
+        st?.job.cancel();
+        const stream = { generation, doneSentMs: 0, job: undefined as unknown as StreamJob };
+        stream.job = new StreamJob(member, (e) => this.replicasOf(e.ref.videoId).includes(member), 0, () => {
+          stream.doneSentMs = this.now;
+          this.send(member, { t: PeerMessageType.STREAM_DONE, generation });
+          this.out.log.push(`rebuild: sent ${member} everything this node holds of its ranges (${stream.job.slots} slots)`);
+        }, () => {
+          // The page goes again from the same place on a later round.
+        }, false);
+        st = stream;
         this.streams.set(member, st);
         this.out.log.push(`rebuild: sending ${member} its ranges`);
       }
-      if (st.busy) continue;
+      if (st.job.busy) continue;
       // Done already: say so again every second while it still rebuilds (the first word may be lost).
-      if (!st.done) this.walkPage(member, st);
+      if (!st.job.finished) this.runStream(st.job);
       else if (this.now - st.doneSentMs >= STREAM_DONE_REPEAT_MS) {
         st.doneSentMs = this.now;
         this.send(member, { t: PeerMessageType.STREAM_DONE, generation: st.generation });
       }
     }
-    for (const [member, st] of this.streams) if (!this.membership.isRebuilding(member) && !st.busy) this.streams.delete(member);
+    for (const [member, st] of this.streams) {
+      if (this.membership.isRebuilding(member)) continue;
+      st.job.cancel();
+      this.streams.delete(member);
+    }
     // The receiving side: done once every other member on the ring that is not rebuilding itself
     // has sent everything (a member that is down holds up the rebuild: it may hold the only copy).
     if (this.membership.isRebuilding(this.id) && this.membership.settled(this.now)) {
@@ -1414,42 +1537,61 @@ export class NodeCore {
     }
   }
 
-  private walkPage(member: string, st: { generation: number; after: string | undefined; busy: boolean; done: boolean; doneSentMs: number }): void {
-    st.busy = true;
-    const id = ++this.ioSeq;
-    this.walks.set(id, (entries, next) => {
-      if (entries === undefined || this.streams.get(member) !== st) {
-        st.busy = false;
+  // ---------------------------------------------------------------------------------------------
+  // Streams: the slots of a walk of the store that pass a filter, sent to one peer page by page
+
+  /** Walks one page of the store for `job` and sends what passes its filter; the next page follows the page's acks. */
+  private runStream(job: StreamJob): void {
+    job.busy = true;
+    this.walkStore(job.after, STREAM_PAGE_SLOTS, job.nextPageMs, (entries, next) => {
+      if (entries === undefined || job.cancelled) {
+        job.busy = false;
+        if (!job.cancelled) job.onFail();
         return;
       }
-      const theirs = entries.filter((e) => this.replicasOf(e.ref.videoId).includes(member));
-      if (theirs.length === 0) return this.streamPageDone(member, next);
+      if (job.slotsPerSecond > 0) job.nextPageMs = this.now + (entries.length * 1000) / job.slotsPerSecond;
+      const theirs = entries.filter(job.filter);
+      if (theirs.length === 0) return this.streamPageDone(job, next);
       const chunks = this.chunkSlots(theirs);
-      const page = { left: chunks.length, next };
+      const page = { left: chunks.length, next, job };
       for (const chunk of chunks) {
         const msgId = this.nextMsgId();
-        this.replOut.set(msgId, { kind: 'stream', peer: member, page, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
-        this.replInFlight.set(member, (this.replInFlight.get(member) ?? 0) + 1);
-        this.send(member, { t: PeerMessageType.REPL, id: msgId, slots: chunk.map(slotRecord) });
+        this.replOut.set(msgId, { kind: 'stream', peer: job.peer, page, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
+        this.replInFlight.set(job.peer, (this.replInFlight.get(job.peer) ?? 0) + 1);
+        const msg: PeerMessage = { t: PeerMessageType.REPL, id: msgId, slots: chunk.map(slotRecord) };
+        const bytes = encodeFrame(msg).length;
+        job.slots += chunk.length;
+        job.bytes += bytes;
+        if (job.repair) {
+          this.counters.repairSlotsSent += chunk.length;
+          this.counters.repairBytesSent += bytes;
+        }
+        this.send(job.peer, msg);
       }
     });
-    this.out.walks.push({ id, after: st.after, limit: REBUILD_PAGE_SLOTS });
   }
 
-  /** A page of the walk reached `member`: walk on, or tell it we are done. */
-  private streamPageDone(member: string, next: string | undefined): void {
-    const st = this.streams.get(member);
-    if (st === undefined) return;
-    st.busy = false;
+  /** Every message of a page was acknowledged: walk on, or finish. */
+  private streamPageDone(job: StreamJob, next: string | undefined): void {
+    job.busy = false;
+    if (job.cancelled) return;
+    job.touchedMs = this.now;
     if (next !== undefined) {
-      st.after = next;
-      this.walkPage(member, st);
+      job.after = next;
+      this.runStream(job);
       return;
     }
-    st.done = true;
-    st.doneSentMs = this.now;
-    this.send(member, { t: PeerMessageType.STREAM_DONE, generation: st.generation });
-    this.out.log.push(`rebuild: sent ${member} everything this node holds of its ranges`);
+    job.finished = true;
+    job.onDone();
+  }
+
+  /** One page of a walk of the whole store, not before `notBeforeMs` (pacing). */
+  private walkStore(after: string | undefined, limit: number, notBeforeMs: number, done: (entries: SlotEntry[] | undefined, next: string | undefined) => void): void {
+    this.later(notBeforeMs, () => {
+      const id = ++this.ioSeq;
+      this.walks.set(id, done);
+      this.out.walks.push({ id, after, limit });
+    });
   }
 
   private onWalked(id: number, entries: SlotEntry[] | undefined, next: string | undefined): void {
@@ -1457,6 +1599,208 @@ export class NodeCore {
     if (done === undefined) return;
     this.walks.delete(id);
     done(entries, next);
+  }
+
+  private later(atMs: number, run: () => void): void {
+    if (atMs <= this.now) run();
+    else this.deferred.push({ atMs, run });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Anti-entropy: replicas compare hash trees of the keys they share and send each other the slots
+  // under the leaves that differ (cluster/anti-entropy.ts). A node starts one session at a time,
+  // with its peers in turn, every `repairIntervalMs`; it takes part in at most
+  // MAX_INBOUND_REPAIRS started by others. Walks are paced at `repairSlotsPerSecond`.
+
+  /** Compare with every peer now, one after another; `done` gets the round's figures. */
+  requestRepair(nowMs: number, done: (result: RepairRound) => void): Ready {
+    this.out = emptyReady();
+    this.now = Math.max(this.now, nowMs);
+    const peers = this.repairPeers();
+    const round: RepairRound = { peers: peers.length, sessions: 0, inSync: 0, failed: 0, leavesDiffered: 0, slotsSent: 0, bytesSent: 0 };
+    if (peers.length === 0) done(round);
+    else this.repairRounds.push({ queue: peers, round, done });
+    this.onTimers();
+    this.out.deadlineMs = this.nextDeadline();
+    return this.out;
+  }
+
+  /** Members this node compares with: up, not rebuilding (a rebuild streams them everything). */
+  private repairPeers(): string[] {
+    return this.membership.ring().members.filter((m) => m !== this.id && this.isUp(m) && !this.membership.isRebuilding(m));
+  }
+
+  /** Whether this node may compare now: it knows the ring, and it is not rebuilding (its store would look empty). */
+  private mayRepair(): boolean {
+    return this.membership.settled(this.now) && !this.membership.isRebuilding(this.id);
+  }
+
+  private driveRepair(): void {
+    for (const [key, s] of this.repairsIn) if (this.now >= s.deadlineMs) this.endRepair(s, 'failed', key);
+    const out = this.repairOut;
+    if (out !== undefined && (this.now >= out.deadlineMs || !this.isUp(out.peer))) this.endRepair(out, 'failed');
+    if (this.repairOut !== undefined || !this.mayRepair()) return;
+    const asked = this.repairRounds[0];
+    let peer: string | undefined;
+    if (asked !== undefined) {
+      peer = asked.queue.shift();
+      if (peer === undefined) return;
+    } else {
+      if (this.now < this.nextRepairMs || this.cfg.repairIntervalMs === 0) return;
+      this.nextRepairMs = this.now + this.cfg.repairIntervalMs;
+      const peers = this.repairPeers();
+      if (peers.length === 0) return;
+      peer = peers[this.repairTurn++ % peers.length] as string;
+    }
+    const s = this.newRepair(peer, this.nextMsgId(), true);
+    s.round = asked;
+    this.repairOut = s;
+    this.send(peer, { t: PeerMessageType.AE_REQ, id: s.id });
+    this.hashShared(s);
+  }
+
+  private newRepair(peer: string, id: number, initiator: boolean): RepairSession {
+    return { peer, id, initiator, tree: new MerkleTree(), hashed: false, walk: undefined, theirs: undefined, repliesLeft: 0, leaves: new Set(), push: undefined, deadlineMs: this.now + REPAIR_IDLE_TIMEOUT_MS, round: undefined, ended: false };
+  }
+
+  /** Whether a slot's key is on both this node and `peer` (by this node's ring). */
+  private shared(peer: string): (e: SlotEntry) => boolean {
+    return (e) => {
+      const r = this.replicasOf(e.ref.videoId);
+      return r.includes(peer) && r.includes(this.id);
+    };
+  }
+
+  /** Walks the whole store, paced, hashing the slots shared with the session's peer into its tree. */
+  private hashShared(s: RepairSession): void {
+    const shared = this.shared(s.peer);
+    let lastVideo = '';
+    let lastLeaf = 0;
+    const walk = { after: undefined as string | undefined, nextPageMs: this.now };
+    s.walk = walk;
+    const page = (): void => {
+      this.walkStore(walk.after, STREAM_PAGE_SLOTS, walk.nextPageMs, (entries, next) => {
+        if (s.ended) return;
+        if (entries === undefined) return this.endRepair(s, 'failed');
+        s.deadlineMs = this.now + REPAIR_IDLE_TIMEOUT_MS;
+        walk.nextPageMs = this.now + (entries.length * 1000) / this.cfg.repairSlotsPerSecond;
+        for (const e of entries) {
+          if (!shared(e)) continue;
+          if (e.ref.videoId !== lastVideo) {
+            lastVideo = e.ref.videoId;
+            lastLeaf = leafOf(this.hash64(lastVideo));
+          }
+          s.tree.add(lastLeaf, slotHash(this.hash64, e));
+        }
+        if (next !== undefined) {
+          walk.after = next;
+          return page();
+        }
+        s.hashed = true;
+        if (s.initiator) this.compareBranches(s);
+        else this.send(s.peer, { t: PeerMessageType.AE_TREE, id: s.id, hashes: s.tree.branches() });
+      });
+    };
+    page();
+  }
+
+  /** The initiator holds both trees' branches: send its leaves under those that differ. */
+  private compareBranches(s: RepairSession): void {
+    if (!s.hashed || s.theirs === undefined || s.ended) return;
+    const branches = differingBranches(s.tree.branches(), s.theirs);
+    if (branches.length === 0) {
+      this.send(s.peer, { t: PeerMessageType.AE_LEAVES, id: s.id, branches: [], hashes: [], last: true });
+      return this.endRepair(s, 'inSync');
+    }
+    for (let i = 0; i < branches.length; i += AE_BRANCHES_PER_MESSAGE) {
+      const chunk = branches.slice(i, i + AE_BRANCHES_PER_MESSAGE);
+      s.repliesLeft++;
+      this.send(s.peer, { t: PeerMessageType.AE_LEAVES, id: s.id, branches: chunk, hashes: s.tree.leavesOf(chunk), last: i + AE_BRANCHES_PER_MESSAGE >= branches.length });
+    }
+  }
+
+  private onRepairRequest(from: string, id: number): void {
+    const key = `${from}\0${id}`;
+    if (this.repairsIn.has(key)) return;
+    if (!this.mayRepair()) return void this.send(from, { t: PeerMessageType.AE_TREE, id, hashes: [], code: ErrorCode.NOT_READY });
+    if (this.repairsIn.size >= MAX_INBOUND_REPAIRS) return void this.send(from, { t: PeerMessageType.AE_TREE, id, hashes: [], code: ErrorCode.OVERLOADED });
+    const s = this.newRepair(from, id, false);
+    this.repairsIn.set(key, s);
+    this.hashShared(s);
+  }
+
+  private onRepairTree(from: string, id: number, hashes: number[], code: ErrorCode | undefined): void {
+    const s = this.repairOut;
+    if (s === undefined || s.peer !== from || s.id !== id) return;
+    if (code !== undefined) return this.endRepair(s, 'failed');
+    s.theirs = hashes;
+    s.deadlineMs = this.now + REPAIR_IDLE_TIMEOUT_MS;
+    this.compareBranches(s);
+  }
+
+  /** The initiator's leaves: answer with ours, note the leaves that differ, and on the last, send ours under them. */
+  private onRepairLeaves(from: string, id: number, branches: number[], hashes: number[], last: boolean): void {
+    const key = `${from}\0${id}`;
+    const s = this.repairsIn.get(key);
+    if (s === undefined || !s.hashed) return;
+    s.deadlineMs = this.now + REPAIR_IDLE_TIMEOUT_MS;
+    if (branches.length > 0) {
+      const mine = s.tree.leavesOf(branches);
+      this.send(from, { t: PeerMessageType.AE_LEAVES_REPLY, id, branches, hashes: mine });
+      for (const leaf of differingLeaves(branches, mine, hashes)) s.leaves.add(leaf);
+    }
+    if (last) this.pushLeaves(s, key);
+  }
+
+  private onRepairLeavesReply(from: string, id: number, branches: number[], hashes: number[]): void {
+    const s = this.repairOut;
+    if (s === undefined || s.peer !== from || s.id !== id || s.repliesLeft === 0) return;
+    s.deadlineMs = this.now + REPAIR_IDLE_TIMEOUT_MS;
+    for (const leaf of differingLeaves(branches, s.tree.leavesOf(branches), hashes)) s.leaves.add(leaf);
+    if (--s.repliesLeft === 0) this.pushLeaves(s);
+  }
+
+  /** Sends the peer every shared slot under the leaves that differ; the session ends when it has them. */
+  private pushLeaves(s: RepairSession, key?: string): void {
+    if (s.initiator) this.counters.repairLeavesDiffered += s.leaves.size;
+    if (s.leaves.size === 0) return this.endRepair(s, 'inSync', key);
+    const shared = this.shared(s.peer);
+    s.push = new StreamJob(
+      s.peer,
+      (e) => s.leaves.has(leafOf(this.hash64(e.ref.videoId))) && shared(e),
+      this.cfg.repairSlotsPerSecond,
+      () => this.endRepair(s, 'repaired', key),
+      () => this.endRepair(s, 'failed', key),
+      true,
+    );
+    this.runStream(s.push);
+  }
+
+  private endRepair(s: RepairSession, how: 'inSync' | 'repaired' | 'failed', key?: string): void {
+    if (s.ended) return;
+    s.ended = true;
+    s.push?.cancel();
+    if (key !== undefined || !s.initiator) {
+      this.repairsIn.delete(key ?? `${s.peer}\0${s.id}`);
+      return;
+    }
+    this.repairOut = undefined;
+    this.counters.repairSessions++;
+    if (how === 'inSync') this.counters.repairInSync++;
+    if (how === 'failed') this.counters.repairFailed++;
+    if (how !== 'inSync') this.out.log.push(`repair with ${s.peer}: ${how === 'failed' ? 'failed or timed out; it runs again later' : `${s.leaves.size} leaves differed, sent ${s.push?.slots ?? 0} slots (${s.push?.bytes ?? 0} bytes)`}`);
+    const r = s.round;
+    if (r === undefined) return;
+    r.round.sessions++;
+    if (how === 'inSync') r.round.inSync++;
+    if (how === 'failed') r.round.failed++;
+    r.round.leavesDiffered += s.leaves.size;
+    r.round.slotsSent += s.push?.slots ?? 0;
+    r.round.bytesSent += s.push?.bytes ?? 0;
+    if (r.queue.length === 0 && this.repairRounds[0] === r) {
+      this.repairRounds.shift();
+      r.done(r.round);
+    }
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1472,6 +1816,14 @@ export class NodeCore {
       this.nextHintReplayMs = this.now + this.cfg.hintReplayIntervalMs;
       if (this.hints.size > 0) this.replayHints();
       this.driveRebuilds();
+      this.driveRepair();
+    }
+    if (this.deferred.length > 0) {
+      const due = this.deferred.filter((d) => d.atMs <= this.now);
+      if (due.length > 0) {
+        this.deferred = this.deferred.filter((d) => d.atMs > this.now);
+        for (const d of due) d.run();
+      }
     }
     for (const [id, r] of this.replOut) {
       if (this.now < r.deadlineMs) continue;
@@ -1523,6 +1875,10 @@ export class NodeCore {
     if (this.hints.size > 0 || this.streams.size > 0 || this.membership.isRebuilding(this.id) || this.membership.ring().members.some((m) => this.membership.isRebuilding(m))) {
       d = Math.min(d, this.nextHintReplayMs);
     }
+    // Anti-entropy: the next session, the idle timeouts of those under way, paced walk pages.
+    if (this.repairRounds.length > 0 || this.repairOut !== undefined || this.repairsIn.size > 0) d = Math.min(d, this.nextHintReplayMs);
+    else if (this.cfg.repairIntervalMs > 0) d = Math.min(d, Math.max(this.nextRepairMs, this.nextHintReplayMs));
+    for (const x of this.deferred) d = Math.min(d, x.atMs);
     if (this.writes.size > 0 || this.reads.size > 0 || this.replOut.size > 0 || this.forwards.size > 0) d = Math.min(d, this.now + TIMER_RESOLUTION_MS);
     assert(d > this.now || d === this.commitDueMs, 'the next deadline lies ahead');
     return d;

@@ -46,6 +46,10 @@ export interface ReplicationConfig {
   maxDedupeEntries: number;
   /** fsync every group commit. */
   fsync: boolean;
+  /** How often this node starts an anti-entropy comparison with its next peer; 0: only on demand. */
+  repairIntervalMs: number;
+  /** Slots an anti-entropy walk reads per second at most, so repair never crowds out live traffic. */
+  repairSlotsPerSecond: number;
 }
 
 export function defaultReplicationConfig(): ReplicationConfig {
@@ -88,6 +92,13 @@ export function defaultReplicationConfig(): ReplicationConfig {
     maxDedupeEntries: 100_000,
     // The LevelDB log survives a process crash without fsync; power loss needs it.
     fsync: false,
+    // Each node compares with one peer a minute, so with n nodes a pair is compared every ~(n-1)/2
+    // minutes from either side: divergence that hints and read repair missed lives minutes, not
+    // until an operator runs a repair (Cassandra) — at the cost of one paced walk a minute.
+    repairIntervalMs: 60_000,
+    // A walk page of 4,096 slots every ~40 ms: a store of a million slots is compared in ~10 s,
+    // and a page's read stays a small share of the event loop.
+    repairSlotsPerSecond: 100_000,
   };
 }
 
@@ -123,6 +134,8 @@ export function validateReplicationConfig(c: ReplicationConfig): ReplicationConf
   int('hintReplayBuckets', 1, 64);
   int('dedupeWindowMs', 1);
   int('maxDedupeEntries', 1);
+  int('repairIntervalMs', 0);
+  int('repairSlotsPerSecond', 1);
   if (c.commitAtDirty > c.maxDirtySlots) fail(`commitAtDirty (${c.commitAtDirty}) must not exceed maxDirtySlots (${c.maxDirtySlots})`);
   if (c.speculativeRetryMs >= c.readTimeoutMs) fail('speculativeRetryMs must be below readTimeoutMs');
   if (c.replAckTimeoutMs >= c.writeTimeoutMs) fail('replAckTimeoutMs must be below writeTimeoutMs, so a slow replica is hinted while the write can still succeed');

@@ -10,6 +10,10 @@
  * - `read`: bucket spans of series; answered `read-reply` with every stored slot of them.
  * - `fwd`: a client write sent on to a replica of its keys by a node that holds none of them;
  *   answered `fwd-reply` once the replica has met the write's consistency level, or failed.
+ * - `stream-done`: to a rebuilding node, every slot of its ranges the sender holds has been sent.
+ * - `ae-req`, `ae-tree`, `ae-leaves`, `ae-leaves-reply`: anti-entropy (cluster/anti-entropy.ts);
+ *   two replicas compare hash trees of the keys they share, then send each other the slots under
+ *   the leaves that differ as `repl`.
  * Ids are chosen by the sender and only mean something to it; a reply echoes its request's id.
  * Validation returns fresh objects holding only the known fields, so the core never keeps a
  * reference to whatever else a frame carried.
@@ -36,6 +40,10 @@ export const PeerMessageType = {
   FORWARD: 'fwd',
   FORWARD_REPLY: 'fwd-reply',
   STREAM_DONE: 'stream-done',
+  AE_REQ: 'ae-req',
+  AE_TREE: 'ae-tree',
+  AE_LEAVES: 'ae-leaves',
+  AE_LEAVES_REPLY: 'ae-leaves-reply',
 } as const;
 
 /** Bucket resolutions on the wire: minute, hour, day. */
@@ -51,6 +59,12 @@ export const MAX_SLOTS_PER_MESSAGE = 1_500;
 export const MAX_SPANS_PER_READ = 64;
 /** Most buckets the spans of one `read` may cover, so its reply fits a frame. */
 export const MAX_BUCKETS_PER_READ = 1_024;
+/** Anti-entropy's hash tree (cluster/anti-entropy.ts): branches, leaves under each, 32-bit words per 64-bit hash. */
+export const AE_BRANCHES = 256;
+export const AE_LEAVES_PER_BRANCH = 256;
+export const AE_WORDS_PER_HASH = 2;
+/** Branches whose leaf hashes one `ae-leaves` carries (16 × 256 × 2 numbers, ~40 KB). */
+export const AE_BRANCHES_PER_MESSAGE = 16;
 /** Largest slot count or sum on the wire: the safe integers, as stored. */
 const MAX_SLOT_VALUE = Number.MAX_SAFE_INTEGER;
 
@@ -118,7 +132,50 @@ export interface StreamDoneMessage {
   generation: number;
 }
 
-export type DataMessage = ReplMessage | ReplAckMessage | ReadMessage | ReadReplyMessage | ForwardMessage | ForwardReplyMessage | StreamDoneMessage;
+/** Anti-entropy, to a replica sharing keys with the sender: hash what you hold of them and send me your branch hashes. */
+export interface AeRequestMessage {
+  t: typeof PeerMessageType.AE_REQ;
+  id: number;
+}
+/** The replica's branch hashes (AE_BRANCHES × AE_WORDS_PER_HASH numbers), or why it will not compare now. */
+export interface AeTreeMessage {
+  t: typeof PeerMessageType.AE_TREE;
+  id: number;
+  hashes: number[];
+  code?: ErrorCode;
+}
+/**
+ * The initiator's leaf hashes under branches that differ (AE_LEAVES_PER_BRANCH × AE_WORDS_PER_HASH
+ * numbers per branch); the replica answers `ae-leaves-reply` with its own for the same branches.
+ * `last`: no more follow; each side then sends the other its slots under the leaves that differ.
+ * A `last` with no branches: the trees agree.
+ */
+export interface AeLeavesMessage {
+  t: typeof PeerMessageType.AE_LEAVES;
+  id: number;
+  branches: number[];
+  hashes: number[];
+  last: boolean;
+}
+export interface AeLeavesReplyMessage {
+  t: typeof PeerMessageType.AE_LEAVES_REPLY;
+  id: number;
+  branches: number[];
+  hashes: number[];
+}
+
+export type DataMessage =
+  | ReplMessage
+  | ReplAckMessage
+  | ReadMessage
+  | ReadReplyMessage
+  | ForwardMessage
+  | ForwardReplyMessage
+  | StreamDoneMessage
+  | AeRequestMessage
+  | AeTreeMessage
+  | AeLeavesMessage
+  | AeLeavesReplyMessage;
 export type PeerMessage = GossipMessage | DataMessage;
 
 const GOSSIP_TYPES = new Set<string>(Object.values(GossipMessageType));
@@ -194,6 +251,19 @@ function optionalCode(x: unknown, what: string): ErrorCode | undefined {
   return x;
 }
 
+function checkHashes(x: unknown, what: string, length: number): number[] {
+  const a = checkArray(x, what, length);
+  if (a.length !== length) throw bad(`${what} must hold ${length} numbers, not ${a.length}`);
+  return a.map((v, i) => checkInt(v, `${what}[${i}]`, 0, 0xffff_ffff));
+}
+
+/** Distinct branch indexes, ascending, and their leaf hashes. */
+function checkLeaves(o: Record<string, unknown>, what: string): { branches: number[]; hashes: number[] } {
+  const branches = checkArray(o['branches'], `${what}.branches`, AE_BRANCHES_PER_MESSAGE).map((b, i) => checkInt(b, `${what}.branches[${i}]`, 0, AE_BRANCHES - 1));
+  for (let i = 1; i < branches.length; i++) if ((branches[i] as number) <= (branches[i - 1] as number)) throw bad(`${what}.branches must be ascending and distinct`);
+  return { branches, hashes: checkHashes(o['hashes'], `${what}.hashes`, branches.length * AE_LEAVES_PER_BRANCH * AE_WORDS_PER_HASH) };
+}
+
 function id(o: Record<string, unknown>, what: string): number {
   return checkInt(o['id'], `${what}.id`, 0, MAX_REQUEST_ID);
 }
@@ -247,6 +317,20 @@ export function validatePeerMessage(x: unknown, spansOf?: (id: number) => number
     }
     case PeerMessageType.STREAM_DONE:
       return { t, generation: checkInt(o['generation'], 'stream-done.generation', 0, MAX_TIME_MS) };
+    case PeerMessageType.AE_REQ:
+      return { t, id: id(o, t) };
+    case PeerMessageType.AE_TREE: {
+      const code = optionalCode(o['code'], 'ae-tree.code');
+      if (code !== undefined) return { t, id: id(o, t), hashes: [], code };
+      return { t, id: id(o, t), hashes: checkHashes(o['hashes'], 'ae-tree.hashes', AE_BRANCHES * AE_WORDS_PER_HASH) };
+    }
+    case PeerMessageType.AE_LEAVES: {
+      const last = o['last'];
+      if (typeof last !== 'boolean') throw bad('ae-leaves.last must be a boolean');
+      return { t, id: id(o, t), ...checkLeaves(o, t), last };
+    }
+    case PeerMessageType.AE_LEAVES_REPLY:
+      return { t, id: id(o, t), ...checkLeaves(o, t) };
     default:
       throw bad(`peer message: unknown type t=${JSON.stringify(t) ?? 'undefined'}`);
   }

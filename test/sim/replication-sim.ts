@@ -14,7 +14,7 @@
 import xxhash from 'xxhash-wasm';
 import type { Slot } from '../../cluster/bucket-state.js';
 import { defaultConfig as defaultMembershipConfig, validateConfig } from '../../cluster/membership-config.js';
-import { batchRecordKey, NodeCore, type BatchRecord, type CoreInput, type CoreReply, type HintRecord, type JournalRecord, type Ready } from '../../cluster/node-core.js';
+import { batchRecordKey, NodeCore, type RepairRound, type BatchRecord, type CoreInput, type CoreReply, type HintRecord, type JournalRecord, type Ready } from '../../cluster/node-core.js';
 import type { KnownPeer } from '../../cluster/membership.js';
 import { Prng } from '../../cluster/prng.js';
 import { defaultReplicationConfig, validateReplicationConfig, type ReplicationConfig } from '../../cluster/replication-config.js';
@@ -216,6 +216,32 @@ export class ReplicationSim {
     this.request(id, done, (req) => (batch === undefined ? { kind: 'write', req, events, cl } : { kind: 'write', req, events, cl, batch }));
   }
 
+  /** `tally repair` on node `id`: a comparison with each peer, one after another. */
+  repair(id: string, done: (round: RepairRound) => void): void {
+    const node = this.node(id);
+    const core = node.core;
+    if (core === undefined) throw new Error(`${id} is down`);
+    this.apply(node, core.requestRepair(EPOCH_MS + this.nowMs, done));
+  }
+
+  /** Removes slots from a node's disk while it is down, as deleting keys from LevelDB offline would; returns how many went. */
+  deleteSlots(id: string, pick: (key: string) => boolean): number {
+    const node = this.node(id);
+    if (node.core !== undefined) throw new Error(`${id} must be down to lose keys offline`);
+    let n = 0;
+    for (const [key, s] of node.disk.series) {
+      for (const [start, b] of s) {
+        for (const actor of [...b.keys()]) {
+          if (!pick(`${key}\u0000${start}\u0000${actor}`)) continue;
+          b.delete(actor);
+          n++;
+        }
+        if (b.size === 0) s.delete(start);
+      }
+    }
+    return n;
+  }
+
   read(id: string, queries: QueryTuple[], cl: Consistency, done: (o: RequestOutcome) => void): void {
     this.request(id, done, (req) => ({ kind: 'read', req, queries, cl }));
   }
@@ -344,4 +370,22 @@ export class ReplicationSim {
       });
     }
   }
+}
+
+/** Every replica of every bucket holds the same slots; returns what differs. */
+export function divergence(sim: ReplicationSim): string[] {
+  const core = sim.alive()[0]?.core;
+  if (core === undefined) return ['no node alive'];
+  const disks = new Map(sim.nodes.map((n) => [n.id, n.disk.all()]));
+  const keys = new Set<string>();
+  for (const d of disks.values()) for (const k of d.keys()) keys.add(k);
+  const out: string[] = [];
+  for (const key of keys) {
+    const videoId = key.split('\u0000')[2] as string;
+    const replicas = core.replicasOf(videoId);
+    const values = replicas.map((r) => JSON.stringify(disks.get(r)?.get(key) ?? null));
+    if (new Set(values).size > 1) out.push(`${key.replaceAll('\u0000', '/')}: ${replicas.map((r, i) => `${r}=${values[i]}`).join(' ')}`);
+    for (const [node, d] of disks) if (!replicas.includes(node) && d.has(key)) out.push(`${node} holds ${key} but is not its replica`);
+  }
+  return out;
 }

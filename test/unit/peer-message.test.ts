@@ -3,7 +3,7 @@ import { describe, expect, test } from 'vitest';
 import { TallyError } from '../../protocol/errors.js';
 import { GossipMessageType, MAX_GOSSIP_DIGESTS, MAX_GOSSIP_STATES, MAX_VNODES, validateGossipMessage, type EndpointState } from '../../protocol/gossip.js';
 import { MAX_NAME_BYTES } from '../../protocol/limits.js';
-import { MAX_BUCKETS_PER_READ, MAX_SLOTS_PER_MESSAGE, validatePeerMessage } from '../../protocol/peer.js';
+import { AE_BRANCHES, AE_BRANCHES_PER_MESSAGE, AE_LEAVES_PER_BRANCH, MAX_BUCKETS_PER_READ, MAX_SLOTS_PER_MESSAGE, validatePeerMessage } from '../../protocol/peer.js';
 
 const STATE: EndpointState = {
   id: 'node-1',
@@ -116,5 +116,31 @@ describe('validatePeerMessage', () => {
     rejects({ t: 'fwd', id: 1, events: [], cl: 'quorum' }, 'BAD_REQUEST', /must not be empty/);
     rejects({ t: 'fwd', id: 1, events: [['v1', 'view', 1_700_000_000_000, 1, 1]], cl: 'most' }, 'BAD_REQUEST', /cl/);
     rejects({ t: 'nope', id: 1 }, 'BAD_REQUEST', /unknown type t="nope"/);
+  });
+
+  test('takes anti-entropy messages only with whole hash lists of 32-bit words and ascending branches', () => {
+    const branches = new Array<number>(AE_BRANCHES * 2).fill(7);
+    const leaves = (n: number): number[] => new Array<number>(n * AE_LEAVES_PER_BRANCH * 2).fill(0xffff_ffff);
+    expect(validatePeerMessage({ t: 'ae-req', id: 4, x: 1 })).toEqual({ t: 'ae-req', id: 4 });
+    expect(validatePeerMessage({ t: 'ae-tree', id: 4, hashes: branches })).toEqual({ t: 'ae-tree', id: 4, hashes: branches });
+    expect(validatePeerMessage({ t: 'ae-tree', id: 4, code: 'OVERLOADED' })).toEqual({ t: 'ae-tree', id: 4, hashes: [], code: 'OVERLOADED' });
+    expect(validatePeerMessage({ t: 'ae-leaves', id: 4, branches: [3, 9], hashes: leaves(2), last: true })).toMatchObject({ branches: [3, 9], last: true });
+    expect(validatePeerMessage({ t: 'ae-leaves-reply', id: 4, branches: [], hashes: [] })).toEqual({ t: 'ae-leaves-reply', id: 4, branches: [], hashes: [] });
+    const rejects = (x: unknown, code: string, re: RegExp): void => {
+      expect(() => validatePeerMessage(x)).toThrow(re);
+      try {
+        validatePeerMessage(x);
+      } catch (err) {
+        expect((err as TallyError).code).toBe(code);
+      }
+    };
+    rejects({ t: 'ae-tree', id: 4, hashes: branches.slice(1) }, 'BAD_REQUEST', /must hold 512 numbers/);
+    rejects({ t: 'ae-tree', id: 4, hashes: [...branches.slice(1), 2 ** 32] }, 'BAD_REQUEST', /hashes\[511\]/);
+    rejects({ t: 'ae-leaves', id: 4, branches: [9, 3], hashes: leaves(2), last: true }, 'BAD_REQUEST', /ascending/);
+    rejects({ t: 'ae-leaves', id: 4, branches: [AE_BRANCHES], hashes: leaves(1), last: true }, 'BAD_REQUEST', /branches\[0\]/);
+    rejects({ t: 'ae-leaves', id: 4, branches: [1], hashes: leaves(2), last: true }, 'TOO_LARGE', /limit/);
+    rejects({ t: 'ae-leaves', id: 4, branches: [1, 2], hashes: leaves(1), last: true }, 'BAD_REQUEST', /must hold/);
+    rejects({ t: 'ae-leaves', id: 4, branches: [1], hashes: leaves(1) }, 'BAD_REQUEST', /last/);
+    rejects({ t: 'ae-leaves-reply', id: 4, branches: Array.from({ length: AE_BRANCHES_PER_MESSAGE + 1 }, (_, i) => i), hashes: [] }, 'TOO_LARGE', /limit/);
   });
 });
