@@ -73,6 +73,7 @@ async function main(argv: string[]): Promise<void> {
           .option('cluster-secret', { type: 'string', describe: 'secret every member proves to its peers (or TALLY_CLUSTER_SECRET); needed beyond loopback' })
           .option('insecure', { type: 'boolean', describe: 'listen beyond loopback without a cluster secret' })
           .option('fsync', { type: 'boolean', describe: 'fsync every group commit' })
+          .option('repair-interval-ms', { type: 'number', describe: 'start an anti-entropy comparison with the next peer this often; 0: only on `tally repair` [60000]' })
           .option('clock-offset-ms', { type: 'number', hidden: true, describe: 'fault tests: run this node with its clock off by this much' })
           .option('stop-on-stdin-close', { type: 'boolean', default: false, hidden: true }),
       async (a) => {
@@ -90,7 +91,7 @@ async function main(argv: string[]): Promise<void> {
           clusterSecret: a['cluster-secret'] ?? process.env.TALLY_CLUSTER_SECRET,
           insecure: a.insecure,
           clockOffsetMs: a['clock-offset-ms'],
-          replication: { rf: a.rf, fsync: a.fsync },
+          replication: { rf: a.rf, fsync: a.fsync, repairIntervalMs: a['repair-interval-ms'] },
         }, { stopOnStdinClose: a['stop-on-stdin-close'] });
       },
     )
@@ -157,6 +158,29 @@ async function main(argv: string[]): Promise<void> {
         const { formatStatus } = await import('./status-format.js');
         const status = await statusOf(a.node.split(',')[0]?.trim() ?? DEFAULT_NODE);
         process.stdout.write(a.json ? `${JSON.stringify(status)}\n` : `${formatStatus(status)}\n`);
+      },
+    )
+    .command(
+      'repair',
+      'compare a node with each of its peers now and send each other what differs (anti-entropy); print what it found',
+      (y) =>
+        y
+          .option('node', { ...nodeOption, describe: 'node(s) to repair, host:port[,host:port…], one after another' })
+          .option('json', { type: 'boolean', default: false, describe: 'print the figures as JSON' }),
+      async (a) => {
+        const nodes = a.node.split(',').map((s) => s.trim()).filter(Boolean);
+        for (const node of nodes) {
+          const started = Date.now();
+          const r = await withClient(node, (c) => c.repair(node));
+          const ms = Date.now() - started;
+          process.stdout.write(
+            a.json
+              ? `${JSON.stringify({ node, ms, ...r })}\n`
+              : `${node}: compared with ${r.sessions} of ${r.peers} peers in ${ms} ms: ${r.inSync} in sync, ${r.failed} failed; ` +
+                  `${r.leavesDiffered} leaves differed; sent ${r.slotsSent} slots (${r.bytesSent} bytes)\n`,
+          );
+          if (r.failed > 0) process.exitCode = 1;
+        }
       },
     )
     .command(

@@ -35,5 +35,11 @@ export function formatStatus(s: NodeStatus): string {
     line(header),
     ...rows.map(line),
     s.health,
+    ...(s.repair === undefined
+      ? []
+      : [
+          `repair: ${s.repair.sessions} comparisons started here (${s.repair.inSync} in sync, ${s.repair.failed} failed, ${s.repair.running} running); ` +
+            `${s.repair.leavesDiffered} leaves found different; ${s.repair.slotsSent} slots (${s.repair.bytesSent} bytes) sent to repair peers`,
+        ]),
   ].join('\n');
 }

@@ -37,6 +37,7 @@ import {
   type Hash64,
   type QueryTuple,
   type Reply,
+  type RepairSummary,
   type StatsTuple,
   type TopologyMember,
 } from '../protocol/index.js';
@@ -310,6 +311,17 @@ export class TallyClient {
   async status(): Promise<unknown> {
     const reply = await this.askAnySeed({ t: 'status' });
     return reply.t === 'status' ? reply.status : null;
+  }
+
+  /**
+   * Anti-entropy now on the node at `address` (`tally repair`): it compares with each peer in turn
+   * and answers when done, which on a large store takes minutes (walks are paced), hence the long
+   * default deadline.
+   */
+  async repair(address: string, timeoutMs = 60 * 60 * 1000): Promise<RepairSummary> {
+    const reply = await this.request(address, { t: 'repair' }, timeoutMs);
+    if (reply.t !== 'repair') throw new TallyError(ErrorCode.INTERNAL, `${address} answered a repair with '${reply.t}'`);
+    return reply.repair;
   }
 
   /** The replicas of `videoId`, in the order the client tries them: [id, address][]. */

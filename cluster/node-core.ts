@@ -63,6 +63,8 @@ export type CoreInput =
   | { kind: 'tick' }
   | { kind: 'write'; req: number; events: EventTuple[]; cl: Consistency; batch?: string }
   | { kind: 'read'; req: number; queries: QueryTuple[]; cl: Consistency }
+  /** `tally repair`: compare with every peer now, one after another; answered with the round's figures. */
+  | { kind: 'repair'; req: number }
   /** A validated message from peer `from` (the id its authenticated hello named). */
   | { kind: 'peer'; from: string; msg: PeerMessage }
   /** Our connection to `peer` dropped, or could not be opened. */
@@ -124,7 +126,7 @@ export interface PersistBatch {
   sync: boolean;
 }
 
-export type CoreReply = { ok: true; n?: number; stats?: StatsTuple[] } | { ok: false; code: ErrorCode; message: string };
+export type CoreReply = { ok: true; n?: number; stats?: StatsTuple[]; repair?: RepairRound } | { ok: false; code: ErrorCode; message: string };
 
 export interface Ready {
   /** At most one commit is under way; the next comes after its `persisted`. */
@@ -179,6 +181,9 @@ const MAX_INBOUND_REPAIRS = 2;
  * their stores differ in size: seconds.
  */
 const REPAIR_IDLE_TIMEOUT_MS = 10_000;
+/** An on-demand round asks a busy peer again after this long, this many times at most (a minute). */
+const BUSY_RETRY_MS = 250;
+const MAX_BUSY_RETRIES = 240;
 /** How often timeouts and speculative retries are looked at while requests are in flight. */
 const TIMER_RESOLUTION_MS = 5;
 /** Replica lists remembered per ring (one per video id seen lately). */
@@ -290,8 +295,17 @@ interface RepairSession {
   leaves: Set<number>;
   push: StreamJob | undefined;
   deadlineMs: number;
-  round: { queue: string[]; round: RepairRound; done: (r: RepairRound) => void } | undefined;
+  round: RepairRoundState | undefined;
   ended: boolean;
+}
+
+/** An on-demand round under way: peers still to compare with, a peer that was busy retried a little later. */
+interface RepairRoundState {
+  queue: string[];
+  round: RepairRound;
+  done: (r: RepairRound) => void;
+  notBeforeMs: number;
+  retries: number;
 }
 
 /** What one on-demand repair round (`tally repair`) did: a session with each peer. */
@@ -406,7 +420,7 @@ export class NodeCore {
   private readonly hash64: Hash64;
   private repairOut: RepairSession | undefined;
   private readonly repairsIn = new Map<string, RepairSession>();
-  private readonly repairRounds: { queue: string[]; round: RepairRound; done: (r: RepairRound) => void }[] = [];
+  private readonly repairRounds: RepairRoundState[] = [];
   private nextRepairMs: number;
   private repairTurn = 0;
   private readonly walks = new Map<number, (entries: SlotEntry[] | undefined, next: string | undefined) => void>();
@@ -486,6 +500,9 @@ export class NodeCore {
         break;
       case 'read':
         this.onClientRead({ client: input.req }, input.queries, input.cl);
+        break;
+      case 'repair':
+        this.requestRepair(input.req);
         break;
       case 'peer':
         this.onPeer(input.from, input.msg);
@@ -1612,17 +1629,17 @@ export class NodeCore {
   // with its peers in turn, every `repairIntervalMs`; it takes part in at most
   // MAX_INBOUND_REPAIRS started by others. Walks are paced at `repairSlotsPerSecond`.
 
-  /** Compare with every peer now, one after another; `done` gets the round's figures. */
-  requestRepair(nowMs: number, done: (result: RepairRound) => void): Ready {
-    this.out = emptyReady();
-    this.now = Math.max(this.now, nowMs);
+  /** Compare with every peer now, one after another; the reply holds the round's figures. */
+  private requestRepair(req: number): void {
+    if (!this.mayRepair()) {
+      this.out.replies.push({ req, reply: { ok: false, code: ErrorCode.NOT_READY, message: `${this.id} is still joining the ring or being rebuilt; repair it once it is done` } });
+      return;
+    }
     const peers = this.repairPeers();
     const round: RepairRound = { peers: peers.length, sessions: 0, inSync: 0, failed: 0, leavesDiffered: 0, slotsSent: 0, bytesSent: 0 };
+    const done = (r: RepairRound): void => void this.out.replies.push({ req, reply: { ok: true, repair: r } });
     if (peers.length === 0) done(round);
-    else this.repairRounds.push({ queue: peers, round, done });
-    this.onTimers();
-    this.out.deadlineMs = this.nextDeadline();
-    return this.out;
+    else this.repairRounds.push({ queue: peers, round, done, notBeforeMs: this.now, retries: 0 });
   }
 
   /** Members this node compares with: up, not rebuilding (a rebuild streams them everything). */
@@ -1636,13 +1653,14 @@ export class NodeCore {
   }
 
   private driveRepair(): void {
-    for (const [key, s] of this.repairsIn) if (this.now >= s.deadlineMs) this.endRepair(s, 'failed', key);
+    for (const [key, s] of this.repairsIn) if (this.now >= s.deadlineMs || !this.isUp(s.peer)) this.endRepair(s, 'failed', key);
     const out = this.repairOut;
     if (out !== undefined && (this.now >= out.deadlineMs || !this.isUp(out.peer))) this.endRepair(out, 'failed');
     if (this.repairOut !== undefined || !this.mayRepair()) return;
     const asked = this.repairRounds[0];
     let peer: string | undefined;
     if (asked !== undefined) {
+      if (this.now < asked.notBeforeMs) return;
       peer = asked.queue.shift();
       if (peer === undefined) return;
     } else {
@@ -1651,6 +1669,8 @@ export class NodeCore {
       const peers = this.repairPeers();
       if (peers.length === 0) return;
       peer = peers[this.repairTurn++ % peers.length] as string;
+      // Already comparing with us: this turn is theirs.
+      if ([...this.repairsIn.values()].some((r) => r.peer === peer)) return;
     }
     const s = this.newRepair(peer, this.nextMsgId(), true);
     s.round = asked;
@@ -1723,7 +1743,14 @@ export class NodeCore {
     const key = `${from}\0${id}`;
     if (this.repairsIn.has(key)) return;
     if (!this.mayRepair()) return void this.send(from, { t: PeerMessageType.AE_TREE, id, hashes: [], code: ErrorCode.NOT_READY });
-    if (this.repairsIn.size >= MAX_INBOUND_REPAIRS) return void this.send(from, { t: PeerMessageType.AE_TREE, id, hashes: [], code: ErrorCode.OVERLOADED });
+    // One comparison per pair at a time: two at once would send the same slots twice.
+    const busy = this.repairsIn.size >= MAX_INBOUND_REPAIRS || this.repairOut?.peer === from;
+    if (busy) {
+      // Both started one with the other: the smaller id's goes on, the other gives way.
+      const yieldToThem = this.repairOut?.peer === from && this.repairsIn.size < MAX_INBOUND_REPAIRS && from < this.id;
+      if (!yieldToThem) return void this.send(from, { t: PeerMessageType.AE_TREE, id, hashes: [], code: ErrorCode.OVERLOADED });
+      this.endRepair(this.repairOut as RepairSession, 'busy');
+    }
     const s = this.newRepair(from, id, false);
     this.repairsIn.set(key, s);
     this.hashShared(s);
@@ -1732,7 +1759,7 @@ export class NodeCore {
   private onRepairTree(from: string, id: number, hashes: number[], code: ErrorCode | undefined): void {
     const s = this.repairOut;
     if (s === undefined || s.peer !== from || s.id !== id) return;
-    if (code !== undefined) return this.endRepair(s, 'failed');
+    if (code !== undefined) return this.endRepair(s, code === ErrorCode.OVERLOADED ? 'busy' : 'failed');
     s.theirs = hashes;
     s.deadlineMs = this.now + REPAIR_IDLE_TIMEOUT_MS;
     this.compareBranches(s);
@@ -1776,7 +1803,8 @@ export class NodeCore {
     this.runStream(s.push);
   }
 
-  private endRepair(s: RepairSession, how: 'inSync' | 'repaired' | 'failed', key?: string): void {
+  /** `busy`: the peer was comparing already; nothing happened, and a round asks it again shortly. */
+  private endRepair(s: RepairSession, how: 'inSync' | 'repaired' | 'failed' | 'busy', key?: string): void {
     if (s.ended) return;
     s.ended = true;
     s.push?.cancel();
@@ -1785,11 +1813,21 @@ export class NodeCore {
       return;
     }
     this.repairOut = undefined;
+    const r = s.round;
+    if (how === 'busy') {
+      if (r !== undefined && r.retries < MAX_BUSY_RETRIES) {
+        r.retries++;
+        r.queue.push(s.peer);
+        r.notBeforeMs = this.now + BUSY_RETRY_MS;
+        return;
+      }
+      how = 'failed';
+      if (r === undefined) return;
+    }
     this.counters.repairSessions++;
     if (how === 'inSync') this.counters.repairInSync++;
     if (how === 'failed') this.counters.repairFailed++;
     if (how !== 'inSync') this.out.log.push(`repair with ${s.peer}: ${how === 'failed' ? 'failed or timed out; it runs again later' : `${s.leaves.size} leaves differed, sent ${s.push?.slots ?? 0} slots (${s.push?.bytes ?? 0} bytes)`}`);
-    const r = s.round;
     if (r === undefined) return;
     r.round.sessions++;
     if (how === 'inSync') r.round.inSync++;

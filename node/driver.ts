@@ -95,10 +95,15 @@ export class Driver implements RequestHandler {
         return Promise.resolve({ t: 'status', id: req.id, status: this.status() });
       case 'topology':
         return Promise.resolve({ t: 'topology', id: req.id, rf: this.core.stats().rf, members: this.topology() });
+      case 'repair':
       case 'count':
       case 'get': {
         const handle = this.nextReq++;
         const p = new Promise<Reply>((resolve, reject) => this.pending.set(handle, { resolve, reject, req }));
+        if (req.t === 'repair') {
+          this.input({ kind: 'repair', req: handle });
+          return p;
+        }
         const cl = req.cl ?? Consistency.QUORUM;
         if (req.t === 'count') {
           this.input(req.batch === undefined ? { kind: 'write', req: handle, events: req.events, cl } : { kind: 'write', req: handle, events: req.events, cl, batch: req.batch });
@@ -220,7 +225,9 @@ export class Driver implements RequestHandler {
     if (p === undefined) return;
     this.pending.delete(handle);
     if (!reply.ok) return p.reject(new TallyError(reply.code, reply.message));
-    if (p.req.t === 'count') {
+    if (p.req.t === 'repair') {
+      p.resolve({ t: 'repair', id: p.req.id, repair: reply.repair ?? { peers: 0, sessions: 0, inSync: 0, failed: 0, leavesDiffered: 0, slotsSent: 0, bytesSent: 0 } });
+    } else if (p.req.t === 'count') {
       let n = 0;
       for (const e of p.req.events) n += e[4];
       p.resolve({ t: 'ack', id: p.req.id, n });

@@ -114,6 +114,7 @@ export class TallyNode {
         members,
         health: healthLine(members),
         core: stats,
+        repair: stats?.repair,
         peers: { ...transport.stats, ...server.stats, ...driver?.stats },
       };
     };

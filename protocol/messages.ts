@@ -93,7 +93,13 @@ export interface TopologyRequest {
   id: number;
 }
 
-export type ClientRequest = CountRequest | GetRequest | PingRequest | StatusRequest | TopologyRequest;
+/** Anti-entropy now (`tally repair`): the node compares with each peer in turn and answers when done. */
+export interface RepairRequest {
+  t: 'repair';
+  id: number;
+}
+
+export type ClientRequest = CountRequest | GetRequest | PingRequest | StatusRequest | TopologyRequest | RepairRequest;
 
 export interface AckReply {
   t: 'ack';
@@ -148,4 +154,25 @@ export interface TopologyReply {
   members: TopologyMember[];
 }
 
-export type Reply = AckReply | ResultReply | PongReply | StatusReply | TopologyReply | ErrorReply;
+/** What a repair round did: a comparison with each of `peers`. */
+export interface RepairSummary {
+  peers: number;
+  sessions: number;
+  /** Comparisons that found the two trees equal. */
+  inSync: number;
+  /** Comparisons that did not finish (a peer down, busy or too slow); the schedule runs them again. */
+  failed: number;
+  /** Token leaves that differed, summed over the comparisons this node started. */
+  leavesDiffered: number;
+  /** Slots and bytes this node sent its peers in the round. */
+  slotsSent: number;
+  bytesSent: number;
+}
+
+export interface RepairReply {
+  t: 'repair';
+  id: number;
+  repair: RepairSummary;
+}
+
+export type Reply = AckReply | ResultReply | PongReply | StatusReply | TopologyReply | RepairReply | ErrorReply;

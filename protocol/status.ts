@@ -42,5 +42,17 @@ export interface NodeStatus {
   health: string;
   /** Counters of the data path (writes, reads, replication, commits, hints, dedupe). */
   core: unknown;
+  /** Anti-entropy since the node started: comparisons it started, and what every comparison it took part in sent. */
+  repair?: {
+    sessions: number;
+    inSync: number;
+    failed: number;
+    /** Token leaves found different: the divergence found (and repaired). */
+    leavesDiffered: number;
+    slotsSent: number;
+    bytesSent: number;
+    /** Comparisons under way now, started here or by a peer. */
+    running: number;
+  };
   peers: Record<string, number>;
 }

@@ -232,7 +232,8 @@ export function validateRequest(x: unknown, nowMs?: number): ClientRequest {
     }
     case 'ping':
     case 'status':
-    case 'topology': {
+    case 'topology':
+    case 'repair': {
       checkKeys(o, ['t', 'id'], t);
       return { t, id: checkRequestId(o.id) };
     }
@@ -328,6 +329,11 @@ export function validateReply(x: unknown, queries?: number): Reply {
         rf: checkInt(o.rf, 'topology.rf', 1, MAX_REPLICATION_FACTOR),
         members: checkArray(o.members, 'topology.members', MAX_TOPOLOGY_MEMBERS).map((m, i) => checkTopologyMember(m, `topology.members[${i}]`)),
       };
+    case 'repair': {
+      const r = checkObject(o.repair, 'repair.repair');
+      const n = (k: string): number => checkInt(r[k], `repair.${k}`, 0, Number.MAX_SAFE_INTEGER);
+      return { t: 'repair', id, repair: { peers: n('peers'), sessions: n('sessions'), inSync: n('inSync'), failed: n('failed'), leavesDiffered: n('leavesDiffered'), slotsSent: n('slotsSent'), bytesSent: n('bytesSent') } };
+    }
     case 'error': {
       const code = typeof o.code === 'string' && isErrorCode(o.code) ? o.code : ErrorCode.INTERNAL;
       const message = typeof o.message === 'string' ? o.message.slice(0, MAX_ERROR_MESSAGE_CHARS) : '';

@@ -218,10 +218,9 @@ export class ReplicationSim {
 
   /** `tally repair` on node `id`: a comparison with each peer, one after another. */
   repair(id: string, done: (round: RepairRound) => void): void {
-    const node = this.node(id);
-    const core = node.core;
-    if (core === undefined) throw new Error(`${id} is down`);
-    this.apply(node, core.requestRepair(EPOCH_MS + this.nowMs, done));
+    this.request(id, (o) => {
+      if (o.kind === 'reply' && o.reply.ok && o.reply.repair !== undefined) done(o.reply.repair);
+    }, (req) => ({ kind: 'repair', req }));
   }
 
   /** Removes slots from a node's disk while it is down, as deleting keys from LevelDB offline would; returns how many went. */
