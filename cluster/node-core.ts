@@ -31,7 +31,7 @@
 import { assert, ErrorCode } from '../protocol/errors.js';
 import { Lifecycle } from '../protocol/gossip.js';
 import type { Hash64 } from '../protocol/hash-ring.js';
-import { Consistency, type EventTuple, type QueryTuple, type StatsTuple } from '../protocol/messages.js';
+import { Consistency, type EventTuple, type QueryTuple, type RepairSummary, type StatsTuple } from '../protocol/messages.js';
 import {
   AE_BRANCHES_PER_MESSAGE,
   MAX_BUCKETS_PER_READ,
@@ -309,15 +309,7 @@ interface RepairRoundState {
 }
 
 /** What one on-demand repair round (`tally repair`) did: a session with each peer. */
-export interface RepairRound {
-  peers: number;
-  sessions: number;
-  inSync: number;
-  failed: number;
-  leavesDiffered: number;
-  slotsSent: number;
-  bytesSent: number;
-}
+export type RepairRound = RepairSummary;
 
 interface Commit {
   id: number;
@@ -341,7 +333,7 @@ export interface CoreStats {
   dedupe: { entries: number; repeats: number };
   slots: { cached: number; dirty: number };
   /** Anti-entropy sessions this node started, and what all sessions it took part in sent. */
-  repair: { sessions: number; inSync: number; failed: number; leavesDiffered: number; slotsSent: number; bytesSent: number; running: number };
+  repair: Omit<RepairSummary, 'peers'> & { running: number };
 }
 
 function emptyReady(): Ready {

@@ -3,6 +3,8 @@
  * this node sees it. Produced by the node, printed by the CLI; validated loosely by the client,
  * since a newer node may add fields.
  */
+import type { RepairSummary } from './messages.js';
+
 export interface MemberStatus {
   id: string;
   address: string;
@@ -43,14 +45,7 @@ export interface NodeStatus {
   /** Counters of the data path (writes, reads, replication, commits, hints, dedupe). */
   core: unknown;
   /** Anti-entropy since the node started: comparisons it started, and what every comparison it took part in sent. */
-  repair?: {
-    sessions: number;
-    inSync: number;
-    failed: number;
-    /** Token leaves found different: the divergence found (and repaired). */
-    leavesDiffered: number;
-    slotsSent: number;
-    bytesSent: number;
+  repair?: Omit<RepairSummary, 'peers'> & {
     /** Comparisons under way now, started here or by a peer. */
     running: number;
   };
