@@ -154,6 +154,8 @@ export class Membership {
   private liveCursor = 0;
   private lastInputMs: number;
   private readonly startedAtMs: number;
+  /** A live peer agreed on the ring with this node once (see settled()). */
+  private heardRing = false;
   private stopped = false;
   /** SYNs sent so far; each SYN carries the count, and its ACK echoes it. */
   private synSeq = 0;
@@ -354,7 +356,10 @@ export class Membership {
       upPeers++;
       if ((this.states.get(id) as EndpointState).ringChecksum !== ours) return false;
     }
-    return upPeers > 0 || nowMs - this.startedAtMs >= this.config.settleTimeoutMs;
+    // Once it has heard the ring from a peer, a node that loses every peer still knows it: it
+    // answers what it can (UNAVAILABLE for a quorum it cannot meet), not NOT_READY.
+    if (upPeers > 0) this.heardRing = true;
+    return this.heardRing || nowMs - this.startedAtMs >= this.config.settleTimeoutMs;
   }
 
   /** Ids of the members this node believes up, self included (unless it has left). */

@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
-/** Address block of the chaos bridge; node i is .{i+1}, the runner .254. */
+/** Default address block of a chaos bridge (a /24); node i is .{i+1}, the runner .254. */
 const SUBNET = '10.77.0';
 
 async function ip(...args: string[]): Promise<void> {
@@ -26,15 +26,19 @@ export class ChaosNet {
   private constructor(
     readonly prefix: string,
     readonly size: number,
+    readonly subnet: string,
   ) {}
 
-  /** Namespaces `${prefix}-n1…`, a bridge `${prefix}br`, or undefined with the reason. */
-  static async create(size: number, prefix = 'tchaos'): Promise<ChaosNet | { error: string }> {
-    const net = new ChaosNet(prefix, size);
+  /**
+   * Namespaces `${prefix}-n1…`, a bridge `${prefix}br` on `${subnet}.0/24`, or why they could not be
+   * made. Two networks at once need different prefixes and subnets.
+   */
+  static async create(size: number, prefix = 'tchaos', subnet = SUBNET): Promise<ChaosNet | { error: string }> {
+    const net = new ChaosNet(prefix, size, subnet);
     try {
       await net.teardown();
       await ip('link', 'add', net.bridge, 'type', 'bridge');
-      await ip('addr', 'add', `${SUBNET}.254/24`, 'dev', net.bridge);
+      await ip('addr', 'add', `${subnet}.254/24`, 'dev', net.bridge);
       await ip('link', 'set', net.bridge, 'up');
       for (let i = 0; i < size; i++) {
         const ns = net.ns(i);
@@ -64,7 +68,7 @@ export class ChaosNet {
   }
 
   address(i: number): string {
-    return `${SUBNET}.${i + 1}`;
+    return `${this.subnet}.${i + 1}`;
   }
 
   /** The command prefix that runs a program inside node i's namespace. */

@@ -31,6 +31,9 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const CLI = existsSync(join(HERE, '../client/cli.js')) ? join(HERE, '../client/cli.js') : join(HERE, '../dist/client/cli.js');
 const SECRET = 'chaos-cluster-secret-0123456789';
 const DAY_MS = 86_400_000;
+/** Each node compares with its next peer this often: the schedule is part of what is tested. */
+const REPAIR_INTERVAL_MS = 2_000;
+
 /** Codes after which nothing of the write was applied. */
 const NOTHING_APPLIED = new Set<string>([ErrorCode.UNAVAILABLE, ErrorCode.OVERLOADED, ErrorCode.NOT_READY, ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE]);
 
@@ -117,7 +120,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
   const start = async (n: NodeProc): Promise<void> => {
     const [host, port] = n.address.split(':') as [string, string];
     const args = [CLI, 'start', '--host', host, '--port', port, '--data', join(dir, `n${n.i + 1}`), '--id', `n${n.i + 1}`, '--zone', `z${(n.i % 3) + 1}`];
-    args.push('--seeds', seeds, '--rf', '3', '--cluster-secret', SECRET, '--stop-on-stdin-close');
+    args.push('--seeds', seeds, '--rf', '3', '--cluster-secret', SECRET, '--stop-on-stdin-close', '--repair-interval-ms', String(REPAIR_INTERVAL_MS));
     if (n.offsetMs !== 0) args.push('--clock-offset-ms', String(n.offsetMs));
     const cmd = net === undefined ? [process.execPath, ...args] : [...net.exec(n.i), process.execPath, ...args];
     const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -232,19 +235,80 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       network: net === undefined ? [] : NETWORK_FAULTS.filter((k) => !o.without.includes(k)),
     };
     // Kinds are dealt from shuffled rounds, so every kind comes about equally often.
-    const dealer = <T>(all: readonly T[]): (() => T) => {
+    const dealer = <T>(all: readonly T[]): { next: () => T; putBack: (t: T) => void } => {
       let deck: T[] = [];
-      return () => {
-        if (deck.length === 0) deck = rng.shuffle([...all]);
-        return deck.pop() as T;
+      return {
+        next: () => {
+          if (deck.length === 0) deck = rng.shuffle([...all]);
+          return deck.pop() as T;
+        },
+        putBack: (t) => void deck.push(t),
       };
     };
-    const nextProcess = dealer(kinds.process);
-    const nextNetwork = dealer(kinds.network);
+    const processDeck = dealer(kinds.process);
+    const nextNetwork = dealer(kinds.network).next;
+    /** Wipes dealt but not yet done: each is done once the cluster has repaired the one before. */
+    let wipesOwed = 0;
+    const nextProcess = async (): Promise<(typeof PROCESS_FAULTS)[number] | undefined> => {
+      let kind: (typeof PROCESS_FAULTS)[number] | undefined = processDeck.next();
+      for (let i = 0; kind === 'wipe' && i < 8; i++) {
+        wipesOwed++;
+        kind = processDeck.next();
+      }
+      if (kind === 'wipe') kind = undefined;
+      if (wipesOwed > 0 && (await repairedEverywhere())) {
+        if (kind !== undefined) processDeck.putBack(kind);
+        wipesOwed--;
+        return 'wipe';
+      }
+      if (wipesOwed > 0) faults['wipe deferred'] = (faults['wipe deferred'] ?? 0) + 1;
+      return kind;
+    };
+    let networkHeld = false;
+    let networkIdle = true;
+    // RF 3 keeps every acknowledged write through the loss of one disk, once that loss is repaired
+    // (Dynamo's and Cassandra's promise too: repair between losses). So a wipe comes only after
+    // every node has finished a repair round with every peer since the last wipe, which also
+    // means no node is still rebuilding (a rebuilding node refuses a round).
+    const repairedEverywhere = async (): Promise<boolean> => {
+      // Network faults wait meanwhile (process faults are one at a time already): a round needs
+      // every pair to meet.
+      networkHeld = true;
+      try {
+        while (!networkIdle && net !== undefined && Date.now() < endAt) await sleep(100);
+        for (let attempt = 0; attempt < 3; attempt++) {
+          if (await repairRound()) return true;
+          await sleep(1_000);
+        }
+        return false;
+      } finally {
+        networkHeld = false;
+      }
+    };
+    const repairRound = async (): Promise<boolean> => {
+      const rounds = await Promise.all(
+        nodes.map(async (n) => {
+          const c = await TallyClient.connect({ nodes: [n.address], routing: 'direct', timeoutMs: 10_000, maxRetries: 0 });
+          try {
+            const r = await c.repair(n.address, 10_000);
+            return r.failed === 0 && r.sessions === o.nodes - 1;
+          } catch {
+            return false;
+          } finally {
+            await c.close();
+          }
+        }),
+      );
+      return rounds.every(Boolean);
+    };
     const processFaults = async (): Promise<void> => {
       await sleep(2_000);
       while (Date.now() < endAt - 3_000 && kinds.process.length > 0) {
-        const kind = nextProcess();
+        const kind = await nextProcess();
+        if (kind === undefined) {
+          await sleep(500);
+          continue;
+        }
         const n = rng.pick(nodes);
         const lasts = 500 + rng.int(1_500);
         faults[kind] = (faults[kind] ?? 0) + 1;
@@ -274,6 +338,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       if (net === undefined) return;
       await sleep(2_500);
       while (Date.now() < endAt - 3_000 && kinds.network.length > 0) {
+        if (networkHeld) {
+          networkIdle = true;
+          await sleep(100);
+          continue;
+        }
+        networkIdle = false;
         const kind = nextNetwork();
         const lasts = 500 + rng.int(1_500);
         faults[kind] = (faults[kind] ?? 0) + 1;

@@ -28,9 +28,10 @@ export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
 
-/** Starts `tally start` and waits for its ready line. */
-export function startNode(args: string[], readyTimeoutMs = 15_000): Promise<NodeProcess> {
-  const proc = spawn(process.execPath, [CLI, 'start', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Starts `tally start` (after `prefix`, e.g. `ip netns exec ns`) and waits for its ready line. */
+export function startNode(args: string[], readyTimeoutMs = 15_000, prefix: string[] = []): Promise<NodeProcess> {
+  const cmd = [...prefix, process.execPath, CLI, 'start', ...args];
+  const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const exited = new Promise<number | string>((res) => proc.once('exit', (code, signal) => res(code ?? signal ?? -1)));
   return new Promise((res, rej) => {
