@@ -74,6 +74,7 @@ async function main(argv: string[]): Promise<void> {
           .option('insecure', { type: 'boolean', describe: 'listen beyond loopback without a cluster secret' })
           .option('fsync', { type: 'boolean', describe: 'fsync every group commit' })
           .option('repair-interval-ms', { type: 'number', describe: 'start an anti-entropy comparison with the next peer this often; 0: only on `tally repair` [60000]' })
+          .option('repair-slots-per-second', { type: 'number', describe: 'pace of anti-entropy\'s walks of the store [100000]' })
           .option('clock-offset-ms', { type: 'number', hidden: true, describe: 'fault tests: run this node with its clock off by this much' })
           .option('stop-on-stdin-close', { type: 'boolean', default: false, hidden: true }),
       async (a) => {
@@ -91,7 +92,7 @@ async function main(argv: string[]): Promise<void> {
           clusterSecret: a['cluster-secret'] ?? process.env.TALLY_CLUSTER_SECRET,
           insecure: a.insecure,
           clockOffsetMs: a['clock-offset-ms'],
-          replication: { rf: a.rf, fsync: a.fsync, repairIntervalMs: a['repair-interval-ms'] },
+          replication: { rf: a.rf, fsync: a.fsync, repairIntervalMs: a['repair-interval-ms'], repairSlotsPerSecond: a['repair-slots-per-second'] },
         }, { stopOnStdinClose: a['stop-on-stdin-close'] });
       },
     )

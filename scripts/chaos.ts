@@ -7,7 +7,8 @@
  * schedule drawn from the seed: SIGKILL and restart on the same data, SIGSTOP/SIGCONT, a wiped data
  * directory (the node returns as a new actor), a restart with the clock set off by a few seconds,
  * and, with namespaces, a node isolated, a link cut one way, the cluster split in two. Process
- * faults come one at a time, network faults one at a time, the two independently.
+ * faults come one at a time, network faults one at a time, the two independently; a wipe waits
+ * until the node wiped before has been rebuilt. Nodes run anti-entropy every 2 s.
  *
  * Per series it records increments attempted, acknowledged, refused (nothing applied) and of
  * unknown outcome. Every `quorum` read during the run must lie in [acknowledged before it began,
@@ -22,6 +23,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Prng } from '../cluster/prng.js';
+import { statusOf } from '../client/local-cluster.js';
 import { TallyClient } from '../client/tally-client.js';
 import { Consistency, ErrorCode, TallyError } from '../protocol/index.js';
 import { ChaosNet } from './chaos-net.js';
@@ -33,6 +35,8 @@ const SECRET = 'chaos-cluster-secret-0123456789';
 const DAY_MS = 86_400_000;
 /** Each node compares with its next peer this often: the schedule is part of what is tested. */
 const REPAIR_INTERVAL_MS = 2_000;
+/** How long a wipe waits for the last wiped node to be rebuilt; then another kind goes first. */
+const WIPE_GATE_MS = 15_000;
 
 /** Codes after which nothing of the write was applied. */
 const NOTHING_APPLIED = new Set<string>([ErrorCode.UNAVAILABLE, ErrorCode.OVERLOADED, ErrorCode.NOT_READY, ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE]);
@@ -256,7 +260,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
         kind = processDeck.next();
       }
       if (kind === 'wipe') kind = undefined;
-      if (wipesOwed > 0 && (await repairedEverywhere())) {
+      if (wipesOwed > 0 && (await wipeAllowed())) {
         if (kind !== undefined) processDeck.putBack(kind);
         wipesOwed--;
         return 'wipe';
@@ -264,42 +268,26 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       if (wipesOwed > 0) faults['wipe deferred'] = (faults['wipe deferred'] ?? 0) + 1;
       return kind;
     };
-    let networkHeld = false;
-    let networkIdle = true;
-    // RF 3 keeps every acknowledged write through the loss of one disk, once that loss is repaired
-    // (Dynamo's and Cassandra's promise too: repair between losses). So a wipe comes only after
-    // every node has finished a repair round with every peer since the last wipe, which also
-    // means no node is still rebuilding (a rebuilding node refuses a round).
-    const repairedEverywhere = async (): Promise<boolean> => {
-      // Network faults wait meanwhile (process faults are one at a time already): a round needs
-      // every pair to meet.
-      networkHeld = true;
+    // RF 3 with W = 2 keeps every acknowledged write through the loss of one disk at a time: the
+    // wiped node is rebuilt from its peers (so what only it and one other held is on two disks
+    // again), and anti-entropy puts it on the third. A second disk lost while the first is still
+    // being rebuilt can take the last copy — the promise of Dynamo and Cassandra too (repair
+    // between losses). So a wipe comes only once every node is up and none is rebuilding.
+    const noneRebuilding = async (): Promise<boolean> => {
       try {
-        while (!networkIdle && net !== undefined && Date.now() < endAt) await sleep(100);
-        for (let attempt = 0; attempt < 3; attempt++) {
-          if (await repairRound()) return true;
-          await sleep(1_000);
-        }
+        const all = await Promise.all(nodes.map((n) => statusOf(n.address)));
+        return all.every((st) => st.members.length === o.nodes && st.members.every((m) => m.status === 'up' && !m.lifecycle.includes('rebuilding')));
+      } catch {
         return false;
-      } finally {
-        networkHeld = false;
       }
     };
-    const repairRound = async (): Promise<boolean> => {
-      const rounds = await Promise.all(
-        nodes.map(async (n) => {
-          const c = await TallyClient.connect({ nodes: [n.address], routing: 'direct', timeoutMs: 10_000, maxRetries: 0 });
-          try {
-            const r = await c.repair(n.address, 10_000);
-            return r.failed === 0 && r.sessions === o.nodes - 1;
-          } catch {
-            return false;
-          } finally {
-            await c.close();
-          }
-        }),
-      );
-      return rounds.every(Boolean);
+    const wipeAllowed = async (): Promise<boolean> => {
+      const until = Math.min(Date.now() + WIPE_GATE_MS, endAt - 3_000);
+      while (Date.now() < until) {
+        if (await noneRebuilding()) return true;
+        await sleep(250);
+      }
+      return false;
     };
     const processFaults = async (): Promise<void> => {
       await sleep(2_000);
@@ -338,12 +326,6 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       if (net === undefined) return;
       await sleep(2_500);
       while (Date.now() < endAt - 3_000 && kinds.network.length > 0) {
-        if (networkHeld) {
-          networkIdle = true;
-          await sleep(100);
-          continue;
-        }
-        networkIdle = false;
         const kind = nextNetwork();
         const lasts = 500 + rng.int(1_500);
         faults[kind] = (faults[kind] ?? 0) + 1;
