@@ -73,6 +73,7 @@ async function main(argv: string[]): Promise<void> {
           .option('cluster-secret', { type: 'string', describe: 'secret every member proves to its peers (or TALLY_CLUSTER_SECRET); needed beyond loopback' })
           .option('insecure', { type: 'boolean', describe: 'listen beyond loopback without a cluster secret' })
           .option('fsync', { type: 'boolean', describe: 'fsync every group commit' })
+          .option('rebuild', { type: 'boolean', describe: 'move a lost or damaged database aside and come back as a new actor that the replicas refill' })
           .option('repair-interval-ms', { type: 'number', describe: 'start an anti-entropy comparison with the next peer this often; 0: only on `tally repair` [60000]' })
           .option('repair-slots-per-second', { type: 'number', describe: 'pace of anti-entropy\'s walks of the store [100000]' })
           .option('clock-offset-ms', { type: 'number', hidden: true, describe: 'fault tests: run this node with its clock off by this much' })
@@ -92,6 +93,7 @@ async function main(argv: string[]): Promise<void> {
           clusterSecret: a['cluster-secret'] ?? process.env.TALLY_CLUSTER_SECRET,
           insecure: a.insecure,
           clockOffsetMs: a['clock-offset-ms'],
+          rebuild: a.rebuild,
           replication: { rf: a.rf, fsync: a.fsync, repairIntervalMs: a['repair-interval-ms'], repairSlotsPerSecond: a['repair-slots-per-second'] },
         }, { stopOnStdinClose: a['stop-on-stdin-close'] });
       },

@@ -184,6 +184,9 @@ const REPAIR_IDLE_TIMEOUT_MS = 10_000;
 /** An on-demand round asks a busy peer again after this long, this many times at most (a minute). */
 const BUSY_RETRY_MS = 250;
 const MAX_BUSY_RETRIES = 240;
+/** After a failed commit the next one waits this long, doubling up to the most. */
+const MIN_COMMIT_BACKOFF_MS = 50;
+const MAX_COMMIT_BACKOFF_MS = 1_000;
 /** How often timeouts and speculative retries are looked at while requests are in flight. */
 const TIMER_RESOLUTION_MS = 5;
 /** Replica lists remembered per ring (one per video id seen lately). */
@@ -374,6 +377,10 @@ export class NodeCore {
 
   // Group commit.
   private commitDueMs = Number.POSITIVE_INFINITY;
+  private commitNotBeforeMs = 0;
+  private commitBackoffMs = 0;
+  private lastCommitError: string | undefined;
+  private lastCommitErrorLoggedMs = 0;
   private inFlightCommit: Commit | undefined;
   private nextOps: WriteOp[] = [];
   private nextAcks: { peer: string; id: number }[] = [];
@@ -939,6 +946,11 @@ export class NodeCore {
       return;
     }
     if (this.commitDueMs === Number.POSITIVE_INFINITY) this.commitDueMs = this.now + this.cfg.commitDelayMs;
+    // After a failed commit, the next waits (the store may be full or gone; retrying every 2 ms helps nobody).
+    if (this.now < this.commitNotBeforeMs) {
+      this.commitDueMs = Math.max(this.commitDueMs, this.commitNotBeforeMs);
+      return;
+    }
     if (this.table.dirtyCount < this.cfg.commitAtDirty && this.now < this.commitDueMs) return;
     const id = ++this.commitSeq;
     const slots = this.table.takeDirty(id);
@@ -975,6 +987,8 @@ export class NodeCore {
     const c = this.inFlightCommit;
     if (c === undefined || c.id !== id) return;
     this.inFlightCommit = undefined;
+    this.commitBackoffMs = 0;
+    this.lastCommitError = undefined;
     this.table.committed(id, c.slots, true);
     this.counters.commits++;
     this.counters.slotsWritten += c.slots.length;
@@ -1044,7 +1058,14 @@ export class NodeCore {
     if (c === undefined || c.id !== id) return;
     this.inFlightCommit = undefined;
     this.counters.commitsFailed++;
-    this.out.log.push(`error INTERNAL: group commit failed: ${message}`);
+    this.commitBackoffMs = Math.min(MAX_COMMIT_BACKOFF_MS, Math.max(MIN_COMMIT_BACKOFF_MS, this.commitBackoffMs * 2));
+    this.commitNotBeforeMs = this.now + this.commitBackoffMs;
+    // The same failure again and again is logged once a backoff period at most.
+    if (message !== this.lastCommitError || this.now - this.lastCommitErrorLoggedMs >= MAX_COMMIT_BACKOFF_MS) {
+      this.out.log.push(`error INTERNAL: group commit failed: ${message}`);
+      this.lastCommitError = message;
+      this.lastCommitErrorLoggedMs = this.now;
+    }
     // The slots stay in memory, dirty: the next commit writes them. Hints and batch ids go with it.
     this.table.committed(id, c.slots, false);
     this.pendingHintsPut.push(...c.batch.hintsPut);

@@ -34,6 +34,11 @@ export interface NodeConfig {
   maxSocketBufferedBytes: number;
   /** Added to this node's clocks, to play a node whose clock is off (fault tests); 0 otherwise. */
   clockOffsetMs: number;
+  /**
+   * Move the database aside (to `db.damaged-<time>`) and start as a new actor that its peers
+   * refill: the way out when the database is lost or damaged. Never needed on a healthy node.
+   */
+  rebuild: boolean;
   replication: ReplicationConfig;
   membership: MembershipConfig;
 }
@@ -62,6 +67,7 @@ export function defaultConfig(): NodeConfig {
     maxInFlightPerConnection: 1_024, // more than a pipelining client needs, bounded per socket
     maxSocketBufferedBytes: 4 * 1024 * 1024, // a hundred full replies; a client that stops reading is cut off
     clockOffsetMs: 0, // the machine's clock as it is
+    rebuild: false, // a node starts on the database it has
     replication: defaultReplicationConfig(),
     membership: defaultMembershipConfig(),
   };

@@ -45,10 +45,11 @@ export function randomNodeId(): string {
 }
 
 /**
- * The node id of `dataDir`. With `wantedId`, an existing directory must have been created with
- * that id; without it, the stored id is used (or a random one for a new directory).
+ * The node id of `dataDir`, and the actor epoch of the database it was last known to hold (absent
+ * before its database was first made). With `wantedId`, an existing directory must have been
+ * created with that id; without it, the stored id is used (or a random one for a new directory).
  */
-export async function openNodeId(dataDir: string, wantedId: string | undefined, nowMs: number): Promise<string> {
+export async function openNodeId(dataDir: string, wantedId: string | undefined, nowMs: number): Promise<{ id: string; database: string | undefined }> {
   if (wantedId !== undefined) checkName(wantedId, '--id', MAX_NAME_BYTES);
   await mkdir(dataDir, { recursive: true });
   const path = join(dataDir, IDENTITY_FILE);
@@ -59,7 +60,7 @@ export async function openNodeId(dataDir: string, wantedId: string | undefined, 
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   if (text !== undefined) {
-    const stored = parseIdentity(text, path);
+    const { id: stored, database } = parseIdentity(text, path);
     if (wantedId !== undefined && wantedId !== stored) {
       throw new TallyError(
         ErrorCode.BAD_REQUEST,
@@ -67,16 +68,28 @@ export async function openNodeId(dataDir: string, wantedId: string | undefined, 
           `start with --id ${stored}, or give this node its own --data directory`,
       );
     }
-    return stored;
+    return { id: stored, database };
   }
   const id = wantedId ?? randomNodeId();
-  // Write then rename, so a crash never leaves a half-written identity behind.
+  await writeIdentity(path, { format: IDENTITY_FORMAT, id, createdAtMs: nowMs });
+  return { id, database: undefined };
+}
+
+/**
+ * Records in the identity file that `dataDir` holds the database of actor epoch `epoch`, so a
+ * later start can tell a directory that lost its database from one that never had one.
+ */
+export async function recordDatabase(dataDir: string, epoch: string): Promise<void> {
+  const path = join(dataDir, IDENTITY_FILE);
+  const o = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+  await writeIdentity(path, { ...o, database: epoch });
+}
+
+/** Write then rename (and sync), so a crash never leaves a half-written identity behind. */
+async function writeIdentity(path: string, o: Record<string, unknown>): Promise<void> {
   const tmp = `${path}.tmp`;
-  await writeFile(tmp, JSON.stringify({ format: IDENTITY_FORMAT, id, createdAtMs: nowMs }, null, 2) + '\n', {
-    flush: true,
-  });
+  await writeFile(tmp, JSON.stringify(o, null, 2) + '\n', { flush: true });
   await rename(tmp, path);
-  return id;
 }
 
 /** The actor of node `id` on `store`: the store's epoch, made (and synced) if it has none yet. */
@@ -92,7 +105,7 @@ export async function openActor(store: MetaStore, id: string): Promise<Identity>
   return { id, epoch, actor: actorOf(id, epoch), fresh };
 }
 
-function parseIdentity(text: string, path: string): string {
+function parseIdentity(text: string, path: string): { id: string; database: string | undefined } {
   let o: unknown;
   try {
     o = JSON.parse(text);
@@ -108,5 +121,5 @@ function parseIdentity(text: string, path: string): string {
   ) {
     throw new TallyError(ErrorCode.INTERNAL, `${path} does not hold a Tally node identity (format ${IDENTITY_FORMAT})`);
   }
-  return r.id;
+  return { id: r.id, database: typeof r.database === 'string' ? r.database : undefined };
 }

@@ -3,6 +3,8 @@
  * tests. Keys are strings, values bytes; `write` is one atomic batch. Both implementations are held
  * to the same behaviour by one conformance suite (test/unit/store-conformance.ts).
  */
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Level } from 'level';
 import { TallyError } from '../protocol/errors.js';
 import type { KeyRange } from './slot-keys.js';
@@ -41,6 +43,8 @@ export class LevelKv implements Kv {
    */
   private level: Level<string, Uint8Array> | undefined;
   private opening: Promise<void> | undefined;
+  /** The database directory's inode when opened: a directory deleted or replaced since is noticed before a write. */
+  private dirIno: number | undefined;
 
   constructor(readonly location: string) {}
 
@@ -64,6 +68,23 @@ export class LevelKv implements Kv {
       throw new TallyError('INTERNAL', `store open ${this.location} failed: ${(err as Error).message}`, { cause: err });
     }
     this.level = level;
+    this.dirIno = (await stat(this.location)).ino;
+  }
+
+  /**
+   * Throws STORAGE_DAMAGED if the database directory is gone or replaced since it was opened:
+   * LevelDB would go on writing to files nobody can open again, and every write acknowledged from
+   * then on would be lost at the next start.
+   */
+  private async checkPresent(): Promise<void> {
+    const dir = await stat(this.location).catch(() => undefined);
+    const current = dir === undefined ? undefined : await stat(join(this.location, 'CURRENT')).catch(() => undefined);
+    if (dir !== undefined && dir.ino === this.dirIno && current !== undefined) return;
+    throw new TallyError(
+      'STORAGE_DAMAGED',
+      `the database directory ${this.location} was deleted or replaced while the node ran: nothing more is written or acknowledged; ` +
+        'stop the node, and start it with --rebuild to come back as a new actor that its replicas refill',
+    );
   }
 
   async close(): Promise<void> {
@@ -81,6 +102,7 @@ export class LevelKv implements Kv {
 
   async write(ops: readonly KvOp[], sync: boolean): Promise<void> {
     if (ops.length === 0) return;
+    await this.checkPresent();
     await this.io('write', () => {
       // The chained form: equally atomic, several times cheaper per entry than the array form.
       const batch = this.db.batch();

@@ -4,6 +4,7 @@
  * reference back to it.
  */
 import { randomBytes } from 'node:crypto';
+import { rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import xxhash from 'xxhash-wasm';
 import { NodeCore } from '../cluster/node-core.js';
@@ -14,12 +15,36 @@ import { resolveConfig, type NodeConfig, type NodeOverrides } from './config.js'
 import { Driver, KNOWN_PEERS_KEY, REBUILDING_KEY } from './driver.js';
 import { monotonicNowMs, setClockOffsetMs, wallNowMs } from './clock.js';
 import type { KnownPeer } from '../cluster/membership.js';
-import { openActor, openNodeId, type Identity } from './identity.js';
+import { openActor, openNodeId, recordDatabase, type Identity } from './identity.js';
 import { LevelKv } from './kv.js';
 import { PeerTransport, defaultPeerTransportOptions } from './peer-transport.js';
 import { TallyServer } from './server.js';
 import { Store } from './store.js';
 import { memberStatuses, healthLine } from './status.js';
+
+const REBUILD_HINT =
+  'if the data is gone for good, start with --rebuild: the database is moved aside and the node comes back as a new actor that its replicas refill';
+
+/**
+ * A node whose directory held a database must find it whole: a missing database, or one without
+ * its CURRENT file, would open as a new empty one (LevelDB then deletes the old tables), losing
+ * everything without a word.
+ */
+async function checkDatabasePresent(dbPath: string): Promise<void> {
+  const present = await stat(join(dbPath, 'CURRENT')).then(() => true, () => false);
+  if (present) return;
+  const what = await stat(dbPath).then(() => `${dbPath} has lost its CURRENT file`, () => `${dbPath} is missing`);
+  throw new TallyError(ErrorCode.STORAGE_DAMAGED, `this data directory held a database, but ${what}; refusing to start it as an empty store; ${REBUILD_HINT}`);
+}
+
+/** `--rebuild`: the database, if any, goes to `db.damaged-<time>` beside it (kept, for forensics). */
+async function moveAside(dbPath: string): Promise<void> {
+  const exists = await stat(dbPath).then(() => true, () => false);
+  if (!exists) return;
+  const to = `${dbPath}.damaged-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  await rename(dbPath, to);
+  log(`--rebuild: moved the database aside to ${to}; this node starts as a new actor and is refilled by its replicas`);
+}
 
 /** How long a stopping node waits for its `left` announcement to reach the kernel. */
 const LEAVE_DRAIN_MS = 500;
@@ -82,13 +107,27 @@ export class TallyNode {
   static async start(overrides: NodeOverrides): Promise<TallyNode> {
     const config = resolveConfig(overrides);
     setClockOffsetMs(config.clockOffsetMs);
-    const id = await openNodeId(config.dataDir, config.id, Date.now());
+    const { id, database } = await openNodeId(config.dataDir, config.id, Date.now());
+    const dbPath = join(config.dataDir, 'db');
+    if (config.rebuild) await moveAside(dbPath);
+    else if (database !== undefined) await checkDatabasePresent(dbPath);
     const { h64 } = await xxhash();
-    const store = new Store(new LevelKv(join(config.dataDir, 'db')), h64);
-    await store.open();
+    const store = new Store(new LevelKv(dbPath), h64);
+    try {
+      await store.open();
+    } catch (err) {
+      throw new TallyError(ErrorCode.STORAGE_DAMAGED, `${(err as Error).message}; ${REBUILD_HINT}`, { cause: err });
+    }
     let identity: Identity;
     try {
       identity = await openActor(store, id);
+      if (!config.rebuild && database !== undefined && identity.epoch !== database) {
+        throw new TallyError(
+          ErrorCode.STORAGE_DAMAGED,
+          `${dbPath} holds another database (actor epoch ${identity.epoch}) than the one this node last ran on (${database}); refusing to start on it; ${REBUILD_HINT}`,
+        );
+      }
+      if (database !== identity.epoch) await recordDatabase(config.dataDir, identity.epoch);
     } catch (err) {
       await store.close();
       throw err;

@@ -27,6 +27,12 @@ export const ErrorCode = {
   CONNECTION_CLOSED: 'CONNECTION_CLOSED',
   /** Client only: a call spanning several frames got some acknowledged and some not. */
   PARTIAL_WRITE: 'PARTIAL_WRITE',
+  /**
+   * The node's stored data is missing or damaged (its database deleted or replaced, its data
+   * directory gone while it runs): it refuses to start, or to acknowledge writes, rather than lose
+   * data silently. The message names the cause and the way out (`tally start --rebuild`).
+   */
+  STORAGE_DAMAGED: 'STORAGE_DAMAGED',
   /** A bug or an unexpected failure inside the node (for example a disk error). */
   INTERNAL: 'INTERNAL',
 } as const;

@@ -149,7 +149,7 @@ describe('a node with --fsync', () => {
 });
 
 describe('a node whose database is wiped', () => {
-  it('comes back as a new actor under the same id', async () => {
+  it('refuses to start as an empty store, and with --rebuild comes back as a new actor under the same id', async () => {
     const dir = await tempDir();
     let node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'w1']);
     try {
@@ -157,7 +157,8 @@ describe('a node whose database is wiped', () => {
       expect(actor).toMatch(/^w1#[0-9a-f]{8}$/);
       await stopNode(node, 'SIGTERM');
       await removeDir(`${dir}/db`);
-      node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'w1']);
+      await expect(startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'w1'])).rejects.toThrow(/STORAGE_DAMAGED.*db is missing; refusing to start it as an empty store.*--rebuild/s);
+      node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'w1', '--rebuild']);
       const again = /actor (\S+?)[,)]/.exec(node.output())?.[1];
       expect(again).toMatch(/^w1#[0-9a-f]{8}$/);
       expect(again).not.toBe(actor);
