@@ -39,7 +39,8 @@ export function formatStatus(s: NodeStatus): string {
       ? []
       : [
           `repair: ${s.repair.sessions} comparisons started here (${s.repair.inSync} in sync, ${s.repair.failed} failed, ${s.repair.running} running); ` +
-            `${s.repair.leavesDiffered} leaves found different; ${s.repair.slotsSent} slots (${s.repair.bytesSent} bytes) sent to repair peers`,
+            `${s.repair.leavesDiffered} leaves found different; ${s.repair.slotsSent} slots (${s.repair.bytesSent} bytes) sent to repair peers` +
+            ((s.damagedSlots ?? 0) > 0 ? `; ${s.damagedSlots} damaged slots found on disk` : ''),
         ]),
   ].join('\n');
 }

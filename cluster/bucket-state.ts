@@ -23,6 +23,9 @@ export interface Slot {
   max: number;
 }
 
+/** A stored slot whose bytes failed their checksum: not a value, never served (see node/slot-codec.ts). */
+export const DAMAGED = 'damaged';
+
 /** Actor id → slot. An actor is a node's data directory, e.g. `n1#5f3a9c`. */
 export type BucketState = Map<string, Slot>;
 

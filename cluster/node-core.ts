@@ -46,7 +46,7 @@ import {
 } from '../protocol/peer.js';
 import { encodeFrame } from '../protocol/codec.js';
 import { differingBranches, differingLeaves, leafOf, MerkleTree, slotHash } from './anti-entropy.js';
-import { accumulateDelta, eventsDelta, type Slot } from './bucket-state.js';
+import { accumulateDelta, DAMAGED, eventsDelta, type Slot } from './bucket-state.js';
 import type { MembershipConfig } from './membership-config.js';
 import { Membership, type KnownPeer, type MemberView, type MembershipEffect } from './membership.js';
 import type { Rng } from './prng.js';
@@ -72,7 +72,7 @@ export type CoreInput =
   /** A message the transport dropped instead of sending. */
   | { kind: 'sendFailed'; to: string; msg: PeerMessage }
   /** The result of a `loads` entry: each key's stored slot, in order (undefined: none stored). */
-  | { kind: 'loaded'; load: number; slots: (Slot | undefined)[] }
+  | { kind: 'loaded'; load: number; slots: (Slot | undefined | typeof DAMAGED)[] }
   | { kind: 'loadFailed'; load: number; message: string }
   /** The result of a `scans` entry: every stored slot in its spans. */
   | { kind: 'scanned'; scan: number; slots: SpanSlot[] }
@@ -184,6 +184,8 @@ const REPAIR_IDLE_TIMEOUT_MS = 10_000;
 /** An on-demand round asks a busy peer again after this long, this many times at most (a minute). */
 const BUSY_RETRY_MS = 250;
 const MAX_BUSY_RETRIES = 240;
+/** Own damaged slots remembered, at most (past it they are found again on the next load). */
+const MAX_DAMAGED_OWN = 10_000;
 /** After a failed commit the next one waits this long, doubling up to the most. */
 const MIN_COMMIT_BACKOFF_MS = 50;
 const MAX_COMMIT_BACKOFF_MS = 1_000;
@@ -427,6 +429,10 @@ export class NodeCore {
   private readonly streamedFrom = new Set<string>();
   /** Peers that left a read unanswered past `speculativeRetryMs`, until they are heard from again. */
   private readonly slowPeers = new Map<string, number>();
+
+  /** Our own slots found damaged on disk (slotId): writes to them wait for a replica's copy. */
+  private readonly damagedOwn = new Set<string>();
+  private storageBroken = false;
 
   // Hints and dedupe.
   private readonly hints: HintTable;
@@ -831,6 +837,12 @@ export class NodeCore {
 
   private applyWrite(op: WriteOp): void {
     if (op.done) return;
+    // Our own slot of a bucket is damaged on disk: adding to it from nothing would lose every
+    // increment it held. Refused until repair brings our slot back from a replica that holds it.
+    const damaged = op.keys.find((k) => this.storageBroken || this.damagedOwn.has(slotId(k.ref, k.actor)));
+    if (damaged !== undefined) {
+      return this.finishWrite(op, failure(ErrorCode.STORAGE_DAMAGED, `${this.id}'s stored slot of ${JSON.stringify(damaged.ref.videoId)}/${JSON.stringify(damaged.ref.eventType)} (${damaged.ref.res} ${new Date(damaged.ref.start).toISOString()}) is damaged; nothing was applied; anti-entropy brings it back from the other replicas`));
+    }
     // Decided here, not on arrival: a duplicate that arrives while the first copy waits for its
     // loads waits behind it (waiters run in order) and finds it applied.
     if (op.batch !== undefined && this.batches.has(op.batch)) {
@@ -902,14 +914,24 @@ export class NodeCore {
     }
   }
 
-  private onLoaded(id: number, slots: readonly (Slot | undefined)[]): void {
+  private onLoaded(id: number, slots: readonly (Slot | undefined | typeof DAMAGED)[]): void {
     const load = this.loads.get(id);
     if (load === undefined) return;
     this.loads.delete(id);
     assert(slots.length === load.keys.length, 'a load answers every key it asked for');
     load.keys.forEach((k, i) => {
-      this.loading.delete(slotId(k.ref, k.actor));
-      this.table.loaded(k, slots[i]);
+      const sid = slotId(k.ref, k.actor);
+      this.loading.delete(sid);
+      const slot = slots[i];
+      if (slot !== DAMAGED) return this.table.loaded(k, slot);
+      // Another actor's slot is joined over by whatever a replica sends; our own must not be added to.
+      this.table.loaded(k, undefined);
+      if (k.actor === this.actor && !this.damagedOwn.has(sid)) {
+        // So many that this disk is not to be trusted: every write is refused from here on.
+        if (this.damagedOwn.size >= MAX_DAMAGED_OWN) this.storageBroken = true;
+        else this.damagedOwn.add(sid);
+        this.out.log.push(`error STORAGE_DAMAGED: ${this.id}'s own slot of ${k.ref.videoId}/${k.ref.eventType} (${k.ref.res} ${k.ref.start}) is damaged on disk; writes to it are refused until a replica's copy repairs it`);
+      }
     });
     for (const w of load.waiters) w();
   }
@@ -1153,7 +1175,11 @@ export class NodeCore {
     this.counters.replReceived++;
     const keys = slots.map((s) => ({ ref: s.ref, actor: s.actor }));
     this.applyWhenLoaded(keys, () => {
-      for (const s of slots) this.table.join(s);
+      for (const s of slots) {
+        this.table.join(s);
+        // A replica's copy of our own damaged slot: it is whole again (at what was last replicated).
+        if (this.damagedOwn.size > 0 && this.damagedOwn.delete(slotId(s.ref, s.actor))) this.out.log.push(`repair: ${this.id}'s own slot of ${s.ref.videoId}/${s.ref.eventType} is whole again, from ${from}`);
+      }
       if (localRepair !== undefined) this.nextLocalRepairs.push(localRepair);
       else this.nextAcks.push({ peer: from, id });
       this.noteDirty();

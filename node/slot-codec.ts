@@ -2,8 +2,14 @@
  * The stored bytes of a slot, a hint and a batch id: small msgpack arrays with their own packer,
  * so settings made elsewhere never change our bytes. Decoding never trusts what it reads: anything
  * it did not write is INTERNAL "corrupt", never a wrong number.
+ *
+ * A slot carries a checksum: a marker byte (0xc1, which msgpack never uses), the CRC-32 of its key
+ * and value, then the msgpack value. A flipped bit anywhere in the value, or a value under another
+ * key, is found on read and never served (`SlotDamaged`); a slot written before checksums (a bare
+ * msgpack array) still reads.
  */
 import { Packr, Unpackr } from 'msgpackr';
+import { crc32 } from 'node:zlib';
 import { MAX_SLOT_VALUE, type Slot } from '../cluster/bucket-state.js';
 import type { BatchRecord, JournalRecord } from '../cluster/node-core.js';
 import type { BucketRef } from '../cluster/slot-table.js';
@@ -13,9 +19,24 @@ import { TallyError } from '../protocol/errors.js';
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false });
 
-/** A fresh array (msgpackr hands out views of a shared buffer). */
-export function encodeSlot(s: Slot): Uint8Array {
-  return new Uint8Array(packr.pack([s.count, s.sum, s.min, s.max]));
+const CHECKSUMMED = 0xc1;
+const HEADER_BYTES = 5;
+
+/** A slot's stored bytes under `key`: marker, CRC-32 of key and value, value. */
+export function encodeSlot(key: string, s: Slot): Uint8Array {
+  const body = packr.pack([s.count, s.sum, s.min, s.max]);
+  const out = new Uint8Array(HEADER_BYTES + body.length);
+  out[0] = CHECKSUMMED;
+  new DataView(out.buffer).setUint32(1, crc32(body, crc32(key)));
+  out.set(body, HEADER_BYTES);
+  return out;
+}
+
+/** A stored slot whose bytes do not match their checksum or do not decode: damaged on disk. */
+export class SlotDamaged extends TallyError {
+  constructor(readonly key: string, detail: string) {
+    super('STORAGE_DAMAGED', `stored slot ${JSON.stringify(key)} is damaged (${detail}); it is not served, and repair brings it back from the other replicas`);
+  }
 }
 
 function corrupt(what: string, detail: string, cause?: unknown): TallyError {
@@ -34,7 +55,23 @@ function isNonNegativeFinite(x: unknown): x is number {
   return typeof x === 'number' && Number.isFinite(x) && x >= 0;
 }
 
-export function decodeSlot(bytes: Uint8Array): Slot {
+/** The slot stored under `key`; throws SlotDamaged if its bytes are not what was written there. */
+export function decodeSlot(key: string, bytes: Uint8Array): Slot {
+  let body = bytes;
+  if (bytes[0] === CHECKSUMMED) {
+    if (bytes.length < HEADER_BYTES + 1) throw new SlotDamaged(key, 'cut short');
+    body = bytes.subarray(HEADER_BYTES);
+    const stored = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(1);
+    if (stored !== crc32(body, crc32(key))) throw new SlotDamaged(key, 'checksum mismatch');
+  }
+  try {
+    return decodeSlotBody(body);
+  } catch (err) {
+    throw new SlotDamaged(key, (err as Error).message);
+  }
+}
+
+function decodeSlotBody(bytes: Uint8Array): Slot {
   const raw = unpack(bytes, 'slot');
   if (!Array.isArray(raw) || raw.length !== 4) throw corrupt('slot', 'not [count, sum, min, max]');
   const [count, sum, min, max] = raw as unknown[];

@@ -14,7 +14,8 @@ import { assert, TallyError } from '../protocol/errors.js';
 import type { Hash64 } from '../protocol/hash-ring.js';
 import type { SpanSlot, SpanTuple } from '../protocol/peer.js';
 import type { Kv, KvOp } from './kv.js';
-import { decodeBatchRecord, decodeJournal, decodeSlot, decodeTime, encodeBatchRecord, encodeJournal, encodeSlot, encodeTime } from './slot-codec.js';
+import { decodeBatchRecord, decodeJournal, decodeSlot, decodeTime, encodeBatchRecord, encodeJournal, encodeSlot, encodeTime, SlotDamaged } from './slot-codec.js';
+import { DAMAGED } from '../cluster/bucket-state.js';
 import {
   BATCH_PREFIX,
   batchKey,
@@ -46,6 +47,8 @@ export interface WriteOptions {
 
 export class Store {
   readonly keys: SlotKeys;
+  /** Damaged slots met since the store opened (by loads and walks; one slot may count more than once). */
+  damagedSlots = 0;
 
   constructor(
     private readonly kv: Kv,
@@ -62,10 +65,22 @@ export class Store {
     return this.kv.close();
   }
 
-  async getSlots(keys: readonly SlotKey[]): Promise<(Slot | undefined)[]> {
+  /** Each key's stored slot: undefined if none, DAMAGED if its bytes do not check (counted in `damagedSlots`). */
+  async getSlots(keys: readonly SlotKey[]): Promise<(Slot | undefined | typeof DAMAGED)[]> {
     if (keys.length > MAX_GET_SLOTS) throw new TallyError('TOO_LARGE', `getSlots of ${keys.length} keys, limit ${MAX_GET_SLOTS}`);
-    const values = await this.kv.getMany(keys.map((k) => this.keys.slotKey(k)));
-    return values.map((v) => (v === undefined ? undefined : decodeSlot(v)));
+    const strings = keys.map((k) => this.keys.slotKey(k));
+    const values = await this.kv.getMany(strings);
+    return values.map((v, i) => (v === undefined ? undefined : this.decode(strings[i] as string, v, DAMAGED)));
+  }
+
+  private decode<T>(key: string, bytes: Uint8Array, onDamaged: T): Slot | T {
+    try {
+      return decodeSlot(key, bytes);
+    } catch (err) {
+      if (!(err instanceof SlotDamaged)) throw err;
+      this.damagedSlots++;
+      return onDamaged;
+    }
   }
 
   /** Every stored slot of the spans, as [spanIndex, start, actor, count, sum, min, max], ascending per span. */
@@ -79,7 +94,8 @@ export class Store {
           for (const [key, bytes] of await this.kv.range(range)) {
             const tail = parseSlotTail(key, prefixLength);
             if (tail === undefined) throw new TallyError('INTERNAL', `corrupt slot key ${JSON.stringify(key)}`);
-            const s = decodeSlot(bytes);
+            // A damaged slot fails the read at this replica (the coordinator asks another): never served.
+            const s = decodeSlot(key, bytes);
             out.push([i, tail.start, tail.actor, s.count, s.sum, s.min, s.max]);
           }
         }
@@ -95,7 +111,10 @@ export class Store {
     assert(n <= MAX_COMMIT_ENTRIES, `a commit of ${n} entries is over the limit`);
     // Encode everything first, so a bad entry fails before the store sees any of the batch.
     const ops: KvOp[] = [];
-    for (const s of batch.slots) ops.push({ type: 'put', key: this.keys.slotKey(s), value: encodeSlot(s.slot) });
+    for (const s of batch.slots) {
+      const key = this.keys.slotKey(s);
+      ops.push({ type: 'put', key, value: encodeSlot(key, s.slot) });
+    }
     for (const h of batch.hintsDelete) ops.push({ type: 'del', key: hintKey(h.node, h.ref) });
     for (const h of batch.hintsPut) ops.push({ type: 'put', key: hintKey(h.node, h.ref), value: encodeTime(h.atMs) });
     for (const b of batch.batchesDelete) ops.push({ type: 'del', key: batchKey(b) });
@@ -138,7 +157,10 @@ export class Store {
       for (const [key, bytes] of await this.kv.range({ gte, lt: section.lt }, limit - entries.length)) {
         const k = parseSlotKey(key);
         if (k === undefined) throw new TallyError('INTERNAL', `corrupt slot key ${JSON.stringify(key)}`);
-        entries.push({ ref: k.ref, actor: k.actor, slot: decodeSlot(bytes) });
+        // A damaged slot is left out: to a rebuild or a comparison it looks missing, so the other
+        // replicas send theirs, which overwrites it.
+        const slot = this.decode(key, bytes, undefined);
+        if (slot !== undefined) entries.push({ ref: k.ref, actor: k.actor, slot });
         last = key;
       }
       if (entries.length >= limit) return { entries, next: last };

@@ -154,6 +154,7 @@ export class TallyNode {
         health: healthLine(members),
         core: stats,
         repair: stats?.repair,
+        damagedSlots: store.damagedSlots,
         peers: { ...transport.stats, ...server.stats, ...driver?.stats },
       };
     };

@@ -45,6 +45,8 @@ export interface NodeStatus {
   /** Counters of the data path (writes, reads, replication, commits, hints, dedupe). */
   core: unknown;
   /** Anti-entropy since the node started: comparisons it started, and what every comparison it took part in sent. */
+  /** Stored slots found damaged (checksum mismatch) since the node started; never served, repaired from replicas. */
+  damagedSlots?: number;
   repair?: Omit<RepairSummary, 'peers'> & {
     /** Comparisons under way now, started here or by a peer. */
     running: number;

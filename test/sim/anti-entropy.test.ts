@@ -93,6 +93,53 @@ describe('anti-entropy on the composed core', () => {
     expect(divergence(sim)).toEqual([]);
   }, 120_000);
 
+  simTest(FILE, 'a node whose own slots are damaged on disk refuses writes to them, serves none, and takes them back from a replica', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 3, replication: { repairIntervalMs: 1_000 } });
+    sim.startAll();
+    sim.run(5_000);
+    let acked = 0;
+    for (let i = 0; i < 10; i++) {
+      sim.write('n1', [['hurt', 'view', T0, 1, 2]], Consistency.ALL, `h${i}`, (o) => {
+        if (o.kind === 'reply' && o.reply.ok) acked += 2;
+      });
+      sim.run(50);
+    }
+    sim.run(1_000);
+    expect(acked).toBe(20);
+    // n1's own slots of the series go bad on its disk while it is down.
+    sim.crash('n1');
+    const disk = sim.node('n1').disk;
+    const own = [...disk.all().keys()].filter((k) => k.includes('\u0000hurt\u0000') && k.endsWith(`\u0000${sim.actorOf(sim.node('n1'))}`));
+    expect(own).toHaveLength(3);
+    for (const k of own) disk.damaged.add(k);
+    sim.start('n1');
+    sim.run(100);
+    const outcomes: string[] = [];
+    sim.write('n1', [['hurt', 'view', T0, 1, 5]], Consistency.QUORUM, 'after-damage', (o) => outcomes.push(o.kind === 'reply' ? (o.reply.ok ? 'ok' : o.reply.code) : 'lost'));
+    sim.run(500);
+    expect(outcomes).toEqual(['STORAGE_DAMAGED']);
+    // A read at `one` from n1 is answered by a replica whose copy is whole, never from the damaged bytes.
+    const reads: number[] = [];
+    sim.read('n1', [['hurt', 'view', T0, T0 + DAY_MS]], Consistency.ONE, (o) => {
+      if (o.kind === 'reply' && o.reply.ok) reads.push((o.reply.stats?.[0] ?? [NaN])[0]);
+    });
+    sim.run(500);
+    expect(reads).toEqual([20]);
+    // The schedule brings n1's own slots back from the replicas that hold copies of them.
+    untilLevel(sim, 30_000);
+    expect(divergence(sim)).toEqual([]);
+    expect(disk.damaged.size).toBe(0);
+    sim.write('n1', [['hurt', 'view', T0, 1, 5]], Consistency.QUORUM, 'after-repair', (o) => outcomes.push(o.kind === 'reply' ? (o.reply.ok ? 'ok' : o.reply.code) : 'lost'));
+    sim.run(1_000);
+    expect(outcomes).toEqual(['STORAGE_DAMAGED', 'ok']);
+    let all = -1;
+    sim.read('n2', [['hurt', 'view', T0, T0 + DAY_MS]], Consistency.ALL, (o) => {
+      if (o.kind === 'reply' && o.reply.ok) all = (o.reply.stats?.[0] ?? [NaN])[0];
+    });
+    sim.run(500);
+    expect(all).toBe(25);
+  }, 60_000);
+
   simTest(FILE, 'tally repair on replicas already level compares with every peer and sends nothing', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 4, replication: { repairIntervalMs: 0 } });
     sim.startAll();

@@ -12,7 +12,7 @@
  * Not here: the checks (replication.test.ts).
  */
 import xxhash from 'xxhash-wasm';
-import type { Slot } from '../../cluster/bucket-state.js';
+import { DAMAGED, type Slot } from '../../cluster/bucket-state.js';
 import { defaultConfig as defaultMembershipConfig, validateConfig } from '../../cluster/membership-config.js';
 import { batchRecordKey, NodeCore, type RepairRound, type BatchRecord, type CoreInput, type CoreReply, type HintRecord, type JournalRecord, type Ready } from '../../cluster/node-core.js';
 import type { KnownPeer } from '../../cluster/membership.js';
@@ -41,8 +41,11 @@ export class SimDisk {
   /** Set when the store is made empty with others to join; cleared when the node says it is rebuilt. */
   rebuilding: boolean | undefined;
   readonly journal = new Map<string, JournalRecord>();
+  /** Slots whose bytes no longer check (`bucketId\0actor`): a load says DAMAGED, a scan fails, a walk skips them. */
+  readonly damaged = new Set<string>();
 
   put(ref: BucketRef, actor: string, slot: Slot): void {
+    this.damaged.delete(`${bucketId(ref)}\u0000${actor}`);
     const key = `${ref.videoId}\u0000${ref.eventType}\u0000${ref.res}`;
     let s = this.series.get(key);
     if (s === undefined) this.series.set(key, (s = new Map()));
@@ -52,15 +55,26 @@ export class SimDisk {
   }
 
   get(ref: BucketRef, actor: string): Slot | undefined {
+    if (this.damaged.has(`${bucketId(ref)}\u0000${actor}`)) throw new Error('read of a damaged slot: use load()');
     return this.series.get(`${ref.videoId}\u0000${ref.eventType}\u0000${ref.res}`)?.get(ref.start)?.get(actor);
   }
 
-  /** Every slot of every bucket, as `bucketId\0actor` → slot. */
+  /** What a load of the slot finds. */
+  load(ref: BucketRef, actor: string): Slot | undefined | typeof DAMAGED {
+    return this.damaged.has(`${bucketId(ref)}\u0000${actor}`) ? DAMAGED : this.series.get(`${ref.videoId}\u0000${ref.eventType}\u0000${ref.res}`)?.get(ref.start)?.get(actor);
+  }
+
+  /** Every readable slot of every bucket, as `bucketId\0actor` → slot. */
   all(): Map<string, Slot> {
     const out = new Map<string, Slot>();
     for (const [key, s] of this.series) {
       const [videoId, eventType, res] = key.split('\u0000') as [string, string, BucketRef['res']];
-      for (const [start, b] of s) for (const [actor, slot] of b) out.set(`${bucketId({ videoId, eventType, res, start })}\u0000${actor}`, slot);
+      for (const [start, b] of s) {
+        for (const [actor, slot] of b) {
+          const id = `${bucketId({ videoId, eventType, res, start })}\u0000${actor}`;
+          if (!this.damaged.has(id)) out.set(id, slot);
+        }
+      }
     }
     return out;
   }
@@ -295,7 +309,8 @@ export class ReplicationSim {
       later(() => {
         const disk = node.disk;
         for (const s of batch.slots) {
-          const cur = disk.get(s.ref, s.actor);
+          const loaded = disk.load(s.ref, s.actor);
+          const cur = loaded === DAMAGED ? undefined : loaded;
           // A store write never lowers a slot: the core only ever writes joins of what it loaded.
           if (cur !== undefined && (s.slot.count < cur.count || s.slot.sum < cur.sum)) {
             throw new Error(`${node.id} lowered slot ${bucketId(s.ref)}/${s.actor} from ${cur.count} to ${s.slot.count}`);
@@ -313,20 +328,24 @@ export class ReplicationSim {
       });
     }
     for (const load of ready.loads) {
-      later(() => this.step(node, { kind: 'loaded', load: load.id, slots: load.keys.map((k) => node.disk.get(k.ref, k.actor)) }));
+      later(() => this.step(node, { kind: 'loaded', load: load.id, slots: load.keys.map((k) => node.disk.load(k.ref, k.actor)) }));
     }
     for (const scan of ready.scans) {
       later(() => {
         const out: SpanSlot[] = [];
+        let damaged = false;
         scan.spans.forEach(([videoId, eventType, res, start, end], i) => {
           const s = node.disk.series.get(`${videoId}\u0000${eventType}\u0000${res}`);
           if (s === undefined) return;
           for (const t of [...s.keys()].sort((a, b) => a - b)) {
             if (t < start || t >= end) continue;
-            for (const [actor, slot] of [...(s.get(t) as Map<string, Slot>)].sort()) out.push([i, t, actor, slot.count, slot.sum, slot.min, slot.max]);
+            for (const [actor, slot] of [...(s.get(t) as Map<string, Slot>)].sort()) {
+              if (node.disk.damaged.has(`${bucketId({ videoId, eventType, res, start: t })}\u0000${actor}`)) damaged = true;
+              out.push([i, t, actor, slot.count, slot.sum, slot.min, slot.max]);
+            }
           }
         });
-        this.step(node, { kind: 'scanned', scan: scan.id, slots: out });
+        this.step(node, damaged ? { kind: 'scanFailed', scan: scan.id, message: 'a stored slot is damaged' } : { kind: 'scanned', scan: scan.id, slots: out });
       });
     }
     for (const walk of ready.walks) {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import xxhash from 'xxhash-wasm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Slot } from '../../cluster/bucket-state.js';
+import { DAMAGED, type Slot } from '../../cluster/bucket-state.js';
 import type { PersistBatch } from '../../cluster/node-core.js';
 import type { BucketRef, SlotEntry } from '../../cluster/slot-table.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS, bucketStart, type Resolution } from '../../cluster/time-buckets.js';
@@ -154,15 +154,26 @@ function suite(name: string, make: () => Promise<Harness>): void {
       expect(await store.getMeta('generation')).toEqual(new Uint8Array([7]));
     });
 
-    it('decodes nothing it did not write: a damaged slot is INTERNAL, never a wrong number', async () => {
+    it('serves no damaged slot: a load says DAMAGED, a scan fails STORAGE_DAMAGED, a walk leaves it out', async () => {
       const kv = h.kv();
       const e = { ref: ref('d', T0), actor: 'n1#aa', slot: slot(9) };
-      await store.commit(batch([e]));
+      const f = { ref: ref('d', T0), actor: 'n2#bb', slot: slot(4) };
+      await store.commit(batch([e, f]));
       await kv.open();
-      await kv.write([{ type: 'put', key: store.keys.slotKey(e), value: new Uint8Array([0x93, 1, 2, 3]) }], false);
-      const err = await store.getSlots([e]).then(() => undefined, (x: unknown) => x);
+      // One bit of e's stored value flipped.
+      const [bytes] = await kv.getMany([store.keys.slotKey(e)]);
+      const bad = new Uint8Array(bytes as Uint8Array);
+      bad[bad.length - 1] = (bad[bad.length - 1] as number) ^ 0x01;
+      await kv.write([{ type: 'put', key: store.keys.slotKey(e), value: bad }], false);
+      expect(await store.getSlots([e, f])).toEqual([DAMAGED, f.slot]);
+      const err = await store.scan([['v1', 'view', 'd', T0, T0 + DAY_MS]]).then(() => undefined, (x: unknown) => x);
       expect(err).toBeInstanceOf(TallyError);
-      expect((err as TallyError).code).toBe('INTERNAL');
+      expect((err as TallyError).code).toBe('STORAGE_DAMAGED');
+      expect((await store.walk(undefined, 100)).entries).toEqual([f]);
+      expect(store.damagedSlots).toBe(2);
+      // A join writes over it, and it reads again.
+      await store.commit(batch([{ ...e, slot: slot(10) }]));
+      expect(await store.getSlots([e])).toEqual([slot(10)]);
     });
   });
 }
