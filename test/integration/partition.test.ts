@@ -42,10 +42,25 @@ describe('a key with one reachable replica', () => {
       args.push('--seeds', addresses.slice(0, 2).join(','), '--rf', '3', '--cluster-secret', SECRET);
       procs.push(await startNode(args, 20_000, net === undefined ? [] : net.exec(i)));
     }
-    await waitFor('all five up everywhere', 30_000, async () => {
+    await waitFor('all five up everywhere, rebuilt, the ring agreed', 30_000, async () => {
       const all = await Promise.all(addresses.map((a) => statusOf(a)));
-      return all.every((s) => s.members.length === NODES && s.members.every((m) => m.status === 'up')) ? true : undefined;
+      return all.every((s) => s.health.startsWith('healthy') && s.members.length === NODES && s.members.every((m) => m.status === 'up' && m.lifecycle === 'normal')) ? true : undefined;
     });
+    // Every node takes a write of its own: it has settled (learnt the ring from a live peer), so
+    // cut off later it answers UNAVAILABLE, not NOT_READY as a node that has just started does.
+    for (const a of addresses) {
+      await waitFor(`${a} serves`, 30_000, async () => {
+        const c = await TallyClient.connect({ nodes: [a], routing: 'direct', maxRetries: 0 });
+        try {
+          await c.processEvents([{ videoId: 'warm-up', timestamp: T }], { consistency: 'one' });
+          return true;
+        } catch {
+          return undefined;
+        } finally {
+          await c.close();
+        }
+      }, 200);
+    }
   }, 90_000);
 
   afterAll(async () => {
@@ -115,7 +130,8 @@ describe('a key with one reachable replica', () => {
       expected += u.n;
     }
     for (const c of conns.values()) c.close();
-    const all = await client.getViewsCount(key, T - DAY_MS, T + DAY_MS, { consistency: 'all' });
+    // Once every replica is up again in the coordinator's eyes, `all` answers.
+    const { value: all } = await waitFor('a read at all', 30_000, async () => client.getViewsCount(key, T - DAY_MS, T + DAY_MS, { consistency: 'all' }).catch(() => undefined), 250);
     expect(all).toBe(expected);
     await client.close();
     for (const r of replicas) {

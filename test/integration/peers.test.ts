@@ -48,9 +48,10 @@ describe('a cluster with a secret', () => {
       const seeds = i === 0 ? [] : ['--seeds', nodes[0]!.address];
       nodes.push(await startNode(['--port', '0', '--data', `${dir}/n${i + 1}`, '--id', `n${i + 1}`, '--zone', `z${i + 1}`, '--cluster-secret', SECRET, ...seeds]));
     }
-    await waitFor('three members up', 10_000, async () => {
+    // Up everywhere, and done rebuilding: a node that joins through a seed is first sent its ranges.
+    await waitFor('three members up and rebuilt', 15_000, async () => {
       const all = await Promise.all(nodes.map((n) => statusOf(n.address)));
-      return all.every((s) => s.members.length === 3 && s.members.every((m) => m.status === 'up')) ? true : undefined;
+      return all.every((s) => s.members.length === 3 && s.members.every((m) => m.status === 'up' && m.lifecycle === 'normal')) ? true : undefined;
     });
   });
   afterAll(async () => {
