@@ -65,7 +65,9 @@ export class LevelKv implements Kv {
       if ((err as { cause?: { code?: string } }).cause?.code === 'LEVEL_LOCKED') {
         throw new TallyError('INTERNAL', `the database in ${this.location} is in use by another process (is a node already running on this data directory?)`, { cause: err });
       }
-      throw new TallyError('INTERNAL', `store open ${this.location} failed: ${(err as Error).message}`, { cause: err });
+      // Anything else (LevelDB's "Corruption: …", a missing table file) is damage to the data.
+      const cause = (err as { cause?: Error }).cause?.message;
+      throw new TallyError('STORAGE_DAMAGED', `store open ${this.location} failed: ${(err as Error).message}${cause === undefined ? '' : ` (${cause})`}`, { cause: err });
     }
     this.level = level;
     this.dirIno = (await stat(this.location)).ino;
@@ -128,13 +130,22 @@ export class LevelKv implements Kv {
     return this.level;
   }
 
-  /** One LevelDB call; its failures become INTERNAL errors that keep the original as cause. */
+  /**
+   * One LevelDB call; its failures become TallyErrors that keep the original as cause: LevelDB's
+   * "Corruption: …" is STORAGE_DAMAGED (a damaged table: reads and writes fail until the node is
+   * rebuilt), anything else INTERNAL.
+   */
   private async io<T>(what: string, fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (err) {
       if (err instanceof TallyError) throw err;
-      throw new TallyError('INTERNAL', `store ${what} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      const message = err instanceof Error ? err.message : String(err);
+      const detail = (err as { cause?: Error }).cause?.message ?? message;
+      if (/Corruption/i.test(detail) || /Corruption/i.test(message)) {
+        throw new TallyError('STORAGE_DAMAGED', `store ${what} failed: the database in ${this.location} is damaged (${detail}); stop the node and start it with --rebuild to be refilled by its replicas`, { cause: err });
+      }
+      throw new TallyError('INTERNAL', `store ${what} failed: ${message}`, { cause: err });
     }
   }
 }

@@ -116,7 +116,8 @@ export class TallyNode {
     try {
       await store.open();
     } catch (err) {
-      throw new TallyError(ErrorCode.STORAGE_DAMAGED, `${(err as Error).message}; ${REBUILD_HINT}`, { cause: err });
+      if (err instanceof TallyError && err.code === ErrorCode.STORAGE_DAMAGED) throw new TallyError(err.code, `${err.message}; ${REBUILD_HINT}`, { cause: err });
+      throw err;
     }
     let identity: Identity;
     try {
