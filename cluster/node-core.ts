@@ -81,7 +81,7 @@ export type CoreInput =
   | { kind: 'walked'; walk: number; entries: SlotEntry[]; next: string | undefined }
   | { kind: 'walkFailed'; walk: number; message: string }
   | { kind: 'persisted'; persist: number }
-  | { kind: 'persistFailed'; persist: number; message: string };
+  | { kind: 'persistFailed'; persist: number; message: string; code?: ErrorCode };
 
 export interface BatchRecord {
   batch: string;
@@ -541,7 +541,7 @@ export class NodeCore {
         this.onPersisted(input.persist);
         break;
       case 'persistFailed':
-        this.onPersistFailed(input.persist, input.message);
+        this.onPersistFailed(input.persist, input.message, input.code);
         break;
     }
     this.onTimers();
@@ -1075,7 +1075,7 @@ export class NodeCore {
     }
   }
 
-  private onPersistFailed(id: number, message: string): void {
+  private onPersistFailed(id: number, message: string, code: ErrorCode = ErrorCode.INTERNAL): void {
     const c = this.inFlightCommit;
     if (c === undefined || c.id !== id) return;
     this.inFlightCommit = undefined;
@@ -1096,7 +1096,7 @@ export class NodeCore {
     this.pendingBatchesDelete.push(...c.batch.batchesDelete);
     this.pendingJournalDelete.push(...c.batch.journalDelete);
     for (const op of c.ops) {
-      this.finishWrite(op, failure(ErrorCode.INTERNAL, `group commit failed: ${message}; the events are kept in memory and written with the next commit, so the outcome is unknown`));
+      this.finishWrite(op, failure(code === ErrorCode.STORAGE_FULL ? code : ErrorCode.INTERNAL, `group commit failed: ${message}; the events are kept in memory and written with the next commit, so the outcome is unknown`));
     }
     for (const a of c.acks) this.send(a.peer, { t: PeerMessageType.REPL_ACK, id: a.id, code: ErrorCode.INTERNAL });
     for (const f of c.forwards) this.settlePart(f.request, failure(ErrorCode.INTERNAL, `could not record where the batch goes: ${message}; that part was not sent`));

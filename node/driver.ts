@@ -178,7 +178,7 @@ export class Driver implements RequestHandler {
   private apply(ready: Ready): void {
     if (ready.persist !== undefined) {
       const batch = ready.persist;
-      this.storeIo(this.store.commit(batch), () => ({ kind: 'persisted', persist: batch.id }), (message) => ({ kind: 'persistFailed', persist: batch.id, message }));
+      this.storeIo(this.store.commit(batch), () => ({ kind: 'persisted', persist: batch.id }), (message, code) => ({ kind: 'persistFailed', persist: batch.id, message, code }));
     }
     for (const load of ready.loads) {
       this.storeIo(this.store.getSlots(load.keys), (slots) => ({ kind: 'loaded', load: load.id, slots }), (message) => ({ kind: 'loadFailed', load: load.id, message }));
@@ -210,12 +210,12 @@ export class Driver implements RequestHandler {
   }
 
   /** A store operation whose result, or failure, goes back to the core as its next input. */
-  private storeIo<T>(op: Promise<T>, ok: (result: T) => CoreInput, failed: (message: string) => CoreInput): void {
+  private storeIo<T>(op: Promise<T>, ok: (result: T) => CoreInput, failed: (message: string, code: ErrorCode | undefined) => CoreInput): void {
     op.then(
       (result) => this.input(ok(result)),
       (err: unknown) => {
         this.stats.storeErrors += 1;
-        this.input(failed((err as Error).message));
+        this.input(failed((err as Error).message, err instanceof TallyError ? err.code : undefined));
       },
     );
   }

@@ -3,7 +3,7 @@
  * tests. Keys are strings, values bytes; `write` is one atomic batch. Both implementations are held
  * to the same behaviour by one conformance suite (test/unit/store-conformance.ts).
  */
-import { stat } from 'node:fs/promises';
+import { stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Level } from 'level';
 import { TallyError } from '../protocol/errors.js';
@@ -36,6 +36,9 @@ function plainBytes(bytes: Uint8Array): Uint8Array {
   return Object.getPrototypeOf(bytes) === Uint8Array.prototype ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
+/** Free bytes a full disk must have again before writes resume: a few LevelDB log and table files. */
+const MIN_FREE_BYTES_TO_RESUME = 16 * 1024 * 1024;
+
 export class LevelKv implements Kv {
   /**
    * Made in `open`, not in the constructor: abstract-level opens a new instance by itself on the
@@ -43,6 +46,8 @@ export class LevelKv implements Kv {
    */
   private level: Level<string, Uint8Array> | undefined;
   private opening: Promise<void> | undefined;
+  /** A write failed for want of space: reopen before the next (see recoverFromFull). */
+  private full = false;
   /** The database directory's inode when opened: a directory deleted or replaced since is noticed before a write. */
   private dirIno: number | undefined;
 
@@ -105,6 +110,7 @@ export class LevelKv implements Kv {
   async write(ops: readonly KvOp[], sync: boolean): Promise<void> {
     if (ops.length === 0) return;
     await this.checkPresent();
+    if (this.full) await this.recoverFromFull();
     await this.io('write', () => {
       // The chained form: equally atomic, several times cheaper per entry than the array form.
       const batch = this.db.batch();
@@ -131,6 +137,24 @@ export class LevelKv implements Kv {
   }
 
   /**
+   * After a write failed for want of space, LevelDB refuses every later write (its background
+   * error sticks) until it is reopened. So the next write first checks that space came back, then
+   * reopens the database; until then it fails STORAGE_FULL again without touching LevelDB.
+   */
+  private async recoverFromFull(): Promise<void> {
+    const fs = await statfs(this.location).catch(() => undefined);
+    const free = fs === undefined ? 0 : fs.bavail * fs.bsize;
+    if (free < MIN_FREE_BYTES_TO_RESUME) {
+      throw new TallyError('STORAGE_FULL', `the disk holding ${this.location} is still full (${free} bytes free); writes resume by themselves when space returns`);
+    }
+    const level = this.level;
+    this.level = undefined;
+    await level?.close().catch(() => {});
+    await this.openLevel();
+    this.full = false;
+  }
+
+  /**
    * One LevelDB call; its failures become TallyErrors that keep the original as cause: LevelDB's
    * "Corruption: …" is STORAGE_DAMAGED (a damaged table: reads and writes fail until the node is
    * rebuilt), anything else INTERNAL.
@@ -142,6 +166,10 @@ export class LevelKv implements Kv {
       if (err instanceof TallyError) throw err;
       const message = err instanceof Error ? err.message : String(err);
       const detail = (err as { cause?: Error }).cause?.message ?? message;
+      if (/No space left|ENOSPC/i.test(detail) || /No space left|ENOSPC/i.test(message)) {
+        this.full = true;
+        throw new TallyError('STORAGE_FULL', `store ${what} failed: the disk holding ${this.location} is full (${detail}); writes resume by themselves when space returns`, { cause: err });
+      }
       if (/Corruption/i.test(detail) || /Corruption/i.test(message)) {
         throw new TallyError('STORAGE_DAMAGED', `store ${what} failed: the database in ${this.location} is damaged (${detail}); stop the node and start it with --rebuild to be refilled by its replicas`, { cause: err });
       }

@@ -33,6 +33,11 @@ export const ErrorCode = {
    * data silently. The message names the cause and the way out (`tally start --rebuild`).
    */
   STORAGE_DAMAGED: 'STORAGE_DAMAGED',
+  /**
+   * The node's disk is full: the write is kept in memory and written when space returns (by
+   * itself, no restart), so its outcome is unknown until then; retry it with the same batch id.
+   */
+  STORAGE_FULL: 'STORAGE_FULL',
   /** A bug or an unexpected failure inside the node (for example a disk error). */
   INTERNAL: 'INTERNAL',
 } as const;
