@@ -16,6 +16,7 @@ import type { SpanSlot, SpanTuple } from '../protocol/peer.js';
 import type { Kv, KvOp } from './kv.js';
 import { decodeBatchRecord, decodeJournal, decodeSlot, decodeTime, encodeBatchRecord, encodeJournal, encodeSlot, encodeTime, SlotDamaged } from './slot-codec.js';
 import { DAMAGED } from '../cluster/bucket-state.js';
+import type { CommitMark } from './commit-mark.js';
 import {
   BATCH_PREFIX,
   batchKey,
@@ -38,6 +39,16 @@ import {
 export const MAX_GET_SLOTS = 65_536;
 /** Most entries one commit may write. */
 export const MAX_COMMIT_ENTRIES = 200_000;
+/** Meta key of the last commit's number. */
+export const COMMIT_SEQ_KEY = 'commit-seq';
+/** Meta keys of the last commits, one each (`c/{seq in hex}`): more than a LevelDB log holds. */
+const COMMIT_KEY_PREFIX = 'c/';
+const COMMITS_KEPT = 65_536;
+const EMPTY = new Uint8Array(0);
+function commitKey(seq: number): string {
+  return `${COMMIT_KEY_PREFIX}${seq.toString(16).padStart(12, '0')}`;
+}
+
 /** Largest metadata value. Meta is for small things (epoch, generation), not bulk data. */
 export const MAX_META_VALUE_BYTES = 64 * 1024;
 
@@ -49,6 +60,9 @@ export class Store {
   readonly keys: SlotKeys;
   /** Damaged slots met since the store opened (by loads and walks; one slot may count more than once). */
   damagedSlots = 0;
+  /** The number of the last commit (kept with each commit under COMMIT_SEQ_KEY); see node/commit-mark.ts. */
+  private commitSeq = 0;
+  private mark: CommitMark | undefined;
 
   constructor(
     private readonly kv: Kv,
@@ -61,8 +75,10 @@ export class Store {
     return this.kv.open();
   }
 
-  close(): Promise<void> {
-    return this.kv.close();
+  async close(): Promise<void> {
+    await this.mark?.close();
+    this.mark = undefined;
+    await this.kv.close();
   }
 
   /** Each key's stored slot: undefined if none, DAMAGED if its bytes do not check (counted in `damagedSlots`). */
@@ -121,7 +137,43 @@ export class Store {
     for (const b of batch.batchesPut) ops.push({ type: 'put', key: batchKey(batchRecordKey(b)), value: encodeBatchRecord(b) });
     for (const j of batch.journalDelete) ops.push({ type: 'del', key: journalKey(j) });
     for (const j of batch.journalPut) ops.push({ type: 'put', key: journalKey(j.key), value: encodeJournal(j) });
+    const seq = this.commitSeq + 1;
+    ops.push({ type: 'put', key: metaKey(COMMIT_SEQ_KEY), value: encodeTime(seq) });
+    // One small key per recent commit, so a record dropped from the middle of the log shows as a gap.
+    ops.push({ type: 'put', key: metaKey(commitKey(seq)), value: EMPTY });
+    if (seq > COMMITS_KEPT) ops.push({ type: 'del', key: metaKey(commitKey(seq - COMMITS_KEPT)) });
     await this.kv.write(ops, batch.sync);
+    this.commitSeq = seq;
+    await this.mark?.write(seq);
+  }
+
+  /** The number of the last commit the database holds (0 before the first); commits go on from it. */
+  async loadCommitSeq(): Promise<number> {
+    const v = await this.getMeta(COMMIT_SEQ_KEY);
+    this.commitSeq = v === undefined ? 0 : decodeTime(v);
+    return this.commitSeq;
+  }
+
+  /**
+   * The numbers of the last COMMITS_KEPT commits missing from the database: a commit whose record
+   * LevelDB dropped from a damaged log (it says nothing). Empty for a whole database.
+   */
+  async missingCommits(): Promise<number[]> {
+    const last = this.commitSeq;
+    const first = Math.max(1, last - COMMITS_KEPT + 1);
+    const have = new Set((await this.scanMeta(COMMIT_KEY_PREFIX, COMMITS_KEPT + 1)).map((e) => parseInt(e.key.slice(COMMIT_KEY_PREFIX.length), 16)));
+    // A database from before commit keys holds none of its early commits' keys: only gaps after the first key count.
+    const known = [...have].filter((s) => s >= first);
+    if (known.length === 0) return [];
+    const from = Math.min(...known);
+    const missing: number[] = [];
+    for (let s = from; s <= last && missing.length < 100; s++) if (!have.has(s)) missing.push(s);
+    return missing;
+  }
+
+  /** From now on each commit also writes its number to `mark`, once the database has it. */
+  attachMark(mark: CommitMark): void {
+    this.mark = mark;
   }
 
   /** The hints kept, oldest first per node (at most `limit`); an unreadable one is dropped from the answer. */

@@ -16,6 +16,7 @@ import { Driver, KNOWN_PEERS_KEY, REBUILDING_KEY } from './driver.js';
 import { monotonicNowMs, setClockOffsetMs, wallNowMs } from './clock.js';
 import type { KnownPeer } from '../cluster/membership.js';
 import { openActor, openNodeId, recordDatabase, type Identity } from './identity.js';
+import { CommitMark, COMMIT_MARK_FILE } from './commit-mark.js';
 import { LevelKv } from './kv.js';
 import { PeerTransport, defaultPeerTransportOptions } from './peer-transport.js';
 import { TallyServer } from './server.js';
@@ -129,6 +130,26 @@ export class TallyNode {
         );
       }
       if (database !== identity.epoch) await recordDatabase(config.dataDir, identity.epoch);
+      // A database behind its commit mark lost acknowledged commits from its log (node/commit-mark.ts).
+      const seq = await store.loadCommitSeq();
+      const mark = await CommitMark.open(join(config.dataDir, COMMIT_MARK_FILE));
+      if (identity.fresh) await mark.write(seq);
+      else if (mark.marked !== undefined && mark.marked > seq) {
+        await mark.close();
+        throw new TallyError(
+          ErrorCode.STORAGE_DAMAGED,
+          `${dbPath} holds commits up to ${seq}, but ${mark.marked} were written: LevelDB dropped ${mark.marked - seq} commits from a damaged or cut log; refusing to start without them; ${REBUILD_HINT}`,
+        );
+      }
+      const gaps = identity.fresh ? [] : await store.missingCommits();
+      if (gaps.length > 0) {
+        await mark.close();
+        throw new TallyError(
+          ErrorCode.STORAGE_DAMAGED,
+          `${dbPath} lacks ${gaps.length >= 100 ? '100 or more' : gaps.length} of its recent commits (first ${gaps[0]}): LevelDB dropped them from a damaged log; refusing to start without them; ${REBUILD_HINT}`,
+        );
+      }
+      store.attachMark(mark);
     } catch (err) {
       await store.close();
       throw err;

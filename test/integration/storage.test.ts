@@ -4,11 +4,13 @@
  * `--rebuild` is the way back — in a cluster, without losing an acknowledged event.
  * - db/CURRENT deleted (LevelDB would open a new empty database and delete the old tables): the
  *   node refuses with STORAGE_DAMAGED naming the cause; the table files are untouched.
+ * - the log cut in half, or 16 bytes of it flipped (LevelDB drops what it cannot read): the node
+ *   refuses with STORAGE_DAMAGED naming how many commits are gone, on every start.
  * - the data directory deleted while the node runs: writes fail from then on, none acknowledged.
  * - three nodes, RF 3: one loses its CURRENT file; it refuses; with --rebuild it comes back as a
  *   new actor, is refilled by its peers, and reads at `one` from it alone are exact.
  */
-import { readdir, rm, unlink } from 'node:fs/promises';
+import { readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { TallyClient } from '../../client/index.js';
 import { DAY_MS } from '../../cluster/time-buckets.js';
@@ -36,6 +38,35 @@ describe('storage faults on one node', () => {
       await removeDir(dir);
     }
   });
+
+  for (const damage of ['cut in half', '16 bytes flipped'] as const) {
+    it(`refuses to start on a database whose log was ${damage}, naming the commits it lost`, async () => {
+      const dir = await tempDir();
+      let node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's3']);
+      try {
+        const client = await TallyClient.connect({ nodes: [node.address] });
+        for (let i = 0; i < 20_000; i += 500) {
+          await client.processEvents(Array.from({ length: 500 }, (_, j) => ({ videoId: `log-${(i + j) % 2_000}`, timestamp: T + ((i + j) % 1440) * 60_000 })));
+        }
+        await client.close();
+        await stopNode(node, 'SIGKILL');
+        const log = (await readdir(`${dir}/db`)).find((f) => f.endsWith('.log')) as string;
+        const bytes = await readFile(`${dir}/db/${log}`);
+        expect(bytes.length).toBeGreaterThan(100_000);
+        if (damage === 'cut in half') await writeFile(`${dir}/db/${log}`, bytes.subarray(0, bytes.length >> 1));
+        else {
+          for (let i = 0; i < 16; i++) bytes[(bytes.length >> 1) + i] = (bytes[(bytes.length >> 1) + i] as number) ^ 0xff;
+          await writeFile(`${dir}/db/${log}`, bytes);
+        }
+        await expect(startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's3'])).rejects.toThrow(/STORAGE_DAMAGED.*LevelDB dropped .*from a damaged (or cut )?log.*--rebuild/s);
+        // Refused again on the next start: no crash loop, no silent start.
+        await expect(startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's3'])).rejects.toThrow(/STORAGE_DAMAGED/);
+      } finally {
+        await stopNode(node, 'SIGKILL');
+        await removeDir(dir);
+      }
+    });
+  }
 
   it('acknowledges no write once its data directory is deleted under it', async () => {
     const dir = await tempDir();
