@@ -76,7 +76,7 @@ export type CoreInput =
   | { kind: 'loadFailed'; load: number; message: string }
   /** The result of a `scans` entry: every stored slot in its spans. */
   | { kind: 'scanned'; scan: number; slots: SpanSlot[] }
-  | { kind: 'scanFailed'; scan: number; message: string }
+  | { kind: 'scanFailed'; scan: number; message: string; code?: ErrorCode }
   /** The result of a `walks` entry: the next stored slots in key order, and where to go on (undefined: the end). */
   | { kind: 'walked'; walk: number; entries: SlotEntry[]; next: string | undefined }
   | { kind: 'walkFailed'; walk: number; message: string }
@@ -235,6 +235,8 @@ interface ReadQuery {
   pending: Map<string, number>;
   slots: Map<string, SpanSlot[]>;
   complete: string[];
+  /** Replicas that answered with an error. */
+  failed: Set<string>;
 }
 
 interface ReadOp {
@@ -402,7 +404,7 @@ export class NodeCore {
   // Loads and scans under way.
   private readonly loads = new Map<number, { keys: SlotKey[]; waiters: (() => void)[] }>();
   private readonly loading = new Map<string, number>();
-  private readonly scans = new Map<number, (slots: SpanSlot[] | undefined, message?: string) => void>();
+  private readonly scans = new Map<number, (slots: SpanSlot[] | undefined, message?: string, code?: ErrorCode) => void>();
 
   // Coordinators.
   private readonly writes = new Set<WriteOp>();
@@ -528,7 +530,7 @@ export class NodeCore {
         this.onScanned(input.scan, input.slots, undefined);
         break;
       case 'scanFailed':
-        this.onScanned(input.scan, undefined, input.message);
+        this.onScanned(input.scan, undefined, input.message, input.code);
         break;
       case 'walked':
         this.onWalked(input.walk, input.entries, input.next);
@@ -1285,10 +1287,10 @@ export class NodeCore {
   // Reads: the replica side
 
   private onPeerRead(from: string, id: number, spans: SpanTuple[]): void {
-    this.scan(spans, (slots, message) => {
+    this.scan(spans, (slots, message, code) => {
       if (slots === undefined) {
-        this.out.log.push(`error INTERNAL: a read for ${from} failed in the store: ${message ?? ''}`);
-        this.send(from, { t: PeerMessageType.READ_REPLY, id, slots: [], code: ErrorCode.INTERNAL });
+        this.out.log.push(`error ${code ?? ErrorCode.INTERNAL}: a read for ${from} failed in the store: ${message ?? ''}`);
+        this.send(from, { t: PeerMessageType.READ_REPLY, id, slots: [], code: code ?? ErrorCode.INTERNAL });
       } else if (slots.length > MAX_SLOTS_PER_MESSAGE) {
         this.send(from, { t: PeerMessageType.READ_REPLY, id, slots: [], code: ErrorCode.TOO_LARGE });
       } else {
@@ -1298,17 +1300,17 @@ export class NodeCore {
     });
   }
 
-  private scan(spans: SpanTuple[], done: (slots: SpanSlot[] | undefined, message?: string) => void): void {
+  private scan(spans: SpanTuple[], done: (slots: SpanSlot[] | undefined, message?: string, code?: ErrorCode) => void): void {
     const id = ++this.ioSeq;
     this.scans.set(id, done);
     this.out.scans.push({ id, spans });
   }
 
-  private onScanned(id: number, slots: SpanSlot[] | undefined, message: string | undefined): void {
+  private onScanned(id: number, slots: SpanSlot[] | undefined, message: string | undefined, code?: ErrorCode): void {
     const done = this.scans.get(id);
     if (done === undefined) return;
     this.scans.delete(id);
-    done(slots, message);
+    done(slots, message, code);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1343,7 +1345,7 @@ export class NodeCore {
       // dynamic snitch), so a frozen replica costs only the first reads that met it.
       const peers = up.filter((r) => r !== this.id);
       const order = [...(up.includes(this.id) ? [this.id] : []), ...peers.filter((r) => !this.slowPeers.has(r)), ...peers.filter((r) => this.slowPeers.has(r))];
-      op.queries.push({ replicas: order, spans, asked: [], pending: new Map(), slots: new Map(), complete: [] });
+      op.queries.push({ replicas: order, spans, asked: [], pending: new Map(), slots: new Map(), complete: [], failed: new Set() });
     }
     this.inFlightQueries += queries.length;
     this.reads.add(op);
@@ -1387,7 +1389,7 @@ export class NodeCore {
       }
       const id = this.nextMsgId();
       this.readsOut.set(id, { op, node, parts: m.parts });
-      if (node === this.id) this.scan(m.spans, (slots, message) => this.onReadReply(this.id, id, slots ?? [], slots === undefined ? ErrorCode.INTERNAL : undefined, message));
+      if (node === this.id) this.scan(m.spans, (slots, message, code) => this.onReadReply(this.id, id, slots ?? [], slots === undefined ? (code ?? ErrorCode.INTERNAL) : undefined, message));
       else this.send(node, { t: PeerMessageType.READ, id, spans: m.spans });
     }
     // A query with no spans (an empty range) is complete at once.
@@ -1398,13 +1400,24 @@ export class NodeCore {
     this.maybeFinishRead(op);
   }
 
-  private onReadReply(from: string, id: number, slots: readonly SpanSlot[], code: ErrorCode | undefined, _message?: string): void {
+  private onReadReply(from: string, id: number, slots: readonly SpanSlot[], code: ErrorCode | undefined, message?: string): void {
     const r = this.readsOut.get(id);
     if (r === undefined || r.node !== from) return;
     this.readsOut.delete(id);
     const op = r.op;
     if (op.done) return;
-    if (code !== undefined) return; // a replica that cannot answer is treated as a slow one: speculation replaces it
+    if (code !== undefined) {
+      // A replica that cannot answer is replaced by another (speculation); when too few are left to
+      // meet the level, the read fails now, with the replica's reason, rather than at its timeout.
+      for (const [qi] of r.parts) {
+        const q = op.queries[qi] as ReadQuery;
+        q.failed.add(from);
+        if (q.replicas.length - q.failed.size < op.need) {
+          return this.failRead(op, failure(code, `${from} could not answer the read${message === undefined ? '' : `: ${message}`}`));
+        }
+      }
+      return;
+    }
     const touched = new Set<number>();
     for (const [qi] of r.parts) touched.add(qi);
     for (const s of slots) {

@@ -184,7 +184,7 @@ export class Driver implements RequestHandler {
       this.storeIo(this.store.getSlots(load.keys), (slots) => ({ kind: 'loaded', load: load.id, slots }), (message) => ({ kind: 'loadFailed', load: load.id, message }));
     }
     for (const scan of ready.scans) {
-      this.storeIo(this.store.scan(scan.spans), (slots) => ({ kind: 'scanned', scan: scan.id, slots }), (message) => ({ kind: 'scanFailed', scan: scan.id, message }));
+      this.storeIo(this.store.scan(scan.spans), (slots) => ({ kind: 'scanned', scan: scan.id, slots }), (message, code) => ({ kind: 'scanFailed', scan: scan.id, message, code }));
     }
     for (const walk of ready.walks) {
       this.storeIo(

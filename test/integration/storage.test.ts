@@ -68,6 +68,51 @@ describe('storage faults on one node', () => {
     });
   }
 
+  it('serves no wrong number from a table with 64 flipped bytes, and does not crash-loop', async () => {
+    const dir = await tempDir();
+    let node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's4']);
+    const SERIES = 4_000;
+    try {
+      const client = await TallyClient.connect({ nodes: [node.address] });
+      for (let i = 0; i < 60_000; i += 1_000) {
+        await client.processEvents(Array.from({ length: 1_000 }, (_, j) => ({ videoId: `ldb-${(i + j) % SERIES}`, timestamp: T + ((i + j) % 1440) * 60_000 })));
+      }
+      await client.close();
+      await stopNode(node, 'SIGTERM');
+      const tables = await Promise.all((await readdir(`${dir}/db`)).filter((f) => f.endsWith('.ldb')).map(async (f) => ({ f, bytes: await readFile(`${dir}/db/${f}`) })));
+      const largest = tables.sort((a, b) => b.bytes.length - a.bytes.length)[0]!;
+      for (let i = 0; i < 64; i++) largest.bytes[(largest.bytes.length >> 2) + i] = (largest.bytes[(largest.bytes.length >> 2) + i] as number) ^ 0xff;
+      await writeFile(`${dir}/db/${largest.f}`, largest.bytes);
+      // Each series counts exactly 15 events, or its read fails with the cause: never another number.
+      const outcomes: Record<string, number> = {};
+      for (let start = 0; start < 2; start++) {
+        try {
+          node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's4']);
+        } catch (err) {
+          expect((err as Error).message).toMatch(/STORAGE_DAMAGED/);
+          outcomes['start refused'] = (outcomes['start refused'] ?? 0) + 1;
+          continue;
+        }
+        const c = await TallyClient.connect({ nodes: [node.address], maxRetries: 0 });
+        for (let v = 0; v < SERIES; v += 200) {
+          const keys = await Promise.all(
+            Array.from({ length: 200 }, (_, k) =>
+              c.getViewsCount(`ldb-${v + k}`, T, T + DAY_MS).then((n) => (n === 15 ? 'exact' : `wrong ${n}`), (err: unknown) => String((err as { code?: string }).code)),
+            ),
+          );
+          for (const key of keys) outcomes[key] = (outcomes[key] ?? 0) + 1;
+        }
+        await c.close();
+        await stopNode(node, 'SIGKILL');
+      }
+      console.log(`64 bytes flipped in ${largest.f} (${largest.bytes.length} bytes): ${JSON.stringify(outcomes)}`);
+      for (const k of Object.keys(outcomes)) expect(['exact', 'STORAGE_DAMAGED', 'start refused']).toContain(k);
+    } finally {
+      await stopNode(node, 'SIGKILL');
+      await removeDir(dir);
+    }
+  }, 120_000);
+
   it('acknowledges no write once its data directory is deleted under it', async () => {
     const dir = await tempDir();
     const node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's2']);

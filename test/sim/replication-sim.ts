@@ -345,7 +345,7 @@ export class ReplicationSim {
             }
           }
         });
-        this.step(node, damaged ? { kind: 'scanFailed', scan: scan.id, message: 'a stored slot is damaged' } : { kind: 'scanned', scan: scan.id, slots: out });
+        this.step(node, damaged ? { kind: 'scanFailed', scan: scan.id, message: 'a stored slot is damaged', code: 'STORAGE_DAMAGED' } : { kind: 'scanned', scan: scan.id, slots: out });
       });
     }
     for (const walk of ready.walks) {
