@@ -176,7 +176,11 @@ export class Membership {
     this.otherSeeds = config.seeds.filter((s) => s !== self.address);
     const isSeed = this.otherSeeds.length < config.seeds.length;
     // A seed, a node with nobody to ask, or a node returning with its data does not wait to join.
-    const joined = (init.bootstrapped ?? false) || isSeed || this.otherSeeds.length === 0;
+    // Nor does a node that starts rebuilding (a new store: a new node, or one whose data was
+    // wiped): reads do not count it until its peers have sent it its ranges, and writes should
+    // reach it at once. Announced as joining, its tokens would leave the ring until it next heard
+    // from a peer, moving its keys to other nodes for that moment.
+    const joined = (init.bootstrapped ?? false) || isSeed || this.otherSeeds.length === 0 || init.rebuilding === true;
     // What we gossip must pass the checks every peer applies to it (a bad id fails here, at start).
     const initial = validateEndpointState(
       {

@@ -140,6 +140,23 @@ describe('anti-entropy on the composed core', () => {
     expect(all).toBe(25);
   }, 60_000);
 
+  simTest(FILE, 'a wiped node coming back never leaves the ring, so its keys never move to other nodes meanwhile', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 5 });
+    sim.startAll();
+    sim.run(5_000);
+    sim.crash('n4');
+    sim.wipe('n4');
+    sim.run(1_000);
+    sim.start('n4');
+    // Before, it announced itself joining: every peer took its tokens off the ring until it had heard
+    // from one, and writes for its keys went to others (left behind there once it was back).
+    for (let t = 0; t < 3_000; t += 5) {
+      sim.run(5);
+      for (const n of sim.alive()) expect(n.core?.membership.ring().members, `${n.id}'s ring at +${t} ms`).toContain('n4');
+    }
+    expect(sim.node('n4').core?.membership.isRebuilding('n4')).toBe(false);
+  }, 30_000);
+
   simTest(FILE, 'tally repair on replicas already level compares with every peer and sends nothing', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 4, replication: { repairIntervalMs: 0 } });
     sim.startAll();
