@@ -265,6 +265,8 @@ class StreamJob {
   cancelled = false;
   nextPageMs = 0;
   touchedMs = 0;
+  /** The page in flight: a late failure of an earlier page's message must not touch it. */
+  page: object | undefined = undefined;
   slots = 0;
   bytes = 0;
 
@@ -1248,7 +1250,7 @@ export class NodeCore {
         return this.failRead(r.op, failure(ErrorCode.TIMEOUT, `read repair of ${r.peer} was not acknowledged in time`));
       case 'stream': {
         const job = r.page.job;
-        if (!job.busy || job.cancelled) return;
+        if (!job.busy || job.cancelled || job.page !== r.page) return;
         job.busy = false;
         return job.onFail();
       }
@@ -1613,6 +1615,7 @@ export class NodeCore {
   private runStream(job: StreamJob): void {
     job.busy = true;
     this.walkStore(job.after, STREAM_PAGE_SLOTS, job.nextPageMs, (entries, next) => {
+      job.touchedMs = this.now;
       if (entries === undefined || job.cancelled) {
         job.busy = false;
         if (!job.cancelled) job.onFail();
@@ -1623,6 +1626,7 @@ export class NodeCore {
       if (theirs.length === 0) return this.streamPageDone(job, next);
       const chunks = this.chunkSlots(theirs);
       const page = { left: chunks.length, next, job };
+      job.page = page;
       for (const chunk of chunks) {
         const msgId = this.nextMsgId();
         this.replOut.set(msgId, { kind: 'stream', peer: job.peer, page, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
@@ -1637,7 +1641,7 @@ export class NodeCore {
         }
         this.send(job.peer, msg);
       }
-    });
+    }, () => !job.cancelled);
   }
 
   /** Every message of a page was acknowledged: walk on, or finish. */
@@ -1655,8 +1659,10 @@ export class NodeCore {
   }
 
   /** One page of a walk of the whole store, not before `notBeforeMs` (pacing). */
-  private walkStore(after: string | undefined, limit: number, notBeforeMs: number, done: (entries: SlotEntry[] | undefined, next: string | undefined) => void): void {
+  private walkStore(after: string | undefined, limit: number, notBeforeMs: number, done: (entries: SlotEntry[] | undefined, next: string | undefined) => void, alive: () => boolean): void {
     this.later(notBeforeMs, () => {
+      // Ended while the page waited for its turn: no walk (and the deferred entry goes with it).
+      if (!alive()) return;
       const id = ++this.ioSeq;
       this.walks.set(id, done);
       this.out.walks.push({ id, after, limit });
@@ -1705,9 +1711,11 @@ export class NodeCore {
   }
 
   private driveRepair(): void {
-    for (const [key, s] of this.repairsIn) if (this.now >= s.deadlineMs || !this.isUp(s.peer)) this.endRepair(s, 'failed', key);
+    // A session's push moving on (pages acknowledged) keeps it alive, however long the walk.
+    const idle = (s: RepairSession): boolean => this.now >= Math.max(s.deadlineMs, (s.push?.touchedMs ?? 0) + REPAIR_IDLE_TIMEOUT_MS);
+    for (const [key, s] of this.repairsIn) if (idle(s) || !this.isUp(s.peer)) this.endRepair(s, 'failed', key);
     const out = this.repairOut;
-    if (out !== undefined && (this.now >= out.deadlineMs || !this.isUp(out.peer))) this.endRepair(out, 'failed');
+    if (out !== undefined && (idle(out) || !this.isUp(out.peer))) this.endRepair(out, 'failed');
     if (this.repairOut !== undefined || !this.mayRepair()) return;
     const asked = this.repairRounds[0];
     let peer: string | undefined;
@@ -1749,6 +1757,7 @@ export class NodeCore {
     let lastVideo = '';
     let lastLeaf = 0;
     const walk = { after: undefined as string | undefined, nextPageMs: this.now };
+    const startedMs = this.now;
     s.walk = walk;
     const page = (): void => {
       this.walkStore(walk.after, STREAM_PAGE_SLOTS, walk.nextPageMs, (entries, next) => {
@@ -1769,9 +1778,11 @@ export class NodeCore {
           return page();
         }
         s.hashed = true;
+        // The other side walks at the same pace; a store larger than ours takes it longer.
+        s.deadlineMs = this.now + REPAIR_IDLE_TIMEOUT_MS + (this.now - startedMs);
         if (s.initiator) this.compareBranches(s);
         else this.send(s.peer, { t: PeerMessageType.AE_TREE, id: s.id, hashes: s.tree.branches() });
-      });
+      }, () => !s.ended);
     };
     page();
   }
@@ -1794,6 +1805,8 @@ export class NodeCore {
   private onRepairRequest(from: string, id: number): void {
     const key = `${from}\0${id}`;
     if (this.repairsIn.has(key)) return;
+    // A peer starts a new comparison only once its last one ended: ours of that one is stale.
+    for (const [k, old] of this.repairsIn) if (old.peer === from) this.endRepair(old, 'failed', k);
     if (!this.mayRepair()) return void this.send(from, { t: PeerMessageType.AE_TREE, id, hashes: [], code: ErrorCode.NOT_READY });
     // One comparison per pair at a time: two at once would send the same slots twice.
     const busy = this.repairsIn.size >= MAX_INBOUND_REPAIRS || this.repairOut?.peer === from;

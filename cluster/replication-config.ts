@@ -135,7 +135,8 @@ export function validateReplicationConfig(c: ReplicationConfig): ReplicationConf
   int('dedupeWindowMs', 1);
   int('maxDedupeEntries', 1);
   int('repairIntervalMs', 0);
-  int('repairSlotsPerSecond', 1);
+  // A page (4,096 slots) must take well under a repair session's 10 s idle timeout.
+  int('repairSlotsPerSecond', 1_000);
   if (c.commitAtDirty > c.maxDirtySlots) fail(`commitAtDirty (${c.commitAtDirty}) must not exceed maxDirtySlots (${c.maxDirtySlots})`);
   if (c.speculativeRetryMs >= c.readTimeoutMs) fail('speculativeRetryMs must be below readTimeoutMs');
   if (c.replAckTimeoutMs >= c.writeTimeoutMs) fail('replAckTimeoutMs must be below writeTimeoutMs, so a slow replica is hinted while the write can still succeed');

@@ -29,9 +29,14 @@ export class CommitMark {
       await f.close();
       return open(path, 'r+');
     });
-    const head = Buffer.alloc(8);
-    const { bytesRead } = await fh.read(head, 0, 8, 0);
-    return new CommitMark(fh, bytesRead === 8 ? Number(head.readBigUInt64BE(0)) : undefined);
+    try {
+      const head = Buffer.alloc(8);
+      const { bytesRead } = await fh.read(head, 0, 8, 0);
+      return new CommitMark(fh, bytesRead === 8 ? Number(head.readBigUInt64BE(0)) : undefined);
+    } catch (err) {
+      await fh.close().catch(() => {});
+      throw err;
+    }
   }
 
   async write(seq: number): Promise<void> {

@@ -48,6 +48,7 @@ export class LevelKv implements Kv {
   private opening: Promise<void> | undefined;
   /** A write failed for want of space: reopen before the next (see recoverFromFull). */
   private full = false;
+  private recovering: Promise<void> | undefined;
   /** The database directory's inode when opened: a directory deleted or replaced since is noticed before a write. */
   private dirIno: number | undefined;
 
@@ -141,7 +142,15 @@ export class LevelKv implements Kv {
    * error sticks) until it is reopened. So the next write first checks that space came back, then
    * reopens the database; until then it fails STORAGE_FULL again without touching LevelDB.
    */
-  private async recoverFromFull(): Promise<void> {
+  private recoverFromFull(): Promise<void> {
+    // One reopen at a time: a commit and a metadata write may both find the store full.
+    this.recovering ??= this.reopenAfterFull().finally(() => {
+      this.recovering = undefined;
+    });
+    return this.recovering;
+  }
+
+  private async reopenAfterFull(): Promise<void> {
     const fs = await statfs(this.location).catch(() => undefined);
     const free = fs === undefined ? 0 : fs.bavail * fs.bsize;
     if (free < MIN_FREE_BYTES_TO_RESUME) {
@@ -150,7 +159,12 @@ export class LevelKv implements Kv {
     const level = this.level;
     this.level = undefined;
     await level?.close().catch(() => {});
-    await this.openLevel();
+    try {
+      await this.openLevel();
+    } catch (err) {
+      // Full again already (or the open failed for another reason): still full as far as writes go.
+      throw new TallyError('STORAGE_FULL', `could not reopen ${this.location} after the disk was full: ${(err as Error).message}; retried with the next write`, { cause: err });
+    }
     this.full = false;
   }
 

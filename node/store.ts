@@ -203,10 +203,13 @@ export class Store {
   async walk(after: string | undefined, limit: number): Promise<{ entries: SlotEntry[]; next: string | undefined }> {
     const entries: SlotEntry[] = [];
     let last: string | undefined;
+    // Keys read, damaged ones included: the page is full when `limit` keys were read, whatever was left out.
+    let read = 0;
     for (const section of SLOT_SECTIONS) {
       if (after !== undefined && after >= section.lt) continue;
       const gte = after !== undefined && after >= section.gte ? `${after}\u0000` : section.gte;
-      for (const [key, bytes] of await this.kv.range({ gte, lt: section.lt }, limit - entries.length)) {
+      for (const [key, bytes] of await this.kv.range({ gte, lt: section.lt }, limit - read)) {
+        read++;
         const k = parseSlotKey(key);
         if (k === undefined) throw new TallyError('INTERNAL', `corrupt slot key ${JSON.stringify(key)}`);
         // A damaged slot is left out: to a rebuild or a comparison it looks missing, so the other
@@ -215,7 +218,7 @@ export class Store {
         if (slot !== undefined) entries.push({ ref: k.ref, actor: k.actor, slot });
         last = key;
       }
-      if (entries.length >= limit) return { entries, next: last };
+      if (read >= limit) return { entries, next: last };
     }
     return { entries, next: undefined };
   }

@@ -38,6 +38,27 @@ async function checkDatabasePresent(dbPath: string): Promise<void> {
   throw new TallyError(ErrorCode.STORAGE_DAMAGED, `this data directory held a database, but ${what}; refusing to start it as an empty store; ${REBUILD_HINT}`);
 }
 
+/**
+ * A database behind its commit mark, or with a gap among its recent commits, lost acknowledged
+ * commits from its log (node/commit-mark.ts): refused. A new database starts the mark afresh.
+ */
+async function checkCommits(store: Store, mark: CommitMark, seq: number, fresh: boolean, dbPath: string): Promise<void> {
+  if (fresh) return mark.write(seq);
+  if (mark.marked !== undefined && mark.marked > seq) {
+    throw new TallyError(
+      ErrorCode.STORAGE_DAMAGED,
+      `${dbPath} holds commits up to ${seq}, but ${mark.marked} were written: LevelDB dropped ${mark.marked - seq} commits from a damaged or cut log; refusing to start without them; ${REBUILD_HINT}`,
+    );
+  }
+  const gaps = await store.missingCommits();
+  if (gaps.length > 0) {
+    throw new TallyError(
+      ErrorCode.STORAGE_DAMAGED,
+      `${dbPath} lacks ${gaps.length >= 100 ? '100 or more' : gaps.length} of its recent commits (first ${gaps[0]}): LevelDB dropped them from a damaged log; refusing to start without them; ${REBUILD_HINT}`,
+    );
+  }
+}
+
 /** `--rebuild`: the database, if any, goes to `db.damaged-<time>` beside it (kept, for forensics). */
 async function moveAside(dbPath: string): Promise<void> {
   const exists = await stat(dbPath).then(() => true, () => false);
@@ -133,21 +154,11 @@ export class TallyNode {
       // A database behind its commit mark lost acknowledged commits from its log (node/commit-mark.ts).
       const seq = await store.loadCommitSeq();
       const mark = await CommitMark.open(join(config.dataDir, COMMIT_MARK_FILE));
-      if (identity.fresh) await mark.write(seq);
-      else if (mark.marked !== undefined && mark.marked > seq) {
-        await mark.close();
-        throw new TallyError(
-          ErrorCode.STORAGE_DAMAGED,
-          `${dbPath} holds commits up to ${seq}, but ${mark.marked} were written: LevelDB dropped ${mark.marked - seq} commits from a damaged or cut log; refusing to start without them; ${REBUILD_HINT}`,
-        );
-      }
-      const gaps = identity.fresh ? [] : await store.missingCommits();
-      if (gaps.length > 0) {
-        await mark.close();
-        throw new TallyError(
-          ErrorCode.STORAGE_DAMAGED,
-          `${dbPath} lacks ${gaps.length >= 100 ? '100 or more' : gaps.length} of its recent commits (first ${gaps[0]}): LevelDB dropped them from a damaged log; refusing to start without them; ${REBUILD_HINT}`,
-        );
+      try {
+        await checkCommits(store, mark, seq, identity.fresh, dbPath);
+      } catch (err) {
+        await mark.close().catch(() => {});
+        throw err;
       }
       store.attachMark(mark);
     } catch (err) {
