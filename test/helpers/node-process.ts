@@ -57,6 +57,21 @@ export function startNode(args: string[], readyTimeoutMs = 15_000, prefix: strin
   });
 }
 
+/**
+ * Starts a node that must refuse to start, and returns its error output. If it starts after all,
+ * it is killed (no process outlives a failed test) and this throws.
+ */
+export async function refusedStart(args: string[]): Promise<string> {
+  let node: NodeProcess;
+  try {
+    node = await startNode(args);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  await stopNode(node, 'SIGKILL');
+  throw new Error(`the node started, but should have refused:\n${node.output()}`);
+}
+
 /** Runs a `tally` CLI command to completion. */
 export function runCli(args: string[], timeoutMs = 20_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((res, rej) => {

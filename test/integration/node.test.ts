@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TallyClient, TallyError } from '../../client/index.js';
 import { DAY_MS, MINUTE_MS } from '../../cluster/time-buckets.js';
-import { removeDir, runCli, startNode, stopNode, tempDir, type NodeProcess } from '../helpers/node-process.js';
+import { refusedStart, removeDir, runCli, startNode, stopNode, tempDir, type NodeProcess } from '../helpers/node-process.js';
 import { seededRandom } from '../helpers/random.js';
 
 describe('a single node', () => {
@@ -114,7 +114,7 @@ describe('a single node', () => {
   it('stops cleanly on SIGTERM and refuses its directory under another id', async () => {
     await runCli(['count', 'clean-stop', '--n', '3', '--node', node.address]);
     expect(await stopNode(node, 'SIGTERM')).toBe(0);
-    await expect(startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'n2'])).rejects.toThrow(
+    expect(await refusedStart(['--rf', '1', '--port', '0', '--data', dir, '--id', 'n2'])).toMatch(
       /belongs to node "n1", refusing to start it as "n2"/,
     );
     node = await startNode(['--rf', '1', '--port', '0', '--data', dir]);
@@ -157,12 +157,12 @@ describe('a node whose database is wiped', () => {
       expect(actor).toMatch(/^w1#[0-9a-f]{8}$/);
       await stopNode(node, 'SIGTERM');
       await removeDir(`${dir}/db`);
-      await expect(startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'w1'])).rejects.toThrow(/STORAGE_DAMAGED.*db is missing; refusing to start it as an empty store.*--rebuild/s);
+      expect(await refusedStart(['--rf', '1', '--port', '0', '--data', dir, '--id', 'w1'])).toMatch(/STORAGE_DAMAGED.*db is missing; refusing to start it as an empty store.*--rebuild/s);
       node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'w1', '--rebuild']);
       const again = /actor (\S+?)[,)]/.exec(node.output())?.[1];
       expect(again).toMatch(/^w1#[0-9a-f]{8}$/);
       expect(again).not.toBe(actor);
-      await expect(startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'w1'])).rejects.toThrow(/in use by another process/);
+      expect(await refusedStart(['--rf', '1', '--port', '0', '--data', dir, '--id', 'w1'])).toMatch(/in use by another process/);
     } finally {
       await stopNode(node, 'SIGKILL');
       await removeDir(dir);

@@ -15,7 +15,7 @@ import { describe, expect, it } from 'vitest';
 import { TallyClient } from '../../client/index.js';
 import { DAY_MS } from '../../cluster/time-buckets.js';
 import { Cluster } from '../helpers/cluster.js';
-import { removeDir, runCli, startNode, stopNode, tempDir, waitFor } from '../helpers/node-process.js';
+import { refusedStart, removeDir, runCli, startNode, stopNode, tempDir, waitFor } from '../helpers/node-process.js';
 
 const T = Date.UTC(2026, 10, 25, 8, 0, 0);
 
@@ -28,7 +28,7 @@ describe('storage faults on one node', () => {
       await stopNode(node, 'SIGTERM');
       const before = (await readdir(`${dir}/db`)).filter((f) => f !== 'CURRENT' && f !== 'LOCK').sort();
       await unlink(`${dir}/db/CURRENT`);
-      await expect(startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's1'])).rejects.toThrow(/STORAGE_DAMAGED.*lost its CURRENT file.*--rebuild/s);
+      expect(await refusedStart(['--rf', '1', '--port', '0', '--data', dir, '--id', 's1'])).toMatch(/STORAGE_DAMAGED.*lost its CURRENT file.*--rebuild/s);
       expect((await readdir(`${dir}/db`)).filter((f) => f !== 'LOCK').sort()).toEqual(before);
       // --rebuild keeps the damaged database beside the new one.
       node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's1', '--rebuild']);
@@ -58,9 +58,9 @@ describe('storage faults on one node', () => {
           for (let i = 0; i < 16; i++) bytes[(bytes.length >> 1) + i] = (bytes[(bytes.length >> 1) + i] as number) ^ 0xff;
           await writeFile(`${dir}/db/${log}`, bytes);
         }
-        await expect(startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's3'])).rejects.toThrow(/STORAGE_DAMAGED.*LevelDB dropped .*from a damaged (or cut )?log.*--rebuild/s);
+        expect(await refusedStart(['--rf', '1', '--port', '0', '--data', dir, '--id', 's3'])).toMatch(/STORAGE_DAMAGED.*LevelDB dropped .*from a damaged (or cut )?log.*--rebuild/s);
         // Refused again on the next start: no crash loop, no silent start.
-        await expect(startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's3'])).rejects.toThrow(/STORAGE_DAMAGED/);
+        expect(await refusedStart(['--rf', '1', '--port', '0', '--data', dir, '--id', 's3'])).toMatch(/STORAGE_DAMAGED/);
       } finally {
         await stopNode(node, 'SIGKILL');
         await removeDir(dir);
