@@ -92,11 +92,18 @@ async function writeIdentity(path: string, o: Record<string, unknown>): Promise<
   await rename(tmp, path);
 }
 
-/** The actor of node `id` on `store`: the store's epoch, made (and synced) if it has none yet. */
-export async function openActor(store: MetaStore, id: string): Promise<Identity> {
+/**
+ * The actor of node `id` on `store`: the store's epoch, made (and synced) if it has none yet —
+ * unless `expected` names the epoch this directory's database had: then a store without one has
+ * lost it, and is refused untouched (it is kept as it is, for whoever looks into it).
+ */
+export async function openActor(store: MetaStore, id: string, expected?: string): Promise<Identity> {
   const stored = await store.getMeta(EPOCH_KEY);
   let epoch = stored === undefined ? undefined : Buffer.from(stored).toString('utf8');
   const fresh = epoch === undefined;
+  if (fresh && expected !== undefined) {
+    throw new TallyError(ErrorCode.STORAGE_DAMAGED, `the database has lost its actor epoch (it was ${expected}); refusing to start on it; if the data is gone for good, start with --rebuild`);
+  }
   if (epoch === undefined || !/^[0-9a-f]{8,32}$/.test(epoch)) {
     if (epoch !== undefined) throw new TallyError(ErrorCode.INTERNAL, `the store's actor epoch is damaged: ${JSON.stringify(epoch)}`);
     epoch = randomBytes(4).toString('hex');

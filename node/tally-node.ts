@@ -143,7 +143,7 @@ export class TallyNode {
     }
     let identity: Identity;
     try {
-      identity = await openActor(store, id);
+      identity = await openActor(store, id, config.rebuild ? undefined : database);
       if (!config.rebuild && database !== undefined && identity.epoch !== database) {
         throw new TallyError(
           ErrorCode.STORAGE_DAMAGED,

@@ -11,6 +11,7 @@
  *   new actor, is refilled by its peers, and reads at `one` from it alone are exact.
  */
 import { readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { Level } from 'level';
 import { describe, expect, it } from 'vitest';
 import { TallyClient } from '../../client/index.js';
 import { DAY_MS } from '../../cluster/time-buckets.js';
@@ -33,6 +34,25 @@ describe('storage faults on one node', () => {
       // --rebuild keeps the damaged database beside the new one.
       node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's1', '--rebuild']);
       expect((await readdir(dir)).some((f) => f.startsWith('db.damaged-'))).toBe(true);
+    } finally {
+      await stopNode(node, 'SIGKILL');
+      await removeDir(dir);
+    }
+  });
+
+  it('refuses a database that lost its actor epoch, and leaves it as it was', async () => {
+    const dir = await tempDir();
+    const node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's5']);
+    try {
+      expect((await runCli(['count', 'v', '--n', '3', '--at', String(T), '--node', node.address])).code).toBe(0);
+      await stopNode(node, 'SIGTERM');
+      const db = new Level<string, Uint8Array>(`${dir}/db`, { keyEncoding: 'utf8', valueEncoding: 'view' });
+      await db.del('z\u0000actor-epoch');
+      await db.close();
+      expect(await refusedStart(['--rf', '1', '--port', '0', '--data', dir, '--id', 's5'])).toMatch(/STORAGE_DAMAGED.*lost its actor epoch.*--rebuild/s);
+      const again = new Level<string, Uint8Array>(`${dir}/db`, { keyEncoding: 'utf8', valueEncoding: 'view' });
+      expect(await again.get('z\u0000actor-epoch')).toBeUndefined();
+      await again.close();
     } finally {
       await stopNode(node, 'SIGKILL');
       await removeDir(dir);
