@@ -173,6 +173,11 @@ export interface NodeCoreInit {
 const STREAM_DONE_REPEAT_MS = 1_000;
 /** Slots read from the store per page of a walk (a rebuild, a repair). */
 const STREAM_PAGE_SLOTS = 4_096;
+/**
+ * Pages a stream sends ahead of their acknowledgements: one page at a time left the link idle
+ * while the receiver committed (~24,000 slots/s); four keep it busy within the per-peer bound.
+ */
+const STREAM_PAGES_IN_FLIGHT = 4;
 /** Repair sessions started by other nodes that this node takes part in at once (each holds a 512 KB tree). */
 const MAX_INBOUND_REPAIRS = 2;
 /**
@@ -255,18 +260,34 @@ type ReplOut =
   | { kind: 'commit'; peer: string; commit: number; refs: BucketRef[]; deadlineMs: number }
   | { kind: 'hint'; peer: string; round: { left: number; hints: { key: string; seq: number }[] }; deadlineMs: number }
   | { kind: 'repair'; peer: string; op: ReadOp; deadlineMs: number }
-  | { kind: 'stream'; peer: string; page: { left: number; next: string | undefined; job: StreamJob }; deadlineMs: number };
+  | { kind: 'stream'; peer: string; page: StreamPage; deadlineMs: number };
+
+/** A page of a stream whose messages are not all acknowledged yet. */
+interface StreamPage {
+  job: StreamJob;
+  /** The job's generation when it was sent: after a failure the job starts again, and older pages are void. */
+  gen: number;
+  /** Where its walk started: a failure starts the stream again from the oldest page not acknowledged. */
+  startAfter: string | undefined;
+  left: number;
+}
 
 /** A walk of the whole store whose slots that pass `filter` go to `peer`, a page at a time (see runStream). */
 class StreamJob {
+  /** Where the next page is walked from. */
   after: string | undefined = undefined;
+  /** Under way: a page being walked or pages not yet acknowledged. */
   busy = false;
+  walking = false;
+  /** The walk has reached the end of the store. */
+  walkDone = false;
+  /** Pages sent, not yet acknowledged, in walk order (at most STREAM_PAGES_IN_FLIGHT). */
+  readonly pending: StreamPage[] = [];
+  gen = 0;
   finished = false;
   cancelled = false;
   nextPageMs = 0;
   touchedMs = 0;
-  /** The page in flight: a late failure of an earlier page's message must not touch it. */
-  page: object | undefined = undefined;
   slots = 0;
   bytes = 0;
 
@@ -1227,7 +1248,7 @@ export class NodeCore {
       case 'repair':
         return this.repairDone(r.op);
       case 'stream':
-        if (--r.page.left === 0) this.streamPageDone(r.page.job, r.page.next);
+        if (--r.page.left === 0) this.streamPageDone(r.page);
         return;
     }
   }
@@ -1250,9 +1271,8 @@ export class NodeCore {
         return this.failRead(r.op, failure(ErrorCode.TIMEOUT, `read repair of ${r.peer} was not acknowledged in time`));
       case 'stream': {
         const job = r.page.job;
-        if (!job.busy || job.cancelled || job.page !== r.page) return;
-        job.busy = false;
-        return job.onFail();
+        if (job.cancelled || r.page.gen !== job.gen) return;
+        return this.streamFailed(job);
       }
     }
   }
@@ -1611,51 +1631,86 @@ export class NodeCore {
   // ---------------------------------------------------------------------------------------------
   // Streams: the slots of a walk of the store that pass a filter, sent to one peer page by page
 
-  /** Walks one page of the store for `job` and sends what passes its filter; the next page follows the page's acks. */
+  /**
+   * Starts (or starts again) a stream: pages of the store are walked and what passes the filter is
+   * sent, up to STREAM_PAGES_IN_FLIGHT pages ahead of the acknowledgements; done when the walk has
+   * reached the end and every page is acknowledged.
+   */
   private runStream(job: StreamJob): void {
     job.busy = true;
-    this.walkStore(job.after, STREAM_PAGE_SLOTS, job.nextPageMs, (entries, next) => {
-      job.touchedMs = this.now;
-      if (entries === undefined || job.cancelled) {
-        job.busy = false;
-        if (!job.cancelled) job.onFail();
-        return;
-      }
-      if (job.slotsPerSecond > 0) job.nextPageMs = this.now + (entries.length * 1000) / job.slotsPerSecond;
-      const theirs = entries.filter(job.filter);
-      if (theirs.length === 0) return this.streamPageDone(job, next);
-      const chunks = this.chunkSlots(theirs);
-      const page = { left: chunks.length, next, job };
-      job.page = page;
-      for (const chunk of chunks) {
-        const msgId = this.nextMsgId();
-        this.replOut.set(msgId, { kind: 'stream', peer: job.peer, page, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
-        this.replInFlight.set(job.peer, (this.replInFlight.get(job.peer) ?? 0) + 1);
-        const msg: PeerMessage = { t: PeerMessageType.REPL, id: msgId, slots: chunk.map(slotRecord) };
-        const bytes = encodeFrame(msg).length;
-        job.slots += chunk.length;
-        job.bytes += bytes;
-        if (job.repair) {
-          this.counters.repairSlotsSent += chunk.length;
-          this.counters.repairBytesSent += bytes;
-        }
-        this.send(job.peer, msg);
-      }
-    }, () => !job.cancelled);
+    job.walkDone = false;
+    this.walkStreamPage(job);
   }
 
-  /** Every message of a page was acknowledged: walk on, or finish. */
-  private streamPageDone(job: StreamJob, next: string | undefined): void {
-    job.busy = false;
-    if (job.cancelled) return;
-    job.touchedMs = this.now;
-    if (next !== undefined) {
+  private walkStreamPage(job: StreamJob): void {
+    if (job.walking || job.walkDone || job.cancelled || job.pending.length >= STREAM_PAGES_IN_FLIGHT) return;
+    job.walking = true;
+    const gen = job.gen;
+    const startAfter = job.after;
+    this.walkStore(startAfter, STREAM_PAGE_SLOTS, job.nextPageMs, (entries, next) => {
+      if (job.cancelled || gen !== job.gen) return; // started again meanwhile: this walk is void
+      job.walking = false;
+      job.touchedMs = this.now;
+      if (entries === undefined) return this.streamFailed(job);
+      if (job.slotsPerSecond > 0) job.nextPageMs = this.now + (entries.length * 1000) / job.slotsPerSecond;
       job.after = next;
-      this.runStream(job);
+      if (next === undefined) job.walkDone = true;
+      const theirs = entries.filter(job.filter);
+      if (theirs.length > 0) this.sendStreamPage(job, theirs, gen, startAfter);
+      this.streamProgress(job);
+    }, () => !job.cancelled && gen === job.gen);
+  }
+
+  private sendStreamPage(job: StreamJob, slots: SlotEntry[], gen: number, startAfter: string | undefined): void {
+    const chunks = this.chunkSlots(slots);
+    const page: StreamPage = { job, gen, startAfter, left: chunks.length };
+    job.pending.push(page);
+    for (const chunk of chunks) {
+      const msgId = this.nextMsgId();
+      this.replOut.set(msgId, { kind: 'stream', peer: job.peer, page, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
+      this.replInFlight.set(job.peer, (this.replInFlight.get(job.peer) ?? 0) + 1);
+      const msg: PeerMessage = { t: PeerMessageType.REPL, id: msgId, slots: chunk.map(slotRecord) };
+      const bytes = encodeFrame(msg).length;
+      job.slots += chunk.length;
+      job.bytes += bytes;
+      if (job.repair) {
+        this.counters.repairSlotsSent += chunk.length;
+        this.counters.repairBytesSent += bytes;
+      }
+      this.send(job.peer, msg);
+    }
+  }
+
+  /** Every message of `page` was acknowledged. */
+  private streamPageDone(page: StreamPage): void {
+    const job = page.job;
+    if (job.cancelled || page.gen !== job.gen) return;
+    const i = job.pending.indexOf(page);
+    if (i >= 0) job.pending.splice(i, 1);
+    job.touchedMs = this.now;
+    this.streamProgress(job);
+  }
+
+  /** Walk on, or, with the walk at its end and every page acknowledged, finish. */
+  private streamProgress(job: StreamJob): void {
+    if (job.walkDone && job.pending.length === 0 && !job.walking) {
+      job.busy = false;
+      job.finished = true;
+      job.onDone();
       return;
     }
-    job.finished = true;
-    job.onDone();
+    this.walkStreamPage(job);
+  }
+
+  /** A walk or a page failed: everything from the oldest page not acknowledged goes again, later. */
+  private streamFailed(job: StreamJob): void {
+    if (job.pending.length > 0) job.after = (job.pending[0] as StreamPage).startAfter;
+    job.pending.length = 0;
+    job.gen++;
+    job.walking = false;
+    job.walkDone = false;
+    job.busy = false;
+    job.onFail();
   }
 
   /** One page of a walk of the whole store, not before `notBeforeMs` (pacing). */

@@ -140,7 +140,8 @@ describe('TallyClient', () => {
         { id: 'b', address: b.address, zone: 'z2', vnodes: 16, up: true, inRing: true },
       ],
     });
-    const client = await TallyClient.connect({ nodes: [a.address], timeoutMs: 500 });
+    // Long enough for three attempts even on a saturated machine (the third follows the UNAVAILABLE).
+    const client = await TallyClient.connect({ nodes: [a.address], timeoutMs: 2_000 });
     const video = Array.from({ length: 100 }, (_, i) => `v${i}`).find((v) => client.replicasOf(v)[0]!.id === 'a') as string;
     const err = await client.countViewEvent(video).then(() => undefined, (e: unknown) => e);
     expect(err).toMatchObject({ code: 'TIMEOUT', message: expect.stringMatching(/unknown/) });
