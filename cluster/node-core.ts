@@ -189,7 +189,7 @@ const REPAIR_IDLE_TIMEOUT_MS = 10_000;
 /** An on-demand round asks a busy peer again after this long, this many times at most (a minute). */
 const BUSY_RETRY_MS = 250;
 const MAX_BUSY_RETRIES = 240;
-/** Own damaged slots remembered, at most (past it they are found again on the next load). */
+/** Own damaged slots remembered, at most; past it the disk is not trusted and every write is refused. */
 const MAX_DAMAGED_OWN = 10_000;
 /** After a failed commit the next one waits this long, doubling up to the most. */
 const MIN_COMMIT_BACKOFF_MS = 50;
@@ -317,7 +317,6 @@ interface RepairSession {
   tree: MerkleTree;
   /** This side's walk is done: `tree` holds everything it shares with the peer. */
   hashed: boolean;
-  walk: { after: string | undefined; nextPageMs: number } | undefined;
   /** The initiator: the peer's branch hashes, once they came. */
   theirs: number[] | undefined;
   /** The initiator: `ae-leaves` not yet answered. */
@@ -1795,7 +1794,7 @@ export class NodeCore {
   }
 
   private newRepair(peer: string, id: number, initiator: boolean): RepairSession {
-    return { peer, id, initiator, tree: new MerkleTree(), hashed: false, walk: undefined, theirs: undefined, repliesLeft: 0, leaves: new Set(), push: undefined, deadlineMs: this.now + REPAIR_IDLE_TIMEOUT_MS, round: undefined, ended: false };
+    return { peer, id, initiator, tree: new MerkleTree(), hashed: false, theirs: undefined, repliesLeft: 0, leaves: new Set(), push: undefined, deadlineMs: this.now + REPAIR_IDLE_TIMEOUT_MS, round: undefined, ended: false };
   }
 
   /** Whether a slot's key is on both this node and `peer` (by this node's ring). */
@@ -1806,14 +1805,25 @@ export class NodeCore {
     };
   }
 
+  /** The tree leaf of a video id; a walk meets a series' slots one after another, so the last is kept. */
+  private leafOfVideo(): (videoId: string) => number {
+    let lastVideo: string | undefined;
+    let lastLeaf = 0;
+    return (videoId) => {
+      if (videoId !== lastVideo) {
+        lastVideo = videoId;
+        lastLeaf = leafOf(this.hash64(videoId));
+      }
+      return lastLeaf;
+    };
+  }
+
   /** Walks the whole store, paced, hashing the slots shared with the session's peer into its tree. */
   private hashShared(s: RepairSession): void {
     const shared = this.shared(s.peer);
-    let lastVideo = '';
-    let lastLeaf = 0;
+    const leaf = this.leafOfVideo();
     const walk = { after: undefined as string | undefined, nextPageMs: this.now };
     const startedMs = this.now;
-    s.walk = walk;
     const page = (): void => {
       this.walkStore(walk.after, STREAM_PAGE_SLOTS, walk.nextPageMs, (entries, next) => {
         if (s.ended) return;
@@ -1821,12 +1831,7 @@ export class NodeCore {
         s.deadlineMs = this.now + REPAIR_IDLE_TIMEOUT_MS;
         walk.nextPageMs = this.now + (entries.length * 1000) / this.cfg.repairSlotsPerSecond;
         for (const e of entries) {
-          if (!shared(e)) continue;
-          if (e.ref.videoId !== lastVideo) {
-            lastVideo = e.ref.videoId;
-            lastLeaf = leafOf(this.hash64(lastVideo));
-          }
-          s.tree.add(lastLeaf, slotHash(this.hash64, e));
+          if (shared(e)) s.tree.add(leaf(e.ref.videoId), slotHash(this.hash64, e));
         }
         if (next !== undefined) {
           walk.after = next;
@@ -1912,9 +1917,10 @@ export class NodeCore {
     if (s.initiator) this.counters.repairLeavesDiffered += s.leaves.size;
     if (s.leaves.size === 0) return this.endRepair(s, 'inSync', key);
     const shared = this.shared(s.peer);
+    const leaf = this.leafOfVideo();
     s.push = new StreamJob(
       s.peer,
-      (e) => s.leaves.has(leafOf(this.hash64(e.ref.videoId))) && shared(e),
+      (e) => s.leaves.has(leaf(e.ref.videoId)) && shared(e),
       this.cfg.repairSlotsPerSecond,
       () => this.endRepair(s, 'repaired', key),
       () => this.endRepair(s, 'failed', key),
