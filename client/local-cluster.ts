@@ -13,7 +13,7 @@ import type { NodeStatus } from '../protocol/status.js';
 import { formatStatus } from './status-format.js';
 import { TallyClient } from './tally-client.js';
 
-const CLI = join(dirname(fileURLToPath(import.meta.url)), 'cli.js');
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '../scripts/cli.js');
 /** Zones of a local cluster: three, so replicas of N = 3 land in distinct zones. */
 const LOCAL_ZONES = 3;
 /** Most nodes a local cluster starts: every one is a full process. */

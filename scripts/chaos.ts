@@ -30,7 +30,7 @@ import { ChaosNet } from './chaos-net.js';
 
 /** The built CLI: beside this file once built, or under dist/ when this runs from source (tests). */
 const HERE = dirname(fileURLToPath(import.meta.url));
-const CLI = existsSync(join(HERE, '../client/cli.js')) ? join(HERE, '../client/cli.js') : join(HERE, '../dist/client/cli.js');
+const CLI = existsSync(join(HERE, 'cli.js')) ? join(HERE, 'cli.js') : join(HERE, '../dist/scripts/cli.js');
 const SECRET = 'chaos-cluster-secret-0123456789';
 const DAY_MS = 86_400_000;
 /** Each node compares with its next peer this often: the schedule is part of what is tested. */

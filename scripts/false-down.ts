@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { statusOf } from '../client/local-cluster.js';
 
-const CLI = join(dirname(fileURLToPath(import.meta.url)), '../client/cli.js');
+const CLI = join(dirname(fileURLToPath(import.meta.url)), 'cli.js');
 
 const { values } = parseArgs({
   options: {

@@ -17,7 +17,7 @@ import { statusOf } from '../client/local-cluster.js';
 import { TallyClient } from '../client/tally-client.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const CLI = existsSync(join(HERE, '../client/cli.js')) ? join(HERE, '../client/cli.js') : join(HERE, '../dist/client/cli.js');
+const CLI = existsSync(join(HERE, 'cli.js')) ? join(HERE, 'cli.js') : join(HERE, '../dist/scripts/cli.js');
 const { values } = parseArgs({ options: { events: { type: 'string', default: '1000000' }, videos: { type: 'string', default: '100000' }, 'base-port': { type: 'string', default: '7851' } } });
 const EVENTS = Number(values.events);
 const VIDEOS = Number(values.videos);

@@ -1,6 +1,6 @@
 /**
  * Real Tally node processes for integration and chaos tests: started from the built CLI
- * (`dist/client/cli.js`), each with its own data directory, and killed for real.
+ * (`dist/scripts/cli.js`), each with its own data directory, and killed for real.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-export const CLI = join(ROOT, 'dist/client/cli.js');
+export const CLI = join(ROOT, 'dist/scripts/cli.js');
 
 export interface NodeProcess {
   proc: ChildProcess;

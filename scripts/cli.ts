@@ -7,7 +7,7 @@
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { Consistency, ErrorCode, MAX_EVENT_COUNT, TallyError } from '../protocol/index.js';
-import { TallyClient, type EventInput } from './tally-client.js';
+import { TallyClient, type EventInput } from '../client/tally-client.js';
 
 const DEFAULT_NODE = process.env.TALLY_NODE ?? '127.0.0.1:7401';
 
@@ -157,8 +157,8 @@ async function main(argv: string[]): Promise<void> {
           );
           return;
         }
-        const { statusOf } = await import('./local-cluster.js');
-        const { formatStatus } = await import('./status-format.js');
+        const { statusOf } = await import('../client/local-cluster.js');
+        const { formatStatus } = await import('../client/status-format.js');
         const status = await statusOf(a.node.split(',')[0]?.trim() ?? DEFAULT_NODE);
         process.stdout.write(a.json ? `${JSON.stringify(status)}\n` : `${formatStatus(status)}\n`);
       },
@@ -198,7 +198,7 @@ async function main(argv: string[]): Promise<void> {
           .option('fsync', { type: 'boolean', default: false, describe: 'fsync every group commit' })
           .option('rf', { type: 'number', describe: 'replication factor [the smaller of 3 and --nodes]' }),
       async (a) => {
-        const { runLocalCluster, AGREE_TIMEOUT_MS } = await import('./local-cluster.js');
+        const { runLocalCluster, AGREE_TIMEOUT_MS } = await import('../client/local-cluster.js');
         await runLocalCluster({
           nodes: a.nodes,
           basePort: a['base-port'],
@@ -230,7 +230,7 @@ async function main(argv: string[]): Promise<void> {
           .option('read-concurrency', { type: 'number', default: 32, describe: 'reads outstanding at once' })
           .option('json', { type: 'boolean', default: false }),
       async (a) => {
-        const { runBench } = await import('./bench.js');
+        const { runBench } = await import('../client/bench.js');
         const r = await runBench({
           nodes: a.node.split(',').map((s) => s.trim()).filter(Boolean),
           local: a.local,
@@ -276,7 +276,7 @@ async function main(argv: string[]): Promise<void> {
           .option('base-port', { type: 'number', default: 7501, describe: 'on loopback: port of the first node' })
           .option('json', { type: 'boolean', default: false }),
       async (a) => {
-        const { runChaos, defaultChaosOptions, formatSummary } = await import('../scripts/chaos.js');
+        const { runChaos, defaultChaosOptions, formatSummary } = await import('./chaos.js');
         const seed = a.seed ?? Math.floor(Math.random() * 2 ** 31);
         const summary = await runChaos({
           ...defaultChaosOptions(),
