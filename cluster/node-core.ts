@@ -1292,8 +1292,10 @@ export class NodeCore {
         return this.settlePart(f.request, failure(ErrorCode.UNAVAILABLE, `could not send the write on to ${to}; nothing was applied`));
       }
       case PeerMessageType.READ: {
-        // Speculative retry asks another replica at its time; nothing to do now.
-        return;
+        // Never sent: the replica is replaced now rather than at the speculative threshold.
+        const r = this.readsOut.get(msg.id);
+        if (r === undefined || r.node !== to) return;
+        return this.onReadReply(to, msg.id, [], ErrorCode.UNAVAILABLE, 'the message could not be sent to it');
       }
       case PeerMessageType.AE_REQ:
       case PeerMessageType.AE_LEAVES:
@@ -1428,15 +1430,19 @@ export class NodeCore {
     const op = r.op;
     if (op.done) return;
     if (code !== undefined) {
-      // A replica that cannot answer is replaced by another (speculation); when too few are left to
-      // meet the level, the read fails now, with the replica's reason, rather than at its timeout.
+      // A replica that cannot answer is replaced by another at once; when too few are left to meet
+      // the level, the read fails now, with the replica's reason, rather than at its timeout.
+      const short: number[] = [];
       for (const [qi] of r.parts) {
         const q = op.queries[qi] as ReadQuery;
+        if (q.failed.has(from)) continue;
         q.failed.add(from);
         if (q.replicas.length - q.failed.size < op.need) {
           return this.failRead(op, failure(code, `${from} could not answer the read${message === undefined ? '' : `: ${message}`}`));
         }
+        if (q.complete.length < op.need && !short.includes(qi)) short.push(qi);
       }
+      this.askMore(op, short);
       return;
     }
     const touched = new Set<number>();
@@ -1509,19 +1515,35 @@ export class NodeCore {
   }
 
   /** Asks one more replica for every query of `op` that is still short of answers. */
-  private speculate(op: ReadOp): void {
-    const ask = new Map<string, number[]>();
+  /**
+   * Speculative retry: each query still short of answers asks one more replica, and those it is
+   * waiting on are marked slow. Returns whether any replica was left to ask.
+   */
+  private speculate(op: ReadOp): boolean {
+    const short: number[] = [];
     op.queries.forEach((q, qi) => {
       if (q.complete.length >= op.need) return;
-      for (const node of q.asked) if (node !== this.id && !q.complete.includes(node)) this.slowPeers.set(node, this.now);
+      for (const node of q.asked) if (node !== this.id && !q.complete.includes(node) && !q.failed.has(node)) this.slowPeers.set(node, this.now);
+      short.push(qi);
+    });
+    const asked = this.askMore(op, short);
+    if (asked) this.counters.speculative++;
+    return asked;
+  }
+
+  /** Queries `qs` of `op` each ask one replica they have not asked yet, if one is up. */
+  private askMore(op: ReadOp, qs: readonly number[]): boolean {
+    const ask = new Map<string, number[]>();
+    for (const qi of qs) {
+      const q = op.queries[qi] as ReadQuery;
       const next = q.replicas.find((r) => !q.asked.includes(r) && this.isUp(r) && !this.membership.isRebuilding(r));
-      if (next === undefined) return;
+      if (next === undefined) continue;
       let list = ask.get(next);
       if (list === undefined) ask.set(next, (list = []));
       list.push(qi);
-    });
-    if (ask.size > 0) this.counters.speculative++;
-    for (const [node, qs] of ask) this.askReplica(op, node, qs);
+    }
+    for (const [node, qs2] of ask) this.askReplica(op, node, qs2);
+    return ask.size > 0;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -2011,8 +2033,9 @@ export class NodeCore {
         this.counters.readsTimedOut++;
         this.failRead(op, failure(ErrorCode.TIMEOUT, `the read did not hear from ${op.need} replicas within ${this.cfg.readTimeoutMs} ms`));
       } else if (this.now >= op.speculateAtMs && op.stats === undefined) {
-        op.speculateAtMs = Number.POSITIVE_INFINITY;
-        this.speculate(op);
+        // Again each `speculativeRetryMs` while a replica is left to ask: the one asked last may be
+        // as unresponsive as the first.
+        op.speculateAtMs = this.speculate(op) ? this.now + this.cfg.speculativeRetryMs : Number.POSITIVE_INFINITY;
       }
     }
     for (const [id, r] of this.readsOut) if (r.op.done) this.readsOut.delete(id);

@@ -123,14 +123,19 @@ export class PeerTransport implements PeerHandler {
   }
 
   /**
-   * Opens a link to `address` now, if there is none and it is not backing off: a node keeps a
-   * link open to every member it believes up, so that member's death (its socket closing) is
-   * noticed at once even if no gossip happened to go its way lately.
+   * Opens a link to `address` now, if there is none: a node keeps a link open to every member it
+   * believes up, so that member's death (its socket closing) is noticed at once even if no gossip
+   * happened to go its way lately. Called when a member is newly heard to be up, which is fresh
+   * evidence, so a backoff left from while it was down ends here: otherwise everything sent to a
+   * restarted peer would be dropped for up to a backoff after gossip already shows it up.
    */
   open(address: string): void {
     if (this.closed) return;
     const link = this.linkFor(address);
-    if (link.ws === undefined && Date.now() >= link.retryAtMs) this.connect(link);
+    if (link.ws !== undefined || link.retryAtMs === Number.POSITIVE_INFINITY) return;
+    link.failures = 0;
+    link.retryAtMs = 0;
+    this.connect(link);
   }
 
   /** Incoming peer connection, after its hello (called by the server). */

@@ -118,6 +118,8 @@ export class ReplicationSim {
   /** Client requests awaiting a reply: req → (node incarnation, callback). */
   private readonly pending = new Map<number, { node: SimNodeState; incarnation: number; done: (o: RequestOutcome) => void }>();
   readonly log: string[] = [];
+  /** Links whose sender drops what it sends (`from>to` → until when), see backOff. */
+  private readonly backoffs = new Map<string, number>();
 
   constructor(readonly options: ReplicationSimOptions) {
     this.rng = new Prng(options.seed);
@@ -214,6 +216,14 @@ export class ReplicationSim {
     const epoch = node.disk.epoch + 1;
     node.disk = new SimDisk();
     node.disk.epoch = epoch;
+  }
+
+  /**
+   * `from`'s transport drops what it is given for `to` until `untilMs` (a link backing off after
+   * failed connects): each send is reported back to `from` as failed, as the real transport does.
+   */
+  backOff(from: string, to: string, untilMs: number): void {
+    this.backoffs.set(`${from}>${to}`, untilMs);
   }
 
   pause(id: string, ms: number): void {
@@ -362,6 +372,11 @@ export class ReplicationSim {
     for (const s of ready.send) {
       const target = [...this.byId.values()].find((n) => n.address === s.address);
       if (target === undefined) continue;
+      if ((this.backoffs.get(`${node.id}>${target.id}`) ?? -1) > this.nowMs) {
+        const msg = s.msg;
+        this.queue.schedule(this.nowMs, () => this.onNode(node, inc, () => this.step(node, { kind: 'sendFailed', to: target.id, msg })));
+        continue;
+      }
       this.net.send(node.id, target.id, s.msg);
       // A dead peer refuses the connection: the sender's transport reports the link lost.
       if (target.core === undefined && !this.net.isBlocked(node.id, target.id)) {

@@ -354,4 +354,57 @@ describe('replication on the composed core', () => {
     sim.run(100);
     expect(one).toBe(25);
   });
+
+  simTest(FILE, 'a read whose message cannot be sent asks another replica at once, not at its speculative threshold', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 3 });
+    sim.startAll();
+    sim.run(5_000);
+    let acked = false;
+    sim.write('n1', [['sf', 'view', T0, 1, 4]], Consistency.ALL, undefined, (o) => (acked = o.kind === 'reply' && o.reply.ok));
+    sim.run(500);
+    expect(acked).toBe(true);
+    // n1's links to both peers back off: a quorum read it coordinates can only fail, and at once.
+    sim.backOff('n1', 'n2', sim.nowMs + 60_000);
+    sim.backOff('n1', 'n3', sim.nowMs + 60_000);
+    let reply: CoreReply | undefined;
+    const t0 = sim.nowMs;
+    sim.read('n1', [['sf', 'view', T0, T0 + DAY_MS]], Consistency.QUORUM, (o) => (reply = o.kind === 'reply' ? o.reply : undefined));
+    while (reply === undefined && sim.nowMs - t0 < 10_000) sim.run(1);
+    expect(reply).toMatchObject({ ok: false, code: 'UNAVAILABLE' });
+    expect(sim.nowMs - t0).toBeLessThan(sim.replication.speculativeRetryMs);
+    // One link backing off: the other replica is asked straight away, with no speculation.
+    sim.backOff('n1', 'n2', 0);
+    reply = undefined;
+    sim.read('n1', [['sf', 'view', T0, T0 + DAY_MS]], Consistency.QUORUM, (o) => (reply = o.kind === 'reply' ? o.reply : undefined));
+    sim.run(1_000);
+    expect(reply).toMatchObject({ ok: true, stats: [[4, 4, 1, 1]] });
+    expect(sim.node('n1').core!.stats().reads.speculative).toBe(0);
+  });
+
+  simTest(FILE, 'speculation goes on to the next replica while the ones asked stay silent', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 4 });
+    sim.startAll();
+    sim.run(5_000);
+    const core = sim.node('n4').core!;
+    let video = 0;
+    while (core.replicasOf(`spec${video}`).includes('n4')) video++;
+    const id = `spec${video}`;
+    const replicas = core.replicasOf(id);
+    let acked = false;
+    sim.write('n1', [[id, 'view', T0, 1, 3]], Consistency.ALL, undefined, (o) => (acked = o.kind === 'reply' && o.reply.ok));
+    sim.run(500);
+    expect(acked).toBe(true);
+    // Whichever replica is left answering, a read at `one` through n4 (no replica) finds it within
+    // a few speculative steps, long before its timeout, while the others are frozen.
+    for (const live of replicas) {
+      for (const r of replicas) if (r !== live) sim.pause(r, 300);
+      let reply: CoreReply | undefined;
+      const t0 = sim.nowMs;
+      sim.read('n4', [[id, 'view', T0, T0 + DAY_MS]], Consistency.ONE, (o) => (reply = o.kind === 'reply' ? o.reply : undefined));
+      while (reply === undefined && sim.nowMs - t0 < 10_000) sim.run(1);
+      expect(reply).toMatchObject({ ok: true, stats: [[3, 3, 1, 1]] });
+      expect(sim.nowMs - t0).toBeLessThan(250);
+      sim.run(1_000);
+    }
+  });
 });

@@ -17,22 +17,22 @@ afterEach(async () => {
 
 const msg = (i: number): PeerMessage => ({ t: 'repl-ack', id: i });
 
-async function peer(id: string, cluster = 'tally', secret: string | undefined = undefined) {
-  const transport = new PeerTransport({ ...defaultPeerTransportOptions(id, cluster, secret, 3), backoffBaseMs: 200, backoffMaxMs: 400 });
+async function peer(id: string, cluster = 'tally', secret: string | undefined = undefined, port = 0, backoffMs: [number, number] = [200, 400]) {
+  const transport = new PeerTransport({ ...defaultPeerTransportOptions(id, cluster, secret, 3), backoffBaseMs: backoffMs[0], backoffMaxMs: backoffMs[1] });
   const server = new TallyServer(
-    { host: '127.0.0.1', port: 0, nodeId: id, zone: 'z1', cluster, clusterSecret: secret, rf: 3, maxInFlightPerConnection: 8, maxSocketBufferedBytes: 1 << 20, maxConnections: 16 },
+    { host: '127.0.0.1', port, nodeId: id, zone: 'z1', cluster, clusterSecret: secret, rf: 3, maxInFlightPerConnection: 8, maxSocketBufferedBytes: 1 << 20, maxConnections: 16 },
     { handle: () => Promise.reject(new Error('no clients here')) },
     undefined,
   );
   server.setPeerHandler(transport);
-  const { port } = await server.listen();
+  const listening = await server.listen();
   const inbox: [string, unknown][] = [];
   transport.onMessage = (from, m) => inbox.push([from, m]);
   cleanups.push(async () => {
     transport.close();
     await server.close();
   });
-  return { transport, address: `127.0.0.1:${port}`, inbox };
+  return { transport, address: `127.0.0.1:${listening.port}`, port: listening.port, inbox };
 }
 
 const until = async (check: () => boolean, timeoutMs = 3000): Promise<void> => {
@@ -148,5 +148,19 @@ describe('PeerTransport', () => {
     await cleanups.splice(1, 1)[0]?.(); // stop b
     await until(() => lost.length > 0);
     expect(lost[0]).toBe('b');
+  });
+
+  it('ends a backoff when the peer is heard up again, so nothing sent to a restarted peer is dropped', async () => {
+    const a = await peer('a', 'tally', undefined, 0, [60_000, 60_000]);
+    const b = await peer('b');
+    await cleanups.splice(1, 1)[0]?.(); // stop b
+    expect(a.transport.send(b.address, msg(0))).toBe(true); // queued while connecting
+    await until(() => a.transport.stats.connectFailures === 1);
+    expect(a.transport.send(b.address, msg(1))).toBe(false); // backing off for 30 to 90 s
+    const again = await peer('b', 'tally', undefined, b.port); // b restarts on its address
+    a.transport.open(b.address); // as the node does when gossip shows b up
+    expect(a.transport.send(b.address, msg(2))).toBe(true);
+    await until(() => again.inbox.length === 1);
+    expect(again.inbox[0]).toEqual(['a', msg(2)]);
   });
 });
