@@ -170,7 +170,7 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
   );
 }
 
-/** Polls every node until each sees every member up and all compute the same ring; returns the first node's status. */
+/** Polls every node until each sees every member up, none still being sent its ranges, and all compute the same ring; returns the first node's status. */
 async function waitForAgreement(addresses: string[], timeoutMs: number): Promise<NodeStatus> {
   const deadline = Date.now() + timeoutMs;
   let last = '';

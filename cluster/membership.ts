@@ -74,7 +74,9 @@ export type MembershipEffect =
   /** A newer state of this node's own id came in: another process runs with our id, or a forgery. */
   | { kind: 'identityConflict'; claimed: EndpointState; refuted: boolean }
   /** A member no node has seen alive for `memberExpiryMs` is forgotten. */
-  | { kind: 'memberExpired'; id: string };
+  | { kind: 'memberExpired'; id: string }
+  /** This node's own actor was taken off the ring for good (decommissioned or removed): it must stop. */
+  | { kind: 'removed'; by: string };
 
 /** One row of `tally status`, as this node sees it. Ownership comes from `ring()`. */
 export interface MemberView {
@@ -125,7 +127,12 @@ export interface KnownPeer {
 }
 
 /** Lifecycles whose tokens are on the ring. */
-const IN_RING: ReadonlySet<Lifecycle> = new Set([Lifecycle.NORMAL, Lifecycle.LEAVING, Lifecycle.LEFT]);
+const IN_RING: ReadonlySet<Lifecycle> = new Set([Lifecycle.NORMAL, Lifecycle.LEAVING, Lifecycle.LEFT, Lifecycle.DECOMMISSIONING]);
+
+/** Lifecycles of a member that is not running: peers mark it down at once and do not gossip with it. */
+function gone(lifecycle: Lifecycle): boolean {
+  return lifecycle === Lifecycle.LEFT || lifecycle === Lifecycle.REMOVED;
+}
 
 interface PeerStatus {
   up: boolean;
@@ -148,6 +155,9 @@ export class Membership {
   /** Seed addresses other than our own. */
   private readonly otherSeeds: readonly string[];
   private cachedRing: HashRing | undefined;
+  /** The members leaving the ring for good, and the ring without them; cached with the ring. */
+  private cachedLeavers: { ids: string[]; ring: HashRing | undefined; checksum: string } | undefined;
+  private cachedPrior: { of: HashRing; ring: HashRing | undefined } | undefined;
   private nextRoundAtMs: number;
   /** A shuffled cycle over the peers for choosing the live gossip target; see nextLivePeer. */
   private liveOrder: string[] = [];
@@ -205,7 +215,7 @@ export class Membership {
       this.states.set(p.id, state);
       this.advancedAtMs.set(p.id, init.nowMs);
     }
-    this.updateSelf({ ringChecksum: this.ring().checksum() });
+    this.updateSelf({ ringChecksum: this.topologyChecksum() });
     this.nextRoundAtMs = init.nowMs;
     this.lastInputMs = init.nowMs;
     this.startedAtMs = init.nowMs;
@@ -283,7 +293,7 @@ export class Membership {
     const effects: MembershipEffect[] = [];
     if (this.detector.connectionLost(peerId, nowMs)) {
       this.lostAtSeq.set(peerId, this.synSeq);
-      if (state.lifecycle !== Lifecycle.LEFT) effects.push({ kind: 'send', to: { id: peerId, address: state.address }, msg: this.syn() });
+      if (!gone(state.lifecycle)) effects.push({ kind: 'send', to: { id: peerId, address: state.address }, msg: this.syn() });
     }
     this.evaluate(peerId, nowMs, effects);
     return effects;
@@ -293,7 +303,8 @@ export class Membership {
   startLeaving(nowMs: number): MembershipEffect[] {
     if (this.stopped) return [];
     this.noteInput(nowMs);
-    this.updateSelf({ lifecycle: Lifecycle.LEAVING });
+    // Off the ring for good stays off: a stop never puts a removed node's tokens back.
+    if (this.self.lifecycle !== Lifecycle.REMOVED) this.updateSelf({ lifecycle: Lifecycle.LEAVING });
     return this.announce();
   }
 
@@ -301,7 +312,7 @@ export class Membership {
   leave(nowMs: number): MembershipEffect[] {
     if (this.stopped) return [];
     this.noteInput(nowMs);
-    this.updateSelf({ lifecycle: Lifecycle.LEFT });
+    if (this.self.lifecycle !== Lifecycle.REMOVED) this.updateSelf({ lifecycle: Lifecycle.LEFT });
     this.stopped = true;
     return this.announce();
   }
@@ -353,7 +364,7 @@ export class Membership {
     if (this.stopped) return false;
     // A cluster of one: nobody to ask, nobody known.
     if (this.otherSeeds.length === 0 && this.states.size === 1) return true;
-    const ours = this.ring().checksum();
+    const ours = this.topologyChecksum();
     let upPeers = 0;
     for (const [id, status] of this.statuses) {
       if (!status.up) continue;
@@ -389,6 +400,7 @@ export class Membership {
   /** The ring of every member in IN_RING, up or down; rebuilt only when such a member changes. */
   ring(): HashRing {
     if (this.cachedRing === undefined) {
+      this.cachedLeavers = undefined;
       const members: RingMember[] = [];
       for (const s of this.states.values()) {
         if (IN_RING.has(s.lifecycle)) members.push({ id: s.id, zone: s.zone, tokens: this.tokensOf(s) });
@@ -402,6 +414,126 @@ export class Membership {
     return this.states.get(this.id) as EndpointState;
   }
 
+  /**
+   * The members leaving the ring for good, sorted: those decommissioning, and those another member
+   * is removing (`removing` in its state). While there are any, a key's replicas are those of
+   * `ring()` and those of `pendingRing()` together: reads and writes need a quorum of each.
+   */
+  leavers(): readonly string[] {
+    return this.leaving().ids;
+  }
+
+  /**
+   * The ring without the members being sent their ranges (rebuilding): where a coordinator that
+   * has not heard of a new member yet places its keys. Undefined when nobody rebuilds.
+   */
+  priorRing(): HashRing | undefined {
+    const ring = this.ring();
+    if (this.cachedPrior === undefined || this.cachedPrior.of !== ring) {
+      const members: RingMember[] = [];
+      let rebuilding = false;
+      for (const s of this.states.values()) {
+        if (!IN_RING.has(s.lifecycle)) continue;
+        if (s.rebuilding === true) rebuilding = true;
+        else members.push({ id: s.id, zone: s.zone, tokens: this.tokensOf(s) });
+      }
+      this.cachedPrior = { of: ring, ring: rebuilding ? new HashRing(members, this.hash64) : undefined };
+    }
+    return this.cachedPrior.ring;
+  }
+
+  /** The ring once the leavers are gone; undefined when nobody is leaving. */
+  pendingRing(): HashRing | undefined {
+    return this.leaving().ring;
+  }
+
+  /**
+   * The checksum each node gossips: of the ring, and of who is leaving it. Equal checksums from
+   * every live peer mean every coordinator places keys, leavers included, as this node does.
+   */
+  topologyChecksum(): string {
+    return this.leaving().checksum;
+  }
+
+  private leaving(): { ids: string[]; ring: HashRing | undefined; checksum: string } {
+    const ring = this.ring();
+    if (this.cachedLeavers === undefined) {
+      const ids = new Set<string>();
+      for (const s of this.states.values()) {
+        if (s.lifecycle === Lifecycle.DECOMMISSIONING) ids.add(s.id);
+        if (s.removing !== undefined && !gone(s.lifecycle) && IN_RING.has(this.states.get(s.removing)?.lifecycle ?? Lifecycle.REMOVED)) ids.add(s.removing);
+      }
+      const sorted = [...ids].sort();
+      if (sorted.length === 0) {
+        this.cachedLeavers = { ids: [], ring: undefined, checksum: ring.checksum() };
+      } else {
+        const members: RingMember[] = [];
+        for (const s of this.states.values()) {
+          if (IN_RING.has(s.lifecycle) && !ids.has(s.id)) members.push({ id: s.id, zone: s.zone, tokens: this.tokensOf(s) });
+        }
+        const checksum = this.hash64(`${ring.checksum()}>${sorted.join(',')}`).toString(16);
+        this.cachedLeavers = { ids: sorted, ring: new HashRing(members, this.hash64), checksum };
+      }
+    }
+    return this.cachedLeavers;
+  }
+
+  /**
+   * Whether every peer this node sees up gossips the topology checksum it computes itself now (not
+   * sticky, unlike `settled`): then no live coordinator places keys on an older ring.
+   */
+  agreed(): boolean {
+    if (this.stopped) return false;
+    const ours = this.topologyChecksum();
+    if (this.self.ringChecksum !== ours) return false;
+    for (const [id, status] of this.statuses) {
+      if (status.up && (this.states.get(id) as EndpointState).ringChecksum !== ours) return false;
+    }
+    return true;
+  }
+
+  /** `tally decommission`: this node is leaving the ring for good; it stays up and a replica until it is `removed`. */
+  decommission(): MembershipEffect[] {
+    this.updateSelf({ lifecycle: Lifecycle.DECOMMISSIONING });
+    return this.announce();
+  }
+
+  /** The decommission is done: this node is off the ring for good. */
+  finishDecommission(): MembershipEffect[] {
+    this.updateSelf({ lifecycle: Lifecycle.REMOVED });
+    return this.announce();
+  }
+
+  /** `tally removenode`: this node takes `id` (down) off the ring, once the others hold its ranges. */
+  startRemoving(id: string): void {
+    this.updateSelf({ removing: id });
+  }
+
+  /**
+   * `id`'s ranges are re-replicated: its state becomes `removed`, at the highest version its
+   * generation can have, so no older word of it outranks this one; a removed actor never returns.
+   */
+  markRemoved(id: string): void {
+    const st = this.states.get(id);
+    if (st === undefined || id === this.id) return;
+    this.states.set(id, { ...st, version: MAX_GOSSIP_VERSION, lifecycle: Lifecycle.REMOVED });
+    this.cachedRing = undefined;
+  }
+
+  /** The removal this node drove is known everywhere: stop announcing it. */
+  clearRemoving(): void {
+    if (this.self.removing !== undefined) this.updateSelf({ removing: undefined });
+  }
+
+  /** The member this node is removing, if any. */
+  get removing(): string | undefined {
+    return this.self.removing;
+  }
+
+  isRemoved(id: string): boolean {
+    return this.states.get(id)?.lifecycle === Lifecycle.REMOVED;
+  }
+
   /** The ranges this node holds have all been sent to it: reads may count it. */
   doneRebuilding(): void {
     if (this.self.rebuilding !== true) return;
@@ -413,16 +545,17 @@ export class Membership {
     return this.states.get(id)?.rebuilding === true;
   }
 
-  private updateSelf(change: Partial<Pick<EndpointState, 'lifecycle' | 'ringChecksum' | 'rebuilding'>>): void {
+  private updateSelf(change: Partial<Pick<EndpointState, 'lifecycle' | 'ringChecksum' | 'rebuilding' | 'removing'>>): void {
     const old = this.self;
     const next: EndpointState = { ...old, ...change, version: old.version + 1 };
     if (next.rebuilding !== true) delete next.rebuilding;
+    if (next.removing === undefined) delete next.removing;
     this.states.set(this.id, next);
     if (this.ringRelevantChange(old, next)) this.cachedRing = undefined;
   }
 
   private round(effects: MembershipEffect[]): void {
-    const checksum = this.ring().checksum();
+    const checksum = this.topologyChecksum();
     if (checksum !== this.self.ringChecksum) {
       this.updateSelf({ ringChecksum: checksum });
       effects.push({ kind: 'ringChanged', checksum });
@@ -433,7 +566,7 @@ export class Membership {
     const live: string[] = [];
     const down: string[] = [];
     for (const [id, status] of this.statuses) {
-      if ((this.states.get(id) as EndpointState).lifecycle === Lifecycle.LEFT) continue;
+      if (gone((this.states.get(id) as EndpointState).lifecycle)) continue;
       (status.up ? live : down).push(id);
     }
     // In order of need, so that the cap drops the least needed: one live peer; a down one to find
@@ -473,7 +606,8 @@ export class Membership {
       while (this.liveCursor < this.liveOrder.length) {
         const id = this.liveOrder[this.liveCursor++] as string;
         const status = this.statuses.get(id);
-        if (status?.up === true && this.states.get(id)?.lifecycle !== Lifecycle.LEFT) return id;
+        const lifecycle = this.states.get(id)?.lifecycle;
+        if (status?.up === true && lifecycle !== undefined && !gone(lifecycle)) return id;
       }
       this.liveOrder = this.rng.shuffle([...this.statuses.keys()]);
       this.liveCursor = 0;
@@ -541,6 +675,9 @@ export class Membership {
     // A generation far in the future would make that member's real states look old for ever.
     if (incoming.generation > nowMs + this.config.maxGenerationAheadMs) return;
     const local = this.states.get(id);
+    // A removed actor never comes back, whatever it or anyone says later; a new actor (its data
+    // wiped) may join again.
+    if (local?.lifecycle === Lifecycle.REMOVED && incoming.actor === local.actor && incoming.lifecycle !== Lifecycle.REMOVED) return;
     if (local === undefined) {
       if (this.states.size >= MAX_MEMBERS) return;
       this.states.set(id, incoming);
@@ -565,6 +702,15 @@ export class Membership {
    */
   private applySelf(incoming: EndpointState, effects: MembershipEffect[]): void {
     const self = this.self;
+    // Our actor was taken off the ring (by `tally removenode`, maybe while this process was away):
+    // whatever generation that was said in, it is final for this actor.
+    if (incoming.lifecycle === Lifecycle.REMOVED && incoming.actor === self.actor && self.lifecycle !== Lifecycle.REMOVED) {
+      if (!this.reportedClaims.has('removed')) {
+        this.reportedClaims.add('removed');
+        effects.push({ kind: 'removed', by: incoming.address });
+      }
+      return;
+    }
     if (!newer(incoming, self)) return;
     const refuted = incoming.generation === self.generation;
     // Outbid it with the next generation rather than a higher version: no version, however large,
@@ -581,7 +727,7 @@ export class Membership {
   private evaluate(id: string, nowMs: number, effects: MembershipEffect[]): void {
     const state = this.states.get(id);
     if (state === undefined || id === this.id) return;
-    const reason: StatusReason = state.lifecycle === Lifecycle.LEFT ? Lifecycle.LEFT : this.detector.verdict(id, nowMs);
+    const reason: StatusReason = gone(state.lifecycle) ? Lifecycle.LEFT : this.detector.verdict(id, nowMs);
     const up = reason === Verdict.UP;
     // Every member starts down; the first change to report is its first sign of life.
     const wasUp = this.statuses.get(id)?.up ?? false;
@@ -642,7 +788,7 @@ export class Membership {
   }
 
   private ringRelevantChange(a: EndpointState, b: EndpointState): boolean {
-    return IN_RING.has(a.lifecycle) !== IN_RING.has(b.lifecycle) || a.zone !== b.zone || a.vnodes !== b.vnodes;
+    return a.lifecycle !== b.lifecycle || a.zone !== b.zone || a.vnodes !== b.vnodes || a.removing !== b.removing || a.rebuilding !== b.rebuilding;
   }
 }
 

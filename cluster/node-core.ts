@@ -65,6 +65,8 @@ export type CoreInput =
   | { kind: 'read'; req: number; queries: QueryTuple[]; cl: Consistency }
   /** `tally repair`: compare with every peer now, one after another; answered with the round's figures. */
   | { kind: 'repair'; req: number }
+  /** `tally decommission` (this node leaves the ring for good) or `tally removenode <node>`: answered once it has begun. */
+  | { kind: 'move'; req: number; op: 'decommission' | 'removenode'; node?: string }
   /** A validated message from peer `from` (the id its authenticated hello named). */
   | { kind: 'peer'; from: string; msg: PeerMessage }
   /** Our connection to `peer` dropped, or could not be opened. */
@@ -88,6 +90,8 @@ export interface BatchRecord {
   atMs: number;
   /** A forward record: per replica list (ids joined by commas), the actor of the replica the batch's events for it went to. */
   forwardedTo?: [replicas: string, targetActor: string][];
+  /** The topology checksum when the batch was first taken: a retry on another ring cannot be told from a new batch. */
+  ring?: string;
 }
 
 /** The key a batch record is kept under: forward records apart (batch ids hold no spaces). */
@@ -126,7 +130,7 @@ export interface PersistBatch {
   sync: boolean;
 }
 
-export type CoreReply = { ok: true; n?: number; stats?: StatsTuple[]; repair?: RepairRound } | { ok: false; code: ErrorCode; message: string };
+export type CoreReply = { ok: true; n?: number; stats?: StatsTuple[]; repair?: RepairRound; moved?: string } | { ok: false; code: ErrorCode; message: string };
 
 export interface Ready {
   /** At most one commit is under way; the next comes after its `persisted`. */
@@ -143,6 +147,8 @@ export interface Ready {
   knownPeers: KnownPeer[] | undefined;
   /** This node has been sent all its ranges: keep that, so a restart does not rebuild again, nor stop rebuilding before this. */
   rebuilt: boolean;
+  /** This node's actor is off the ring for good (decommissioned, or removed by a peer): why. Record it and stop. */
+  removed: string | undefined;
   log: string[];
   /** Step again (with a tick) at this time at the latest. */
   deadlineMs: number;
@@ -171,6 +177,8 @@ export interface NodeCoreInit {
 
 /** How often a peer that finished sending a rebuilding node its ranges says so again while it still rebuilds. */
 const STREAM_DONE_REPEAT_MS = 1_000;
+/** A decommissioned node stops once every live peer knows it left, or after this long. */
+const DECOMMISSION_ANNOUNCE_MS = 10_000;
 /** Slots read from the store per page of a walk (a rebuild, a repair). */
 const STREAM_PAGE_SLOTS = 4_096;
 /**
@@ -223,6 +231,8 @@ interface WriteOp {
   keys: SlotKey[];
   deltas: { ref: BucketRef; delta: Slot }[];
   batch: string | undefined;
+  /** The topology checksum it was placed under. */
+  ring: string;
   need: number;
   /** The distinct replica lists of its keys; each must have `need` replicas holding it. */
   groups: string[][];
@@ -233,7 +243,10 @@ interface WriteOp {
 }
 
 interface ReadQuery {
+  /** The replicas that may be asked (up, not rebuilding), in the order to ask them. */
   replicas: string[];
+  /** The lists a quorum is needed of (see Placement.groups). */
+  groups: string[][];
   spans: SpanTuple[];
   asked: string[];
   /** Per replica: messages still to come back, and what came. */
@@ -352,6 +365,47 @@ interface Commit {
 }
 
 
+/**
+ * A key's replicas. While members leave the ring for good, a key whose replicas change has two
+ * groups, those on the ring now and those on the ring without the leavers, and every read and
+ * write needs a quorum of each (joint quorums, as in Raft's joint consensus): a coordinator that
+ * has not heard of the change yet and one that has seen it finish both meet every such quorum.
+ * While a new member is sent its ranges, a write also needs a quorum of the replicas the key had
+ * without it (`prior`), where a coordinator that has not heard of it yet reads.
+ */
+interface Placement {
+  /** On the ring as it is. */
+  natural: string[];
+  /** Each list a read and a write needs a quorum of: `[natural]`, or `[natural, without the leavers]`. */
+  groups: string[][];
+  /** While members rebuild: the replicas on the ring without them, if they differ (see above). */
+  prior: string[] | undefined;
+  /** Every replica of any group or of `prior`, natural first: where a write goes. */
+  all: string[];
+  /** Replicas the key moves to: in the second group but not the first. */
+  gaining: string[];
+}
+
+/** The lists a write needs `need` replicas of: the groups, and `prior` when it can hold that many. */
+function writeGroups(p: Placement, need: number): string[][] {
+  return p.prior !== undefined && p.prior.length >= need ? [...p.groups, p.prior] : p.groups;
+}
+
+/** A ring change under way (members leaving for good), as this node takes part in it. */
+interface MoveState {
+  /** The sorted ids leaving (`Membership.leavers`). */
+  key: string;
+  /** Per new replica: the stream of what it gains from this node's store. */
+  streams: Map<string, StreamJob>;
+  /** Every stream is done: when the word went to the node driving the change. */
+  doneSentMs: number;
+  /** At the node driving it: the members that have sent everything they hold of the moving ranges. */
+  doneFrom: Set<string>;
+  /** When the driver took the leavers off the ring; the change is over once every peer agrees. */
+  finishedMs: number | undefined;
+  waitingLogged: string;
+}
+
 export interface CoreStats {
   rf: number;
   hints: Record<string, { pending: number; dropped: number; expired: number }>;
@@ -363,10 +417,12 @@ export interface CoreStats {
   slots: { cached: number; dirty: number };
   /** Anti-entropy sessions this node started, and what all sessions it took part in sent. */
   repair: Omit<RepairSummary, 'peers'> & { running: number };
+  /** Members leaving the ring for good, and this node's streams of their ranges to the new replicas. */
+  ringChange: { leaving: string[]; streams: Record<string, { slots: number; bytes: number; done: boolean }>; doneFrom: string[] } | undefined;
 }
 
 function emptyReady(): Ready {
-  return { persist: undefined, loads: [], scans: [], walks: [], send: [], replies: [], connect: [], knownPeers: undefined, rebuilt: false, log: [], deadlineMs: Number.POSITIVE_INFINITY };
+  return { persist: undefined, loads: [], scans: [], walks: [], send: [], replies: [], connect: [], knownPeers: undefined, rebuilt: false, removed: undefined, log: [], deadlineMs: Number.POSITIVE_INFINITY };
 }
 
 function spanOf(ref: BucketRef): SpanTuple {
@@ -379,6 +435,11 @@ function slotRecord(e: SlotEntry): SlotRecord {
 
 function fromRecord(r: SlotRecord): SlotEntry {
   return { ref: { videoId: r[0], eventType: r[1], res: r[2], start: r[3] }, actor: r[4], slot: { count: r[5], sum: r[6], min: r[7], max: r[8] } };
+}
+
+/** Every group of the query's key has `need` replicas that answered it. */
+function readSatisfied(q: ReadQuery, need: number): boolean {
+  return q.groups.every((g) => g.filter((r) => q.complete.includes(r)).length >= need);
 }
 
 function failure(code: ErrorCode, message: string): Outcome {
@@ -463,13 +524,24 @@ export class NodeCore {
   private readonly replaying = new Set<string>();
   private readonly batches = new Map<string, number>();
   /** Batches this node sent on to other replicas, and to which one per video id (see onClientWrite). */
-  private readonly forwardedTo = new Map<string, { atMs: number; targets: Map<string, string> }>();
+  private readonly forwardedTo = new Map<string, { atMs: number; targets: Map<string, string>; ring: string | undefined }>();
+  /** Per applied batch id, the topology checksum it was applied under (see BatchRecord.ring). */
+  private readonly batchRings = new Map<string, string>();
   /** Forwards waiting for the commit that makes their batch's forward record durable. */
   private nextForwards: { request: WriteRequest; to: string; msg: DataMessage & { t: 'fwd' } }[] = [];
 
   // Placement.
   private placementRing: unknown;
-  private readonly placements = new Map<string, string[]>();
+  private placementPending: unknown;
+  private placementPrior: unknown;
+  private readonly placements = new Map<string, Placement>();
+  /** Since when every live peer has gossiped the topology checksum `agreedOn` (see topologyStable). */
+  private agreedSinceMs: number | undefined;
+  private agreedOn = '';
+  /** Members leaving the ring for good: this node's part in moving their ranges (see driveMoves). */
+  private move: MoveState | undefined;
+  /** When this node finished its decommission (it stops once every peer knows, or after DECOMMISSION_ANNOUNCE_MS). */
+  private decommissionedMs: number | undefined;
 
   private readonly counters = {
     writesAcked: 0, writesFailed: 0, writesTimedOut: 0, readsServed: 0, speculative: 0, repairs: 0, readsTimedOut: 0,
@@ -508,12 +580,16 @@ export class NodeCore {
     // Commits whose replication this node did not see through before it stopped: every other
     // replica gets a hint for their buckets (replaying to one that has them changes nothing).
     for (const j of init.journal ?? []) {
-      for (const ref of j.refs) for (const r of this.replicasOf(ref.videoId)) if (r !== this.id) this.addHint(r, ref, init.nowMs, true);
+      for (const ref of j.refs) for (const r of this.placementOf(ref.videoId).all) if (r !== this.id) this.addHint(r, ref, init.nowMs, true);
       this.pendingJournalDelete.push(j.key);
     }
     for (const b of init.batches ?? []) {
-      if (b.forwardedTo === undefined) this.batches.set(b.batch, b.atMs);
-      else this.forwardedTo.set(b.batch, { atMs: b.atMs, targets: new Map(b.forwardedTo) });
+      if (b.forwardedTo === undefined) {
+        this.batches.set(b.batch, b.atMs);
+        if (b.ring !== undefined) this.batchRings.set(b.batch, b.ring);
+      } else {
+        this.forwardedTo.set(b.batch, { atMs: b.atMs, targets: new Map(b.forwardedTo), ring: b.ring });
+      }
     }
   }
 
@@ -532,6 +608,9 @@ export class NodeCore {
         break;
       case 'repair':
         this.requestRepair(input.req);
+        break;
+      case 'move':
+        this.requestMove(input.req, input.op, input.node);
         break;
       case 'peer':
         this.onPeer(input.from, input.msg);
@@ -597,16 +676,32 @@ export class NodeCore {
     return this.table.dirtyCount === 0 && this.inFlightCommit === undefined && this.nextOps.length === 0 && this.nextAcks.length === 0;
   }
 
-  /** The replicas of `videoId`, in preference order. */
+  /** The replicas of `videoId` on the ring, in preference order. */
   replicasOf(videoId: string): string[] {
+    return this.placementOf(videoId).natural;
+  }
+
+  /** Where `videoId` lives: on the ring, and while members leave it, also on the ring without them. */
+  private placementOf(videoId: string): Placement {
     const ring = this.membership.ring();
-    if (this.placementRing !== ring) {
+    const pending = this.membership.pendingRing();
+    const prior = this.membership.priorRing();
+    if (this.placementRing !== ring || this.placementPending !== pending || this.placementPrior !== prior) {
       this.placementRing = ring;
+      this.placementPending = pending;
+      this.placementPrior = prior;
       this.placements.clear();
     }
     let pl = this.placements.get(videoId);
     if (pl === undefined) {
-      pl = ring.preferenceList(videoId, this.cfg.rf);
+      const natural = ring.preferenceList(videoId, this.cfg.rf);
+      const differs = (l: string[] | undefined): l is string[] => l !== undefined && (l.length !== natural.length || l.some((r) => !natural.includes(r)));
+      const next = pending?.preferenceList(videoId, this.cfg.rf);
+      const before = prior?.preferenceList(videoId, this.cfg.rf);
+      const groups = differs(next) ? [natural, next] : [natural];
+      const all = [...natural];
+      for (const l of [next, before]) if (differs(l)) for (const r of l) if (!all.includes(r)) all.push(r);
+      pl = { natural, groups, prior: differs(before) ? before : undefined, all, gaining: differs(next) ? next.filter((r) => !natural.includes(r)) : [] };
       if (this.placements.size >= MAX_CACHED_PLACEMENTS) this.placements.clear();
       this.placements.set(videoId, pl);
     }
@@ -638,6 +733,14 @@ export class NodeCore {
         bytesSent: k.repairBytesSent,
         running: (this.repairOut === undefined ? 0 : 1) + this.repairsIn.size,
       },
+      ringChange:
+        this.move === undefined
+          ? undefined
+          : {
+              leaving: this.move.key.split(','),
+              streams: Object.fromEntries([...this.move.streams].map(([peer, job]) => [peer, { slots: job.slots, bytes: job.bytes, done: job.finished }])),
+              doneFrom: [...this.move.doneFrom].sort(),
+            },
     };
   }
 
@@ -662,6 +765,10 @@ export class NodeCore {
           break;
         case 'memberExpired':
           this.out.log.push(`member ${e.id} forgotten: no node has seen it alive for ${Math.round(this.memberExpiryMs / 3_600_000)} h`);
+          break;
+        case 'removed':
+          this.out.log.push(`error: this node's actor ${this.actor} was taken off the ring for good (word from ${e.by}); it stops, and may join again only with an empty data directory`);
+          this.out.removed = `it was removed from the cluster (tally removenode, word from ${e.by})`;
           break;
         case 'identityConflict':
           this.out.log.push(
@@ -702,6 +809,14 @@ export class NodeCore {
 
   private onClientWrite(replyTo: ReplyTo, events: readonly EventTuple[], cl: Consistency, batch: string | undefined): void {
     if (this.notSettled(replyTo)) return;
+    // A retry of a batch first taken on another ring: its events may now fall to other replicas,
+    // which cannot know it was applied, so it could be counted twice. Its outcome stays unknown.
+    if (batch !== undefined) {
+      const ring = this.batchRings.get(batch) ?? this.forwardedTo.get(batch)?.ring;
+      if (ring !== undefined && ring !== this.membership.topologyChecksum()) {
+        return this.answer(replyTo, failure(ErrorCode.TIMEOUT, `the ring has changed since this batch was first sent; a retry could count it twice, so it is not taken again; its first outcome stays unknown`));
+      }
+    }
     const n = events.reduce((a, e) => a + e[4], 0);
     const need = replicasNeeded(cl, this.cfg.rf);
     const local: EventTuple[] = [];
@@ -710,27 +825,35 @@ export class NodeCore {
     const chosen = new Map<string, string>();
     const forwarded = 'peer' in replyTo;
     // Check every part before applying any, so a refusal applies nothing.
-    const checked = new Set<string[]>();
+    const checked = new Set<Placement>();
     for (const e of events) {
-      const replicas = this.replicasOf(e[0]);
-      if (!checked.has(replicas)) {
-        checked.add(replicas);
-        const up = replicas.filter((r) => this.isUp(r)).length;
-        if (replicas.length < need || up < need) {
-          const why = replicas.length < need
-            ? `the cluster has ${replicas.length} replica${replicas.length === 1 ? '' : 's'} for ${JSON.stringify(e[0])} (rf ${this.cfg.rf}, ${this.membership.ring().members.length} nodes on the ring)`
-            : `${up} of its replicas (${replicas.join(', ')}) are up`;
-          return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `consistency ${cl} needs ${need} replicas of ${JSON.stringify(e[0])}; ${why}; nothing was applied`));
+      const placement = this.placementOf(e[0]);
+      const replicas = placement.all;
+      if (!checked.has(placement)) {
+        checked.add(placement);
+        for (const group of writeGroups(placement, need)) {
+          const up = group.filter((r) => this.isUp(r)).length;
+          if (group.length < need || up < need) {
+            const why = group.length < need
+              ? `the cluster has ${group.length} replica${group.length === 1 ? '' : 's'} for ${JSON.stringify(e[0])} (rf ${this.cfg.rf}, ${this.membership.ring().members.length} nodes on the ring)`
+              : `${up} of its replicas (${group.join(', ')}) are up`;
+            return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `consistency ${cl} needs ${need} replicas of ${JSON.stringify(e[0])}; ${why}; nothing was applied`));
+          }
         }
       }
-      if (replicas.includes(this.id)) {
+      // Only a replica on the ring coordinates: the extra replicas of a change come and go without
+      // the topology checksum changing, and a retry must find the batch id where it was applied.
+      if (placement.natural.includes(this.id)) {
         local.push(e);
       } else if (forwarded) {
+        if (batch !== undefined && this.batches.has(batch)) {
+          return this.answer(replyTo, failure(ErrorCode.TIMEOUT, `${this.id} took this batch before but is no longer a replica of ${JSON.stringify(e[0])} (the ring changed); its outcome is unknown`));
+        }
         return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `${this.id} is not a replica of ${JSON.stringify(e[0])} (the rings of the two nodes differ); nothing was applied`));
       } else {
         // A retry of a batch goes where the batch went before: that replica's dedupe is what
         // keeps it from counting twice. If it is down, the outcome stays unknown until it is back.
-        const beforeActor = batch === undefined ? undefined : this.forwardedTo.get(batch)?.targets.get(replicas.join(','));
+        const beforeActor = batch === undefined ? undefined : this.forwardedTo.get(batch)?.targets.get(placement.natural.join(','));
         const before = beforeActor?.slice(0, beforeActor.lastIndexOf('#'));
         if (before !== undefined && !this.isUp(before)) {
           return this.answer(replyTo, failure(ErrorCode.TIMEOUT, `this batch was sent on to ${before} before, which is down now; its outcome is unknown until ${before} is back: retry later with the same batch id`));
@@ -740,7 +863,7 @@ export class NodeCore {
         if (target === undefined) {
           return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `no replica of ${JSON.stringify(e[0])} is known well enough to send the write on to yet; nothing was applied`));
         }
-        chosen.set(replicas.join(','), beforeActor ?? (this.membership.stateOf(target)?.actor as string));
+        chosen.set(placement.natural.join(','), beforeActor ?? (this.membership.stateOf(target)?.actor as string));
         let list = forwards.get(target);
         if (list === undefined) forwards.set(target, (list = []));
         list.push(e);
@@ -760,7 +883,7 @@ export class NodeCore {
     let record = false;
     if (batch !== undefined && forwards.size > 0) {
       let f = this.forwardedTo.get(batch);
-      if (f === undefined) this.forwardedTo.set(batch, (f = { atMs: this.now, targets: new Map() }));
+      if (f === undefined) this.forwardedTo.set(batch, (f = { atMs: this.now, targets: new Map(), ring: this.membership.topologyChecksum() }));
       for (const [replicas, target] of chosen) {
         if (f.targets.get(replicas) !== target) {
           f.targets.set(replicas, target);
@@ -768,7 +891,7 @@ export class NodeCore {
         }
       }
       if (record) {
-        this.pendingBatchesPut.push({ batch, atMs: f.atMs, forwardedTo: [...f.targets] });
+        this.pendingBatchesPut.push(f.ring === undefined ? { batch, atMs: f.atMs, forwardedTo: [...f.targets] } : { batch, atMs: f.atMs, forwardedTo: [...f.targets], ring: f.ring });
         this.noteDirty();
       }
     }
@@ -779,7 +902,7 @@ export class NodeCore {
       const msg: DataMessage & { t: 'fwd' } = { t: PeerMessageType.FORWARD, id: 0, events: part, cl };
       if (batch !== undefined) {
         msg.batch = `${batch}>${this.id}`;
-        const pinned = this.forwardedTo.get(batch)?.targets.get(this.replicasOf(part[0]![0]).join(','));
+        const pinned = this.forwardedTo.get(batch)?.targets.get(this.placementOf(part[0]![0]).natural.join(','));
         if (pinned !== undefined) msg.actor = pinned;
       }
       if (record) this.nextForwards.push({ request, to: target, msg });
@@ -830,7 +953,7 @@ export class NodeCore {
     const groups = new Set<string[]>();
     let n = 0;
     for (const [videoId, eventType, ts, value, count] of events) {
-      groups.add(this.replicasOf(videoId));
+      for (const g of writeGroups(this.placementOf(videoId), need)) groups.add(g);
       n += count;
       const starts = bucketsOf(ts);
       const delta = eventsDelta(value, count);
@@ -848,6 +971,7 @@ export class NodeCore {
       keys: list.map((d) => ({ ref: d.ref, actor: this.actor })),
       deltas: list,
       batch,
+      ring: this.membership.topologyChecksum(),
       need,
       groups: [...groups],
       acked: new Set(),
@@ -880,7 +1004,8 @@ export class NodeCore {
       }
       if (op.batch !== undefined) {
         this.batches.set(op.batch, this.now);
-        this.pendingBatchesPut.push({ batch: op.batch, atMs: this.now });
+        this.batchRings.set(op.batch, op.ring);
+        this.pendingBatchesPut.push({ batch: op.batch, atMs: this.now, ring: op.ring });
       }
     }
     this.nextOps.push(op);
@@ -1045,7 +1170,7 @@ export class NodeCore {
     const perPeer = new Map<string, SlotEntry[]>();
     for (const s of c.slots) {
       if (s.actor !== this.actor) continue;
-      for (const r of this.replicasOf(s.ref.videoId)) {
+      for (const r of this.placementOf(s.ref.videoId).all) {
         if (r === this.id) continue;
         let list = perPeer.get(r);
         if (list === undefined) perPeer.set(r, (list = []));
@@ -1175,6 +1300,12 @@ export class NodeCore {
         if (msg.generation === this.membership.generation && this.membership.isRebuilding(this.id) && !this.streamedFrom.has(from)) {
           this.streamedFrom.add(from);
           this.out.log.push(`rebuild: ${from} has sent everything it holds of this node's ranges`);
+        }
+        return;
+      case PeerMessageType.MOVE_DONE:
+        if (this.move !== undefined && msg.leaving === this.move.key && !this.move.doneFrom.has(from)) {
+          this.move.doneFrom.add(from);
+          this.out.log.push(`ring change: ${from} has sent the new replicas of ${msg.leaving}'s ranges everything it holds of them`);
         }
         return;
       case PeerMessageType.AE_REQ:
@@ -1356,25 +1487,34 @@ export class NodeCore {
       done: false,
     };
     for (const [videoId, eventType, start, end] of queries) {
-      const replicas = this.replicasOf(videoId);
+      const placement = this.placementOf(videoId);
       // A rebuilding replica takes writes but is not read: it may not hold what it should yet.
-      const up = replicas.filter((r) => this.isUp(r) && !this.membership.isRebuilding(r));
-      if (replicas.length < need || up.length < need) {
-        return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `consistency ${cl} needs ${need} replicas of ${JSON.stringify(videoId)}; ${up.length} of ${replicas.length} (${replicas.join(', ')}) are up and not rebuilding`));
+      const usable = (r: string): boolean => this.isUp(r) && !this.membership.isRebuilding(r);
+      for (const replicas of placement.groups) {
+        const up = replicas.filter(usable);
+        if (replicas.length < need || up.length < need) {
+          return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `consistency ${cl} needs ${need} replicas of ${JSON.stringify(videoId)}; ${up.length} of ${replicas.length} (${replicas.join(', ')}) are up and not rebuilding`));
+        }
       }
+      const up = placement.all.filter(usable);
       const spans = planSpans(videoId, eventType, start, end);
       // Ourselves first when we hold it (no network hop), then the others in ring order, those
       // that lately left a read unanswered past the speculative threshold last (as Cassandra's
       // dynamic snitch), so a frozen replica costs only the first reads that met it.
       const peers = up.filter((r) => r !== this.id);
       const order = [...(up.includes(this.id) ? [this.id] : []), ...peers.filter((r) => !this.slowPeers.has(r)), ...peers.filter((r) => this.slowPeers.has(r))];
-      op.queries.push({ replicas: order, spans, asked: [], pending: new Map(), slots: new Map(), complete: [], failed: new Set() });
+      op.queries.push({ replicas: order, groups: placement.groups, spans, asked: [], pending: new Map(), slots: new Map(), complete: [], failed: new Set() });
     }
     this.inFlightQueries += queries.length;
     this.reads.add(op);
     const ask = new Map<string, number[]>();
     op.queries.forEach((q, qi) => {
-      for (const r of q.replicas.slice(0, need)) {
+      // In order, each replica that some group still lacks: `need` of them, or a few more while a
+      // key's replicas change (a quorum of each group).
+      const asked: string[] = [];
+      for (const r of q.replicas) {
+        if (!q.groups.some((g) => g.includes(r) && g.filter((x) => asked.includes(x)).length < need)) continue;
+        asked.push(r);
         let list = ask.get(r);
         if (list === undefined) ask.set(r, (list = []));
         list.push(qi);
@@ -1437,10 +1577,10 @@ export class NodeCore {
         const q = op.queries[qi] as ReadQuery;
         if (q.failed.has(from)) continue;
         q.failed.add(from);
-        if (q.replicas.length - q.failed.size < op.need) {
+        if (q.groups.some((g) => g.filter((r) => q.replicas.includes(r) && !q.failed.has(r)).length < op.need)) {
           return this.failRead(op, failure(code, `${from} could not answer the read${message === undefined ? '' : `: ${message}`}`));
         }
-        if (q.complete.length < op.need && !short.includes(qi)) short.push(qi);
+        if (!readSatisfied(q, op.need) && !short.includes(qi)) short.push(qi);
       }
       this.askMore(op, short);
       return;
@@ -1465,7 +1605,7 @@ export class NodeCore {
 
   private maybeFinishRead(op: ReadOp): void {
     if (op.done || op.stats !== undefined) return;
-    if (!op.queries.every((q) => q.complete.length >= op.need)) return;
+    if (!op.queries.every((q) => readSatisfied(q, op.need))) return;
     const stats: StatsTuple[] = [];
     for (const q of op.queries) {
       const answers = new Map(q.complete.map((node) => [node, q.slots.get(node) ?? []]));
@@ -1522,7 +1662,7 @@ export class NodeCore {
   private speculate(op: ReadOp): boolean {
     const short: number[] = [];
     op.queries.forEach((q, qi) => {
-      if (q.complete.length >= op.need) return;
+      if (readSatisfied(q, op.need)) return;
       for (const node of q.asked) if (node !== this.id && !q.complete.includes(node) && !q.failed.has(node)) this.slowPeers.set(node, this.now);
       short.push(qi);
     });
@@ -1536,7 +1676,9 @@ export class NodeCore {
     const ask = new Map<string, number[]>();
     for (const qi of qs) {
       const q = op.queries[qi] as ReadQuery;
-      const next = q.replicas.find((r) => !q.asked.includes(r) && this.isUp(r) && !this.membership.isRebuilding(r));
+      // One not asked yet, of a group still short of answers.
+      const short = q.groups.filter((g) => g.filter((r) => q.complete.includes(r)).length < op.need);
+      const next = q.replicas.find((r) => !q.asked.includes(r) && short.some((g) => g.includes(r)) && this.isUp(r) && !this.membership.isRebuilding(r));
       if (next === undefined) continue;
       let list = ask.get(next);
       if (list === undefined) ask.set(next, (list = []));
@@ -1561,7 +1703,7 @@ export class NodeCore {
   private replayHints(): void {
     for (const h of this.hints.expire(this.now)) this.pendingHintsDelete.push(h);
     for (const node of this.hints.nodes) {
-      if (this.membership.stateOf(node) === undefined) {
+      if (this.membership.stateOf(node) === undefined || this.membership.isRemoved(node)) {
         const refs = this.hints.forget(node);
         this.out.log.push(`dropping ${refs.length} hints for ${node}: it is no longer a member`);
         for (const ref of refs) this.pendingHintsDelete.push({ node, ref });
@@ -1605,12 +1747,18 @@ export class NodeCore {
   // Rebuilding: a node that starts on an empty store is sent its ranges by its peers
 
   private driveRebuilds(): void {
-    // The sending side: every rebuilding member that is up gets everything we hold of its ranges.
+    // The sending side: every rebuilding member that is up gets everything we hold of its ranges,
+    // once every coordinator places keys as we do (a new member's keys were written to its ring
+    // predecessors until then) and the writes they coordinated before have had their time. A
+    // cluster being formed, too small before for any quorum, had no such writes to wait for.
+    const before = this.membership.ring().members.filter((m) => !this.membership.isRebuilding(m)).length;
+    const stable = this.topologyStable() || before < replicasNeeded(Consistency.QUORUM, this.cfg.rf);
     for (const member of this.membership.ring().members) {
       if (member === this.id || !this.membership.isRebuilding(member) || !this.isUp(member)) continue;
       const generation = this.membership.stateOf(member)?.generation ?? 0;
       let st = this.streams.get(member);
       if (st === undefined || st.generation !== generation) {
+        if (!stable) continue;
         st?.job.cancel();
         const stream = { generation, doneSentMs: 0, job: undefined as unknown as StreamJob };
         stream.job = new StreamJob(member, (e) => this.replicasOf(e.ref.videoId).includes(member), 0, () => {
@@ -1647,6 +1795,156 @@ export class NodeCore {
         this.out.log.push('rebuild: done; reads count this node again');
       }
     }
+  }
+
+  /**
+   * Whether every live peer has gossiped the topology checksum this node computes for at least
+   * `writeTimeoutMs`: no coordinator places keys on an older ring any more, and every write one
+   * coordinated on an older ring has been acknowledged (so is on its replicas' disks) or failed.
+   */
+  private topologyStable(): boolean {
+    const checksum = this.membership.topologyChecksum();
+    if (!this.membership.settled(this.now) || !this.membership.agreed()) {
+      this.agreedSinceMs = undefined;
+      return false;
+    }
+    if (this.agreedSinceMs === undefined || this.agreedOn !== checksum) {
+      this.agreedSinceMs = this.now;
+      this.agreedOn = checksum;
+    }
+    return this.now - this.agreedSinceMs >= this.cfg.writeTimeoutMs;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Ring changes: members leaving for good (tally decommission, tally removenode)
+  //
+  // While a member leaves, a key whose replicas change is read and written with a quorum of its
+  // replicas on the ring and a quorum of those on the ring without the leaver (Placement). Once
+  // every coordinator knows (topologyStable), every member streams each new replica what it gains
+  // from its store, and tells the node driving the change (the leaver, or the member removing it)
+  // when all of it is acknowledged. With every ring member done, the driver takes the leaver off the
+  // ring; the new replicas hold what any quorum of the old ones held, and every write since.
+
+  private requestMove(req: number, op: 'decommission' | 'removenode', node: string | undefined): void {
+    const refuse = (code: ErrorCode, message: string): void => void this.out.replies.push({ req, reply: { ok: false, code, message } });
+    if (!this.membership.settled(this.now) || this.membership.isRebuilding(this.id)) return refuse(ErrorCode.NOT_READY, `${this.id} is still joining the ring or being rebuilt`);
+    const leaving = this.membership.leavers();
+    if (leaving.length > 0) return refuse(ErrorCode.UNAVAILABLE, `${leaving.join(', ')} ${leaving.length === 1 ? 'is' : 'are'} leaving the ring; one ring change at a time: retry once it is done (tally status shows it)`);
+    const ring = this.membership.ring().members;
+    const rebuilding = ring.filter((m) => this.membership.isRebuilding(m));
+    if (rebuilding.length > 0) return refuse(ErrorCode.UNAVAILABLE, `${rebuilding.join(', ')} ${rebuilding.length === 1 ? 'is' : 'are'} still being sent ${rebuilding.length === 1 ? 'its' : 'their'} ranges; one ring change at a time: retry once that is done`);
+    if (ring.length - 1 < this.cfg.rf) return refuse(ErrorCode.BAD_REQUEST, `the ring has ${ring.length} members; without one it would have fewer than the ${this.cfg.rf} replicas each key needs (rf ${this.cfg.rf})`);
+    if (op === 'decommission') {
+      if (this.membership.lifecycle !== Lifecycle.NORMAL) return refuse(ErrorCode.BAD_REQUEST, `${this.id} is ${this.membership.lifecycle}, not normal: only a normal member can be decommissioned`);
+      this.applyMembership(this.membership.decommission());
+      this.out.log.push(`ring change: ${this.id} is decommissioning: its ranges go to their new replicas, then it leaves the ring for good and stops`);
+      this.out.replies.push({ req, reply: { ok: true, moved: `${this.id} is decommissioning: once its ranges are on their new replicas it leaves the ring and stops` } });
+      return;
+    }
+    const target = node ?? '';
+    const state = this.membership.stateOf(target);
+    if (target === this.id) return refuse(ErrorCode.BAD_REQUEST, `${target} is this node: to take a live node off the ring, decommission it`);
+    if (state === undefined || !ring.includes(target)) return refuse(ErrorCode.BAD_REQUEST, `${JSON.stringify(target)} is not a member of the ring (members: ${ring.join(', ')})`);
+    if (this.isUp(target)) return refuse(ErrorCode.BAD_REQUEST, `${target} is up: decommission it instead (tally decommission --node ${state.address}), or stop it first`);
+    this.membership.startRemoving(target);
+    this.out.log.push(`ring change: removing ${target}: the other members re-replicate its ranges, then it leaves the ring for good`);
+    this.out.replies.push({ req, reply: { ok: true, moved: `removing ${target}: once the others hold its ranges again it leaves the ring for good` } });
+  }
+
+  /** The member driving the removal of `leaver`: the leaver itself, or the member removing it. */
+  private moverOf(leaver: string): string | undefined {
+    if (this.membership.stateOf(leaver)?.lifecycle === Lifecycle.DECOMMISSIONING) return leaver;
+    for (const m of this.membership.view(this.now)) if (this.membership.stateOf(m.id)?.removing === leaver) return m.id;
+    return undefined;
+  }
+
+  private driveMoves(): void {
+    const leavers = this.membership.leavers();
+    const key = leavers.join(',');
+    const removing = this.membership.removing;
+    // The removal this node drove is over (the leaver is off the ring) once every peer agrees.
+    if (removing !== undefined && this.membership.isRemoved(removing) && this.membership.agreed()) {
+      this.membership.clearRemoving();
+      this.out.log.push(`ring change: ${removing} is off the ring on every live member`);
+    }
+    if (this.move !== undefined && this.move.key !== key) {
+      for (const job of this.move.streams.values()) job.cancel();
+      this.move = undefined;
+    }
+    // Our own decommission is over: off the ring; stop once every live peer knows it (or after a while).
+    if (this.membership.lifecycle === Lifecycle.REMOVED) {
+      if (this.out.removed === undefined && (this.membership.agreed() || this.now - (this.decommissionedMs ?? this.now) >= DECOMMISSION_ANNOUNCE_MS)) {
+        this.out.removed = 'it was decommissioned';
+      }
+      return;
+    }
+    if (leavers.length === 0) return;
+    if (this.move === undefined) {
+      this.move = { key, streams: new Map(), doneSentMs: 0, doneFrom: new Set(), finishedMs: undefined, waitingLogged: '' };
+      this.out.log.push(`ring change: ${key} leaving the ring; keys whose replicas change are read and written at a quorum of the old and of the new replicas`);
+    }
+    const move = this.move;
+    const pending = this.membership.pendingRing();
+    if (pending === undefined || !this.membership.ring().members.includes(this.id)) return;
+    // Sending: once every coordinator writes to the new replicas as well, each of them gets what it gains from our store.
+    if (move.streams.size === 0 && this.topologyStable()) {
+      for (const gainer of pending.members) {
+        if (gainer === this.id) continue;
+        const job = new StreamJob(gainer, (e) => this.placementOf(e.ref.videoId).gaining.includes(gainer), 0, () => {
+          this.out.log.push(`ring change: sent ${gainer} what it takes over from ${key} (${job.slots} slots, ${job.bytes} bytes)`);
+        }, () => {
+          // The page goes again from the same place on a later round.
+        }, false);
+        move.streams.set(gainer, job);
+      }
+      this.out.log.push(`ring change: streaming to ${[...move.streams.keys()].join(', ')} what they take over from ${key}`);
+    }
+    if (move.streams.size === 0) return;
+    let allDone = true;
+    for (const job of move.streams.values()) {
+      if (!job.finished) allDone = false;
+      if (!job.busy && !job.finished && this.isUp(job.peer)) this.runStream(job);
+    }
+    if (!allDone) return;
+    // Done: say so to each driver (again every second: the first word may be lost).
+    if (this.now - move.doneSentMs >= STREAM_DONE_REPEAT_MS) {
+      move.doneSentMs = this.now;
+      for (const leaver of leavers) {
+        const mover = this.moverOf(leaver);
+        if (mover === this.id) move.doneFrom.add(this.id);
+        else if (mover !== undefined) this.send(mover, { t: PeerMessageType.MOVE_DONE, leaving: key });
+      }
+    }
+    // Driving: every ring member but a leaver that is down has sent everything; take the leavers off.
+    const mine = leavers.filter((l) => this.moverOf(l) === this.id);
+    if (mine.length === 0 || move.finishedMs !== undefined) return;
+    const senders = this.membership.ring().members.filter((m) => !(leavers.includes(m) && !this.isUp(m)));
+    const missing = senders.filter((m) => !move.doneFrom.has(m));
+    if (missing.length > 0) {
+      const down = missing.filter((m) => m !== this.id && !this.isUp(m));
+      const note = down.length > 0 ? `waiting for ${down.join(', ')} (down) to send what it holds of the moving ranges` : '';
+      if (note !== '' && note !== move.waitingLogged) this.out.log.push(`ring change: ${note}`);
+      move.waitingLogged = note;
+      return;
+    }
+    move.finishedMs = this.now;
+    for (const leaver of mine) {
+      if (leaver === this.id) {
+        this.decommissionedMs = this.now;
+        this.applyMembership(this.membership.finishDecommission());
+        this.out.log.push(`ring change: ${this.id} has left the ring for good; it stops once every live peer knows`);
+      } else {
+        this.membership.markRemoved(leaver);
+        this.hintsForget(leaver);
+        this.out.log.push(`ring change: ${leaver} is off the ring for good; its ranges are on their new replicas`);
+      }
+    }
+  }
+
+  /** Drops every hint for `node` (it left the ring for good). */
+  private hintsForget(node: string): void {
+    for (const ref of this.hints.forget(node)) this.pendingHintsDelete.push({ node, ref });
+    this.noteDirty();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -2002,6 +2300,7 @@ export class NodeCore {
       this.nextHintReplayMs = this.now + this.cfg.hintReplayIntervalMs;
       if (this.hints.size > 0) this.replayHints();
       this.driveRebuilds();
+      this.driveMoves();
       this.driveRepair();
     }
     if (this.deferred.length > 0) {
@@ -2051,6 +2350,7 @@ export class NodeCore {
     for (const [batch, atMs] of this.batches) {
       if (this.batches.size <= this.cfg.maxDedupeEntries && this.now - atMs <= this.cfg.dedupeWindowMs) break;
       this.batches.delete(batch);
+      this.batchRings.delete(batch);
       this.pendingBatchesDelete.push(batch);
       this.noteDirty();
     }
@@ -2058,14 +2358,17 @@ export class NodeCore {
 
   private nextDeadline(): number {
     // A commit under way: the next one starts on its `persisted`, not at a time.
-    let d = Math.min(this.nextMembershipTickMs, this.inFlightCommit === undefined ? this.commitDueMs : Number.POSITIVE_INFINITY);
-    if (this.hints.size > 0 || this.streams.size > 0 || this.membership.isRebuilding(this.id) || this.membership.ring().members.some((m) => this.membership.isRebuilding(m))) {
-      d = Math.min(d, this.nextHintReplayMs);
+    // A periodic job that fell due in a step that was not a tick (a stop, say) runs at the next tick.
+    const periodic = Math.max(this.nextHintReplayMs, this.now + 1);
+    let d = Math.min(Math.max(this.nextMembershipTickMs, this.now + 1), this.inFlightCommit === undefined ? this.commitDueMs : Number.POSITIVE_INFINITY);
+    const changing = this.membership.leavers().length > 0 || this.membership.removing !== undefined || this.membership.lifecycle === Lifecycle.REMOVED;
+    if (changing || this.hints.size > 0 || this.streams.size > 0 || this.membership.isRebuilding(this.id) || this.membership.ring().members.some((m) => this.membership.isRebuilding(m))) {
+      d = Math.min(d, periodic);
     }
     // Anti-entropy: the next session, the idle timeouts of those under way, paced walk pages.
-    if (this.repairRounds.length > 0 || this.repairOut !== undefined || this.repairsIn.size > 0) d = Math.min(d, this.nextHintReplayMs);
-    else if (this.cfg.repairIntervalMs > 0) d = Math.min(d, Math.max(this.nextRepairMs, this.nextHintReplayMs));
-    for (const x of this.deferred) d = Math.min(d, x.atMs);
+    if (this.repairRounds.length > 0 || this.repairOut !== undefined || this.repairsIn.size > 0) d = Math.min(d, periodic);
+    else if (this.cfg.repairIntervalMs > 0) d = Math.min(d, Math.max(this.nextRepairMs, periodic));
+    for (const x of this.deferred) d = Math.min(d, Math.max(x.atMs, this.now + 1));
     if (this.writes.size > 0 || this.reads.size > 0 || this.replOut.size > 0 || this.forwards.size > 0) d = Math.min(d, this.now + TIMER_RESOLUTION_MS);
     assert(d > this.now || d === this.commitDueMs, 'the next deadline lies ahead');
     return d;

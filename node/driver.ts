@@ -32,6 +32,8 @@ export const KNOWN_PEERS_KEY = 'known-peers';
  * every peer sent its ranges. A restart in between rebuilds on; one after never starts again.
  */
 export const REBUILDING_KEY = 'rebuilding';
+/** Meta key set when this store's actor was taken off the ring for good: why. The node never starts on it again. */
+export const REMOVED_KEY = 'removed';
 
 /** Most distinct refusal reasons logged (a peer refusing us every second logs once). */
 const MAX_LOGGED_REFUSALS = 64;
@@ -53,6 +55,9 @@ export class Driver implements RequestHandler {
   private readonly pending = new Map<number, PendingRequest>();
   private readonly refusals = new Set<string>();
   private closed = false;
+  /** The node's actor is off the ring for good and recorded so: stop the node. */
+  onRemoved: (reason: string) => void = () => {};
+  private removed = false;
 
   constructor(
     readonly core: NodeCore,
@@ -96,12 +101,17 @@ export class Driver implements RequestHandler {
       case 'topology':
         return Promise.resolve({ t: 'topology', id: req.id, rf: this.core.stats().rf, members: this.topology() });
       case 'repair':
+      case 'move':
       case 'count':
       case 'get': {
         const handle = this.nextReq++;
         const p = new Promise<Reply>((resolve, reject) => this.pending.set(handle, { resolve, reject, req }));
         if (req.t === 'repair') {
           this.input({ kind: 'repair', req: handle });
+          return p;
+        }
+        if (req.t === 'move') {
+          this.input(req.node === undefined ? { kind: 'move', req: handle, op: req.op } : { kind: 'move', req: handle, op: req.op, node: req.node });
           return p;
         }
         const cl = req.cl ?? Consistency.QUORUM;
@@ -124,7 +134,7 @@ export class Driver implements RequestHandler {
       zone: v.zone,
       vnodes: v.vnodes,
       up: v.status === 'up',
-      inRing: v.lifecycle !== Lifecycle.JOINING,
+      inRing: v.lifecycle !== Lifecycle.JOINING && v.lifecycle !== Lifecycle.REMOVED,
     }));
   }
 
@@ -206,6 +216,17 @@ export class Driver implements RequestHandler {
     }
     for (const r of ready.replies) this.reply(r.req, r.reply);
     for (const line of ready.log) this.log(line);
+    if (ready.removed !== undefined && !this.removed) {
+      this.removed = true;
+      const reason = ready.removed;
+      this.store.putMeta(REMOVED_KEY, Buffer.from(`${this.core.actor} ${reason}`), { sync: true }).then(
+        () => this.onRemoved(reason),
+        (err: unknown) => {
+          this.log(`error INTERNAL: could not record that this node left the ring: ${(err as Error).message}`);
+          this.onRemoved(reason);
+        },
+      );
+    }
     this.schedule(ready.deadlineMs);
   }
 
@@ -227,6 +248,8 @@ export class Driver implements RequestHandler {
     if (!reply.ok) return p.reject(new TallyError(reply.code, reply.message));
     if (p.req.t === 'repair') {
       p.resolve({ t: 'repair', id: p.req.id, repair: reply.repair ?? { peers: 0, sessions: 0, inSync: 0, failed: 0, leavesDiffered: 0, slotsSent: 0, bytesSent: 0 } });
+    } else if (p.req.t === 'move') {
+      p.resolve({ t: 'move', id: p.req.id, message: reply.moved ?? '' });
     } else if (p.req.t === 'count') {
       let n = 0;
       for (const e of p.req.events) n += e[4];

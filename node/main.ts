@@ -43,6 +43,10 @@ export async function startNodeProcess(overrides: NodeOverrides, processOptions:
       },
     );
   };
+  node.onRemoved = (reason) => {
+    process.stdout.write(`tally node ${node.identity.id} left the ring for good: ${reason}\n`);
+    if (!stopping) stop('left the ring');
+  };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGHUP', () => stop('SIGHUP'));

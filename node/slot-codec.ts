@@ -95,20 +95,31 @@ export function decodeTime(bytes: Uint8Array): number {
 
 /** A batch record: its time, and for a forward record the replicas the batch was sent on to. */
 export function encodeBatchRecord(r: BatchRecord): Uint8Array {
-  return new Uint8Array(packr.pack(r.forwardedTo === undefined ? r.atMs : [r.atMs, r.forwardedTo]));
+  if (r.forwardedTo !== undefined) return new Uint8Array(packr.pack(r.ring === undefined ? [r.atMs, r.forwardedTo] : [r.atMs, r.forwardedTo, r.ring]));
+  return new Uint8Array(packr.pack(r.ring === undefined ? r.atMs : [r.atMs, r.ring]));
 }
 
 /** Inverse of `encodeBatchRecord` for the record stored under `key` (see batchRecordKey). */
 export function decodeBatchRecord(key: string, bytes: Uint8Array): BatchRecord {
-  if (!key.endsWith(' >')) return { batch: key, atMs: decodeTime(bytes) };
+  const time = (x: unknown, what: string): number => {
+    if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0) throw corrupt(what, 'bad time');
+    return x;
+  };
+  if (!key.endsWith(' >')) {
+    const raw = unpack(bytes, 'batch record');
+    if (typeof raw === 'number') return { batch: key, atMs: time(raw, 'batch record') };
+    if (!Array.isArray(raw) || raw.length !== 2 || typeof raw[1] !== 'string') throw corrupt('batch record', 'not atMs or [atMs, ring]');
+    return { batch: key, atMs: time(raw[0], 'batch record'), ring: raw[1] };
+  }
   const raw = unpack(bytes, 'forward record');
   const pair = (p: unknown): boolean => Array.isArray(p) && p.length === 2 && typeof p[0] === 'string' && typeof p[1] === 'string';
-  if (!Array.isArray(raw) || raw.length !== 2 || !Array.isArray(raw[1]) || !raw[1].every(pair)) {
-    throw corrupt('forward record', 'not [atMs, [replicas, target][]]');
+  if (!Array.isArray(raw) || (raw.length !== 2 && raw.length !== 3) || !Array.isArray(raw[1]) || !raw[1].every(pair) || (raw.length === 3 && typeof raw[2] !== 'string')) {
+    throw corrupt('forward record', 'not [atMs, [replicas, target][], ring?]');
   }
-  const atMs = raw[0] as unknown;
-  if (typeof atMs !== 'number' || !Number.isSafeInteger(atMs) || atMs < 0) throw corrupt('forward record', 'bad time');
-  return { batch: key.slice(0, -2), atMs, forwardedTo: raw[1] as [string, string][] };
+  const atMs = time(raw[0], 'forward record');
+  const record: BatchRecord = { batch: key.slice(0, -2), atMs, forwardedTo: raw[1] as [string, string][] };
+  if (raw.length === 3) record.ring = raw[2] as string;
+  return record;
 }
 
 /** A journal record's buckets: [videoId, eventType, res, start][]. */

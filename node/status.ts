@@ -29,14 +29,21 @@ export function memberStatuses(core: NodeCore, nowMs: number): MemberStatus[] {
 
 /** One line: how healthy the cluster looks from this node. */
 export function healthLine(members: readonly MemberStatus[]): string {
-  const down = members.filter((m) => m.status === 'down' && m.lifecycle !== 'left');
-  const left = members.filter((m) => m.lifecycle === 'left');
-  const up = members.filter((m) => m.status === 'up');
+  const removed = members.filter((m) => m.lifecycle === 'removed');
+  const current = members.filter((m) => m.lifecycle !== 'removed');
+  const down = current.filter((m) => m.status === 'down' && m.lifecycle !== 'left');
+  const left = current.filter((m) => m.lifecycle === 'left');
+  const rebuilding = current.filter((m) => m.lifecycle.endsWith('+rebuilding'));
+  const leaving = current.filter((m) => m.lifecycle === 'decommissioning');
+  const up = current.filter((m) => m.status === 'up');
   const checksums = new Set(up.map((m) => m.ringChecksum));
-  const parts = [`${up.length}/${members.length} up`];
+  const parts = [`${up.length}/${current.length} up`];
   if (down.length > 0) parts.push(`down: ${down.map((m) => m.id).join(', ')}`);
   if (left.length > 0) parts.push(`left: ${left.map((m) => m.id).join(', ')}`);
+  if (rebuilding.length > 0) parts.push(`being sent their ranges: ${rebuilding.map((m) => m.id).join(', ')}`);
+  if (leaving.length > 0) parts.push(`decommissioning: ${leaving.map((m) => m.id).join(', ')}`);
+  if (removed.length > 0) parts.push(`removed for good: ${removed.map((m) => m.id).join(', ')}`);
   parts.push(checksums.size <= 1 ? 'ring agreed' : `ring checksums differ (${checksums.size} versions)`);
-  const healthy = down.length === 0 && checksums.size <= 1;
+  const healthy = down.length === 0 && rebuilding.length === 0 && checksums.size <= 1;
   return `${healthy ? 'healthy' : 'degraded'}: ${parts.join('; ')}`;
 }

@@ -12,7 +12,7 @@ import { Prng } from '../cluster/prng.js';
 import { ErrorCode, formatAddress, TallyError, validateEndpointState } from '../protocol/index.js';
 import type { NodeStatus } from '../protocol/status.js';
 import { resolveConfig, type NodeConfig, type NodeOverrides } from './config.js';
-import { Driver, KNOWN_PEERS_KEY, REBUILDING_KEY } from './driver.js';
+import { Driver, KNOWN_PEERS_KEY, REBUILDING_KEY, REMOVED_KEY } from './driver.js';
 import { monotonicNowMs, setClockOffsetMs, wallNowMs } from './clock.js';
 import type { KnownPeer } from '../cluster/membership.js';
 import { openActor, openNodeId, recordDatabase, type Identity } from './identity.js';
@@ -116,6 +116,9 @@ export function log(line: string): void {
 }
 
 export class TallyNode {
+  /** The node's actor was taken off the ring for good (decommissioned or removed): the process should stop. */
+  onRemoved: (reason: string) => void = () => {};
+
   private constructor(
     readonly config: NodeConfig,
     readonly identity: Identity,
@@ -143,6 +146,14 @@ export class TallyNode {
     }
     let identity: Identity;
     try {
+      const removed = await store.getMeta(REMOVED_KEY);
+      if (removed !== undefined) {
+        const [actor, ...why] = Buffer.from(removed).toString('utf8').split(' ');
+        throw new TallyError(
+          ErrorCode.BAD_REQUEST,
+          `this data directory's actor ${actor} left the ring for good (${why.join(' ')}); it cannot come back: to join the cluster again, start with an empty data directory (a new actor, sent its ranges by the others)`,
+        );
+      }
       identity = await openActor(store, id, config.rebuild ? undefined : database);
       if (!config.rebuild && database !== undefined && identity.epoch !== database) {
         throw new TallyError(
@@ -247,7 +258,9 @@ export class TallyNode {
       await store.close();
       throw err;
     }
-    return new TallyNode(config, identity, { host: config.host, port: server.port }, store, driver, server, transport);
+    const node = new TallyNode(config, identity, { host: config.host, port: server.port }, store, driver, server, transport);
+    driver.onRemoved = (reason) => node.onRemoved(reason);
+    return node;
   }
 
   /**

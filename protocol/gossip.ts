@@ -32,6 +32,13 @@ export const Lifecycle = {
   LEAVING: 'leaving',
   /** Stopped gracefully: peers mark it down at once. It keeps its tokens and comes back with them. */
   LEFT: 'left',
+  /**
+   * Leaving the ring for good (`tally decommission`): still up and still a replica of its ranges,
+   * while every member streams the replicas that take them over what they hold of them.
+   */
+  DECOMMISSIONING: 'decommissioning',
+  /** Off the ring for good (decommissioned, or removed by `tally removenode`); its actor never comes back. */
+  REMOVED: 'removed',
 } as const;
 export type Lifecycle = (typeof Lifecycle)[keyof typeof Lifecycle];
 const LIFECYCLES = new Set<string>(Object.values(Lifecycle));
@@ -88,6 +95,8 @@ export interface EndpointState {
   rebuilding?: true;
   /** The member's actor (`${id}#${epoch}`): a new one after its data was wiped. */
   actor?: string;
+  /** The member this node is taking off the ring for an operator (`tally removenode`), while the others re-replicate its ranges. */
+  removing?: string;
 }
 
 export interface GossipSyn {
@@ -177,6 +186,7 @@ export function validateEndpointState(x: unknown, where = 'endpoint state'): End
   };
   if (rebuilding === true) state.rebuilding = true;
   if (o['actor'] !== undefined) state.actor = checkName(o['actor'], `${where}.actor`, 2 * MAX_NAME_BYTES);
+  if (o['removing'] !== undefined) state.removing = checkName(o['removing'], `${where}.removing`, MAX_NAME_BYTES);
   return state;
 }
 

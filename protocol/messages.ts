@@ -99,7 +99,19 @@ export interface RepairRequest {
   id: number;
 }
 
-export type ClientRequest = CountRequest | GetRequest | PingRequest | StatusRequest | TopologyRequest | RepairRequest;
+/**
+ * A change of the ring (`tally decommission`, `tally removenode`): `decommission` streams the
+ * ranges of the node asked away and then takes it off the ring for good; `removenode` does the same
+ * for `node`, a member that is down, from the copies the others hold. Answered once it has begun.
+ */
+export interface MoveRequest {
+  t: 'move';
+  id: number;
+  op: 'decommission' | 'removenode';
+  node?: string;
+}
+
+export type ClientRequest = CountRequest | GetRequest | PingRequest | StatusRequest | TopologyRequest | RepairRequest | MoveRequest;
 
 export interface AckReply {
   t: 'ack';
@@ -175,4 +187,11 @@ export interface RepairReply {
   repair: RepairSummary;
 }
 
-export type Reply = AckReply | ResultReply | PongReply | StatusReply | TopologyReply | RepairReply | ErrorReply;
+/** A ring change has begun; `message` says what happens next. */
+export interface MoveReply {
+  t: 'move';
+  id: number;
+  message: string;
+}
+
+export type Reply = AckReply | ResultReply | PongReply | StatusReply | TopologyReply | RepairReply | MoveReply | ErrorReply;

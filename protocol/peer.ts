@@ -40,6 +40,7 @@ export const PeerMessageType = {
   FORWARD: 'fwd',
   FORWARD_REPLY: 'fwd-reply',
   STREAM_DONE: 'stream-done',
+  MOVE_DONE: 'move-done',
   AE_REQ: 'ae-req',
   AE_TREE: 'ae-tree',
   AE_LEAVES: 'ae-leaves',
@@ -132,6 +133,16 @@ export interface StreamDoneMessage {
   generation: number;
 }
 
+/**
+ * To the node driving a ring change (the member decommissioning, or the one removing another):
+ * every slot the sender holds of the ranges that change hands has been sent to, and acknowledged
+ * by, each replica that takes them over. `leaving` names the change (the sorted ids leaving).
+ */
+export interface MoveDoneMessage {
+  t: typeof PeerMessageType.MOVE_DONE;
+  leaving: string;
+}
+
 /** Anti-entropy, to a replica sharing keys with the sender: hash what you hold of them and send me your branch hashes. */
 export interface AeRequestMessage {
   t: typeof PeerMessageType.AE_REQ;
@@ -172,6 +183,7 @@ export type DataMessage =
   | ForwardMessage
   | ForwardReplyMessage
   | StreamDoneMessage
+  | MoveDoneMessage
   | AeRequestMessage
   | AeTreeMessage
   | AeLeavesMessage
@@ -317,6 +329,8 @@ export function validatePeerMessage(x: unknown, spansOf?: (id: number) => number
     }
     case PeerMessageType.STREAM_DONE:
       return { t, generation: checkInt(o['generation'], 'stream-done.generation', 0, MAX_TIME_MS) };
+    case PeerMessageType.MOVE_DONE:
+      return { t, leaving: checkName(o['leaving'], 'move-done.leaving', 4096) };
     case PeerMessageType.AE_REQ:
       return { t, id: id(o, t) };
     case PeerMessageType.AE_TREE: {

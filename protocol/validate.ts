@@ -237,6 +237,19 @@ export function validateRequest(x: unknown, nowMs?: number): ClientRequest {
       checkKeys(o, ['t', 'id'], t);
       return { t, id: checkRequestId(o.id) };
     }
+    case 'move': {
+      checkKeys(o, ['t', 'id', 'op', 'node'], 'move');
+      const id = checkRequestId(o.id);
+      if (o.op === 'decommission') {
+        if (o.node !== undefined) throw bad('move: decommission takes no node; it is sent to the node that leaves');
+        return { t, id, op: o.op };
+      }
+      if (o.op === 'removenode') {
+        if (o.node === undefined) throw bad('move: removenode needs the id of the node to remove');
+        return { t, id, op: o.op, node: checkName(o.node, 'move.node', MAX_NAME_BYTES) };
+      }
+      throw bad(`move: op must be decommission or removenode, got ${show(o.op)}`);
+    }
     default:
       throw bad(`unknown message type t=${show(t)}`);
   }
@@ -334,6 +347,8 @@ export function validateReply(x: unknown, queries?: number): Reply {
       const n = (k: string): number => checkInt(r[k], `repair.${k}`, 0, Number.MAX_SAFE_INTEGER);
       return { t: 'repair', id, repair: { peers: n('peers'), sessions: n('sessions'), inSync: n('inSync'), failed: n('failed'), leavesDiffered: n('leavesDiffered'), slotsSent: n('slotsSent'), bytesSent: n('bytesSent') } };
     }
+    case 'move':
+      return { t: 'move', id, message: typeof o.message === 'string' ? o.message.slice(0, MAX_ERROR_MESSAGE_CHARS) : '' };
     case 'error': {
       const code = typeof o.code === 'string' && isErrorCode(o.code) ? o.code : ErrorCode.INTERNAL;
       const message = typeof o.message === 'string' ? o.message.slice(0, MAX_ERROR_MESSAGE_CHARS) : '';

@@ -26,6 +26,16 @@ export class Cluster {
   async startAll(): Promise<void> {
     for (let i = 0; i < this.size; i++) await this.start(i);
     await this.waitAllUp();
+    await this.waitRebuilt();
+  }
+
+  /** No running node sees any member still being sent its ranges (reads count every replica). */
+  async waitRebuilt(timeoutMs = 30_000): Promise<void> {
+    await waitFor('every member rebuilt', timeoutMs, async () => {
+      const live = this.nodes.map((n, i) => (n === undefined ? undefined : i)).filter((i): i is number => i !== undefined);
+      const all = await Promise.all(live.map((i) => statusOf(this.address(i))));
+      return all.every((s) => s.members.every((m) => !m.lifecycle.endsWith('+rebuilding'))) ? true : undefined;
+    });
   }
 
   address(i: number): string {

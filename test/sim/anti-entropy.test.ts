@@ -154,6 +154,8 @@ describe('anti-entropy on the composed core', () => {
       sim.run(5);
       for (const n of sim.alive()) expect(n.core?.membership.ring().members, `${n.id}'s ring at +${t} ms`).toContain('n4');
     }
+    // Its peers stream to it once every coordinator has had writeTimeoutMs to finish what it began before.
+    sim.run(sim.replication.writeTimeoutMs + 3_000);
     expect(sim.node('n4').core?.membership.isRebuilding('n4')).toBe(false);
   }, 30_000);
 

@@ -90,6 +90,8 @@ export interface SimNodeState {
   pausedUntilMs: number;
   tickAtMs: number;
   commitInFlight: boolean;
+  /** Why the node stopped for good (decommissioned, or removed by a peer); never started again. */
+  removed?: string;
 }
 
 export interface ReplicationSimOptions {
@@ -265,6 +267,11 @@ export class ReplicationSim {
     return n;
   }
 
+  /** `tally decommission` (sent to the node leaving) or `tally removenode <node>`. */
+  move(id: string, op: 'decommission' | 'removenode', node: string | undefined, done: (o: RequestOutcome) => void): void {
+    this.request(id, done, (req) => (node === undefined ? { kind: 'move', req, op } : { kind: 'move', req, op, node }));
+  }
+
   read(id: string, queries: QueryTuple[], cl: Consistency, done: (o: RequestOutcome) => void): void {
     this.request(id, done, (req) => ({ kind: 'read', req, queries, cl }));
   }
@@ -392,6 +399,13 @@ export class ReplicationSim {
     // Kept at once: a few bytes, written when the ring changes.
     if (ready.knownPeers !== undefined) node.disk.knownPeers = ready.knownPeers;
     if (ready.rebuilt) node.disk.rebuilding = false;
+    // Off the ring for good: the process stops, as the node's does.
+    if (ready.removed !== undefined && node.removed === undefined) {
+      node.removed = ready.removed;
+      this.queue.schedule(this.nowMs, () => {
+        if (node.incarnation === inc) this.crash(node.id);
+      });
+    }
     for (const line of ready.log) this.log.push(`${this.nowMs.toFixed(0)} ${node.id}: ${line}`);
     const at = ready.deadlineMs - EPOCH_MS;
     if (Number.isFinite(at) && at < node.tickAtMs) {
@@ -405,8 +419,11 @@ export class ReplicationSim {
   }
 }
 
-/** Every replica of every bucket holds the same slots; returns what differs. */
-export function divergence(sim: ReplicationSim): string[] {
+/**
+ * Every replica of every bucket holds the same slots; returns what differs. With `strays`, a node
+ * may hold buckets it no longer replicates (after the ring changed: nothing deletes them).
+ */
+export function divergence(sim: ReplicationSim, strays = false): string[] {
   const core = sim.alive()[0]?.core;
   if (core === undefined) return ['no node alive'];
   const disks = new Map(sim.nodes.map((n) => [n.id, n.disk.all()]));
@@ -418,7 +435,7 @@ export function divergence(sim: ReplicationSim): string[] {
     const replicas = core.replicasOf(videoId);
     const values = replicas.map((r) => JSON.stringify(disks.get(r)?.get(key) ?? null));
     if (new Set(values).size > 1) out.push(`${key.replaceAll('\u0000', '/')}: ${replicas.map((r, i) => `${r}=${values[i]}`).join(' ')}`);
-    for (const [node, d] of disks) if (!replicas.includes(node) && d.has(key)) out.push(`${node} holds ${key} but is not its replica`);
+    if (!strays) for (const [node, d] of disks) if (!replicas.includes(node) && d.has(key)) out.push(`${node} holds ${key} but is not its replica`);
   }
   return out;
 }

@@ -62,6 +62,8 @@ function fmtEffect(e: MembershipEffect): string {
       return `${e.id} expired`;
     case 'identityConflict':
       return `identity conflict: ${e.claimed.id} at ${e.claimed.address} gen ${e.claimed.generation} v${e.claimed.version}${e.refuted ? ' (refuted)' : ''}`;
+    case 'removed':
+      return `removed by ${e.by}`;
   }
 }
 

@@ -60,7 +60,7 @@ describe('validateGossipMessage', () => {
     rejects(ack2({ ...STATE, generation: 1.5 }), 'BAD_REQUEST', /generation/);
     rejects(ack2({ ...STATE, generation: 2 ** 60 }), 'BAD_REQUEST', /generation/);
     rejects({ t: 'gossip-ack', seq: 1, states: [], requests: [{ ...DIGEST, id: 7 }] }, 'BAD_REQUEST', /requests\[0\]\.id must be a string, got 7/);
-    rejects(ack2({ ...STATE, lifecycle: 'gone' }), 'BAD_REQUEST', /lifecycle must be one of joining, normal, leaving, left, got "gone"/);
+    rejects(ack2({ ...STATE, lifecycle: 'gone' }), 'BAD_REQUEST', /lifecycle must be one of joining, normal, leaving, left, decommissioning, removed, got "gone"/);
     rejects(ack2({ ...STATE, id: '' }), 'BAD_REQUEST', /id must not be empty/);
     rejects(ack2({ ...STATE, zone: 'a\u0000b' }), 'BAD_REQUEST', /zone must not contain control characters/);
     rejects(ack2({ ...STATE, address: 'no-port' }), 'BAD_REQUEST', /address must be host:port/);
