@@ -42,5 +42,14 @@ export function formatStatus(s: NodeStatus): string {
             `${s.repair.leavesDiffered} leaves found different; ${s.repair.slotsSent} slots (${s.repair.bytesSent} bytes) sent to repair peers` +
             ((s.damagedSlots ?? 0) > 0 ? `; ${s.damagedSlots} damaged slots found on disk` : ''),
         ]),
+    ...(s.ringChange === undefined
+      ? []
+      : [
+          `ring change: ${s.ringChange.leaving.join(', ')} leaving; streamed from here: ` +
+            (Object.entries(s.ringChange.streams)
+              .map(([peer, st]) => `${peer} ${st.slots} slots (${st.bytes} bytes)${st.done ? ' done' : ''}`)
+              .join(', ') || 'not started (waiting for every node to agree on the ring)') +
+            (s.ringChange.doneFrom.length > 0 ? `; members done: ${s.ringChange.doneFrom.join(', ')}` : ''),
+        ]),
   ].join('\n');
 }

@@ -324,6 +324,17 @@ export class TallyClient {
     return reply.repair;
   }
 
+  /**
+   * A ring change (`tally decommission`, `tally removenode`): `decommission` is sent to the node
+   * that leaves; `removenode` to any live node, naming a dead one. Answers once it has begun, with
+   * what happens next; `tally status` shows its progress.
+   */
+  async changeRing(address: string, op: 'decommission' | 'removenode', node?: string, timeoutMs = 10_000): Promise<string> {
+    const reply = await this.request(address, node === undefined ? { t: 'move', op } : { t: 'move', op, node }, timeoutMs);
+    if (reply.t !== 'move') throw new TallyError(ErrorCode.INTERNAL, `${address} answered a ${op} with '${reply.t}'`);
+    return reply.message;
+  }
+
   /** The replicas of `videoId`, in the order the client tries them: [id, address][]. */
   replicasOf(videoId: string): { id: string; address: string; up: boolean }[] {
     const t = this.topology;

@@ -198,6 +198,7 @@ export class TallyNode {
         health: healthLine(members),
         core: stats,
         repair: stats?.repair,
+        ...(stats?.ringChange === undefined ? {} : { ringChange: stats.ringChange }),
         damagedSlots: store.damagedSlots,
         peers: { ...transport.stats, ...server.stats, ...driver?.stats },
       };

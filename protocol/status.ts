@@ -51,5 +51,10 @@ export interface NodeStatus {
     /** Comparisons under way now, started here or by a peer. */
     running: number;
   };
+  /**
+   * A ring change under way (members leaving for good), as this node takes part in it: what it has
+   * streamed to each new replica, and (on the node driving it) which members have sent everything.
+   */
+  ringChange?: { leaving: string[]; streams: Record<string, { slots: number; bytes: number; done: boolean }>; doneFrom: string[] };
   peers: Record<string, number>;
 }

@@ -8,6 +8,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { Consistency, ErrorCode, MAX_EVENT_COUNT, TallyError } from '../protocol/index.js';
 import { TallyClient, type EventInput } from '../client/tally-client.js';
+import type { NodeStatus } from '../protocol/status.js';
 
 const DEFAULT_NODE = process.env.TALLY_NODE ?? '127.0.0.1:7401';
 
@@ -27,6 +28,29 @@ function fail(err: unknown): never {
   const message = err instanceof Error ? err.message : String(err);
   process.stderr.write(`error ${code}: ${message}\n`);
   process.exit(1);
+}
+
+/** One line of a ring change's progress, from a node's status. */
+function progressLine(s: NodeStatus): string {
+  if (s.ringChange === undefined) return `${s.nodeId}: ${s.health}`;
+  const streams = Object.entries(s.ringChange.streams);
+  const bytes = streams.reduce((a, [, st]) => a + st.bytes, 0);
+  const done = streams.filter(([, st]) => st.done).length;
+  return `${s.nodeId}: ${s.ringChange.leaving.join(', ')} leaving; streams from here ${done}/${streams.length} done, ${bytes} bytes; members done: ${s.ringChange.doneFrom.join(', ') || 'none yet'}`;
+}
+
+/** Polls `check` every second, printing its line when it changes, until it says done; TIMEOUT after `timeoutMs`. */
+async function waitRingChange(timeoutMs: number, check: () => Promise<{ done: boolean; line: string }>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    const { done, line } = await check();
+    if (line !== last) process.stdout.write(`${line}\n`);
+    last = line;
+    if (done) return;
+    if (Date.now() > deadline) throw new TallyError(ErrorCode.TIMEOUT, `not done within ${timeoutMs} ms; it goes on: tally status shows where it stands`);
+    await new Promise((r) => setTimeout(r, 1_000));
+  }
 }
 
 async function withClient<T>(node: string, fn: (c: TallyClient) => Promise<T>, consistency?: string): Promise<T> {
@@ -184,6 +208,48 @@ async function main(argv: string[]): Promise<void> {
           );
           if (r.failed > 0) process.exitCode = 1;
         }
+      },
+    )
+    .command(
+      'decommission',
+      'take a live node off the ring for good: its ranges go to their new replicas first, then it stops',
+      (y) =>
+        y
+          .option('node', { ...nodeOption, describe: 'the node that leaves, host:port' })
+          .option('wait', { type: 'boolean', default: true, describe: 'wait until it has left, showing progress (--no-wait: return once it has begun)' })
+          .option('timeout-ms', { type: 'number', default: 3_600_000, describe: 'give up waiting after this long' }),
+      async (a) => {
+        const node = a.node.split(',')[0]?.trim() ?? DEFAULT_NODE;
+        process.stdout.write(`${await withClient(node, (c) => c.changeRing(node, 'decommission'))}\n`);
+        if (!a.wait) return;
+        const { statusOf } = await import('../client/local-cluster.js');
+        await waitRingChange(a['timeout-ms'], async () => {
+          const s = await statusOf(node).catch(() => undefined);
+          // It stops once it is off the ring and its peers know.
+          return s === undefined ? { done: true, line: `${node} has left the ring and stopped` } : { done: false, line: progressLine(s) };
+        });
+      },
+    )
+    .command(
+      'removenode <id>',
+      'take a dead node off the ring for good: the others re-replicate its ranges from the copies they hold',
+      (y) =>
+        y
+          .positional('id', { type: 'string', demandOption: true, describe: 'id of the node to remove (it must be down)' })
+          .option('node', { ...nodeOption, describe: 'a live node to drive the removal, host:port' })
+          .option('wait', { type: 'boolean', default: true, describe: 'wait until it is done, showing progress (--no-wait: return once it has begun)' })
+          .option('timeout-ms', { type: 'number', default: 3_600_000, describe: 'give up waiting after this long' }),
+      async (a) => {
+        const node = a.node.split(',')[0]?.trim() ?? DEFAULT_NODE;
+        const id = String(a.id);
+        process.stdout.write(`${await withClient(node, (c) => c.changeRing(node, 'removenode', id))}\n`);
+        if (!a.wait) return;
+        const { statusOf } = await import('../client/local-cluster.js');
+        await waitRingChange(a['timeout-ms'], async () => {
+          const s = await statusOf(node);
+          const removed = s.members.find((m) => m.id === id)?.lifecycle === 'removed' && s.ringChange === undefined;
+          return removed ? { done: true, line: `${id} is off the ring for good; its ranges are on their new replicas` } : { done: false, line: progressLine(s) };
+        });
       },
     )
     .command(
