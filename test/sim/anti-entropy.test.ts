@@ -49,7 +49,7 @@ describe('anti-entropy on the composed core', () => {
   simTest(FILE, 'keys deleted from one replica offline come back by the schedule alone; slots sent follow the divergence, not the data', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 5, replication: { repairIntervalMs: 1_000 } });
     sim.startAll();
-    sim.run(5_000);
+    sim.settle();
     expect(load(sim, 400, 4_000, Consistency.ALL)).toBe(4_000);
     expect(divergence(sim)).toEqual([]);
     // Lose a few slots of n1 behind its back: a tenth of the series, every bucket of theirs.
@@ -78,7 +78,7 @@ describe('anti-entropy on the composed core', () => {
   simTest(FILE, 'replication messages dropped with hints off: the schedule alone brings every replica level', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 5, replication: { repairIntervalMs: 1_000, maxHintsPerNode: 0 } });
     sim.startAll();
-    sim.run(5_000);
+    sim.settle();
     // n2 hears nothing for a while: writes at `one` succeed elsewhere and nothing is hinted for it.
     sim.net.partition(['n2'], ['n1', 'n3', 'n4', 'n5'], true);
     const acked = load(sim, 60, 600, Consistency.ONE);
@@ -96,7 +96,7 @@ describe('anti-entropy on the composed core', () => {
   simTest(FILE, 'a node whose own slots are damaged on disk refuses writes to them, serves none, and takes them back from a replica', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 3, replication: { repairIntervalMs: 1_000 } });
     sim.startAll();
-    sim.run(5_000);
+    sim.settle();
     let acked = 0;
     for (let i = 0; i < 10; i++) {
       sim.write('n1', [['hurt', 'view', T0, 1, 2]], Consistency.ALL, `h${i}`, (o) => {
@@ -143,7 +143,7 @@ describe('anti-entropy on the composed core', () => {
   simTest(FILE, 'a wiped node coming back never leaves the ring, so its keys never move to other nodes meanwhile', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 5 });
     sim.startAll();
-    sim.run(5_000);
+    sim.settle();
     sim.crash('n4');
     sim.wipe('n4');
     sim.run(1_000);
@@ -162,7 +162,7 @@ describe('anti-entropy on the composed core', () => {
   simTest(FILE, 'tally repair on replicas already level compares with every peer and sends nothing', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 4, replication: { repairIntervalMs: 0 } });
     sim.startAll();
-    sim.run(5_000);
+    sim.settle();
     load(sim, 50, 500, Consistency.ALL);
     const rounds: RepairRound[] = [];
     sim.repair('n1', (r) => rounds.push(r));

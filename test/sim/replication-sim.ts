@@ -195,6 +195,23 @@ export class ReplicationSim {
     for (const n of this.nodes) this.start(n.id);
   }
 
+  /**
+   * Runs until every live node sees every other up, none rebuilding, and all gossip the same ring
+   * (a fresh cluster's later nodes are sent their ranges once the ring has been agreed for
+   * writeTimeoutMs); fails after `limitMs`.
+   */
+  settle(limitMs = 30_000): void {
+    const t0 = this.nowMs;
+    const done = (): boolean => {
+      const alive = this.alive();
+      return alive.every((n) => n.core!.membership.agreed() && n.core!.membership.liveMembers().length === alive.length && alive.every((m) => !n.core!.membership.isRebuilding(m.id)));
+    };
+    while (!done()) {
+      if (this.nowMs - t0 > limitMs) throw new Error(`the cluster did not settle within ${limitMs} ms`);
+      this.run(100);
+    }
+  }
+
   /** SIGKILL: the process is gone, with everything in flight; peers see their connections drop. */
   crash(id: string): void {
     const node = this.node(id);

@@ -83,7 +83,7 @@ function runScenario(seed: number, opts: { faultMs: number; loss: number }): voi
     replication: { repairIntervalMs: 2_000 },
   });
   sim.startAll();
-  sim.run(5_000); // membership converges
+  sim.settle(); // membership converges, the later nodes are sent their (empty) ranges
   expect(sim.alive().every((n) => n.core?.membership.liveMembers().length === 5)).toBe(true);
   const faultEnd = sim.nowMs + opts.faultMs;
   const counts: Record<string, number> = {};
@@ -153,7 +153,7 @@ describe('replication on the composed core', () => {
   simTest(FILE, 'a batch retried after its coordinator crashed between commit and reply is counted once', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 3 });
     sim.startAll();
-    sim.run(5_000);
+    sim.settle();
     let first: RequestOutcome | undefined;
     sim.write('n1', [['crashy', 'view', T0, 1, 7]], Consistency.QUORUM, 'retry-me', (o) => (first = o));
     // Run until n1's commit of the batch is on its disk, then kill it before it can answer.
@@ -180,7 +180,7 @@ describe('replication on the composed core', () => {
   simTest(FILE, 'a write that would pass 2^53 is refused whole, and the writes sharing its commit are not', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 3 });
     sim.startAll();
-    sim.run(5_000);
+    sim.settle();
     const big: EventTuple = ['huge', 'watch_ms', T0, 1e9, 1_000_000]; // a sum of 10^15 per tuple
     let acked = 0;
     const outcomes: RequestOutcome[] = [];
@@ -213,7 +213,7 @@ describe('replication on the composed core', () => {
   simTest(FILE, 'a node that was down gets its hints replayed and catches up without any read', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 3 });
     sim.startAll();
-    sim.run(5_000);
+    sim.settle();
     sim.crash('n3');
     sim.run(3_000);
     let acked = 0;
@@ -242,7 +242,7 @@ describe('replication on the composed core', () => {
   simTest(FILE, 'a read whose message cannot be sent asks another replica at once, not at its speculative threshold', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 3 });
     sim.startAll();
-    sim.run(5_000);
+    sim.settle();
     let acked = false;
     sim.write('n1', [['sf', 'view', T0, 1, 4]], Consistency.ALL, undefined, (o) => (acked = o.kind === 'reply' && o.reply.ok));
     sim.run(500);
@@ -268,7 +268,7 @@ describe('replication on the composed core', () => {
   simTest(FILE, 'speculation goes on to the next replica while the ones asked stay silent', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 4 });
     sim.startAll();
-    sim.run(5_000);
+    sim.settle();
     const core = sim.node('n4').core!;
     let video = 0;
     while (core.replicasOf(`spec${video}`).includes('n4')) video++;
