@@ -358,12 +358,18 @@ export class Membership {
    * cluster of one), or some peer is up and every peer it sees up gossips the ring checksum it
    * computes itself. A node just (re)started knows only itself and its seeds, so it would think
    * itself a replica of keys it does not hold; it must not coordinate until gossip settles. After
-   * `settleTimeoutMs` with no live peer it settles anyway, to serve what it can alone.
+   * `settleTimeoutMs` with no live peer it settles anyway, to serve what it can alone. Once settled
+   * it stays so, until a stall of its own.
    */
   settled(nowMs: number): boolean {
     if (this.stopped) return false;
     // A cluster of one: nobody to ask, nobody known.
     if (this.otherSeeds.length === 0 && this.states.size === 1) return true;
+    // Once it has agreed with a live peer, a disagreement is a ring change on its way through the
+    // cluster: reads and writes during one meet a quorum of the replicas on either ring (joint
+    // quorums, see node-core.ts), so the node goes on serving rather than answer NOT_READY. After a
+    // stall of its own (noteInput) it must agree again.
+    if (this.heardRing) return true;
     const ours = this.topologyChecksum();
     let upPeers = 0;
     for (const [id, status] of this.statuses) {
@@ -758,7 +764,11 @@ export class Membership {
   /** A gap since our last input beyond the threshold is our own stall: forgive it to every peer. */
   private noteInput(nowMs: number): void {
     const gap = nowMs - this.lastInputMs;
-    if (gap > this.config.localPauseThresholdMs) this.detector.forgive(gap - this.config.localPauseThresholdMs);
+    if (gap > this.config.localPauseThresholdMs) {
+      this.detector.forgive(gap - this.config.localPauseThresholdMs);
+      // The ring may have changed more than once while this node stood still: agree again before serving.
+      this.heardRing = false;
+    }
     this.lastInputMs = Math.max(this.lastInputMs, nowMs);
   }
 
