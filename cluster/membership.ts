@@ -358,18 +358,15 @@ export class Membership {
    * cluster of one), or some peer is up and every peer it sees up gossips the ring checksum it
    * computes itself. A node just (re)started knows only itself and its seeds, so it would think
    * itself a replica of keys it does not hold; it must not coordinate until gossip settles. After
-   * `settleTimeoutMs` with no live peer it settles anyway, to serve what it can alone. Once settled
-   * it stays so, until a stall of its own.
+   * `settleTimeoutMs` with no live peer it settles anyway, to serve what it can alone. A node whose
+   * live peers gossip another ring is not settled either: a joint quorum covers two rings next to
+   * each other, not a node that missed a whole change (partitioned, say) and coordinates on the ring
+   * from before it.
    */
   settled(nowMs: number): boolean {
     if (this.stopped) return false;
     // A cluster of one: nobody to ask, nobody known.
     if (this.otherSeeds.length === 0 && this.states.size === 1) return true;
-    // Once it has agreed with a live peer, a disagreement is a ring change on its way through the
-    // cluster: reads and writes during one meet a quorum of the replicas on either ring (joint
-    // quorums, see node-core.ts), so the node goes on serving rather than answer NOT_READY. After a
-    // stall of its own (noteInput) it must agree again.
-    if (this.heardRing) return true;
     const ours = this.topologyChecksum();
     let upPeers = 0;
     for (const [id, status] of this.statuses) {
@@ -638,8 +635,11 @@ export class Membership {
       if (local === undefined) {
         if (this.states.size + requests.length < MAX_MEMBERS) requests.push({ id: d.id, generation: 0, version: 0 });
       } else if (newer(d, local)) {
+        // A tombstone outranks every later state of its actor, whatever its generation: send it (a
+        // removed actor back on its old data learns it so; a peer that took its state drops it).
+        if (local.lifecycle === Lifecycle.REMOVED) states.push(local);
         // A newer state of ourselves than our own is another process claiming our id; never adopt it.
-        if (d.id !== this.id) requests.push({ id: d.id, generation: local.generation, version: local.version });
+        else if (d.id !== this.id) requests.push({ id: d.id, generation: local.generation, version: local.version });
       } else if (newer(local, d)) {
         states.push(local);
       }
@@ -681,9 +681,16 @@ export class Membership {
     // A generation far in the future would make that member's real states look old for ever.
     if (incoming.generation > nowMs + this.config.maxGenerationAheadMs) return;
     const local = this.states.get(id);
-    // A removed actor never comes back, whatever it or anyone says later; a new actor (its data
-    // wiped) may join again.
+    // A removed actor never comes back, whatever it or anyone says later, in any generation; a new
+    // actor (its data wiped) may join again. The tombstone beats every state of its actor.
     if (local?.lifecycle === Lifecycle.REMOVED && incoming.actor === local.actor && incoming.lifecycle !== Lifecycle.REMOVED) return;
+    if (local !== undefined && incoming.lifecycle === Lifecycle.REMOVED && local.lifecycle !== Lifecycle.REMOVED && incoming.actor === local.actor) {
+      this.states.set(id, incoming);
+      this.advancedAtMs.set(id, nowMs);
+      this.cachedRing = undefined;
+      touched.add(id);
+      return;
+    }
     if (local === undefined) {
       if (this.states.size >= MAX_MEMBERS) return;
       this.states.set(id, incoming);
@@ -749,6 +756,8 @@ export class Membership {
   private expire(nowMs: number, effects: MembershipEffect[]): void {
     for (const [id, at] of this.advancedAtMs) {
       if (nowMs - at <= this.config.memberExpiryMs || this.statuses.get(id)?.up === true) continue;
+      // A tombstone is kept: forgetting it would let its actor back onto the ring.
+      if (this.states.get(id)?.lifecycle === Lifecycle.REMOVED) continue;
       const state = this.states.get(id);
       this.states.delete(id);
       this.statuses.delete(id);
@@ -764,11 +773,7 @@ export class Membership {
   /** A gap since our last input beyond the threshold is our own stall: forgive it to every peer. */
   private noteInput(nowMs: number): void {
     const gap = nowMs - this.lastInputMs;
-    if (gap > this.config.localPauseThresholdMs) {
-      this.detector.forgive(gap - this.config.localPauseThresholdMs);
-      // The ring may have changed more than once while this node stood still: agree again before serving.
-      this.heardRing = false;
-    }
+    if (gap > this.config.localPauseThresholdMs) this.detector.forgive(gap - this.config.localPauseThresholdMs);
     this.lastInputMs = Math.max(this.lastInputMs, nowMs);
   }
 

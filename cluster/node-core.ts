@@ -393,7 +393,7 @@ function writeGroups(p: Placement, need: number): string[][] {
 
 /** A ring change under way (members leaving for good), as this node takes part in it. */
 interface MoveState {
-  /** The sorted ids leaving (`Membership.leavers`). */
+  /** The sorted ids leaving (`Membership.leavers`), `@` the checksum of the ring they leave. */
   key: string;
   /** Per new replica: the stream of what it gains from this node's store. */
   streams: Map<string, StreamJob>;
@@ -737,7 +737,7 @@ export class NodeCore {
         this.move === undefined
           ? undefined
           : {
-              leaving: this.move.key.split(','),
+              leaving: this.move.key.slice(0, this.move.key.indexOf('@')).split(','),
               streams: Object.fromEntries([...this.move.streams].map(([peer, job]) => [peer, { slots: job.slots, bytes: job.bytes, done: job.finished }])),
               doneFrom: [...this.move.doneFrom].sort(),
             },
@@ -828,7 +828,6 @@ export class NodeCore {
     const checked = new Set<Placement>();
     for (const e of events) {
       const placement = this.placementOf(e[0]);
-      const replicas = placement.all;
       if (!checked.has(placement)) {
         checked.add(placement);
         for (const group of writeGroups(placement, need)) {
@@ -859,7 +858,7 @@ export class NodeCore {
           return this.answer(replyTo, failure(ErrorCode.TIMEOUT, `this batch was sent on to ${before} before, which is down now; its outcome is unknown until ${before} is back: retry later with the same batch id`));
         }
         // A replica whose actor is not known yet cannot be pinned: pick one whose is.
-        const target = before ?? (replicas.find((r) => this.isUp(r) && this.membership.stateOf(r)?.actor !== undefined) as string | undefined);
+        const target = before ?? (placement.natural.find((r) => this.isUp(r) && this.membership.stateOf(r)?.actor !== undefined) as string | undefined);
         if (target === undefined) {
           return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `no replica of ${JSON.stringify(e[0])} is known well enough to send the write on to yet; nothing was applied`));
         }
@@ -1860,7 +1859,9 @@ export class NodeCore {
 
   private driveMoves(): void {
     const leavers = this.membership.leavers();
-    const key = leavers.join(',');
+    // The change as this node sees it: who leaves, and the ring they leave (a node that joins
+    // meanwhile changes who gains what, so every stream starts again).
+    const key = leavers.length === 0 ? '' : `${leavers.join(',')}@${this.membership.ring().checksum()}`;
     const removing = this.membership.removing;
     // The removal this node drove is over (the leaver is off the ring) once every peer agrees.
     if (removing !== undefined && this.membership.isRemoved(removing) && this.membership.agreed()) {
@@ -1881,7 +1882,7 @@ export class NodeCore {
     if (leavers.length === 0) return;
     if (this.move === undefined) {
       this.move = { key, streams: new Map(), doneSentMs: 0, doneFrom: new Set(), finishedMs: undefined, waitingLogged: '' };
-      this.out.log.push(`ring change: ${key} leaving the ring; keys whose replicas change are read and written at a quorum of the old and of the new replicas`);
+      this.out.log.push(`ring change: ${leavers.join(', ')} leaving the ring; keys whose replicas change are read and written at a quorum of the old and of the new replicas`);
     }
     const move = this.move;
     const pending = this.membership.pendingRing();
@@ -1891,13 +1892,13 @@ export class NodeCore {
       for (const gainer of pending.members) {
         if (gainer === this.id) continue;
         const job = new StreamJob(gainer, (e) => this.placementOf(e.ref.videoId).gaining.includes(gainer), 0, () => {
-          this.out.log.push(`ring change: sent ${gainer} what it takes over from ${key} (${job.slots} slots, ${job.bytes} bytes)`);
+          this.out.log.push(`ring change: sent ${gainer} what it takes over from ${leavers.join(', ')} (${job.slots} slots, ${job.bytes} bytes)`);
         }, () => {
           // The page goes again from the same place on a later round.
         }, false);
         move.streams.set(gainer, job);
       }
-      this.out.log.push(`ring change: streaming to ${[...move.streams.keys()].join(', ')} what they take over from ${key}`);
+      this.out.log.push(`ring change: streaming to ${[...move.streams.keys()].join(', ')} what they take over from ${leavers.join(', ')}`);
     }
     if (move.streams.size === 0) return;
     let allDone = true;
@@ -1918,9 +1919,12 @@ export class NodeCore {
     // Driving: every ring member but a leaver that is down has sent everything; take the leavers off.
     const mine = leavers.filter((l) => this.moverOf(l) === this.id);
     if (mine.length === 0 || move.finishedMs !== undefined) return;
-    const senders = this.membership.ring().members.filter((m) => !(leavers.includes(m) && !this.isUp(m)));
+    const ringNow = this.membership.ring().members;
+    const senders = ringNow.filter((m) => !(leavers.includes(m) && !this.isUp(m)));
     const missing = senders.filter((m) => !move.doneFrom.has(m));
-    if (missing.length > 0) {
+    // A node joining meanwhile must be done first: what it gains from the leaver comes by this change's streams.
+    const joining = ringNow.filter((m) => this.membership.isRebuilding(m));
+    if (missing.length > 0 || joining.length > 0) {
       const down = missing.filter((m) => m !== this.id && !this.isUp(m));
       const note = down.length > 0 ? `waiting for ${down.join(', ')} (down) to send what it holds of the moving ranges` : '';
       if (note !== '' && note !== move.waitingLogged) this.out.log.push(`ring change: ${note}`);

@@ -136,7 +136,8 @@ export interface StreamDoneMessage {
 /**
  * To the node driving a ring change (the member decommissioning, or the one removing another):
  * every slot the sender holds of the ranges that change hands has been sent to, and acknowledged
- * by, each replica that takes them over. `leaving` names the change (the sorted ids leaving).
+ * by, each replica that takes them over. `leaving` names the change: the sorted ids leaving, `@`
+ * the checksum of the ring they leave.
  */
 export interface MoveDoneMessage {
   t: typeof PeerMessageType.MOVE_DONE;

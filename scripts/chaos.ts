@@ -260,7 +260,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
         kind = processDeck.next();
       }
       if (kind === 'wipe') kind = undefined;
-      if (wipesOwed > 0 && (await wipeAllowed())) {
+      // With another fault to deal, a wipe owed goes first only if it may go now; otherwise that
+      // fault goes, and the wipe waits for the next turn (a rebuild takes seconds: the ring must be
+      // agreed for the write timeout before peers stream).
+      if (wipesOwed > 0 && (kind === undefined ? await wipeAllowed() : await noneRebuilding())) {
         if (kind !== undefined) processDeck.putBack(kind);
         wipesOwed--;
         return 'wipe';

@@ -254,8 +254,17 @@ export async function runTopology(o: TopologyOptions): Promise<TopologySummary> 
     // 3. Every series at `one` from each of its replicas alone. First one anti-entropy round on each
     // node, for what a killed coordinator had not replicated everywhere (its hints died with it).
     for (const i of live) {
-      const r = await client.repair(nodes.address(i));
-      summary.repairSlotsSent += r.slotsSent;
+      // NOT_READY while a peer still gossips the ring from before the last change: a moment.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const r = await client.repair(nodes.address(i));
+          summary.repairSlotsSent += r.slotsSent;
+          break;
+        } catch (err) {
+          if (!(err instanceof TallyError && err.code === 'NOT_READY') || attempt >= 20) throw err;
+          await new Promise((res) => setTimeout(res, 500));
+        }
+      }
     }
     o.log(`a repair round on each node sent ${summary.repairSlotsSent} slots`);
     const ring = TallyClient.connect({ nodes: live.map((i) => nodes.address(i)) });
