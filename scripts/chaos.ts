@@ -37,6 +37,8 @@ const DAY_MS = 86_400_000;
 const REPAIR_INTERVAL_MS = 2_000;
 /** How long a wipe waits for the last wiped node to be rebuilt; then another kind goes first. */
 const WIPE_GATE_MS = 15_000;
+/** Turns an owed wipe may be passed over for another fault before the runner waits for it. */
+const WIPE_TURNS_PASSED = 2;
 
 /** Codes after which nothing of the write was applied. */
 const NOTHING_APPLIED = new Set<string>([ErrorCode.UNAVAILABLE, ErrorCode.OVERLOADED, ErrorCode.NOT_READY, ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE]);
@@ -253,6 +255,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
     const nextNetwork = dealer(kinds.network).next;
     /** Wipes dealt but not yet done: each is done once the cluster has repaired the one before. */
     let wipesOwed = 0;
+    /** Turns a wipe owed was passed over for another fault since the last wipe. */
+    let wipeTurnsPassed = 0;
     const nextProcess = async (): Promise<(typeof PROCESS_FAULTS)[number] | undefined> => {
       let kind: (typeof PROCESS_FAULTS)[number] | undefined = processDeck.next();
       for (let i = 0; kind === 'wipe' && i < 8; i++) {
@@ -260,15 +264,21 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
         kind = processDeck.next();
       }
       if (kind === 'wipe') kind = undefined;
-      // With another fault to deal, a wipe owed goes first only if it may go now; otherwise that
-      // fault goes, and the wipe waits for the next turn (a rebuild takes seconds: the ring must be
-      // agreed for the write timeout before peers stream).
-      if (wipesOwed > 0 && (kind === undefined ? await wipeAllowed() : await noneRebuilding())) {
+      // With another fault to deal, a wipe owed goes first if it may go now; otherwise that fault
+      // goes and the wipe waits for the next turn (a rebuild takes seconds: the ring must be agreed
+      // for the write timeout before peers stream). After a few turns passed over, the runner waits
+      // for it, so wipes keep their share of the schedule.
+      const waitForWipe = kind === undefined || wipeTurnsPassed >= WIPE_TURNS_PASSED;
+      if (wipesOwed > 0 && (waitForWipe ? await wipeAllowed() : await noneRebuilding())) {
+        wipeTurnsPassed = 0;
         if (kind !== undefined) processDeck.putBack(kind);
         wipesOwed--;
         return 'wipe';
       }
-      if (wipesOwed > 0) faults['wipe deferred'] = (faults['wipe deferred'] ?? 0) + 1;
+      if (wipesOwed > 0) {
+        faults['wipe deferred'] = (faults['wipe deferred'] ?? 0) + 1;
+        wipeTurnsPassed++;
+      }
       return kind;
     };
     // RF 3 with W = 2 keeps every acknowledged write through the loss of one disk at a time: the
