@@ -1797,21 +1797,22 @@ export class NodeCore {
   }
 
   /**
-   * Whether every live peer has gossiped the topology checksum this node computes for at least
-   * `writeTimeoutMs`: no coordinator places keys on an older ring any more, and every write one
-   * coordinated on an older ring has been acknowledged (so is on its replicas' disks) or failed.
+   * Whether `writeTimeoutMs` have passed since every live peer was first seen gossiping the
+   * topology checksum this node computes (since it last changed): no coordinator places keys on an
+   * older ring any more, and every write one coordinated on an older ring has been acknowledged (so
+   * is on its replicas' disks) or failed.
    */
   private topologyStable(): boolean {
     const checksum = this.membership.topologyChecksum();
-    if (!this.membership.settled(this.now) || !this.membership.agreed()) {
-      this.agreedSinceMs = undefined;
-      return false;
-    }
-    if (this.agreedSinceMs === undefined || this.agreedOn !== checksum) {
-      this.agreedSinceMs = this.now;
+    // A change of the ring as this node computes it starts the wait again; a peer that disagrees
+    // later without such a change is one that has just (re)started, which does not coordinate
+    // until it agrees (settled), so it does not start the wait again.
+    if (this.agreedOn !== checksum) {
       this.agreedOn = checksum;
+      this.agreedSinceMs = undefined;
     }
-    return this.now - this.agreedSinceMs >= this.cfg.writeTimeoutMs;
+    if (this.agreedSinceMs === undefined && this.membership.settled(this.now) && this.membership.agreed()) this.agreedSinceMs = this.now;
+    return this.agreedSinceMs !== undefined && this.now - this.agreedSinceMs >= this.cfg.writeTimeoutMs;
   }
 
   // ---------------------------------------------------------------------------------------------
