@@ -543,7 +543,8 @@ export class TallyClient {
             this.sendWrite(b, batch, attempt + 1, true, sentTo);
             return;
           }
-          const unknown = OUTCOME_UNKNOWN.has(e.code) ? e : new TallyError(ErrorCode.TIMEOUT, `the write may have been applied by an earlier attempt and could not be confirmed (last: ${e.code}: ${e.message}); its outcome is unknown`, { cause: e });
+          // Said as "unknown" whichever way the attempts ended (the node's own words are kept in it).
+          const unknown = new TallyError(OUTCOME_UNKNOWN.has(e.code) ? e.code : ErrorCode.TIMEOUT, `the write may have been applied by an earlier attempt and could not be confirmed (last: ${e.code}: ${e.message}); its outcome is unknown`, { cause: e });
           for (const part of b.parts) this.settlePart(part, unknown);
           return;
         }
