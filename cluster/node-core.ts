@@ -1703,9 +1703,7 @@ export class NodeCore {
     for (const h of this.hints.expire(this.now)) this.pendingHintsDelete.push(h);
     for (const node of this.hints.nodes) {
       if (this.membership.stateOf(node) === undefined || this.membership.isRemoved(node)) {
-        const refs = this.hints.forget(node);
-        this.out.log.push(`dropping ${refs.length} hints for ${node}: it is no longer a member`);
-        for (const ref of refs) this.pendingHintsDelete.push({ node, ref });
+        this.out.log.push(`dropping ${this.hintsForget(node)} hints for ${node}: it is no longer a member`);
         continue;
       }
       if (!this.isUp(node) || this.replaying.has(node) || this.membership.stateOf(node)?.lifecycle === Lifecycle.LEFT) continue;
@@ -1946,10 +1944,12 @@ export class NodeCore {
     }
   }
 
-  /** Drops every hint for `node` (it left the ring for good). */
-  private hintsForget(node: string): void {
-    for (const ref of this.hints.forget(node)) this.pendingHintsDelete.push({ node, ref });
-    this.noteDirty();
+  /** Drops every hint for `node` (it left the ring for good), from memory and, with the next commit, from the store; returns how many. */
+  private hintsForget(node: string): number {
+    const refs = this.hints.forget(node);
+    for (const ref of refs) this.pendingHintsDelete.push({ node, ref });
+    if (refs.length > 0) this.noteDirty();
+    return refs.length;
   }
 
   // ---------------------------------------------------------------------------------------------
