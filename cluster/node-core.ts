@@ -243,7 +243,11 @@ interface WriteOp {
 }
 
 interface ReadQuery {
-  /** The replicas that may be asked (up, not rebuilding), in the order to ask them. */
+  /**
+   * Every replica, in the order to ask them: those usable when the read began first. One that is
+   * down or rebuilding is asked only once it is usable (a node restarted a moment ago may be marked
+   * down for a second and be back while the read still waits).
+   */
   replicas: string[];
   /** The lists a quorum is needed of (see Placement.groups). */
   groups: string[][];
@@ -783,6 +787,11 @@ export class NodeCore {
 
   private isUp(id: string): boolean {
     return this.membership.isUp(id);
+  }
+
+  /** Whether a read may ask `id`: up, and not rebuilding (one takes writes, but may not hold what it should yet). */
+  private readable(id: string): boolean {
+    return this.isUp(id) && !this.membership.isRebuilding(id);
   }
 
   private send(to: string, msg: PeerMessage): boolean {
@@ -1485,10 +1494,9 @@ export class NodeCore {
       stats: undefined,
       done: false,
     };
+    const usable = (r: string): boolean => this.readable(r);
     for (const [videoId, eventType, start, end] of queries) {
       const placement = this.placementOf(videoId);
-      // A rebuilding replica takes writes but is not read: it may not hold what it should yet.
-      const usable = (r: string): boolean => this.isUp(r) && !this.membership.isRebuilding(r);
       for (const replicas of placement.groups) {
         const up = replicas.filter(usable);
         if (replicas.length < need || up.length < need) {
@@ -1499,9 +1507,15 @@ export class NodeCore {
       const spans = planSpans(videoId, eventType, start, end);
       // Ourselves first when we hold it (no network hop), then the others in ring order, those
       // that lately left a read unanswered past the speculative threshold last (as Cassandra's
-      // dynamic snitch), so a frozen replica costs only the first reads that met it.
+      // dynamic snitch), so a frozen replica costs only the first reads that met it; last, those
+      // not usable now, for speculation to ask should they come back while the read waits.
       const peers = up.filter((r) => r !== this.id);
-      const order = [...(up.includes(this.id) ? [this.id] : []), ...peers.filter((r) => !this.slowPeers.has(r)), ...peers.filter((r) => this.slowPeers.has(r))];
+      const order = [
+        ...(up.includes(this.id) ? [this.id] : []),
+        ...peers.filter((r) => !this.slowPeers.has(r)),
+        ...peers.filter((r) => this.slowPeers.has(r)),
+        ...placement.all.filter((r) => !up.includes(r)),
+      ];
       op.queries.push({ replicas: order, groups: placement.groups, spans, asked: [], pending: new Map(), slots: new Map(), complete: [], failed: new Set() });
     }
     this.inFlightQueries += queries.length;
@@ -1512,6 +1526,7 @@ export class NodeCore {
       // key's replicas change (a quorum of each group).
       const asked: string[] = [];
       for (const r of q.replicas) {
+        if (!usable(r)) continue;
         if (!q.groups.some((g) => g.includes(r) && g.filter((x) => asked.includes(x)).length < need)) continue;
         asked.push(r);
         let list = ask.get(r);
@@ -1677,7 +1692,7 @@ export class NodeCore {
       const q = op.queries[qi] as ReadQuery;
       // One not asked yet, of a group still short of answers.
       const short = q.groups.filter((g) => g.filter((r) => q.complete.includes(r)).length < op.need);
-      const next = q.replicas.find((r) => !q.asked.includes(r) && short.some((g) => g.includes(r)) && this.isUp(r) && !this.membership.isRebuilding(r));
+      const next = q.replicas.find((r) => !q.asked.includes(r) && short.some((g) => g.includes(r)) && this.readable(r));
       if (next === undefined) continue;
       let list = ask.get(next);
       if (list === undefined) ask.set(next, (list = []));
@@ -2337,9 +2352,10 @@ export class NodeCore {
         this.counters.readsTimedOut++;
         this.failRead(op, failure(ErrorCode.TIMEOUT, `the read did not hear from ${op.need} replicas within ${this.cfg.readTimeoutMs} ms`));
       } else if (this.now >= op.speculateAtMs && op.stats === undefined) {
-        // Again each `speculativeRetryMs` while a replica is left to ask: the one asked last may be
-        // as unresponsive as the first.
-        op.speculateAtMs = this.speculate(op) ? this.now + this.cfg.speculativeRetryMs : Number.POSITIVE_INFINITY;
+        // Again each `speculativeRetryMs` while the read waits: the one asked last may be as
+        // unresponsive as the first, and a replica not usable before may be back.
+        this.speculate(op);
+        op.speculateAtMs = this.now + this.cfg.speculativeRetryMs;
       }
     }
     for (const [id, r] of this.readsOut) if (r.op.done) this.readsOut.delete(id);
