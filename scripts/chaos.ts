@@ -311,7 +311,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
           continue;
         }
         const n = rng.pick(nodes);
-        const lasts = 500 + rng.int(1_500);
+        // Short outages, one after another: a restart itself takes a second or so, and 300 s must
+        // deal at least 20 of each kind.
+        const lasts = 300 + rng.int(900);
         faults[kind] = (faults[kind] ?? 0) + 1;
         o.log(`fault ${kind} n${n.i + 1} for ${lasts} ms`);
         if (kind === 'freeze') {
@@ -332,7 +334,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
             await start(n);
           }
         }
-        await sleep(200 + rng.int(600));
+        await sleep(100 + rng.int(300));
       }
     };
     const networkFaults = async (): Promise<void> => {
