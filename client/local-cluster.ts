@@ -35,6 +35,8 @@ export interface LocalClusterOptions {
   fsync: boolean;
   /** Replication factor; default the smaller of 3 and the node count. */
   rf?: number;
+  /** Days minute and hour buckets are kept (0: for ever); the nodes' default if not set. */
+  retention?: { minuteDays: number; hourDays: number };
   /** Passed to every node as --cluster-secret. */
   clusterSecret?: string;
   /** How long to wait for every node to see every other up. */
@@ -81,6 +83,7 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
     const id = `n${i + 1}`;
     const args = [CLI, 'start', '--host', o.host, '--port', String(o.basePort + i), '--data', join(o.dataDir, id)];
     args.push('--id', id, '--zone', `z${(i % LOCAL_ZONES) + 1}`, '--seeds', seeds, '--rf', String(o.rf ?? Math.min(3, o.nodes)), ...(o.fsync ? ['--fsync'] : []));
+    if (o.retention !== undefined) args.push('--minute-retention-days', String(o.retention.minuteDays), '--hour-retention-days', String(o.retention.hourDays));
     if (o.clusterSecret !== undefined) args.push('--cluster-secret', o.clusterSecret);
     // Each node in its own process group: Ctrl-C reaches only this process, which stops the
     // nodes with one SIGTERM each (a second signal would make a node exit without flushing).

@@ -8,6 +8,11 @@ function age(ms: number): string {
 }
 
 /** A generation is a start time in ms; show it as a date when it is one. */
+/** A retention in days, 0 meaning for ever. */
+function days(n: number): string {
+  return n === 0 ? 'for ever' : `${n} days`;
+}
+
 function generationText(g: number): string {
   const d = new Date(g);
   return Number.isNaN(d.getTime()) ? String(g) : d.toISOString().replace('.000Z', 'Z');
@@ -31,7 +36,7 @@ export function formatStatus(s: NodeStatus): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd();
   return [
-    `cluster ${s.cluster} (rf ${s.rf}), seen from ${s.nodeId} (${s.address}); * marks that node; HINTS: buckets it holds for that member`,
+    `cluster ${s.cluster} (rf ${s.rf}${s.retention === undefined ? '' : `; minutes kept ${days(s.retention.minuteDays)}, hours ${days(s.retention.hourDays)}, days for ever`}), seen from ${s.nodeId} (${s.address}); * marks that node; HINTS: buckets it holds for that member`,
     line(header),
     ...rows.map(line),
     s.health,

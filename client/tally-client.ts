@@ -78,6 +78,13 @@ export interface WriteOptions {
 
 export interface ReadOptions {
   consistency?: Consistency;
+  /**
+   * Where an edge of the range is past retention (its minutes, or hours, have expired): with
+   * `true`, count over the largest range inside it that is kept (`getStats` reports which);
+   * otherwise `getCount` and `getViewsCount` fail with RANGE_EXPIRED rather than return a count
+   * of another range. `getStats` always answers, with the range it covers.
+   */
+  clip?: boolean;
 }
 
 export interface EventInput {
@@ -99,6 +106,11 @@ export interface EventStats {
   max: number | null;
   /** sum / count, or null when count is 0. */
   avg: number | null;
+  /** The range counted, `[from, to)` in ms: the one asked for, to the minute, unless retention moved an edge. */
+  from: number;
+  to: number;
+  /** Whether retention moved an edge inward (the minutes, or hours, there have expired). */
+  clipped: boolean;
 }
 
 export const VIEW = 'view';
@@ -122,6 +134,12 @@ const EVENT_OVERHEAD_BYTES = 32;
 const NOTHING_APPLIED: ReadonlySet<string> = new Set([ErrorCode.OVERLOADED, ErrorCode.NOT_READY, ErrorCode.UNAVAILABLE]);
 /** Codes after which the frame may or may not have been applied. */
 const OUTCOME_UNKNOWN: ReadonlySet<string> = new Set([ErrorCode.TIMEOUT, ErrorCode.CONNECTION_CLOSED, ErrorCode.PARTIAL_WRITE, ErrorCode.INTERNAL]);
+
+const MINUTE_MS = 60_000;
+const floorMinute = (t: number): number => Math.floor(t / MINUTE_MS) * MINUTE_MS;
+const ceilMinute = (t: number): number => Math.ceil(t / MINUTE_MS) * MINUTE_MS;
+/** `[from, to)` as ISO times to the minute, for messages. */
+const showRange = (from: number, to: number): string => `[${new Date(from).toISOString().slice(0, 16)}Z, ${new Date(to).toISOString().slice(0, 16)}Z)`;
 
 function toMs(t: TimeInput | undefined, what: string, fallback: number): number {
   if (t === undefined) return fallback;
@@ -171,7 +189,8 @@ interface WriteBatch {
 interface ReadWaiter {
   query: QueryTuple;
   deadlineMs: number;
-  resolve: (s: StatsTuple) => void;
+  /** `answered`: the range the node counted over, when retention moved an edge of some query of its batch. */
+  resolve: (s: StatsTuple, answered: [number, number] | undefined) => void;
   reject: (e: Error) => void;
 }
 
@@ -298,13 +317,27 @@ export class TallyClient {
   }
 
   async getCount(videoId: string, eventType: string, startTime: TimeInput, endTime: TimeInput, opts?: ReadOptions): Promise<number> {
-    return (await this.getStats(videoId, eventType, startTime, endTime, opts)).count;
+    const stats = await this.getStats(videoId, eventType, startTime, endTime, opts);
+    if (stats.clipped && opts?.clip !== true) {
+      const [, , start, end] = checkQuery([videoId, eventType, toMs(startTime, 'startTime', 0), toMs(endTime, 'endTime', 0)], 'query');
+      throw new TallyError(
+        ErrorCode.RANGE_EXPIRED,
+        `${showRange(floorMinute(start), ceilMinute(end))} reaches past retention (its minute or hour buckets at an edge have expired); ` +
+          (stats.to > stats.from ? `the range that can be counted is ${showRange(stats.from, stats.to)}: ask for it, or pass { clip: true } to accept it` : 'nothing of it can be counted at a resolution still kept'),
+      );
+    }
+    return stats.count;
   }
 
+  /** Count, sum, min, max and mean of the values of `videoId`'s `eventType` events in [startTime, endTime), and the range they cover. */
   async getStats(videoId: string, eventType: string, startTime: TimeInput, endTime: TimeInput, opts?: ReadOptions): Promise<EventStats> {
     const q = checkQuery([videoId, eventType, toMs(startTime, 'startTime', 0), toMs(endTime, 'endTime', 0)], 'query');
-    const [count, sum, min, max] = await this.read(q, opts?.consistency ?? this.opts.consistency);
-    return { count, sum, min, max, avg: count > 0 ? sum / count : null };
+    const { stats, answered } = await this.read(q, opts?.consistency ?? this.opts.consistency);
+    const [count, sum, min, max] = stats;
+    // As the node reads it: start truncated, end rounded up, to the minute (an empty range stays empty).
+    const asked: [number, number] = q[3] <= q[2] ? [floorMinute(q[2]), floorMinute(q[2])] : [floorMinute(q[2]), ceilMinute(q[3])];
+    const [from, to] = answered ?? asked;
+    return { count, sum, min, max, avg: count > 0 ? sum / count : null, from, to, clipped: from !== asked[0] || to !== asked[1] };
   }
 
   /** What a node reports of itself and its cluster (the `tally status` data): the first listed node that answers. */
@@ -605,9 +638,9 @@ export class TallyClient {
   // ---------------------------------------------------------------------------------------------
   // Reads
 
-  private read(q: QueryTuple, cl: Consistency): Promise<StatsTuple> {
+  private read(q: QueryTuple, cl: Consistency): Promise<{ stats: StatsTuple; answered: [number, number] | undefined }> {
     if (this.closed) return Promise.reject(new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
-    return new Promise<StatsTuple>((resolve, reject) => {
+    return new Promise((resolve, reject) => {
       const address = this.route(q[0]);
       const key = `${address}|${cl}`;
       let b = this.reads.get(key);
@@ -617,7 +650,7 @@ export class TallyClient {
         b = undefined;
       }
       if (b === undefined) this.reads.set(key, (b = { address, cl, waiters: [] }));
-      b.waiters.push({ query: q, deadlineMs: Date.now() + this.opts.timeoutMs, resolve, reject });
+      b.waiters.push({ query: q, deadlineMs: Date.now() + this.opts.timeoutMs, resolve: (stats, answered) => resolve({ stats, answered }), reject });
       this.scheduleFlush();
     });
   }
@@ -634,18 +667,18 @@ export class TallyClient {
     let outstanding = 0;
     let lastError: TallyError | undefined;
     let attempts = 0;
-    const finish = (stats: StatsTuple[] | undefined, err?: TallyError): void => {
+    const finish = (stats: StatsTuple[] | undefined, err?: TallyError, answered?: [number, number][]): void => {
       if (settled) return;
       settled = true;
       clearInterval(hedge);
-      b.waiters.forEach((w, i) => (stats === undefined ? w.reject(err as TallyError) : w.resolve(stats[i] as StatsTuple)));
+      b.waiters.forEach((w, i) => (stats === undefined ? w.reject(err as TallyError) : w.resolve(stats[i] as StatsTuple, answered?.[i])));
     };
     const ask = (address: string): void => {
       tried.add(address);
       outstanding++;
       attempts++;
       this.request(address, { t: 'get', queries, cl: b.cl }, Math.max(1, deadline - Date.now()), queries.length).then(
-        (reply) => finish(reply.t === 'result' ? reply.stats : undefined, new TallyError(ErrorCode.INTERNAL, 'unexpected reply to a read')),
+        (reply) => (reply.t === 'result' ? finish(reply.stats, undefined, reply.answered) : finish(undefined, new TallyError(ErrorCode.INTERNAL, 'unexpected reply to a read'))),
         async (err: unknown) => {
           outstanding--;
           lastError = asTallyError(err);

@@ -53,6 +53,7 @@ import type { Rng } from './prng.js';
 import { HintTable } from './hint-table.js';
 import { mergeRead, planSpans } from './read-plan.js';
 import { replicasNeeded, type ReplicationConfig } from './replication-config.js';
+import { answerableRange, describeRetention, expiryCutoff, isExpired } from './retention.js';
 import { bucketId, SlotTable, slotId, type BucketRef, type SlotEntry, type SlotKey } from './slot-table.js';
 import { bucketsOf, RESOLUTION_MS, RESOLUTIONS_OF_EVENT, type Resolution } from './time-buckets.js';
 
@@ -130,7 +131,17 @@ export interface PersistBatch {
   sync: boolean;
 }
 
-export type CoreReply = { ok: true; n?: number; stats?: StatsTuple[]; repair?: RepairRound; moved?: string } | { ok: false; code: ErrorCode; message: string };
+export type CoreReply =
+  | {
+      ok: true;
+      n?: number;
+      stats?: StatsTuple[];
+      /** Set when retention moved an edge of some query: per query, the `[from, to)` it was answered over. */
+      answered?: [number, number][];
+      repair?: RepairRound;
+      moved?: string;
+    }
+  | { ok: false; code: ErrorCode; message: string };
 
 export interface Ready {
   /** At most one commit is under way; the next comes after its `persisted`. */
@@ -139,6 +150,8 @@ export interface Ready {
   scans: { id: number; spans: SpanTuple[] }[];
   /** Walks of the whole store in key order, from after `after`, at most `limit` slots (to rebuild a peer). */
   walks: { id: number; after: string | undefined; limit: number }[];
+  /** Delete every slot of `res` whose UTC day ended at or before `cutoffMs` (retention.ts): its buckets have expired. */
+  expire: { res: 'm' | 'h'; cutoffMs: number }[];
   send: { to: string; address: string; msg: PeerMessage }[];
   replies: { req: number; reply: CoreReply }[];
   /** Addresses of members that came up: keep a link open to each. */
@@ -265,6 +278,8 @@ interface ReadOp {
   replyTo: ReplyTo;
   need: number;
   queries: ReadQuery[];
+  /** Per query, the range answered, when retention moved an edge of any. */
+  answered: [number, number][] | undefined;
   deadlineMs: number;
   speculateAtMs: number;
   repairsPending: number;
@@ -426,7 +441,7 @@ export interface CoreStats {
 }
 
 function emptyReady(): Ready {
-  return { persist: undefined, loads: [], scans: [], walks: [], send: [], replies: [], connect: [], knownPeers: undefined, rebuilt: false, removed: undefined, log: [], deadlineMs: Number.POSITIVE_INFINITY };
+  return { persist: undefined, loads: [], scans: [], walks: [], expire: [], send: [], replies: [], connect: [], knownPeers: undefined, rebuilt: false, removed: undefined, log: [], deadlineMs: Number.POSITIVE_INFINITY };
 }
 
 function spanOf(ref: BucketRef): SpanTuple {
@@ -497,6 +512,9 @@ export class NodeCore {
   private readonly writes = new Set<WriteOp>();
   private writeRequests = 0;
   private readonly forwards = new Map<number, { request: WriteRequest; to: string; deadlineMs: number }>();
+  /** Retention: when expired days are deleted again, and the cutoff each resolution was last swept to. */
+  private nextSweepMs = 0;
+  private readonly sweptBefore = { m: Number.NEGATIVE_INFINITY, h: Number.NEGATIVE_INFINITY };
   private readonly reads = new Set<ReadOp>();
   private inFlightQueries = 0;
   private readonly readsOut = new Map<number, { op: ReadOp; node: string; parts: [query: number, span: number][] }>();
@@ -789,6 +807,31 @@ export class NodeCore {
     return this.membership.isUp(id);
   }
 
+  /** Whether `ref` is past its retention now (never written, merged, repaired or served). */
+  private expired(ref: BucketRef): boolean {
+    return isExpired(ref, this.now, this.cfg.retention);
+  }
+
+  /**
+   * Deletes expired days: at once when another day expires, and again every
+   * `retentionSweepIntervalMs` for slots that were on their way to the store when it ran.
+   */
+  private sweepExpired(): void {
+    const again = this.now >= this.nextSweepMs;
+    if (again) this.nextSweepMs = this.now + this.cfg.retentionSweepIntervalMs;
+    for (const res of ['m', 'h'] as const) {
+      const cutoffMs = expiryCutoff(res, this.now, this.cfg.retention);
+      if (cutoffMs === undefined) continue;
+      const swept = this.sweptBefore[res];
+      if (cutoffMs <= swept && !again) continue;
+      this.sweptBefore[res] = cutoffMs;
+      this.out.expire.push({ res, cutoffMs });
+      if (cutoffMs > swept) {
+        this.out.log.push(`retention (${describeRetention(this.cfg.retention)}): deleting ${res === 'm' ? 'minute' : 'hour'} buckets of the days before ${new Date(cutoffMs).toISOString().slice(0, 10)}`);
+      }
+    }
+  }
+
   /** Whether a read may ask `id`: up, and not rebuilding (one takes writes, but may not hold what it should yet). */
   private readable(id: string): boolean {
     return this.isUp(id) && !this.membership.isRebuilding(id);
@@ -943,9 +986,9 @@ export class NodeCore {
     this.answer(request.replyTo, failed.find((f) => !NOTHING_APPLIED.has(f.code)) ?? first);
   }
 
-  private answer(replyTo: ReplyTo, o: Outcome | { ok: true; stats: StatsTuple[] }): void {
+  private answer(replyTo: ReplyTo, o: Outcome | { ok: true; stats: StatsTuple[]; answered?: [number, number][] }): void {
     if ('client' in replyTo) {
-      this.out.replies.push({ req: replyTo.client, reply: o.ok ? ('stats' in o ? { ok: true, stats: o.stats } : { ok: true, n: o.n }) : o });
+      this.out.replies.push({ req: replyTo.client, reply: o.ok ? ('stats' in o ? o : { ok: true, n: o.n }) : o });
     } else if (o.ok) {
       this.send(replyTo.peer, { t: PeerMessageType.FORWARD_REPLY, id: replyTo.id });
     } else {
@@ -967,6 +1010,8 @@ export class NodeCore {
       const delta = eventsDelta(value, count);
       for (let i = 0; i < RESOLUTIONS_OF_EVENT.length; i++) {
         const ref: BucketRef = { videoId, eventType, res: RESOLUTIONS_OF_EVENT[i] as Resolution, start: starts[i] as number };
+        // A late event counts in the buckets still kept (its day's, for ever), not in expired ones.
+        if (this.expired(ref)) continue;
         const id = bucketId(ref);
         const d = deltas.get(id);
         if (d === undefined) deltas.set(id, { ref, delta: { ...delta } });
@@ -1334,8 +1379,11 @@ export class NodeCore {
   }
 
   /** Slots from another replica (or ourselves, for a read repair): join, commit, then ack. */
-  private onRepl(from: string, id: number, slots: SlotEntry[], localRepair?: ReadOp): void {
+  private onRepl(from: string, id: number, incoming: SlotEntry[], localRepair?: ReadOp): void {
     this.counters.replReceived++;
+    // Every path that brings slots (replication, hints, read repair, streams, anti-entropy) comes
+    // here: an expired bucket is dropped, so none of them brings one back after the sweep.
+    const slots = incoming.filter((s) => !this.expired(s.ref));
     const keys = slots.map((s) => ({ ref: s.ref, actor: s.actor }));
     this.applyWhenLoaded(keys, () => {
       for (const s of slots) {
@@ -1492,10 +1540,13 @@ export class NodeCore {
       speculateAtMs: this.now + this.cfg.speculativeRetryMs,
       repairsPending: 0,
       stats: undefined,
+      answered: undefined,
       done: false,
     };
     const usable = (r: string): boolean => this.readable(r);
-    for (const [videoId, eventType, start, end] of queries) {
+    const ranges = queries.map(([, , start, end]) => answerableRange(start, end, this.now, this.cfg.retention));
+    if (ranges.some((r) => r.clipped)) op.answered = ranges.map((r) => [r.from, r.to]);
+    for (const [qi, [videoId, eventType]] of queries.entries()) {
       const placement = this.placementOf(videoId);
       for (const replicas of placement.groups) {
         const up = replicas.filter(usable);
@@ -1504,7 +1555,9 @@ export class NodeCore {
         }
       }
       const up = placement.all.filter(usable);
-      const spans = planSpans(videoId, eventType, start, end);
+      // Over the range retention still covers (the query's own unless an edge has expired).
+      const range = ranges[qi] as { from: number; to: number };
+      const spans = planSpans(videoId, eventType, range.from, range.to);
       // Ourselves first when we hold it (no network hop), then the others in ring order, those
       // that lately left a read unanswered past the speculative threshold last (as Cassandra's
       // dynamic snitch), so a frozen replica costs only the first reads that met it; last, those
@@ -1657,7 +1710,7 @@ export class NodeCore {
     op.done = true;
     this.reads.delete(op);
     this.inFlightQueries -= op.queries.length;
-    this.answer(op.replyTo, { ok: true, stats: op.stats as StatsTuple[] });
+    this.answer(op.replyTo, op.answered === undefined ? { ok: true, stats: op.stats as StatsTuple[] } : { ok: true, stats: op.stats as StatsTuple[], answered: op.answered });
   }
 
   private failRead(op: ReadOp, outcome: Outcome): void {
@@ -2140,6 +2193,7 @@ export class NodeCore {
   /** Whether a slot's key is on both this node and `peer` (by this node's ring). */
   private shared(peer: string): (e: SlotEntry) => boolean {
     return (e) => {
+      if (this.expired(e.ref)) return false;
       const r = this.replicasOf(e.ref.videoId);
       return r.includes(peer) && r.includes(this.id);
     };
@@ -2315,6 +2369,7 @@ export class NodeCore {
       this.applyMembership(this.membership.tick(this.now));
       this.nextMembershipTickMs = this.now + this.tickIntervalMs;
       this.expireBatches();
+      this.sweepExpired();
     }
     if (this.now >= this.nextHintReplayMs) {
       this.nextHintReplayMs = this.now + this.cfg.hintReplayIntervalMs;

@@ -5,6 +5,7 @@
  */
 import { TallyError } from '../protocol/errors.js';
 import { MAX_EVENTS_PER_BATCH, MAX_REPLICATION_FACTOR } from '../protocol/limits.js';
+import { defaultRetention, validateRetention, type Retention } from './retention.js';
 import { RESOLUTIONS_OF_EVENT } from './time-buckets.js';
 
 export interface ReplicationConfig {
@@ -50,6 +51,10 @@ export interface ReplicationConfig {
   repairIntervalMs: number;
   /** Slots an anti-entropy walk reads per second at most, so repair never crowds out live traffic. */
   repairSlotsPerSecond: number;
+  /** How long minute and hour buckets are kept (retention.ts). The same on every member (checked in the peer hello). */
+  retention: Retention;
+  /** How often expired days are deleted again, beside the sweep each time a day expires (catching slots that were in flight then). */
+  retentionSweepIntervalMs: number;
 }
 
 export function defaultReplicationConfig(): ReplicationConfig {
@@ -99,6 +104,9 @@ export function defaultReplicationConfig(): ReplicationConfig {
     // A walk page of 4,096 slots every ~40 ms: a store of a million slots is compared in ~10 s,
     // and a page's read stays a small share of the event loop.
     repairSlotsPerSecond: 100_000,
+    retention: defaultRetention(),
+    // An empty range delete is one seek; an hour bounds how long a straggler outlives its day.
+    retentionSweepIntervalMs: 60 * 60 * 1000,
   };
 }
 
@@ -137,6 +145,8 @@ export function validateReplicationConfig(c: ReplicationConfig): ReplicationConf
   int('repairIntervalMs', 0);
   // A page (4,096 slots) must take well under a repair session's 10 s idle timeout.
   int('repairSlotsPerSecond', 1_000);
+  int('retentionSweepIntervalMs', 1_000);
+  validateRetention(c.retention);
   if (c.commitAtDirty > c.maxDirtySlots) fail(`commitAtDirty (${c.commitAtDirty}) must not exceed maxDirtySlots (${c.maxDirtySlots})`);
   if (c.speculativeRetryMs >= c.readTimeoutMs) fail('speculativeRetryMs must be below readTimeoutMs');
   if (c.replAckTimeoutMs >= c.writeTimeoutMs) fail('replAckTimeoutMs must be below writeTimeoutMs, so a slow replica is hinted while the write can still succeed');

@@ -49,6 +49,8 @@ export class Driver implements RequestHandler {
   readonly stats = { invalidPeerMessages: 0, coreErrors: 0, storeErrors: 0 };
   private readonly queue: CoreInput[] = [];
   private stepping = false;
+  /** The retention sweep under way, if any: the next waits for it. */
+  private sweeping: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
   private timerAtMs = Number.POSITIVE_INFINITY;
   private nextReq = 1;
@@ -203,6 +205,20 @@ export class Driver implements RequestHandler {
         (message) => ({ kind: 'walkFailed', walk: walk.id, message }),
       );
     }
+    for (const e of ready.expire) {
+      // One sweep at a time: a day's range delete and compaction may take a while on a large store.
+      this.sweeping = this.sweeping.then(() =>
+        this.store.expireBefore(e.res, e.cutoffMs).then(
+          (deleted) => {
+            if (deleted) this.log(`retention: deleted the ${e.res === 'm' ? 'minute' : 'hour'} buckets of the days before ${new Date(e.cutoffMs).toISOString().slice(0, 10)}`);
+          },
+          (err: unknown) => {
+            this.stats.storeErrors += 1;
+            this.log(`error ${err instanceof TallyError ? err.code : ErrorCode.INTERNAL}: could not delete expired ${e.res === 'm' ? 'minute' : 'hour'} buckets (the next sweep tries again): ${(err as Error).message}`);
+          },
+        ),
+      );
+    }
     for (const s of ready.send) {
       if (!this.transport.send(s.address, s.msg) && s.to !== '') this.input({ kind: 'sendFailed', to: s.to, msg: s.msg });
     }
@@ -255,7 +271,7 @@ export class Driver implements RequestHandler {
       for (const e of p.req.events) n += e[4];
       p.resolve({ t: 'ack', id: p.req.id, n });
     } else {
-      p.resolve({ t: 'result', id: p.req.id, stats: reply.stats ?? [] });
+      p.resolve(reply.answered === undefined ? { t: 'result', id: p.req.id, stats: reply.stats ?? [] } : { t: 'result', id: p.req.id, stats: reply.stats ?? [], answered: reply.answered });
     }
   }
 

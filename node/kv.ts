@@ -25,6 +25,8 @@ export interface Kv {
   /** Entries with gte <= key < lt, ascending, at most `limit`. */
   range(range: KeyRange, limit?: number): Promise<[string, Uint8Array][]>;
   clear(range: KeyRange): Promise<void>;
+  /** Hands the space of deleted keys in `range` back to the file system (LevelDB compacts it). */
+  compact(range: KeyRange): Promise<void>;
 }
 
 export function notOpen(): TallyError {
@@ -130,6 +132,12 @@ export class LevelKv implements Kv {
 
   async clear(range: KeyRange): Promise<void> {
     await this.io('clear', () => this.db.clear({ gte: range.gte, lt: range.lt }));
+  }
+
+  async compact(range: KeyRange): Promise<void> {
+    // `level` types the browser's database too; in Node it is classic-level, which compacts.
+    const db = this.db as unknown as { compactRange(start: string, end: string): Promise<void> };
+    await this.io('compaction', () => db.compactRange(range.gte, range.lt));
   }
 
   private get db(): Level<string, Uint8Array> {
@@ -254,6 +262,10 @@ export class MemoryKv implements Kv {
     const from = lowerBound(this.keys, range.gte);
     const to = lowerBound(this.keys, range.lt);
     for (const k of this.keys.splice(from, to - from)) this.values.delete(k);
+  }
+
+  async compact(_range: KeyRange): Promise<void> {
+    this.check();
   }
 
   private check(): void {

@@ -32,6 +32,7 @@ import type { PeerHandler, PeerLink } from './server.js';
 import { MAX_MEMBERS } from '../cluster/membership.js';
 import type { PeerMessage } from '../protocol/peer.js';
 import { MAX_SEEDS } from '../cluster/membership-config.js';
+import { defaultRetention } from '../cluster/retention.js';
 import type { HelloMessage } from '../protocol/index.js';
 
 /** Frames kept for a peer while its connection is being opened. */
@@ -50,6 +51,8 @@ export interface PeerTransportOptions {
   cluster: string;
   clusterSecret: string | undefined;
   rf: number;
+  /** Days minute and hour buckets are kept; peers must agree. */
+  retention: [minuteDays: number, hourDays: number];
   /** How long opening a connection (TCP, upgrade, hello) may take. */
   connectTimeoutMs: number;
   backoffBaseMs: number;
@@ -58,12 +61,19 @@ export interface PeerTransportOptions {
   maxBufferedBytes: number;
 }
 
-export function defaultPeerTransportOptions(selfId: string, cluster: string, clusterSecret: string | undefined = undefined, rf = 3): PeerTransportOptions {
+export function defaultPeerTransportOptions(
+  selfId: string,
+  cluster: string,
+  clusterSecret: string | undefined = undefined,
+  rf = 3,
+  retention: [number, number] = [defaultRetention().minuteDays, defaultRetention().hourDays],
+): PeerTransportOptions {
   return {
     selfId,
     cluster,
     clusterSecret,
     rf,
+    retention,
     connectTimeoutMs: 2_000, // a live node on a LAN answers in ms; a stopped one never does
     backoffBaseMs: 100, // a restarting peer is back within a second or two
     backoffMaxMs: 2_000, // never wait much longer than a gossip round or two to retry
@@ -247,7 +257,7 @@ export class PeerTransport implements PeerHandler {
     const nonce = newNonce();
     ws.once('open', () =>
       ws.send(
-        encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: Role.PEER, cluster: this.opts.cluster, nodeId: this.opts.selfId, nonce, rf: this.opts.rf }),
+        encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: Role.PEER, cluster: this.opts.cluster, nodeId: this.opts.selfId, nonce, rf: this.opts.rf, retention: this.opts.retention }),
       ),
     );
     ws.on('message', (data: WebSocket.RawData) => {

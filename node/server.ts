@@ -72,6 +72,8 @@ export interface ServerOptions {
   clusterSecret: string | undefined;
   /** Replication factor; a peer with another is refused. */
   rf: number;
+  /** Days minute and hour buckets are kept (0: for ever); a peer with others is refused. */
+  retention: [minuteDays: number, hourDays: number];
   maxInFlightPerConnection: number;
   maxSocketBufferedBytes: number;
   maxConnections: number;
@@ -308,6 +310,14 @@ export class TallyServer {
         throw new TallyError(
           ErrorCode.UNAUTHORIZED,
           `this node replicates every key ${this.opts.rf} times (--rf ${this.opts.rf}), the peer ${hello.rf} times; every member must agree`,
+        );
+      }
+      const [m, h] = this.opts.retention;
+      if (hello.retention?.[0] !== m || hello.retention[1] !== h) {
+        throw new TallyError(
+          ErrorCode.UNAUTHORIZED,
+          `this node keeps minute buckets ${m} days and hour buckets ${h} days (--minute-retention-days ${m} --hour-retention-days ${h}; 0: for ever), ` +
+            `the peer ${hello.retention?.[0]} and ${hello.retention?.[1]}; every member must agree, or one would repair what another expired`,
         );
       }
       if (this.peers === undefined) throw new TallyError(ErrorCode.NOT_READY, 'this node does not accept peers yet');

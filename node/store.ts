@@ -230,10 +230,18 @@ export class Store {
     return out;
   }
 
-  /** Deletes every slot of `res` whose UTC day partition ends at or before `cutoffMs`. */
-  async expireBefore(res: 'm' | 'h', cutoffMs: number): Promise<void> {
+  /**
+   * Deletes every slot of `res` whose UTC day partition ends at or before `cutoffMs`, and has the
+   * store hand the space back. Returns whether anything was there to delete.
+   */
+  async expireBefore(res: 'm' | 'h', cutoffMs: number): Promise<boolean> {
     const range = expiryKeyRange(res, cutoffMs);
-    if (range !== undefined) await this.kv.clear(range);
+    if (range === undefined) return false;
+    // One look first: the hourly sweep of an already empty range costs a seek, not a compaction.
+    if ((await this.kv.range(range, 1)).length === 0) return false;
+    await this.kv.clear(range);
+    await this.kv.compact(range);
+    return true;
   }
 
   async getMeta(key: string): Promise<Uint8Array | undefined> {

@@ -177,7 +177,8 @@ export class TallyNode {
       throw err;
     }
     const rf = config.replication.rf;
-    const transport = new PeerTransport(defaultPeerTransportOptions(identity.id, config.cluster, config.clusterSecret, rf));
+    const retention: [number, number] = [config.replication.retention.minuteDays, config.replication.retention.hourDays];
+    const transport = new PeerTransport(defaultPeerTransportOptions(identity.id, config.cluster, config.clusterSecret, rf, retention));
     let driver: Driver | undefined;
     let address = `${config.host}:${config.port}`;
     let generation = 0;
@@ -193,6 +194,7 @@ export class TallyNode {
         actor: identity.actor,
         generation,
         rf,
+        retention: config.replication.retention,
         ringChecksum: members.find((m) => m.self)?.ringChecksum ?? '',
         members,
         health: healthLine(members),
@@ -213,6 +215,7 @@ export class TallyNode {
         actor: identity.actor,
         clusterSecret: config.clusterSecret,
         rf,
+        retention,
         maxInFlightPerConnection: config.maxInFlightPerConnection,
         maxSocketBufferedBytes: config.maxSocketBufferedBytes,
         maxConnections: config.maxConnections,

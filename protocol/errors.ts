@@ -38,6 +38,12 @@ export const ErrorCode = {
    * itself, no restart), so its outcome is unknown until then; retry it with the same batch id.
    */
   STORAGE_FULL: 'STORAGE_FULL',
+  /**
+   * Client only: part of the range asked for is past retention (its minute or hour buckets have
+   * expired), so the count would cover a shorter range. The message names the range that can be
+   * answered; `getStats` answers over it and says so, as does any read with `{ clip: true }`.
+   */
+  RANGE_EXPIRED: 'RANGE_EXPIRED',
   /** A bug or an unexpected failure inside the node (for example a disk error). */
   INTERNAL: 'INTERNAL',
 } as const;

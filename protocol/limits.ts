@@ -52,6 +52,8 @@ export const MAX_BATCH_ID_BYTES = 160;
 
 /** Largest replication factor: copies of every key. Three is the usual; more than 7 is waste. */
 export const MAX_REPLICATION_FACTOR = 7;
+/** Most days a retention can name (about 100 years); beyond it, keep for ever (0). */
+export const MAX_RETENTION_DAYS = 36_500;
 
 /** Largest request id; ids are unsigned 32-bit so they stay small on the wire. */
 export const MAX_REQUEST_ID = 0xffff_ffff;

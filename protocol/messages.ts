@@ -34,6 +34,8 @@ export interface HelloMessage {
   nonce?: string;
   /** Peers only: the sender's replication factor; both ends must agree. */
   rf?: number;
+  /** Peers only: days minute and hour buckets are kept (0: for ever); both ends must agree. */
+  retention?: [minuteDays: number, hourDays: number];
 }
 
 export interface WelcomeMessage {
@@ -124,6 +126,11 @@ export interface ResultReply {
   t: 'result';
   id: number;
   stats: StatsTuple[];
+  /**
+   * Present when retention moved an edge of some query inward (its minutes or hours at that edge
+   * have expired): per query, the `[from, to)` its figures cover.
+   */
+  answered?: [from: number, to: number][];
 }
 
 export interface PongReply {

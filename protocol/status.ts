@@ -38,6 +38,8 @@ export interface NodeStatus {
   generation: number;
   /** Replication factor. */
   rf: number;
+  /** Days minute and hour buckets are kept after their day ends (0: for ever); absent from older nodes. */
+  retention?: { minuteDays: number; hourDays: number };
   ringChecksum: string;
   members: MemberStatus[];
   /** One line: the cluster's health as this node sees it. */

@@ -21,6 +21,7 @@ import {
   MAX_QUERIES_PER_GET,
   MAX_REPLICATION_FACTOR,
   MAX_REQUEST_ID,
+  MAX_RETENTION_DAYS,
   MAX_TIME_MS,
   MAX_VIDEO_ID_BYTES,
   MIN_EVENT_TIME_MS,
@@ -170,7 +171,7 @@ function checkKeys(o: Record<string, unknown>, allowed: readonly string[], what:
 export function validateHello(x: unknown): HelloMessage {
   const o = checkObject(x, 'hello');
   if (o.t !== 'hello') throw bad(`the first message must be a hello, got t=${show(o.t)}`);
-  checkKeys(o, ['t', 'v', 'role', 'cluster', 'nodeId', 'nonce', 'rf'], 'hello');
+  checkKeys(o, ['t', 'v', 'role', 'cluster', 'nodeId', 'nonce', 'rf', 'retention'], 'hello');
   const v = checkInt(o.v, 'hello.v', 0, 0xffff);
   if (typeof o.role !== 'string' || !ROLES.has(o.role)) {
     throw bad(`hello.role must be one of ${[...ROLES].join(', ')}, got ${show(o.role)}`);
@@ -181,6 +182,8 @@ export function validateHello(x: unknown): HelloMessage {
     hello.nodeId = checkName(o.nodeId, 'hello.nodeId', MAX_NAME_BYTES);
     hello.nonce = checkHex(o.nonce, 'hello.nonce');
     hello.rf = checkInt(o.rf, 'hello.rf', 1, MAX_REPLICATION_FACTOR);
+    if (!Array.isArray(o.retention) || o.retention.length !== 2) throw bad(`hello.retention must be [minuteDays, hourDays], got ${show(o.retention)}`);
+    hello.retention = [checkInt(o.retention[0], 'hello.retention[0] (minute days)', 0, MAX_RETENTION_DAYS), checkInt(o.retention[1], 'hello.retention[1] (hour days)', 0, MAX_RETENTION_DAYS)];
   }
   return hello;
 }
@@ -329,7 +332,14 @@ export function validateReply(x: unknown, queries?: number): Reply {
     case 'result': {
       const stats = checkArray(o.stats, 'result.stats', MAX_QUERIES_PER_GET).map((s, i) => checkStatsTuple(s, `result.stats[${i}]`));
       if (queries !== undefined && stats.length !== queries) throw bad(`result has ${stats.length} stats for ${queries} queries`);
-      return { t: 'result', id, stats };
+      if (o.answered === undefined) return { t: 'result', id, stats };
+      const answered = checkArray(o.answered, 'result.answered', MAX_QUERIES_PER_GET).map((r, i): [number, number] => {
+        if (!Array.isArray(r) || r.length !== 2) throw bad(`result.answered[${i}] must be [from, to]`);
+        const from = checkInt(r[0], `result.answered[${i}][0] (from)`, 0, MAX_TIME_MS);
+        return [from, checkInt(r[1], `result.answered[${i}][1] (to)`, from, MAX_TIME_MS)];
+      });
+      if (answered.length !== stats.length) throw bad(`result has ${answered.length} answered ranges for ${stats.length} stats`);
+      return { t: 'result', id, stats, answered };
     }
     case 'pong':
       return { t: 'pong', id, nowMs: checkInt(o.nowMs, 'pong.nowMs', 0, Number.MAX_SAFE_INTEGER) };

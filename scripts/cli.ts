@@ -9,6 +9,7 @@ import { hideBin } from 'yargs/helpers';
 import { Consistency, ErrorCode, MAX_EVENT_COUNT, TallyError } from '../protocol/index.js';
 import { TallyClient, type EventInput } from '../client/tally-client.js';
 import type { NodeStatus } from '../protocol/status.js';
+import { defaultRetention, validateRetention, type Retention } from '../cluster/retention.js';
 
 const DEFAULT_NODE = process.env.TALLY_NODE ?? '127.0.0.1:7401';
 
@@ -21,6 +22,13 @@ export function parseTime(text: string, what: string): number {
     throw new TallyError(ErrorCode.BAD_REQUEST, `${what} must be epoch milliseconds or ISO-8601 (e.g. 2026-11-26T10:00:00Z), got ${JSON.stringify(s)}`);
   }
   return ms;
+}
+
+/** The retention the user set, the other part at its default; undefined when neither was set. */
+function retentionOf(minuteDays: number | undefined, hourDays: number | undefined): Retention | undefined {
+  if (minuteDays === undefined && hourDays === undefined) return undefined;
+  const d = defaultRetention();
+  return validateRetention({ minuteDays: minuteDays ?? d.minuteDays, hourDays: hourDays ?? d.hourDays });
 }
 
 function fail(err: unknown): never {
@@ -100,6 +108,8 @@ async function main(argv: string[]): Promise<void> {
           .option('rebuild', { type: 'boolean', describe: 'move a lost or damaged database aside and come back as a new actor that the replicas refill' })
           .option('repair-interval-ms', { type: 'number', describe: 'start an anti-entropy comparison with the next peer this often; 0: only on `tally repair` [60000]' })
           .option('repair-slots-per-second', { type: 'number', describe: 'pace of anti-entropy\'s walks of the store [100000]' })
+          .option('minute-retention-days', { type: 'number', describe: 'keep minute buckets this many days after their day ends, the same on every member; 0: for ever [14]' })
+          .option('hour-retention-days', { type: 'number', describe: 'keep hour buckets this many days after their day ends, the same on every member; 0: for ever [400]' })
           .option('clock-offset-ms', { type: 'number', hidden: true, describe: 'fault tests: run this node with its clock off by this much' })
           .option('stop-on-stdin-close', { type: 'boolean', default: false, hidden: true }),
       async (a) => {
@@ -118,7 +128,13 @@ async function main(argv: string[]): Promise<void> {
           insecure: a.insecure,
           clockOffsetMs: a['clock-offset-ms'],
           rebuild: a.rebuild,
-          replication: { rf: a.rf, fsync: a.fsync, repairIntervalMs: a['repair-interval-ms'], repairSlotsPerSecond: a['repair-slots-per-second'] },
+          replication: {
+            rf: a.rf,
+            fsync: a.fsync,
+            repairIntervalMs: a['repair-interval-ms'],
+            repairSlotsPerSecond: a['repair-slots-per-second'],
+            retention: retentionOf(a['minute-retention-days'], a['hour-retention-days']),
+          },
         }, { stopOnStdinClose: a['stop-on-stdin-close'] });
       },
     )
@@ -154,7 +170,7 @@ async function main(argv: string[]): Promise<void> {
           .option('type', { type: 'string', default: 'view', describe: 'event type' })
           .option('from', { type: 'string', default: '0', describe: 'range start, epoch ms or ISO-8601 (inclusive)' })
           .option('to', { type: 'string', describe: 'range end, epoch ms or ISO-8601 (exclusive; default now)' })
-          .option('json', { type: 'boolean', default: false, describe: 'print {count, sum, min, max, avg}' })
+          .option('json', { type: 'boolean', default: false, describe: 'print {count, sum, min, max, avg, from, to, clipped}' })
           .option('consistency', consistencyOption)
           .option('node', nodeOption),
       async (a) => {
@@ -162,6 +178,10 @@ async function main(argv: string[]): Promise<void> {
         const to = a.to === undefined ? Date.now() : parseTime(a.to, '--to');
         const stats = await withClient(a.node, (c) => c.getStats(a.videoId, a.type, from, to), a.consistency);
         process.stdout.write(a.json ? `${JSON.stringify(stats)}\n` : `${stats.count}\n`);
+        if (stats.clipped && !a.json) {
+          const iso = (t: number): string => `${new Date(t).toISOString().slice(0, 16)}Z`;
+          process.stderr.write(`note: counted over [${iso(stats.from)}, ${iso(stats.to)}): the minute (or hour) buckets at an edge of the range asked for are past retention\n`);
+        }
       },
     )
     .command(
@@ -262,7 +282,9 @@ async function main(argv: string[]): Promise<void> {
           .option('host', { type: 'string', default: '127.0.0.1' })
           .option('data', { type: 'string', default: './data', describe: 'parent of the nodes\' data directories' })
           .option('fsync', { type: 'boolean', default: false, describe: 'fsync every group commit' })
-          .option('rf', { type: 'number', describe: 'replication factor [the smaller of 3 and --nodes]' }),
+          .option('rf', { type: 'number', describe: 'replication factor [the smaller of 3 and --nodes]' })
+          .option('minute-retention-days', { type: 'number', describe: 'keep minute buckets this many days after their day ends; 0: for ever [14]' })
+          .option('hour-retention-days', { type: 'number', describe: 'keep hour buckets this many days after their day ends; 0: for ever [400]' }),
       async (a) => {
         const { runLocalCluster, AGREE_TIMEOUT_MS } = await import('../client/local-cluster.js');
         await runLocalCluster({
@@ -272,6 +294,7 @@ async function main(argv: string[]): Promise<void> {
           dataDir: a.data,
           fsync: a.fsync,
           rf: a.rf,
+          retention: retentionOf(a['minute-retention-days'], a['hour-retention-days']),
           agreeTimeoutMs: AGREE_TIMEOUT_MS,
         });
       },

@@ -15,7 +15,8 @@ const { values } = parseArgs({ options: { seconds: { type: 'string', default: '6
 const seconds = Number(values.seconds);
 const readers = Number(values.readers);
 const DAY = 86_400_000;
-const T = Date.UTC(2026, 10, 20, 12);
+/** Noon six days ago: inside retention whatever the day. */
+const T = Math.floor(Date.now() / 86_400_000) * 86_400_000 - 6 * 86_400_000 + 12 * 3_600_000;
 
 const dir = await mkdtemp(join(tmpdir(), 'tally-frozen-'));
 const { cluster } = await startLocalCluster({ nodes: 5, basePort: Number(values['base-port']), host: '127.0.0.1', dataDir: dir, fsync: false, agreeTimeoutMs: AGREE_TIMEOUT_MS, quiet: true });

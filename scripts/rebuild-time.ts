@@ -6,42 +6,32 @@
  * Prints numbers; exits non-zero only if a read is wrong.
  *   npm run measure:rebuild [-- --events 1000000 --videos 100000]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { statusOf } from '../client/local-cluster.js';
 import { TallyClient } from '../client/tally-client.js';
+import { startTallyNode, until } from './node-procs.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const CLI = existsSync(join(HERE, 'cli.js')) ? join(HERE, 'cli.js') : join(HERE, '../dist/scripts/cli.js');
 const { values } = parseArgs({ options: { events: { type: 'string', default: '1000000' }, videos: { type: 'string', default: '100000' }, 'base-port': { type: 'string', default: '7851' } } });
 const EVENTS = Number(values.events);
 const VIDEOS = Number(values.videos);
 const BASE = Number(values['base-port']);
 const DAY = 86_400_000;
-const T = Date.UTC(2026, 10, 20);
+/** Midnight six days ago: inside retention whatever the day. */
+const T = Math.floor(Date.now() / 86_400_000) * 86_400_000 - 6 * 86_400_000;
 const addresses = [0, 1, 2].map((i) => `127.0.0.1:${BASE + i}`);
 
 const dir = await mkdtemp(join(tmpdir(), 'tally-rebuild-'));
 const procs: (ChildProcess | undefined)[] = [];
 
 function start(i: number): Promise<void> {
-  const args = [CLI, 'start', '--port', String(BASE + i), '--data', join(dir, `n${i + 1}`), '--id', `n${i + 1}`, '--zone', `z${i + 1}`, '--rf', '3'];
+  const args = ['--port', String(BASE + i), '--data', join(dir, `n${i + 1}`), '--id', `n${i + 1}`, '--zone', `z${i + 1}`, '--rf', '3'];
   if (i > 0) args.push('--seeds', addresses[0] as string);
-  const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  procs[i] = p;
-  return new Promise((resolve, reject) => {
-    let out = '';
-    p.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes(' ready on ')) resolve();
-    });
-    p.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-    p.once('exit', (code) => reject(new Error(`n${i + 1} exited (${code}):\n${out}`)));
+  return startTallyNode(args, `n${i + 1}`).then((p) => {
+    procs[i] = p;
   });
 }
 
@@ -57,15 +47,6 @@ async function bytesIn(path: string): Promise<number> {
   let total = 0;
   for (const f of await readdir(path)) total += (await stat(join(path, f))).size;
   return total;
-}
-
-async function until(what: string, ms: number, check: () => Promise<boolean>): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await check().catch(() => false)) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${what}: not within ${ms} ms`);
 }
 
 try {

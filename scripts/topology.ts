@@ -24,7 +24,8 @@ import { Consistency, TallyError } from '../protocol/index.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const CLI = existsSync(join(HERE, 'cli.js')) ? join(HERE, 'cli.js') : join(HERE, '../dist/scripts/cli.js');
-const T = Date.UTC(2026, 10, 20);
+/** Midnight six days ago: inside retention whatever the day. */
+const T = Math.floor(Date.now() / 86_400_000) * 86_400_000 - 6 * 86_400_000;
 const DAY = 86_400_000;
 const NOTHING_APPLIED = new Set(['UNAVAILABLE', 'OVERLOADED', 'BAD_REQUEST', 'TOO_LARGE', 'NOT_READY']);
 

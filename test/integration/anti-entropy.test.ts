@@ -12,8 +12,9 @@ import { statusOf } from '../../client/local-cluster.js';
 import { DAY_MS } from '../../cluster/time-buckets.js';
 import { Cluster } from '../helpers/cluster.js';
 import { removeDir, runCli, tempDir, waitFor } from '../helpers/node-process.js';
+import { daysAgo } from '../helpers/time.js';
 
-const T = Date.UTC(2026, 10, 20, 12, 0, 0);
+const T = daysAgo(6, 12);
 const VIDEOS = 200;
 const EVENTS = 6_000;
 

@@ -13,8 +13,9 @@ import { TallyClient } from '../../client/index.js';
 import { DAY_MS } from '../../cluster/time-buckets.js';
 import { TallyError, type EventTuple } from '../../protocol/index.js';
 import { removeDir, startNode, stopNode, tempDir, waitFor, type NodeProcess } from '../helpers/node-process.js';
+import { daysAgo } from '../helpers/time.js';
 
-const T = Date.UTC(2026, 10, 25, 0, 0, 0);
+const T = daysAgo(1);
 
 function mountTmpfs(dir: string): string | undefined {
   try {

@@ -9,13 +9,16 @@ import { DAY_MS, MINUTE_MS } from '../../cluster/time-buckets.js';
 import { refusedStart, removeDir, runCli, startNode, stopNode, tempDir, type NodeProcess } from '../helpers/node-process.js';
 import { seededRandom } from '../helpers/random.js';
 
+/** Minutes and hours kept for ever: these tests read events of 40 days, and of fixed dates, to the minute. */
+const FOREVER = ['--minute-retention-days', '0', '--hour-retention-days', '0'];
+
 describe('a single node', () => {
   let dir: string;
   let node: NodeProcess;
 
   beforeAll(async () => {
     dir = await tempDir();
-    node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'n1']);
+    node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'n1', ...FOREVER]);
   });
   afterAll(async () => {
     if (node) await stopNode(node, 'SIGKILL');
@@ -30,7 +33,7 @@ describe('a single node', () => {
     expect(get.stdout).toBe('5\n');
 
     await stopNode(node, 'SIGKILL');
-    node = await startNode(['--rf', '1', '--port', String(node.port), '--data', dir, '--id', 'n1']);
+    node = await startNode(['--rf', '1', '--port', String(node.port), '--data', dir, '--id', 'n1', ...FOREVER]);
     const after = await runCli(['get', 'v1', '--node', node.address]);
     expect(after.stdout).toBe('5\n');
     const json = JSON.parse((await runCli(['get', 'v1', '--json', '--node', node.address])).stdout);

@@ -18,10 +18,11 @@ import { DAY_MS } from '../../cluster/time-buckets.js';
 import { TallyError } from '../../protocol/index.js';
 import { ChaosNet } from '../../scripts/chaos-net.js';
 import { removeDir, startNode, stopNode, tempDir, waitFor, type NodeProcess } from '../helpers/node-process.js';
+import { daysAgo } from '../helpers/time.js';
 
 const NODES = 5;
 const SECRET = 'partition-test-secret-0123456789';
-const T = Date.UTC(2026, 10, 24, 9, 0, 0);
+const T = daysAgo(2, 9);
 
 describe('a key with one reachable replica', () => {
   let dir: string;

@@ -14,8 +14,9 @@ import { TallyClient } from '../../client/index.js';
 import { DAY_MS } from '../../cluster/time-buckets.js';
 import { Cluster } from '../helpers/cluster.js';
 import { removeDir, tempDir, waitFor, type NodeProcess } from '../helpers/node-process.js';
+import { daysAgo } from '../helpers/time.js';
 
-const T = Date.UTC(2026, 10, 20, 12, 0, 0);
+const T = daysAgo(6, 12);
 
 /** `n` events spread over `videos` videos and three days, in batches of 500. */
 async function writeEvents(client: TallyClient, prefix: string, videos: number, n: number): Promise<void> {

@@ -17,8 +17,9 @@ import { TallyClient } from '../../client/index.js';
 import { DAY_MS } from '../../cluster/time-buckets.js';
 import { Cluster } from '../helpers/cluster.js';
 import { refusedStart, removeDir, runCli, startNode, stopNode, tempDir, waitFor } from '../helpers/node-process.js';
+import { daysAgo } from '../helpers/time.js';
 
-const T = Date.UTC(2026, 10, 25, 8, 0, 0);
+const T = daysAgo(1, 8);
 
 describe('storage faults on one node', () => {
   it('refuses to start on a database that lost its CURRENT file, and touches none of its tables', async () => {

@@ -19,6 +19,7 @@ import type { KnownPeer } from '../../cluster/membership.js';
 import { Prng } from '../../cluster/prng.js';
 import { defaultReplicationConfig, validateReplicationConfig, type ReplicationConfig } from '../../cluster/replication-config.js';
 import { bucketId, type BucketRef } from '../../cluster/slot-table.js';
+import { DAY_MS } from '../../cluster/time-buckets.js';
 import type { Consistency, EventTuple, QueryTuple } from '../../protocol/messages.js';
 import { validatePeerMessage, type PeerMessage, type SpanSlot } from '../../protocol/peer.js';
 import { memoized } from './cluster-sim.js';
@@ -65,6 +66,15 @@ export class SimDisk {
   }
 
   /** Every readable slot of every bucket, as `bucketId\0actor` → slot. */
+  /** Deletes every slot of `res` whose UTC day ended at or before `cutoffMs`, as the store's expireBefore. */
+  expireBefore(res: 'm' | 'h', cutoffMs: number): void {
+    const firstKept = Math.floor(cutoffMs / DAY_MS) * DAY_MS;
+    for (const [key, s] of this.series) {
+      if (!key.endsWith(`\u0000${res}`)) continue;
+      for (const start of [...s.keys()]) if (start < firstKept) s.delete(start);
+    }
+  }
+
   all(): Map<string, Slot> {
     const out = new Map<string, Slot>();
     for (const [key, s] of this.series) {
@@ -102,6 +112,8 @@ export interface ReplicationSimOptions {
   replication?: Partial<ReplicationConfig>;
   /** Store operations take between these (ms). */
   storeDelayMs?: [number, number];
+  /** The nodes' clocks start at this time (default EPOCH_MS). */
+  startMs?: number;
 }
 
 export type RequestOutcome = { kind: 'reply'; reply: CoreReply } | { kind: 'lost' };
@@ -112,6 +124,8 @@ export class ReplicationSim {
   readonly net: SimNetwork<PeerMessage>;
   readonly nodes: SimNodeState[] = [];
   readonly replication: ReplicationConfig;
+  /** The nodes' clock at simulated time 0. */
+  readonly epochMs: number;
   private readonly membership = validateConfig({ ...defaultMembershipConfig(), vnodes: 16 });
   private readonly hash64 = memoized(h64);
   private readonly byId = new Map<string, SimNodeState>();
@@ -125,6 +139,7 @@ export class ReplicationSim {
 
   constructor(readonly options: ReplicationSimOptions) {
     this.rng = new Prng(options.seed);
+    this.epochMs = options.startMs ?? EPOCH_MS;
     this.replication = validateReplicationConfig({ ...defaultReplicationConfig(), rf: options.rf ?? 3, ...options.replication });
     this.storeDelay = options.storeDelayMs ?? [0.2, 3];
     const zones = ['za', 'zb', 'zc'];
@@ -164,7 +179,7 @@ export class ReplicationSim {
     node.incarnation++;
     node.pausedUntilMs = 0;
     node.commitInFlight = false;
-    const now = EPOCH_MS + this.nowMs;
+    const now = this.epochMs + this.nowMs;
     const bootstrapped = node.disk.lastGeneration > 0;
     // As the real node: a new store joining through a seed other than itself is sent its ranges.
     node.disk.rebuilding ??= !bootstrapped && this.membership.seeds.some((a) => a !== node.address);
@@ -324,7 +339,7 @@ export class ReplicationSim {
   private step(node: SimNodeState, input: CoreInput): void {
     const core = node.core;
     if (core === undefined) return;
-    const ready = core.step(input, EPOCH_MS + this.nowMs);
+    const ready = core.step(input, this.epochMs + this.nowMs);
     this.apply(node, ready);
   }
 
@@ -393,6 +408,7 @@ export class ReplicationSim {
         this.step(node, { kind: 'walked', walk: walk.id, entries, next: keys.length === walk.limit ? keys.at(-1) : undefined });
       });
     }
+    for (const e of ready.expire) later(() => node.disk.expireBefore(e.res, e.cutoffMs));
     for (const s of ready.send) {
       const target = [...this.byId.values()].find((n) => n.address === s.address);
       if (target === undefined) continue;
@@ -424,7 +440,7 @@ export class ReplicationSim {
       });
     }
     for (const line of ready.log) this.log.push(`${this.nowMs.toFixed(0)} ${node.id}: ${line}`);
-    const at = ready.deadlineMs - EPOCH_MS;
+    const at = ready.deadlineMs - this.epochMs;
     if (Number.isFinite(at) && at < node.tickAtMs) {
       node.tickAtMs = at;
       this.queue.schedule(at, () => {

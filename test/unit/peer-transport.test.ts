@@ -17,10 +17,10 @@ afterEach(async () => {
 
 const msg = (i: number): PeerMessage => ({ t: 'repl-ack', id: i });
 
-async function peer(id: string, cluster = 'tally', secret: string | undefined = undefined, port = 0, backoffMs: [number, number] = [200, 400]) {
-  const transport = new PeerTransport({ ...defaultPeerTransportOptions(id, cluster, secret, 3), backoffBaseMs: backoffMs[0], backoffMaxMs: backoffMs[1] });
+async function peer(id: string, cluster = 'tally', secret: string | undefined = undefined, port = 0, backoffMs: [number, number] = [200, 400], retention: [number, number] = [14, 400]) {
+  const transport = new PeerTransport({ ...defaultPeerTransportOptions(id, cluster, secret, 3, retention), backoffBaseMs: backoffMs[0], backoffMaxMs: backoffMs[1] });
   const server = new TallyServer(
-    { host: '127.0.0.1', port, nodeId: id, zone: 'z1', cluster, clusterSecret: secret, rf: 3, maxInFlightPerConnection: 8, maxSocketBufferedBytes: 1 << 20, maxConnections: 16 },
+    { host: '127.0.0.1', port, nodeId: id, zone: 'z1', cluster, clusterSecret: secret, rf: 3, retention, maxInFlightPerConnection: 8, maxSocketBufferedBytes: 1 << 20, maxConnections: 16 },
     { handle: () => Promise.reject(new Error('no clients here')) },
     undefined,
   );
@@ -74,6 +74,17 @@ describe('PeerTransport', () => {
     await until(() => a.transport.stats.connectFailures === 1);
     expect(b.inbox).toEqual([]);
     expect(dropped).toEqual([msg(1)]); // reported back, so a coordinator can hint what it carried
+  });
+
+  it('is refused by a node that keeps minute or hour buckets for another time', async () => {
+    const a = await peer('a', 'tally', undefined, 0, [200, 400], [14, 400]);
+    const b = await peer('b', 'tally', undefined, 0, [200, 400], [7, 400]);
+    const refusals: string[] = [];
+    a.transport.onRefused = (_address, reason) => refusals.push(reason);
+    a.transport.send(b.address, msg(1));
+    await until(() => refusals.length === 1);
+    expect(refusals[0]).toMatch(/UNAUTHORIZED: .*minute buckets 7 days.*the peer 14 and 400; every member must agree/);
+    expect(b.inbox).toEqual([]);
   });
 
   it('links peers that share the cluster secret, both ways', async () => {
