@@ -112,6 +112,9 @@ export class ChaosNet {
   }
 
   async teardown(): Promise<void> {
+    // The host end of each veth first: deleting it takes its peer along at once, while a deleted
+    // namespace frees its devices in the background (a new run right after would find them).
+    for (let i = 0; i < this.size; i++) await ip('link', 'del', `${this.prefix}v${i}`).catch(() => {});
     for (let i = 0; i < this.size; i++) await ip('netns', 'del', this.ns(i)).catch(() => {});
     await ip('link', 'del', this.bridge).catch(() => {});
   }

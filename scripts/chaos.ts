@@ -6,9 +6,10 @@
  * client over many series with explicit timestamps over three days, and injects faults on a
  * schedule drawn from the seed: SIGKILL and restart on the same data, SIGSTOP/SIGCONT, a wiped data
  * directory (the node returns as a new actor), a restart with the clock set off by a few seconds,
- * and, with namespaces, a node isolated, a link cut one way, the cluster split in two. Process
- * faults come one at a time, network faults one at a time, the two independently; a wipe waits
- * until the node wiped before has been rebuilt. Nodes run anti-entropy every 2 s.
+ * and, with namespaces, a node isolated, a link cut one way, the cluster split in two. Three lanes
+ * run independently, one fault at a time each: wipes (each waits until every node is up and the
+ * node wiped before has been rebuilt), the other process faults (never on a node being wiped), and
+ * network faults. Nodes run anti-entropy every 2 s.
  *
  * Per series it records increments attempted, acknowledged, refused (nothing applied) and of
  * unknown outcome. Every `quorum` read during the run must lie in [acknowledged before it began,
@@ -17,7 +18,7 @@
  * The seed replays the fault schedule (the timing of a real cluster does not replay exactly).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -35,10 +36,9 @@ const SECRET = 'chaos-cluster-secret-0123456789';
 const DAY_MS = 86_400_000;
 /** Each node compares with its next peer this often: the schedule is part of what is tested. */
 const REPAIR_INTERVAL_MS = 2_000;
-/** How long a wipe waits for the last wiped node to be rebuilt; then another kind goes first. */
-const WIPE_GATE_MS = 15_000;
-/** Turns an owed wipe may be passed over for another fault before the runner waits for it. */
-const WIPE_TURNS_PASSED = 2;
+
+/** How long the other process faults go on while a wiped node is rebuilt; then they wait for it. */
+const REBUILD_GRACE_MS = 2_000;
 
 /** Codes after which nothing of the write was applied. */
 const NOTHING_APPLIED = new Set<string>([ErrorCode.UNAVAILABLE, ErrorCode.OVERLOADED, ErrorCode.NOT_READY, ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE]);
@@ -131,6 +131,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
     const cmd = net === undefined ? [process.execPath, ...args] : [...net.exec(n.i), process.execPath, ...args];
     const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
     n.proc = proc;
+    // TALLY_CHAOS_LOGS=dir keeps every node's output, one file per node, for reading a run afterwards.
+    const logs = process.env.TALLY_CHAOS_LOGS;
+    if (logs !== undefined && logs !== '') {
+      const file = createWriteStream(join(logs, `n${n.i + 1}.log`), { flags: 'a' });
+      proc.stdout?.on('data', (d: Buffer) => file.write(d));
+      proc.stderr?.on('data', (d: Buffer) => file.write(d));
+      proc.once('exit', () => file.end());
+    }
     await new Promise<void>((resolve, reject) => {
       let out = '';
       const timer = setTimeout(() => reject(new Error(`n${n.i + 1} not ready in 20 s:\n${out}`)), 20_000);
@@ -241,81 +249,47 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       network: net === undefined ? [] : NETWORK_FAULTS.filter((k) => !o.without.includes(k)),
     };
     // Kinds are dealt from shuffled rounds, so every kind comes about equally often.
-    const dealer = <T>(all: readonly T[]): { next: () => T; putBack: (t: T) => void } => {
+    const dealer = <T>(all: readonly T[], r: typeof rng): { next: () => T } => {
       let deck: T[] = [];
       return {
         next: () => {
-          if (deck.length === 0) deck = rng.shuffle([...all]);
+          if (deck.length === 0) deck = r.shuffle([...all]);
           return deck.pop() as T;
         },
-        putBack: (t) => void deck.push(t),
       };
     };
-    const processDeck = dealer(kinds.process);
-    const nextNetwork = dealer(kinds.network).next;
-    /** Wipes dealt but not yet done: each is done once the cluster has repaired the one before. */
-    let wipesOwed = 0;
-    /** Turns a wipe owed was passed over for another fault since the last wipe. */
-    let wipeTurnsPassed = 0;
-    const nextProcess = async (): Promise<(typeof PROCESS_FAULTS)[number] | undefined> => {
-      let kind: (typeof PROCESS_FAULTS)[number] | undefined = processDeck.next();
-      for (let i = 0; kind === 'wipe' && i < 8; i++) {
-        wipesOwed++;
-        kind = processDeck.next();
-      }
-      if (kind === 'wipe') kind = undefined;
-      // With another fault to deal, a wipe owed goes first if it may go now; otherwise that fault
-      // goes and the wipe waits for the next turn (a rebuild takes seconds: the ring must be agreed
-      // for the write timeout before peers stream). After a few turns passed over, the runner waits
-      // for it, so wipes keep their share of the schedule.
-      const waitForWipe = kind === undefined || wipeTurnsPassed >= WIPE_TURNS_PASSED;
-      if (wipesOwed > 0 && (waitForWipe ? await wipeAllowed() : await noneRebuilding())) {
-        wipeTurnsPassed = 0;
-        if (kind !== undefined) processDeck.putBack(kind);
-        wipesOwed--;
-        return 'wipe';
-      }
-      if (wipesOwed > 0) {
-        faults['wipe deferred'] = (faults['wipe deferred'] ?? 0) + 1;
-        wipeTurnsPassed++;
-      }
-      return kind;
+    // Process faults go in two lanes, each with its own stream of the seed: wipes in one (a wipe
+    // waits for the last wiped node to be rebuilt, seconds), kills, freezes and clock faults in the
+    // other, so neither starves the other. The lanes never fault the same node at once.
+    const wipeRng = rng.fork();
+    const otherRng = rng.fork();
+    const otherDeck = dealer(kinds.process.filter((k) => k !== 'wipe'), otherRng);
+    const busy = new Set<number>();
+    const pickNode = (r: typeof rng): NodeProc | undefined => {
+      const free = nodes.filter((n) => !busy.has(n.i));
+      return free.length === 0 ? undefined : r.pick(free);
     };
     // RF 3 with W = 2 keeps every acknowledged write through the loss of one disk at a time: the
     // wiped node is rebuilt from its peers (so what only it and one other held is on two disks
     // again), and anti-entropy puts it on the third. A second disk lost while the first is still
     // being rebuilt can take the last copy — the promise of Dynamo and Cassandra too (repair
-    // between losses). So a wipe comes only once every node is up and none is rebuilding.
+    // between losses). So a wipe comes only once no member is rebuilding. A node killed or frozen
+    // by the other lane keeps its disk, so it takes no copy away; and while it is down it holds up
+    // any rebuild (it may hold the only copy of something), so no second wipe comes before it has
+    // streamed what it holds.
     const noneRebuilding = async (): Promise<boolean> => {
+      const asked = nodes.filter((n) => !busy.has(n.i));
+      const answers = (await Promise.allSettled(asked.map((n) => statusOf(n.address)))).flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      // Most nodes answer (gossip carries a rebuild to all of them within a round or two).
+      if (answers.length <= o.nodes / 2) return false;
+      return answers.every((st) => st.members.length === o.nodes && st.members.every((m) => !m.lifecycle.includes('rebuilding')));
+    };
+    const processFault = async (kind: (typeof PROCESS_FAULTS)[number], n: NodeProc, r: typeof rng): Promise<void> => {
+      const lasts = 300 + r.int(900);
+      faults[kind] = (faults[kind] ?? 0) + 1;
+      o.log(`fault ${kind} n${n.i + 1} for ${lasts} ms`);
+      busy.add(n.i);
       try {
-        const all = await Promise.all(nodes.map((n) => statusOf(n.address)));
-        return all.every((st) => st.members.length === o.nodes && st.members.every((m) => m.status === 'up' && !m.lifecycle.includes('rebuilding')));
-      } catch {
-        return false;
-      }
-    };
-    const wipeAllowed = async (): Promise<boolean> => {
-      const until = Math.min(Date.now() + WIPE_GATE_MS, endAt - 3_000);
-      while (Date.now() < until) {
-        if (await noneRebuilding()) return true;
-        await sleep(250);
-      }
-      return false;
-    };
-    const processFaults = async (): Promise<void> => {
-      await sleep(2_000);
-      while (Date.now() < endAt - 3_000 && kinds.process.length > 0) {
-        const kind = await nextProcess();
-        if (kind === undefined) {
-          await sleep(500);
-          continue;
-        }
-        const n = rng.pick(nodes);
-        // Short outages, one after another: a restart itself takes a second or so, and 300 s must
-        // deal at least 20 of each kind.
-        const lasts = 300 + rng.int(900);
-        faults[kind] = (faults[kind] ?? 0) + 1;
-        o.log(`fault ${kind} n${n.i + 1} for ${lasts} ms`);
         if (kind === 'freeze') {
           n.proc?.kill('SIGSTOP');
           await sleep(lasts);
@@ -324,7 +298,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
           await kill(n);
           if (kind === 'wipe') await rm(join(dir, `n${n.i + 1}`), { recursive: true, force: true });
           await sleep(lasts);
-          if (kind === 'clock') n.offsetMs = (rng.next() < 0.5 ? -1 : 1) * (1_000 + rng.int(4_000));
+          if (kind === 'clock') n.offsetMs = (r.next() < 0.5 ? -1 : 1) * (1_000 + r.int(4_000));
           await start(n);
           if (kind === 'clock') {
             // Runs a while with its clock off, then comes back right.
@@ -334,9 +308,64 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
             await start(n);
           }
         }
-        await sleep(100 + rng.int(300));
+      } finally {
+        busy.delete(n.i);
       }
     };
+    /** When the last wipe's node came back, while it is being rebuilt. */
+    let rebuildSince: number | undefined;
+    const wipeLane = async (): Promise<void> => {
+      if (!kinds.process.includes('wipe')) return;
+      await sleep(3_000);
+      while (Date.now() < endAt - 3_000) {
+        const none = await noneRebuilding();
+        if (none) rebuildSince = undefined;
+        const n = none ? pickNode(wipeRng) : undefined;
+        if (n === undefined) {
+          await sleep(250);
+          continue;
+        }
+        await processFault('wipe', n, wipeRng);
+        rebuildSince = Date.now();
+        await sleep(100 + wipeRng.int(300));
+      }
+    };
+    /** Whether a node that answers sees `n` being rebuilt (being sent its ranges after a wipe). */
+    const rebuilding = async (n: NodeProc): Promise<boolean> => {
+      for (const m of nodes) {
+        if (busy.has(m.i)) continue;
+        const st = await statusOf(m.address).catch(() => undefined);
+        if (st !== undefined) return st.members.some((x) => x.id === `n${n.i + 1}` && x.lifecycle.includes('rebuilding'));
+      }
+      return false;
+    };
+    const otherLane = async (): Promise<void> => {
+      if (kinds.process.every((k) => k === 'wipe')) return;
+      await sleep(2_000);
+      while (Date.now() < endAt - 3_000) {
+        // A rebuild needs every peer to stream once, and a restarted peer waits a few seconds
+        // first: once a rebuild has run REBUILD_GRACE_MS the other process faults hold off until
+        // it is done, so wipes keep their share of the run.
+        const n = rebuildSince !== undefined && Date.now() - rebuildSince > REBUILD_GRACE_MS ? undefined : pickNode(otherRng);
+        if (n === undefined) {
+          await sleep(100);
+          continue;
+        }
+        // Taken at once, so the wipe lane cannot pick it while we look. A node being rebuilt is
+        // left alone: a restart starts its rebuild over, and wipes wait for it (its peers are
+        // faulted meanwhile, and any of them down holds the rebuild up).
+        busy.add(n.i);
+        const skip = await rebuilding(n);
+        busy.delete(n.i);
+        if (skip) {
+          await sleep(100);
+          continue;
+        }
+        await processFault(otherDeck.next(), n, otherRng);
+        await sleep(100 + otherRng.int(300));
+      }
+    };
+    const nextNetwork = dealer(kinds.network, rng).next;
     const networkFaults = async (): Promise<void> => {
       if (net === undefined) return;
       await sleep(2_500);
@@ -359,7 +388,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       }
     };
     const load = [...Array.from({ length: o.writers }, (_, w) => writer(w)), ...Array.from({ length: o.readers }, (_, r) => reader(r))];
-    await Promise.all([processFaults(), networkFaults(), sleep(o.durationS * 1000).then(() => (running = false))]);
+    await Promise.all([wipeLane(), otherLane(), networkFaults(), sleep(o.durationS * 1000).then(() => (running = false))]);
     running = false;
     await Promise.all(load);
 
