@@ -1,7 +1,7 @@
 /**
  * Retention with real processes and real LevelDB: `scripts/retention-month.ts`, short (five
  * simulated days, minutes kept one day and hours two), restarts three nodes once per simulated day
- * with their clocks a day further on. After each day's load and a repair on every node, it opens
+ * with their clocks a day further on. After each day's load and a repair from one node, it opens
  * each store and fails if a minute or hour bucket past its retention is on any disk, if the whole
  * history does not count exactly, or if a range whose start fell in expired minutes is not
  * answered from the next hour and refused by a plain count (RANGE_EXPIRED).
