@@ -180,7 +180,7 @@ describe(`fuzzing a running node (FUZZ_SEED=${SEED})`, () => {
     expect(await raw.next()).toBe('closed');
 
     const peer = await openRaw(node.address);
-    peer.ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: 'peer', cluster: 'other', nodeId: 'x', nonce: '0'.repeat(32), rf: 1 }));
+    peer.ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: 'peer', cluster: 'other', nodeId: 'x', nonce: '0'.repeat(32), rf: 1, retention: [14, 400] }));
     expect(await peer.next()).toMatchObject({ t: 'error', code: 'UNAUTHORIZED', message: expect.stringMatching(/cluster "tally", the peer to "other"/) });
     expect(await peer.next()).toBe('closed');
   });

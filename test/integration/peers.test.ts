@@ -21,7 +21,7 @@ async function rawPeer(address: string, firstFrames: unknown[]): Promise<{ repli
   const closed = new Promise<number>((r) => ws.once('close', (code) => r(code)));
   ws.on('message', (d) => replies.push(decodeFrame(d as Buffer)));
   await new Promise((r) => ws.once('open', r));
-  ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: 'peer', cluster: 'tally', nodeId: 'intruder', nonce: newNonce(), rf: 3 }));
+  ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: 'peer', cluster: 'tally', nodeId: 'intruder', nonce: newNonce(), rf: 3, retention: [14, 400] }));
   await waitFor('welcome', 3_000, async () => (replies.length > 0 ? true : undefined), 10);
   for (const f of firstFrames) ws.send(encodeFrame(f));
   return { replies, closed };
