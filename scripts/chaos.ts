@@ -260,7 +260,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
     };
     // Process faults go in two lanes, each with its own stream of the seed: wipes in one (a wipe
     // waits for the last wiped node to be rebuilt, seconds), kills, freezes and clock faults in the
-    // other, so neither starves the other. The lanes never fault the same node at once.
+    // other, kept to the same pace by count. The lanes never fault the same node at once.
     const wipeRng = rng.fork();
     const otherRng = rng.fork();
     const otherDeck = dealer(kinds.process.filter((k) => k !== 'wipe'), otherRng);
@@ -314,10 +314,21 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
     };
     /** When the last wipe's node came back, while it is being rebuilt. */
     let rebuildSince: number | undefined;
+    // The two lanes keep pace by count: wipes neither run ahead of the least dealt other kind nor
+    // fall behind it for long.
+    const otherKinds = kinds.process.filter((k) => k !== 'wipe');
+    const leastOther = (): number => Math.min(...otherKinds.map((k) => faults[k] ?? 0));
+    const wipesAhead = (): boolean => otherKinds.length > 0 && (faults['wipe'] ?? 0) > leastOther();
+    const wipesBehind = (): boolean => (faults['wipe'] ?? 0) < leastOther();
     const wipeLane = async (): Promise<void> => {
       if (!kinds.process.includes('wipe')) return;
       await sleep(3_000);
       while (Date.now() < endAt - 3_000) {
+        // Ahead of the least dealt other kind: let the other lane catch up first.
+        if (wipesAhead()) {
+          await sleep(250);
+          continue;
+        }
         const none = await noneRebuilding();
         if (none) rebuildSince = undefined;
         const n = none ? pickNode(wipeRng) : undefined;
@@ -344,9 +355,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       await sleep(2_000);
       while (Date.now() < endAt - 3_000) {
         // A rebuild needs every peer to stream once, and a restarted peer waits a few seconds
-        // first: once a rebuild has run REBUILD_GRACE_MS the other process faults hold off until
-        // it is done, so wipes keep their share of the run.
-        const n = rebuildSince !== undefined && Date.now() - rebuildSince > REBUILD_GRACE_MS ? undefined : pickNode(otherRng);
+        // first: while wipes are behind, once a rebuild has run REBUILD_GRACE_MS the other
+        // process faults hold off until it is done, so every kind keeps its share of the run.
+        const holdOff = rebuildSince !== undefined && Date.now() - rebuildSince > REBUILD_GRACE_MS && wipesBehind();
+        const n = holdOff ? undefined : pickNode(otherRng);
         if (n === undefined) {
           await sleep(100);
           continue;
