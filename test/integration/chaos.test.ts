@@ -5,8 +5,10 @@
  * says so in its summary line and runs the rest.
  *
  * Wiped data directories are in: a wiped node is rebuilt from its peers and anti-entropy runs every
- * 2 s; a wipe waits until the last wiped node is rebuilt (RF 3 keeps acknowledged writes through
- * one disk loss at a time).
+ * 2 s; a wipe waits until no member is rebuilding (RF 3 keeps acknowledged writes through one disk
+ * loss at a time), while kills, freezes and clock faults go on beside it. Writers stall while their
+ * node is frozen or restarting, so the short run has twice the default writers, to keep the load
+ * real on two shared cores.
  */
 import { describe, expect, it } from 'vitest';
 import { defaultChaosOptions, formatSummary, runChaos } from '../../scripts/chaos.js';
@@ -15,7 +17,7 @@ const SEED = Number(process.env['CHAOS_SEED'] ?? Math.floor(Math.random() * 2 **
 
 describe('tally chaos, short run', () => {
   it(`loses nothing, counts nothing twice and reads within bounds under faults (seed ${SEED})`, async () => {
-    const summary = await runChaos({ ...defaultChaosOptions(), seed: SEED, durationS: 45, rate: 1_500, basePort: 7561 });
+    const summary = await runChaos({ ...defaultChaosOptions(), seed: SEED, durationS: 45, rate: 1_500, writers: 32, basePort: 7561 });
     console.log(formatSummary(summary));
     expect(summary.violations, `replay: CHAOS_SEED=${SEED} npx vitest run test/integration/chaos.test.ts`).toEqual([]);
     expect(summary.ok).toBe(true);
