@@ -265,7 +265,7 @@ describe('replication on the composed core', () => {
     expect(sim.node('n1').core!.stats().reads.speculative).toBe(0);
   });
 
-  simTest(FILE, 'a read asks a replica that comes back up while it waits, and one that goes down no longer holds it up', (seed) => {
+  simTest(FILE, 'a read asks a replica that comes back up while it waits, rather than wait on a silent one to its timeout', (seed) => {
     // Seen with real processes: a node restarted within the connection-lost grace was marked down
     // a moment later, and a read that started then (another replica killed, not yet noticed) asked
     // the killed one and the third, and waited on the killed one until its timeout, though the
