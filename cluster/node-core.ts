@@ -1721,21 +1721,18 @@ export class NodeCore {
     this.answer(op.replyTo, outcome);
   }
 
-  /** Asks one more replica for every query of `op` that is still short of answers. */
   /**
-   * Speculative retry: each query still short of answers asks one more replica, and those it is
-   * waiting on are marked slow. Returns whether any replica was left to ask.
+   * Speculative retry: each query still short of answers asks one more replica, if one is usable
+   * now, and those it is waiting on are marked slow.
    */
-  private speculate(op: ReadOp): boolean {
+  private speculate(op: ReadOp): void {
     const short: number[] = [];
     op.queries.forEach((q, qi) => {
       if (readSatisfied(q, op.need)) return;
       for (const node of q.asked) if (node !== this.id && !q.complete.includes(node) && !q.failed.has(node)) this.slowPeers.set(node, this.now);
       short.push(qi);
     });
-    const asked = this.askMore(op, short);
-    if (asked) this.counters.speculative++;
-    return asked;
+    if (this.askMore(op, short)) this.counters.speculative++;
   }
 
   /** Queries `qs` of `op` each ask one replica they have not asked yet, if one is up. */
