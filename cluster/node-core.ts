@@ -54,7 +54,8 @@ import { HintTable } from './hint-table.js';
 import { mergeRead, planSpans } from './read-plan.js';
 import { replicasNeeded, type ReplicationConfig } from './replication-config.js';
 import { answerableRange, describeRetention, expiryCutoff, isExpired } from './retention.js';
-import { bucketId, SlotTable, slotId, type BucketRef, type SlotEntry, type SlotKey } from './slot-table.js';
+import { noStarts, WrittenFilter, WRITTEN_FILTER_BYTES, type StartsByResolution } from './written-filter.js';
+import { idOf, SlotTable, type BucketRef, type SlotEntry, type SlotKey } from './slot-table.js';
 import { bucketsOf, RESOLUTION_MS, RESOLUTIONS_OF_EVENT, type Resolution } from './time-buckets.js';
 
 /** Who gets the answer of a write or read: a client request (by the driver's handle) or a peer's forward. */
@@ -128,6 +129,12 @@ export interface PersistBatch {
    */
   journalPut: JournalRecord[];
   journalDelete: string[];
+  /**
+   * Per resolution, the newest bucket start of any slot the store will hold once this commit is
+   * durable, when it grew: kept with the commit, so a restarted node knows which buckets its store
+   * cannot hold yet (see cluster/written-filter.ts).
+   */
+  written?: StartsByResolution;
   sync: boolean;
 }
 
@@ -186,6 +193,11 @@ export interface NodeCoreInit {
   batches?: readonly BatchRecord[];
   /** Replication journal records found in the store at start (see PersistBatch.journalPut). */
   journal?: readonly JournalRecord[];
+  /**
+   * Per resolution, the newest bucket start the store may hold (PersistBatch.written as last kept).
+   * Unknown: every bucket may be stored, so every slot not in memory is read before it changes.
+   */
+  writtenBefore?: StartsByResolution;
 }
 
 /** How often a peer that finished sending a rebuilding node its ranges says so again while it still rebuilds. */
@@ -242,7 +254,7 @@ interface WriteOp {
   request: WriteRequest;
   /** Own slots it changes (or, for a repeated batch, rewrites). */
   keys: SlotKey[];
-  deltas: { ref: BucketRef; delta: Slot }[];
+  deltas: { key: SlotKey; delta: Slot }[];
   batch: string | undefined;
   /** The topology checksum it was placed under. */
   ring: string;
@@ -433,7 +445,7 @@ export interface CoreStats {
   replication: { sent: number; acked: number; hinted: number; received: number };
   commits: { commits: number; slotsWritten: number; failed: number };
   dedupe: { entries: number; repeats: number };
-  slots: { cached: number; dirty: number };
+  slots: { cached: number; dirty: number; loaded: number; knownAbsent: number; filterBytes: number };
   /** Anti-entropy sessions this node started, and what all sessions it took part in sent. */
   repair: Omit<RepairSummary, 'peers'> & { running: number };
   /** Members leaving the ring for good, and this node's streams of their ranges to the new replicas. */
@@ -473,6 +485,10 @@ export class NodeCore {
   private readonly tickIntervalMs: number;
   private readonly memberExpiryMs: number;
   private readonly table = new SlotTable();
+  private readonly writtenFilter: WrittenFilter;
+  /** Per resolution, the newest bucket start handed to a commit, and the newest kept durably. */
+  private readonly writtenMax: StartsByResolution;
+  private writtenKept: StartsByResolution;
   private out: Ready = emptyReady();
   private now: number;
   private nextMembershipTickMs: number;
@@ -557,6 +573,7 @@ export class NodeCore {
   private placementPending: unknown;
   private placementPrior: unknown;
   private readonly placements = new Map<string, Placement>();
+  private lastPlaced: { videoId: string; placement: Placement } | undefined;
   /** Since when every live peer has gossiped the topology checksum `agreedOn` (see topologyStable). */
   private agreedSinceMs: number | undefined;
   private agreedOn = '';
@@ -567,7 +584,7 @@ export class NodeCore {
 
   private readonly counters = {
     writesAcked: 0, writesFailed: 0, writesTimedOut: 0, readsServed: 0, speculative: 0, repairs: 0, readsTimedOut: 0,
-    replSent: 0, replAcked: 0, hinted: 0, replReceived: 0, commits: 0, slotsWritten: 0, commitsFailed: 0, repeats: 0,
+    slotsLoaded: 0, replSent: 0, replAcked: 0, hinted: 0, replReceived: 0, commits: 0, slotsWritten: 0, commitsFailed: 0, repeats: 0,
     repairSessions: 0, repairInSync: 0, repairFailed: 0, repairLeavesDiffered: 0, repairSlotsSent: 0, repairBytesSent: 0,
   };
 
@@ -578,6 +595,11 @@ export class NodeCore {
     this.cfg = init.replication;
     this.hash64 = init.hash64;
     this.hints = new HintTable(init.replication.maxHintsPerNode, init.replication.hintWindowMs);
+    const before = init.writtenBefore ?? { m: Number.POSITIVE_INFINITY, h: Number.POSITIVE_INFINITY, d: Number.POSITIVE_INFINITY };
+    this.writtenFilter = new WrittenFilter(init.hash64, before, Math.floor(init.replication.writtenFilterBytes / WRITTEN_FILTER_BYTES));
+    this.writtenMax = { ...before };
+    // Nothing kept by this run yet: its first commit keeps the starts, so a store that had none gets them.
+    this.writtenKept = noStarts();
     this.tickIntervalMs = init.membership.tickIntervalMs;
     this.memberExpiryMs = init.membership.memberExpiryMs;
     this.now = init.nowMs;
@@ -713,7 +735,10 @@ export class NodeCore {
       this.placementPending = pending;
       this.placementPrior = prior;
       this.placements.clear();
+      this.lastPlaced = undefined;
     }
+    // A request's events come grouped by video more often than not.
+    if (videoId === this.lastPlaced?.videoId) return this.lastPlaced.placement;
     let pl = this.placements.get(videoId);
     if (pl === undefined) {
       const natural = ring.preferenceList(videoId, this.cfg.rf);
@@ -727,6 +752,7 @@ export class NodeCore {
       if (this.placements.size >= MAX_CACHED_PLACEMENTS) this.placements.clear();
       this.placements.set(videoId, pl);
     }
+    this.lastPlaced = { videoId, placement: pl };
     return pl;
   }
 
@@ -745,7 +771,7 @@ export class NodeCore {
       replication: { sent: k.replSent, acked: k.replAcked, hinted: k.hinted, received: k.replReceived },
       commits: { commits: k.commits, slotsWritten: k.slotsWritten, failed: k.commitsFailed },
       dedupe: { entries: this.batches.size, repeats: k.repeats },
-      slots: { cached: this.table.size, dirty: this.table.dirtyCount },
+      slots: { cached: this.table.size, dirty: this.table.dirtyCount, loaded: k.slotsLoaded, knownAbsent: this.writtenFilter.stats.skipped, filterBytes: this.writtenFilter.bytes },
       repair: {
         sessions: k.repairSessions,
         inSync: k.repairInSync,
@@ -1000,28 +1026,43 @@ export class NodeCore {
   // Writes: the coordinating replica
 
   private coordinate(request: WriteRequest, events: readonly EventTuple[], need: number, batch: string | undefined): void {
-    const deltas = new Map<string, { ref: BucketRef; delta: Slot }>();
+    // Deltas by video, then a short list: no key string is made per event.
+    const byVideo = new Map<string, { key: SlotKey; delta: Slot }[]>();
+    const list: { key: SlotKey; delta: Slot }[] = [];
     const groups = new Set<string[]>();
     let n = 0;
+    let lastVideo: string | undefined;
+    let lastDeltas: { key: SlotKey; delta: Slot }[] = [];
     for (const [videoId, eventType, ts, value, count] of events) {
-      for (const g of writeGroups(this.placementOf(videoId), need)) groups.add(g);
+      if (videoId !== lastVideo) {
+        for (const g of writeGroups(this.placementOf(videoId), need)) groups.add(g);
+        let mine = byVideo.get(videoId);
+        if (mine === undefined) byVideo.set(videoId, (mine = []));
+        lastVideo = videoId;
+        lastDeltas = mine;
+      }
       n += count;
       const starts = bucketsOf(ts);
       const delta = eventsDelta(value, count);
       for (let i = 0; i < RESOLUTIONS_OF_EVENT.length; i++) {
-        const ref: BucketRef = { videoId, eventType, res: RESOLUTIONS_OF_EVENT[i] as Resolution, start: starts[i] as number };
+        const res = RESOLUTIONS_OF_EVENT[i] as Resolution;
+        const start = starts[i] as number;
+        const d = lastDeltas.find((x) => x.key.ref.start === start && x.key.ref.res === res && x.key.ref.eventType === eventType);
+        if (d !== undefined) {
+          accumulateDelta(d.delta, delta);
+          continue;
+        }
+        const ref: BucketRef = { videoId, eventType, res, start };
         // A late event counts in the buckets still kept (its day's, for ever), not in expired ones.
         if (this.expired(ref)) continue;
-        const id = bucketId(ref);
-        const d = deltas.get(id);
-        if (d === undefined) deltas.set(id, { ref, delta: { ...delta } });
-        else accumulateDelta(d.delta, delta);
+        const fresh = { key: { ref, actor: this.actor }, delta: { ...delta } };
+        lastDeltas.push(fresh);
+        list.push(fresh);
       }
     }
-    const list = [...deltas.values()];
     const op: WriteOp = {
       request,
-      keys: list.map((d) => ({ ref: d.ref, actor: this.actor })),
+      keys: list.map((d) => d.key),
       deltas: list,
       batch,
       ring: this.membership.topologyChecksum(),
@@ -1040,7 +1081,7 @@ export class NodeCore {
     if (op.done) return;
     // Our own slot of a bucket is damaged on disk: adding to it from nothing would lose every
     // increment it held. Refused until repair brings our slot back from a replica that holds it.
-    const damaged = op.keys.find((k) => this.storageBroken || this.damagedOwn.has(slotId(k.ref, k.actor)));
+    const damaged = this.storageBroken || this.damagedOwn.size > 0 ? op.keys.find((k) => this.storageBroken || this.damagedOwn.has(idOf(k))) : undefined;
     if (damaged !== undefined) {
       return this.finishWrite(op, failure(ErrorCode.STORAGE_DAMAGED, `${this.id}'s stored slot of ${JSON.stringify(damaged.ref.videoId)}/${JSON.stringify(damaged.ref.eventType)} (${damaged.ref.res} ${new Date(damaged.ref.start).toISOString()}) is damaged; nothing was applied; anti-entropy brings it back from the other replicas`));
     }
@@ -1093,14 +1134,22 @@ export class NodeCore {
     const fresh: SlotKey[] = [];
     const loadIds = new Set<number>();
     for (const k of missing) {
-      const id = slotId(k.ref, k.actor);
+      // A slot the store cannot hold is absent: no read.
+      if (this.loading.size === 0 || !this.loading.has(idOf(k))) {
+        if (!this.writtenFilter.mayExist(k.ref, k.actor)) {
+          this.table.loaded(k, undefined);
+          continue;
+        }
+      }
+      const id = idOf(k);
       const under = this.loading.get(id);
       if (under !== undefined) loadIds.add(under);
       else fresh.push(k);
     }
+    if (fresh.length === 0 && loadIds.size === 0) return then();
     if (fresh.length > 0) {
       const id = ++this.ioSeq;
-      for (const k of fresh) this.loading.set(slotId(k.ref, k.actor), id);
+      for (const k of fresh) this.loading.set(idOf(k), id);
       this.loads.set(id, { keys: fresh, waiters: [] });
       this.out.loads.push({ id, keys: fresh });
       loadIds.add(id);
@@ -1121,8 +1170,9 @@ export class NodeCore {
     if (load === undefined) return;
     this.loads.delete(id);
     assert(slots.length === load.keys.length, 'a load answers every key it asked for');
+    this.counters.slotsLoaded += slots.length;
     load.keys.forEach((k, i) => {
-      const sid = slotId(k.ref, k.actor);
+      const sid = idOf(k);
       this.loading.delete(sid);
       const slot = slots[i];
       if (slot !== DAMAGED) return this.table.loaded(k, slot);
@@ -1142,7 +1192,7 @@ export class NodeCore {
     const load = this.loads.get(id);
     if (load === undefined) return;
     this.loads.delete(id);
-    for (const k of load.keys) this.loading.delete(slotId(k.ref, k.actor));
+    for (const k of load.keys) this.loading.delete(idOf(k));
     this.out.log.push(`error INTERNAL: store read failed: ${message}`);
     // Fail whatever waited on it: writes that did nothing yet, and replications (unacked; the sender hints).
     for (const op of [...this.writes]) {
@@ -1178,6 +1228,13 @@ export class NodeCore {
     if (this.table.dirtyCount < this.cfg.commitAtDirty && this.now < this.commitDueMs) return;
     const id = ++this.commitSeq;
     const slots = this.table.takeDirty(id);
+    // The filter learns of every slot before the store may hold it.
+    let written: StartsByResolution | undefined;
+    for (const s of slots) {
+      this.writtenFilter.written(s.ref, s.actor);
+      if (s.ref.start > this.writtenMax[s.ref.res]) this.writtenMax[s.ref.res] = s.ref.start;
+    }
+    if (this.writtenMax.m > this.writtenKept.m || this.writtenMax.h > this.writtenKept.h || this.writtenMax.d > this.writtenKept.d) written = { ...this.writtenMax };
     const own = slots.filter((s) => s.actor === this.actor).map((s) => s.ref);
     const journalPut = own.length > 0 && this.cfg.rf > 1 ? [{ key: `${this.membership.generation.toString(16)}-${id.toString(16)}`, refs: own }] : [];
     const batch: PersistBatch = {
@@ -1191,6 +1248,7 @@ export class NodeCore {
       journalDelete: this.pendingJournalDelete,
       sync: this.cfg.fsync,
     };
+    if (written !== undefined) batch.written = written;
     this.pendingHintsPut = [];
     this.pendingHintsDelete = [];
     this.pendingBatchesPut = [];
@@ -1202,7 +1260,7 @@ export class NodeCore {
     this.nextAcks = [];
     this.nextLocalRepairs = [];
     this.commitDueMs = Number.POSITIVE_INFINITY;
-    const empty = slots.length === 0 && batch.hintsPut.length === 0 && batch.hintsDelete.length === 0 && batch.batchesPut.length === 0 && batch.batchesDelete.length === 0 && batch.journalDelete.length === 0;
+    const empty = slots.length === 0 && batch.written === undefined && batch.hintsPut.length === 0 && batch.hintsDelete.length === 0 && batch.batchesPut.length === 0 && batch.batchesDelete.length === 0 && batch.journalDelete.length === 0;
     if (empty) this.onPersisted(id); // nothing to write: what waited on it was durable already
     else this.out.persist = batch;
   }
@@ -1213,6 +1271,7 @@ export class NodeCore {
     this.inFlightCommit = undefined;
     this.commitBackoffMs = 0;
     this.lastCommitError = undefined;
+    if (c.batch.written !== undefined) this.writtenKept = c.batch.written;
     this.table.committed(id, c.slots, true);
     this.counters.commits++;
     this.counters.slotsWritten += c.slots.length;
@@ -1389,7 +1448,7 @@ export class NodeCore {
       for (const s of slots) {
         this.table.join(s);
         // A replica's copy of our own damaged slot: it is whole again (at what was last replicated).
-        if (this.damagedOwn.size > 0 && this.damagedOwn.delete(slotId(s.ref, s.actor))) this.out.log.push(`repair: ${this.id}'s own slot of ${s.ref.videoId}/${s.ref.eventType} is whole again, from ${from}`);
+        if (this.damagedOwn.size > 0 && this.damagedOwn.delete(idOf(s))) this.out.log.push(`repair: ${this.id}'s own slot of ${s.ref.videoId}/${s.ref.eventType} is whole again, from ${from}`);
       }
       if (localRepair !== undefined) this.nextLocalRepairs.push(localRepair);
       else this.nextAcks.push({ peer: from, id });

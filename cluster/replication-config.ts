@@ -19,6 +19,8 @@ export interface ReplicationConfig {
   maxDirtySlots: number;
   /** Clean slots kept in memory, so adds and joins of hot buckets need no read of the store. */
   maxCachedSlots: number;
+  /** Memory for the filters that let writes skip reading back slots that cannot be stored (cluster/written-filter.ts). */
+  writtenFilterBytes: number;
   /** A coordinator answers TIMEOUT (outcome unknown) if a write has not met its level by then. */
   writeTimeoutMs: number;
   /** A coordinator answers TIMEOUT if a read has not met its level by then. */
@@ -69,6 +71,8 @@ export function defaultReplicationConfig(): ReplicationConfig {
     maxDirtySlots: 60_000,
     // Current minute, hour and day of ~60,000 active series at a few actors each: ~60 MB.
     maxCachedSlots: 200_000,
+    // 16 filters of 1 MiB: the current day, hour and minutes, and some before.
+    writtenFilterBytes: 16 * 1024 * 1024,
     // Well under the client's 10 s, so the client hears TIMEOUT from the node and can retry it there.
     writeTimeoutMs: 4_000,
     readTimeoutMs: 4_000,
@@ -129,6 +133,7 @@ export function validateReplicationConfig(c: ReplicationConfig): ReplicationConf
   int('commitAtDirty', 1);
   int('maxDirtySlots', MAX_EVENTS_PER_BATCH * RESOLUTIONS_OF_EVENT.length, 65_536);
   int('maxCachedSlots', 1);
+  int('writtenFilterBytes', 0);
   int('writeTimeoutMs', 1);
   int('readTimeoutMs', 1);
   int('speculativeRetryMs', 1);

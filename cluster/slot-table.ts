@@ -12,6 +12,11 @@
  * Changed slots are dirty until `takeDirty` hands them to a group commit; they stay pinned (never
  * evicted) until that commit is durable (`committed`), or are dirty again if it failed. `trim`
  * evicts the least recently touched clean slots. Pure: no I/O, no clock.
+ *
+ * This is the hot path of every write, so it avoids work per slot: slots are found by their
+ * video's string and a short scan, with no key string made per slot; recency is an intrusive
+ * list (touching a slot is a few pointer writes, not a Map delete and insert, whose holes V8
+ * walks on every later iteration); the dirty slots are an array.
  */
 import { assert } from '../protocol/errors.js';
 import { addDelta, joinSlot, type Slot } from './bucket-state.js';
@@ -25,16 +30,16 @@ export interface BucketRef {
   start: number;
 }
 
-/** One actor's slot of one bucket. */
-export interface SlotEntry {
-  ref: BucketRef;
-  actor: string;
-  slot: Slot;
-}
-
 export interface SlotKey {
   ref: BucketRef;
   actor: string;
+  /** `slotId(ref, actor)`, once it has been made (see idOf). */
+  id?: string;
+}
+
+/** One actor's slot of one bucket. */
+export interface SlotEntry extends SlotKey {
+  slot: Slot;
 }
 
 /** A map key for a bucket. NUL cannot occur in validated ids. */
@@ -46,54 +51,84 @@ export function slotId(ref: BucketRef, actor: string): string {
   return `${bucketId(ref)}\u0000${actor}`;
 }
 
+/** The key's slot id, made once and kept on the key. */
+export function idOf(k: SlotKey): string {
+  return (k.id ??= slotId(k.ref, k.actor));
+}
+
 interface Entry {
-  ref: BucketRef;
-  actor: string;
+  readonly ref: BucketRef;
+  readonly actor: string;
   /** Undefined: the store holds no slot of this actor for the bucket. */
   slot: Slot | undefined;
   dirty: boolean;
   /** Id of the commit under way that holds this slot, or 0. */
   pinnedBy: number;
+  /** Neighbours in recency order: `older` towards the least recently touched. */
+  older: Entry | undefined;
+  newer: Entry | undefined;
+}
+
+function same(e: Entry, ref: BucketRef, actor: string): boolean {
+  const r = e.ref;
+  return r.start === ref.start && r.res === ref.res && e.actor === actor && r.eventType === ref.eventType;
 }
 
 export class SlotTable {
-  /** In order of last touch (re-inserted when touched), so trimming takes the oldest first. */
-  private readonly entries = new Map<string, Entry>();
-  private readonly dirty = new Set<string>();
+  /**
+   * Entries by video id, then in a short list (a video's buckets and actors held here). One map
+   * look-up per video rather than per slot: a write's keys share their video's string, whose hash
+   * is made once, and the lists are small enough to scan.
+   */
+  private readonly byVideo = new Map<string, Entry[]>();
+  private count = 0;
+  /** Least and most recently touched (or loaded) entries: trimming starts at `oldest`. */
+  private oldest: Entry | undefined;
+  private newest: Entry | undefined;
+  private dirty: Entry[] = [];
+  /** The list last looked up, and its video: keys come grouped by video. */
+  private lastVideo: string | undefined;
+  private lastList: Entry[] | undefined;
 
   get size(): number {
-    return this.entries.size;
+    return this.count;
   }
 
   get dirtyCount(): number {
-    return this.dirty.size;
+    return this.dirty.length;
   }
 
-  has(id: string): boolean {
-    return this.entries.has(id);
+  /** The slot held for `key` (undefined: none held, or held as absent from the store). */
+  get(key: SlotKey): Slot | undefined {
+    return this.find(key.ref, key.actor)?.slot;
   }
 
-  get(id: string): Slot | undefined {
-    return this.entries.get(id)?.slot;
-  }
-
-  /** Whether a slot is dirty or in a commit under way: its current value is not durable yet. */
-  isPending(id: string): boolean {
-    const e = this.entries.get(id);
-    return e !== undefined && (e.dirty || e.pinnedBy !== 0);
+  has(key: SlotKey): boolean {
+    return this.find(key.ref, key.actor) !== undefined;
   }
 
   /** Of `keys`, those not in the table (to load from the store before they can change). */
   missing(keys: readonly SlotKey[]): SlotKey[] {
-    return keys.filter((k) => !this.entries.has(slotId(k.ref, k.actor)));
+    const out: SlotKey[] = [];
+    for (const k of keys) if (this.find(k.ref, k.actor) === undefined) out.push(k);
+    return out;
   }
 
   /** A slot as the store holds it (undefined: none). Joined with what is here already. */
   loaded(key: SlotKey, stored: Slot | undefined): void {
-    const id = slotId(key.ref, key.actor);
-    const e = this.entries.get(id);
+    const e = this.find(key.ref, key.actor);
     if (e === undefined) {
-      this.entries.set(id, { ref: key.ref, actor: key.actor, slot: stored === undefined ? undefined : { ...stored }, dirty: false, pinnedBy: 0 });
+      const fresh: Entry = { ref: key.ref, actor: key.actor, slot: stored === undefined ? undefined : { ...stored }, dirty: false, pinnedBy: 0, older: undefined, newer: undefined };
+      let list = this.listOf(key.ref.videoId);
+      if (list === undefined) {
+        list = [];
+        this.byVideo.set(key.ref.videoId, list);
+        this.lastVideo = key.ref.videoId;
+        this.lastList = list;
+      }
+      list.push(fresh);
+      this.count++;
+      this.link(fresh);
     } else if (stored !== undefined) {
       // The store can never be ahead of what is here, but a join is safe either way.
       e.slot = joinSlot(e.slot, stored);
@@ -105,69 +140,69 @@ export class SlotTable {
    * key of the first slot that would pass MAX_SLOT_VALUE (applying nothing), or undefined once all
    * are applied and dirty.
    */
-  addDeltas(actor: string, deltas: readonly { ref: BucketRef; delta: Slot }[]): BucketRef | undefined {
-    const next: Slot[] = [];
-    for (const { ref, delta } of deltas) {
-      const e = this.entries.get(slotId(ref, actor));
+  addDeltas(actor: string, deltas: readonly { key: SlotKey; delta: Slot }[]): BucketRef | undefined {
+    const found: Entry[] = new Array(deltas.length);
+    const next: Slot[] = new Array(deltas.length);
+    for (let i = 0; i < deltas.length; i++) {
+      const { key, delta } = deltas[i] as { key: SlotKey; delta: Slot };
+      assert(key.actor === actor, 'an add goes to the own slot');
+      const e = this.find(key.ref, actor);
       assert(e !== undefined, 'own slot must be loaded before an add');
       const s = addDelta(e.slot, delta);
-      if (s === undefined) return ref;
-      next.push(s);
+      if (s === undefined) return key.ref;
+      found[i] = e;
+      next[i] = s;
     }
-    deltas.forEach(({ ref }, i) => {
-      const id = slotId(ref, actor);
-      const e = this.entries.get(id) as Entry;
+    for (let i = 0; i < found.length; i++) {
+      const e = found[i] as Entry;
       e.slot = next[i];
-      this.touch(id, e);
-    });
+      this.touch(e);
+    }
     return undefined;
   }
 
   /** Joins another version of a slot, which must be in the table. Returns whether it changed. */
   join(entry: SlotEntry): boolean {
-    const id = slotId(entry.ref, entry.actor);
-    const e = this.entries.get(id);
+    const e = this.find(entry.ref, entry.actor);
     assert(e !== undefined, 'a slot must be loaded before a join');
     const joined = joinSlot(e.slot, entry.slot);
     if (joined === e.slot) return false;
     e.slot = joined;
-    this.touch(id, e);
+    this.touch(e);
     return true;
   }
 
   /** Marks a loaded slot dirty without changing it, so the next commit writes (and ships) it again. */
   rewrite(key: SlotKey): void {
-    const id = slotId(key.ref, key.actor);
-    const e = this.entries.get(id);
+    const e = this.find(key.ref, key.actor);
     assert(e !== undefined, 'a slot must be loaded before a rewrite');
-    if (e.slot !== undefined) this.touch(id, e);
+    if (e.slot !== undefined) this.touch(e);
   }
 
   /** Every dirty slot, for the commit `commitId`; they stay pinned until `committed(commitId)`. */
   takeDirty(commitId: number): SlotEntry[] {
     assert(commitId > 0, 'commit ids start at 1');
-    const out: SlotEntry[] = [];
-    for (const id of this.dirty) {
-      const e = this.entries.get(id) as Entry;
+    const out: SlotEntry[] = new Array(this.dirty.length);
+    for (let i = 0; i < this.dirty.length; i++) {
+      const e = this.dirty[i] as Entry;
       assert(e.slot !== undefined, 'a dirty slot has a value');
       e.dirty = false;
       e.pinnedBy = commitId;
-      out.push({ ref: e.ref, actor: e.actor, slot: e.slot });
+      out[i] = { ref: e.ref, actor: e.actor, slot: e.slot };
     }
-    this.dirty.clear();
+    this.dirty = [];
     return out;
   }
 
   /** The commit is durable (`ok`), or failed: its slots become dirty again, to be written next time. */
   committed(commitId: number, slots: readonly SlotEntry[], ok: boolean): void {
     for (const s of slots) {
-      const id = slotId(s.ref, s.actor);
-      const e = this.entries.get(id);
+      const e = this.find(s.ref, s.actor);
       if (e === undefined || e.pinnedBy !== commitId) continue;
       e.pinnedBy = 0;
-      if (!ok) {
+      if (!ok && !e.dirty) {
         e.dirty = true;
-        this.dirty.add(id);
+        this.dirty.push(e);
       }
     }
   }
@@ -175,20 +210,80 @@ export class SlotTable {
   /** Evicts the least recently touched clean, unpinned slots until at most `max` remain. */
   trim(max: number): number {
     let evicted = 0;
-    if (this.entries.size <= max) return 0;
-    for (const [id, e] of this.entries) {
-      if (this.entries.size <= max) break;
-      if (e.dirty || e.pinnedBy !== 0) continue;
-      this.entries.delete(id);
-      evicted++;
+    for (let e = this.oldest; e !== undefined && this.count > max; ) {
+      const newer = e.newer;
+      if (!e.dirty && e.pinnedBy === 0) {
+        this.unlink(e);
+        this.remove(e);
+        evicted++;
+      }
+      e = newer;
     }
     return evicted;
   }
 
-  private touch(id: string, e: Entry): void {
-    this.entries.delete(id);
-    this.entries.set(id, e);
-    e.dirty = true;
-    this.dirty.add(id);
+  private listOf(videoId: string): Entry[] | undefined {
+    if (videoId === this.lastVideo) return this.lastList;
+    const list = this.byVideo.get(videoId);
+    if (list !== undefined) {
+      this.lastVideo = videoId;
+      this.lastList = list;
+    }
+    return list;
+  }
+
+  /** Newest first: a video's recent buckets are the ones looked for most. */
+  private find(ref: BucketRef, actor: string): Entry | undefined {
+    const list = this.listOf(ref.videoId);
+    if (list === undefined) return undefined;
+    for (let i = list.length - 1; i >= 0; i--) {
+      const e = list[i] as Entry;
+      if (same(e, ref, actor)) return e;
+    }
+    return undefined;
+  }
+
+  private remove(e: Entry): void {
+    const list = this.byVideo.get(e.ref.videoId) as Entry[];
+    const i = list.indexOf(e);
+    assert(i >= 0, 'an entry is in its video\'s list');
+    list.splice(i, 1);
+    this.count--;
+    if (list.length === 0) {
+      this.byVideo.delete(e.ref.videoId);
+      if (this.lastList === list) {
+        this.lastVideo = undefined;
+        this.lastList = undefined;
+      }
+    }
+  }
+
+  private touch(e: Entry): void {
+    if (this.newest !== e) {
+      this.unlink(e);
+      this.link(e);
+    }
+    if (!e.dirty) {
+      e.dirty = true;
+      this.dirty.push(e);
+    }
+  }
+
+  /** Puts `e` at the newest end. */
+  private link(e: Entry): void {
+    e.older = this.newest;
+    e.newer = undefined;
+    if (this.newest !== undefined) this.newest.newer = e;
+    else this.oldest = e;
+    this.newest = e;
+  }
+
+  private unlink(e: Entry): void {
+    if (e.older !== undefined) e.older.newer = e.newer;
+    else this.oldest = e.newer;
+    if (e.newer !== undefined) e.newer.older = e.older;
+    else this.newest = e.older;
+    e.older = undefined;
+    e.newer = undefined;
   }
 }

@@ -15,6 +15,7 @@ import type { BatchRecord, JournalRecord } from '../cluster/node-core.js';
 import type { BucketRef } from '../cluster/slot-table.js';
 import { isAligned, isResolution } from '../cluster/time-buckets.js';
 import { TallyError } from '../protocol/errors.js';
+import type { StartsByResolution } from '../cluster/written-filter.js';
 
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false });
@@ -22,12 +23,12 @@ const unpackr = new Unpackr({ useRecords: false });
 const CHECKSUMMED = 0xc1;
 const HEADER_BYTES = 5;
 
-/** A slot's stored bytes under `key`: marker, CRC-32 of key and value, value. */
-export function encodeSlot(key: string, s: Slot): Uint8Array {
+/** A slot's stored bytes under `key`: marker, CRC-32 of key and value, value. `keyCrc` is crc32(key), when known. */
+export function encodeSlot(key: string, s: Slot, keyCrc: number = crc32(key)): Uint8Array {
   const body = packr.pack([s.count, s.sum, s.min, s.max]);
-  const out = new Uint8Array(HEADER_BYTES + body.length);
+  const out = Buffer.allocUnsafe(HEADER_BYTES + body.length);
   out[0] = CHECKSUMMED;
-  new DataView(out.buffer).setUint32(1, crc32(body, crc32(key)));
+  out.writeUInt32BE(crc32(body, keyCrc), 1);
   out.set(body, HEADER_BYTES);
   return out;
 }
@@ -139,4 +140,16 @@ export function decodeJournal(key: string, bytes: Uint8Array): JournalRecord {
     return { videoId, eventType, res, start };
   });
   return { key, refs };
+}
+
+/** Per resolution, a bucket start (or ±Infinity): [m, h, d]. */
+export function encodeStarts(s: StartsByResolution): Uint8Array {
+  return new Uint8Array(packr.pack([s.m, s.h, s.d]));
+}
+
+export function decodeStarts(bytes: Uint8Array): StartsByResolution {
+  const raw = unpack(bytes, 'bucket starts');
+  if (!Array.isArray(raw) || raw.length !== 3 || !raw.every((x) => typeof x === 'number' && !Number.isNaN(x))) throw corrupt('bucket starts', 'not [m, h, d]');
+  const [m, h, d] = raw as [number, number, number];
+  return { m, h, d };
 }

@@ -44,9 +44,18 @@ export const MAX_META_KEY_LENGTH = 512;
 const META_KEY_PATTERN = /^[\x20-\x7e]*$/;
 const HEX_PATTERN = /^[0-9a-f]{12}$/;
 
+/** Recent timestamps' hex: a commit writes the same few bucket starts many times, and V8's radix-16 `toString` is slow. */
+const hexCache = new Map<number, string>();
+const HEX_CACHE_SIZE = 4_096;
+
 export function hexTime(ms: number): string {
+  let hex = hexCache.get(ms);
+  if (hex !== undefined) return hex;
   assert(Number.isSafeInteger(ms) && ms >= 0 && ms <= MAX_KEY_TIMESTAMP_MS, `timestamp ${ms} cannot be a key (0..${MAX_KEY_TIMESTAMP_MS})`);
-  return ms.toString(16).padStart(KEY_TIMESTAMP_HEX_DIGITS, '0');
+  hex = ms.toString(16).padStart(KEY_TIMESTAMP_HEX_DIGITS, '0');
+  if (hexCache.size >= HEX_CACHE_SIZE) hexCache.clear();
+  hexCache.set(ms, hex);
+  return hex;
 }
 
 function parseHexTime(hex: string | undefined): number | undefined {
@@ -59,20 +68,11 @@ function checkId(what: string, id: string): void {
 }
 
 export class SlotKeys {
-  /** Tokens of recently seen video ids; hashing is cheap, but a hot series is encoded many times a second. */
-  private readonly tokens = new Map<string, string>();
-
   constructor(private readonly hash64: Hash64) {}
 
   /** The ring position of a video id, as 16 hex digits. */
   token(videoId: string): string {
-    let t = this.tokens.get(videoId);
-    if (t === undefined) {
-      t = this.hash64(videoId).toString(16).padStart(16, '0');
-      if (this.tokens.size >= 100_000) this.tokens.clear();
-      this.tokens.set(videoId, t);
-    }
-    return t;
+    return this.hash64(videoId).toString(16).padStart(16, '0');
   }
 
   /** Everything before the bucket's start: one series' buckets of `res` in the day partition `day`. */

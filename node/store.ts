@@ -14,7 +14,9 @@ import { assert, TallyError } from '../protocol/errors.js';
 import type { Hash64 } from '../protocol/hash-ring.js';
 import type { SpanSlot, SpanTuple } from '../protocol/peer.js';
 import type { Kv, KvOp } from './kv.js';
-import { decodeBatchRecord, decodeJournal, decodeSlot, decodeTime, encodeBatchRecord, encodeJournal, encodeSlot, encodeTime, SlotDamaged } from './slot-codec.js';
+import { decodeBatchRecord, decodeJournal, decodeSlot, decodeStarts, decodeTime, encodeBatchRecord, encodeJournal, encodeSlot, encodeStarts, encodeTime, SlotDamaged } from './slot-codec.js';
+import { noStarts, type StartsByResolution } from '../cluster/written-filter.js';
+import { MAX_EVENT_FUTURE_SKEW_MS } from '../protocol/limits.js';
 import { DAMAGED } from '../cluster/bucket-state.js';
 import type { CommitMark } from './commit-mark.js';
 import {
@@ -39,6 +41,8 @@ import {
 export const MAX_GET_SLOTS = 65_536;
 /** Most entries one commit may write. */
 export const MAX_COMMIT_ENTRIES = 200_000;
+/** Meta key of the newest bucket start per resolution the store may hold. */
+export const WRITTEN_STARTS_KEY = 'written-starts';
 /** Meta key of the last commit's number. */
 export const COMMIT_SEQ_KEY = 'commit-seq';
 /** Meta keys of the last commits, one each (`c/{seq in hex}`): more than a LevelDB log holds. */
@@ -137,6 +141,7 @@ export class Store {
     for (const b of batch.batchesPut) ops.push({ type: 'put', key: batchKey(batchRecordKey(b)), value: encodeBatchRecord(b) });
     for (const j of batch.journalDelete) ops.push({ type: 'del', key: journalKey(j) });
     for (const j of batch.journalPut) ops.push({ type: 'put', key: journalKey(j.key), value: encodeJournal(j) });
+    if (batch.written !== undefined) ops.push({ type: 'put', key: metaKey(WRITTEN_STARTS_KEY), value: encodeStarts(batch.written) });
     const seq = this.commitSeq + 1;
     ops.push({ type: 'put', key: metaKey(COMMIT_SEQ_KEY), value: encodeTime(seq) });
     // One small key per recent commit, so a record dropped from the middle of the log shows as a gap.
@@ -145,6 +150,19 @@ export class Store {
     await this.kv.write(ops, batch.sync);
     this.commitSeq = seq;
     await this.mark?.write(seq);
+  }
+
+  /**
+   * Per resolution, the newest bucket start this store may hold (see PersistBatch.written). A store
+   * that has commits but never kept the starts may hold buckets up to the furthest future an event
+   * may have: that is what it answers then.
+   */
+  async loadWrittenStarts(nowMs: number): Promise<StartsByResolution> {
+    const v = await this.getMeta(WRITTEN_STARTS_KEY);
+    if (v !== undefined) return decodeStarts(v);
+    if ((await this.getMeta(COMMIT_SEQ_KEY)) === undefined) return noStarts();
+    const furthest = nowMs + MAX_EVENT_FUTURE_SKEW_MS;
+    return { m: furthest, h: furthest, d: furthest };
   }
 
   /** The number of the last commit the database holds (0 before the first); commits go on from it. */

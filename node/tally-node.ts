@@ -236,6 +236,7 @@ export class TallyNode {
       const rebuilding = Buffer.from((await store.getMeta(REBUILDING_KEY)) ?? []).toString('utf8') === 'needed';
       if (rebuilding) log('this node starts on an empty store: its peers send it its ranges before reads count it');
       const journal = await store.loadJournal(MAX_JOURNAL_LOADED);
+      const writtenBefore = await store.loadWrittenStarts(wallNowMs());
       const core = new NodeCore({
         self: { id: identity.id, address, zone: config.zone },
         actor: identity.actor,
@@ -251,6 +252,7 @@ export class TallyNode {
         hints,
         batches,
         journal,
+        writtenBefore,
       });
       if (hints.length > 0) log(`recovered ${hints.length} hints`);
       if (journal.length > 0) log(`${journal.length} commits were not seen replicated before the last stop: their buckets are hinted to every other replica`);

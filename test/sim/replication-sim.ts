@@ -19,6 +19,7 @@ import type { KnownPeer } from '../../cluster/membership.js';
 import { Prng } from '../../cluster/prng.js';
 import { defaultReplicationConfig, validateReplicationConfig, type ReplicationConfig } from '../../cluster/replication-config.js';
 import { bucketId, type BucketRef } from '../../cluster/slot-table.js';
+import { noStarts, type StartsByResolution } from '../../cluster/written-filter.js';
 import { DAY_MS } from '../../cluster/time-buckets.js';
 import type { Consistency, EventTuple, QueryTuple } from '../../protocol/messages.js';
 import { validatePeerMessage, type PeerMessage, type SpanSlot } from '../../protocol/peer.js';
@@ -42,6 +43,8 @@ export class SimDisk {
   /** Set when the store is made empty with others to join; cleared when the node says it is rebuilt. */
   rebuilding: boolean | undefined;
   readonly journal = new Map<string, JournalRecord>();
+  /** The newest bucket start per resolution the store may hold (PersistBatch.written). */
+  written: StartsByResolution = noStarts();
   /** Slots whose bytes no longer check (`bucketId\0actor`): a load says DAMAGED, a scan fails, a walk skips them. */
   readonly damaged = new Set<string>();
 
@@ -201,6 +204,7 @@ export class ReplicationSim {
       hints: [...node.disk.hints.values()],
       batches: [...node.disk.batches.values()],
       journal: [...node.disk.journal.values()],
+      writtenBefore: { ...node.disk.written },
     });
     node.tickAtMs = Infinity;
     this.step(node, { kind: 'tick' });
@@ -372,6 +376,7 @@ export class ReplicationSim {
         for (const b of batch.batchesPut) disk.batches.set(batchRecordKey(b), b);
         for (const j of batch.journalDelete) disk.journal.delete(j);
         for (const j of batch.journalPut) disk.journal.set(j.key, j);
+        if (batch.written !== undefined) disk.written = { ...batch.written };
         node.commitInFlight = false;
         this.step(node, { kind: 'persisted', persist: batch.id });
       });

@@ -1,0 +1,118 @@
+/**
+ * Which slots may be in the store: it lets a write skip reading a slot back that cannot be there.
+ *
+ * A slot must be in the core's table before it changes; one that is not is loaded from the store
+ * first. Most such loads find nothing: a new minute, a new hour, a video's first event of the day.
+ * This filter knows, for buckets newer than anything in the store when the node started, every
+ * slot this node has written since: one Bloom filter per bucket start. A slot it has not seen is
+ * not in the store, so the table takes it as absent without a read. A false "maybe" only costs
+ * the read it would have made anyway; there are no false "no"s, so nothing is ever lowered.
+ *
+ * - `writtenBefore` (per resolution) is the newest bucket start the store held when the node
+ *   started (kept with every commit, see PersistBatch.written); buckets at or before it are always
+ *   "maybe", since the filter did not see them written.
+ * - The filters have a byte budget. When it is spent, the filter of the oldest bucket start goes
+ *   (minutes first, then hours, then days), and every bucket of that resolution at or before it is
+ *   "maybe" from then on.
+ *
+ * Pure: the hash function is given.
+ */
+import type { Hash64 } from '../protocol/hash-ring.js';
+import type { BucketRef } from './slot-table.js';
+import type { Resolution } from './time-buckets.js';
+
+/** Bits of one bucket start's filter: 1 MiB. At a million slots, 5 probes miss 1.8% of the time. */
+const FILTER_BITS = 1 << 23;
+const PROBES = 5;
+export const WRITTEN_FILTER_BYTES = FILTER_BITS / 8;
+
+export type StartsByResolution = Record<Resolution, number>;
+
+export function noStarts(): StartsByResolution {
+  return { m: Number.NEGATIVE_INFINITY, h: Number.NEGATIVE_INFINITY, d: Number.NEGATIVE_INFINITY };
+}
+
+/** The order filters are given up in when the budget is spent: the finest, oldest first. */
+const DROP_ORDER: readonly Resolution[] = ['m', 'h', 'd'];
+
+export class WrittenFilter {
+  private readonly filters: Record<Resolution, Map<number, Uint32Array>> = { m: new Map(), h: new Map(), d: new Map() };
+  /** Per resolution, the newest bucket start whose filter was given up: at or before it, "maybe". */
+  private readonly dropped = noStarts();
+  private count = 0;
+  readonly stats = { skipped: 0, maybe: 0, dropped: 0 };
+
+  constructor(
+    private readonly hash64: Hash64,
+    private readonly writtenBefore: StartsByResolution,
+    private readonly maxFilters: number,
+  ) {}
+
+  get bytes(): number {
+    return this.count * WRITTEN_FILTER_BYTES;
+  }
+
+  /** False only if the slot is certainly not in the store. */
+  mayExist(ref: BucketRef, actor: string): boolean {
+    const res = ref.res;
+    if (ref.start <= this.writtenBefore[res] || ref.start <= this.dropped[res]) return this.maybe();
+    const f = this.filters[res].get(ref.start);
+    // No filter for a start newer than everything stored and never given up: nothing was written to it.
+    if (f === undefined || !this.probe(f, ref, actor, false)) {
+      this.stats.skipped++;
+      return false;
+    }
+    return this.maybe();
+  }
+
+  /** The slot is being written to the store: from now on it may exist. Called before the write is issued. */
+  written(ref: BucketRef, actor: string): void {
+    const res = ref.res;
+    if (ref.start <= this.writtenBefore[res] || ref.start <= this.dropped[res]) return;
+    let f = this.filters[res].get(ref.start);
+    if (f === undefined) {
+      if (this.count >= this.maxFilters) this.dropOldest();
+      // The budget may be too small for even this one: then this start is "maybe" for good.
+      if (this.count >= this.maxFilters) {
+        this.dropped[res] = Math.max(this.dropped[res], ref.start);
+        return;
+      }
+      f = new Uint32Array(FILTER_BITS / 32);
+      this.filters[res].set(ref.start, f);
+      this.count++;
+    }
+    this.probe(f, ref, actor, true);
+  }
+
+  private maybe(): boolean {
+    this.stats.maybe++;
+    return true;
+  }
+
+  /** Double hashing over one 64-bit hash: probe i is h1 + i·h2. */
+  private probe(f: Uint32Array, ref: BucketRef, actor: string, set: boolean): boolean {
+    const h = this.hash64(`${ref.videoId}\u0000${ref.eventType}\u0000${actor}`);
+    const h1 = Number(h & 0xffffffffn);
+    const h2 = Number(h >> 32n) | 1;
+    for (let i = 0; i < PROBES; i++) {
+      const bit = (h1 + Math.imul(i, h2)) & (FILTER_BITS - 1);
+      const word = bit >>> 5;
+      const mask = 1 << (bit & 31);
+      if (set) f[word] = (f[word] as number) | mask;
+      else if (((f[word] as number) & mask) === 0) return false;
+    }
+    return true;
+  }
+
+  /** Gives up the oldest filter of the finest resolution that has more than one; failing that, of any. */
+  private dropOldest(): void {
+    const res = DROP_ORDER.find((r) => this.filters[r].size > 1) ?? DROP_ORDER.find((r) => this.filters[r].size > 0);
+    if (res === undefined) return;
+    const starts = this.filters[res];
+    const oldest = Math.min(...starts.keys());
+    starts.delete(oldest);
+    this.count--;
+    this.stats.dropped++;
+    this.dropped[res] = Math.max(this.dropped[res], oldest);
+  }
+}
