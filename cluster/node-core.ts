@@ -574,6 +574,8 @@ export class NodeCore {
   private placementPrior: unknown;
   private readonly placements = new Map<string, Placement>();
   private lastPlaced: { videoId: string; placement: Placement } | undefined;
+  /** With one ring, placements by token index (HashRing.indexOf). */
+  private readonly placementsAt = new Map<number, Placement>();
   /** Since when every live peer has gossiped the topology checksum `agreedOn` (see topologyStable). */
   private agreedSinceMs: number | undefined;
   private agreedOn = '';
@@ -596,7 +598,7 @@ export class NodeCore {
     this.hash64 = init.hash64;
     this.hints = new HintTable(init.replication.maxHintsPerNode, init.replication.hintWindowMs);
     const before = init.writtenBefore ?? { m: Number.POSITIVE_INFINITY, h: Number.POSITIVE_INFINITY, d: Number.POSITIVE_INFINITY };
-    this.writtenFilter = new WrittenFilter(init.hash64, before, Math.floor(init.replication.writtenFilterBytes / WRITTEN_FILTER_BYTES));
+    this.writtenFilter = new WrittenFilter(before, Math.floor(init.replication.writtenFilterBytes / WRITTEN_FILTER_BYTES));
     this.writtenMax = { ...before };
     // Nothing kept by this run yet: its first commit keeps the starts, so a store that had none gets them.
     this.writtenKept = noStarts();
@@ -735,22 +737,35 @@ export class NodeCore {
       this.placementPending = pending;
       this.placementPrior = prior;
       this.placements.clear();
+      this.placementsAt.clear();
       this.lastPlaced = undefined;
     }
     // A request's events come grouped by video more often than not.
     if (videoId === this.lastPlaced?.videoId) return this.lastPlaced.placement;
-    let pl = this.placements.get(videoId);
-    if (pl === undefined) {
-      const natural = ring.preferenceList(videoId, this.cfg.rf);
-      const differs = (l: string[] | undefined): l is string[] => l !== undefined && (l.length !== natural.length || l.some((r) => !natural.includes(r)));
-      const next = pending?.preferenceList(videoId, this.cfg.rf);
-      const before = prior?.preferenceList(videoId, this.cfg.rf);
-      const groups = differs(next) ? [natural, next] : [natural];
-      const all = [...natural];
-      for (const l of [next, before]) if (differs(l)) for (const r of l) if (!all.includes(r)) all.push(r);
-      pl = { natural, groups, prior: differs(before) ? before : undefined, all, gaining: differs(next) ? next.filter((r) => !natural.includes(r)) : [] };
-      if (this.placements.size >= MAX_CACHED_PLACEMENTS) this.placements.clear();
-      this.placements.set(videoId, pl);
+    let pl: Placement | undefined;
+    if (pending === undefined && prior === undefined) {
+      // One ring: keys of one token range share their placement, so it is kept per range, not per key.
+      const at = ring.indexOf(videoId);
+      pl = this.placementsAt.get(at);
+      if (pl === undefined) {
+        const natural = ring.preferenceListAt(at, this.cfg.rf);
+        pl = { natural, groups: [natural], prior: undefined, all: [...natural], gaining: [] };
+        this.placementsAt.set(at, pl);
+      }
+    } else {
+      pl = this.placements.get(videoId);
+      if (pl === undefined) {
+        const natural = ring.preferenceList(videoId, this.cfg.rf);
+        const differs = (l: string[] | undefined): l is string[] => l !== undefined && (l.length !== natural.length || l.some((r) => !natural.includes(r)));
+        const next = pending?.preferenceList(videoId, this.cfg.rf);
+        const before = prior?.preferenceList(videoId, this.cfg.rf);
+        const groups = differs(next) ? [natural, next] : [natural];
+        const all = [...natural];
+        for (const l of [next, before]) if (differs(l)) for (const r of l) if (!all.includes(r)) all.push(r);
+        pl = { natural, groups, prior: differs(before) ? before : undefined, all, gaining: differs(next) ? next.filter((r) => !natural.includes(r)) : [] };
+        if (this.placements.size >= MAX_CACHED_PLACEMENTS) this.placements.clear();
+        this.placements.set(videoId, pl);
+      }
     }
     this.lastPlaced = { videoId, placement: pl };
     return pl;

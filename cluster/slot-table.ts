@@ -35,6 +35,8 @@ export interface SlotKey {
   actor: string;
   /** `slotId(ref, actor)`, once it has been made (see idOf). */
   id?: string;
+  /** The table's entry for this key once found, so a write's later steps need no look-up (SlotTable only). */
+  held?: unknown;
 }
 
 /** One actor's slot of one bucket. */
@@ -67,6 +69,8 @@ interface Entry {
   /** Neighbours in recency order: `older` towards the least recently touched. */
   older: Entry | undefined;
   newer: Entry | undefined;
+  /** False once evicted: a key still holding it looks it up again. */
+  live: boolean;
 }
 
 function same(e: Entry, ref: BucketRef, actor: string): boolean {
@@ -100,25 +104,26 @@ export class SlotTable {
 
   /** The slot held for `key` (undefined: none held, or held as absent from the store). */
   get(key: SlotKey): Slot | undefined {
-    return this.find(key.ref, key.actor)?.slot;
+    return this.findKey(key)?.slot;
   }
 
   has(key: SlotKey): boolean {
-    return this.find(key.ref, key.actor) !== undefined;
+    return this.findKey(key) !== undefined;
   }
 
   /** Of `keys`, those not in the table (to load from the store before they can change). */
   missing(keys: readonly SlotKey[]): SlotKey[] {
     const out: SlotKey[] = [];
-    for (const k of keys) if (this.find(k.ref, k.actor) === undefined) out.push(k);
+    for (const k of keys) if (this.findKey(k) === undefined) out.push(k);
     return out;
   }
 
   /** A slot as the store holds it (undefined: none). Joined with what is here already. */
   loaded(key: SlotKey, stored: Slot | undefined): void {
-    const e = this.find(key.ref, key.actor);
+    const e = this.findKey(key);
     if (e === undefined) {
-      const fresh: Entry = { ref: key.ref, actor: key.actor, slot: stored === undefined ? undefined : { ...stored }, dirty: false, pinnedBy: 0, older: undefined, newer: undefined };
+      const fresh: Entry = { ref: key.ref, actor: key.actor, slot: stored === undefined ? undefined : { ...stored }, dirty: false, pinnedBy: 0, older: undefined, newer: undefined, live: true };
+      key.held = fresh;
       let list = this.listOf(key.ref.videoId);
       if (list === undefined) {
         list = [];
@@ -146,7 +151,7 @@ export class SlotTable {
     for (let i = 0; i < deltas.length; i++) {
       const { key, delta } = deltas[i] as { key: SlotKey; delta: Slot };
       assert(key.actor === actor, 'an add goes to the own slot');
-      const e = this.find(key.ref, actor);
+      const e = this.findKey(key);
       assert(e !== undefined, 'own slot must be loaded before an add');
       const s = addDelta(e.slot, delta);
       if (s === undefined) return key.ref;
@@ -163,7 +168,7 @@ export class SlotTable {
 
   /** Joins another version of a slot, which must be in the table. Returns whether it changed. */
   join(entry: SlotEntry): boolean {
-    const e = this.find(entry.ref, entry.actor);
+    const e = this.findKey(entry);
     assert(e !== undefined, 'a slot must be loaded before a join');
     const joined = joinSlot(e.slot, entry.slot);
     if (joined === e.slot) return false;
@@ -174,7 +179,7 @@ export class SlotTable {
 
   /** Marks a loaded slot dirty without changing it, so the next commit writes (and ships) it again. */
   rewrite(key: SlotKey): void {
-    const e = this.find(key.ref, key.actor);
+    const e = this.findKey(key);
     assert(e !== undefined, 'a slot must be loaded before a rewrite');
     if (e.slot !== undefined) this.touch(e);
   }
@@ -188,7 +193,7 @@ export class SlotTable {
       assert(e.slot !== undefined, 'a dirty slot has a value');
       e.dirty = false;
       e.pinnedBy = commitId;
-      out[i] = { ref: e.ref, actor: e.actor, slot: e.slot };
+      out[i] = { ref: e.ref, actor: e.actor, slot: e.slot, held: e };
     }
     this.dirty = [];
     return out;
@@ -197,7 +202,7 @@ export class SlotTable {
   /** The commit is durable (`ok`), or failed: its slots become dirty again, to be written next time. */
   committed(commitId: number, slots: readonly SlotEntry[], ok: boolean): void {
     for (const s of slots) {
-      const e = this.find(s.ref, s.actor);
+      const e = this.findKey(s);
       if (e === undefined || e.pinnedBy !== commitId) continue;
       e.pinnedBy = 0;
       if (!ok && !e.dirty) {
@@ -232,6 +237,15 @@ export class SlotTable {
     return list;
   }
 
+  /** The key's entry: the one it holds if still live, else looked up (and then held). */
+  private findKey(key: SlotKey): Entry | undefined {
+    const held = key.held as Entry | undefined;
+    if (held !== undefined && held.live) return held;
+    const e = this.find(key.ref, key.actor);
+    key.held = e;
+    return e;
+  }
+
   /** Newest first: a video's recent buckets are the ones looked for most. */
   private find(ref: BucketRef, actor: string): Entry | undefined {
     const list = this.listOf(ref.videoId);
@@ -248,6 +262,7 @@ export class SlotTable {
     const i = list.indexOf(e);
     assert(i >= 0, 'an entry is in its video\'s list');
     list.splice(i, 1);
+    e.live = false;
     this.count--;
     if (list.length === 0) {
       this.byVideo.delete(e.ref.videoId);

@@ -15,9 +15,9 @@
  *   (minutes first, then hours, then days), and every bucket of that resolution at or before it is
  *   "maybe" from then on.
  *
- * Pure: the hash function is given.
+ * Pure. Its hashes are made here, in JavaScript: a call into the xxhash module per slot cost more
+ * than the probes.
  */
-import type { Hash64 } from '../protocol/hash-ring.js';
 import type { BucketRef } from './slot-table.js';
 import type { Resolution } from './time-buckets.js';
 
@@ -32,6 +32,31 @@ export function noStarts(): StartsByResolution {
   return { m: Number.NEGATIVE_INFINITY, h: Number.NEGATIVE_INFINITY, d: Number.NEGATIVE_INFINITY };
 }
 
+let hash1 = 0;
+let hash2 = 0;
+
+/** Two 32-bit hashes of the slot's (video, event type, actor), in one pass, into hash1 and hash2. */
+function hashKey(videoId: string, eventType: string, actor: string): void {
+  let h1 = 0x811c9dc5;
+  let h2 = 0x9747b28c;
+  for (const s of [videoId, eventType, actor]) {
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      h1 = Math.imul(h1 ^ c, 0x01000193);
+      h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+      h2 ^= h2 >>> 15;
+    }
+    h1 = Math.imul(h1 ^ 0xff, 0x01000193);
+    h2 = Math.imul(h2 ^ 0xff, 0x5bd1e995);
+  }
+  // Final avalanche, so that keys differing in their last characters spread over the bits.
+  h1 ^= h1 >>> 16;
+  h1 = Math.imul(h1, 0x85ebca6b);
+  h1 ^= h1 >>> 13;
+  hash1 = h1;
+  hash2 = Math.imul(h2 ^ (h2 >>> 16), 0xc2b2ae35) | 1;
+}
+
 /** The order filters are given up in when the budget is spent: the finest, oldest first. */
 const DROP_ORDER: readonly Resolution[] = ['m', 'h', 'd'];
 
@@ -43,7 +68,6 @@ export class WrittenFilter {
   readonly stats = { skipped: 0, maybe: 0, dropped: 0 };
 
   constructor(
-    private readonly hash64: Hash64,
     private readonly writtenBefore: StartsByResolution,
     private readonly maxFilters: number,
   ) {}
@@ -89,11 +113,11 @@ export class WrittenFilter {
     return true;
   }
 
-  /** Double hashing over one 64-bit hash: probe i is h1 + i·h2. */
+  /** Double hashing: probe i is h1 + i·h2, two 32-bit hashes made in one pass over the key. */
   private probe(f: Uint32Array, ref: BucketRef, actor: string, set: boolean): boolean {
-    const h = this.hash64(`${ref.videoId}\u0000${ref.eventType}\u0000${actor}`);
-    const h1 = Number(h & 0xffffffffn);
-    const h2 = Number(h >> 32n) | 1;
+    hashKey(ref.videoId, ref.eventType, actor);
+    const h1 = hash1;
+    const h2 = hash2;
     for (let i = 0; i < PROBES; i++) {
       const bit = (h1 + Math.imul(i, h2)) & (FILTER_BITS - 1);
       const word = bit >>> 5;

@@ -128,6 +128,21 @@ export class HashRing {
   }
 
   /**
+   * The token index whose range holds `key` (-1 on an empty ring): keys of one index share their
+   * preference list, so a caller can keep one list per index (a few hundred per node) rather than
+   * one per key.
+   */
+  indexOf(key: string): number {
+    return this.tokens.length === 0 ? -1 : this.indexAtOrAfter(this.hash64(key));
+  }
+
+  /** The preference list of the keys at token index `index` (see indexOf). */
+  preferenceListAt(index: number, n: number): string[] {
+    if (index < 0) return [];
+    return this.walk(index, n).map((o) => this.memberIds[o] as string);
+  }
+
+  /**
    * The fraction of the key space each member holds: as primary (replicas = 1, fractions sum to
    * 1) or as any of the first `replicas` of the preference list (fractions sum to min(replicas, n)).
    */

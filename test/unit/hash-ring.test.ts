@@ -34,6 +34,17 @@ describe('HashRing', () => {
     expect(new HashRing([member('solo', 'z', 1)], h64).ownership().get('solo')).toBe(1);
   });
 
+  test('the list at a key\'s token index is the key\'s preference list', () => {
+    expect(new HashRing([], h64).indexOf('k')).toBe(-1);
+    fc.assert(
+      fc.property(ids(1, 12), fc.integer({ min: 1, max: 4 }), (nodeIds, n) => {
+        const ring = new HashRing(nodeIds.map((id, i) => member(id, ZONES[i % ZONES.length])), h64);
+        return KEYS.slice(0, 200).every((k) => JSON.stringify(ring.preferenceListAt(ring.indexOf(k), n)) === JSON.stringify(ring.preferenceList(k, n)));
+      }),
+      { numRuns: 50 },
+    );
+  });
+
   test('every node computes the same ring from the same membership, in any order', () => {
     fc.assert(
       fc.property(
