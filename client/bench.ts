@@ -1,17 +1,30 @@
 /**
- * `tally bench`: a load generator that prints numbers. Writes go through the client library as a
- * user's would (concurrent calls, each `--batch` events, batched further by the client), over
- * `--videos` videos with uniform or Zipf popularity; reads are `getViewsCount` over a day. It runs
- * against a cluster (`--node`) or a local one it starts and stops (`--local N`). It reports
- * throughput and latency percentiles, and checks a sample of the counts it wrote; it asserts
- * nothing else.
+ * `tally bench`: the load generator users run against a cluster (`--node`) or a local one it
+ * starts and stops (`--local N`). Writes go through the client library as a user's would, over
+ * `videos` videos with uniform or Zipf popularity, either closed loop (`concurrency` calls
+ * outstanding) or open loop at a target rate (`rate` events/s; latency is measured from when
+ * each call was due, so a slow cluster cannot hide its queueing). Reads are `getCount` over 1
+ * hour, 1 day or 30 days, as a share of the calls and by dedicated one-at-a-time readers.
+ *
+ * The first `warmupS` seconds load the cluster without being measured (a cold process compiles
+ * its hot paths first). It prints a progress line a second (* during the warm-up), then a table (and JSON with `json`): acknowledged events/s,
+ * write and read latency percentiles per range, errors by code, and each node's CPU and peak
+ * memory. It writes under a prefix of its own (printed) and at the end checks a sample of counts,
+ * reading each through another node in turn: every count must lie between what was acknowledged
+ * and what was attempted. It asserts nothing else.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Consistency } from '../protocol/index.js';
+import { Consistency, TallyError } from '../protocol/index.js';
+import type { NodeStatus } from '../protocol/status.js';
 import { AGREE_TIMEOUT_MS, startLocalCluster, type LocalCluster } from './local-cluster.js';
 import { TallyClient, type EventInput } from './tally-client.js';
+
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+export const READ_RANGES = { '1h': HOUR_MS, '1d': DAY_MS, '30d': 30 * DAY_MS } as const;
+export type ReadRange = keyof typeof READ_RANGES;
 
 export interface BenchOptions {
   nodes: string[];
@@ -20,52 +33,85 @@ export interface BenchOptions {
   localRf?: number;
   localFsync?: boolean;
   localBasePort?: number;
-  events: number;
+  /** Seconds of load measured, after `warmupS` seconds of load that is not. */
+  durationS: number;
+  warmupS: number;
+  /** Stop once this many events were sent, if sooner. */
+  events?: number;
+  /** Target write rate in events/s (open loop); undefined: closed loop, `concurrency` calls outstanding. */
+  rate?: number;
   videos: number;
   /** Zipf exponent of video popularity; 0 is uniform. */
   zipf: number;
-  /** Events per write call. */
+  eventTypes: string[];
+  /** Events per write call; 1 uses `countEvent`, as a caller counting one view at a time would. */
   batch: number;
-  /** Write calls kept outstanding at once. */
+  /** Calls outstanding at once (closed loop), or at most (open loop). */
   concurrency: number;
+  /** Of the closed loop's calls, the share that are reads. */
+  readShare: number;
+  /** Readers alongside the writes, each making one read at a time. */
+  readers: number;
+  readRanges: ReadRange[];
   consistency: Consistency;
-  reads: number;
-  readConcurrency: number;
+  /** Event times spread over this many days before now (0: all now). */
+  historyDays: number;
+  /** Video ids start with this; default `bench-{time}`. */
+  prefix?: string;
+  /** Videos whose counts are checked at the end. */
+  checkVideos: number;
+  /** Called once a second with a progress line. */
+  progress?: (line: string) => void;
+}
+
+export interface Latency {
+  count: number;
+  perSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+  maxMs: number;
+}
+
+export interface NodeUsage {
+  address: string;
+  cpuSeconds: number;
+  /** Highest resident memory seen during the run (polled each second), and the process's own peak. */
+  peakRssMB: number;
+  processPeakRssMB: number;
 }
 
 export interface BenchResult {
   setup: string;
-  writes: { events: number; calls: number; seconds: number; eventsPerSecond: number; p50Ms: number; p99Ms: number; maxMs: number; cpuSecondsClient: number };
-  reads: { reads: number; seconds: number; perSecond: number; p50Ms: number; p99Ms: number; maxMs: number };
-  check: { videos: number; expected: number; counted: number };
+  prefix: string;
+  seconds: number;
+  writes: Latency & { eventsSent: number; eventsAcked: number; eventsPerSecond: number; eventsUnknown: number };
+  reads: Partial<Record<ReadRange, Latency>>;
+  errors: Record<string, number>;
+  /** Calls an open loop could not start on time because `concurrency` were outstanding. */
+  behind: number;
+  nodes: NodeUsage[];
+  clientCpuSeconds: number;
+  check: { videos: number; acked: number; attempted: number; counted: number; outside: number; readThrough: string };
 }
 
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number;
-}
-
-async function drive(total: number, concurrency: number, op: (i: number) => Promise<unknown>) {
-  const lat = new Float64Array(total);
-  let next = 0;
-  const t0 = performance.now();
-  const worker = async (): Promise<void> => {
-    while (next < total) {
-      const i = next++;
-      const s = performance.now();
-      await op(i);
-      lat[i] = performance.now() - s;
+/** Latencies in ms, kept whole (a run makes at most a few million calls). */
+class Samples {
+  private data = new Float64Array(1024);
+  n = 0;
+  add(ms: number): void {
+    if (this.n === this.data.length) {
+      const bigger = new Float64Array(this.data.length * 2);
+      bigger.set(this.data);
+      this.data = bigger;
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, total) }, worker));
-  const seconds = (performance.now() - t0) / 1000;
-  lat.sort();
-  return {
-    seconds,
-    p50Ms: +percentile(lat, 0.5).toFixed(2),
-    p99Ms: +percentile(lat, 0.99).toFixed(2),
-    maxMs: +(lat[lat.length - 1] ?? 0).toFixed(2),
-  };
+    this.data[this.n++] = ms;
+  }
+  summary(seconds: number, from = 0): Latency {
+    const sorted = this.data.slice(from, this.n).sort();
+    const at = (p: number): number => (sorted.length === 0 ? 0 : +(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number).toFixed(2));
+    return { count: sorted.length, perSecond: Math.round(sorted.length / Math.max(seconds, 1e-9)), p50Ms: at(0.5), p99Ms: at(0.99), p999Ms: at(0.999), maxMs: at(1) };
+  }
 }
 
 /** Draws video indexes in [0, n): uniform, or Zipf with exponent `s` (index 0 the most popular). */
@@ -90,7 +136,26 @@ export function popularity(n: number, s: number, random: () => number = Math.ran
   };
 }
 
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A write whose outcome is unknown may have been applied; any other refusal applied nothing. */
+const NOTHING_APPLIED = new Set(['UNAVAILABLE', 'OVERLOADED', 'BAD_REQUEST', 'TOO_LARGE', 'NOT_READY', 'UNAUTHORIZED']);
+
+async function nodeStatus(address: string): Promise<NodeStatus | undefined> {
+  const c = await TallyClient.connect({ nodes: [address], routing: 'direct', timeoutMs: 3_000 }).catch(() => undefined);
+  if (c === undefined) return undefined;
+  try {
+    return (await c.status()) as NodeStatus;
+  } catch {
+    return undefined;
+  } finally {
+    await c.close();
+  }
+}
+
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
+  if (o.eventTypes.length === 0) throw new TallyError('BAD_REQUEST', 'name at least one event type');
+  if (o.readRanges.length === 0 && (o.readers > 0 || o.readShare > 0)) throw new TallyError('BAD_REQUEST', 'name at least one read range (1h, 1d, 30d)');
   let local: LocalCluster | undefined;
   let dir: string | undefined;
   let nodes = o.nodes;
@@ -101,7 +166,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       basePort: o.localBasePort ?? 7701,
       host: '127.0.0.1',
       dataDir: dir,
-      fsync: o.localFsync ?? false,
+      fsync: o.localFsync ?? true,
       rf: o.localRf,
       agreeTimeoutMs: AGREE_TIMEOUT_MS,
       quiet: true,
@@ -109,52 +174,260 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     local = started.cluster;
     nodes = local.addresses;
   }
-  const client = await TallyClient.connect({ nodes, timeoutMs: 30_000 });
-  const run = `bench-${Date.now().toString(36)}`;
-  const video = (i: number): string => `${run}-${i}`;
+  const client = await TallyClient.connect({ nodes, timeoutMs: 30_000, consistency: o.consistency });
+  // Every member, not only the ones named: each is asked for its CPU and memory.
+  const members = ((await client.status()) as NodeStatus | null)?.members.map((m) => m.address) ?? nodes;
+  const prefix = o.prefix ?? `bench-${Date.now().toString(36)}`;
+  const types = o.eventTypes;
+  const video = (i: number): string => `${prefix}-${i}`;
   const pick = popularity(o.videos, o.zipf);
-  const expected = new Map<number, number>();
-  const now = Date.now();
-  const calls = Math.ceil(o.events / o.batch);
-  try {
-    const cpu0 = process.cpuUsage();
-    const w = await drive(calls, o.concurrency, (c) => {
-      const n = Math.min(o.batch, o.events - c * o.batch);
-      const events: EventInput[] = new Array(n);
-      for (let i = 0; i < n; i++) {
-        const v = pick();
-        expected.set(v, (expected.get(v) ?? 0) + 1);
-        events[i] = { videoId: video(v), timestamp: now };
-      }
-      return client.processEvents(events, { consistency: o.consistency });
-    });
-    const cpu = process.cpuUsage(cpu0);
-    const written = [...expected.keys()];
-    const from = now - 86_400_000;
-    const r = await drive(o.reads, o.readConcurrency, (i) => client.getViewsCount(video(written[i % written.length] as number), from, now + 60_000, { consistency: o.consistency }));
-    // The most popular videos and a random sample of the rest.
-    const sample = [...written.sort((a, b) => a - b).slice(0, 100), ...written.slice(100).sort(() => Math.random() - 0.5).slice(0, 400)];
-    let counted = 0;
-    let want = 0;
-    for (const v of sample) {
-      counted += await client.getViewsCount(video(v), from, now + 60_000, { consistency: o.consistency });
-      want += expected.get(v) as number;
+  const acked = new Uint32Array(o.videos * types.length);
+  const unknown = new Uint32Array(o.videos * types.length);
+  const writes = new Samples();
+  const reads = new Map<ReadRange, Samples>(o.readRanges.map((r) => [r, new Samples()]));
+  const errors: Record<string, number> = {};
+  let sent = 0;
+  let ackedEvents = 0;
+  let unknownEvents = 0;
+  let behind = 0;
+  const startedAt = Date.now();
+  // Whole days: a range with whole days at its edges is never clipped by retention.
+  const earliest = Math.floor((startedAt - o.historyDays * DAY_MS) / DAY_MS) * DAY_MS - DAY_MS;
+  const before = new Map<string, NodeStatus | undefined>(await Promise.all(members.map(async (a) => [a, await nodeStatus(a)] as const)));
+  const peakRss = new Map<string, number>();
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const measureFrom = t0 + o.warmupS * 1000;
+  const endAt = measureFrom + o.durationS * 1000;
+  let measuring = o.warmupS === 0;
+  let ackedBeforeMeasuring = 0;
+  const over = (): boolean => performance.now() >= endAt || (o.events !== undefined && sent >= o.events);
+
+  const fail = (err: unknown): string => {
+    const code = err instanceof TallyError ? err.code : 'CLIENT';
+    errors[code] = (errors[code] ?? 0) + 1;
+    return code;
+  };
+
+  const writeOnce = async (dueMs: number): Promise<void> => {
+    const n = o.events === undefined ? o.batch : Math.min(o.batch, o.events - sent);
+    if (n <= 0) return;
+    sent += n;
+    const slots: number[] = new Array(n);
+    const events: EventInput[] = new Array(n);
+    const now = Date.now();
+    for (let i = 0; i < n; i++) {
+      const v = pick();
+      const t = types.length === 1 ? 0 : Math.floor(Math.random() * types.length);
+      slots[i] = v * types.length + t;
+      events[i] = { videoId: video(v), eventType: types[t] as string, timestamp: o.historyDays === 0 ? now : now - Math.floor(Math.random() * o.historyDays * DAY_MS) };
     }
+    try {
+      if (n === 1) await client.countEvent(events[0]?.videoId as string, events[0]?.eventType as string, { timestamp: events[0]?.timestamp as number });
+      else await client.processEvents(events);
+      for (const s of slots) acked[s] = (acked[s] as number) + 1;
+      ackedEvents += n;
+      if (measuring) writes.add(performance.now() - dueMs);
+    } catch (err) {
+      if (!NOTHING_APPLIED.has(fail(err))) {
+        for (const s of slots) unknown[s] = (unknown[s] as number) + 1;
+        unknownEvents += n;
+      }
+    }
+  };
+
+  const readOnce = async (): Promise<void> => {
+    const range = o.readRanges[Math.floor(Math.random() * o.readRanges.length)] as ReadRange;
+    const to = Date.now() + 60_000;
+    const s = performance.now();
+    try {
+      await client.getCount(video(pick()), types[Math.floor(Math.random() * types.length)] as string, to - READ_RANGES[range], to, { clip: true });
+      if (measuring) reads.get(range)?.add(performance.now() - s);
+    } catch (err) {
+      fail(err);
+    }
+  };
+
+  // A progress line a second; node memory is polled at the same pace for the peak.
+  let lastWrites = 0;
+  let lastEvents = 0;
+  let lastReads = 0;
+  const readCount = (): number => [...reads.values()].reduce((a, r) => a + r.n, 0);
+  const ticker = setInterval(() => {
+    if (!measuring && performance.now() >= measureFrom) {
+      measuring = true;
+      ackedBeforeMeasuring = ackedEvents;
+      // Node CPU is counted from here too.
+      for (const a of members) void nodeStatus(a).then((st) => before.set(a, st));
+      for (const [k] of Object.entries(errors)) delete errors[k];
+    }
+    const w = writes.summary(1, lastWrites);
+    const r = readCount();
+    const errs = Object.values(errors).reduce((a, b) => a + b, 0);
+    o.progress?.(
+      `${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s${measuring ? ' ' : '*'} ${(ackedEvents - lastEvents).toLocaleString('en-US').padStart(9)} events/s  write p99 ${w.p99Ms} ms` +
+        `  ${(r - lastReads).toLocaleString('en-US')} reads/s  errors ${errs}`,
+    );
+    lastWrites = writes.n;
+    lastEvents = ackedEvents;
+    lastReads = r;
+    for (const a of members) {
+      void nodeStatus(a).then((st) => {
+        if (st?.process !== undefined) peakRss.set(a, Math.max(peakRss.get(a) ?? 0, st.process.rssBytes));
+      });
+    }
+  }, 1000);
+
+  try {
+    const work: Promise<void>[] = [];
+    for (let i = 0; i < o.readers; i++) {
+      work.push(
+        (async () => {
+          while (!over()) await readOnce();
+        })(),
+      );
+    }
+    if (o.rate === undefined) {
+      for (let i = 0; i < o.concurrency; i++) {
+        work.push(
+          (async () => {
+            while (!over()) {
+              if (o.readShare > 0 && Math.random() < o.readShare) await readOnce();
+              else await writeOnce(performance.now());
+            }
+          })(),
+        );
+      }
+    } else {
+      // Open loop: call k is due at t0 + k·interval, started then if fewer than `concurrency` are out.
+      const interval = (1000 * o.batch) / o.rate;
+      let outstanding = 0;
+      let k = 0;
+      const inFlight = new Set<Promise<void>>();
+      while (!over()) {
+        const now = performance.now();
+        for (; t0 + k * interval <= now && !over(); k++) {
+          if (outstanding >= o.concurrency) {
+            behind++;
+            continue;
+          }
+          outstanding++;
+          const p = writeOnce(t0 + k * interval).finally(() => {
+            outstanding--;
+            inFlight.delete(p);
+          });
+          inFlight.add(p);
+        }
+        await sleep(Math.max(0, Math.min(5, t0 + k * interval - performance.now())));
+      }
+      work.push(...inFlight);
+    }
+    await Promise.all(work);
+  } finally {
+    clearInterval(ticker);
+  }
+  const seconds = (performance.now() - Math.max(t0, measureFrom)) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const measuredEvents = ackedEvents - ackedBeforeMeasuring;
+
+  try {
+    const after = await Promise.all(members.map(async (a) => [a, await nodeStatus(a)] as const));
+    const nodeUsage: NodeUsage[] = after.map(([a, st]) => {
+      const b = before.get(a)?.process;
+      const p = st?.process;
+      const cpuMs = p === undefined ? 0 : p.cpuUserMs + p.cpuSystemMs - (b === undefined ? 0 : b.cpuUserMs + b.cpuSystemMs);
+      const peak = Math.max(peakRss.get(a) ?? 0, p?.rssBytes ?? 0);
+      return { address: a, cpuSeconds: +(cpuMs / 1000).toFixed(1), peakRssMB: Math.round(peak / 1048576), processPeakRssMB: Math.round((p?.peakRssBytes ?? 0) / 1048576) };
+    });
+    const check = await checkCounts(o, members, video, types, acked, unknown, earliest);
+    const w = writes.summary(seconds);
+    const setup =
+      `${o.local !== undefined ? `local ${o.local} nodes, rf ${o.localRf ?? Math.min(3, o.local)}${o.localFsync === false ? '' : ', fsync'}` : nodes.join(',')}; ` +
+      `${o.consistency}; ${o.videos} videos, ${o.zipf === 0 ? 'uniform' : `zipf ${o.zipf}`}; ${types.length} event type${types.length === 1 ? '' : 's'}; batches of ${o.batch}; ` +
+      (o.rate === undefined ? `${o.concurrency} calls outstanding` : `${o.rate} events/s offered, at most ${o.concurrency} calls outstanding`) +
+      (o.readers > 0 ? `; ${o.readers} readers` : '') +
+      (o.readShare > 0 ? `; ${Math.round(o.readShare * 100)}% of calls read` : '');
     return {
-      setup: `${o.local !== undefined ? `local ${o.local} nodes, rf ${o.localRf ?? Math.min(3, o.local)}${o.localFsync === true ? ', fsync' : ''}` : nodes.join(',')}; ${o.consistency}; ${o.videos} videos, ${o.zipf === 0 ? 'uniform' : `zipf ${o.zipf}`}; batches of ${o.batch}; ${o.concurrency} calls outstanding`,
-      writes: {
-        events: o.events,
-        calls,
-        ...w,
-        eventsPerSecond: Math.round(o.events / w.seconds),
-        cpuSecondsClient: +((cpu.user + cpu.system) / 1e6).toFixed(2),
-      },
-      reads: { reads: o.reads, ...r, perSecond: Math.round(o.reads / r.seconds) },
-      check: { videos: sample.length, expected: want, counted },
+      setup,
+      prefix,
+      seconds: +seconds.toFixed(2),
+      writes: { ...w, eventsSent: sent, eventsAcked: measuredEvents, eventsUnknown: unknownEvents, eventsPerSecond: Math.round(measuredEvents / seconds) },
+      reads: Object.fromEntries([...reads].filter(([, s]) => s.n > 0).map(([r, s]) => [r, s.summary(seconds)])),
+      errors,
+      behind,
+      nodes: nodeUsage,
+      clientCpuSeconds: +((cpu.user + cpu.system) / 1e6).toFixed(1),
+      check,
     };
   } finally {
     await client.close();
     if (local !== undefined) await local.stop();
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Reads a sample of the series written (the most popular and a random draw of the rest), each
+ * through another member in turn, and counts those outside [acknowledged, attempted].
+ */
+async function checkCounts(
+  o: BenchOptions,
+  members: string[],
+  video: (i: number) => string,
+  types: string[],
+  acked: Uint32Array,
+  unknown: Uint32Array,
+  from: number,
+): Promise<BenchResult['check']> {
+  const written: number[] = [];
+  for (let s = 0; s < acked.length; s++) if ((acked[s] as number) + (unknown[s] as number) > 0) written.push(s);
+  const top = written.slice(0, Math.ceil(o.checkVideos / 5));
+  const rest = written.slice(top.length);
+  for (let i = rest.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [rest[i], rest[j]] = [rest[j] as number, rest[i] as number];
+  }
+  const sample = [...top, ...rest.slice(0, o.checkVideos - top.length)];
+  const clients = await Promise.all(members.map((a) => TallyClient.connect({ nodes: [a], routing: 'direct', consistency: o.consistency, timeoutMs: 30_000 })));
+  let a = 0;
+  let attempted = 0;
+  let counted = 0;
+  let outside = 0;
+  try {
+    const to = Date.now() + 120_000;
+    for (let i = 0; i < sample.length; i++) {
+      const s = sample[i] as number;
+      const c = clients[i % clients.length] as TallyClient;
+      const n = await c.getCount(video(Math.floor(s / types.length)), types[s % types.length] as string, from, to, { clip: true });
+      const lo = acked[s] as number;
+      const hi = lo + (unknown[s] as number);
+      a += lo;
+      attempted += hi;
+      counted += n;
+      if (n < lo || n > hi) outside++;
+    }
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+  }
+  return { videos: sample.length, acked: a, attempted, counted, outside, readThrough: members.length > 1 ? `each of ${members.length} nodes in turn` : members[0] ?? '' };
+}
+
+/** The result as the table `tally bench` prints. */
+export function formatBench(r: BenchResult): string {
+  const lat = (l: Latency): string => `p50 ${l.p50Ms} ms, p99 ${l.p99Ms} ms, p99.9 ${l.p999Ms} ms, max ${l.maxMs} ms`;
+  const lines = [
+    `setup:   ${r.setup}`,
+    `prefix:  ${r.prefix} (video ids; bench series are not deleted unless the cluster was --local)`,
+    `writes:  ${r.writes.eventsAcked.toLocaleString('en-US')} events acknowledged in ${r.seconds} s (after the warm-up) = ${r.writes.eventsPerSecond.toLocaleString('en-US')} events/s` +
+      (r.writes.eventsUnknown > 0 ? ` (${r.writes.eventsUnknown} outcome unknown)` : '') +
+      `; call latency ${lat(r.writes)}` +
+      (r.behind > 0 ? `; ${r.behind} calls not started on time (concurrency cap)` : ''),
+  ];
+  for (const [range, l] of Object.entries(r.reads)) lines.push(`reads ${range.padEnd(3)}: ${l.count} in ${r.seconds} s = ${l.perSecond}/s; ${lat(l)}`);
+  lines.push(`errors:  ${Object.keys(r.errors).length === 0 ? 'none' : Object.entries(r.errors).map(([c, n]) => `${c} ${n}`).join(', ')}`);
+  for (const n of r.nodes) lines.push(`node ${n.address}: cpu ${n.cpuSeconds} s (${Math.round((100 * n.cpuSeconds) / r.seconds)}% of a core), memory peak ${n.peakRssMB} MB (process peak ${n.processPeakRssMB} MB)`);
+  lines.push(`client:  cpu ${r.clientCpuSeconds} s`);
+  const c = r.check;
+  lines.push(`check:   ${c.videos} series read through ${c.readThrough}: counted ${c.counted}, acknowledged ${c.acked}, attempted ${c.attempted}; ${c.outside === 0 ? 'every count within bounds' : `${c.outside} OUTSIDE [acknowledged, attempted]`}`);
+  return lines.join('\n');
 }

@@ -18,6 +18,20 @@ function generationText(g: number): string {
   return Number.isNaN(d.getTime()) ? String(g) : d.toISOString().replace('.000Z', 'Z');
 }
 
+function mb(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(0)} MB`;
+}
+
+function processLine(s: NodeStatus): string {
+  const p = s.process as NonNullable<NodeStatus['process']>;
+  const slots = (s.core as { slots?: { cached: number; dirty: number } } | undefined)?.slots;
+  return (
+    `process of ${s.nodeId}: memory ${mb(p.rssBytes)} resident (peak ${mb(p.peakRssBytes)}), heap ${mb(p.heapUsedBytes)} of ${mb(p.heapTotalBytes)}, buffers ${mb(p.externalBytes)}; ` +
+    `cpu ${((p.cpuUserMs + p.cpuSystemMs) / 1000).toFixed(1)} s in ${p.uptimeS} s` +
+    (slots === undefined ? '' : `; ${slots.cached} slots in memory, ${slots.dirty} awaiting commit`)
+  );
+}
+
 export function formatStatus(s: NodeStatus): string {
   const header = ['ID', 'ADDRESS', 'ZONE', 'STATUS', 'LIFECYCLE', 'GENERATION', 'PHI', 'HEARTBEAT', 'OWNS', 'HINTS', 'DROPPED'];
   const rows = s.members.map((m) => [
@@ -40,6 +54,7 @@ export function formatStatus(s: NodeStatus): string {
     line(header),
     ...rows.map(line),
     s.health,
+    ...(s.process === undefined ? [] : [processLine(s)]),
     ...(s.repair === undefined
       ? []
       : [

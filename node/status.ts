@@ -2,7 +2,7 @@
  * The status report's member rows and health line, from the core's view of the membership.
  */
 import type { NodeCore } from '../cluster/node-core.js';
-import type { MemberStatus } from '../protocol/status.js';
+import type { MemberStatus, ProcessStatus } from '../protocol/status.js';
 
 /** Every member as this node sees it, with its share of the ring and the hints kept for it. */
 export function memberStatuses(core: NodeCore, nowMs: number): MemberStatus[] {
@@ -46,4 +46,20 @@ export function healthLine(members: readonly MemberStatus[]): string {
   parts.push(checksums.size <= 1 ? 'ring agreed' : `ring checksums differ (${checksums.size} versions)`);
   const healthy = down.length === 0 && rebuilding.length === 0 && checksums.size <= 1;
   return `${healthy ? 'healthy' : 'degraded'}: ${parts.join('; ')}`;
+}
+
+/** This process's ProcessStatus. */
+export function processStatus(): ProcessStatus {
+  const m = process.memoryUsage();
+  const r = process.resourceUsage();
+  return {
+    rssBytes: m.rss,
+    peakRssBytes: Math.max(m.rss, r.maxRSS * 1024),
+    heapUsedBytes: m.heapUsed,
+    heapTotalBytes: m.heapTotal,
+    externalBytes: m.external,
+    cpuUserMs: Math.round(r.userCPUTime / 1000),
+    cpuSystemMs: Math.round(r.systemCPUTime / 1000),
+    uptimeS: Math.round(process.uptime()),
+  };
 }

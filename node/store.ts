@@ -53,6 +53,14 @@ function commitKey(seq: number): string {
   return `${COMMIT_KEY_PREFIX}${seq.toString(16).padStart(12, '0')}`;
 }
 
+/** Slots encoded (and batch entries added) between turns of the event loop during a commit. */
+export const COMMIT_SLICE = 1_024;
+
+/** Lets the event loop run other work (I/O callbacks, reads) before going on. */
+export function yieldToLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Largest metadata value. Meta is for small things (epoch, generation), not bulk data. */
 export const MAX_META_VALUE_BYTES = 64 * 1024;
 
@@ -129,9 +137,12 @@ export class Store {
   async commit(batch: PersistBatch): Promise<void> {
     const n = batch.slots.length + batch.hintsPut.length + batch.hintsDelete.length + batch.batchesPut.length + batch.batchesDelete.length + batch.journalPut.length + batch.journalDelete.length;
     assert(n <= MAX_COMMIT_ENTRIES, `a commit of ${n} entries is over the limit`);
-    // Encode everything first, so a bad entry fails before the store sees any of the batch.
+    // Encode everything first, so a bad entry fails before the store sees any of the batch. In
+    // slices, letting the event loop run between them: reads must not wait behind a large commit.
     const ops: KvOp[] = [];
-    for (const s of batch.slots) {
+    for (let i = 0; i < batch.slots.length; i++) {
+      if (i > 0 && i % COMMIT_SLICE === 0) await yieldToLoop();
+      const s = batch.slots[i] as SlotEntry;
       const key = this.keys.slotKey(s);
       ops.push({ type: 'put', key, value: encodeSlot(key, s.slot) });
     }

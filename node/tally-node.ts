@@ -21,7 +21,7 @@ import { LevelKv } from './kv.js';
 import { PeerTransport, defaultPeerTransportOptions } from './peer-transport.js';
 import { TallyServer } from './server.js';
 import { Store } from './store.js';
-import { memberStatuses, healthLine } from './status.js';
+import { memberStatuses, healthLine, processStatus } from './status.js';
 
 const REBUILD_HINT =
   'if the data is gone for good, start with --rebuild: the database is moved aside and the node comes back as a new actor that its replicas refill';
@@ -203,6 +203,7 @@ export class TallyNode {
         ...(stats?.ringChange === undefined ? {} : { ringChange: stats.ringChange }),
         damagedSlots: store.damagedSlots,
         peers: { ...transport.stats, ...server.stats, ...driver?.stats },
+        process: processStatus(),
       };
     };
     const server = new TallyServer(

@@ -59,4 +59,19 @@ export interface NodeStatus {
    */
   ringChange?: { leaving: string[]; streams: Record<string, { slots: number; bytes: number; done: boolean }>; doneFrom: string[] };
   peers: Record<string, number>;
+  /** The node's process: memory now and at its peak, CPU used since it started; absent from older nodes. */
+  process?: ProcessStatus;
+}
+
+export interface ProcessStatus {
+  rssBytes: number;
+  /** The most resident memory the process has had since it started. */
+  peakRssBytes: number;
+  heapUsedBytes: number;
+  heapTotalBytes: number;
+  /** Memory outside the JavaScript heap held by buffers (frames, LevelDB values). */
+  externalBytes: number;
+  cpuUserMs: number;
+  cpuSystemMs: number;
+  uptimeS: number;
 }

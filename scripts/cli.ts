@@ -4,6 +4,7 @@
  * `error CODE: message` on stderr and exit non-zero; results go to stdout, bare, so scripts can
  * use them. The flags here are a contract (scripts and checks depend on them): add, never rename.
  */
+import { writeFile } from 'node:fs/promises';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { Consistency, ErrorCode, MAX_EVENT_COUNT, TallyError } from '../protocol/index.js';
@@ -301,53 +302,76 @@ async function main(argv: string[]): Promise<void> {
     )
     .command(
       'bench',
-      'load a cluster (or a local one it starts) through the client and print throughput and latency',
+      'load a cluster (or a local one it starts) through the client and print throughput, latency, errors and node usage',
       (y) =>
         y
           .option('node', nodeOption)
-          .option('local', { type: 'number', describe: 'start a local cluster of this many nodes for the run (and stop it after)' })
+          .option('local', { type: 'number', describe: 'start a local cluster of this many nodes for the run (and stop and delete it after)' })
           .option('rf', { type: 'number', describe: 'with --local: replication factor [the smaller of 3 and --local]' })
-          .option('fsync', { type: 'boolean', default: false, describe: 'with --local: fsync every group commit' })
+          .option('fsync', { type: 'boolean', default: true, describe: 'with --local: fsync every group commit (--no-fsync: not)' })
           .option('base-port', { type: 'number', default: 7701, describe: 'with --local: port of the first node' })
-          .option('events', { type: 'number', default: 200_000, describe: 'view events to write' })
-          .option('videos', { type: 'number', default: 1_000, describe: 'distinct videos written to' })
-          .option('zipf', { type: 'number', default: 0, describe: 'Zipf exponent of video popularity (0: uniform)' })
-          .option('batch', { type: 'number', default: 1, describe: 'events per write call' })
-          .option('concurrency', { type: 'number', default: 2_000, describe: 'write calls outstanding at once' })
+          .option('duration', { type: 'number', default: 10, describe: 'seconds of load measured' })
+          .option('warmup', { type: 'number', default: 2, describe: 'seconds of load before measuring' })
+          .option('events', { type: 'number', describe: 'stop once this many events were sent, if sooner' })
+          .option('rate', { type: 'number', describe: 'offer this many events/s (open loop); without it, closed loop at --concurrency' })
+          .option('videos', { type: 'number', default: 1_000_000, describe: 'distinct videos written to' })
+          .option('zipf', { type: 'number', default: 1, describe: 'Zipf exponent of video popularity (0: uniform)' })
+          .option('event-types', { type: 'string', default: 'view', describe: 'event types, comma-separated; each event picks one' })
+          .option('batch', { type: 'number', default: 500, describe: 'events per write call (1: countEvent)' })
+          .option('concurrency', { type: 'number', default: 64, describe: 'calls outstanding (at most, with --rate)' })
+          .option('read-share', { type: 'number', default: 0, describe: 'share of the closed loop\'s calls that are reads, 0..1' })
+          .option('readers', { type: 'number', default: 0, describe: 'readers alongside the writes, one read at a time each' })
+          .option('read-ranges', { type: 'string', default: '1h,1d,30d', describe: 'range lengths reads pick from: 1h, 1d, 30d' })
+          .option('history-days', { type: 'number', default: 0, describe: 'spread event times over this many days before now' })
           .option('consistency', consistencyOption)
-          .option('reads', { type: 'number', default: 5_000, describe: 'range reads to make' })
-          .option('read-concurrency', { type: 'number', default: 32, describe: 'reads outstanding at once' })
-          .option('json', { type: 'boolean', default: false }),
+          .option('prefix', { type: 'string', describe: 'video ids start with this [bench-{time}]' })
+          .option('check', { type: 'number', default: 500, describe: 'series whose counts are checked at the end' })
+          .option('json', { type: 'string', describe: 'also write the result as JSON to this file' })
+          .option('quiet', { type: 'boolean', default: false, describe: 'no progress line' }),
       async (a) => {
-        const { runBench } = await import('../client/bench.js');
+        const { formatBench, READ_RANGES, runBench } = await import('../client/bench.js');
+        const num = (name: string, v: number | undefined, min: number, max = Number.MAX_SAFE_INTEGER): void => {
+          if (v !== undefined && !(Number.isFinite(v) && v >= min && v <= max)) throw new TallyError(ErrorCode.BAD_REQUEST, `--${name} must be a number from ${min} to ${max}, not ${String(v)}`);
+        };
+        for (const k of ['duration', 'videos', 'batch', 'concurrency'] as const) num(k, a[k], 1);
+        num('events', a.events, 1);
+        num('warmup', a.warmup, 0, 3600);
+        num('rate', a.rate, 1);
+        num('zipf', a.zipf, 0, 10);
+        num('read-share', a['read-share'], 0, 1);
+        num('readers', a.readers, 0, 10_000);
+        num('history-days', a['history-days'], 0, 365);
+        num('check', a.check, 0);
+        const ranges = a['read-ranges'].split(',').map((s) => s.trim()).filter(Boolean);
+        const bad = ranges.find((r) => !(r in READ_RANGES));
+        if (bad !== undefined) throw new TallyError(ErrorCode.BAD_REQUEST, `--read-ranges: '${bad}' is not one of ${Object.keys(READ_RANGES).join(', ')}`);
         const r = await runBench({
           nodes: a.node.split(',').map((s) => s.trim()).filter(Boolean),
           local: a.local,
           localRf: a.rf,
           localFsync: a.fsync,
           localBasePort: a['base-port'],
+          durationS: a.duration,
+          warmupS: a.warmup,
           events: a.events,
+          rate: a.rate,
           videos: a.videos,
           zipf: a.zipf,
+          eventTypes: a['event-types'].split(',').map((s) => s.trim()).filter(Boolean),
           batch: a.batch,
           concurrency: a.concurrency,
+          readShare: a['read-share'],
+          readers: a.readers,
+          readRanges: ranges as (keyof typeof READ_RANGES)[],
+          historyDays: a['history-days'],
           consistency: a.consistency as Consistency,
-          reads: a.reads,
-          readConcurrency: a['read-concurrency'],
+          prefix: a.prefix,
+          checkVideos: a.check,
+          progress: a.quiet ? undefined : (line) => process.stderr.write(`${line}\n`),
         });
-        if (a.json) {
-          process.stdout.write(`${JSON.stringify(r)}\n`);
-        } else {
-          const w = r.writes;
-          const rd = r.reads;
-          process.stdout.write(
-            `setup:  ${r.setup}\n` +
-              `writes: ${w.events} events in ${w.calls} calls, ${w.seconds.toFixed(2)} s = ${w.eventsPerSecond} events/s; call latency p50 ${w.p50Ms} ms, p99 ${w.p99Ms} ms, max ${w.maxMs} ms; client CPU ${w.cpuSecondsClient} s\n` +
-              `reads:  ${rd.reads} range reads in ${rd.seconds.toFixed(2)} s = ${rd.perSecond} reads/s; latency p50 ${rd.p50Ms} ms, p99 ${rd.p99Ms} ms, max ${rd.maxMs} ms\n` +
-              `check:  ${r.check.videos} videos: wrote ${r.check.expected}, counted ${r.check.counted}\n`,
-          );
-        }
-        if (r.check.counted !== r.check.expected) process.exitCode = 1;
+        process.stdout.write(`${formatBench(r)}\n`);
+        if (a.json !== undefined) await writeFile(a.json, `${JSON.stringify(r, null, 2)}\n`);
+        if (r.check.outside > 0) process.exitCode = 1;
       },
     )
     .command(
