@@ -1,0 +1,67 @@
+/**
+ * `tally bench` and the Redis reference run, short: a smoke test that each runs and reports (not
+ * a timed assertion). The bench starts three real nodes (RF 3, fsync), writes for a few seconds
+ * with readers alongside, and checks a sample of counts through each node; the Redis script starts
+ * Debian's redis-server and drives it with the same workload.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ROOT } from '../helpers/node-process.js';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'tally-bench-test-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function run(script: string, args: string[]): Promise<{ code: number | null; out: string }> {
+  const proc = spawn(process.execPath, [join(ROOT, script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  return new Promise((resolve) => proc.once('exit', (code) => resolve({ code, out })));
+}
+
+describe('bench smoke', () => {
+  it('tally bench --local 3 runs, reports every figure, and every count it checks is within bounds', async () => {
+    const json = join(dir, 'bench.json');
+    const { code, out } = await run('dist/scripts/cli.js', [
+      'bench', '--local', '3', '--base-port', '17881', '--duration', '5', '--warmup', '1', '--videos', '20000', '--batch', '200', '--concurrency', '16', '--readers', '2', '--check', '200', '--json', json,
+    ]);
+    console.log(out);
+    expect(code, out).toBe(0);
+    expect(out).toMatch(/^\s+\d+ s\*? .* events\/s/m);
+    const r = JSON.parse(await readFile(json, 'utf8'));
+    expect(r.writes.eventsAcked).toBeGreaterThan(0);
+    expect(r.writes.p99Ms).toBeGreaterThan(0);
+    expect(Object.keys(r.reads).sort()).toEqual(['1d', '1h', '30d']);
+    expect(r.nodes).toHaveLength(3);
+    for (const n of r.nodes) {
+      expect(n.cpuSeconds).toBeGreaterThan(0);
+      expect(n.peakRssMB).toBeGreaterThan(0);
+    }
+    expect(r.check.videos).toBe(200);
+    expect(r.check.outside).toBe(0);
+    expect(r.check.counted).toBeGreaterThanOrEqual(r.check.acked);
+  }, 120_000);
+
+  // redis-server is Debian's package: .ci/run installs it; on a machine without it (and not in CI)
+  // this one test is skipped, and says why.
+  const redis = spawnSync('redis-server', ['--version']).status === 0;
+  if (!redis && process.env.CI === undefined) console.warn('redis-server is not installed (apt-get install redis-server): the Redis reference smoke test is skipped');
+  it.skipIf(!redis && process.env.CI === undefined)('the Redis reference run drives redis-server with the same workload and reports', async () => {
+    const json = join(dir, 'redis.json');
+    const { code, out } = await run('dist/scripts/redis-bench.js', ['--port', '17899', '--duration', '3', '--warmup', '1', '--videos', '20000', '--readers', '1', '--json', json]);
+    console.log(out);
+    expect(code, out).toBe(0);
+    const r = JSON.parse(await readFile(json, 'utf8'));
+    expect(r.writes.eventsPerSecond).toBeGreaterThan(0);
+    expect(Object.keys(r.reads).sort()).toEqual(['1d', '1h', '30d']);
+    expect(r.server.peakRssMB).toBeGreaterThan(0);
+  }, 60_000);
+});
