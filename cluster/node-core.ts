@@ -245,6 +245,8 @@ type Outcome = { ok: true; n: number } | { ok: false; code: ErrorCode; message: 
 interface WriteRequest {
   replyTo: ReplyTo;
   events: number;
+  /** Event tuples in it (the work it brings, whatever their counts). */
+  tuples: number;
   parts: number;
   outcomes: Outcome[];
 }
@@ -527,6 +529,8 @@ export class NodeCore {
   // Coordinators.
   private readonly writes = new Set<WriteOp>();
   private writeRequests = 0;
+  /** Event tuples of the write requests being coordinated. */
+  private writeTuples = 0;
   private readonly forwards = new Map<number, { request: WriteRequest; to: string; deadlineMs: number }>();
   /** Retention: when expired days are deleted again, and the cutoff each resolution was last swept to. */
   private nextSweepMs = 0;
@@ -771,6 +775,11 @@ export class NodeCore {
     return pl;
   }
 
+  /** Event tuples of the writes being coordinated, and the most it takes (maxInFlightEvents). */
+  writeBacklog(): { events: number; limit: number } {
+    return { events: this.writeTuples, limit: this.cfg.maxInFlightEvents };
+  }
+
   view(nowMs: number): MemberView[] {
     return this.membership.view(nowMs);
   }
@@ -970,6 +979,11 @@ export class NodeCore {
     if (this.writeRequests >= this.cfg.maxInFlightWrites) {
       return this.answer(replyTo, failure(ErrorCode.OVERLOADED, `${this.writeRequests} writes are being coordinated, the limit is ${this.cfg.maxInFlightWrites}; nothing was applied, retry with backoff`));
     }
+    // Taking more than the node can finish well within the write timeout only turns refusals into
+    // timeouts: work done for callers who have given up, and memory held meanwhile.
+    if (this.writeTuples > 0 && this.writeTuples + events.length > this.cfg.maxInFlightEvents) {
+      return this.answer(replyTo, failure(ErrorCode.OVERLOADED, `${this.writeTuples} events are being written, the limit is ${this.cfg.maxInFlightEvents}; nothing was applied, retry with backoff`));
+    }
     // A batch's forward targets are recorded durably before it is sent on, so even after a crash
     // of this node a retry goes to the replica that may have applied it.
     let record = false;
@@ -987,8 +1001,9 @@ export class NodeCore {
         this.noteDirty();
       }
     }
-    const request: WriteRequest = { replyTo, events: n, parts: (local.length > 0 ? 1 : 0) + forwards.size, outcomes: [] };
+    const request: WriteRequest = { replyTo, events: n, tuples: events.length, parts: (local.length > 0 ? 1 : 0) + forwards.size, outcomes: [] };
     this.writeRequests++;
+    this.writeTuples += events.length;
     if (local.length > 0) this.coordinate(request, local, need, batch);
     for (const [target, part] of forwards) {
       const msg: DataMessage & { t: 'fwd' } = { t: PeerMessageType.FORWARD, id: 0, events: part, cl };
@@ -1013,6 +1028,7 @@ export class NodeCore {
     request.outcomes.push(outcome);
     if (request.outcomes.length < request.parts) return;
     this.writeRequests--;
+    this.writeTuples -= request.tuples;
     const failed = request.outcomes.filter((o): o is Extract<Outcome, { ok: false }> => !o.ok);
     if (failed.length === 0) {
       this.counters.writesAcked++;

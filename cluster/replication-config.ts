@@ -33,6 +33,8 @@ export interface ReplicationConfig {
   maxReplInFlightPerPeer: number;
   /** Client write requests being coordinated, at most; past it: OVERLOADED. */
   maxInFlightWrites: number;
+  /** Events (tuples) of the write requests being coordinated, at most; past it: OVERLOADED. */
+  maxInFlightEvents: number;
   /** Range queries being answered, at most; past it: OVERLOADED. */
   maxInFlightQueries: number;
   /** Hinted buckets kept per target node; past it, new hints are counted as dropped. */
@@ -85,6 +87,9 @@ export function defaultReplicationConfig(): ReplicationConfig {
     maxReplInFlightPerPeer: 256,
     // Twice the in-flight requests of a client's connection (1,024) a few times over.
     maxInFlightWrites: 8_192,
+    // About a second of a node's work at tens of thousands of events/s: well inside the 4 s write
+    // timeout, so a node at capacity refuses at once rather than time out what it took.
+    maxInFlightEvents: 40_000,
     // Twenty full get requests; each query is a handful of LevelDB seeks.
     maxInFlightQueries: 20_000,
     // Hours of writes to a few thousand hot series; ~100 bytes each in memory and on disk.
@@ -140,6 +145,7 @@ export function validateReplicationConfig(c: ReplicationConfig): ReplicationConf
   int('replAckTimeoutMs', 1);
   int('maxReplInFlightPerPeer', 1);
   int('maxInFlightWrites', 1);
+  int('maxInFlightEvents', 1);
   int('maxInFlightQueries', 1);
   int('maxHintsPerNode', 0);
   int('hintWindowMs', 1);

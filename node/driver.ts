@@ -127,6 +127,15 @@ export class Driver implements RequestHandler {
     }
   }
 
+  /** A write while the core coordinates as many events as it takes is refused before it is validated. */
+  refuseEarly(message: unknown): TallyError | undefined {
+    const m = message as { t?: unknown; events?: unknown };
+    if (typeof m !== 'object' || m === null || m.t !== 'count' || !Array.isArray(m.events)) return undefined;
+    const backlog = this.core.writeBacklog();
+    if (backlog.events === 0 || backlog.events + m.events.length <= backlog.limit) return undefined;
+    return new TallyError(ErrorCode.OVERLOADED, `${backlog.events} events are being written, the limit is ${backlog.limit}; nothing was applied, retry with backoff`);
+  }
+
   /** Every member as a client needs it to place keys. */
   topology(): TopologyMember[] {
     const m = this.core.membership;

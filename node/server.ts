@@ -45,6 +45,11 @@ export const CLOSE_GRACE_MS = 1_000;
 
 export interface RequestHandler {
   handle(req: ClientRequest): Promise<Reply>;
+  /**
+   * A refusal of a decoded but not yet validated request, when the node can tell at once that it
+   * would refuse it (a write while it is at capacity): refusing costs less than checking.
+   */
+  refuseEarly?(message: unknown): TallyError | undefined;
 }
 
 /** A peer connection after its hello: the server hands its frames over, still undecoded. */
@@ -250,6 +255,11 @@ export class TallyServer {
         clearTimeout(helloTimer);
         peer = this.makePeerLink(ws, auth.initiatorId, send);
         (this.peers as PeerHandler).accept(peer, hello);
+        return;
+      }
+      const early = this.requests.refuseEarly?.(message);
+      if (early !== undefined) {
+        sendError(requestIdOf(message), early);
         return;
       }
       let req: ClientRequest;

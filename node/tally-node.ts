@@ -221,7 +221,7 @@ export class TallyNode {
         maxSocketBufferedBytes: config.maxSocketBufferedBytes,
         maxConnections: config.maxConnections,
       },
-      { handle: (req) => (driver === undefined ? Promise.reject(new TallyError(ErrorCode.NOT_READY, 'the node is starting')) : driver.handle(req)) },
+      { handle: (req) => (driver === undefined ? Promise.reject(new TallyError(ErrorCode.NOT_READY, 'the node is starting')) : driver.handle(req)), refuseEarly: (m) => driver?.refuseEarly(m) },
     );
     try {
       const listening = await server.listen();

@@ -184,6 +184,31 @@ describe('replication on the composed core', () => {
     expect(sim.node('n1').core!.stats().dedupe.repeats).toBe(1);
   });
 
+  simTest(FILE, 'a coordinator holding as many events as it takes refuses more with OVERLOADED, applying nothing, and takes writes again once they finish', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 3, replication: { maxInFlightEvents: 150 } });
+    sim.startAll();
+    sim.settle();
+    const batch = (tag: string): EventTuple[] => Array.from({ length: 100 }, (_, i): EventTuple => [`${tag}-${i}`, 'view', T0, 1, 1]);
+    const outcomes: Record<string, RequestOutcome> = {};
+    sim.write('n1', batch('first'), Consistency.QUORUM, 'first', (o) => (outcomes.first = o));
+    sim.write('n1', batch('second'), Consistency.QUORUM, 'second', (o) => (outcomes.second = o));
+    sim.run(1_000);
+    // Whichever reached n1 first was taken; the other was refused.
+    const ok = Object.entries(outcomes).filter(([, o]) => o.kind === 'reply' && o.reply.ok).map(([k]) => k);
+    expect(ok, JSON.stringify(outcomes)).toHaveLength(1);
+    const refused = ok[0] === 'first' ? 'second' : 'first';
+    expect(outcomes[refused]).toMatchObject({ kind: 'reply', reply: { ok: false, code: 'OVERLOADED', message: expect.stringMatching(/100 events are being written, the limit is 150/) } });
+    // Nothing of the refused write was applied; once the first is done, a third is taken.
+    let seen = -1;
+    sim.read('n2', [[`${refused}-0`, 'view', T0, T0 + DAY_MS]], Consistency.ALL, (o) => {
+      if (o.kind === 'reply' && o.reply.ok) seen = (o.reply.stats?.[0] ?? [NaN])[0] as number;
+    });
+    sim.write('n1', batch('third'), Consistency.QUORUM, 'third', (o) => (outcomes.third = o));
+    sim.run(1_000);
+    expect(seen).toBe(0);
+    expect(outcomes.third).toMatchObject({ kind: 'reply', reply: { ok: true } });
+  });
+
   simTest(FILE, 'a write that would pass 2^53 is refused whole, and the writes sharing its commit are not', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 3 });
     sim.startAll();
