@@ -48,6 +48,9 @@ export class Driver implements RequestHandler {
   stopping = false;
   readonly stats = { invalidPeerMessages: 0, coreErrors: 0, storeErrors: 0 };
   private readonly queue: CoreInput[] = [];
+  /** Client writes waiting for their turn (see deferWrite), and their event tuples. */
+  private readonly deferred: (CoreInput & { kind: 'write' })[] = [];
+  private deferredEvents = 0;
   private stepping = false;
   /** The retention sweep under way, if any: the next waits for it. */
   private sweeping: Promise<void> = Promise.resolve();
@@ -118,7 +121,7 @@ export class Driver implements RequestHandler {
         }
         const cl = req.cl ?? Consistency.QUORUM;
         if (req.t === 'count') {
-          this.input(req.batch === undefined ? { kind: 'write', req: handle, events: req.events, cl } : { kind: 'write', req: handle, events: req.events, cl, batch: req.batch });
+          this.deferWrite(req.batch === undefined ? { kind: 'write', req: handle, events: req.events, cl } : { kind: 'write', req: handle, events: req.events, cl, batch: req.batch });
         } else {
           this.input({ kind: 'read', req: handle, queries: req.queries, cl });
         }
@@ -132,8 +135,28 @@ export class Driver implements RequestHandler {
     const m = message as { t?: unknown; events?: unknown };
     if (typeof m !== 'object' || m === null || m.t !== 'count' || !Array.isArray(m.events)) return undefined;
     const backlog = this.core.writeBacklog();
-    if (backlog.events === 0 || backlog.events + m.events.length <= backlog.limit) return undefined;
-    return new TallyError(ErrorCode.OVERLOADED, `${backlog.events} events are being written, the limit is ${backlog.limit}; nothing was applied, retry with backoff`);
+    const events = backlog.events + this.deferredEvents;
+    if (events === 0 || events + m.events.length <= backlog.limit) return undefined;
+    return new TallyError(ErrorCode.OVERLOADED, `${events} events are being written, the limit is ${backlog.limit}; nothing was applied, retry with backoff`);
+  }
+
+  /**
+   * Client writes are applied one per turn of the event loop, after the I/O that arrived with
+   * them: a read that came in behind a run of large writes is answered before them, not after
+   * all of them. Reads go to the core at once.
+   */
+  private deferWrite(input: CoreInput & { kind: 'write' }): void {
+    this.deferred.push(input);
+    this.deferredEvents += input.events.length;
+    if (this.deferred.length === 1) setImmediate(() => this.applyDeferred());
+  }
+
+  private applyDeferred(): void {
+    const next = this.deferred.shift();
+    if (next === undefined) return;
+    this.deferredEvents -= next.events.length;
+    this.input(next);
+    if (this.deferred.length > 0) setImmediate(() => this.applyDeferred());
   }
 
   /** Every member as a client needs it to place keys. */
