@@ -33,6 +33,7 @@ export interface BenchOptions {
   localRf?: number;
   localFsync?: boolean;
   localBasePort?: number;
+  localHeapMB?: number;
   /** Seconds of load measured, after `warmupS` seconds of load that is not. */
   durationS: number;
   warmupS: number;
@@ -168,6 +169,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       dataDir: dir,
       fsync: o.localFsync ?? true,
       rf: o.localRf,
+      heapMB: o.localHeapMB,
       agreeTimeoutMs: AGREE_TIMEOUT_MS,
       quiet: true,
     });

@@ -22,6 +22,7 @@ import {
 import type { PeerTransport } from './peer-transport.js';
 import type { RequestHandler } from './server.js';
 import type { Store } from './store.js';
+import { getHeapStatistics } from 'node:v8';
 import { monotonicNowMs, wallNowMs } from './clock.js';
 
 /** Meta key of the members this node knew when it last ran (JSON of KnownPeer[]). */
@@ -35,6 +36,10 @@ export const REBUILDING_KEY = 'rebuilding';
 /** Meta key set when this store's actor was taken off the ring for good: why. The node never starts on it again. */
 export const REMOVED_KEY = 'removed';
 
+/** How often the heap is looked at for admission, and the share of its limit past which writes are refused. */
+const HEAP_SAMPLE_MS = 50;
+const HEAP_REFUSE_AT = 0.85;
+
 /** Most distinct refusal reasons logged (a peer refusing us every second logs once). */
 const MAX_LOGGED_REFUSALS = 64;
 
@@ -46,11 +51,13 @@ interface PendingRequest {
 
 export class Driver implements RequestHandler {
   stopping = false;
-  readonly stats = { invalidPeerMessages: 0, coreErrors: 0, storeErrors: 0 };
+  readonly stats = { invalidPeerMessages: 0, coreErrors: 0, storeErrors: 0, heapRefusals: 0 };
   private readonly queue: CoreInput[] = [];
   /** Client writes waiting for their turn (see deferWrite), and their event tuples. */
   private readonly deferred: (CoreInput & { kind: 'write' })[] = [];
   private deferredEvents = 0;
+  private heapSampledMs = Number.NEGATIVE_INFINITY;
+  private heapFull: string | undefined;
   private stepping = false;
   /** The retention sweep under way, if any: the next waits for it. */
   private sweeping: Promise<void> = Promise.resolve();
@@ -134,10 +141,28 @@ export class Driver implements RequestHandler {
   refuseEarly(message: unknown): TallyError | undefined {
     const m = message as { t?: unknown; events?: unknown };
     if (typeof m !== 'object' || m === null || m.t !== 'count' || !Array.isArray(m.events)) return undefined;
+    const heap = this.heapNearLimit();
+    if (heap !== undefined) return heap;
     const backlog = this.core.writeBacklog();
     const events = backlog.events + this.deferredEvents;
     if (events === 0 || events + m.events.length <= backlog.limit) return undefined;
     return new TallyError(ErrorCode.OVERLOADED, `${events} events are being written, the limit is ${backlog.limit}; nothing was applied, retry with backoff`);
+  }
+
+  /**
+   * OVERLOADED while the JavaScript heap is within 15% of its limit (`--max-old-space-size`): a
+   * write taken then could end the process for want of memory, losing every write in flight.
+   * The heap is looked at once per HEAP_SAMPLE_MS at most.
+   */
+  private heapNearLimit(): TallyError | undefined {
+    const now = monotonicNowMs();
+    if (now - this.heapSampledMs >= HEAP_SAMPLE_MS) {
+      this.heapSampledMs = now;
+      const h = getHeapStatistics();
+      this.heapFull = h.used_heap_size > HEAP_REFUSE_AT * h.heap_size_limit ? `${Math.round(h.used_heap_size / 1048576)} of ${Math.round(h.heap_size_limit / 1048576)} MiB` : undefined;
+      if (this.heapFull !== undefined) this.stats.heapRefusals += 1;
+    }
+    return this.heapFull === undefined ? undefined : new TallyError(ErrorCode.OVERLOADED, `the node's heap is nearly full (${this.heapFull}); nothing was applied, retry with backoff`);
   }
 
   /**

@@ -6,12 +6,13 @@
 import { randomBytes } from 'node:crypto';
 import { rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { getHeapStatistics } from 'node:v8';
 import xxhash from 'xxhash-wasm';
 import { NodeCore } from '../cluster/node-core.js';
 import { Prng } from '../cluster/prng.js';
 import { ErrorCode, formatAddress, TallyError, validateEndpointState } from '../protocol/index.js';
 import type { NodeStatus } from '../protocol/status.js';
-import { resolveConfig, type NodeConfig, type NodeOverrides } from './config.js';
+import { fitToHeap, resolveConfig, type NodeConfig, type NodeOverrides } from './config.js';
 import { Driver, KNOWN_PEERS_KEY, REBUILDING_KEY, REMOVED_KEY } from './driver.js';
 import { monotonicNowMs, setClockOffsetMs, wallNowMs } from './clock.js';
 import type { KnownPeer } from '../cluster/membership.js';
@@ -132,6 +133,12 @@ export class TallyNode {
   static async start(overrides: NodeOverrides): Promise<TallyNode> {
     const config = resolveConfig(overrides);
     setClockOffsetMs(config.clockOffsetMs);
+    const heapLimit = getHeapStatistics().heap_size_limit;
+    const fitted = fitToHeap(config.replication, heapLimit);
+    if (fitted.maxCachedSlots < config.replication.maxCachedSlots || fitted.maxDirtySlots < config.replication.maxDirtySlots) {
+      log(`heap limit ${Math.round(heapLimit / 1048576)} MiB: up to ${fitted.maxCachedSlots} slots cached and ${fitted.maxDirtySlots} awaiting a commit (set for ${config.replication.maxCachedSlots} and ${config.replication.maxDirtySlots})`);
+    }
+    config.replication = fitted;
     const { id, database } = await openNodeId(config.dataDir, config.id, Date.now());
     const dbPath = join(config.dataDir, 'db');
     if (config.rebuild) await moveAside(dbPath);

@@ -85,6 +85,11 @@ const consistencyOption = {
   describe: 'replicas that must answer: one, quorum (a majority of the replication factor) or all',
 } as const;
 
+/** A node heap limit: below 128 MiB a node under full load cannot hold its own bounds (slots awaiting a commit, filters). */
+function checkHeapMB(v: number | undefined): void {
+  if (v !== undefined && !(Number.isInteger(v) && v >= 128 && v <= 65_536)) throw new TallyError(ErrorCode.BAD_REQUEST, `--heap-mb must be a whole number of MiB from 128 to 65536, not ${String(v)}`);
+}
+
 async function main(argv: string[]): Promise<void> {
   const cli: Argv = yargs(argv)
     .scriptName('tally')
@@ -285,10 +290,13 @@ async function main(argv: string[]): Promise<void> {
           .option('fsync', { type: 'boolean', default: false, describe: 'fsync every group commit' })
           .option('rf', { type: 'number', describe: 'replication factor [the smaller of 3 and --nodes]' })
           .option('minute-retention-days', { type: 'number', describe: 'keep minute buckets this many days after their day ends; 0: for ever [14]' })
-          .option('hour-retention-days', { type: 'number', describe: 'keep hour buckets this many days after their day ends; 0: for ever [400]' }),
+          .option('hour-retention-days', { type: 'number', describe: 'keep hour buckets this many days after their day ends; 0: for ever [400]' })
+          .option('heap-mb', { type: 'number', describe: 'each node\'s JavaScript heap limit, MiB [V8\'s own]' }),
       async (a) => {
         const { runLocalCluster, AGREE_TIMEOUT_MS } = await import('../client/local-cluster.js');
+        checkHeapMB(a['heap-mb']);
         await runLocalCluster({
+          heapMB: a['heap-mb'],
           nodes: a.nodes,
           basePort: a['base-port'],
           host: a.host,
@@ -310,6 +318,7 @@ async function main(argv: string[]): Promise<void> {
           .option('rf', { type: 'number', describe: 'with --local: replication factor [the smaller of 3 and --local]' })
           .option('fsync', { type: 'boolean', default: true, describe: 'with --local: fsync every group commit (--no-fsync: not)' })
           .option('base-port', { type: 'number', default: 7701, describe: 'with --local: port of the first node' })
+          .option('heap-mb', { type: 'number', describe: 'with --local: each node\'s JavaScript heap limit, MiB [V8\'s own]' })
           .option('duration', { type: 'number', default: 10, describe: 'seconds of load measured' })
           .option('warmup', { type: 'number', default: 2, describe: 'seconds of load before measuring' })
           .option('events', { type: 'number', describe: 'stop once this many events were sent, if sooner' })
@@ -342,6 +351,7 @@ async function main(argv: string[]): Promise<void> {
         num('readers', a.readers, 0, 10_000);
         num('history-days', a['history-days'], 0, 365);
         num('check', a.check, 0);
+        checkHeapMB(a['heap-mb']);
         const ranges = a['read-ranges'].split(',').map((s) => s.trim()).filter(Boolean);
         const bad = ranges.find((r) => !(r in READ_RANGES));
         if (bad !== undefined) throw new TallyError(ErrorCode.BAD_REQUEST, `--read-ranges: '${bad}' is not one of ${Object.keys(READ_RANGES).join(', ')}`);
@@ -351,6 +361,7 @@ async function main(argv: string[]): Promise<void> {
           localRf: a.rf,
           localFsync: a.fsync,
           localBasePort: a['base-port'],
+          localHeapMB: a['heap-mb'],
           durationS: a.duration,
           warmupS: a.warmup,
           events: a.events,
