@@ -160,9 +160,10 @@ export class Driver implements RequestHandler {
       this.heapSampledMs = now;
       const h = getHeapStatistics();
       this.heapFull = h.used_heap_size > HEAP_REFUSE_AT * h.heap_size_limit ? `${Math.round(h.used_heap_size / 1048576)} of ${Math.round(h.heap_size_limit / 1048576)} MiB` : undefined;
-      if (this.heapFull !== undefined) this.stats.heapRefusals += 1;
     }
-    return this.heapFull === undefined ? undefined : new TallyError(ErrorCode.OVERLOADED, `the node's heap is nearly full (${this.heapFull}); nothing was applied, retry with backoff`);
+    if (this.heapFull === undefined) return undefined;
+    this.stats.heapRefusals += 1;
+    return new TallyError(ErrorCode.OVERLOADED, `the node's heap is nearly full (${this.heapFull}); nothing was applied, retry with backoff`);
   }
 
   /**
