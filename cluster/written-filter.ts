@@ -21,9 +21,13 @@
 import type { BucketRef } from './slot-table.js';
 import type { Resolution } from './time-buckets.js';
 
-/** Bits of one bucket start's filter: 1 MiB. At a million slots, 5 probes miss 1.8% of the time. */
+/** Bits of one bucket start's filter: 1 MiB, in 16,384 blocks of 512 bits; 5 probes a slot. */
 const FILTER_BITS = 1 << 23;
 const PROBES = 5;
+const BLOCK_BITS = 512;
+const BLOCK_WORDS = BLOCK_BITS / 32;
+const BLOCKS = FILTER_BITS / BLOCK_BITS;
+const BLOCK_INDEX_BITS = Math.log2(BLOCKS);
 export const WRITTEN_FILTER_BYTES = FILTER_BITS / 8;
 
 export type StartsByResolution = Record<Resolution, number>;
@@ -35,26 +39,41 @@ export function noStarts(): StartsByResolution {
 let hash1 = 0;
 let hash2 = 0;
 
-/** Two 32-bit hashes of the slot's (video, event type, actor), in one pass, into hash1 and hash2. */
-function hashKey(videoId: string, eventType: string, actor: string): void {
-  let h1 = 0x811c9dc5;
-  let h2 = 0x9747b28c;
-  for (const s of [videoId, eventType, actor]) {
-    for (let i = 0; i < s.length; i++) {
-      const c = s.charCodeAt(i);
-      h1 = Math.imul(h1 ^ c, 0x01000193);
-      h2 = Math.imul(h2 ^ c, 0x5bd1e995);
-      h2 ^= h2 >>> 15;
-    }
-    h1 = Math.imul(h1 ^ 0xff, 0x01000193);
-    h2 = Math.imul(h2 ^ 0xff, 0x5bd1e995);
+/** The hash state after an (actor, event type) pair, which most slots share: only the video id is hashed per slot. */
+let prefixActor = '';
+let prefixType = '';
+let prefix1 = 0;
+let prefix2 = 0;
+
+function mix(s: string, h1: number, h2: number): void {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 0x01000193);
+    h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+    h2 ^= h2 >>> 15;
   }
+  hash1 = Math.imul(h1 ^ 0xff, 0x01000193);
+  hash2 = Math.imul(h2 ^ 0xff, 0x5bd1e995);
+}
+
+/** Two 32-bit hashes of the slot's (actor, event type, video), into hash1 and hash2. */
+function hashKey(videoId: string, eventType: string, actor: string): void {
+  if (actor !== prefixActor || eventType !== prefixType) {
+    mix(actor, 0x811c9dc5, 0x9747b28c);
+    mix(eventType, hash1, hash2);
+    prefixActor = actor;
+    prefixType = eventType;
+    prefix1 = hash1;
+    prefix2 = hash2;
+  }
+  mix(videoId, prefix1, prefix2);
   // Final avalanche, so that keys differing in their last characters spread over the bits.
+  let h1 = hash1;
   h1 ^= h1 >>> 16;
   h1 = Math.imul(h1, 0x85ebca6b);
   h1 ^= h1 >>> 13;
   hash1 = h1;
-  hash2 = Math.imul(h2 ^ (h2 >>> 16), 0xc2b2ae35) | 1;
+  hash2 = Math.imul(hash2 ^ (hash2 >>> 16), 0xc2b2ae35) | 1;
 }
 
 /** The order filters are given up in when the budget is spent: the finest, oldest first. */
@@ -113,14 +132,19 @@ export class WrittenFilter {
     return true;
   }
 
-  /** Double hashing: probe i is h1 + i·h2, two 32-bit hashes made in one pass over the key. */
+  /**
+   * A blocked Bloom filter: h1 picks one 512-bit block (a cache line), and the probes fall inside
+   * it by double hashing (h2 + i·step). One memory miss per slot instead of one per probe, for a
+   * slightly higher false "maybe" rate at the same size.
+   */
   private probe(f: Uint32Array, ref: BucketRef, actor: string, set: boolean): boolean {
     hashKey(ref.videoId, ref.eventType, actor);
-    const h1 = hash1;
+    const base = (hash1 & (BLOCKS - 1)) * BLOCK_WORDS;
     const h2 = hash2;
+    const step = (hash1 >>> BLOCK_INDEX_BITS) | 1;
     for (let i = 0; i < PROBES; i++) {
-      const bit = (h1 + Math.imul(i, h2)) & (FILTER_BITS - 1);
-      const word = bit >>> 5;
+      const bit = (h2 + Math.imul(i, step)) & (BLOCK_BITS - 1);
+      const word = base + (bit >>> 5);
       const mask = 1 << (bit & 31);
       if (set) f[word] = (f[word] as number) | mask;
       else if (((f[word] as number) & mask) === 0) return false;
