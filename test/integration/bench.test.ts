@@ -1,6 +1,6 @@
 /**
  * `tally bench` and the Redis reference run, short: a smoke test that each runs and reports (not
- * a timed assertion). Each offers a fixed rate rather than all it can: these files run beside
+ * a timed assertion). Each offers a low fixed rate rather than all it can: these files run beside
  * others that measure latency, on two cores. The bench starts three real nodes (RF 3, fsync), writes for a few seconds
  * with readers alongside, and checks a sample of counts through each node; the Redis script starts
  * Debian's redis-server and drives it with the same workload.
@@ -32,7 +32,7 @@ describe('bench smoke', () => {
   it('tally bench --local 3 runs, reports every figure, and every count it checks is within bounds', async () => {
     const json = join(dir, 'bench.json');
     const { code, out } = await run('dist/scripts/cli.js', [
-      'bench', '--local', '3', '--base-port', '17881', '--duration', '5', '--warmup', '1', '--rate', '4000', '--videos', '20000', '--batch', '200', '--concurrency', '16', '--readers', '2', '--check', '200', '--json', json,
+      'bench', '--local', '3', '--base-port', '17881', '--duration', '4', '--warmup', '1', '--rate', '1500', '--videos', '20000', '--batch', '100', '--concurrency', '16', '--readers', '1', '--check', '200', '--json', json,
     ]);
     console.log(out);
     expect(code, out).toBe(0);
@@ -46,7 +46,8 @@ describe('bench smoke', () => {
       expect(n.cpuSeconds).toBeGreaterThan(0);
       expect(n.peakRssMB).toBeGreaterThan(0);
     }
-    expect(r.check.videos).toBe(200);
+    expect(r.check.videos).toBeGreaterThan(0);
+    expect(r.check.videos).toBeLessThanOrEqual(200);
     expect(r.check.outside).toBe(0);
     expect(r.check.counted).toBeGreaterThanOrEqual(r.check.acked);
   }, 120_000);
@@ -54,12 +55,13 @@ describe('bench smoke', () => {
   it('a node with a small heap (--heap-mb 128) under steady load with uniform popularity stays up and loses nothing', async () => {
     // Before the slot bounds followed the heap, such a node at full load filled its heap with
     // cached slots within seconds and ended ("JavaScript heap out of memory"). Full load here
-    // would take the CPU from the files beside this one that measure latency, so this offers a
-    // steady rate: it checks the fitted bounds serve, not the crash (node-config.test.ts checks
-    // the bounds; the README has the full-load runs).
+    // would take the CPU from the files beside this one that measure latency (a frozen-replica
+    // read test failed its p99 bound twice beside these runs at 12,000 events/s), so this offers
+    // a light steady rate: it checks a node with fitted bounds serves, not the crash
+    // (node-config.test.ts checks the bounds; the README has the full-load runs).
     const json = join(dir, 'small-heap.json');
     const { code, out } = await run('dist/scripts/cli.js', [
-      'bench', '--local', '1', '--rf', '1', '--heap-mb', '128', '--base-port', '17891', '--duration', '8', '--warmup', '1', '--rate', '12000', '--zipf', '0', '--check', '300', '--quiet', '--json', json,
+      'bench', '--local', '1', '--rf', '1', '--heap-mb', '128', '--base-port', '17891', '--duration', '4', '--warmup', '1', '--rate', '3000', '--zipf', '0', '--check', '300', '--quiet', '--json', json,
     ]);
     console.log(out);
     expect(code, out).toBe(0);
@@ -76,7 +78,7 @@ describe('bench smoke', () => {
   if (!redis && process.env.CI === undefined) console.warn('redis-server is not installed (apt-get install redis-server): the Redis reference smoke test is skipped');
   it.skipIf(!redis && process.env.CI === undefined)('the Redis reference run drives redis-server with the same workload and reports', async () => {
     const json = join(dir, 'redis.json');
-    const { code, out } = await run('dist/scripts/redis-bench.js', ['--port', '17899', '--duration', '3', '--warmup', '1', '--rate', '20000', '--videos', '20000', '--readers', '1', '--json', json]);
+    const { code, out } = await run('dist/scripts/redis-bench.js', ['--port', '17899', '--duration', '3', '--warmup', '1', '--rate', '5000', '--videos', '20000', '--readers', '1', '--json', json]);
     console.log(out);
     expect(code, out).toBe(0);
     const r = JSON.parse(await readFile(json, 'utf8'));
