@@ -97,7 +97,7 @@ export interface BenchResult {
 }
 
 /** Latencies in ms, kept whole (a run makes at most a few million calls). */
-class Samples {
+export class Samples {
   private data = new Float64Array(1024);
   n = 0;
   add(ms: number): void {
@@ -414,18 +414,22 @@ async function checkCounts(
   return { videos: sample.length, acked: a, attempted, counted, outside, readThrough: members.length > 1 ? `each of ${members.length} nodes in turn` : members[0] ?? '' };
 }
 
+/** A latency summary as the tables print it. */
+export function formatLatency(l: Latency): string {
+  return `p50 ${l.p50Ms} ms, p99 ${l.p99Ms} ms, p99.9 ${l.p999Ms} ms, max ${l.maxMs} ms`;
+}
+
 /** The result as the table `tally bench` prints. */
 export function formatBench(r: BenchResult): string {
-  const lat = (l: Latency): string => `p50 ${l.p50Ms} ms, p99 ${l.p99Ms} ms, p99.9 ${l.p999Ms} ms, max ${l.maxMs} ms`;
   const lines = [
     `setup:   ${r.setup}`,
     `prefix:  ${r.prefix} (video ids; bench series are not deleted unless the cluster was --local)`,
     `writes:  ${r.writes.eventsAcked.toLocaleString('en-US')} events acknowledged in ${r.seconds} s (after the warm-up) = ${r.writes.eventsPerSecond.toLocaleString('en-US')} events/s` +
       (r.writes.eventsUnknown > 0 ? ` (${r.writes.eventsUnknown} outcome unknown)` : '') +
-      `; call latency ${lat(r.writes)}` +
+      `; call latency ${formatLatency(r.writes)}` +
       (r.behind > 0 ? `; ${r.behind} calls not started on time (concurrency cap)` : ''),
   ];
-  for (const [range, l] of Object.entries(r.reads)) lines.push(`reads ${range.padEnd(3)}: ${l.count} in ${r.seconds} s = ${l.perSecond}/s; ${lat(l)}`);
+  for (const [range, l] of Object.entries(r.reads)) lines.push(`reads ${range.padEnd(3)}: ${l.count} in ${r.seconds} s = ${l.perSecond}/s; ${formatLatency(l)}`);
   lines.push(`errors:  ${Object.keys(r.errors).length === 0 ? 'none' : Object.entries(r.errors).map(([c, n]) => `${c} ${n}`).join(', ')}`);
   for (const n of r.nodes) lines.push(`node ${n.address}: cpu ${n.cpuSeconds} s (${Math.round((100 * n.cpuSeconds) / r.seconds)}% of a core), memory peak ${n.peakRssMB} MB (process peak ${n.processPeakRssMB} MB)`);
   lines.push(`client:  cpu ${r.clientCpuSeconds} s`);

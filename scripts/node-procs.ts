@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -33,4 +34,11 @@ export async function until(what: string, ms: number, check: () => Promise<boole
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`${what}: not within ${ms} ms`);
+}
+
+/** Bytes of the files directly in `path` (a LevelDB directory). */
+export async function bytesIn(path: string): Promise<number> {
+  let total = 0;
+  for (const f of await readdir(path)) total += (await stat(join(path, f))).size;
+  return total;
 }

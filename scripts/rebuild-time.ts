@@ -7,13 +7,13 @@
  *   npm run measure:rebuild [-- --events 1000000 --videos 100000]
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { statusOf } from '../client/local-cluster.js';
 import { TallyClient } from '../client/tally-client.js';
-import { startTallyNode, until } from './node-procs.js';
+import { bytesIn, startTallyNode, until } from './node-procs.js';
 
 const { values } = parseArgs({ options: { events: { type: 'string', default: '1000000' }, videos: { type: 'string', default: '100000' }, 'base-port': { type: 'string', default: '7851' } } });
 const EVENTS = Number(values.events);
@@ -41,12 +41,6 @@ async function kill(i: number): Promise<void> {
   const exited = new Promise((r) => p.once('exit', r));
   p.kill('SIGKILL');
   await exited;
-}
-
-async function bytesIn(path: string): Promise<number> {
-  let total = 0;
-  for (const f of await readdir(path)) total += (await stat(join(path, f))).size;
-  return total;
 }
 
 try {

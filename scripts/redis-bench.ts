@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { popularity, READ_RANGES, type Latency, type ReadRange } from '../client/bench.js';
+import { formatLatency, popularity, READ_RANGES, Samples, type ReadRange } from '../client/bench.js';
 import { bucketStart, decomposeRange, spanBuckets } from '../cluster/time-buckets.js';
 import { until } from './node-procs.js';
 
@@ -80,15 +80,6 @@ class IncrPipe {
 
   close(): void {
     this.socket.destroy();
-  }
-}
-
-class Samples {
-  readonly all: number[] = [];
-  summary(seconds: number): Latency {
-    const s = Float64Array.from(this.all).sort();
-    const at = (p: number): number => (s.length === 0 ? 0 : +(s[Math.min(s.length - 1, Math.floor(p * s.length))] as number).toFixed(2));
-    return { count: s.length, perSecond: Math.round(s.length / seconds), p50Ms: at(0.5), p99Ms: at(0.99), p999Ms: at(0.999), maxMs: at(1) };
   }
 }
 
@@ -176,7 +167,7 @@ async function main(): Promise<void> {
       }
       await (pipes[conn++ % pipes.length] as IncrPipe).incr(keys);
       acked += a.batch;
-      if (measuring) writes.all.push(performance.now() - dueMs);
+      if (measuring) writes.add(performance.now() - dueMs);
     };
     const readOnce = async (): Promise<void> => {
       const range = ranges[Math.floor(Math.random() * ranges.length)] as ReadRange;
@@ -186,7 +177,7 @@ async function main(): Promise<void> {
       let n = 0;
       for (const v of values) n += v === null ? 0 : Number(v);
       if (Number.isNaN(n)) throw new Error('not a count');
-      if (measuring) reads.get(range)?.all.push(performance.now() - s);
+      if (measuring) reads.get(range)?.add(performance.now() - s);
     };
     const over = (): boolean => performance.now() >= endAt;
     const work: Promise<void>[] = [];
@@ -215,14 +206,13 @@ async function main(): Promise<void> {
         `${a.rate === undefined ? `${a.concurrency} pipelines outstanding` : `${a.rate} events/s offered`} over ${a.connections} connections${a.readers > 0 ? `; ${a.readers} readers (MGET)` : ''}`,
       seconds: +seconds.toFixed(2),
       writes: { ...w, eventsAcked: acked - ackedAtStart, eventsPerSecond: Math.round((acked - ackedAtStart) / seconds) },
-      reads: Object.fromEntries([...reads].filter(([, s]) => s.all.length > 0).map(([r, s]) => [r, s.summary(seconds)])),
+      reads: Object.fromEntries([...reads].filter(([, s]) => s.n > 0).map(([r, s]) => [r, s.summary(seconds)])),
       server: { cpuSeconds: +cpu.toFixed(1), peakRssMB: Math.round(peakRss / 1048576) },
     };
-    const lat = (l: Latency): string => `p50 ${l.p50Ms} ms, p99 ${l.p99Ms} ms, p99.9 ${l.p999Ms} ms, max ${l.maxMs} ms`;
     const lines = [
       `setup:   ${result.setup}`,
-      `writes:  ${result.writes.eventsAcked.toLocaleString('en-US')} events in ${result.seconds} s (after the warm-up) = ${result.writes.eventsPerSecond.toLocaleString('en-US')} events/s; call latency ${lat(w)}`,
-      ...Object.entries(result.reads).map(([r, l]) => `reads ${r.padEnd(3)}: ${l.count} = ${l.perSecond}/s; ${lat(l)}`),
+      `writes:  ${result.writes.eventsAcked.toLocaleString('en-US')} events in ${result.seconds} s (after the warm-up) = ${result.writes.eventsPerSecond.toLocaleString('en-US')} events/s; call latency ${formatLatency(w)}`,
+      ...Object.entries(result.reads).map(([r, l]) => `reads ${r.padEnd(3)}: ${l.count} = ${l.perSecond}/s; ${formatLatency(l)}`),
       `server:  cpu ${result.server.cpuSeconds} s (${Math.round((100 * cpu) / seconds)}% of a core), memory peak ${result.server.peakRssMB} MB`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);

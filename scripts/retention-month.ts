@@ -10,14 +10,14 @@
  *   npm run measure:retention [-- --days 30 --series 100 --minute-retention-days 14]
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Level } from 'level';
 import { statusOf } from '../client/local-cluster.js';
 import { TallyClient } from '../client/tally-client.js';
-import { startTallyNode, until } from './node-procs.js';
+import { bytesIn, startTallyNode, until } from './node-procs.js';
 import { defaultRetention, keptFrom, validateRetention } from '../cluster/retention.js';
 
 const { values } = parseArgs({
@@ -56,12 +56,6 @@ async function stop(i: number): Promise<void> {
   const exited = new Promise((r) => p.once('exit', r));
   p.kill('SIGTERM');
   await exited;
-}
-
-async function bytesIn(path: string): Promise<number> {
-  let total = 0;
-  for (const f of await readdir(path)) total += (await stat(join(path, f))).size;
-  return total;
 }
 
 /** Slot keys of a stopped node's store, by resolution, and the first day its minutes and hours hold. */
