@@ -25,6 +25,15 @@ import {
 /** Requests awaiting a reply on one connection; past it, callers wait in the client's queue. Below the node's own per-connection bound (1,024). */
 export const MAX_PENDING_PER_CONNECTION = 1_000;
 
+/** TLS settings of a client: `true` for the system's CAs, or the CA (PEM) the nodes' certificates chain to. */
+export type ClientTls = boolean | { ca?: string | Uint8Array; rejectUnauthorized?: boolean };
+
+/** What a connection shows a node: its token, and whether (and how) it speaks TLS. */
+export interface ConnectionAuth {
+  token?: string | undefined;
+  tls?: ClientTls | undefined;
+}
+
 export type Outgoing = ClientRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
 
 interface Pending {
@@ -56,15 +65,21 @@ export class Connection {
     });
   }
 
-  static open(address: string, timeoutMs: number): Promise<Connection> {
+  static open(address: string, timeoutMs: number, auth: ConnectionAuth = {}): Promise<Connection> {
     let url: string;
     try {
-      url = wsUrl(address);
+      url = wsUrl(address, auth.tls !== undefined && auth.tls !== false);
     } catch (err) {
       return Promise.reject(err);
     }
+    const tls = typeof auth.tls === 'object' ? auth.tls : {};
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { maxPayload: MAX_WIRE_FRAME_BYTES, perMessageDeflate: false });
+      const ws = new WebSocket(url, {
+        maxPayload: MAX_WIRE_FRAME_BYTES,
+        perMessageDeflate: false,
+        ...(tls.ca === undefined ? {} : { ca: tls.ca as string | Buffer }),
+        ...(tls.rejectUnauthorized === undefined ? {} : { rejectUnauthorized: tls.rejectUnauthorized }),
+      });
       ws.binaryType = 'nodebuffer';
       let settled = false;
       const finish = (err: TallyError | undefined, welcome?: WelcomeMessage): void => {
@@ -108,7 +123,7 @@ export class Connection {
         }
       };
       ws.on('message', onFirst);
-      ws.once('open', () => ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: Role.CLIENT })));
+      ws.once('open', () => ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: Role.CLIENT, ...(auth.token === undefined ? {} : { token: auth.token }) })));
       ws.once('error', (err) =>
         finish(new TallyError(ErrorCode.UNAVAILABLE, `cannot connect to ${address}: ${err.message}`, { cause: err })),
       );

@@ -41,7 +41,7 @@ import {
   type StatsTuple,
   type TopologyMember,
 } from '../protocol/index.js';
-import { Connection, MAX_PENDING_PER_CONNECTION, type Outgoing } from './connection.js';
+import { Connection, MAX_PENDING_PER_CONNECTION, type ClientTls, type ConnectionAuth, type Outgoing } from './connection.js';
 
 export interface ClientOptions {
   /** Nodes to learn the cluster from, as host:port. Any node can serve any request. */
@@ -66,6 +66,10 @@ export interface ClientOptions {
    * that answers, which coordinates or forwards (to ask one node in particular, e.g. at `one`).
    */
   routing?: 'ring' | 'direct';
+  /** The client token, when the nodes need one (`tally start --client-token`). */
+  token?: string;
+  /** Speak TLS (`wss://`): `true` to trust the system's CAs, or `{ ca }` with the CA's PEM. */
+  tls?: ClientTls;
 }
 
 export type TimeInput = number | Date;
@@ -229,7 +233,7 @@ function newBatchId(): string {
 }
 
 export class TallyClient {
-  private readonly opts: Required<ClientOptions>;
+  private readonly opts: Required<Omit<ClientOptions, 'token' | 'tls'>> & { auth: ConnectionAuth };
   private readonly links = new Map<string, Link>();
   private topology: Topology | undefined;
   private hash64: Hash64 | undefined;
@@ -258,6 +262,7 @@ export class TallyClient {
       slowAfterMs: opts.slowAfterMs ?? DEFAULTS.slowAfterMs,
       topologyRefreshMs: opts.topologyRefreshMs ?? DEFAULTS.topologyRefreshMs,
       routing: opts.routing ?? 'ring',
+      auth: { token: opts.token, tls: opts.tls },
     };
     this.seedIndex = Math.floor(Math.random() * this.opts.nodes.length);
   }
@@ -741,7 +746,7 @@ export class TallyClient {
     if (link.conn?.isOpen === true) return Promise.resolve(link.conn);
     const l = link;
     l.conn = undefined;
-    l.connecting ??= Connection.open(address, this.opts.connectTimeoutMs)
+    l.connecting ??= Connection.open(address, this.opts.connectTimeoutMs, this.opts.auth)
       .then(
         (conn) => {
           if (this.closed) {

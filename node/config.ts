@@ -5,14 +5,16 @@
  * pass only what they set (`NodeOverrides`); `resolveConfig` fills in the defaults and validates
  * everything, and their relationships, once at start.
  */
+import { readFileSync } from 'node:fs';
+import type { EdgeLimits } from './server.js';
 import { defaultConfig as defaultMembershipConfig, validateConfig as validateMembershipConfig, type MembershipConfig } from '../cluster/membership-config.js';
 import { defaultReplicationConfig, validateReplicationConfig, type ReplicationConfig } from '../cluster/replication-config.js';
 import { MAX_CLOCK_OFFSET_MS } from './clock.js';
 import { RESOLUTIONS_OF_EVENT } from '../cluster/time-buckets.js';
-import { MAX_EVENTS_PER_BATCH } from '../protocol/limits.js';
+import { MAX_EVENTS_PER_BATCH, MAX_WIRE_FRAME_BYTES } from '../protocol/limits.js';
 import { ErrorCode, MAX_ADDRESS_BYTES, MAX_NAME_BYTES, TallyError, checkName, parseAddress } from '../protocol/index.js';
 
-export interface NodeConfig {
+export interface NodeConfig extends EdgeLimits {
   host: string;
   port: number;
   /** host:port peers and clients are told to use; default `host:port`. */
@@ -28,8 +30,19 @@ export interface NodeConfig {
   clusterSecret: string | undefined;
   /** Allow listening beyond loopback without a cluster secret. */
   insecure: boolean;
-  /** Open client and peer connections; past it a new one is refused. */
+  /**
+   * Open sockets of every kind, counted from accept; past it a socket still in its handshake makes
+   * room, or the new one is refused. Lowered at start to fit the process's file limit (`fitConnectionsToFiles`).
+   */
   maxConnections: number;
+  /** A read-write client token; with it (or a token file) every client must show one. */
+  clientToken: string | undefined;
+  /** A JSON file of read-write and read-only client tokens (node/tokens.ts). */
+  clientTokenFile: string | undefined;
+  /** PEM files: this node's certificate and key (serve TLS; peers are dialled over TLS), and the CA it trusts for peers. */
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+  tlsCa: string | undefined;
   /** Requests of one connection awaiting a reply; past it: OVERLOADED. */
   maxInFlightPerConnection: number;
   /** Bytes queued to one socket that it is not reading; past it the connection is closed. */
@@ -65,7 +78,18 @@ export function defaultConfig(): NodeConfig {
     seeds: [], // a node with no seeds is a cluster of one until others join through it
     clusterSecret: undefined, // required beyond loopback (or --insecure)
     insecure: false,
-    maxConnections: 1_024, // far above a cluster's peers plus its clients' pools; with the socket bound, at most 4 GiB unread
+    maxConnections: 1_024, // far above a cluster's peers plus its clients' pools
+    maxConnectionsPerAddress: 128, // a host's client pools with room to spare; one host cannot take the table
+    handshakeTimeoutMs: 5_000, // a real client upgrades within milliseconds; a silent socket is let go soon
+    helloTimeoutMs: 5_000, // the same for the hello
+    frameTimeoutMs: 10_000, // a full 1 MiB frame at 1 Mbit/s takes 8 s; a sender that stalls mid-frame is cut
+    idleTimeoutMs: 300_000, // five minutes: pools reconnect on demand; held-open idle sockets are let go
+    maxPartialBytes: 64 * 1024 * 1024, // 16 frames at the 4 MiB wire limit, far more at real sizes
+    clientToken: undefined, // no token: any client that reaches the port may write (keep it on loopback or a private network)
+    clientTokenFile: undefined,
+    tlsCert: undefined, // plain TCP
+    tlsKey: undefined,
+    tlsCa: undefined, // with TLS: the system's CAs
     maxInFlightPerConnection: 1_024, // more than a pipelining client needs, bounded per socket
     maxSocketBufferedBytes: 4 * 1024 * 1024, // a hundred full replies; a client that stops reading is cut off
     clockOffsetMs: 0, // the machine's clock as it is
@@ -143,14 +167,56 @@ export function validateConfig(c: NodeConfig): NodeConfig {
     bad(`host ${c.host} is reachable beyond this machine, and without a cluster secret anyone who can reach it could join the cluster and change any counter; ` +
       'set --cluster-secret (or TALLY_CLUSTER_SECRET) on every node, or say --insecure');
   }
-  for (const k of ['maxConnections', 'maxInFlightPerConnection', 'maxSocketBufferedBytes'] as const) {
+  for (const k of ['maxConnections', 'maxConnectionsPerAddress', 'maxInFlightPerConnection', 'maxSocketBufferedBytes', 'handshakeTimeoutMs', 'helloTimeoutMs', 'frameTimeoutMs', 'maxPartialBytes'] as const) {
     const v = c[k];
     if (!Number.isInteger(v) || v <= 0) bad(`${k} must be a positive integer, got ${String(v)}`);
   }
+  if (!Number.isInteger(c.idleTimeoutMs) || c.idleTimeoutMs < 0) bad(`idleTimeoutMs must be an integer >= 0 (0: never), got ${String(c.idleTimeoutMs)}`);
+  if (c.maxPartialBytes < MAX_WIRE_FRAME_BYTES) bad(`the bound on partly received frames must hold one frame of ${MAX_WIRE_FRAME_BYTES} bytes, got ${c.maxPartialBytes}`);
+  if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) bad('TLS needs both --tls-cert and --tls-key');
+  if (c.tlsCa !== undefined && c.tlsCert === undefined) bad('--tls-ca names the CA for peers\' certificates; it needs --tls-cert and --tls-key too');
   if (!Number.isInteger(c.clockOffsetMs) || Math.abs(c.clockOffsetMs) > MAX_CLOCK_OFFSET_MS) {
     bad(`clock offset must be an integer of at most ${MAX_CLOCK_OFFSET_MS} ms either way, got ${c.clockOffsetMs}`);
   }
   validateReplicationConfig(c.replication);
   validateMembershipConfig(c.membership);
   return c;
+}
+
+/** File descriptors kept for everything but client and peer sockets: logs, the commit mark, LevelDB's log and lock, outgoing peer links. */
+const RESERVED_FILES = 128;
+/** Fewest sockets a node serves: below it, the file limit is too low to run on. */
+const MIN_CONNECTIONS = 16;
+
+/**
+ * The process's limit on open files (the soft limit, which Node raises to the hard one at start),
+ * from /proc/self/limits; undefined where that cannot be read.
+ */
+export function openFileLimit(): number | undefined {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+    const n = Number(line?.split(/\s+/)[3]);
+    return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Sockets and LevelDB table files, fitted under the file limit so the store is never starved of
+ * descriptors: LevelDB keeps up to a quarter of the limit open (at most its default of 1,000, at
+ * least 64), 128 are kept for everything else, and sockets may have the rest. Throws BAD_REQUEST
+ * when that leaves fewer than 16 sockets.
+ */
+export function fitConnectionsToFiles(maxConnections: number, fileLimit: number | undefined): { maxConnections: number; storeOpenFiles: number } {
+  if (fileLimit === undefined) return { maxConnections, storeOpenFiles: 1_000 };
+  const storeOpenFiles = Math.max(64, Math.min(1_000, Math.floor(fileLimit / 4)));
+  const sockets = fileLimit - storeOpenFiles - RESERVED_FILES;
+  if (sockets < MIN_CONNECTIONS) {
+    throw new TallyError(
+      ErrorCode.BAD_REQUEST,
+      `this process may open ${fileLimit} files, too few to serve: the store keeps ${storeOpenFiles} and ${RESERVED_FILES} are reserved; raise the limit (ulimit -n 4096)`,
+    );
+  }
+  return { maxConnections: Math.min(maxConnections, sockets), storeOpenFiles };
 }

@@ -62,7 +62,11 @@ export class LevelKv implements Kv {
   /** The database directory's inode when opened: a directory deleted or replaced since is noticed before a write. */
   private dirIno: number | undefined;
 
-  constructor(readonly location: string) {}
+  /** `maxOpenFiles`: table files LevelDB keeps open (its own default is 1,000); the node sets it from its file limit. */
+  constructor(
+    readonly location: string,
+    private readonly maxOpenFiles = 1_000,
+  ) {}
 
   async open(): Promise<void> {
     if (this.level !== undefined) return;
@@ -73,7 +77,7 @@ export class LevelKv implements Kv {
   }
 
   private async openLevel(): Promise<void> {
-    const level = new Level<string, Uint8Array>(this.location, { keyEncoding: 'utf8', valueEncoding: 'view' });
+    const level = new Level<string, Uint8Array>(this.location, { keyEncoding: 'utf8', valueEncoding: 'view', maxOpenFiles: this.maxOpenFiles });
     try {
       await level.open({ createIfMissing: true });
     } catch (err) {

@@ -59,6 +59,8 @@ export interface PeerTransportOptions {
   backoffMaxMs: number;
   /** Bytes queued on an open socket beyond which new frames are dropped. */
   maxBufferedBytes: number;
+  /** Dial peers over TLS (`wss://`), trusting `ca` (undefined: the system's CAs). */
+  tls?: { ca?: string | Buffer };
 }
 
 export function defaultPeerTransportOptions(
@@ -238,10 +240,12 @@ export class PeerTransport implements PeerHandler {
   private connect(link: OutLink): void {
     let ws: WebSocket;
     try {
-      ws = new WebSocket(wsUrl(link.address), {
+      const tls = this.opts.tls;
+      ws = new WebSocket(wsUrl(link.address, tls !== undefined), {
         maxPayload: MAX_WIRE_FRAME_BYTES,
         perMessageDeflate: false,
         handshakeTimeout: this.opts.connectTimeoutMs,
+        ...(tls?.ca === undefined ? {} : { ca: tls.ca }),
       });
     } catch {
       // A malformed address (validated upstream, so this is a bug or a hostile peer): never retry it.

@@ -1,16 +1,28 @@
 /**
- * The node's one port: a WebSocket server for clients and (after a peer hello) other nodes.
+ * The node's one port: WebSocket for clients and (after a peer hello) other nodes, and HTTP/JSON
+ * (node/http-api.ts) for people, scripts, probes and Prometheus. Plain or TLS.
  *
  * Every frame is size-checked, decoded and validated before it reaches a handler, and every
  * failure is answered with an error frame carrying a stable code; the connection stays open
  * whenever the framing allows (only frames over MAX_WIRE_FRAME_BYTES, a wrong protocol version
- * a foreign cluster or a failed peer proof close it). Each connection has a bound on requests
- * awaiting a reply and on bytes queued to it. A peer proves the cluster secret before its link is
- * handed over (protocol/peer-auth.ts). This module knows nothing of buckets or membership: it hands
- * validated requests to a `RequestHandler` and authenticated peer links to a `PeerHandler`.
+ * a foreign cluster, a failed peer proof or a missing client token close it). Each connection has
+ * a bound on requests awaiting a reply and on bytes queued to it. A peer proves the cluster secret
+ * before its link is handed over (protocol/peer-auth.ts); a client shows a token when the node
+ * has any (node/tokens.ts). This module knows nothing of buckets or membership: it hands validated
+ * requests to a `RequestHandler` and authenticated peer links to a `PeerHandler`.
+ *
+ * The edge holds under abuse: every TCP socket counts against `maxConnections` from the moment it
+ * is accepted (a socket still silent when the table is full is the first to go), and against
+ * `maxConnectionsPerAddress` for its source address; a socket must finish its TLS handshake and
+ * its first HTTP request or upgrade, a WebSocket its hello, and a frame begun its last byte, each
+ * within a deadline; a client connection idle for long is closed; and the bytes of frames and
+ * request bodies received in part are bounded across all connections together (past the bound,
+ * connections are read no further until it frees). The node keeps file descriptors for its own store
+ * (node/config.ts `fitConnectionsToFiles`).
  */
-import { createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import {
   decodeFrame,
@@ -37,11 +49,12 @@ import {
   type WelcomeMessage,
 } from '../protocol/index.js';
 import { wallNowMs } from './clock.js';
+import { Access, mayDo, type ClientTokens } from './tokens.js';
 
-/** How long a new connection may take to say hello before it is closed. */
-export const HELLO_TIMEOUT_MS = 10_000;
 /** How long a stopping node waits for its connections to close before it cuts them. */
 export const CLOSE_GRACE_MS = 1_000;
+/** How often deadlines (handshake, hello, frame, idle) are checked. */
+const SWEEP_MS = 250;
 
 export interface RequestHandler {
   handle(req: ClientRequest): Promise<Reply>;
@@ -65,7 +78,42 @@ export interface PeerHandler {
   accept(link: PeerLink, hello: HelloMessage): void;
 }
 
-export interface ServerOptions {
+/** What an HTTP request may use of the server: its access, and the partial-bytes budget for its body. */
+export interface HttpContext {
+  /** The access the request's bearer token gives (FULL when the node has no tokens). */
+  access: Access;
+  /** Counts `n` more bytes of this request's body against the budget; false: over it, stop reading. */
+  bodyBytes(n: number): boolean;
+  /** The body is read: its bytes no longer count. */
+  bodyDone(): void;
+}
+
+export type HttpHandler = (req: IncomingMessage, res: ServerResponse, ctx: HttpContext) => void;
+
+export interface TlsSettings {
+  cert: string | Buffer;
+  key: string | Buffer;
+  /** CA(s) trusted for peers' certificates; undefined: the system's. */
+  ca?: string | Buffer;
+}
+
+/** The edge's bounds beyond the connection cap (node/config.ts gives their defaults and reasons). */
+export interface EdgeLimits {
+  /** Open sockets from one source address; past it a new one from there is refused. */
+  maxConnectionsPerAddress: number;
+  /** From accept to the first HTTP request or WebSocket upgrade, TLS handshake included. */
+  handshakeTimeoutMs: number;
+  /** From a WebSocket's upgrade to its hello (a peer's: and its proof). */
+  helloTimeoutMs: number;
+  /** From the first byte of a frame or request body to its last. */
+  frameTimeoutMs: number;
+  /** A client connection idle (nothing sent, nothing awaited) this long is closed; 0: never. */
+  idleTimeoutMs: number;
+  /** Bytes of frames and request bodies received in part, all connections together. */
+  maxPartialBytes: number;
+}
+
+export interface ServerOptions extends EdgeLimits {
   host: string;
   port: number;
   nodeId: string;
@@ -81,81 +129,361 @@ export interface ServerOptions {
   retention: [minuteDays: number, hourDays: number];
   maxInFlightPerConnection: number;
   maxSocketBufferedBytes: number;
+  /** Open sockets of every kind, counted from accept. */
   maxConnections: number;
+  /** Client tokens; undefined: clients need none. */
+  tokens?: ClientTokens;
+  tls?: TlsSettings;
+}
+
+/** Where a connection is in its life. */
+const enum Stage {
+  /** Accepted; no request or upgrade yet. */
+  NEW,
+  /** Serving HTTP requests. */
+  HTTP,
+  /** A WebSocket awaiting its hello (or a peer's proof). */
+  HELLO,
+  /** A client after its hello. */
+  CLIENT,
+  /** An authenticated peer. */
+  PEER,
+}
+
+interface Conn {
+  readonly key: string;
+  readonly address: string;
+  readonly socket: Socket;
+  /** The stream a WebSocket reads (the TLS socket under TLS); paused while the partial-bytes bound is full. */
+  stream: Socket | undefined;
+  readonly acceptedAt: number;
+  stage: Stage;
+  stageAt: number;
+  ws: WebSocket | undefined;
+  /** Bytes of a frame or body received so far and not yet complete, and since when. */
+  partial: number;
+  partialSince: number;
+  /** Last frame received, and requests awaiting replies (for the idle deadline). */
+  lastFrameAt: number;
+  inFlight: number;
 }
 
 export class TallyServer {
-  private http: HttpServer | undefined;
+  private server: HttpServer | undefined;
   private wss: WebSocketServer | undefined;
-  private readonly sockets = new Set<WebSocket>();
+  private sweeper: NodeJS.Timeout | undefined;
+  /** Every accepted socket, by `remoteAddress|remotePort` (the same for a TLS socket and its TCP one). */
+  private readonly conns = new Map<string, Conn>();
+  private readonly perAddress = new Map<string, number>();
+  private partialTotal = 0;
+  /** Connections not read from while the partial-bytes bound is full. */
+  private readonly paused = new Set<Conn>();
+  private closing = false;
   /** The port listened on (the real one when asked for port 0); 0 before `listen`. */
   port = 0;
-  /** Counters for status. */
-  readonly stats = { connections: 0, frames: 0, errors: 0, peersRefused: 0 };
+  /** Error replies sent, by code (WebSocket and HTTP). */
+  readonly errorCodes: Record<string, number> = {};
+  /** Counters for status and metrics. */
+  readonly stats = {
+    connections: 0,
+    frames: 0,
+    errors: 0,
+    peersRefused: 0,
+    /** Sockets refused at accept: the table full of established connections, or their address at its cap. */
+    connectionsRefused: 0,
+    /** Sockets still in their handshake closed to make room for a new one. */
+    connectionsEvicted: 0,
+    /** Sockets closed for missing a deadline: handshake or first request, hello, a frame's last byte. */
+    handshakeTimeouts: 0,
+    helloTimeouts: 0,
+    frameTimeouts: 0,
+    /** Client connections closed after idling. */
+    idleClosed: 0,
+    /** Times a connection was paused (not read from) because partly received frames filled their bound. */
+    partialPaused: 0,
+    /** Clients refused for a missing or wrong token, or a request their token does not allow. */
+    unauthorized: 0,
+    httpRequests: 0,
+  };
 
   constructor(
     private readonly opts: ServerOptions,
     private readonly requests: RequestHandler,
     private peers: PeerHandler | undefined = undefined,
+    private http: HttpHandler | undefined = undefined,
   ) {}
 
   setPeerHandler(peers: PeerHandler): void {
     this.peers = peers;
   }
 
+  setHttpHandler(http: HttpHandler): void {
+    this.http = http;
+  }
+
+  /** Open sockets now, and bytes received in part now. */
+  get load(): { connections: number; partialBytes: number; byStage: Record<'new' | 'http' | 'hello' | 'client' | 'peer', number> } {
+    const byStage = { new: 0, http: 0, hello: 0, client: 0, peer: 0 };
+    const names = ['new', 'http', 'hello', 'client', 'peer'] as const;
+    for (const c of this.conns.values()) byStage[names[c.stage]] += 1;
+    return { connections: this.conns.size, partialBytes: this.partialTotal, byStage };
+  }
+
   async listen(): Promise<{ host: string; port: number }> {
-    const http = createServer((_req, res) => {
-      res.writeHead(426, { 'content-type': 'text/plain' }).end('Tally speaks WebSocket on this port\n');
+    const onRequest = (req: IncomingMessage, res: ServerResponse): void => this.onHttpRequest(req, res);
+    const tls = this.opts.tls;
+    const server: HttpServer = tls
+      ? (createHttpsServer({ cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca }), handshakeTimeout: this.opts.handshakeTimeoutMs }, onRequest) as unknown as HttpServer)
+      : createHttpServer(onRequest);
+    // Node's own bounds, behind ours: headers within the handshake deadline, a whole request
+    // within the frame deadline past it, and idle keep-alive sockets closed after 5 s.
+    server.headersTimeout = this.opts.handshakeTimeoutMs;
+    server.requestTimeout = this.opts.handshakeTimeoutMs + this.opts.frameTimeoutMs;
+    server.keepAliveTimeout = 5_000;
+    server.on('connection', (socket: Socket) => this.onSocket(socket));
+    server.on('clientError', (_err: Error, socket: Socket) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+      socket.destroy();
     });
     const wss = new WebSocketServer({
-      server: http,
+      server,
       maxPayload: MAX_WIRE_FRAME_BYTES,
       perMessageDeflate: false,
       clientTracking: false,
     });
-    wss.on('connection', (ws) => this.onConnection(ws));
-    this.http = http;
+    wss.on('connection', (ws, req) => this.onWebSocket(ws, req));
+    wss.on('error', () => {
+      // Errors of the listening server surface on `server`; upgrade failures close their socket.
+    });
+    this.server = server;
     this.wss = wss;
     await new Promise<void>((resolve, reject) => {
-      http.once('error', reject);
-      http.listen(this.opts.port, this.opts.host, () => {
-        http.off('error', reject);
+      server.once('error', reject);
+      server.listen(this.opts.port, this.opts.host, () => {
+        server.off('error', reject);
         resolve();
       });
     });
-    const a = http.address() as AddressInfo;
+    const a = server.address() as AddressInfo;
     this.port = a.port;
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
+    this.sweeper.unref();
     return { host: this.opts.host, port: a.port };
   }
 
   /** Stops accepting, closes every connection, waits for the listener to close. */
   async close(): Promise<void> {
-    for (const ws of this.sockets) ws.close(1001, 'node stopping');
+    this.closing = true;
+    if (this.sweeper !== undefined) clearInterval(this.sweeper);
+    for (const c of this.conns.values()) {
+      if (c.ws !== undefined) c.ws.close(1001, 'node stopping');
+      else if (c.stage === Stage.NEW) c.socket.destroy();
+    }
     const deadline = setTimeout(() => {
-      for (const ws of this.sockets) ws.terminate();
+      for (const c of this.conns.values()) c.socket.destroy();
     }, CLOSE_GRACE_MS);
     this.wss?.close();
-    await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     clearTimeout(deadline);
-    this.http?.closeAllConnections();
+    this.server?.closeAllConnections();
   }
 
-  private onConnection(ws: WebSocket): void {
-    if (this.sockets.size >= this.opts.maxConnections) {
-      const message = `node has ${this.sockets.size} connections open, the limit is ${this.opts.maxConnections}`;
-      ws.send(encodeFrame({ t: 'error', id: null, code: ErrorCode.OVERLOADED, message }));
-      ws.close(1013, 'too many connections'); // 1013: try again later
+  // ---------------------------------------------------------------------------------------------
+  // Sockets: admission, deadlines, the partial-bytes budget
+
+  private onSocket(socket: Socket): void {
+    const address = socket.remoteAddress;
+    if (address === undefined || this.closing) {
+      socket.destroy();
       return;
     }
-    this.sockets.add(ws);
+    const fromAddress = this.perAddress.get(address) ?? 0;
+    if (fromAddress >= this.opts.maxConnectionsPerAddress) {
+      this.stats.connectionsRefused += 1;
+      socket.destroy();
+      return;
+    }
+    if (this.conns.size >= this.opts.maxConnections && !this.evictOneInHandshake()) {
+      this.stats.connectionsRefused += 1;
+      socket.destroy();
+      return;
+    }
+    const now = Date.now();
+    const conn: Conn = {
+      key: `${address}|${socket.remotePort}`,
+      address,
+      socket,
+      stream: undefined,
+      acceptedAt: now,
+      stage: Stage.NEW,
+      stageAt: now,
+      ws: undefined,
+      partial: 0,
+      partialSince: 0,
+      lastFrameAt: now,
+      inFlight: 0,
+    };
+    this.conns.set(conn.key, conn);
+    this.perAddress.set(address, fromAddress + 1);
     this.stats.connections += 1;
+    socket.once('close', () => {
+      this.releasePartial(conn);
+      if (this.conns.get(conn.key) === conn) this.conns.delete(conn.key);
+      const left = (this.perAddress.get(address) ?? 1) - 1;
+      if (left > 0) this.perAddress.set(address, left);
+      else this.perAddress.delete(address);
+    });
+  }
+
+  /** The socket of `socket`'s connection (a TLS socket shares its TCP socket's address and port). */
+  private connOf(socket: Socket): Conn | undefined {
+    return this.conns.get(`${socket.remoteAddress}|${socket.remotePort}`);
+  }
+
+  /** At a full table: closes the oldest socket that has not finished its handshake or hello. */
+  private evictOneInHandshake(): boolean {
+    let oldest: Conn | undefined;
+    for (const c of this.conns.values()) {
+      if ((c.stage === Stage.NEW || c.stage === Stage.HELLO) && (oldest === undefined || c.stageAt < oldest.stageAt)) oldest = c;
+    }
+    if (oldest === undefined) return false;
+    this.stats.connectionsEvicted += 1;
+    this.drop(oldest);
+    return true;
+  }
+
+  private drop(c: Conn): void {
+    this.conns.delete(c.key);
+    this.releasePartial(c);
+    if (c.ws !== undefined) c.ws.terminate();
+    else c.socket.destroy();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    const o = this.opts;
+    for (const c of this.conns.values()) {
+      if (c.stage === Stage.NEW && now - c.stageAt > o.handshakeTimeoutMs) {
+        this.stats.handshakeTimeouts += 1;
+        this.drop(c);
+      } else if (c.stage === Stage.HELLO && now - c.stageAt > o.helloTimeoutMs) {
+        this.stats.helloTimeouts += 1;
+        c.ws?.close(1008, 'no hello');
+        c.stage = Stage.NEW; // closing: the handshake deadline cuts it if the close handshake stalls
+        c.stageAt = now;
+      } else if (c.partial > 0 && now - c.partialSince > o.frameTimeoutMs) {
+        this.stats.frameTimeouts += 1;
+        this.drop(c);
+      } else if (c.stage === Stage.CLIENT && o.idleTimeoutMs > 0 && c.inFlight === 0 && now - c.lastFrameAt > o.idleTimeoutMs) {
+        this.stats.idleClosed += 1;
+        c.ws?.close(1000, 'idle');
+        c.stage = Stage.NEW;
+        c.stageAt = now;
+      }
+    }
+  }
+
+  /**
+   * Counts `n` more bytes received in part on `c`. Past the bound, `c` is read no further (its
+   * sender is held back by TCP, its bytes stay in the kernel) until the bytes it holds complete a
+   * frame or the total falls to half the bound; a frame that stays incomplete meets its deadline.
+   * A small frame arrives whole in the chunk that pauses it, so it completes and its connection
+   * reads on: clients sending ordinary frames are served while the bound is full. False when over
+   * the bound (an HTTP body is then refused).
+   */
+  private notePartial(c: Conn, n: number): boolean {
+    if (c.partial === 0) c.partialSince = Date.now();
+    c.partial += n;
+    this.partialTotal += n;
+    if (this.partialTotal <= this.opts.maxPartialBytes) return true;
+    if (c.stream !== undefined && !this.paused.has(c)) {
+      this.paused.add(c);
+      this.stats.partialPaused += 1;
+      c.stream.pause();
+    }
+    return false;
+  }
+
+  private releasePartial(c: Conn): void {
+    this.partialTotal -= c.partial;
+    c.partial = 0;
+    if (this.paused.delete(c)) c.stream?.resume();
+    if (this.paused.size > 0 && this.partialTotal <= this.opts.maxPartialBytes / 2) {
+      for (const p of this.paused) p.stream?.resume();
+      this.paused.clear();
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // HTTP
+
+  private onHttpRequest(req: IncomingMessage, res: ServerResponse): void {
+    const c = this.connOf(req.socket);
+    if (c === undefined) {
+      req.socket.destroy();
+      return;
+    }
+    this.stats.httpRequests += 1;
+    if (c.stage === Stage.NEW) {
+      c.stage = Stage.HTTP;
+      c.stageAt = Date.now();
+    }
+    const access = this.accessOf(bearer(req.headers.authorization));
+    const ctx: HttpContext = {
+      access,
+      bodyBytes: (n) => this.notePartial(c, n),
+      bodyDone: () => this.releasePartial(c),
+    };
+    res.on('close', () => this.releasePartial(c));
+    if (this.http === undefined) {
+      res.writeHead(503, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error: { code: ErrorCode.NOT_READY, message: 'the node is starting' } })}\n`);
+      return;
+    }
+    this.http(req, res, ctx);
+  }
+
+  countError(code: string): void {
+    this.errorCodes[code] = (this.errorCodes[code] ?? 0) + 1;
+  }
+
+  /** The access a token gives: FULL when the node needs none, NONE for a missing or unknown one. */
+  accessOf(token: string | undefined): Access {
+    if (this.opts.tokens === undefined) return Access.FULL;
+    return token === undefined ? Access.NONE : this.opts.tokens.check(token);
+  }
+
+  get tokensRequired(): boolean {
+    return this.opts.tokens !== undefined;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // WebSocket
+
+  private onWebSocket(ws: WebSocket, req: IncomingMessage): void {
+    const conn = this.connOf(req.socket);
+    if (conn === undefined || this.closing) {
+      ws.terminate();
+      return;
+    }
+    const now = Date.now();
+    conn.stage = Stage.HELLO;
+    conn.stageAt = now;
+    conn.lastFrameAt = now;
+    conn.ws = ws;
+    conn.stream = req.socket;
     ws.binaryType = 'nodebuffer';
+    // Ahead of the WebSocket's own reader: a chunk counts as part of a frame until a whole frame is read.
+    req.socket.prependListener('data', (chunk: Buffer) => {
+      this.notePartial(conn, chunk.length);
+    });
+    const frameDone = (): void => this.releasePartial(conn);
+    ws.on('ping', frameDone);
+    ws.on('pong', frameDone);
     let hello: HelloMessage | undefined;
     let auth: PeerAuthContext | undefined;
+    let access: Access = Access.NONE;
     let refused = false;
-    let inFlight = 0;
     let peer: (PeerLink & { deliver(m: unknown): void; closed(): void }) | undefined;
-    const helloTimer = setTimeout(() => ws.close(1008, 'no hello'), HELLO_TIMEOUT_MS);
 
     const send = (message: unknown): boolean => {
       if (ws.readyState !== ws.OPEN) return false;
@@ -173,10 +501,18 @@ export class TallyServer {
         err instanceof TallyError
           ? err
           : new TallyError(ErrorCode.INTERNAL, `internal error: ${(err as Error)?.message ?? String(err)}`);
+      this.countError(e.code);
       send({ t: 'error', id, code: e.code, message: e.message.slice(0, MAX_ERROR_MESSAGE_CHARS) });
+    };
+    const refuse = (id: number | null, err: TallyError): void => {
+      refused = true;
+      sendError(id, err);
+      ws.close(1008, err.code);
     };
 
     ws.on('message', (data: RawData, isBinary: boolean) => {
+      frameDone();
+      conn.lastFrameAt = Date.now();
       this.stats.frames += 1;
       const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
       if (!isBinary) {
@@ -203,14 +539,28 @@ export class TallyServer {
         try {
           hello = this.onHello(message);
         } catch (err) {
-          sendError(requestIdOf(message), err);
           const code = (err as TallyError).code;
           if (code === ErrorCode.VERSION_MISMATCH || code === ErrorCode.UNAUTHORIZED) {
-            refused = true;
             if (code === ErrorCode.UNAUTHORIZED) this.stats.peersRefused += 1;
-            ws.close(1008, code);
+            refuse(requestIdOf(message), err as TallyError);
+          } else {
+            sendError(requestIdOf(message), err);
           }
           return;
+        }
+        if (hello.role === Role.CLIENT) {
+          access = this.accessOf(hello.token);
+          if (access === Access.NONE) {
+            this.stats.unauthorized += 1;
+            hello = undefined;
+            refuse(
+              requestIdOf(message),
+              new TallyError(ErrorCode.UNAUTHORIZED, message !== null && typeof message === 'object' && 'token' in message
+                ? 'the client token is not one this node accepts'
+                : 'this node needs a client token: pass { token } to the client, --client-token (or TALLY_CLIENT_TOKEN) to the CLI'),
+            );
+            return;
+          }
         }
         const welcome: WelcomeMessage = {
           t: 'welcome',
@@ -231,9 +581,10 @@ export class TallyServer {
           welcome.nonce = auth.acceptorNonce;
           welcome.proof = peerProof(this.opts.clusterSecret, 'acceptor', auth);
           send(welcome);
-          return; // the hello timer runs on until the peer's proof checks
+          return; // the hello deadline runs on until the peer's proof checks
         }
-        clearTimeout(helloTimer);
+        conn.stage = Stage.CLIENT;
+        conn.stageAt = Date.now();
         send(welcome);
         return;
       }
@@ -246,13 +597,12 @@ export class TallyServer {
           proven = false;
         }
         if (!proven) {
-          refused = true;
           this.stats.peersRefused += 1;
-          sendError(null, new TallyError(ErrorCode.UNAUTHORIZED, 'the peer did not prove the cluster secret'));
-          ws.close(1008, ErrorCode.UNAUTHORIZED);
+          refuse(null, new TallyError(ErrorCode.UNAUTHORIZED, 'the peer did not prove the cluster secret'));
           return;
         }
-        clearTimeout(helloTimer);
+        conn.stage = Stage.PEER;
+        conn.stageAt = Date.now();
         peer = this.makePeerLink(ws, auth.initiatorId, send);
         (this.peers as PeerHandler).accept(peer, hello);
         return;
@@ -269,24 +619,31 @@ export class TallyServer {
         sendError(requestIdOf(message), err);
         return;
       }
-      if (inFlight >= this.opts.maxInFlightPerConnection) {
+      if (!mayDo(access, req.t)) {
+        this.stats.unauthorized += 1;
+        sendError(req.id, new TallyError(ErrorCode.UNAUTHORIZED, `this client's token may only read; a '${req.t}' request needs a read-write token`));
+        return;
+      }
+      if (conn.inFlight >= this.opts.maxInFlightPerConnection) {
         sendError(
           req.id,
           new TallyError(
             ErrorCode.OVERLOADED,
-            `connection has ${inFlight} requests awaiting replies, the limit is ${this.opts.maxInFlightPerConnection}`,
+            `connection has ${conn.inFlight} requests awaiting replies, the limit is ${this.opts.maxInFlightPerConnection}`,
           ),
         );
         return;
       }
-      inFlight += 1;
+      conn.inFlight += 1;
       this.requests.handle(req).then(
         (reply) => {
-          inFlight -= 1;
+          conn.inFlight -= 1;
+          conn.lastFrameAt = Date.now();
           send(reply);
         },
         (err: unknown) => {
-          inFlight -= 1;
+          conn.inFlight -= 1;
+          conn.lastFrameAt = Date.now();
           sendError(req.id, err);
         },
       );
@@ -295,8 +652,7 @@ export class TallyServer {
       // Framing errors (e.g. over maxPayload) close the socket; 'close' follows.
     });
     ws.on('close', () => {
-      clearTimeout(helloTimer);
-      this.sockets.delete(ws);
+      this.releasePartial(conn);
       peer?.closed();
     });
   }
@@ -351,4 +707,11 @@ export class TallyServer {
     };
     return link;
   }
+}
+
+/** The token of an `Authorization: Bearer <token>` header. */
+function bearer(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return m?.[1];
 }

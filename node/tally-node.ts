@@ -4,15 +4,15 @@
  * reference back to it.
  */
 import { randomBytes } from 'node:crypto';
-import { rename, stat } from 'node:fs/promises';
+import { readFile, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { getHeapStatistics } from 'node:v8';
 import xxhash from 'xxhash-wasm';
 import { NodeCore } from '../cluster/node-core.js';
 import { Prng } from '../cluster/prng.js';
-import { ErrorCode, formatAddress, TallyError, validateEndpointState } from '../protocol/index.js';
+import { ErrorCode, formatAddress, TallyError, validateEndpointState, type ClientRequest, type Reply } from '../protocol/index.js';
 import type { NodeStatus } from '../protocol/status.js';
-import { fitToHeap, resolveConfig, type NodeConfig, type NodeOverrides } from './config.js';
+import { fitConnectionsToFiles, fitToHeap, openFileLimit, resolveConfig, type NodeConfig, type NodeOverrides } from './config.js';
 import { Driver, KNOWN_PEERS_KEY, REBUILDING_KEY, REMOVED_KEY } from './driver.js';
 import { monotonicNowMs, setClockOffsetMs, wallNowMs } from './clock.js';
 import type { KnownPeer } from '../cluster/membership.js';
@@ -20,7 +20,11 @@ import { openActor, openNodeId, recordDatabase, type Identity } from './identity
 import { CommitMark, COMMIT_MARK_FILE } from './commit-mark.js';
 import { LevelKv } from './kv.js';
 import { PeerTransport, defaultPeerTransportOptions } from './peer-transport.js';
-import { TallyServer } from './server.js';
+import { TallyServer, type TlsSettings } from './server.js';
+import { ClientTokens } from './tokens.js';
+import { httpApi } from './http-api.js';
+import { NodeMetrics } from './metrics.js';
+import { statusPage } from './status-page.js';
 import { Store } from './store.js';
 import { memberStatuses, healthLine, processStatus } from './status.js';
 
@@ -112,6 +116,17 @@ async function loadKnownPeers(store: Store): Promise<KnownPeer[]> {
   }
 }
 
+/** The PEM files of --tls-cert, --tls-key and --tls-ca, read; undefined without TLS. */
+async function readTls(config: NodeConfig): Promise<TlsSettings | undefined> {
+  if (config.tlsCert === undefined || config.tlsKey === undefined) return undefined;
+  const read = (file: string, what: string): Promise<Buffer> =>
+    readFile(file).catch((err: NodeJS.ErrnoException) => {
+      throw new TallyError(ErrorCode.BAD_REQUEST, `cannot read the TLS ${what} ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
+    });
+  const [cert, key, ca] = await Promise.all([read(config.tlsCert, 'certificate'), read(config.tlsKey, 'key'), config.tlsCa === undefined ? undefined : read(config.tlsCa, 'CA')]);
+  return { cert, key, ...(ca === undefined ? {} : { ca }) };
+}
+
 export function log(line: string): void {
   process.stdout.write(`${new Date().toISOString()} ${line}\n`);
 }
@@ -139,12 +154,20 @@ export class TallyNode {
       log(`heap limit ${Math.round(heapLimit / 1048576)} MiB: up to ${fitted.maxCachedSlots} slots cached and ${fitted.maxDirtySlots} awaiting a commit (set for ${config.replication.maxCachedSlots} and ${config.replication.maxDirtySlots})`);
     }
     config.replication = fitted;
+    const fileLimit = openFileLimit();
+    const files = fitConnectionsToFiles(config.maxConnections, fileLimit);
+    if (files.maxConnections < config.maxConnections) {
+      log(`open file limit ${fileLimit}: up to ${files.maxConnections} connections (set for ${config.maxConnections}), ${files.storeOpenFiles} table files kept open`);
+      config.maxConnections = files.maxConnections;
+    }
+    const tokens = ClientTokens.from(config.clientToken, config.clientTokenFile);
+    const tls = await readTls(config);
     const { id, database } = await openNodeId(config.dataDir, config.id, Date.now());
     const dbPath = join(config.dataDir, 'db');
     if (config.rebuild) await moveAside(dbPath);
     else if (database !== undefined) await checkDatabasePresent(dbPath);
     const { h64 } = await xxhash();
-    const store = new Store(new LevelKv(dbPath), h64);
+    const store = new Store(new LevelKv(dbPath, files.storeOpenFiles), h64);
     try {
       await store.open();
     } catch (err) {
@@ -185,7 +208,10 @@ export class TallyNode {
     }
     const rf = config.replication.rf;
     const retention: [number, number] = [config.replication.retention.minuteDays, config.replication.retention.hourDays];
-    const transport = new PeerTransport(defaultPeerTransportOptions(identity.id, config.cluster, config.clusterSecret, rf, retention));
+    const transport = new PeerTransport({
+      ...defaultPeerTransportOptions(identity.id, config.cluster, config.clusterSecret, rf, retention),
+      ...(tls === undefined ? {} : { tls: tls.ca === undefined ? {} : { ca: tls.ca } }),
+    });
     let driver: Driver | undefined;
     let address = `${config.host}:${config.port}`;
     let generation = 0;
@@ -211,8 +237,20 @@ export class TallyNode {
         damagedSlots: store.damagedSlots,
         peers: { ...transport.stats, ...server.stats, ...driver?.stats },
         process: processStatus(),
+        edge: { ...server.load, maxConnections: config.maxConnections, maxPartialBytes: config.maxPartialBytes },
       };
     };
+    const handle = (req: ClientRequest): Promise<Reply> => {
+      if (driver === undefined) return Promise.reject(new TallyError(ErrorCode.NOT_READY, 'the node is starting'));
+      const started = process.hrtime.bigint();
+      const p = driver.handle(req);
+      p.then(
+        (reply) => metrics.observe(req, started, reply, undefined),
+        (err: unknown) => metrics.observe(req, started, undefined, err instanceof TallyError ? err : { code: ErrorCode.INTERNAL }),
+      );
+      return p;
+    };
+    const refuseEarly = (m: unknown): TallyError | undefined => driver?.refuseEarly(m);
     const server = new TallyServer(
       {
         host: config.host,
@@ -227,8 +265,41 @@ export class TallyNode {
         maxInFlightPerConnection: config.maxInFlightPerConnection,
         maxSocketBufferedBytes: config.maxSocketBufferedBytes,
         maxConnections: config.maxConnections,
+        maxConnectionsPerAddress: config.maxConnectionsPerAddress,
+        handshakeTimeoutMs: config.handshakeTimeoutMs,
+        helloTimeoutMs: config.helloTimeoutMs,
+        frameTimeoutMs: config.frameTimeoutMs,
+        idleTimeoutMs: config.idleTimeoutMs,
+        maxPartialBytes: config.maxPartialBytes,
+        ...(tokens === undefined ? {} : { tokens }),
+        ...(tls === undefined ? {} : { tls }),
       },
-      { handle: (req) => (driver === undefined ? Promise.reject(new TallyError(ErrorCode.NOT_READY, 'the node is starting')) : driver.handle(req)), refuseEarly: (m) => driver?.refuseEarly(m) },
+      { handle, refuseEarly },
+    );
+    const metrics = new NodeMetrics({
+      status,
+      edge: () => {
+        const load = server.load;
+        return { byStage: load.byStage, partialBytes: load.partialBytes, stats: server.stats, errors: server.errorCodes };
+      },
+    });
+    server.setHttpHandler(
+      httpApi({
+        handle,
+        refuseEarly,
+        status,
+        ready: () => {
+          if (driver === undefined) return { ready: false, reason: 'the node is starting' };
+          if (driver.stopping) return { ready: false, reason: 'the node is stopping' };
+          const self = status().members.find((m) => m.self);
+          if (self?.lifecycle.endsWith('+rebuilding') === true) return { ready: false, reason: 'the node is being sent its ranges by its peers; reads do not count it yet' };
+          if (self !== undefined && self.lifecycle !== 'normal') return { ready: false, reason: `the node is ${self.lifecycle}` };
+          return { ready: true, reason: 'serving' };
+        },
+        metrics: () => metrics.render(),
+        page: statusPage,
+        onError: (code) => server.countError(code),
+      }),
     );
     try {
       const listening = await server.listen();

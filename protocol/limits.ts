@@ -55,6 +55,9 @@ export const MAX_REPLICATION_FACTOR = 7;
 /** Most days a retention can name (about 100 years); beyond it, keep for ever (0). */
 export const MAX_RETENTION_DAYS = 36_500;
 
+/** Longest client token a hello may carry. */
+export const MAX_TOKEN_CHARS = 256;
+
 /** Largest request id; ids are unsigned 32-bit so they stay small on the wire. */
 export const MAX_REQUEST_ID = 0xffff_ffff;
 /** Longest error message a node sends; messages are for people and are cut to this. */

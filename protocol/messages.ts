@@ -36,6 +36,8 @@ export interface HelloMessage {
   rf?: number;
   /** Peers only: days minute and hour buckets are kept (0: for ever); both ends must agree. */
   retention?: [minuteDays: number, hourDays: number];
+  /** Clients only: the client token, when the node needs one. */
+  token?: string;
 }
 
 export interface WelcomeMessage {

@@ -61,6 +61,8 @@ export interface NodeStatus {
   peers: Record<string, number>;
   /** The node's process: memory now and at its peak, CPU used since it started; absent from older nodes. */
   process?: ProcessStatus;
+  /** The node's edge: open sockets by stage against the cap, and bytes of frames received in part against theirs. */
+  edge?: EdgeStatus;
 }
 
 export interface ProcessStatus {
@@ -74,4 +76,13 @@ export interface ProcessStatus {
   cpuUserMs: number;
   cpuSystemMs: number;
   uptimeS: number;
+}
+
+export interface EdgeStatus {
+  connections: number;
+  maxConnections: number;
+  /** Open sockets by stage: new (nothing sent yet), http, hello (awaiting it), client, peer. */
+  byStage: Record<string, number>;
+  partialBytes: number;
+  maxPartialBytes: number;
 }

@@ -23,6 +23,7 @@ import {
   MAX_REQUEST_ID,
   MAX_RETENTION_DAYS,
   MAX_TIME_MS,
+  MAX_TOKEN_CHARS,
   MAX_VIDEO_ID_BYTES,
   MIN_EVENT_TIME_MS,
 } from './limits.js';
@@ -89,6 +90,9 @@ export function checkName(x: unknown, what: string, maxBytes: number): string {
   }
   if (CONTROL_CHARS.test(x)) throw bad(`${what} must not contain control characters, got ${show(x)}`);
   if (!x.isWellFormed()) throw bad(`${what} must be valid Unicode`);
+  // Invalid UTF-8 bytes decode to U+FFFD: refused, or distinct byte strings would merge into one
+  // name (and one series). A name may not hold U+FFFD itself either, since the two cannot be told apart.
+  if (x.includes('\uFFFD')) throw bad(`${what} is not valid UTF-8 (or holds U+FFFD, the replacement character), got ${show(x)}`);
   return x;
 }
 
@@ -171,12 +175,16 @@ function checkKeys(o: Record<string, unknown>, allowed: readonly string[], what:
 export function validateHello(x: unknown): HelloMessage {
   const o = checkObject(x, 'hello');
   if (o.t !== 'hello') throw bad(`the first message must be a hello, got t=${show(o.t)}`);
-  checkKeys(o, ['t', 'v', 'role', 'cluster', 'nodeId', 'nonce', 'rf', 'retention'], 'hello');
+  checkKeys(o, ['t', 'v', 'role', 'cluster', 'nodeId', 'nonce', 'rf', 'retention', 'token'], 'hello');
   const v = checkInt(o.v, 'hello.v', 0, 0xffff);
   if (typeof o.role !== 'string' || !ROLES.has(o.role)) {
     throw bad(`hello.role must be one of ${[...ROLES].join(', ')}, got ${show(o.role)}`);
   }
   const hello: HelloMessage = { t: 'hello', v, role: o.role as Role };
+  if (o.token !== undefined) {
+    if (typeof o.token !== 'string' || o.token.length > MAX_TOKEN_CHARS) throw bad(`hello.token must be a string of at most ${MAX_TOKEN_CHARS} characters`);
+    hello.token = o.token;
+  }
   if (o.role === Role.PEER) {
     hello.cluster = checkName(o.cluster, 'hello.cluster', MAX_NAME_BYTES);
     hello.nodeId = checkName(o.nodeId, 'hello.nodeId', MAX_NAME_BYTES);
@@ -284,10 +292,10 @@ export function formatAddress(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/** The WebSocket URL of a node's address; throws BAD_REQUEST for a malformed address. */
-export function wsUrl(address: string): string {
+/** The WebSocket URL of a node's address (`wss://` with `secure`); throws BAD_REQUEST for a malformed address. */
+export function wsUrl(address: string, secure = false): string {
   const { host, port } = parseAddress(address);
-  return `ws://${formatAddress(host, port)}/`;
+  return `${secure ? 'wss' : 'ws'}://${formatAddress(host, port)}/`;
 }
 
 function checkStatsTuple(x: unknown, what: string): StatsTuple {

@@ -116,6 +116,18 @@ async function main(argv: string[]): Promise<void> {
           .option('repair-slots-per-second', { type: 'number', describe: 'pace of anti-entropy\'s walks of the store [100000]' })
           .option('minute-retention-days', { type: 'number', describe: 'keep minute buckets this many days after their day ends, the same on every member; 0: for ever [14]' })
           .option('hour-retention-days', { type: 'number', describe: 'keep hour buckets this many days after their day ends, the same on every member; 0: for ever [400]' })
+          .option('client-token', { type: 'string', describe: 'a read-write token every client must show (or TALLY_CLIENT_TOKEN); without it and --client-token-file, clients need none' })
+          .option('client-token-file', { type: 'string', describe: 'JSON file of client tokens: { "readWrite": [...], "readOnly": [...] }' })
+          .option('tls-cert', { type: 'string', describe: 'PEM certificate: serve clients and peers over TLS (wss://, https://) and dial peers over TLS' })
+          .option('tls-key', { type: 'string', describe: 'PEM private key of --tls-cert' })
+          .option('tls-ca', { type: 'string', describe: 'PEM CA that peers\' certificates must chain to [the system\'s CAs]' })
+          .option('max-connections', { type: 'number', describe: 'open sockets of every kind, fitted under the open-file limit [1024]' })
+          .option('max-connections-per-address', { type: 'number', describe: 'open sockets from one source address [128]' })
+          .option('idle-timeout-ms', { type: 'number', describe: 'close a client connection idle this long; 0: never [300000]' })
+          .option('handshake-timeout-ms', { type: 'number', describe: 'a new socket must send its first request or upgrade within this [5000]' })
+          .option('hello-timeout-ms', { type: 'number', describe: 'a WebSocket must say hello within this [5000]' })
+          .option('frame-timeout-ms', { type: 'number', describe: 'a frame or request body begun must arrive whole within this [10000]' })
+          .option('max-partial-mb', { type: 'number', describe: 'MiB of frames and bodies received in part, all connections together [64]' })
           .option('clock-offset-ms', { type: 'number', hidden: true, describe: 'fault tests: run this node with its clock off by this much' })
           .option('stop-on-stdin-close', { type: 'boolean', default: false, hidden: true }),
       async (a) => {
@@ -134,6 +146,18 @@ async function main(argv: string[]): Promise<void> {
           insecure: a.insecure,
           clockOffsetMs: a['clock-offset-ms'],
           rebuild: a.rebuild,
+          clientToken: a['client-token'] ?? process.env.TALLY_CLIENT_TOKEN,
+          clientTokenFile: a['client-token-file'],
+          tlsCert: a['tls-cert'],
+          tlsKey: a['tls-key'],
+          tlsCa: a['tls-ca'],
+          maxConnections: a['max-connections'],
+          maxConnectionsPerAddress: a['max-connections-per-address'],
+          idleTimeoutMs: a['idle-timeout-ms'],
+          handshakeTimeoutMs: a['handshake-timeout-ms'],
+          helloTimeoutMs: a['hello-timeout-ms'],
+          frameTimeoutMs: a['frame-timeout-ms'],
+          maxPartialBytes: a['max-partial-mb'] === undefined ? undefined : Math.round(a['max-partial-mb'] * 1024 * 1024),
           replication: {
             rf: a.rf,
             fsync: a.fsync,

@@ -20,7 +20,7 @@ const msg = (i: number): PeerMessage => ({ t: 'repl-ack', id: i });
 async function peer(id: string, cluster = 'tally', secret: string | undefined = undefined, port = 0, backoffMs: [number, number] = [200, 400], retention: [number, number] = [14, 400]) {
   const transport = new PeerTransport({ ...defaultPeerTransportOptions(id, cluster, secret, 3, retention), backoffBaseMs: backoffMs[0], backoffMaxMs: backoffMs[1] });
   const server = new TallyServer(
-    { host: '127.0.0.1', port, nodeId: id, zone: 'z1', cluster, clusterSecret: secret, rf: 3, retention, maxInFlightPerConnection: 8, maxSocketBufferedBytes: 1 << 20, maxConnections: 16 },
+    { host: '127.0.0.1', port, nodeId: id, zone: 'z1', cluster, clusterSecret: secret, rf: 3, retention, maxInFlightPerConnection: 8, maxSocketBufferedBytes: 1 << 20, maxConnections: 16, maxConnectionsPerAddress: 16, handshakeTimeoutMs: 5_000, helloTimeoutMs: 5_000, frameTimeoutMs: 10_000, idleTimeoutMs: 0, maxPartialBytes: 64 << 20 },
     { handle: () => Promise.reject(new Error('no clients here')) },
     undefined,
   );
