@@ -4,23 +4,12 @@
  * CONNECTION_CLOSED (for a write, its outcome is unknown); the client opens a new one.
  */
 import WebSocket from 'ws';
-import {
-  decodeFrame,
-  encodeFrame,
-  ErrorCode,
-  isErrorCode,
-  isPlainObject,
-  MAX_REQUEST_ID,
-  MAX_WIRE_FRAME_BYTES,
-  PROTOCOL_VERSION,
-  Role,
-  TallyError,
-  type ClientRequest,
-  type Reply,
-  type WelcomeMessage,
-  validateReply,
-  wsUrl,
-} from '../protocol/index.js';
+// The protocol's modules one by one, not its index, as in tally-client.ts.
+import { decodeFrame, encodeFrame } from '../protocol/codec.js';
+import { ErrorCode, isErrorCode, TallyError } from '../protocol/errors.js';
+import { MAX_REQUEST_ID, MAX_WIRE_FRAME_BYTES, PROTOCOL_VERSION } from '../protocol/limits.js';
+import { Role, type ClientRequest, type Reply, type WelcomeMessage } from '../protocol/messages.js';
+import { isPlainObject, validateReply, wsUrl } from '../protocol/validate.js';
 
 /** Requests awaiting a reply on one connection; past it, callers wait in the client's queue. Below the node's own per-connection bound (1,024). */
 export const MAX_PENDING_PER_CONNECTION = 1_000;

@@ -22,25 +22,20 @@
  * work until it answers, so one frozen node costs a read milliseconds, not seconds.
  */
 import xxhash from 'xxhash-wasm';
+// The protocol's modules one by one, not its index: the client loads none of the peer protocol.
+import { ErrorCode, TallyError } from '../protocol/errors.js';
+import { HashRing, tokensFor, type Hash64 } from '../protocol/hash-ring.js';
+import { MAX_EVENTS_PER_BATCH, MAX_FRAME_BYTES, MAX_QUERIES_PER_GET } from '../protocol/limits.js';
 import {
-  checkEvent,
-  checkQuery,
   Consistency,
-  ErrorCode,
-  HashRing,
-  MAX_EVENTS_PER_BATCH,
-  MAX_FRAME_BYTES,
-  MAX_QUERIES_PER_GET,
-  TallyError,
-  tokensFor,
   type EventTuple,
-  type Hash64,
   type QueryTuple,
   type Reply,
   type RepairSummary,
   type StatsTuple,
   type TopologyMember,
-} from '../protocol/index.js';
+} from '../protocol/messages.js';
+import { checkEvent, checkQuery } from '../protocol/validate.js';
 import { Connection, MAX_PENDING_PER_CONNECTION, type ClientTls, type ConnectionAuth, type Outgoing } from './connection.js';
 
 export interface ClientOptions {
