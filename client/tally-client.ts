@@ -757,8 +757,8 @@ export class TallyClient {
           l.failures += 1;
           l.downUntilMs = Date.now() + Math.min(2_000, RETRY_BASE_MS * 2 ** l.failures);
           const e = asTallyError(err);
-          // Nothing was sent: for the caller that is "unavailable", whatever the cause.
-          throw e.code === ErrorCode.VERSION_MISMATCH ? e : new TallyError(ErrorCode.UNAVAILABLE, e.message, { cause: e });
+          // Nothing was sent: for the caller that is "unavailable", whatever the cause, unless retrying cannot help.
+          throw e.code === ErrorCode.VERSION_MISMATCH || e.code === ErrorCode.UNAUTHORIZED ? e : new TallyError(ErrorCode.UNAVAILABLE, e.message, { cause: e });
         },
       )
       .finally(() => {

@@ -30,7 +30,7 @@ import {
 } from '../protocol/index.js';
 import { wallNowMs } from './clock.js';
 import type { HttpContext, HttpHandler } from './server.js';
-import { Access, mayDo } from './tokens.js';
+import { Access } from './tokens.js';
 
 /** Largest JSON body: a full batch of events as JSON, with room to spare. */
 export const MAX_HTTP_BODY_BYTES = MAX_WIRE_FRAME_BYTES;
@@ -111,12 +111,12 @@ export function httpApi(deps: HttpApiDeps): HttpHandler {
     if (e.code === ErrorCode.OVERLOADED) headers['retry-after'] = '1';
     if (e.code === ErrorCode.UNAUTHORIZED) headers['www-authenticate'] = 'Bearer realm="tally"';
     if (close) headers.connection = 'close';
-    sendJson(res, HTTP_STATUS[e.code] ?? 500, { error: { code: e.code, message: e.message.slice(0, MAX_ERROR_MESSAGE_CHARS) } }, headers);
+    sendJson(res, e instanceof Forbidden ? 403 : (HTTP_STATUS[e.code] ?? 500), { error: { code: e.code, message: e.message.slice(0, MAX_ERROR_MESSAGE_CHARS) } }, headers);
   };
   const need = (ctx: HttpContext, access: Access, what: string): void => {
     if (ctx.access >= access) return;
     if (ctx.access === Access.NONE) throw new TallyError(ErrorCode.UNAUTHORIZED, 'this node needs a client token: send Authorization: Bearer <token>');
-    throw new TallyError(ErrorCode.UNAUTHORIZED, `this token may only read; ${what} needs a read-write token`);
+    throw new Forbidden(ErrorCode.UNAUTHORIZED, `this token may only read; ${what} needs a read-write token`);
   };
 
   const read = async (q: URLSearchParams, ctx: HttpContext, stats: boolean): Promise<unknown> => {
@@ -184,7 +184,6 @@ export function httpApi(deps: HttpApiDeps): HttpHandler {
     const early = deps.refuseEarly?.(message);
     if (early !== undefined) throw early;
     const checked = validateRequest(message, now);
-    if (!mayDo(ctx.access, checked.t)) throw new TallyError(ErrorCode.UNAUTHORIZED, 'this token may only read');
     const reply = await deps.handle(checked);
     if (reply.t === 'error') throw new TallyError(reply.code, reply.message);
     if (reply.t !== 'ack') throw new TallyError(ErrorCode.INTERNAL, `a write was answered with '${reply.t}'`);
@@ -249,6 +248,9 @@ const ROUTES: Record<string, string> = {
   '/v1/stats': 'GET',
   '/v1/events': 'POST',
 };
+
+/** UNAUTHORIZED for a known token that does not allow the request: HTTP 403 rather than 401. */
+class Forbidden extends TallyError {}
 
 /** A body that could not be read whole: the connection is closed after the answer. */
 class BodyError extends TallyError {}
