@@ -133,9 +133,15 @@ describe('the edge under abuse', () => {
     expect(after.value.peers.handshakeTimeouts).toBeGreaterThan(0);
   }, 90_000);
 
-  test('one address cannot take every slot, and idle clients are let go', async () => {
-    const n = await node(['--max-connections-per-address', '32', '--idle-timeout-ms', '1500']);
+  test('one address cannot take every slot; idle clients, and sockets that never say hello, are let go', async () => {
+    const n = await node(['--max-connections-per-address', '32', '--idle-timeout-ms', '1500', '--hello-timeout-ms', '1000']);
     const c = await client(n.address);
+    // Upgraded, then silent: closed at the hello deadline.
+    const mute = new WebSocket(`ws://${n.address}/`, { localAddress: '127.0.0.12' });
+    const muteClosed = new Promise<{ code: number; ms: number }>((r) => {
+      const t0 = Date.now();
+      mute.once('close', (code) => r({ code, ms: Date.now() - t0 }));
+    });
     const opened = await Promise.all(Array.from({ length: 100 }, () => helloSocket(n.port, '127.0.0.9')));
     const held = opened.filter((w): w is WebSocket => w !== undefined);
     expect(held.length).toBe(32);
@@ -154,10 +160,14 @@ describe('the edge under abuse', () => {
     busy = false;
     const { events } = await writer;
     expect(codes.every((code) => code === 1000)).toBe(true);
+    const m = await muteClosed;
+    expect(m.code).toBe(1008);
+    expect(m.ms).toBeLessThan(1_000 + 1_000);
     expect(await c.getViewsCount('busy', 0, Date.now() + 60_000)).toBe(events);
     const s = await statusOf(c);
     expect(s.peers.idleClosed).toBeGreaterThanOrEqual(32);
     expect(s.peers.connectionsRefused).toBeGreaterThanOrEqual(68);
+    expect(s.peers.helloTimeouts).toBe(1);
   }, 60_000);
 
   test('frames sent in part and left: their memory stays under the bound, and the senders are cut', async () => {
