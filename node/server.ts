@@ -114,6 +114,8 @@ export class TallyServer {
       clientTracking: false,
     });
     wss.on('connection', (ws) => this.onConnection(ws));
+    // ws re-emits the listener's errors (a port in use); the listen below reports them.
+    wss.on('error', () => {});
     this.http = http;
     this.wss = wss;
     await new Promise<void>((resolve, reject) => {

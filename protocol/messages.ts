@@ -36,6 +36,9 @@ export interface HelloMessage {
   rf?: number;
   /** Peers only: days minute and hour buckets are kept (0: for ever); both ends must agree. */
   retention?: [minuteDays: number, hourDays: number];
+  /** Peers only: the sender's actor and announced address, so a second node with a live node's id is refused. */
+  actor?: string;
+  address?: string;
 }
 
 export interface WelcomeMessage {

@@ -191,7 +191,7 @@ function checkKeys(o: Record<string, unknown>, allowed: readonly string[], what:
 export function validateHello(x: unknown): HelloMessage {
   const o = checkObject(x, 'hello');
   if (o.t !== 'hello') throw bad(`the first message must be a hello, got t=${show(o.t)}`);
-  checkKeys(o, ['t', 'v', 'role', 'cluster', 'nodeId', 'nonce', 'rf', 'retention'], 'hello');
+  checkKeys(o, ['t', 'v', 'role', 'cluster', 'nodeId', 'nonce', 'rf', 'retention', 'actor', 'address'], 'hello');
   const v = checkInt(o.v, 'hello.v', 0, 0xffff);
   if (typeof o.role !== 'string' || !ROLES.has(o.role)) {
     throw bad(`hello.role must be one of ${[...ROLES].join(', ')}, got ${show(o.role)}`);
@@ -204,6 +204,8 @@ export function validateHello(x: unknown): HelloMessage {
     hello.rf = checkInt(o.rf, 'hello.rf', 1, MAX_REPLICATION_FACTOR);
     if (!Array.isArray(o.retention) || o.retention.length !== 2) throw bad(`hello.retention must be [minuteDays, hourDays], got ${show(o.retention)}`);
     hello.retention = [checkInt(o.retention[0], 'hello.retention[0] (minute days)', 0, MAX_RETENTION_DAYS), checkInt(o.retention[1], 'hello.retention[1] (hour days)', 0, MAX_RETENTION_DAYS)];
+    if (o.actor !== undefined) hello.actor = checkName(o.actor, 'hello.actor', 2 * MAX_NAME_BYTES); // `${nodeId}#${epoch}`
+    if (o.address !== undefined) hello.address = checkName(o.address, 'hello.address', MAX_ADDRESS_BYTES);
   }
   return hello;
 }
