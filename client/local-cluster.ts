@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ErrorCode, TallyError } from '../protocol/index.js';
+import { ErrorCode, isErrorCode, TallyError } from '../protocol/index.js';
 import type { NodeStatus } from '../protocol/status.js';
 import { formatStatus } from './status-format.js';
 import { TallyClient } from './tally-client.js';
@@ -48,6 +48,21 @@ export interface LocalClusterOptions {
    * "Performance, measured").
    */
   heapMB?: number;
+}
+
+/** Characters of a failed node's error output kept for the reason given. */
+const MAX_REASON_CHARS = 4_096;
+
+/**
+ * Why a node exited before it was ready, with the code of its own `error CODE: message` line (a
+ * port in use is IN_USE here too), or INTERNAL with what it printed when it gave none.
+ */
+function startFailure(id: string, exit: number | string | null, errors: string, seen: string): TallyError {
+  const line = errors.split('\n').reverse().find((l) => /^error [A-Z_]+: /.test(l));
+  const m = line === undefined ? null : /^error ([A-Z_]+): (.*)$/.exec(line);
+  if (m !== null && isErrorCode(m[1])) return new TallyError(m[1], `node ${id} could not start: ${m[2]}`);
+  const said = `${errors}${seen}`.trim();
+  return new TallyError(ErrorCode.INTERNAL, `node ${id} exited (${exit}) before it was ready${said === '' ? ', saying nothing' : `:\n${said}`}`);
 }
 
 interface Child {
@@ -97,20 +112,27 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
     // Its stdin is a pipe from this process: however this process ends, the pipe closes and
     // the node stops cleanly rather than run on as an orphan.
     args.push('--stop-on-stdin-close');
+    // The nodes' logs are passed through: readable if this process writes to a terminal.
+    args.push('--log-format', process.stdout.isTTY === true ? 'pretty' : 'json');
     const proc = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     const ready = new Promise<void>((resolve, reject) => {
       let seen = '';
+      let errors = '';
       const onData = (d: Buffer): void => {
         seen += d.toString();
         if (/ ready on /.test(seen)) {
           proc.stdout?.off('data', onData);
+          proc.stderr?.off('data', onErrors);
           proc.off('exit', onExit);
           resolve();
         }
       };
-      const onExit = (code: number | null): void =>
-        reject(new TallyError(ErrorCode.INTERNAL, `node ${id} exited with ${code} before it was ready:\n${seen}`));
+      const onErrors = (d: Buffer): void => {
+        if (errors.length < MAX_REASON_CHARS) errors += d.toString();
+      };
+      const onExit = (code: number | null, signal: string | null): void => reject(startFailure(id, code ?? signal, errors, seen));
       proc.stdout?.on('data', onData);
+      proc.stderr?.on('data', onErrors);
       proc.once('exit', onExit);
     });
     if (o.quiet === true) {
@@ -171,6 +193,7 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   process.on('SIGHUP', onSignal);
+  watchParent(onSignal);
   const started = await startLocalCluster(o);
   cluster = started.cluster;
   process.stdout.write(
@@ -178,6 +201,26 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
       `data in ${o.dataDir}; try: npx tally count video42 --n 5 && npx tally get video42\n\n` +
       `${formatStatus(started.status)}\n\nCtrl-C stops every node cleanly.\n`,
   );
+}
+
+/** How often `tally cluster` looks whether the process that started it is still there. */
+const PARENT_POLL_MS = 500;
+
+/**
+ * Calls `onGone` once the process that started this one has gone, however it went (SIGKILL
+ * included): this process is then handed to another parent. `npm start` runs us under a shell
+ * that does not pass signals on, so a SIGTERM or SIGINT to npm ends npm and the shell and would
+ * leave this process and its nodes running on as orphans.
+ */
+function watchParent(onGone: () => void): void {
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    process.stdout.write('the process that started this cluster has gone; ');
+    onGone();
+  }, PARENT_POLL_MS);
+  timer.unref();
 }
 
 /** Polls every node until each sees every member up, none still being sent its ranges, and all compute the same ring; returns the first node's status. */

@@ -285,7 +285,7 @@ export class TallyClient {
   processEvent(videoId: string, eventType: string, value: number, opts?: WriteOptions): Promise<void> {
     try {
       const now = Date.now();
-      const e = checkEvent([videoId, eventType, toMs(opts?.timestamp, 'timestamp', now), value, 1], 'event', now);
+      const e = checkEvent([videoId, eventType, toMs(opts?.timestamp, 'timestamp', now), value, 1], 'the event', now);
       return this.write([e], opts?.consistency ?? this.opts.consistency);
     } catch (err) {
       return Promise.reject(err);
@@ -300,8 +300,8 @@ export class TallyClient {
       const now = Date.now();
       const tuples = events.map((e, i) =>
         checkEvent(
-          [e?.videoId, e?.eventType ?? VIEW, toMs(e?.timestamp, `events[${i}].timestamp`, now), e?.value ?? 1, e?.count ?? 1],
-          `events[${i}]`,
+          [e?.videoId, e?.eventType ?? VIEW, toMs(e?.timestamp, `event ${i + 1}: timestamp`, now), e?.value ?? 1, e?.count ?? 1],
+          events.length === 1 ? 'the event' : `event ${i + 1}`,
           now,
         ),
       );
@@ -319,7 +319,7 @@ export class TallyClient {
   async getCount(videoId: string, eventType: string, startTime: TimeInput, endTime: TimeInput, opts?: ReadOptions): Promise<number> {
     const stats = await this.getStats(videoId, eventType, startTime, endTime, opts);
     if (stats.clipped && opts?.clip !== true) {
-      const [, , start, end] = checkQuery([videoId, eventType, toMs(startTime, 'startTime', 0), toMs(endTime, 'endTime', 0)], 'query');
+      const [, , start, end] = checkQuery([videoId, eventType, toMs(startTime, 'startTime', 0), toMs(endTime, 'endTime', 0)], 'the query');
       throw new TallyError(
         ErrorCode.RANGE_EXPIRED,
         `${showRange(floorMinute(start), ceilMinute(end))} reaches past retention (its minute or hour buckets at an edge have expired); ` +
@@ -331,7 +331,7 @@ export class TallyClient {
 
   /** Count, sum, min, max and mean of the values of `videoId`'s `eventType` events in [startTime, endTime), and the range they cover. */
   async getStats(videoId: string, eventType: string, startTime: TimeInput, endTime: TimeInput, opts?: ReadOptions): Promise<EventStats> {
-    const q = checkQuery([videoId, eventType, toMs(startTime, 'startTime', 0), toMs(endTime, 'endTime', 0)], 'query');
+    const q = checkQuery([videoId, eventType, toMs(startTime, 'startTime', 0), toMs(endTime, 'endTime', 0)], 'the query');
     const { stats, answered } = await this.read(q, opts?.consistency ?? this.opts.consistency);
     const [count, sum, min, max] = stats;
     // As the node reads it: start truncated, end rounded up, to the minute (an empty range stays empty).

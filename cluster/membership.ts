@@ -391,6 +391,22 @@ export class Membership {
     return id === this.id ? !this.stopped : (this.statuses.get(id)?.up ?? false);
   }
 
+  /**
+   * Whether a peer that says it is `claim.id` (with its actor and address, from its hello) would
+   * be a second live node with an id already in use: ours, while we run, under another actor; or
+   * a member's that is up, under another actor, at another address. Returns who holds the id, or
+   * undefined when the claim is fine: the same actor is the same data directory restarted, and the
+   * same address means the old process is gone (its port is the newcomer's now), as when a node
+   * whose data was wiped comes back; a member down or gone gives its id up.
+   */
+  idHeldAgainst(claim: { id: string; actor: string; address: string }): { address: string; actor: string | undefined } | undefined {
+    const held = this.states.get(claim.id);
+    if (held === undefined || held.actor === claim.actor) return undefined;
+    if (claim.id === this.id) return this.stopped ? undefined : { address: held.address, actor: held.actor };
+    if (!this.isUp(claim.id) || gone(held.lifecycle) || held.address === claim.address) return undefined;
+    return { address: held.address, actor: held.actor };
+  }
+
   /** The latest state known for `id`. */
   stateOf(id: string): EndpointState | undefined {
     return this.states.get(id);

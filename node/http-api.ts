@@ -51,6 +51,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   TIMEOUT: 504,
   VERSION_MISMATCH: 400,
   STORAGE_FULL: 507,
+  IN_USE: 409,
 };
 
 export interface HttpApiDeps {

@@ -51,13 +51,15 @@ export function randomNodeId(): string {
  */
 export async function openNodeId(dataDir: string, wantedId: string | undefined, nowMs: number): Promise<{ id: string; database: string | undefined }> {
   if (wantedId !== undefined) checkName(wantedId, '--id', MAX_NAME_BYTES);
-  await mkdir(dataDir, { recursive: true });
+  await mkdir(dataDir, { recursive: true }).catch((err: unknown) => {
+    throw dataDirError(err, dataDir);
+  });
   const path = join(dataDir, IDENTITY_FILE);
   let text: string | undefined;
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw dataDirError(err, dataDir);
   }
   if (text !== undefined) {
     const { id: stored, database } = parseIdentity(text, path);
@@ -73,6 +75,21 @@ export async function openNodeId(dataDir: string, wantedId: string | undefined, 
   const id = wantedId ?? randomNodeId();
   await writeIdentity(path, { format: IDENTITY_FORMAT, id, createdAtMs: nowMs });
   return { id, database: undefined };
+}
+
+/**
+ * A data directory the node cannot make or read, in the user's words: these are mistakes in
+ * `--data` (a file, a path through a file, no permission), not failures of the node.
+ */
+function dataDirError(err: unknown, dataDir: string): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  const why =
+    code === 'EEXIST' || code === 'ENOTDIR' || code === 'EISDIR' ? 'is a file (or lies under one), not a directory'
+    : code === 'EACCES' || code === 'EPERM' ? 'cannot be made or read: permission denied'
+    : code === 'EROFS' ? 'is on a read-only file system'
+    : undefined;
+  if (why === undefined) return err as Error;
+  return new TallyError(ErrorCode.BAD_REQUEST, `data directory ${dataDir} ${why}; give --data a directory this user can write`, { cause: err });
 }
 
 /**
@@ -117,7 +134,7 @@ function parseIdentity(text: string, path: string): { id: string; database: stri
   try {
     o = JSON.parse(text);
   } catch {
-    throw new TallyError(ErrorCode.INTERNAL, `${path} is not valid JSON; the data directory is damaged`);
+    throw new TallyError(ErrorCode.STORAGE_DAMAGED, `${path} is not valid JSON; the data directory is damaged`);
   }
   const r = o as Record<string, unknown>;
   if (
@@ -126,7 +143,7 @@ function parseIdentity(text: string, path: string): { id: string; database: stri
     r.format !== IDENTITY_FORMAT ||
     typeof r.id !== 'string'
   ) {
-    throw new TallyError(ErrorCode.INTERNAL, `${path} does not hold a Tally node identity (format ${IDENTITY_FORMAT})`);
+    throw new TallyError(ErrorCode.BAD_REQUEST, `${path} does not hold a Tally node identity (format ${IDENTITY_FORMAT}): is --data another program's directory?`);
   }
   return { id: r.id, database: typeof r.database === 'string' ? r.database : undefined };
 }

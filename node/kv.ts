@@ -83,7 +83,7 @@ export class LevelKv implements Kv {
     } catch (err) {
       // LevelDB's own message ("Database failed to open") hides the usual cause: another process holds the lock.
       if ((err as { cause?: { code?: string } }).cause?.code === 'LEVEL_LOCKED') {
-        throw new TallyError('INTERNAL', `the database in ${this.location} is in use by another process (is a node already running on this data directory?)`, { cause: err });
+        throw new TallyError('IN_USE', `the database in ${this.location} is in use by another process (is a node already running on this data directory?)`, { cause: err });
       }
       // Anything else (LevelDB's "Corruption: …", a missing table file) is damage to the data.
       const cause = (err as { cause?: Error }).cause?.message;

@@ -5,8 +5,9 @@
 import type { NodeOverrides } from './config.js';
 import { TallyNode } from './tally-node.js';
 import { formatAddress } from '../protocol/index.js';
+import { createLogger, setLogger, type LogOptions } from './logger.js';
 
-export interface ProcessOptions {
+export interface ProcessOptions extends LogOptions {
   /**
    * Stop cleanly when standard input closes. `tally cluster` gives each node a pipe as its
    * stdin: if the cluster process dies in any way (even SIGKILL), the pipe closes and the nodes
@@ -20,32 +21,48 @@ export async function startNodeProcess(overrides: NodeOverrides, processOptions:
   // that must not crash the node.
   process.stdout.on('error', () => {});
   process.stderr.on('error', () => {});
+  const log = createLogger(processOptions);
+  setLogger(log);
   const node = await TallyNode.start(overrides);
   const config = node.config;
   const { host, port } = node.address;
-  process.stdout.write(
-    `tally node ${node.identity.id} ready on ${formatAddress(host, port)} (zone ${config.zone}, rf ${config.replication.rf}, data ${config.dataDir}, actor ${node.identity.actor}${config.replication.fsync ? ', fsync' : ''}${config.clusterSecret === undefined ? '' : ', cluster secret'})\n`,
+  const id = node.identity.id;
+  // Scripts and tests wait for " ready on host:port" in this message, whatever the log format.
+  log.info(
+    { event: 'ready', node: id, address: formatAddress(host, port), zone: config.zone, rf: config.replication.rf, dataDir: config.dataDir },
+    `tally node ${id} ready on ${formatAddress(host, port)} (zone ${config.zone}, rf ${config.replication.rf}, data ${config.dataDir}, actor ${node.identity.actor}${config.replication.fsync ? ', fsync' : ''}${config.clusterSecret === undefined ? '' : ', cluster secret'})`,
   );
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) {
       // A second signal: the operator will not wait. Every acknowledged event is already durable.
-      process.stdout.write(`tally node ${node.identity.id} exiting at once (second ${signal})\n`);
+      log.warn({ event: 'exit', node: id, signal }, `tally node ${id} exiting at once (second ${signal})`);
       process.exit(1);
     }
     stopping = true;
-    process.stdout.write(`tally node ${node.identity.id} stopping (${signal})\n`);
+    log.info({ event: 'stopping', node: id, signal }, `tally node ${id} stopping (${signal})`);
     node.stop().then(
-      () => process.exit(0),
+      () => {
+        log.info({ event: 'stopped', node: id }, `tally node ${id} stopped`);
+        process.exit(0);
+      },
       (err: unknown) => {
-        process.stderr.write(`error INTERNAL: clean stop failed: ${(err as Error).message}\n`);
+        log.error({ code: 'INTERNAL', node: id }, `error INTERNAL: clean stop failed: ${(err as Error).message}`);
         process.exit(1);
       },
     );
   };
   node.onRemoved = (reason) => {
-    process.stdout.write(`tally node ${node.identity.id} left the ring for good: ${reason}\n`);
+    log.info({ event: 'removed', node: id }, `tally node ${id} left the ring for good: ${reason}`);
     if (!stopping) stop('left the ring');
+  };
+  node.onFatal = (err) => {
+    log.error({ code: err.code, node: id }, `error ${err.code}: ${err.message}`);
+    process.stderr.write(`error ${err.code}: ${err.message}\n`);
+    if (!stopping) {
+      stopping = true;
+      node.stop().finally(() => process.exit(1));
+    }
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));

@@ -15,6 +15,7 @@ import WebSocket from 'ws';
 import {
   decodeFrame,
   encodeFrame,
+  ErrorCode,
   isErrorCode,
   isPlainObject,
   MAX_ERROR_MESSAGE_CHARS,
@@ -108,6 +109,17 @@ export class PeerTransport implements PeerHandler {
   onDropped: (address: string, messages: PeerMessage[]) => void = () => {};
   /** The node at `address` refused our hello or proof, or failed to prove the secret itself. */
   onRefused: (address: string, reason: string) => void = () => {};
+  /**
+   * Who already holds the id an accepting peer gives, if it is a second live node with that id
+   * (Membership.idHeldAgainst); such a peer is refused with IN_USE.
+   */
+  idHeld: (claim: { id: string; actor: string; address: string }) => { address: string; actor: string | undefined } | undefined = () => undefined;
+  /** A peer was refused because it uses an id already in use (`message` says whose). */
+  onDuplicateRefused: (message: string) => void = () => {};
+  /** The node at `address` refused us: another live node already uses our id. This node must not run. */
+  onOwnIdInUse: (address: string, message: string) => void = () => {};
+  /** Our actor and announced address, sent in the hello; set once the node knows its address. */
+  self: { actor: string; address: string } | undefined;
 
   constructor(private readonly opts: PeerTransportOptions) {}
 
@@ -151,9 +163,21 @@ export class PeerTransport implements PeerHandler {
   }
 
   /** Incoming peer connection, after its hello (called by the server). */
-  accept(link: PeerLink, _hello: HelloMessage): void {
+  accept(link: PeerLink, hello: HelloMessage): void {
     if (this.closed) {
       link.close(1001, 'node stopping');
+      return;
+    }
+    const claim = hello.actor === undefined || hello.address === undefined ? undefined : { id: link.remoteNodeId, actor: hello.actor, address: hello.address };
+    const holder = claim === undefined ? undefined : this.idHeld(claim);
+    if (claim !== undefined && holder !== undefined) {
+      const message =
+        `node id "${claim.id}" is in use by a live member at ${holder.address}${holder.actor === undefined ? '' : ` (actor ${holder.actor})`}; ` +
+        `refusing a second node with it at ${claim.address} (actor ${claim.actor}): give each node its own --id, or stop the other one first`;
+      this.stats.refused += 1;
+      link.send({ t: 'error', id: null, code: ErrorCode.IN_USE, message });
+      link.close(1008, 'node id in use');
+      this.onDuplicateRefused(message);
       return;
     }
     this.incoming.add(link);
@@ -261,7 +285,7 @@ export class PeerTransport implements PeerHandler {
     const nonce = newNonce();
     ws.once('open', () =>
       ws.send(
-        encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: Role.PEER, cluster: this.opts.cluster, nodeId: this.opts.selfId, nonce, rf: this.opts.rf, retention: this.opts.retention }),
+        encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: Role.PEER, cluster: this.opts.cluster, nodeId: this.opts.selfId, nonce, rf: this.opts.rf, retention: this.opts.retention, ...this.self }),
       ),
     );
     ws.on('message', (data: WebSocket.RawData) => {
@@ -273,7 +297,16 @@ export class PeerTransport implements PeerHandler {
         return;
       }
       if (link.open) {
-        // Nothing but errors is expected back on our own link; a peer's errors mean we sent
+        // A peer that finds our id in use by another live node says so right after our proof.
+        if (isPlainObject(m) && m.t === 'error' && m.code === ErrorCode.IN_USE) {
+          const message = String(m.message).slice(0, MAX_ERROR_MESSAGE_CHARS);
+          this.refused(link, `${m.code}: ${message}`);
+          link.retryAtMs = Number.POSITIVE_INFINITY;
+          this.onOwnIdInUse(link.address, message);
+          ws.terminate();
+          return;
+        }
+        // Nothing else but errors is expected back on our own link; a peer's errors mean we sent
         // something it could not take, which gossip's next round will redo.
         this.stats.invalid += 1;
         return;

@@ -252,9 +252,8 @@ export class TallyServer {
       clientTracking: false,
     });
     wss.on('connection', (ws, req) => this.onWebSocket(ws, req));
-    wss.on('error', () => {
-      // Errors of the listening server surface on `server`; upgrade failures close their socket.
-    });
+    // ws re-emits the listener's errors (a port in use); the listen below reports them. Upgrade failures close their socket.
+    wss.on('error', () => {});
     this.server = server;
     this.wss = wss;
     await new Promise<void>((resolve, reject) => {

@@ -4,6 +4,7 @@
  * reference back to it.
  */
 import { randomBytes } from 'node:crypto';
+import { createServer as createNetServer } from 'node:net';
 import { readFile, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { getHeapStatistics } from 'node:v8';
@@ -19,6 +20,7 @@ import type { KnownPeer } from '../cluster/membership.js';
 import { openActor, openNodeId, recordDatabase, type Identity } from './identity.js';
 import { CommitMark, COMMIT_MARK_FILE } from './commit-mark.js';
 import { LevelKv } from './kv.js';
+import { logLine } from './logger.js';
 import { PeerTransport, defaultPeerTransportOptions } from './peer-transport.js';
 import { TallyServer, type TlsSettings } from './server.js';
 import { ClientTokens } from './tokens.js';
@@ -71,6 +73,35 @@ async function moveAside(dbPath: string): Promise<void> {
   const to = `${dbPath}.damaged-${new Date().toISOString().replace(/[:.]/g, '-')}`;
   await rename(dbPath, to);
   log(`--rebuild: moved the database aside to ${to}; this node starts as a new actor and is refilled by its replicas`);
+}
+
+/** The port, in the user's words, when it cannot be listened on; other errors as they are. */
+function listenError(err: unknown, host: string, port: number): Error {
+  const address = formatAddress(host, port);
+  switch ((err as NodeJS.ErrnoException).code) {
+    case 'EADDRINUSE':
+      return new TallyError(ErrorCode.IN_USE, `port ${address} is in use by another process (another node?); choose another --port, or stop what holds it`, { cause: err });
+    case 'EACCES':
+    case 'EPERM':
+      return new TallyError(ErrorCode.BAD_REQUEST, `not allowed to listen on ${address}: ports below 1024 need privileges; choose another --port`, { cause: err });
+    case 'EADDRNOTAVAIL':
+      return new TallyError(ErrorCode.BAD_REQUEST, `cannot listen on ${address}: ${host} is not an address of this machine; check --host`, { cause: err });
+    default:
+      return err as Error;
+  }
+}
+
+/**
+ * Fails at once, before the data directory is touched, if the port cannot be listened on. The
+ * server's own listen later still reports a port taken in between.
+ */
+async function checkPortFree(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  await new Promise<void>((resolve, reject) => {
+    const probe = createNetServer();
+    probe.once('error', (err) => reject(listenError(err, host, port)));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
+  });
 }
 
 /** How long a stopping node waits for its `left` announcement to reach the kernel. */
@@ -127,13 +158,16 @@ async function readTls(config: NodeConfig): Promise<TlsSettings | undefined> {
   return { cert, key, ...(ca === undefined ? {} : { ca }) };
 }
 
+/** A line for the node's log (node/logger.ts). */
 export function log(line: string): void {
-  process.stdout.write(`${new Date().toISOString()} ${line}\n`);
+  logLine(line);
 }
 
 export class TallyNode {
   /** The node's actor was taken off the ring for good (decommissioned or removed): the process should stop. */
   onRemoved: (reason: string) => void = () => {};
+  /** The node must not go on (another live node already uses its id): the process should stop and fail. */
+  onFatal: (err: TallyError) => void = () => {};
 
   private constructor(
     readonly config: NodeConfig,
@@ -154,6 +188,7 @@ export class TallyNode {
       log(`heap limit ${Math.round(heapLimit / 1048576)} MiB: up to ${fitted.maxCachedSlots} slots cached and ${fitted.maxDirtySlots} awaiting a commit (set for ${config.replication.maxCachedSlots} and ${config.replication.maxDirtySlots})`);
     }
     config.replication = fitted;
+    await checkPortFree(config.host, config.port);
     const fileLimit = openFileLimit();
     const files = fitConnectionsToFiles(config.maxConnections, fileLimit);
     if (files.maxConnections < config.maxConnections) {
@@ -302,8 +337,11 @@ export class TallyNode {
       }),
     );
     try {
-      const listening = await server.listen();
+      const listening = await server.listen().catch((err: unknown) => {
+        throw listenError(err, config.host, config.port);
+      });
       address = config.advertise ?? formatAddress(listening.host, listening.port);
+      transport.self = { actor: identity.actor, address };
       const g = await nextGeneration(store, wallNowMs());
       generation = g.generation;
       const hints = await store.loadHints(MAX_HINTS_LOADED);
@@ -336,6 +374,8 @@ export class TallyNode {
       if (hints.length > 0) log(`recovered ${hints.length} hints`);
       if (journal.length > 0) log(`${journal.length} commits were not seen replicated before the last stop: their buckets are hinted to every other replica`);
       driver = new Driver(core, store, transport, log, status);
+      transport.idHeld = (claim) => core.membership.idHeldAgainst(claim);
+      transport.onDuplicateRefused = (message) => log(`error IN_USE: refused a peer: ${message}`);
       server.setPeerHandler(transport);
     } catch (err) {
       transport.close();
@@ -345,6 +385,12 @@ export class TallyNode {
     }
     const node = new TallyNode(config, identity, { host: config.host, port: server.port }, store, driver, server, transport);
     driver.onRemoved = (reason) => node.onRemoved(reason);
+    let refused = false;
+    transport.onOwnIdInUse = (from, message) => {
+      if (refused) return;
+      refused = true;
+      node.onFatal(new TallyError(ErrorCode.IN_USE, `${from} refused this node: ${message}`));
+    };
     return node;
   }
 

@@ -44,6 +44,12 @@ export const ErrorCode = {
    * answered; `getStats` answers over it and says so, as does any read with `{ clip: true }`.
    */
   RANGE_EXPIRED: 'RANGE_EXPIRED',
+  /**
+   * Something a node needs is taken by someone else: its port (another process listens on it), its
+   * data directory (another node has it open), or its node id (a live member elsewhere already
+   * uses it). Nothing was started; the message names what and who holds it.
+   */
+  IN_USE: 'IN_USE',
   /** A bug or an unexpected failure inside the node (for example a disk error). */
   INTERNAL: 'INTERNAL',
 } as const;

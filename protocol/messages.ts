@@ -38,6 +38,9 @@ export interface HelloMessage {
   retention?: [minuteDays: number, hourDays: number];
   /** Clients only: the client token, when the node needs one. */
   token?: string;
+  /** Peers only: the sender's actor and announced address, so a second node with a live node's id is refused. */
+  actor?: string;
+  address?: string;
 }
 
 export interface WelcomeMessage {

@@ -2,7 +2,7 @@
  * Validation of every decoded frame, field by field, before anything acts on it.
  *
  * A failed check throws a TallyError whose message names the field, the rule and the value seen,
- * e.g. `events[3][2] (timestampMs) must be an integer in [946684800000, 4102444800000], got -5`.
+ * e.g. `event 4: time 1970-01-01T00:00:00.005Z is before 2000-01-01T00:00:00.000Z, the earliest Tally takes`.
  * Counts that exceed a named limit are TOO_LARGE; every other failure is BAD_REQUEST. The same
  * checks run in the client before a request is sent (pair assertions), so a caller learns of a bad
  * event at the call, not from the node.
@@ -55,6 +55,7 @@ function bad(message: string): TallyError {
 
 function show(x: unknown): string {
   if (typeof x === 'string') return JSON.stringify(x.length > 40 ? `${x.slice(0, 40)}…` : x);
+  if (typeof x === 'number' && Number.isNaN(x)) return 'not a number';
   if (typeof x === 'number' || typeof x === 'boolean' || x === null || x === undefined) return String(x);
   if (Array.isArray(x)) return `an array of ${x.length}`;
   return `a ${typeof x}`;
@@ -139,30 +140,49 @@ export function checkRequestId(x: unknown): number {
   return checkInt(x, 'id', 0, MAX_REQUEST_ID);
 }
 
+/** A time for people: ISO-8601 in UTC, as the buckets are. */
+export function showTime(ms: number): string {
+  return Number.isFinite(ms) && Math.abs(ms) <= 8.64e15 ? new Date(ms).toISOString() : show(ms);
+}
+
+/** A time in epoch milliseconds within [min, max]; the message gives dates, not raw numbers. */
+function checkTime(x: unknown, what: string, min: number, max: number, maxWhy: string): number {
+  if (typeof x !== 'number' || !Number.isInteger(x)) throw bad(`${what} must be whole epoch milliseconds, got ${show(x)}`);
+  if (x < min) {
+    const hint = x > 0 && x < min / 100 ? ' (is it in seconds rather than milliseconds?)' : '';
+    throw bad(`${what} ${showTime(x)} is before ${showTime(min)}, the earliest Tally takes${hint}`);
+  }
+  if (x > max) throw bad(`${what} ${showTime(x)} is after ${showTime(max)}, ${maxWhy}`);
+  return x;
+}
+
 /**
- * One event tuple. `nowMs`, when given, bounds how far in the future the event may be
- * (MAX_EVENT_FUTURE_SKEW_MS): the node passes its clock, the client passes its own.
+ * One event tuple. `what` names it for people ("event 3", "the event"); messages name its fields
+ * by name, never by their place in the tuple. `nowMs`, when given, bounds how far in the future
+ * the event may be (MAX_EVENT_FUTURE_SKEW_MS): the node passes its clock, the client its own.
  */
 export function checkEvent(x: unknown, what: string, nowMs?: number): EventTuple {
   const e = checkArray(x, what, 5);
   if (e.length !== 5) throw bad(`${what} must be [videoId, eventType, timestampMs, value, count], got ${e.length} items`);
-  const videoId = checkName(e[0], `${what}[0] (videoId)`, MAX_VIDEO_ID_BYTES);
-  const eventType = checkName(e[1], `${what}[1] (eventType)`, MAX_EVENT_TYPE_BYTES);
-  const maxTs = nowMs === undefined ? MAX_TIME_MS : Math.min(MAX_TIME_MS, nowMs + MAX_EVENT_FUTURE_SKEW_MS);
-  const ts = checkInt(e[2], `${what}[2] (timestampMs)`, MIN_EVENT_TIME_MS, maxTs);
-  const value = checkNumber(e[3], `${what}[3] (value)`, 0, MAX_EVENT_VALUE);
-  const count = checkInt(e[4], `${what}[4] (count)`, 1, MAX_EVENT_COUNT);
+  const videoId = checkName(e[0], `${what}: videoId`, MAX_VIDEO_ID_BYTES);
+  const eventType = checkName(e[1], `${what}: event type`, MAX_EVENT_TYPE_BYTES);
+  const ahead = nowMs !== undefined && nowMs + MAX_EVENT_FUTURE_SKEW_MS < MAX_TIME_MS;
+  const maxTs = ahead ? nowMs + MAX_EVENT_FUTURE_SKEW_MS : MAX_TIME_MS;
+  const maxWhy = ahead ? `more than ${MAX_EVENT_FUTURE_SKEW_MS / 3_600_000} hours ahead of the clock (${showTime(nowMs)})` : 'the latest Tally takes';
+  const ts = checkTime(e[2], `${what}: time`, MIN_EVENT_TIME_MS, maxTs, maxWhy);
+  const value = checkNumber(e[3], `${what}: value`, 0, MAX_EVENT_VALUE);
+  const count = checkInt(e[4], `${what}: count`, 1, MAX_EVENT_COUNT);
   return [videoId, eventType, ts, value, count];
 }
 
 export function checkQuery(x: unknown, what: string): QueryTuple {
   const q = checkArray(x, what, 4);
   if (q.length !== 4) throw bad(`${what} must be [videoId, eventType, startMs, endMs], got ${q.length} items`);
-  const videoId = checkName(q[0], `${what}[0] (videoId)`, MAX_VIDEO_ID_BYTES);
-  const eventType = checkName(q[1], `${what}[1] (eventType)`, MAX_EVENT_TYPE_BYTES);
-  const start = checkInt(q[2], `${what}[2] (startMs)`, 0, MAX_TIME_MS);
-  const end = checkInt(q[3], `${what}[3] (endMs)`, 0, MAX_TIME_MS);
-  if (end < start) throw bad(`${what}: endMs ${end} is before startMs ${start}`);
+  const videoId = checkName(q[0], `${what}: videoId`, MAX_VIDEO_ID_BYTES);
+  const eventType = checkName(q[1], `${what}: event type`, MAX_EVENT_TYPE_BYTES);
+  const start = checkTime(q[2], `${what}: range start`, 0, MAX_TIME_MS, 'the latest Tally takes');
+  const end = checkTime(q[3], `${what}: range end`, 0, MAX_TIME_MS, 'the latest Tally takes');
+  if (end < start) throw bad(`${what}: the range ends (${showTime(end)}) before it starts (${showTime(start)})`);
   return [videoId, eventType, start, end];
 }
 
@@ -175,7 +195,7 @@ function checkKeys(o: Record<string, unknown>, allowed: readonly string[], what:
 export function validateHello(x: unknown): HelloMessage {
   const o = checkObject(x, 'hello');
   if (o.t !== 'hello') throw bad(`the first message must be a hello, got t=${show(o.t)}`);
-  checkKeys(o, ['t', 'v', 'role', 'cluster', 'nodeId', 'nonce', 'rf', 'retention', 'token'], 'hello');
+  checkKeys(o, ['t', 'v', 'role', 'cluster', 'nodeId', 'nonce', 'rf', 'retention', 'actor', 'address', 'token'], 'hello');
   const v = checkInt(o.v, 'hello.v', 0, 0xffff);
   if (typeof o.role !== 'string' || !ROLES.has(o.role)) {
     throw bad(`hello.role must be one of ${[...ROLES].join(', ')}, got ${show(o.role)}`);
@@ -192,6 +212,8 @@ export function validateHello(x: unknown): HelloMessage {
     hello.rf = checkInt(o.rf, 'hello.rf', 1, MAX_REPLICATION_FACTOR);
     if (!Array.isArray(o.retention) || o.retention.length !== 2) throw bad(`hello.retention must be [minuteDays, hourDays], got ${show(o.retention)}`);
     hello.retention = [checkInt(o.retention[0], 'hello.retention[0] (minute days)', 0, MAX_RETENTION_DAYS), checkInt(o.retention[1], 'hello.retention[1] (hour days)', 0, MAX_RETENTION_DAYS)];
+    if (o.actor !== undefined) hello.actor = checkName(o.actor, 'hello.actor', 2 * MAX_NAME_BYTES); // `${nodeId}#${epoch}`
+    if (o.address !== undefined) hello.address = checkName(o.address, 'hello.address', MAX_ADDRESS_BYTES);
   }
   return hello;
 }
@@ -225,7 +247,7 @@ export function validateRequest(x: unknown, nowMs?: number): ClientRequest {
       const id = checkRequestId(o.id);
       const raw = checkArray(o.events, 'events', MAX_EVENTS_PER_BATCH);
       if (raw.length === 0) throw bad('events must not be empty');
-      const events = raw.map((e, i) => checkEvent(e, `events[${i}]`, nowMs));
+      const events = raw.map((e, i) => checkEvent(e, `event ${i + 1}`, nowMs));
       const req: CountRequest = { t, id, events };
       const cl = checkOptionalConsistency(o.cl, 'cl');
       if (cl !== undefined) req.cl = cl;
@@ -237,7 +259,7 @@ export function validateRequest(x: unknown, nowMs?: number): ClientRequest {
       const id = checkRequestId(o.id);
       const raw = checkArray(o.queries, 'queries', MAX_QUERIES_PER_GET);
       if (raw.length === 0) throw bad('queries must not be empty');
-      const queries = raw.map((q, i) => checkQuery(q, `queries[${i}]`));
+      const queries = raw.map((q, i) => checkQuery(q, `query ${i + 1}`));
       const cl = checkOptionalConsistency(o.cl, 'cl');
       return cl === undefined ? { t, id, queries } : { t, id, queries, cl };
     }

@@ -1,28 +1,93 @@
 #!/usr/bin/env node
 /**
  * The `tally` command: start a node, count events, read counts. Errors print
- * `error CODE: message` on stderr and exit non-zero; results go to stdout, bare, so scripts can
- * use them. The flags here are a contract (scripts and checks depend on them): add, never rename.
+ * `error CODE: message` on stderr and exit with a documented code (EXIT below); results go to
+ * stdout, bare, so scripts can use them. Every option may also come from the environment
+ * (`TALLY_PORT` for --port) and from a JSON file (`--config tally.json`): flags win over the
+ * environment, which wins over the file, which wins over the defaults. The flags here are a
+ * contract (scripts and checks depend on them): add, never rename.
  */
+import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import yargs, { type Argv } from 'yargs';
+import yargs, { type Arguments, type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { Consistency, ErrorCode, MAX_EVENT_COUNT, TallyError } from '../protocol/index.js';
 import { TallyClient, type EventInput } from '../client/tally-client.js';
 import type { NodeStatus } from '../protocol/status.js';
 import { defaultRetention, validateRetention, type Retention } from '../cluster/retention.js';
+import { LOG_LEVELS, LogFormat, type LogLevel } from '../node/log-options.js';
 
-const DEFAULT_NODE = process.env.TALLY_NODE ?? '127.0.0.1:7401';
+const DEFAULT_NODE = '127.0.0.1:7401';
 
-/** TIME on the command line: epoch milliseconds, or an ISO-8601 date or date-time. */
+/** Exit codes, documented in the README (CLI). */
+export const EXIT = {
+  OK: 0,
+  /** The command failed: a node down, a quorum not reached, a port in use… (`error CODE: …`). */
+  FAILED: 1,
+  /** The command line, environment or configuration file is wrong (`error BAD_REQUEST: …`). */
+  USAGE: 2,
+  /** `tally status`: the cluster answered, and is degraded (a member down, a ring not agreed…). */
+  DEGRADED: 3,
+} as const;
+
+const ISO_TIME = /^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?)?)(Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/**
+ * TIME on the command line: epoch milliseconds, or an ISO-8601 date or date-time. A date-time
+ * without a zone is read as UTC, as the buckets are, never in the local time zone: 10:00 means
+ * 10:00Z wherever the command runs.
+ */
 export function parseTime(text: string, what: string): number {
   const s = String(text).trim();
   if (/^\d+$/.test(s)) return Number(s);
-  const ms = /^\d{4}-\d{2}-\d{2}/.test(s) ? Date.parse(s) : NaN;
+  const m = ISO_TIME.exec(s);
+  const ms = m === null ? NaN : Date.parse(m[2] === undefined ? `${m[1]}T00:00:00Z` : `${m[1]}T${m[2]}${m[3] ?? 'Z'}`);
   if (!Number.isFinite(ms)) {
-    throw new TallyError(ErrorCode.BAD_REQUEST, `${what} must be epoch milliseconds or ISO-8601 (e.g. 2026-11-26T10:00:00Z), got ${JSON.stringify(s)}`);
+    throw new TallyError(ErrorCode.BAD_REQUEST, `${what} must be epoch milliseconds or an ISO-8601 date or date-time (2026-11-26, 2026-11-26T10:00, read as UTC, or with a zone: 2026-11-26T10:00+01:00), got ${JSON.stringify(s)}`);
   }
   return ms;
+}
+
+/** This package's version, from its package.json (two levels up from dist/scripts/). */
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/**
+ * A configuration file (`--config`): a JSON object of options by their flag names, e.g.
+ * `{ "port": 7401, "data": "./data/n1", "seeds": ["10.0.0.1:7401"] }`.
+ */
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new TallyError(ErrorCode.BAD_REQUEST, `cannot read the configuration file ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+  }
+  let o: unknown;
+  try {
+    o = JSON.parse(text);
+  } catch (err) {
+    throw new TallyError(ErrorCode.BAD_REQUEST, `the configuration file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new TallyError(ErrorCode.BAD_REQUEST, `the configuration file ${path} must hold a JSON object of options, e.g. {"port": 7401}`);
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : v]));
+}
+
+/** The text a number option was given as, to name it in a message rather than NaN. */
+function rawText(argv: string[], name: string): string {
+  const flag = `--${name}`;
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === flag) return JSON.stringify(argv[i + 1] ?? '');
+    if (argv[i]?.startsWith(`${flag}=`)) return JSON.stringify(argv[i]?.slice(flag.length + 1));
+  }
+  const env = process.env[`TALLY_${name.replace(/-/g, '_').toUpperCase()}`];
+  return env === undefined ? 'something else' : `${JSON.stringify(env)} (from TALLY_${name.replace(/-/g, '_').toUpperCase()})`;
 }
 
 /** The retention the user set, the other part at its default; undefined when neither was set. */
@@ -36,7 +101,7 @@ function fail(err: unknown): never {
   const code = err instanceof TallyError ? err.code : ErrorCode.INTERNAL;
   const message = err instanceof Error ? err.message : String(err);
   process.stderr.write(`error ${code}: ${message}\n`);
-  process.exit(1);
+  process.exit(code === ErrorCode.BAD_REQUEST ? EXIT.USAGE : EXIT.FAILED);
 }
 
 /** One line of a ring change's progress, from a node's status. */
@@ -128,6 +193,8 @@ async function main(argv: string[]): Promise<void> {
           .option('hello-timeout-ms', { type: 'number', describe: 'a WebSocket must say hello within this [5000]' })
           .option('frame-timeout-ms', { type: 'number', describe: 'a frame or request body begun must arrive whole within this [10000]' })
           .option('max-partial-mb', { type: 'number', describe: 'MiB of frames and bodies received in part, all connections together [64]' })
+          .option('log-level', { type: 'string', choices: LOG_LEVELS, describe: 'least level logged [info]' })
+          .option('log-format', { type: 'string', choices: Object.values(LogFormat), describe: 'log records as JSON lines, or readable lines [pretty on a terminal, json otherwise]' })
           .option('clock-offset-ms', { type: 'number', hidden: true, describe: 'fault tests: run this node with its clock off by this much' })
           .option('stop-on-stdin-close', { type: 'boolean', default: false, hidden: true }),
       async (a) => {
@@ -142,11 +209,11 @@ async function main(argv: string[]): Promise<void> {
           zone: a.zone,
           cluster: a.cluster,
           seeds: a.seeds === undefined ? undefined : a.seeds.split(',').map((s) => s.trim()).filter(Boolean),
-          clusterSecret: a['cluster-secret'] ?? process.env.TALLY_CLUSTER_SECRET,
+          clusterSecret: a['cluster-secret'],
           insecure: a.insecure,
           clockOffsetMs: a['clock-offset-ms'],
           rebuild: a.rebuild,
-          clientToken: a['client-token'] ?? process.env.TALLY_CLIENT_TOKEN,
+          clientToken: a['client-token'],
           clientTokenFile: a['client-token-file'],
           tlsCert: a['tls-cert'],
           tlsKey: a['tls-key'],
@@ -165,7 +232,7 @@ async function main(argv: string[]): Promise<void> {
             repairSlotsPerSecond: a['repair-slots-per-second'],
             retention: retentionOf(a['minute-retention-days'], a['hour-retention-days']),
           },
-        }, { stopOnStdinClose: a['stop-on-stdin-close'] });
+        }, { stopOnStdinClose: a['stop-on-stdin-close'], level: a['log-level'] as LogLevel | undefined, format: a['log-format'] as LogFormat | undefined });
       },
     )
     .command(
@@ -189,6 +256,7 @@ async function main(argv: string[]): Promise<void> {
           events.push({ videoId: a.videoId, eventType: a.type, timestamp, value: a.value, count: Math.min(left, MAX_EVENT_COUNT) });
         }
         await withClient(a.node, (c) => c.processEvents(events), a.consistency);
+        process.stdout.write(`counted ${n} ${a.type} event${n === 1 ? '' : 's'} of ${a.videoId} at ${new Date(timestamp).toISOString()} (${a.consistency})\n`);
       },
     )
     .command(
@@ -221,7 +289,9 @@ async function main(argv: string[]): Promise<void> {
         y
           .option('node', nodeOption)
           .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON' })
-          .option('key', { type: 'string', describe: 'print the replicas of this video id instead, in the order writes try them' }),
+          .option('key', { type: 'string', describe: 'print the replicas of this video id instead, in the order writes try them' })
+          .option('watch', { type: 'string', describe: 'print the report again every this many seconds (2 when given bare) until Ctrl-C' })
+          .epilogue(`exit status: ${EXIT.OK} healthy, ${EXIT.DEGRADED} degraded (a member down, being sent its ranges, or the ring not agreed), ${EXIT.FAILED} no answer`),
       async (a) => {
         if (a.key !== undefined) {
           const key = a.key;
@@ -233,8 +303,25 @@ async function main(argv: string[]): Promise<void> {
         }
         const { statusOf } = await import('../client/local-cluster.js');
         const { formatStatus } = await import('../client/status-format.js');
-        const status = await statusOf(a.node.split(',')[0]?.trim() ?? DEFAULT_NODE);
-        process.stdout.write(a.json ? `${JSON.stringify(status)}\n` : `${formatStatus(status)}\n`);
+        const node = a.node.split(',')[0]?.trim() ?? DEFAULT_NODE;
+        const report = async (): Promise<void> => {
+          const status = await statusOf(node);
+          process.stdout.write(a.json ? `${JSON.stringify(status)}\n` : `${formatStatus(status)}\n`);
+          process.exitCode = status.health.startsWith('healthy') ? EXIT.OK : EXIT.DEGRADED;
+        };
+        if (a.watch === undefined) return report();
+        const everyS = a.watch.trim() === '' ? 2 : Number(a.watch);
+        if (!(everyS >= 0.5 && everyS <= 3_600)) throw new TallyError(ErrorCode.BAD_REQUEST, `--watch must be from 0.5 to 3600 seconds, got ${JSON.stringify(a.watch)}`);
+        // Until Ctrl-C: the exit status is that of the last report; a node that stops answering is shown, not fatal.
+        process.once('SIGINT', () => process.exit(process.exitCode ?? EXIT.OK));
+        for (;;) {
+          if (!a.json && process.stdout.isTTY === true) process.stdout.write('\x1b[2J\x1b[H');
+          await report().catch((err: unknown) => {
+            process.stdout.write(`${new Date().toISOString()} error ${err instanceof TallyError ? err.code : ErrorCode.INTERNAL}: ${(err as Error).message}\n`);
+            process.exitCode = EXIT.FAILED;
+          });
+          await new Promise((r) => setTimeout(r, everyS * 1_000));
+        }
       },
     )
     .command(
@@ -442,17 +529,49 @@ async function main(argv: string[]): Promise<void> {
         if (!summary.ok) process.exitCode = 1;
       },
     )
-    .demandCommand(1, 'name a command: start, cluster, status, count, get, bench')
+    .demandCommand(1, 'name a command: start, cluster, status, count, get, bench (tally --help lists them all)')
+    .env('TALLY')
+    .config('config', 'read options from this JSON file, e.g. {"port": 7401, "seeds": ["h:p"]}; flags win over TALLY_* environment variables, which win over the file', readConfigFile)
+    .middleware((a: Arguments) => {
+      // TALLY_* variables are read for every command, but each names an option of some commands
+      // only (TALLY_NODE is for the client commands, TALLY_PORT for start): one that is not an
+      // option of this command is left alone rather than refused as an unknown argument.
+      // (getOptions is yargs' own, missing from its type definitions.)
+      const known = new Set(Object.keys((cli as unknown as { getOptions(): { key: Record<string, unknown> } }).getOptions().key));
+      for (const k of Object.keys(a)) {
+        if (k === '_' || k === '$0' || known.has(k)) continue;
+        const kebab = k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+        const fromEnv = process.env[`TALLY_${kebab.replace(/-/g, '_').toUpperCase()}`] !== undefined;
+        const onCommandLine = argv.some((t) => t === `--${kebab}` || t.startsWith(`--${kebab}=`) || t === `--${k}` || t.startsWith(`--${k}=`));
+        if (fromEnv && !onCommandLine) delete a[k];
+      }
+      // A number option given a word: name what was given, not NaN.
+      for (const [k, v] of Object.entries(a)) {
+        if (typeof v === 'number' && Number.isNaN(v) && !/[A-Z]/.test(k)) {
+          throw new TallyError(ErrorCode.BAD_REQUEST, `--${k} must be a number, got ${rawText(argv, k)}`);
+        }
+      }
+    }, true)
     .strict()
     .help()
     .alias('h', 'help')
-    .version(false)
+    .version(version())
+    .alias('v', 'version')
+    .epilogue(
+      `Every option may also be set as TALLY_<OPTION> (TALLY_PORT, TALLY_DATA, TALLY_SEEDS, TALLY_NODE…) or in a --config file; flags win over the environment, the environment over the file.\n` +
+        `Exit status: ${EXIT.OK} done, ${EXIT.FAILED} failed, ${EXIT.USAGE} bad usage, ${EXIT.DEGRADED} degraded (tally status).`,
+    )
     .wrap(Math.min(110, process.stdout.columns ?? 100))
     .fail((msg, err) => {
       if (err !== undefined && err !== null) fail(err);
       process.stderr.write(`error ${ErrorCode.BAD_REQUEST}: ${msg}\n`);
-      process.exit(2);
+      process.exit(EXIT.USAGE);
     });
+  if (argv.length === 0) {
+    // Bare `tally`: what it can do, not an error.
+    cli.showHelp((text) => process.stdout.write(`${text}\n`));
+    return;
+  }
   await cli.parseAsync();
 }
 

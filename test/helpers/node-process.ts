@@ -28,10 +28,10 @@ export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
 
-/** Starts `tally start` (after `prefix`, e.g. `ip netns exec ns`) and waits for its ready line. */
-export function startNode(args: string[], readyTimeoutMs = 15_000, prefix: string[] = []): Promise<NodeProcess> {
+/** Starts `tally start` (after `prefix`, e.g. `ip netns exec ns`; with `env` added) and waits for its ready line. */
+export function startNode(args: string[], readyTimeoutMs = 15_000, prefix: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<NodeProcess> {
   const cmd = [...prefix, process.execPath, CLI, 'start', ...args];
-  const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   const exited = new Promise<number | string>((res) => proc.once('exit', (code, signal) => res(code ?? signal ?? -1)));
   return new Promise((res, rej) => {
@@ -61,10 +61,10 @@ export function startNode(args: string[], readyTimeoutMs = 15_000, prefix: strin
  * Starts a node that must refuse to start, and returns its error output. If it starts after all,
  * it is killed (no process outlives a failed test) and this throws.
  */
-export async function refusedStart(args: string[]): Promise<string> {
+export async function refusedStart(args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
   let node: NodeProcess;
   try {
-    node = await startNode(args);
+    node = await startNode(args, 15_000, [], env);
   } catch (err) {
     return (err as Error).message;
   }
@@ -73,9 +73,9 @@ export async function refusedStart(args: string[]): Promise<string> {
 }
 
 /** Runs a `tally` CLI command to completion. */
-export function runCli(args: string[], timeoutMs = 20_000): Promise<{ code: number; stdout: string; stderr: string }> {
+export function runCli(args: string[], timeoutMs = 20_000, env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((res, rej) => {
-    const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -210,7 +210,7 @@ suite('LevelKv', async () => {
 });
 
 describe('LevelKv', () => {
-  it('reports a second opener of the same directory as INTERNAL, and reopens the same instance', async () => {
+  it('reports a second opener of the same directory as IN_USE, and reopens the same instance', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tally-store-'));
     const a = new LevelKv(dir);
     const b = new LevelKv(dir);
@@ -219,7 +219,7 @@ describe('LevelKv', () => {
       await a.write([{ type: 'put', key: 'k', value: new Uint8Array([1]) }], false);
       const err = await b.open().then(() => undefined, (e: unknown) => e);
       expect(err).toBeInstanceOf(TallyError);
-      expect((err as TallyError).code).toBe('INTERNAL');
+      expect((err as TallyError).code).toBe('IN_USE');
       expect((err as TallyError).message).toMatch(/in use by another process/);
       await a.close();
       await a.open();

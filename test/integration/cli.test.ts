@@ -1,0 +1,236 @@
+/**
+ * The `tally` command and the node process as a user meets them, on real processes: help and
+ * version, `error CODE: message` with its exit code for every failure (a port in use, a data
+ * directory that is a file or in use, a bad number), times without a zone read as UTC, `tally
+ * status` exiting 3 when degraded and `--watch`, options from the environment and a config file
+ * with their precedence, JSON logs off a terminal, a supervisor that stops its nodes when its
+ * parent goes, and a second node with a live node's id refused on both sides.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { statusOf } from '../../client/local-cluster.js';
+import { CLI, ROOT, refusedStart, removeDir, runCli, startNode, stopNode, tempDir, waitFor, type NodeProcess } from '../helpers/node-process.js';
+
+/** A port free now, on loopback (never one of the fixed ports other tests use). */
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('the tally command', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await tempDir('tally-cli-');
+  });
+  afterAll(async () => {
+    await removeDir(dir);
+  });
+
+  it('prints help for a bare `tally`, its version for --version, and refuses an unknown command with exit 2', async () => {
+    const bare = await runCli([]);
+    expect(bare.code).toBe(0);
+    expect(bare.stdout).toMatch(/^tally <command> \[options\]/);
+    expect(bare.stdout).toMatch(/tally start/);
+    const pkg = JSON.parse(await readFile(`${ROOT}/package.json`, 'utf8')) as { version: string };
+    const version = await runCli(['--version']);
+    expect(version).toMatchObject({ code: 0, stdout: `${pkg.version}\n`, stderr: '' });
+    const unknown = await runCli(['frobnicate']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/^error BAD_REQUEST: Unknown argument: frobnicate/);
+  });
+
+  it('names what a number option was given, never NaN, from a flag or the environment', async () => {
+    const flag = await runCli(['count', 'v', '--n', 'five']);
+    expect(flag).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --n must be a number, got "five"\n' });
+    const env = await runCli(['start', '--data', `${dir}/never`], 20_000, { TALLY_PORT: 'http' });
+    expect(env).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --port must be a number, got "http" (from TALLY_PORT)\n' });
+    expect(existsSync(`${dir}/never`)).toBe(false);
+  });
+
+  it('refuses a port in use with IN_USE, before making the data directory, with no stack trace', async () => {
+    const holder: Server = createServer();
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
+    const port = (holder.address() as { port: number }).port;
+    try {
+      const out = await refusedStart(['--port', String(port), '--data', `${dir}/port`, '--rf', '1']);
+      expect(out).toMatch(new RegExp(`error IN_USE: port 127\\.0\\.0\\.1:${port} is in use by another process`));
+      expect(out).not.toMatch(/Unhandled|at .*\.js:\d+/);
+      expect(existsSync(`${dir}/port`)).toBe(false);
+    } finally {
+      holder.close();
+    }
+  });
+
+  it('refuses a data directory that is a file (BAD_REQUEST, exit 2) and one in use (IN_USE, exit 1)', async () => {
+    await writeFile(`${dir}/a-file`, 'x');
+    const file = await runCli(['start', '--port', '0', '--data', `${dir}/a-file`, '--rf', '1']);
+    expect(file.code).toBe(2);
+    expect(file.stderr).toBe(`error BAD_REQUEST: data directory ${dir}/a-file is a file (or lies under one), not a directory; give --data a directory this user can write\n`);
+    const first = await startNode(['--port', '0', '--data', `${dir}/busy`, '--rf', '1']);
+    try {
+      const second = await runCli(['start', '--port', '0', '--data', `${dir}/busy`, '--rf', '1']);
+      expect(second.code).toBe(1);
+      expect(second.stderr).toMatch(/^error IN_USE: the database in .*busy\/db is in use by another process/);
+    } finally {
+      await stopNode(first);
+    }
+  });
+
+  it('says what it counted, reads a time without a zone as UTC whatever the local zone, and logs JSON off a terminal', async () => {
+    const node = await startNode(['--port', '0', '--data', `${dir}/utc`, '--rf', '1', '--minute-retention-days', '0', '--hour-retention-days', '0']);
+    try {
+      const tz = { TZ: 'America/New_York' };
+      const count = await runCli(['count', 'utc-video', '--n', '3', '--at', '2026-11-02T10:00', '--node', node.address], 20_000, tz);
+      expect(count).toMatchObject({ code: 0, stderr: '', stdout: 'counted 3 view events of utc-video at 2026-11-02T10:00:00.000Z (quorum)\n' });
+      const get = (from: string, to: string) => runCli(['get', 'utc-video', '--from', from, '--to', to, '--node', node.address], 20_000, tz);
+      expect((await get('2026-11-02T10:00Z', '2026-11-02T10:01Z')).stdout).toBe('3\n');
+      expect((await get('2026-11-02T10:00', '2026-11-02T10:01')).stdout).toBe('3\n');
+      expect((await get('2026-11-02T10:00-05:00', '2026-11-02T10:01-05:00')).stdout).toBe('0\n');
+      const bad = await get('yesterday', '2026-11-02');
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toMatch(/^error BAD_REQUEST: --from must be epoch milliseconds or an ISO-8601 date or date-time .*read as UTC.*got "yesterday"/);
+      const refused = await runCli(['count', 'utc-video', '--at', '1999-12-31T23:59Z', '--node', node.address]);
+      expect(refused).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: the event: time 1999-12-31T23:59:00.000Z is before 2000-01-01T00:00:00.000Z, the earliest Tally takes\n' });
+      const ready = node.output().split('\n').find((l) => l.includes(' ready on '));
+      expect(JSON.parse(ready ?? '')).toMatchObject({ level: 30, event: 'ready', address: node.address, msg: expect.stringMatching(/^tally node \S+ ready on /) });
+    } finally {
+      await stopNode(node);
+    }
+  });
+
+  it('takes start options from flags over TALLY_* over a --config file over the defaults', async () => {
+    const config = `${dir}/tally.json`;
+    await writeFile(config, JSON.stringify({ port: 0, rf: 1, data: `${dir}/configured`, zone: 'zone-file', cluster: 'from-file', seeds: [] }));
+    // TALLY_NODE is an option of the client commands only: it must not trouble `start`.
+    const env = { TALLY_CONFIG: config, TALLY_ZONE: 'zone-env', TALLY_CLUSTER: 'from-env', TALLY_NODE: '127.0.0.1:1' };
+    const node = await startNode(['--cluster', 'from-flag'], 15_000, [], env);
+    try {
+      expect(node.output()).toMatch(/ready on .*\(zone zone-env, rf 1, data .*\/configured,/);
+      const status = await statusOf(node.address);
+      expect(status).toMatchObject({ cluster: 'from-flag', zone: 'zone-env', rf: 1 });
+    } finally {
+      await stopNode(node);
+    }
+    await writeFile(`${dir}/typo.json`, JSON.stringify({ prot: 7 }));
+    const typo = await runCli(['start', '--config', `${dir}/typo.json`]);
+    expect(typo).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: Unknown argument: prot\n' });
+  });
+
+  it('exits 3 from `tally status` while the cluster is degraded, and --watch reports until Ctrl-C', async () => {
+    const a = await startNode(['--port', '0', '--data', `${dir}/sa`, '--id', 'sa', '--rf', '1']);
+    let b: NodeProcess | undefined;
+    try {
+      b = await startNode(['--port', '0', '--data', `${dir}/sb`, '--id', 'sb', '--rf', '1', '--seeds', a.address]);
+      await waitFor('both up', 10_000, async () => ((await statusOf(a.address)).health.startsWith('healthy: 2/2') ? true : undefined));
+      const healthy = await runCli(['status', '--node', a.address]);
+      expect(healthy.code).toBe(0);
+      await stopNode(b, 'SIGKILL');
+      await waitFor('sb down', 10_000, async () => ((await statusOf(a.address)).health.startsWith('degraded') ? true : undefined));
+      const degraded = await runCli(['status', '--node', a.address]);
+      expect(degraded.code).toBe(3);
+      expect(degraded.stdout).toMatch(/degraded: 1\/2 up; down: sb/);
+
+      const watch = spawn(process.execPath, [CLI, 'status', '--watch', '0.5', '--json', '--node', a.address], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      watch.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise<number | null>((r) => watch.once('exit', (code) => r(code)));
+      await waitFor('three reports', 10_000, async () => (out.split('\n').filter((l) => l.startsWith('{')).length >= 3 ? true : undefined));
+      watch.kill('SIGINT');
+      expect(await exited).toBe(3);
+      expect(JSON.parse(out.split('\n')[0] ?? '')).toMatchObject({ nodeId: 'sa' });
+    } finally {
+      if (b !== undefined) await stopNode(b, 'SIGKILL');
+      await stopNode(a);
+    }
+  });
+
+  it.each(['SIGTERM', 'SIGKILL'] as const)('`tally cluster` stops its nodes when its parent goes by %s', async (signal) => {
+    const port = await freePort();
+    // As `npm start` runs it: under a shell that waits for it and passes no signal on.
+    const shell = spawn('/bin/sh', ['-c', `"${process.execPath}" "${CLI}" cluster --nodes 1 --base-port ${port} --data "${dir}/sup-${signal}"; true`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    shell.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    shell.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      const { value: pids } = await waitFor('the cluster is up', 20_000, async () => {
+        if (!out.includes('local cluster of 1 node is up')) return undefined;
+        const node = /"pid":(\d+)/.exec(out);
+        return node === null ? undefined : { node: Number(node[1]) };
+      });
+      expect(alive(pids.node)).toBe(true);
+      shell.kill(signal);
+      await waitFor('the node stopped', 10_000, async () => (alive(pids.node) ? undefined : true));
+      await waitFor('the port is free', 5_000, async () => {
+        const s = createServer();
+        const free = await new Promise<boolean>((r) => s.once('error', () => r(false)).listen(port, '127.0.0.1', () => r(true)));
+        s.close();
+        return free ? true : undefined;
+      });
+    } finally {
+      shell.kill('SIGKILL');
+    }
+  }, 40_000);
+
+  it('says why a node of `tally cluster` could not start, with its code', async () => {
+    const holder: Server = createServer();
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
+    const port = (holder.address() as { port: number }).port;
+    try {
+      const r = await runCli(['cluster', '--nodes', '1', '--base-port', String(port), '--data', `${dir}/taken`], 30_000);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`^error IN_USE: node n1 could not start: port 127\\.0\\.0\\.1:${port} is in use`, 'm'));
+    } finally {
+      holder.close();
+    }
+  });
+});
+
+describe('a second node with a live node\'s id', () => {
+  let dir: string;
+  const nodes: NodeProcess[] = [];
+  beforeAll(async () => {
+    dir = await tempDir('tally-dup-');
+  });
+  afterAll(async () => {
+    await Promise.all(nodes.map((n) => stopNode(n, 'SIGKILL')));
+    await removeDir(dir);
+  });
+
+  it('is refused by the node it joins through and by the node itself, and stops with IN_USE; the membership keeps the first', async () => {
+    const a = await startNode(['--port', '0', '--data', `${dir}/a`, '--id', 'da', '--rf', '1']);
+    nodes.push(a);
+    const b = await startNode(['--port', '0', '--data', `${dir}/b`, '--id', 'db', '--rf', '1', '--seeds', a.address]);
+    nodes.push(b);
+    await waitFor('both up', 10_000, async () => ((await statusOf(a.address)).health.startsWith('healthy: 2/2') ? true : undefined));
+
+    for (const [through, holder] of [[a, a], [b, a]] as const) {
+      // Through a peer that knows db, and through db itself.
+      const seed = through === a ? a.address : b.address;
+      const dup = await startNode(['--port', '0', '--data', `${dir}/dup-${seed.split(':')[1]}`, '--id', 'db', '--rf', '1', '--seeds', seed]);
+      nodes.push(dup);
+      const code = await Promise.race([dup.exited, new Promise<string>((r) => setTimeout(() => r('still running'), 10_000))]);
+      expect(code).toBe(1);
+      expect(dup.output()).toMatch(new RegExp(`error IN_USE: ${seed.replace(/\./g, '\\.')} refused this node: node id "db" is in use by a live member at ${b.address.replace(/\./g, '\\.')}`));
+      const refusedBy = through === a ? a : b;
+      await waitFor('the refusal logged', 5_000, async () => (/refused a peer: node id \\"db\\" is in use/.test(refusedBy.output()) ? true : undefined));
+      const s = await statusOf(holder.address);
+      expect(s.members.find((m) => m.id === 'db')).toMatchObject({ address: b.address, status: 'up' });
+    }
+    expect((await statusOf(b.address)).health).toMatch(/^healthy: 2\/2 up/);
+  }, 60_000);
+});
