@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { Consistency, TallyError } from '../protocol/index.js';
 import type { NodeStatus } from '../protocol/status.js';
 import { AGREE_TIMEOUT_MS, startLocalCluster, type LocalCluster } from './local-cluster.js';
+import { withoutUndefinedAuth, type ConnectionAuth } from './connection.js';
 import { TallyClient, type EventInput } from './tally-client.js';
 
 const HOUR_MS = 3_600_000;
@@ -28,6 +29,8 @@ export type ReadRange = keyof typeof READ_RANGES;
 
 export interface BenchOptions {
   nodes: string[];
+  /** The token and TLS settings the nodes need. */
+  auth?: ConnectionAuth;
   /** Start a local cluster of this many nodes instead of using `nodes`. */
   local?: number;
   localRf?: number;
@@ -142,8 +145,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** A write whose outcome is unknown may have been applied; any other refusal applied nothing. */
 const NOTHING_APPLIED = new Set(['UNAVAILABLE', 'OVERLOADED', 'BAD_REQUEST', 'TOO_LARGE', 'NOT_READY', 'UNAUTHORIZED']);
 
-async function nodeStatus(address: string): Promise<NodeStatus | undefined> {
-  const c = await TallyClient.connect({ nodes: [address], routing: 'direct', timeoutMs: 3_000 }).catch(() => undefined);
+async function nodeStatus(address: string, auth: ConnectionAuth): Promise<NodeStatus | undefined> {
+  const c = await TallyClient.connect({ nodes: [address], routing: 'direct', timeoutMs: 3_000, ...withoutUndefinedAuth(auth) }).catch(() => undefined);
   if (c === undefined) return undefined;
   try {
     return (await c.status()) as NodeStatus;
@@ -172,11 +175,12 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       heapMB: o.localHeapMB,
       agreeTimeoutMs: AGREE_TIMEOUT_MS,
       quiet: true,
+      ...(o.auth?.token === undefined ? {} : { clientToken: o.auth.token }),
     });
     local = started.cluster;
     nodes = local.addresses;
   }
-  const client = await TallyClient.connect({ nodes, timeoutMs: 30_000, consistency: o.consistency });
+  const client = await TallyClient.connect({ nodes, timeoutMs: 30_000, consistency: o.consistency, ...withoutUndefinedAuth(o.auth ?? {}) });
   // Every member, not only the ones named: each is asked for its CPU and memory.
   const members = ((await client.status()) as NodeStatus | null)?.members.map((m) => m.address) ?? nodes;
   const prefix = o.prefix ?? `bench-${Date.now().toString(36)}`;
@@ -195,7 +199,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const startedAt = Date.now();
   // Whole days: a range with whole days at its edges is never clipped by retention.
   const earliest = Math.floor((startedAt - o.historyDays * DAY_MS) / DAY_MS) * DAY_MS - DAY_MS;
-  const before = new Map<string, NodeStatus | undefined>(await Promise.all(members.map(async (a) => [a, await nodeStatus(a)] as const)));
+  const before = new Map<string, NodeStatus | undefined>(await Promise.all(members.map(async (a) => [a, await nodeStatus(a, o.auth ?? {})] as const)));
   const peakRss = new Map<string, number>();
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
@@ -260,7 +264,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       measuring = true;
       ackedBeforeMeasuring = ackedEvents;
       // Node CPU is counted from here too.
-      for (const a of members) void nodeStatus(a).then((st) => before.set(a, st));
+      for (const a of members) void nodeStatus(a, o.auth ?? {}).then((st) => before.set(a, st));
       for (const [k] of Object.entries(errors)) delete errors[k];
     }
     const w = writes.summary(1, lastWrites);
@@ -274,7 +278,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     lastEvents = ackedEvents;
     lastReads = r;
     for (const a of members) {
-      void nodeStatus(a).then((st) => {
+      void nodeStatus(a, o.auth ?? {}).then((st) => {
         if (st?.process !== undefined) peakRss.set(a, Math.max(peakRss.get(a) ?? 0, st.process.rssBytes));
       });
     }
@@ -333,7 +337,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const measuredEvents = ackedEvents - ackedBeforeMeasuring;
 
   try {
-    const after = await Promise.all(members.map(async (a) => [a, await nodeStatus(a)] as const));
+    const after = await Promise.all(members.map(async (a) => [a, await nodeStatus(a, o.auth ?? {})] as const));
     const nodeUsage: NodeUsage[] = after.map(([a, st]) => {
       const b = before.get(a)?.process;
       const p = st?.process;
@@ -390,7 +394,7 @@ async function checkCounts(
     [rest[i], rest[j]] = [rest[j] as number, rest[i] as number];
   }
   const sample = [...top, ...rest.slice(0, o.checkVideos - top.length)];
-  const clients = await Promise.all(members.map((a) => TallyClient.connect({ nodes: [a], routing: 'direct', consistency: o.consistency, timeoutMs: 30_000 })));
+  const clients = await Promise.all(members.map((a) => TallyClient.connect({ nodes: [a], routing: 'direct', consistency: o.consistency, timeoutMs: 30_000, ...withoutUndefinedAuth(o.auth ?? {}) })));
   let a = 0;
   let attempted = 0;
   let counted = 0;

@@ -23,6 +23,11 @@ export interface ConnectionAuth {
   tls?: ClientTls | undefined;
 }
 
+/** `auth` as client options: only what is set. */
+export function withoutUndefinedAuth(auth: ConnectionAuth): { token?: string; tls?: ClientTls } {
+  return { ...(auth.token === undefined ? {} : { token: auth.token }), ...(auth.tls === undefined ? {} : { tls: auth.tls }) };
+}
+
 export type Outgoing = ClientRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
 
 interface Pending {

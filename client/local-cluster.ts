@@ -12,6 +12,7 @@ import { ErrorCode, isErrorCode, TallyError } from '../protocol/index.js';
 import type { NodeStatus } from '../protocol/status.js';
 import { formatStatus } from './status-format.js';
 import { TallyClient } from './tally-client.js';
+import { withoutUndefinedAuth, type ConnectionAuth } from './connection.js';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '../scripts/cli.js');
 /** Zones of a local cluster: three, so replicas of N = 3 land in distinct zones. */
@@ -39,6 +40,8 @@ export interface LocalClusterOptions {
   retention?: { minuteDays: number; hourDays: number };
   /** Passed to every node as --cluster-secret. */
   clusterSecret?: string;
+  /** Passed to every node as --client-token, and shown by this process when it asks them. */
+  clientToken?: string;
   /** How long to wait for every node to see every other up. */
   agreeTimeoutMs: number;
   /**
@@ -107,6 +110,7 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
     args.push('--id', id, '--zone', `z${(i % LOCAL_ZONES) + 1}`, '--seeds', seeds, '--rf', String(o.rf ?? Math.min(3, o.nodes)), ...(o.fsync ? ['--fsync'] : []));
     if (o.retention !== undefined) args.push('--minute-retention-days', String(o.retention.minuteDays), '--hour-retention-days', String(o.retention.hourDays));
     if (o.clusterSecret !== undefined) args.push('--cluster-secret', o.clusterSecret);
+    if (o.clientToken !== undefined) args.push('--client-token', o.clientToken);
     // Each node in its own process group: Ctrl-C reaches only this process, which stops the
     // nodes with one SIGTERM each (a second signal would make a node exit without flushing).
     // Its stdin is a pipe from this process: however this process ends, the pipe closes and
@@ -173,7 +177,7 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
   }
   try {
     await Promise.all(children.map((c) => c.ready));
-    const status = await waitForAgreement(addresses, o.agreeTimeoutMs);
+    const status = await waitForAgreement(addresses, o.agreeTimeoutMs, o.clientToken === undefined ? {} : { token: o.clientToken });
     return { cluster, status };
   } catch (err) {
     await cluster.stop();
@@ -224,11 +228,11 @@ function watchParent(onGone: () => void): void {
 }
 
 /** Polls every node until each sees every member up, none still being sent its ranges, and all compute the same ring; returns the first node's status. */
-async function waitForAgreement(addresses: string[], timeoutMs: number): Promise<NodeStatus> {
+async function waitForAgreement(addresses: string[], timeoutMs: number, auth: ConnectionAuth): Promise<NodeStatus> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   for (;;) {
-    const statuses = await Promise.all(addresses.map((a) => statusOf(a).catch(() => undefined)));
+    const statuses = await Promise.all(addresses.map((a) => statusOf(a, auth).catch(() => undefined)));
     const agreed = statuses.every(
       (s) => s !== undefined && s.members.length === addresses.length && s.health.startsWith('healthy'),
     );
@@ -241,11 +245,13 @@ async function waitForAgreement(addresses: string[], timeoutMs: number): Promise
   }
 }
 
-export async function statusOf(address: string): Promise<NodeStatus> {
-  const client = await TallyClient.connect({ nodes: [address], timeoutMs: STATUS_TIMEOUT_MS, maxRetries: 0 });
+/** The status report of the node at `address`; `auth`: the token and TLS settings the node needs. */
+export async function statusOf(address: string, auth: ConnectionAuth = {}): Promise<NodeStatus> {
+  const client = await TallyClient.connect({ nodes: [address], timeoutMs: STATUS_TIMEOUT_MS, maxRetries: 0, ...withoutUndefinedAuth(auth) });
   try {
     return (await client.status()) as NodeStatus;
   } finally {
     await client.close();
   }
 }
+

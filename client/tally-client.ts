@@ -431,6 +431,7 @@ export class TallyClient {
         this.seedIndex = (this.seedIndex + 1) % this.opts.nodes.length;
       }
     }
+    if (errors.length === 1) throw errors[0] as TallyError;
     const codes = new Set(errors.map((e) => e.code));
     throw new TallyError(codes.size === 1 ? (errors[0] as TallyError).code : ErrorCode.UNAVAILABLE, `no node answered: ${errors.map((e) => e.message).join('; ')}`);
   }

@@ -13,6 +13,7 @@ import yargs, { type Arguments, type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { Consistency, ErrorCode, MAX_EVENT_COUNT, TallyError } from '../protocol/index.js';
 import { TallyClient, type EventInput } from '../client/tally-client.js';
+import { withoutUndefinedAuth, type ConnectionAuth } from '../client/connection.js';
 import type { NodeStatus } from '../protocol/status.js';
 import { defaultRetention, validateRetention, type Retention } from '../cluster/retention.js';
 import { LOG_LEVELS, LogFormat, type LogLevel } from '../node/log-options.js';
@@ -127,6 +128,30 @@ async function waitRingChange(timeoutMs: number, check: () => Promise<{ done: bo
   }
 }
 
+/** The token and TLS settings client commands show the nodes (`--client-token`, `--tls`, `--tls-ca`). */
+let clientAuth: ConnectionAuth = {};
+
+const clientAuthOptions = {
+  'client-token': { type: 'string', describe: 'the token the nodes need (or TALLY_CLIENT_TOKEN)' },
+  tls: { type: 'boolean', describe: 'speak TLS to the nodes, trusting the system\'s CAs' },
+  'tls-ca': { type: 'string', describe: 'speak TLS to the nodes, trusting this CA (PEM file)' },
+} as const;
+
+/** Sets `clientAuth` from a client command's options; a CA file that cannot be read is BAD_REQUEST. */
+function setClientAuth(a: { 'client-token'?: string; tls?: boolean; 'tls-ca'?: string }): void {
+  let tls: ConnectionAuth['tls'];
+  if (a['tls-ca'] !== undefined) {
+    try {
+      tls = { ca: readFileSync(a['tls-ca']) };
+    } catch (err) {
+      throw new TallyError(ErrorCode.BAD_REQUEST, `--tls-ca ${a['tls-ca']} cannot be read: ${(err as Error).message}`);
+    }
+  } else if (a.tls === true) {
+    tls = true;
+  }
+  clientAuth = { token: a['client-token'], tls };
+}
+
 async function withClient<T>(node: string, fn: (c: TallyClient) => Promise<T>, consistency?: string): Promise<T> {
   // The CLI asks the node it is given (it coordinates, or forwards to a replica), so
   // `--consistency one --node X` reads what X holds.
@@ -134,6 +159,7 @@ async function withClient<T>(node: string, fn: (c: TallyClient) => Promise<T>, c
     nodes: node.split(',').map((s) => s.trim()).filter(Boolean),
     consistency: consistency as Consistency | undefined,
     routing: 'direct',
+    ...withoutUndefinedAuth(clientAuth),
   });
   try {
     return await fn(client);
@@ -246,7 +272,8 @@ async function main(argv: string[]): Promise<void> {
           .option('value', { type: 'number', default: 1, describe: 'value of each event (watch time, latency…)' })
           .option('at', { type: 'string', describe: 'event time, epoch ms or ISO-8601 (default now)' })
           .option('consistency', consistencyOption)
-          .option('node', nodeOption),
+          .option('node', nodeOption)
+          .options(clientAuthOptions),
       async (a) => {
         const n = a.n;
         if (!Number.isInteger(n) || n < 1) throw new TallyError(ErrorCode.BAD_REQUEST, `--n must be a positive integer, got ${n}`);
@@ -270,7 +297,8 @@ async function main(argv: string[]): Promise<void> {
           .option('to', { type: 'string', describe: 'range end, epoch ms or ISO-8601 (exclusive; default now)' })
           .option('json', { type: 'boolean', default: false, describe: 'print {count, sum, min, max, avg, from, to, clipped}' })
           .option('consistency', consistencyOption)
-          .option('node', nodeOption),
+          .option('node', nodeOption)
+          .options(clientAuthOptions),
       async (a) => {
         const from = parseTime(a.from, '--from');
         const to = a.to === undefined ? Date.now() : parseTime(a.to, '--to');
@@ -288,6 +316,7 @@ async function main(argv: string[]): Promise<void> {
       (y) =>
         y
           .option('node', nodeOption)
+          .options(clientAuthOptions)
           .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON' })
           .option('key', { type: 'string', describe: 'print the replicas of this video id instead, in the order writes try them' })
           .option('watch', { type: 'string', describe: 'print the report again every this many seconds (2 when given bare) until Ctrl-C' })
@@ -305,7 +334,7 @@ async function main(argv: string[]): Promise<void> {
         const { formatStatus } = await import('../client/status-format.js');
         const node = a.node.split(',')[0]?.trim() ?? DEFAULT_NODE;
         const report = async (): Promise<void> => {
-          const status = await statusOf(node);
+          const status = await statusOf(node, clientAuth);
           process.stdout.write(a.json ? `${JSON.stringify(status)}\n` : `${formatStatus(status)}\n`);
           process.exitCode = status.health.startsWith('healthy') ? EXIT.OK : EXIT.DEGRADED;
         };
@@ -329,6 +358,7 @@ async function main(argv: string[]): Promise<void> {
       'compare a node with each of its peers now and send each other what differs (anti-entropy); print what it found',
       (y) =>
         y
+          .options(clientAuthOptions)
           .option('node', { ...nodeOption, describe: 'node(s) to repair, host:port[,host:port…], one after another' })
           .option('json', { type: 'boolean', default: false, describe: 'print the figures as JSON' }),
       async (a) => {
@@ -352,6 +382,7 @@ async function main(argv: string[]): Promise<void> {
       'take a live node off the ring for good: its ranges go to their new replicas first, then it stops',
       (y) =>
         y
+          .options(clientAuthOptions)
           .option('node', { ...nodeOption, describe: 'the node that leaves, host:port' })
           .option('wait', { type: 'boolean', default: true, describe: 'wait until it has left, showing progress (--no-wait: return once it has begun)' })
           .option('timeout-ms', { type: 'number', default: 3_600_000, describe: 'give up waiting after this long' }),
@@ -361,7 +392,7 @@ async function main(argv: string[]): Promise<void> {
         if (!a.wait) return;
         const { statusOf } = await import('../client/local-cluster.js');
         await waitRingChange(a['timeout-ms'], async () => {
-          const s = await statusOf(node).catch(() => undefined);
+          const s = await statusOf(node, clientAuth).catch(() => undefined);
           // It stops once it is off the ring and its peers know.
           return s === undefined ? { done: true, line: `${node} has left the ring and stopped` } : { done: false, line: progressLine(s) };
         });
@@ -373,6 +404,7 @@ async function main(argv: string[]): Promise<void> {
       (y) =>
         y
           .positional('id', { type: 'string', demandOption: true, describe: 'id of the node to remove (it must be down)' })
+          .options(clientAuthOptions)
           .option('node', { ...nodeOption, describe: 'a live node to drive the removal, host:port' })
           .option('wait', { type: 'boolean', default: true, describe: 'wait until it is done, showing progress (--no-wait: return once it has begun)' })
           .option('timeout-ms', { type: 'number', default: 3_600_000, describe: 'give up waiting after this long' }),
@@ -383,7 +415,7 @@ async function main(argv: string[]): Promise<void> {
         if (!a.wait) return;
         const { statusOf } = await import('../client/local-cluster.js');
         await waitRingChange(a['timeout-ms'], async () => {
-          const s = await statusOf(node);
+          const s = await statusOf(node, clientAuth);
           const removed = s.members.find((m) => m.id === id)?.lifecycle === 'removed' && s.ringChange === undefined;
           return removed ? { done: true, line: `${id} is off the ring for good; its ranges are on their new replicas` } : { done: false, line: progressLine(s) };
         });
@@ -402,7 +434,8 @@ async function main(argv: string[]): Promise<void> {
           .option('rf', { type: 'number', describe: 'replication factor [the smaller of 3 and --nodes]' })
           .option('minute-retention-days', { type: 'number', describe: 'keep minute buckets this many days after their day ends; 0: for ever [14]' })
           .option('hour-retention-days', { type: 'number', describe: 'keep hour buckets this many days after their day ends; 0: for ever [400]' })
-          .option('heap-mb', { type: 'number', describe: 'each node\'s JavaScript heap limit, MiB [V8\'s own]' }),
+          .option('heap-mb', { type: 'number', describe: 'each node\'s JavaScript heap limit, MiB [V8\'s own]' })
+          .option('client-token', { type: 'string', describe: 'a read-write token every client must show (or TALLY_CLIENT_TOKEN)' }),
       async (a) => {
         const { runLocalCluster, AGREE_TIMEOUT_MS } = await import('../client/local-cluster.js');
         checkHeapMB(a['heap-mb']);
@@ -416,6 +449,7 @@ async function main(argv: string[]): Promise<void> {
           rf: a.rf,
           retention: retentionOf(a['minute-retention-days'], a['hour-retention-days']),
           agreeTimeoutMs: AGREE_TIMEOUT_MS,
+          ...(a['client-token'] === undefined ? {} : { clientToken: a['client-token'] }),
         });
       },
     )
@@ -425,6 +459,7 @@ async function main(argv: string[]): Promise<void> {
       (y) =>
         y
           .option('node', nodeOption)
+          .options(clientAuthOptions)
           .option('local', { type: 'number', describe: 'start a local cluster of this many nodes for the run (and stop and delete it after)' })
           .option('rf', { type: 'number', describe: 'with --local: replication factor [the smaller of 3 and --local]' })
           .option('fsync', { type: 'boolean', default: true, describe: 'with --local: fsync every group commit (--no-fsync: not)' })
@@ -467,6 +502,7 @@ async function main(argv: string[]): Promise<void> {
         const bad = ranges.find((r) => !(r in READ_RANGES));
         if (bad !== undefined) throw new TallyError(ErrorCode.BAD_REQUEST, `--read-ranges: '${bad}' is not one of ${Object.keys(READ_RANGES).join(', ')}`);
         const r = await runBench({
+          auth: clientAuth,
           nodes: a.node.split(',').map((s) => s.trim()).filter(Boolean),
           local: a.local,
           localRf: a.rf,
@@ -552,6 +588,7 @@ async function main(argv: string[]): Promise<void> {
         }
       }
     }, true)
+    .middleware((a: Arguments) => setClientAuth(a as { 'client-token'?: string; tls?: boolean; 'tls-ca'?: string }))
     .strict()
     .help()
     .alias('h', 'help')

@@ -12,7 +12,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { TallyClient } from '../../client/tally-client.js';
 import { ErrorCode } from '../../protocol/index.js';
 import type { NodeStatus } from '../../protocol/status.js';
-import { removeDir, startNode, stopNode, tempDir, waitFor, type NodeProcess } from '../helpers/node-process.js';
+import { removeDir, runCli, startNode, stopNode, tempDir, waitFor, type NodeProcess } from '../helpers/node-process.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -144,6 +144,14 @@ describe('HTTP/JSON', () => {
     expect((await call(`${base}/healthz`)).status).toBe(200);
     expect((await call(`${base}/readyz`)).status).toBe(200);
     expect(await rw.getViewsCount('tok', 0, Date.now() + 60_000)).toBe(4);
+    // The CLI shows the token from --client-token or TALLY_CLIENT_TOKEN.
+    const refused = await runCli(['count', 'tok', '--node', n.address]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/^error UNAUTHORIZED: .*needs a client token/);
+    expect((await runCli(['count', 'tok', '--node', n.address], 20_000, { TALLY_CLIENT_TOKEN: TOKEN_RW })).code).toBe(0);
+    const read = await runCli(['get', 'tok', '--node', n.address, '--client-token', TOKEN_RO]);
+    expect(read.stdout.trim()).toBe('5');
+    expect((await runCli(['count', 'tok', '--node', n.address, '--client-token', TOKEN_RO])).stderr).toMatch(/^error UNAUTHORIZED: .*may only read/);
     // A token too short to be a secret is refused at start.
     const short = await node(['--rf', '1', '--client-token', 'short']).catch((err: Error) => err.message);
     expect(short).toMatch(/error BAD_REQUEST: the client token must be 16 to 256/);
