@@ -61,8 +61,8 @@ export interface HttpApiDeps {
   /** Whether the node serves its ranges now, and if not why. */
   ready(): { ready: boolean; reason: string };
   metrics(): Promise<{ contentType: string; body: string }>;
-  /** The status page. */
-  page(): string;
+  /** The status page, and the Content-Security-Policy it is served with. */
+  page(): { html: string; contentSecurityPolicy: string };
   /** Every error answered, by code (for metrics). */
   onError?(code: ErrorCode): void;
 }
@@ -214,9 +214,13 @@ export function httpApi(deps: HttpApiDeps): HttpHandler {
           const r = deps.ready();
           return sendJson(res, r.ready ? 200 : 503, r);
         }
-        case '/':
-          res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }).end(deps.page());
+        case '/': {
+          const page = deps.page();
+          res
+            .writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'content-security-policy': page.contentSecurityPolicy, 'x-content-type-options': 'nosniff' })
+            .end(page.html);
           return;
+        }
         case '/metrics': {
           need(ctx, Access.READ, 'metrics');
           const m = await deps.metrics();

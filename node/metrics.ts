@@ -9,8 +9,9 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ClientRequest, ErrorCode, Reply } from '../protocol/index.js';
-import type { NodeStatus } from '../protocol/status.js';
+import type { LoadStatus, NodeStatus } from '../protocol/status.js';
 import type { CoreStats } from '../cluster/node-core.js';
+import { LoadKind, RecentLoad } from './recent-load.js';
 
 /** Seconds: from half a millisecond (a read from cache) to the client's 10 s deadline. */
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -53,6 +54,8 @@ export class NodeMetrics {
   private readonly latency: Histogram<'type' | 'outcome'>;
   private readonly requests: Counter<'type' | 'code'>;
   private readonly events: Counter<'outcome'>;
+  /** The same requests for the status report: totals and the last seconds' latency. */
+  private readonly recent = new RecentLoad();
   /** One status per scrape: the collectors below share it. */
   private scrape: { status: NodeStatus; core: CoreStats | undefined } | undefined;
 
@@ -176,15 +179,25 @@ export class NodeMetrics {
 
   /** One request answered: its latency, and its outcome. */
   observe(req: ClientRequest, startedNs: bigint, reply: Reply | undefined, err: { code: ErrorCode } | undefined): void {
-    const seconds = Number(process.hrtime.bigint() - startedNs) / 1e9;
+    const nowNs = process.hrtime.bigint();
+    const seconds = Number(nowNs - startedNs) / 1e9;
     const code = err?.code ?? (reply?.t === 'error' ? reply.code : 'OK');
     this.latency.observe({ type: req.t, outcome: code === 'OK' ? 'ok' : 'error' }, seconds);
     this.requests.inc({ type: req.t, code });
+    const nowMs = Number(nowNs / 1_000_000n);
     if (req.t === 'count') {
       let n = 0;
       for (const e of req.events) n += e[4];
       this.events.inc({ outcome: code === 'OK' ? 'stored' : code }, n);
+      this.recent.record(LoadKind.WRITE, seconds * 1000, n, code === 'OK', nowMs);
+    } else if (req.t === 'get') {
+      this.recent.record(LoadKind.READ, seconds * 1000, req.queries.length, code === 'OK', nowMs);
     }
+  }
+
+  /** Writes and reads answered: totals since start, and the latency of the last seconds. */
+  load(): LoadStatus {
+    return this.recent.status(Number(process.hrtime.bigint() / 1_000_000n));
   }
 
   async render(): Promise<{ contentType: string; body: string }> {

@@ -273,6 +273,7 @@ export class TallyNode {
         peers: { ...transport.stats, ...server.stats, ...driver?.stats },
         process: processStatus(),
         edge: { ...server.load, maxConnections: config.maxConnections, maxPartialBytes: config.maxPartialBytes },
+        load: metrics.load(),
       };
     };
     const handle = (req: ClientRequest): Promise<Reply> => {

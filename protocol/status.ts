@@ -63,6 +63,38 @@ export interface NodeStatus {
   process?: ProcessStatus;
   /** The node's edge: open sockets by stage against the cap, and bytes of frames received in part against theirs. */
   edge?: EdgeStatus;
+  /** Writes and reads this node coordinated: totals since it started, latency of the last seconds; absent from older nodes. */
+  load?: LoadStatus;
+}
+
+/**
+ * The requests one node coordinated (over WebSocket and HTTP). Totals count since the node
+ * started, so a rate is the difference of two reports over the time between them.
+ */
+export interface LoadStatus {
+  /** Seconds the quantiles cover (the current second included, so a little less). */
+  windowS: number;
+  /** Write requests; `units` are the events in them. */
+  writes: LoadFigures;
+  /** Read requests; `units` are the queries in them. */
+  reads: LoadFigures;
+}
+
+export interface LoadFigures {
+  /** Requests answered since start, errors included. */
+  requests: number;
+  /** Of them, answered with an error. */
+  errors: number;
+  /** Events stored (writes) or queries answered (reads), in requests answered without error. */
+  units: number;
+  /** Requests answered without error in the window: what p50Ms and p99Ms are drawn from. */
+  recentOk: number;
+  /**
+   * Latency of those requests, from reaching the node to its answer, in ms: the upper bound of
+   * the log-scale bucket (a third wide) the quantile falls in; null when there were none.
+   */
+  p50Ms: number | null;
+  p99Ms: number | null;
 }
 
 export interface ProcessStatus {
