@@ -125,8 +125,18 @@ async function main(): Promise<void> {
   for (const c of conns) c.on('error', () => {});
   const pipes: IncrPipe[] = [];
   try {
-    await until('redis-server answers', 10_000, async () => (await conns[0]?.connect().then(() => true)) ?? false);
-    await Promise.all(conns.slice(1).map((c) => c.connect()));
+    // A plain socket first: an ioredis client whose first connect fails goes on reconnecting by
+    // itself and refuses a second connect(), so it is asked only once the server listens.
+    const listening = (): Promise<boolean> =>
+      new Promise((resolve) => {
+        const s = createConnection({ host, port }, () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.on('error', () => resolve(false));
+      });
+    await until('redis-server answers', 10_000, listening);
+    await Promise.all(conns.map((c) => c.connect()));
     for (let i = 0; i < a.connections; i++) pipes.push(await IncrPipe.connect(host, port));
     const ranges = a['read-ranges'].split(',').map((s) => s.trim()) as ReadRange[];
     const pick = popularity(a.videos, a.zipf);
