@@ -5,6 +5,7 @@
  * sees every other up, passes the nodes' output through with a prefix, and on Ctrl-C (or
  * SIGTERM) stops every node cleanly.
  */
+import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -103,13 +104,16 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
     throw new TallyError(ErrorCode.BAD_REQUEST, `--nodes must be an integer in [1, ${MAX_LOCAL_NODES}], got ${o.nodes}`);
   }
   const addresses = Array.from({ length: o.nodes }, (_, i) => `${o.host}:${o.basePort + i}`);
+  // Nodes that need client tokens need a cluster secret too (peers would otherwise skip the token):
+  // one made for this run when none is given.
+  const clusterSecret = o.clusterSecret ?? (o.clientToken === undefined ? undefined : randomBytes(16).toString('hex'));
   const seeds = addresses.slice(0, Math.min(2, o.nodes)).join(',');
   const children: Child[] = addresses.map((address, i) => {
     const id = `n${i + 1}`;
     const args = [...(o.heapMB === undefined ? [] : [`--max-old-space-size=${o.heapMB}`]), CLI, 'start', '--host', o.host, '--port', String(o.basePort + i), '--data', join(o.dataDir, id)];
     args.push('--id', id, '--zone', `z${(i % LOCAL_ZONES) + 1}`, '--seeds', seeds, '--rf', String(o.rf ?? Math.min(3, o.nodes)), ...(o.fsync ? ['--fsync'] : []));
     if (o.retention !== undefined) args.push('--minute-retention-days', String(o.retention.minuteDays), '--hour-retention-days', String(o.retention.hourDays));
-    if (o.clusterSecret !== undefined) args.push('--cluster-secret', o.clusterSecret);
+    if (clusterSecret !== undefined) args.push('--cluster-secret', clusterSecret);
     if (o.clientToken !== undefined) args.push('--client-token', o.clientToken);
     // Each node in its own process group: Ctrl-C reaches only this process, which stops the
     // nodes with one SIGTERM each (a second signal would make a node exit without flushing).
@@ -118,7 +122,10 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
     args.push('--stop-on-stdin-close');
     // The nodes' logs are passed through: readable if this process writes to a terminal.
     args.push('--log-format', process.stdout.isTTY === true ? 'pretty' : 'json');
-    const proc = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    // The nodes get their settings from these flags alone: a TALLY_* variable meant for this
+    // command (TALLY_CONFIG, TALLY_ADVERTISE, TALLY_TLS_CERT…) would give every node the same one.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TALLY_')));
+    const proc = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env });
     const ready = new Promise<void>((resolve, reject) => {
       let seen = '';
       let errors = '';

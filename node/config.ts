@@ -163,6 +163,9 @@ export function validateConfig(c: NodeConfig): NodeConfig {
   if (c.clusterSecret !== undefined && c.clusterSecret.length < MIN_CLUSTER_SECRET_LENGTH) {
     bad(`the cluster secret must be at least ${MIN_CLUSTER_SECRET_LENGTH} characters (e.g. openssl rand -hex 16)`);
   }
+  if (c.clusterSecret === undefined && (c.clientToken !== undefined || c.clientTokenFile !== undefined)) {
+    bad('client tokens need a cluster secret too (--cluster-secret, or TALLY_CLUSTER_SECRET, on every node): without one, anyone who can reach the port could say hello as a peer and write without a token');
+  }
   if (c.clusterSecret === undefined && !c.insecure && !LOOPBACK.test(c.host)) {
     bad(`host ${c.host} is reachable beyond this machine, and without a cluster secret anyone who can reach it could join the cluster and change any counter; ` +
       'set --cluster-secret (or TALLY_CLUSTER_SECRET) on every node, or say --insecure');

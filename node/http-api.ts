@@ -23,6 +23,7 @@ import {
   MAX_EVENTS_PER_BATCH,
   MAX_WIRE_FRAME_BYTES,
   TallyError,
+  parseTimeText,
   validateRequest,
   type ClientRequest,
   type EventTuple,
@@ -84,9 +85,7 @@ export function parseTimeParam(x: unknown, what: string): number {
   }
   if (typeof x !== 'string') throw bad(`${what} must be epoch milliseconds or an ISO-8601 time, got ${JSON.stringify(x)}`);
   const s = x.trim();
-  if (/^\d+$/.test(s)) return Number(s);
-  const m = /^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)(Z|[+-]\d{2}:?\d{2})?)?$/i.exec(s);
-  const ms = m === null ? NaN : Date.parse(`${m[1]}T${m[2] ?? '00:00'}${m[3] ?? 'Z'}`);
+  const ms = parseTimeText(s);
   if (!Number.isFinite(ms)) throw bad(`${what} must be epoch milliseconds or ISO-8601 such as 2026-11-26T10:00:00Z, got ${JSON.stringify(s)}`);
   return ms;
 }
@@ -153,6 +152,9 @@ export function httpApi(deps: HttpApiDeps): HttpHandler {
   };
 
   const write = async (req: IncomingMessage, q: URLSearchParams, ctx: HttpContext): Promise<unknown> => {
+    // A browser sends Origin with every cross-site POST, which needs no preflight as text/plain or a
+    // form: a page the user visits must not count events on a node it can reach. curl sends none.
+    if (req.headers.origin !== undefined) throw new Forbidden(ErrorCode.UNAUTHORIZED, 'writes from a web page are refused (the request has an Origin header)');
     need(ctx, Access.FULL, 'writing events');
     const body = await readBody(req, ctx);
     let parsed: unknown;
@@ -192,7 +194,13 @@ export function httpApi(deps: HttpApiDeps): HttpHandler {
   };
 
   return (req, res, ctx) => {
-    const url = new URL(req.url ?? '/', 'http://tally.invalid');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://tally.invalid');
+    } catch {
+      fail(res, bad(`the request target ${JSON.stringify((req.url ?? '').slice(0, 200))} is not a path`), true);
+      return;
+    }
     const path = url.pathname;
     const method = req.method ?? 'GET';
     const route = ROUTES[path];

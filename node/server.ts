@@ -55,6 +55,8 @@ import { Access, mayDo, type ClientTokens } from './tokens.js';
 export const CLOSE_GRACE_MS = 1_000;
 /** How often deadlines (handshake, hello, frame, idle) are checked. */
 const SWEEP_MS = 250;
+/** Bytes a WebSocket may send before its hello (and a peer's proof) is whole; a hello is ~300. */
+const MAX_HELLO_BYTES = 64 * 1024;
 
 export interface RequestHandler {
   handle(req: ClientRequest): Promise<Reply>;
@@ -233,8 +235,8 @@ export class TallyServer {
     const onRequest = (req: IncomingMessage, res: ServerResponse): void => this.onHttpRequest(req, res);
     const tls = this.opts.tls;
     const server: HttpServer = tls
-      ? (createHttpsServer({ cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca }), handshakeTimeout: this.opts.handshakeTimeoutMs }, onRequest) as unknown as HttpServer)
-      : createHttpServer(onRequest);
+      ? (createHttpsServer({ cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca }), handshakeTimeout: this.opts.handshakeTimeoutMs, connectionsCheckingInterval: SWEEP_MS * 4 }, onRequest) as unknown as HttpServer)
+      : createHttpServer({ connectionsCheckingInterval: SWEEP_MS * 4 }, onRequest);
     // Node's own bounds, behind ours: headers within the handshake deadline, a whole request
     // within the frame deadline past it, and idle keep-alive sockets closed after 5 s.
     server.headersTimeout = this.opts.handshakeTimeoutMs;
@@ -247,6 +249,9 @@ export class TallyServer {
     });
     const wss = new WebSocketServer({
       server,
+      // Clients and peers send no Origin; a browser always does. A page the user visits must not
+      // reach a node on their machine or network (the status page speaks HTTP to its own node).
+      verifyClient: (info: { origin?: string }) => info.origin === undefined || info.origin === '',
       maxPayload: MAX_WIRE_FRAME_BYTES,
       perMessageDeflate: false,
       clientTracking: false,
@@ -339,11 +344,21 @@ export class TallyServer {
     return this.conns.get(`${socket.remoteAddress}|${socket.remotePort}`);
   }
 
-  /** At a full table: closes the oldest socket that has not finished its handshake or hello. */
+  /**
+   * At a full table: closes the oldest socket that has not finished its handshake or hello, or
+   * else the client idle longest (nothing awaited, nothing sent for a second at least), so idle
+   * clients cannot lock out peers or busy clients.
+   */
   private evictOneInHandshake(): boolean {
     let oldest: Conn | undefined;
     for (const c of this.conns.values()) {
       if ((c.stage === Stage.NEW || c.stage === Stage.HELLO) && (oldest === undefined || c.stageAt < oldest.stageAt)) oldest = c;
+    }
+    if (oldest === undefined) {
+      const idleSince = Date.now() - 1_000;
+      for (const c of this.conns.values()) {
+        if (c.stage === Stage.CLIENT && c.inFlight === 0 && c.lastFrameAt < idleSince && (oldest === undefined || c.lastFrameAt < oldest.lastFrameAt)) oldest = c;
+      }
     }
     if (oldest === undefined) return false;
     this.stats.connectionsEvicted += 1;
@@ -394,13 +409,28 @@ export class TallyServer {
     if (c.partial === 0) c.partialSince = Date.now();
     c.partial += n;
     this.partialTotal += n;
+    if (c.stage === Stage.HELLO && c.partial > MAX_HELLO_BYTES) {
+      // Nothing before the hello (and a peer's proof) is larger than a few hundred bytes.
+      this.stats.helloTimeouts += 1;
+      this.drop(c);
+      return false;
+    }
     if (this.partialTotal <= this.opts.maxPartialBytes) return true;
-    if (c.stream !== undefined && !this.paused.has(c)) {
+    // Peers have proved the cluster secret; their replication must not wait on strangers' bytes.
+    if (c.stream !== undefined && c.stage !== Stage.PEER && !this.paused.has(c)) {
       this.paused.add(c);
       this.stats.partialPaused += 1;
       c.stream.pause();
     }
     return false;
+  }
+
+  /** `n` of `c`'s partial bytes are done (a control frame), the rest still pending. */
+  private releaseBytes(c: Conn, n: number): void {
+    const k = Math.min(n, c.partial);
+    c.partial -= k;
+    this.partialTotal -= k;
+    if (c.partial === 0) this.releasePartial(c);
   }
 
   private releasePartial(c: Conn): void {
@@ -438,7 +468,14 @@ export class TallyServer {
       res.writeHead(503, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error: { code: ErrorCode.NOT_READY, message: 'the node is starting' } })}\n`);
       return;
     }
-    this.http(req, res, ctx);
+    try {
+      this.http(req, res, ctx);
+    } catch (err) {
+      // A handler must answer every request itself; one that throws must not take the node down.
+      this.countError(ErrorCode.INTERNAL);
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json', connection: 'close' });
+      res.end(`${JSON.stringify({ error: { code: ErrorCode.INTERNAL, message: `internal error: ${(err as Error)?.message ?? String(err)}` } })}\n`);
+    }
   }
 
   countError(code: string): void {
@@ -476,8 +513,11 @@ export class TallyServer {
       this.notePartial(conn, chunk.length);
     });
     const frameDone = (): void => this.releasePartial(conn);
-    ws.on('ping', frameDone);
-    ws.on('pong', frameDone);
+    // A control frame may come between the fragments of a message, which ws keeps: only its own
+    // bytes (payload, and at most a 2-byte header and 4-byte mask) are done, not the message's.
+    const controlDone = (data: Buffer): void => this.releaseBytes(conn, data.length + 6);
+    ws.on('ping', controlDone);
+    ws.on('pong', controlDone);
     let hello: HelloMessage | undefined;
     let auth: PeerAuthContext | undefined;
     let access: Access = Access.NONE;
@@ -511,6 +551,8 @@ export class TallyServer {
 
     ws.on('message', (data: RawData, isBinary: boolean) => {
       frameDone();
+      // Closing (idle, no hello, stopping): nothing more is applied, as its reply could not be sent.
+      if (ws.readyState !== ws.OPEN) return;
       conn.lastFrameAt = Date.now();
       this.stats.frames += 1;
       const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);

@@ -280,9 +280,16 @@ export class TallyNode {
       if (driver === undefined) return Promise.reject(new TallyError(ErrorCode.NOT_READY, 'the node is starting'));
       const started = process.hrtime.bigint();
       const p = driver.handle(req);
+      const observe = (reply: Reply | undefined, err: { code: ErrorCode } | undefined): void => {
+        try {
+          metrics.observe(req, started, reply, err);
+        } catch (e) {
+          log(`error INTERNAL: a request's metrics could not be recorded: ${(e as Error).message}`);
+        }
+      };
       p.then(
-        (reply) => metrics.observe(req, started, reply, undefined),
-        (err: unknown) => metrics.observe(req, started, undefined, err instanceof TallyError ? err : { code: ErrorCode.INTERNAL }),
+        (reply) => observe(reply, undefined),
+        (err: unknown) => observe(undefined, err instanceof TallyError ? err : { code: ErrorCode.INTERNAL }),
       );
       return p;
     };

@@ -398,3 +398,24 @@ export function validateReply(x: unknown, queries?: number): Reply {
       throw bad(`unknown reply type t=${show(o.t)}`);
   }
 }
+
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,3})?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/**
+ * A time as people write it: epoch milliseconds, or ISO-8601, a date (its midnight) or a date and
+ * time, to the millisecond; without a zone it is UTC, as buckets are. A date or time that does not
+ * exist (2026-02-30, 24:00) is refused rather than rolled over. NaN when `text` is none of these.
+ */
+export function parseTimeText(text: string): number {
+  const s = text.trim();
+  if (/^\d+$/.test(s)) return Number(s);
+  const m = ISO_TIME.exec(s);
+  if (m === null) return NaN;
+  const [y, mo, d, h = '0', mi = '0', sec = '0'] = m.slice(1, 7).map((x) => x ?? undefined) as string[];
+  const date = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d)));
+  if (date.getUTCFullYear() !== Number(y) || date.getUTCMonth() !== Number(mo) - 1 || date.getUTCDate() !== Number(d)) return NaN;
+  if (Number(h) > 23 || Number(mi) > 59 || Number(sec) > 59) return NaN;
+  const zone = m[8] ?? 'Z';
+  const iso = `${y}-${mo}-${d}T${h.padStart(2, '0')}:${mi.padStart(2, '0')}:${sec.padStart(2, '0')}${m[7] ?? ''}${zone.length === 5 ? `${zone.slice(0, 3)}:${zone.slice(3)}` : zone}`;
+  return Date.parse(iso);
+}

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import yargs, { type Arguments, type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { Consistency, ErrorCode, MAX_EVENT_COUNT, TallyError } from '../protocol/index.js';
+import { Consistency, ErrorCode, MAX_EVENT_COUNT, TallyError, parseTimeText } from '../protocol/index.js';
 import { TallyClient, type EventInput } from '../client/tally-client.js';
 import { withoutUndefinedAuth, type ConnectionAuth } from '../client/connection.js';
 import type { NodeStatus } from '../protocol/status.js';
@@ -31,7 +31,6 @@ export const EXIT = {
   DEGRADED: 3,
 } as const;
 
-const ISO_TIME = /^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?)?)(Z|[+-]\d{2}:?\d{2})?)?$/i;
 
 /**
  * TIME on the command line: epoch milliseconds, or an ISO-8601 date or date-time. A date-time
@@ -40,9 +39,7 @@ const ISO_TIME = /^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?
  */
 export function parseTime(text: string, what: string): number {
   const s = String(text).trim();
-  if (/^\d+$/.test(s)) return Number(s);
-  const m = ISO_TIME.exec(s);
-  const ms = m === null ? NaN : Date.parse(m[2] === undefined ? `${m[1]}T00:00:00Z` : `${m[1]}T${m[2]}${m[3] ?? 'Z'}`);
+  const ms = parseTimeText(s);
   if (!Number.isFinite(ms)) {
     throw new TallyError(ErrorCode.BAD_REQUEST, `${what} must be epoch milliseconds or an ISO-8601 date or date-time (2026-11-26, 2026-11-26T10:00, read as UTC, or with a zone: 2026-11-26T10:00+01:00), got ${JSON.stringify(s)}`);
   }

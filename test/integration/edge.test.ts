@@ -227,6 +227,72 @@ describe('the edge under abuse', () => {
     expect(await c.getViewsCount('partial', 0, Date.now() + 60_000)).toBe(events);
   }, 60_000);
 
+  test('control frames between fragments do not hide a message held open, and nothing large comes before a hello', async () => {
+    const n = await node(['--frame-timeout-ms', '2000']);
+    const c = await client(n.address);
+    const w = await helloSocket(n.port, '127.0.0.13');
+    if (w === undefined) throw new Error('no hello');
+    const sock = (w as unknown as { _socket: Socket })._socket;
+    const masked = (opcode: number, fin: boolean, payload: Buffer): Buffer => {
+      const len = payload.length;
+      const head = len < 126 ? Buffer.from([(fin ? 0x80 : 0) | opcode, 0x80 | len]) : Buffer.from([(fin ? 0x80 : 0) | opcode, 0x80 | 127, 0, 0, 0, 0, len >>> 24, (len >>> 16) & 0xff, (len >>> 8) & 0xff, len & 0xff]);
+      return Buffer.concat([head, Buffer.alloc(4), payload]); // mask key 0: the payload as is
+    };
+    const closed = new Promise<number>((r) => {
+      const t0 = Date.now();
+      w.once('close', () => r(Date.now() - t0));
+    });
+    // Three fragments of one message that never ends, a ping after each, a second apart.
+    for (let i = 0; i < 3; i += 1) {
+      sock.write(masked(i === 0 ? 0x2 : 0x0, false, Buffer.alloc(256 * 1024, 1)));
+      sock.write(masked(0x9, true, Buffer.from('still here')));
+      if (i === 1) {
+        const s = await statusOf(c);
+        expect(s.edge?.partialBytes).toBeGreaterThanOrEqual(2 * 256 * 1024);
+      }
+      await new Promise((r) => setTimeout(r, 700));
+    }
+    expect(await closed).toBeLessThan(2_000 + 1_500);
+    // Upgraded and sending a large frame before any hello: cut at once, long before a deadline.
+    const stranger = new WebSocket(`ws://${n.address}/`, { localAddress: '127.0.0.14' });
+    const cut = new Promise<number>((r) => {
+      stranger.once('open', () => {
+        const t0 = Date.now();
+        stranger.once('close', () => r(Date.now() - t0));
+        (stranger as unknown as { _socket: Socket })._socket.write(masked(0x2, true, Buffer.alloc(1024 * 1024, 2)).subarray(0, 512 * 1024));
+      });
+    });
+    stranger.on('error', () => {});
+    expect(await cut).toBeLessThan(1_000);
+    const s = await statusOf(c);
+    expect(s.peers.frameTimeouts).toBeGreaterThanOrEqual(1);
+    expect(s.edge?.partialBytes).toBe(0);
+  }, 30_000);
+
+  test('a web page cannot reach the node: upgrades with an Origin, and writes with one, are refused', async () => {
+    const n = await node([]);
+    const fromPage = new WebSocket(`ws://${n.address}/`, { origin: 'https://evil.example' });
+    const outcome = await new Promise<string>((r) => {
+      fromPage.once('open', () => r('open'));
+      fromPage.once('error', (err) => r(err.message));
+    });
+    expect(outcome).toMatch(/401|403|Unexpected server response/);
+    const post = await fetch(`http://${n.address}/v1/events`, { method: 'POST', headers: { origin: 'https://evil.example', 'content-type': 'text/plain' }, body: '[{"videoId":"v"}]' });
+    expect(post.status).toBe(403);
+    // A request target that is not a path is answered 400, and the node goes on.
+    const odd = await new Promise<string>((resolve) => {
+      const sock = connect(n.port, '127.0.0.1', () => sock.write('GET //[ HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n'));
+      let text = '';
+      sock.on('data', (d: Buffer) => (text += d.toString()));
+      sock.on('close', () => resolve(text));
+      sock.on('error', () => resolve(text));
+    });
+    expect(odd).toMatch(/^HTTP\/1\.1 400 /);
+    const c = await client(n.address);
+    // The node still serves, and the page's write stored nothing.
+    expect(await c.getViewsCount('v', 0, Date.now() + 60_000)).toBe(0);
+  }, 30_000);
+
   test('invalid UTF-8 in a videoId is refused, not merged into another id', async () => {
     const n = await node([]);
     const ws = await helloSocket(n.port, '127.0.0.1');

@@ -139,7 +139,10 @@ describe('HTTP/JSON', () => {
     const dir = await tempDir('tally-tokens-');
     cleanups.push(() => removeDir(dir));
     writeFileSync(`${dir}/tokens.json`, JSON.stringify({ readWrite: [TOKEN_RW], readOnly: [TOKEN_RO] }));
-    const n = await node(['--rf', '1', '--client-token-file', `${dir}/tokens.json`], dir);
+    // Without a cluster secret, anyone could say hello as a peer and skip the token: refused.
+    const open = await node(['--rf', '1', '--client-token-file', `${dir}/tokens.json`], dir).catch((err: Error) => err.message);
+    expect(open).toMatch(/error BAD_REQUEST: client tokens need a cluster secret too/);
+    const n = await node(['--rf', '1', '--client-token-file', `${dir}/tokens.json`, '--cluster-secret', 'cluster-secret-0123456789'], dir);
     const connect = (token?: string): Promise<TallyClient> =>
       TallyClient.connect({ nodes: [n.address], timeoutMs: 3_000, maxRetries: 0, ...(token === undefined ? {} : { token }) });
     await expect(connect()).rejects.toMatchObject({ code: ErrorCode.UNAUTHORIZED, message: expect.stringMatching(/needs a client token/) });
@@ -174,7 +177,7 @@ describe('HTTP/JSON', () => {
     expect(read.stdout.trim()).toBe('5');
     expect((await runCli(['count', 'tok', '--node', n.address, '--client-token', TOKEN_RO])).stderr).toMatch(/^error UNAUTHORIZED: .*may only read/);
     // A token too short to be a secret is refused at start.
-    const short = await node(['--rf', '1', '--client-token', 'short']).catch((err: Error) => err.message);
+    const short = await node(['--rf', '1', '--client-token', 'short', '--cluster-secret', 'cluster-secret-0123456789']).catch((err: Error) => err.message);
     expect(short).toMatch(/error BAD_REQUEST: the client token must be 16 to 256/);
   }, 60_000);
 

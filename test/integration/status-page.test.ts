@@ -134,7 +134,7 @@ describe.skipIf(skip)('the status page in headless Chromium', () => {
   }, 120_000);
 
   it('asks for the client token when the node needs one, and shows nothing of its status', async () => {
-    const node = await startNode(['--port', '0', '--data', `${dir}/locked`, '--id', 'page-locked', '--rf', '1', '--client-token', 'page-secret-0123456789']);
+    const node = await startNode(['--port', '0', '--data', `${dir}/locked`, '--id', 'page-locked', '--rf', '1', '--client-token', 'page-secret-0123456789', '--cluster-secret', 'cluster-secret-0123456789']);
     nodes.push(node);
     const page = `http://${node.address}`;
     const served = await fetch(`${page}/`);

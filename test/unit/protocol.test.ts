@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
+  parseTimeText,
   decodeFrame,
   encodeFrame,
   MAX_EVENTS_PER_BATCH,
@@ -106,5 +107,19 @@ describe('codec', () => {
     } catch (err) {
       expect((err as TallyError).code).toBe('TOO_LARGE');
     }
+  });
+});
+
+describe('parseTimeText', () => {
+  it('reads epoch ms, dates and date-times (UTC without a zone), and refuses times that do not exist', () => {
+    expect(parseTimeText('0')).toBe(0);
+    expect(parseTimeText('2026-11-26')).toBe(Date.UTC(2026, 10, 26));
+    expect(parseTimeText('2026-11-26T10:00')).toBe(Date.UTC(2026, 10, 26, 10));
+    expect(parseTimeText('2026-11-26 10:00:30.5Z')).toBe(Date.UTC(2026, 10, 26, 10, 0, 30, 500));
+    expect(parseTimeText('2026-11-26T10:00+0100')).toBe(Date.UTC(2026, 10, 26, 9));
+    for (const bad of ['2026-02-30', '2026-02-29', '2026-13-01', '2026-11-26T24:00', '2026-11-26T10:60', 'yesterday', '']) {
+      expect([bad, parseTimeText(bad)]).toEqual([bad, NaN]);
+    }
+    expect(parseTimeText('2028-02-29')).toBe(Date.UTC(2028, 1, 29));
   });
 });
