@@ -39,9 +39,9 @@ export interface LocalClusterOptions {
   rf?: number;
   /** Days minute and hour buckets are kept (0: for ever); the nodes' default if not set. */
   retention?: { minuteDays: number; hourDays: number };
-  /** Passed to every node as --cluster-secret. */
+  /** Given to every node (by its environment) as its cluster secret. */
   clusterSecret?: string;
-  /** Passed to every node as --client-token, and shown by this process when it asks them. */
+  /** Given to every node (by its environment) as its client token, and shown by this process when it asks them. */
   clientToken?: string;
   /** How long to wait for every node to see every other up. */
   agreeTimeoutMs: number;
@@ -113,8 +113,6 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
     const args = [...(o.heapMB === undefined ? [] : [`--max-old-space-size=${o.heapMB}`]), CLI, 'start', '--host', o.host, '--port', String(o.basePort + i), '--data', join(o.dataDir, id)];
     args.push('--id', id, '--zone', `z${(i % LOCAL_ZONES) + 1}`, '--seeds', seeds, '--rf', String(o.rf ?? Math.min(3, o.nodes)), ...(o.fsync ? ['--fsync'] : []));
     if (o.retention !== undefined) args.push('--minute-retention-days', String(o.retention.minuteDays), '--hour-retention-days', String(o.retention.hourDays));
-    if (clusterSecret !== undefined) args.push('--cluster-secret', clusterSecret);
-    if (o.clientToken !== undefined) args.push('--client-token', o.clientToken);
     // Each node in its own process group: Ctrl-C reaches only this process, which stops the
     // nodes with one SIGTERM each (a second signal would make a node exit without flushing).
     // Its stdin is a pipe from this process: however this process ends, the pipe closes and
@@ -125,6 +123,9 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
     // The nodes get their settings from these flags alone: a TALLY_* variable meant for this
     // command (TALLY_CONFIG, TALLY_ADVERTISE, TALLY_TLS_CERT…) would give every node the same one.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TALLY_')));
+    // Secrets by the environment, not the command line, where any user's `ps` would show them.
+    if (clusterSecret !== undefined) env.TALLY_CLUSTER_SECRET = clusterSecret;
+    if (o.clientToken !== undefined) env.TALLY_CLIENT_TOKEN = o.clientToken;
     const proc = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env });
     const ready = new Promise<void>((resolve, reject) => {
       let seen = '';

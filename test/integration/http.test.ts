@@ -4,16 +4,16 @@
  * both; a cluster whose clients and peers speak TLS with a certificate the test makes; and
  * `promtool check metrics` on a live node's /metrics.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { afterEach, describe, expect, test } from 'vitest';
 import { TallyClient } from '../../client/tally-client.js';
 import { ErrorCode } from '../../protocol/index.js';
 import type { NodeStatus } from '../../protocol/status.js';
-import { removeDir, runCli, startNode, stopNode, tempDir, waitFor, type NodeProcess } from '../helpers/node-process.js';
+import { CLI, removeDir, runCli, startNode, stopNode, tempDir, waitFor, type NodeProcess } from '../helpers/node-process.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -179,6 +179,38 @@ describe('HTTP/JSON', () => {
     // A token too short to be a secret is refused at start.
     const short = await node(['--rf', '1', '--client-token', 'short', '--cluster-secret', 'cluster-secret-0123456789']).catch((err: Error) => err.message);
     expect(short).toMatch(/error BAD_REQUEST: the client token must be 16 to 256/);
+  }, 60_000);
+
+  test('tally cluster --client-token: its nodes need the token, get it and a cluster secret by their environment, never on a command line', async () => {
+    const dir = await tempDir('tally-cluster-token-');
+    cleanups.push(() => removeDir(dir));
+    const token = 'cluster-token-0123456789';
+    const proc = spawn(process.execPath, [CLI, 'cluster', '--nodes', '2', '--base-port', '7471', '--data', dir, '--client-token', token], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+    cleanups.push(async () => {
+      proc.kill('SIGTERM');
+      await exited;
+    });
+    await waitFor('the cluster agrees', 30_000, async () => (/healthy: 2\/2 up/.test(out) ? true : undefined));
+    // What `ps` shows every user: each process's command line.
+    const commandLines = readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .map((p) => {
+        try {
+          return readFileSync(`/proc/${p}/cmdline`, 'utf8').replaceAll('\0', ' ');
+        } catch {
+          return '';
+        }
+      })
+      .filter((l) => l.includes(' start ') && l.includes(dir));
+    expect(commandLines.length).toBe(2);
+    for (const l of commandLines) expect(l).not.toMatch(/client-token|cluster-secret|cluster-token-0123456789/);
+    expect((await runCli(['get', 'v', '--node', '127.0.0.1:7472'])).stderr).toMatch(/^error UNAUTHORIZED/);
+    expect((await runCli(['count', 'v', '--node', '127.0.0.1:7472', '--client-token', token])).code).toBe(0);
+    expect((await runCli(['get', 'v', '--node', '127.0.0.1:7471', '--client-token', token])).stdout.trim()).toBe('1');
   }, 60_000);
 
   test('TLS: clients and peers over TLS with a certificate the test makes; plain connections are not served', async () => {
