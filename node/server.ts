@@ -410,10 +410,15 @@ export class TallyServer {
     c.partial += n;
     this.partialTotal += n;
     if (c.stage === Stage.HELLO && c.partial > MAX_HELLO_BYTES) {
-      // Nothing before the hello (and a peer's proof) is larger than a few hundred bytes.
-      this.stats.helloTimeouts += 1;
-      this.drop(c);
-      return false;
+      // Nothing before the hello (and a peer's proof) is larger than a few hundred bytes. Judged
+      // once this chunk is read: a peer sends its proof and its first messages together, and the
+      // proof, read first, makes it a peer.
+      queueMicrotask(() => {
+        if (c.stage === Stage.HELLO && c.partial > MAX_HELLO_BYTES && this.conns.get(c.key) === c) {
+          this.stats.helloTimeouts += 1;
+          this.drop(c);
+        }
+      });
     }
     if (this.partialTotal <= this.opts.maxPartialBytes) return true;
     // Peers have proved the cluster secret; their replication must not wait on strangers' bytes.

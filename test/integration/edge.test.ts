@@ -170,6 +170,27 @@ describe('the edge under abuse', () => {
     expect(s.peers.helloTimeouts).toBe(1);
   }, 60_000);
 
+  test('a full table of idle clients makes room: the one idle longest goes for a new socket', async () => {
+    const n = await node(['--max-connections', '20']);
+    const c = await client(n.address);
+    await c.processEvents([{ videoId: 'busy' }]);
+    const idle = (await Promise.all(Array.from({ length: 19 }, () => helloSocket(n.port, '127.0.0.15')))).filter((w): w is WebSocket => w !== undefined);
+    expect(idle.length).toBe(19);
+    const closed = idle.map((w) => new Promise<boolean>((r) => w.once('close', () => r(true))));
+    await new Promise((r) => setTimeout(r, 1_200));
+    await c.processEvents([{ videoId: 'busy' }]); // the busy client is not idle
+    // The table holds 20 established sockets, none in its handshake: a newcomer still gets in.
+    const newcomer = await helloSocket(n.port, '127.0.0.16');
+    expect(newcomer).toBeDefined();
+    expect(await Promise.race([Promise.any(closed), new Promise((r) => setTimeout(() => r(false), 2_000))])).toBe(true);
+    newcomer?.close();
+    await c.processEvents([{ videoId: 'busy' }]);
+    const s = await statusOf(c);
+    expect(s.peers.connectionsEvicted).toBeGreaterThanOrEqual(1);
+    expect(await c.getViewsCount('busy', 0, Date.now() + 60_000)).toBe(3);
+    for (const w of idle) w.terminate();
+  }, 30_000);
+
   test('frames sent in part and left: their memory stays under the bound, and the senders are cut', async () => {
     const n = await node(['--max-partial-mb', '16', '--frame-timeout-ms', '3000']);
     const c = await client(n.address);
