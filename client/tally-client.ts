@@ -36,6 +36,7 @@ import {
   type TopologyMember,
 } from '../protocol/messages.js';
 import { checkEvent, checkQuery } from '../protocol/validate.js';
+import { rangeExpired, rangeStats, type EventStats } from '../protocol/range-stats.js';
 import { Connection, MAX_PENDING_PER_CONNECTION, type ClientTls, type ConnectionAuth, type Outgoing } from './connection.js';
 
 export interface ClientOptions {
@@ -98,19 +99,7 @@ export interface EventInput {
   count?: number;
 }
 
-export interface EventStats {
-  count: number;
-  sum: number;
-  min: number | null;
-  max: number | null;
-  /** sum / count, or null when count is 0. */
-  avg: number | null;
-  /** The range counted, `[from, to)` in ms: the one asked for, to the minute, unless retention moved an edge. */
-  from: number;
-  to: number;
-  /** Whether retention moved an edge inward (the minutes, or hours, there have expired). */
-  clipped: boolean;
-}
+export type { EventStats };
 
 export const VIEW = 'view';
 
@@ -134,11 +123,6 @@ const NOTHING_APPLIED: ReadonlySet<string> = new Set([ErrorCode.OVERLOADED, Erro
 /** Codes after which the frame may or may not have been applied. */
 const OUTCOME_UNKNOWN: ReadonlySet<string> = new Set([ErrorCode.TIMEOUT, ErrorCode.CONNECTION_CLOSED, ErrorCode.PARTIAL_WRITE, ErrorCode.INTERNAL]);
 
-const MINUTE_MS = 60_000;
-const floorMinute = (t: number): number => Math.floor(t / MINUTE_MS) * MINUTE_MS;
-const ceilMinute = (t: number): number => Math.ceil(t / MINUTE_MS) * MINUTE_MS;
-/** `[from, to)` as ISO times to the minute, for messages. */
-const showRange = (from: number, to: number): string => `[${new Date(from).toISOString().slice(0, 16)}Z, ${new Date(to).toISOString().slice(0, 16)}Z)`;
 
 function toMs(t: TimeInput | undefined, what: string, fallback: number): number {
   if (t === undefined) return fallback;
@@ -317,27 +301,20 @@ export class TallyClient {
   }
 
   async getCount(videoId: string, eventType: string, startTime: TimeInput, endTime: TimeInput, opts?: ReadOptions): Promise<number> {
-    const stats = await this.getStats(videoId, eventType, startTime, endTime, opts);
-    if (stats.clipped && opts?.clip !== true) {
-      const [, , start, end] = checkQuery([videoId, eventType, toMs(startTime, 'startTime', 0), toMs(endTime, 'endTime', 0)], 'the query');
-      throw new TallyError(
-        ErrorCode.RANGE_EXPIRED,
-        `${showRange(floorMinute(start), ceilMinute(end))} reaches past retention (its minute or hour buckets at an edge have expired); ` +
-          (stats.to > stats.from ? `the range that can be counted is ${showRange(stats.from, stats.to)}: ask for it, or pass { clip: true } to accept it` : 'nothing of it can be counted at a resolution still kept'),
-      );
-    }
+    const q = checkQuery([videoId, eventType, toMs(startTime, 'startTime', 0), toMs(endTime, 'endTime', 0)], 'the query');
+    const stats = await this.statsOf(q, opts);
+    if (stats.clipped && opts?.clip !== true) throw rangeExpired(q, stats, 'pass { clip: true } to accept it');
     return stats.count;
   }
 
   /** Count, sum, min, max and mean of the values of `videoId`'s `eventType` events in [startTime, endTime), and the range they cover. */
   async getStats(videoId: string, eventType: string, startTime: TimeInput, endTime: TimeInput, opts?: ReadOptions): Promise<EventStats> {
-    const q = checkQuery([videoId, eventType, toMs(startTime, 'startTime', 0), toMs(endTime, 'endTime', 0)], 'the query');
+    return this.statsOf(checkQuery([videoId, eventType, toMs(startTime, 'startTime', 0), toMs(endTime, 'endTime', 0)], 'the query'), opts);
+  }
+
+  private async statsOf(q: QueryTuple, opts: ReadOptions | undefined): Promise<EventStats> {
     const { stats, answered } = await this.read(q, opts?.consistency ?? this.opts.consistency);
-    const [count, sum, min, max] = stats;
-    // As the node reads it: start truncated, end rounded up, to the minute (an empty range stays empty).
-    const asked: [number, number] = q[3] <= q[2] ? [floorMinute(q[2]), floorMinute(q[2])] : [floorMinute(q[2]), ceilMinute(q[3])];
-    const [from, to] = answered ?? asked;
-    return { count, sum, min, max, avg: count > 0 ? sum / count : null, from, to, clipped: from !== asked[0] || to !== asked[1] };
+    return rangeStats(q, stats, answered);
   }
 
   /** What a node reports of itself and its cluster (the `tally status` data): the first listed node that answers. */

@@ -27,8 +27,10 @@ import {
   validateRequest,
   type ClientRequest,
   type EventTuple,
+  type QueryTuple,
   type Reply,
 } from '../protocol/index.js';
+import { rangeExpired, rangeStats } from '../protocol/range-stats.js';
 import { wallNowMs } from './clock.js';
 import type { HttpContext, HttpHandler } from './server.js';
 import { Access } from './tokens.js';
@@ -68,10 +70,6 @@ export interface HttpApiDeps {
   onError?(code: ErrorCode): void;
 }
 
-const MINUTE_MS = 60_000;
-const floorMinute = (t: number): number => Math.floor(t / MINUTE_MS) * MINUTE_MS;
-const ceilMinute = (t: number): number => Math.ceil(t / MINUTE_MS) * MINUTE_MS;
-const iso = (t: number): string => `${new Date(t).toISOString().slice(0, 16)}Z`;
 const bad = (m: string): TallyError => new TallyError(ErrorCode.BAD_REQUEST, m);
 
 /**
@@ -136,19 +134,10 @@ export function httpApi(deps: HttpApiDeps): HttpHandler {
     const reply = await deps.handle(req);
     if (reply.t === 'error') throw new TallyError(reply.code, reply.message);
     if (reply.t !== 'result') throw new TallyError(ErrorCode.INTERNAL, `a read was answered with '${reply.t}'`);
-    const [count, sum, min, max] = reply.stats[0] ?? [0, 0, null, null];
-    const [, , start, end] = req.queries[0] as [string, string, number, number];
-    const asked: [number, number] = end <= start ? [floorMinute(start), floorMinute(start)] : [floorMinute(start), ceilMinute(end)];
-    const [f, t] = reply.answered?.[0] ?? asked;
-    const clipped = f !== asked[0] || t !== asked[1];
-    if (!stats && clipped && clip !== 'true') {
-      throw new TallyError(
-        ErrorCode.RANGE_EXPIRED,
-        `[${iso(asked[0])}, ${iso(asked[1])}) reaches past retention (its minute or hour buckets at an edge have expired); ` +
-          (t > f ? `the range that can be counted is [${iso(f)}, ${iso(t)}): ask for it, or add clip=true` : 'nothing of it can be counted at a resolution still kept'),
-      );
-    }
-    return stats ? { count, sum, min, max, avg: count > 0 ? sum / count : null, from: f, to: t, clipped } : { count, from: f, to: t, clipped };
+    const query = req.queries[0] as QueryTuple;
+    const s = rangeStats(query, reply.stats[0] ?? [0, 0, null, null], reply.answered?.[0]);
+    if (!stats && s.clipped && clip !== 'true') throw rangeExpired(query, s, 'add clip=true');
+    return stats ? s : { count: s.count, from: s.from, to: s.to, clipped: s.clipped };
   };
 
   const write = async (req: IncomingMessage, q: URLSearchParams, ctx: HttpContext): Promise<unknown> => {
