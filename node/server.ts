@@ -493,10 +493,6 @@ export class TallyServer {
     return token === undefined ? Access.NONE : this.opts.tokens.check(token);
   }
 
-  get tokensRequired(): boolean {
-    return this.opts.tokens !== undefined;
-  }
-
   // ---------------------------------------------------------------------------------------------
   // WebSocket
 
