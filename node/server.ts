@@ -237,10 +237,11 @@ export class TallyServer {
     const server: HttpServer = tls
       ? (createHttpsServer({ cert: tls.cert, key: tls.key, ...(tls.ca === undefined ? {} : { ca: tls.ca }), handshakeTimeout: this.opts.handshakeTimeoutMs, connectionsCheckingInterval: SWEEP_MS * 4 }, onRequest) as unknown as HttpServer)
       : createHttpServer({ connectionsCheckingInterval: SWEEP_MS * 4 }, onRequest);
-    // Node's own bounds, behind ours: headers within the handshake deadline, a whole request
-    // within the frame deadline past it, and idle keep-alive sockets closed after 5 s.
-    server.headersTimeout = this.opts.handshakeTimeoutMs;
-    server.requestTimeout = this.opts.handshakeTimeoutMs + this.opts.frameTimeoutMs;
+    // Node's own bounds, a second behind ours (its checker runs every second, our sweep every
+    // 250 ms): headers within the handshake deadline, a whole request within the frame deadline
+    // past it, and idle keep-alive sockets closed after 5 s.
+    server.headersTimeout = this.opts.handshakeTimeoutMs + SWEEP_MS * 4;
+    server.requestTimeout = this.opts.handshakeTimeoutMs + this.opts.frameTimeoutMs + SWEEP_MS * 4;
     server.keepAliveTimeout = 5_000;
     server.on('connection', (socket: Socket) => this.onSocket(socket));
     server.on('clientError', (_err: Error, socket: Socket) => {
@@ -332,7 +333,11 @@ export class TallyServer {
     this.stats.connections += 1;
     socket.once('close', () => {
       this.releasePartial(conn);
-      if (this.conns.get(conn.key) === conn) this.conns.delete(conn.key);
+      if (this.conns.get(conn.key) === conn) {
+        // Closed by Node's backstop rather than our sweep (a stalled loop): still a missed deadline.
+        if (conn.stage === Stage.NEW && Date.now() - conn.stageAt > this.opts.handshakeTimeoutMs) this.stats.handshakeTimeouts += 1;
+        this.conns.delete(conn.key);
+      }
       const left = (this.perAddress.get(address) ?? 1) - 1;
       if (left > 0) this.perAddress.set(address, left);
       else this.perAddress.delete(address);
