@@ -100,7 +100,15 @@ interface NodeProc {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
+export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
+  // TALLY_CHAOS_LOGS=dir also keeps the run's own journal there (chaos.log): each fault and each
+  // write's outcome, timed, to read beside the nodes' logs when a run fails.
+  const logs = process.env['TALLY_CHAOS_LOGS'];
+  const journal = logs === undefined || logs === '' ? undefined : createWriteStream(join(logs, 'chaos.log'), { flags: 'a' });
+  const note = (line: string): void => {
+    journal?.write(`${new Date().toISOString()} ${line}\n`);
+  };
+  const o: ChaosOptions = { ...given, log: (line) => (note(line), given.log(line)) };
   const rng = new Prng(o.seed);
   const dir = await mkdtemp(join(tmpdir(), 'tally-chaos-'));
   let net: ChaosNet | undefined;
@@ -132,7 +140,6 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
     const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
     n.proc = proc;
     // TALLY_CHAOS_LOGS=dir keeps every node's output, one file per node, for reading a run afterwards.
-    const logs = process.env.TALLY_CHAOS_LOGS;
     if (logs !== undefined && logs !== '') {
       const file = createWriteStream(join(logs, `n${n.i + 1}.log`), { flags: 'a' });
       proc.stdout?.on('data', (d: Buffer) => file.write(d));
@@ -205,11 +212,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
         increments.attempted += n;
         try {
           await (client as TallyClient).processEvents([{ videoId: s.id, timestamp: ts, count: n }], { consistency: Consistency.QUORUM });
+          note(`write ${s.id} +${n} at ${new Date(ts).toISOString()}: ok in ${Date.now() - t0} ms`);
           s.acked += n;
           increments.acknowledged += n;
           writes['ok'] = (writes['ok'] ?? 0) + 1;
         } catch (err) {
           const code = err instanceof TallyError ? err.code : 'ERROR';
+          note(`write ${s.id} +${n} at ${new Date(ts).toISOString()}: ${code} in ${Date.now() - t0} ms: ${(err as Error).message}`);
           writes[code] = (writes[code] ?? 0) + 1;
           if (NOTHING_APPLIED.has(code)) {
             s.attempted -= n;
@@ -233,7 +242,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
           const upper = s.attempted;
           if (v < lower || v > upper) {
             readsOutOfBounds++;
-            if (violations.length < 20) violations.push(`quorum read of ${s.id} said ${v}, outside [${lower} acknowledged before it, ${upper} attempted by its end]`);
+            const what = `quorum read of ${s.id} said ${v}, outside [${lower} acknowledged before it, ${upper} attempted by its end]`;
+            note(`violation: ${what}`);
+            if (violations.length < 20) violations.push(what);
           }
         } catch (err) {
           const code = err instanceof TallyError ? err.code : 'ERROR';
@@ -433,6 +444,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
       await sleep(1_000);
     }
     const convergeMs = differing === 0 ? Date.now() - healedAt : null;
+    for (const s of series) if ((finals.get(s.id) ?? s.acked) < s.acked) note(`lost: ${s.id} reads ${finals.get(s.id)} at all after healing; ${s.acked} acknowledged, ${s.attempted} attempted`);
     let lost = 0;
     let over = 0;
     for (const s of series) {
@@ -470,6 +482,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosSummary> {
     for (const n of nodes) await kill(n);
     await net?.teardown();
     await rm(dir, { recursive: true, force: true });
+    journal?.end();
   }
 
   async function directRead(address: string, s: Series, cl: Consistency, w = { from: 0, to: Date.now() + DAY_MS }): Promise<number> {
