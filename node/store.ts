@@ -75,6 +75,12 @@ export class Store {
   /** The number of the last commit (kept with each commit under COMMIT_SEQ_KEY); see node/commit-mark.ts. */
   private commitSeq = 0;
   private mark: CommitMark | undefined;
+  /**
+   * TALLY_VERIFY_COMMITS=1: every commit first reads back the slots it writes and fails, naming
+   * the slot, if it would lower one (a G-counter slot only grows). A read per slot, so for fault
+   * runs (tally chaos), not for production.
+   */
+  verifyCommits = process.env['TALLY_VERIFY_COMMITS'] === '1';
 
   constructor(
     private readonly kv: Kv,
@@ -139,6 +145,7 @@ export class Store {
     assert(n <= MAX_COMMIT_ENTRIES, `a commit of ${n} entries is over the limit`);
     // Encode everything first, so a bad entry fails before the store sees any of the batch. In
     // slices, letting the event loop run between them: reads must not wait behind a large commit.
+    if (this.verifyCommits && batch.slots.length > 0) await this.verifyGrowth(batch.slots);
     const ops: KvOp[] = [];
     for (let i = 0; i < batch.slots.length; i++) {
       if (i > 0 && i % COMMIT_SLICE === 0) await yieldToLoop();
@@ -161,6 +168,24 @@ export class Store {
     await this.kv.write(ops, batch.sync);
     this.commitSeq = seq;
     await this.mark?.write(seq);
+  }
+
+  /** Throws INTERNAL if writing `slots` would lower a slot the store holds (see verifyCommits). */
+  private async verifyGrowth(slots: readonly SlotEntry[]): Promise<void> {
+    for (let from = 0; from < slots.length; from += MAX_GET_SLOTS) {
+      const part = slots.slice(from, from + MAX_GET_SLOTS);
+      const stored = await this.getSlots(part);
+      for (let i = 0; i < part.length; i++) {
+        const had = stored[i];
+        const s = part[i] as SlotEntry;
+        if (had === undefined || had === DAMAGED) continue;
+        if (s.slot.count < had.count || s.slot.sum < had.sum || s.slot.min > had.min || s.slot.max < had.max) {
+          const e = new TallyError('INTERNAL', `commit would lower the slot of ${s.actor} in ${JSON.stringify(s.ref)}: stored ${JSON.stringify(had)}, writing ${JSON.stringify(s.slot)}`);
+          process.stderr.write(`error INTERNAL: ${e.message}\n`);
+          throw e;
+        }
+      }
+    }
   }
 
   /**

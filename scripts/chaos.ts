@@ -137,8 +137,17 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
     args.push('--seeds', seeds, '--rf', '3', '--cluster-secret', SECRET, '--stop-on-stdin-close', '--repair-interval-ms', String(REPAIR_INTERVAL_MS));
     if (n.offsetMs !== 0) args.push('--clock-offset-ms', String(n.offsetMs));
     const cmd = net === undefined ? [process.execPath, ...args] : [...net.exec(n.i), process.execPath, ...args];
-    const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    // Every commit is checked never to lower a stored slot (node/store.ts, verifyCommits): a run
+    // names the first such commit as a violation, rather than only the increments it lost.
+    const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TALLY_VERIFY_COMMITS: '1' } });
     n.proc = proc;
+    proc.stderr?.on('data', (d: Buffer) => {
+      const lowered = /commit would lower[^\n]*/.exec(d.toString());
+      if (lowered !== null) {
+        note(`violation: n${n.i + 1}: ${lowered[0]}`);
+        if (violations.length < 20) violations.push(`n${n.i + 1}: ${lowered[0]}`);
+      }
+    });
     // TALLY_CHAOS_LOGS=dir keeps every node's output, one file per node, for reading a run afterwards.
     if (logs !== undefined && logs !== '') {
       const file = createWriteStream(join(logs, `n${n.i + 1}.log`), { flags: 'a' });
@@ -475,7 +484,7 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
       replicasDiffering: Number.isFinite(differing) ? differing : -1,
       convergeMs,
       violations,
-      ok: lost === 0 && over === 0 && readsOutOfBounds === 0 && convergeMs !== null,
+      ok: lost === 0 && over === 0 && readsOutOfBounds === 0 && convergeMs !== null && violations.length === 0,
     };
   } finally {
     await client?.close();
