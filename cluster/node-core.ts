@@ -1327,9 +1327,13 @@ export class NodeCore {
         continue;
       }
       let messages = 0;
+      // A chunk hinted for want of room means the peer will not hold all of this commit, so it
+      // cannot count for the commit's writes, whatever it acknowledges of the rest.
+      let hinted = false;
       for (const chunk of this.chunkSlots(slots)) {
         if ((this.replInFlight.get(peer) ?? 0) >= this.cfg.maxReplInFlightPerPeer) {
           for (const s of chunk) this.addHint(peer, s.ref, this.now, true);
+          hinted = true;
           continue;
         }
         const msgId = this.nextMsgId();
@@ -1339,7 +1343,7 @@ export class NodeCore {
         this.send(peer, { t: PeerMessageType.REPL, id: msgId, slots: chunk.map(slotRecord) });
         messages++;
       }
-      if (messages > 0) peers.set(peer, { left: messages, failed: false });
+      if (messages > 0) peers.set(peer, { left: messages, failed: hinted });
     }
     const ops = c.ops.filter((op) => !op.done);
     for (const op of ops) {
