@@ -73,6 +73,8 @@ export type MembershipEffect =
   | { kind: 'ringChanged'; checksum: string }
   /** A newer state of this node's own id came in: another process runs with our id, or a forgery. */
   | { kind: 'identityConflict'; claimed: EndpointState; refuted: boolean }
+  /** An earlier process of this node, at its address, was known in a later generation: this node moved past it. */
+  | { kind: 'generationRaised'; over: EndpointState }
   /** A member no node has seen alive for `memberExpiryMs` is forgotten. */
   | { kind: 'memberExpired'; id: string }
   /** This node's own actor was taken off the ring for good (decommissioned or removed): it must stop. */
@@ -141,7 +143,8 @@ interface PeerStatus {
 
 export class Membership {
   readonly id: string;
-  readonly generation: number;
+  /** The generation this process started in (persisted by the node before it started: unique per start). */
+  readonly startGeneration: number;
   private readonly config: MembershipConfig;
   private readonly rng: Rng;
   private readonly hash64: Hash64;
@@ -178,7 +181,7 @@ export class Membership {
     const { self, config } = init;
     assert(Number.isSafeInteger(init.generation) && init.generation >= 0, `bad generation ${init.generation}`);
     this.id = self.id;
-    this.generation = init.generation;
+    this.startGeneration = init.generation;
     this.config = config;
     this.rng = init.rng;
     this.hash64 = init.hash64;
@@ -427,6 +430,14 @@ export class Membership {
       this.cachedRing = new HashRing(members, this.hash64);
     }
     return this.cachedRing;
+  }
+
+  /**
+   * This node's generation now: its start generation, or above it once it moved past a later
+   * state of its own id (see applySelf). Peers key what they send a rebuilding node by it.
+   */
+  get generation(): number {
+    return this.self.generation;
   }
 
   private get self(): EndpointState {
@@ -726,8 +737,13 @@ export class Membership {
   /**
    * Someone says something newer about us than we do. In our own generation we refute it by
    * moving to the next generation (as SWIM refutes a suspicion with a new incarnation), so the
-   * cluster keeps our word. A newer generation we cannot outbid without lying about our start
-   * time: it is reported, for the operator, as another process running with our id.
+   * cluster keeps our word. A newer generation said at our own address is an earlier process of
+   * ours: no other process can hold the address while we do. That happens when this node started
+   * with its clock behind the one its last process started by, and had no record of that
+   * generation to start above (its data was wiped, so the record went too): we move past it, or
+   * peers would keep the old process's state (its actor, not rebuilding) and never take ours. A
+   * newer generation at another address we do not outbid: it is reported, for the operator, as
+   * another process running with our id.
    */
   private applySelf(incoming: EndpointState, effects: MembershipEffect[]): void {
     const self = this.self;
@@ -741,6 +757,11 @@ export class Membership {
       return;
     }
     if (!newer(incoming, self)) return;
+    if (incoming.generation > self.generation && incoming.address === self.address) {
+      this.states.set(this.id, { ...self, generation: incoming.generation + 1, version: 1 });
+      effects.push({ kind: 'generationRaised', over: incoming });
+      return;
+    }
     const refuted = incoming.generation === self.generation;
     // Outbid it with the next generation rather than a higher version: no version, however large,
     // beats a newer generation, so the answer never runs into MAX_GOSSIP_VERSION.

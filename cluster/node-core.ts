@@ -842,6 +842,12 @@ export class NodeCore {
           this.out.log.push(`error: this node's actor ${this.actor} was taken off the ring for good (word from ${e.by}); it stops, and may join again only with an empty data directory`);
           this.out.removed = `it was removed from the cluster (tally removenode, word from ${e.by})`;
           break;
+        case 'generationRaised':
+          this.out.log.push(
+            `an earlier process of this node (actor ${e.over.actor ?? 'unknown'}) was known in generation ${e.over.generation}, later than this one's start: ` +
+              `this node moved to generation ${this.membership.generation} so peers take its state (its clock is behind the one the earlier process started by)`,
+          );
+          break;
         case 'identityConflict':
           this.out.log.push(
             `error: a newer state of this node's own id "${e.claimed.id}" came in (address ${e.claimed.address}, ` +
@@ -1267,7 +1273,7 @@ export class NodeCore {
     }
     if (this.writtenMax.m > this.writtenKept.m || this.writtenMax.h > this.writtenKept.h || this.writtenMax.d > this.writtenKept.d) written = { ...this.writtenMax };
     const own = slots.filter((s) => s.actor === this.actor).map((s) => s.ref);
-    const journalPut = own.length > 0 && this.cfg.rf > 1 ? [{ key: `${this.membership.generation.toString(16)}-${id.toString(16)}`, refs: own }] : [];
+    const journalPut = own.length > 0 && this.cfg.rf > 1 ? [{ key: `${this.membership.startGeneration.toString(16)}-${id.toString(16)}`, refs: own }] : [];
     const batch: PersistBatch = {
       id,
       slots,
@@ -1591,6 +1597,12 @@ export class NodeCore {
   // Reads: the replica side
 
   private onPeerRead(from: string, id: number, spans: SpanTuple[]): void {
+    // Being sent our ranges, we may not hold what we should: a peer that asks has not heard yet
+    // (our rebuild reaches it by gossip), and must ask another replica.
+    if (this.membership.isRebuilding(this.id)) {
+      this.send(from, { t: PeerMessageType.READ_REPLY, id, slots: [], code: ErrorCode.NOT_READY });
+      return;
+    }
     this.scan(spans, (slots, message, code) => {
       if (slots === undefined) {
         this.out.log.push(`error ${code ?? ErrorCode.INTERNAL}: a read for ${from} failed in the store: ${message ?? ''}`);

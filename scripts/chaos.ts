@@ -361,8 +361,10 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
         await sleep(100 + wipeRng.int(300));
       }
     };
-    /** Whether a node that answers sees `n` being rebuilt (being sent its ranges after a wipe). */
+    /** Whether `n` says it is being rebuilt (being sent its ranges after a wipe), or else a node that answers says so of it. */
     const rebuilding = async (n: NodeProc): Promise<boolean> => {
+      const own = await statusOf(n.address).catch(() => undefined);
+      if (own?.members.some((x) => x.id === `n${n.i + 1}` && x.lifecycle.includes('rebuilding')) === true) return true;
       for (const m of nodes) {
         if (busy.has(m.i)) continue;
         const st = await statusOf(m.address).catch(() => undefined);

@@ -63,6 +63,13 @@ export class SimDisk {
     return this.series.get(`${ref.videoId}\u0000${ref.eventType}\u0000${ref.res}`)?.get(ref.start)?.get(actor);
   }
 
+  /** The count of a bucket as this disk holds it: its slots' counts summed over every actor. */
+  count(ref: BucketRef): number {
+    let n = 0;
+    for (const slot of this.series.get(`${ref.videoId}\u0000${ref.eventType}\u0000${ref.res}`)?.get(ref.start)?.values() ?? []) n += slot.count;
+    return n;
+  }
+
   /** What a load of the slot finds. */
   load(ref: BucketRef, actor: string): Slot | undefined | typeof DAMAGED {
     return this.damaged.has(`${bucketId(ref)}\u0000${actor}`) ? DAMAGED : this.series.get(`${ref.videoId}\u0000${ref.eventType}\u0000${ref.res}`)?.get(ref.start)?.get(actor);
@@ -176,8 +183,11 @@ export class ReplicationSim {
     return `${node.id}#${node.disk.epoch.toString(16).padStart(8, '0')}`;
   }
 
-  /** Starts (or restarts, on the same disk) a node. */
-  start(id: string): void {
+  /**
+   * Starts (or restarts, on the same disk) a node. `clockOffsetMs` plays a node whose wall clock is
+   * off: its generation is taken from that clock (the simulated time it steps by is not).
+   */
+  start(id: string, opts: { clockOffsetMs?: number } = {}): void {
     const node = this.node(id);
     node.incarnation++;
     node.pausedUntilMs = 0;
@@ -187,7 +197,7 @@ export class ReplicationSim {
     // As the real node: a new store joining through a seed other than itself is sent its ranges.
     node.disk.rebuilding ??= !bootstrapped && this.membership.seeds.some((a) => a !== node.address);
     const rebuilding = node.disk.rebuilding;
-    const generation = Math.max(Math.floor(now), node.disk.lastGeneration + 1);
+    const generation = Math.max(Math.floor(now + (opts.clockOffsetMs ?? 0)), node.disk.lastGeneration + 1);
     node.disk.lastGeneration = generation;
     node.core = new NodeCore({
       self: { id: node.id, address: node.address, zone: node.zone },

@@ -64,6 +64,8 @@ function fmtEffect(e: MembershipEffect): string {
       return `identity conflict: ${e.claimed.id} at ${e.claimed.address} gen ${e.claimed.generation} v${e.claimed.version}${e.refuted ? ' (refuted)' : ''}`;
     case 'removed':
       return `removed by ${e.by}`;
+    case 'generationRaised':
+      return `generation raised over ${e.over.id} gen ${e.over.generation} (actor ${e.over.actor ?? '?'})`;
   }
 }
 
@@ -259,8 +261,11 @@ describe('membership transcripts', () => {
       .note('a version beyond MAX_GOSSIP_VERSION: dropped, never adopted')
       .receive(160, 'b', ack2(state('b', 1000, 2 ** 48 + 1)))
       .view(160, 'b')
-      .note('another process started with id a (a newer generation): a cannot outbid it')
-      .receive(200, 'b', ack2(state('a', 9000, 1)))
+      .note('another process started with id a at another address (a newer generation): a cannot outbid it')
+      .receive(200, 'b', ack2({ ...state('a', 9000, 1), address: 'elsewhere:7000', actor: 'a#other' }))
+      .note('an earlier process of a, at its address, in a later generation (a started with its clock behind, its data wiped): a moves past it')
+      .receive(250, 'b', ack2({ ...state('a', 800, 3), actor: 'a#before' }))
+      .view(250, 'a')
       .note('c with a generation years ahead of our clock: dropped, never a member')
       .receive(300, 'b', ack2(state('c', 400 * 24 * 3600 * 1000, 1)))
       .view(300, 'c');
@@ -277,9 +282,13 @@ describe('membership transcripts', () => {
 # a version beyond MAX_GOSSIP_VERSION: dropped, never adopted
 160 a receives from b: ack2 states=[b@1000#281474976710657]
 160 view b: up (up) normal generation=1000 heartbeat=5
-# another process started with id a (a newer generation): a cannot outbid it
+# another process started with id a at another address (a newer generation): a cannot outbid it
 200 a receives from b: ack2 states=[a@9000#1]
-  identity conflict: a at a:7000 gen 9000 v1
+  identity conflict: a at elsewhere:7000 gen 9000 v1
+# an earlier process of a, at its address, in a later generation (a started with its clock behind, its data wiped): a moves past it
+250 a receives from b: ack2 states=[a@800#3]
+  generation raised over a gen 800 (actor a#before)
+250 view a: up (up) normal generation=801 heartbeat=1
 # c with a generation years ahead of our clock: dropped, never a member
 300 a receives from b: ack2 states=[c@34560000000#1]
 300 view c: unknown`,
