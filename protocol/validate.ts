@@ -197,7 +197,8 @@ export function checkEvent(x: unknown, what: string, nowMs?: number, index?: num
     x[3] <= MAX_EVENT_VALUE &&
     intIn(x[4], 1, MAX_EVENT_COUNT)
   ) {
-    return [x[0], x[1], x[2], x[3], x[4]];
+    // Five checked values in a plain array (decoded, or made by the client): kept as it is.
+    return x as EventTuple;
   }
   return checkEventSaying(x, index === undefined ? what : `${what} ${index + 1}`, ahead, maxTs, nowMs);
 }
