@@ -124,11 +124,13 @@ const NOTHING_APPLIED: ReadonlySet<string> = new Set([ErrorCode.OVERLOADED, Erro
 const OUTCOME_UNKNOWN: ReadonlySet<string> = new Set([ErrorCode.TIMEOUT, ErrorCode.CONNECTION_CLOSED, ErrorCode.PARTIAL_WRITE, ErrorCode.INTERNAL]);
 
 
-function toMs(t: TimeInput | undefined, what: string, fallback: number): number {
+/** `what` names the time in a message; with `index`, it is an event's (`event 3: timestamp`), named only if wrong. */
+function toMs(t: TimeInput | undefined, what: string, fallback: number, index?: number): number {
   if (t === undefined) return fallback;
   const ms = t instanceof Date ? t.getTime() : t;
   if (typeof ms !== 'number' || !Number.isFinite(ms)) {
-    throw new TallyError(ErrorCode.BAD_REQUEST, `${what} must be epoch milliseconds or a Date, got ${String(t)}`);
+    const name = index === undefined ? what : `event ${index + 1}: ${what}`;
+    throw new TallyError(ErrorCode.BAD_REQUEST, `${name} must be epoch milliseconds or a Date, got ${String(t)}`);
   }
   return ms;
 }
@@ -284,9 +286,10 @@ export class TallyClient {
       const now = Date.now();
       const tuples = events.map((e, i) =>
         checkEvent(
-          [e?.videoId, e?.eventType ?? VIEW, toMs(e?.timestamp, `event ${i + 1}: timestamp`, now), e?.value ?? 1, e?.count ?? 1],
-          events.length === 1 ? 'the event' : `event ${i + 1}`,
+          [e?.videoId, e?.eventType ?? VIEW, toMs(e?.timestamp, 'timestamp', now, i), e?.value ?? 1, e?.count ?? 1],
+          events.length === 1 ? 'the event' : 'event',
           now,
+          events.length === 1 ? undefined : i,
         ),
       );
       return this.write(tuples, opts?.consistency ?? this.opts.consistency);

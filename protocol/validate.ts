@@ -80,6 +80,22 @@ export function checkArray(x: unknown, what: string, maxLength: number): unknown
   return x;
 }
 
+/** Whether checkName takes `x`: the whole check, with no message made (for the fast path of events). */
+function nameOk(x: unknown, maxBytes: number): x is string {
+  return (
+    typeof x === 'string' &&
+    x.length > 0 &&
+    (x.length * 3 <= maxBytes || Buffer.byteLength(x, 'utf8') <= maxBytes) &&
+    !CONTROL_CHARS.test(x) &&
+    x.isWellFormed() &&
+    !x.includes('\uFFFD')
+  );
+}
+
+function intIn(x: unknown, min: number, max: number): x is number {
+  return typeof x === 'number' && Number.isInteger(x) && x >= min && x <= max;
+}
+
 /** A non-empty UTF-8 name of at most maxBytes bytes with no control characters. */
 export function checkName(x: unknown, what: string, maxBytes: number): string {
   if (typeof x !== 'string') throw bad(`${what} must be a string, got ${show(x)}`);
@@ -157,18 +173,43 @@ function checkTime(x: unknown, what: string, min: number, max: number, maxWhy: s
 }
 
 /**
- * One event tuple. `what` names it for people ("event 3", "the event"); messages name its fields
- * by name, never by their place in the tuple. `nowMs`, when given, bounds how far in the future
- * the event may be (MAX_EVENT_FUTURE_SKEW_MS): the node passes its clock, the client its own.
+ * One event tuple. `what` names it for people ("the event", or "event" with its `index`, which
+ * reads "event 3"); messages name its fields by name, never by their place in the tuple. `nowMs`,
+ * when given, bounds how far in the future the event may be (MAX_EVENT_FUTURE_SKEW_MS): the node
+ * passes its clock, the client its own.
+ *
+ * A valid event passes one test of every field and makes no string: a batch of 500 is checked in
+ * a fraction of the time building each field's name and bound for a message would take. Only an
+ * event that fails it goes through the checks that say what is wrong.
  */
-export function checkEvent(x: unknown, what: string, nowMs?: number): EventTuple {
+export function checkEvent(x: unknown, what: string, nowMs?: number, index?: number): EventTuple {
+  const ahead = nowMs !== undefined && nowMs + MAX_EVENT_FUTURE_SKEW_MS < MAX_TIME_MS;
+  const maxTs = ahead ? nowMs + MAX_EVENT_FUTURE_SKEW_MS : MAX_TIME_MS;
+  if (
+    Array.isArray(x) &&
+    x.length === 5 &&
+    nameOk(x[0], MAX_VIDEO_ID_BYTES) &&
+    nameOk(x[1], MAX_EVENT_TYPE_BYTES) &&
+    intIn(x[2], MIN_EVENT_TIME_MS, maxTs) &&
+    typeof x[3] === 'number' &&
+    Number.isFinite(x[3]) &&
+    x[3] >= 0 &&
+    x[3] <= MAX_EVENT_VALUE &&
+    intIn(x[4], 1, MAX_EVENT_COUNT)
+  ) {
+    // Five checked values in a plain array (decoded, or made by the client): kept as it is.
+    return x as EventTuple;
+  }
+  return checkEventSaying(x, index === undefined ? what : `${what} ${index + 1}`, ahead, maxTs, nowMs);
+}
+
+/** checkEvent's checks one by one, each saying what is wrong. */
+function checkEventSaying(x: unknown, what: string, ahead: boolean, maxTs: number, nowMs: number | undefined): EventTuple {
   const e = checkArray(x, what, 5);
   if (e.length !== 5) throw bad(`${what} must be [videoId, eventType, timestampMs, value, count], got ${e.length} items`);
   const videoId = checkName(e[0], `${what}: videoId`, MAX_VIDEO_ID_BYTES);
   const eventType = checkName(e[1], `${what}: event type`, MAX_EVENT_TYPE_BYTES);
-  const ahead = nowMs !== undefined && nowMs + MAX_EVENT_FUTURE_SKEW_MS < MAX_TIME_MS;
-  const maxTs = ahead ? nowMs + MAX_EVENT_FUTURE_SKEW_MS : MAX_TIME_MS;
-  const maxWhy = ahead ? `more than ${MAX_EVENT_FUTURE_SKEW_MS / 3_600_000} hours ahead of the clock (${showTime(nowMs)})` : 'the latest Tally takes';
+  const maxWhy = ahead ? `more than ${MAX_EVENT_FUTURE_SKEW_MS / 3_600_000} hours ahead of the clock (${showTime(nowMs as number)})` : 'the latest Tally takes';
   const ts = checkTime(e[2], `${what}: time`, MIN_EVENT_TIME_MS, maxTs, maxWhy);
   const value = checkNumber(e[3], `${what}: value`, 0, MAX_EVENT_VALUE);
   const count = checkInt(e[4], `${what}: count`, 1, MAX_EVENT_COUNT);
@@ -247,7 +288,7 @@ export function validateRequest(x: unknown, nowMs?: number): ClientRequest {
       const id = checkRequestId(o.id);
       const raw = checkArray(o.events, 'events', MAX_EVENTS_PER_BATCH);
       if (raw.length === 0) throw bad('events must not be empty');
-      const events = raw.map((e, i) => checkEvent(e, `event ${i + 1}`, nowMs));
+      const events = raw.map((e, i) => checkEvent(e, 'event', nowMs, i));
       const req: CountRequest = { t, id, events };
       const cl = checkOptionalConsistency(o.cl, 'cl');
       if (cl !== undefined) req.cl = cl;
