@@ -205,4 +205,53 @@ describe('storage faults in a cluster', () => {
       await removeDir(dir);
     }
   }, 120_000);
+
+  it('a replica wiped right after a restart with its clock 5 s ahead is taken as its new self and rebuilt', async () => {
+    // Its generation comes from its clock, above the last one its data directory recorded. The
+    // restart 5 s ahead leaves its peers holding a generation 5 s in the future; wiped, it has no
+    // record to start above and starts below that. Its peers must still take its new state (new
+    // actor, being rebuilt) rather than keep the old process's, or it is never sent its ranges.
+    const dir = await tempDir();
+    const cluster = new Cluster(dir, 3);
+    try {
+      await cluster.startAll();
+      const client = await TallyClient.connect({ nodes: cluster.addresses });
+      const events = Array.from({ length: 3_000 }, (_, i) => ({ videoId: `ck-${i % 30}`, timestamp: T + (i % 2) * DAY_MS + (i % 600) * 60_000 }));
+      for (let i = 0; i < events.length; i += 500) await client.processEvents(events.slice(i, i + 500), { consistency: 'quorum' });
+      await client.close();
+      const members = async (i: number): Promise<{ id: string; lifecycle: string; generation: number }[]> =>
+        (JSON.parse((await runCli(['status', '--node', cluster.address(i), '--json'])).stdout) as { members: { id: string; lifecycle: string; generation: number }[] }).members;
+      await cluster.kill(2);
+      cluster.extra.push('--clock-offset-ms', '5000');
+      await cluster.start(2);
+      cluster.extra.splice(-2);
+      // Its peers hear of the generation its clock, 5 s ahead, gave it.
+      const ahead = (await members(2)).find((m) => m.id === 'n3')?.generation as number;
+      await waitFor('peers hold the generation 5 s ahead', 10_000, async () => ((await members(0)).find((m) => m.id === 'n3')?.generation === ahead ? true : undefined), 100);
+      await cluster.kill(2);
+      await rm(`${dir}/n3`, { recursive: true, force: true });
+      await cluster.start(2);
+      const { ms } = await waitFor('n3 rebuilt, and seen so by its peers', 30_000, async () => {
+        const own = (await members(2)).find((m) => m.id === 'n3');
+        if (own === undefined || own.lifecycle.includes('rebuilding')) return undefined;
+        for (const i of [0, 1]) {
+          const seen = (await members(i)).find((m) => m.id === 'n3');
+          if (seen?.generation !== own.generation || seen.lifecycle.includes('rebuilding')) return undefined;
+        }
+        return true;
+      }, 250);
+      // It started below the generation its peers held, and moved past it once it heard of it.
+      expect(cluster.nodes[2]?.output()).toMatch(new RegExp(`known in generation ${ahead}, later than this one's start: this node moved to generation ${ahead + 1}`));
+      await cluster.kill(0);
+      await cluster.kill(1);
+      const alone = await TallyClient.connect({ nodes: [cluster.address(2)], routing: 'direct' });
+      const counts = await Promise.all(Array.from({ length: 30 }, (_, v) => alone.getViewsCount(`ck-${v}`, T - DAY_MS, T + 3 * DAY_MS, { consistency: 'one' })));
+      expect(counts.reduce((a, b) => a + b, 0)).toBe(3_000);
+      await alone.close();
+      console.log(`n3 rebuilt ${ms} ms after its wiped start`);
+    } finally {
+      await cluster.stop();
+      await removeDir(dir);
+    }
+  }, 120_000);
 });
