@@ -167,16 +167,28 @@ describe('storage faults on one node', () => {
   });
 });
 
+/** Three nodes, RF 3, with 3,000 events at quorum over 30 videos `${prefix}0`… and two days. */
+async function clusterWith(dir: string, prefix: string): Promise<Cluster> {
+  const cluster = new Cluster(dir, 3);
+  try {
+    await cluster.startAll();
+    const client = await TallyClient.connect({ nodes: cluster.addresses });
+    const events = Array.from({ length: 3_000 }, (_, i) => ({ videoId: `${prefix}${i % 30}`, timestamp: T + (i % 2) * DAY_MS + (i % 600) * 60_000 }));
+    for (let i = 0; i < events.length; i += 500) await client.processEvents(events.slice(i, i + 500), { consistency: 'quorum' });
+    await client.close();
+    return cluster;
+  } catch (err) {
+    await cluster.stop();
+    await removeDir(dir);
+    throw err;
+  }
+}
+
 describe('storage faults in a cluster', () => {
   it('a replica that lost its CURRENT file refuses, then --rebuild brings it back with every acknowledged event', async () => {
     const dir = await tempDir();
-    const cluster = new Cluster(dir, 3);
+    const cluster = await clusterWith(dir, 'st-');
     try {
-      await cluster.startAll();
-      const client = await TallyClient.connect({ nodes: cluster.addresses });
-      const events = Array.from({ length: 3_000 }, (_, i) => ({ videoId: `st-${i % 30}`, timestamp: T + (i % 2) * DAY_MS + (i % 600) * 60_000 }));
-      for (let i = 0; i < events.length; i += 500) await client.processEvents(events.slice(i, i + 500), { consistency: 'quorum' });
-      await client.close();
       await cluster.kill(2, 'SIGTERM');
       await unlink(`${dir}/n3/db/CURRENT`);
       await expect(cluster.start(2)).rejects.toThrow(/STORAGE_DAMAGED/);
@@ -212,13 +224,8 @@ describe('storage faults in a cluster', () => {
     // record to start above and starts below that. Its peers must still take its new state (new
     // actor, being rebuilt) rather than keep the old process's, or it is never sent its ranges.
     const dir = await tempDir();
-    const cluster = new Cluster(dir, 3);
+    const cluster = await clusterWith(dir, 'ck-');
     try {
-      await cluster.startAll();
-      const client = await TallyClient.connect({ nodes: cluster.addresses });
-      const events = Array.from({ length: 3_000 }, (_, i) => ({ videoId: `ck-${i % 30}`, timestamp: T + (i % 2) * DAY_MS + (i % 600) * 60_000 }));
-      for (let i = 0; i < events.length; i += 500) await client.processEvents(events.slice(i, i + 500), { consistency: 'quorum' });
-      await client.close();
       const members = async (i: number): Promise<{ id: string; lifecycle: string; generation: number }[]> =>
         (JSON.parse((await runCli(['status', '--node', cluster.address(i), '--json'])).stdout) as { members: { id: string; lifecycle: string; generation: number }[] }).members;
       await cluster.kill(2);
