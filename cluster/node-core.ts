@@ -267,6 +267,8 @@ interface WriteOp {
   deadlineMs: number;
   n: number;
   done: boolean;
+  /** Its events are in our slots (or, repeated, its slots are marked to be written again): it waits on commits and acks only. */
+  applied?: boolean;
 }
 
 interface ReadQuery {
@@ -1139,6 +1141,7 @@ export class NodeCore {
         this.pendingBatchesPut.push({ batch: op.batch, atMs: this.now, ring: op.ring });
       }
     }
+    op.applied = true;
     this.nextOps.push(op);
     this.noteDirty();
   }
@@ -1232,8 +1235,11 @@ export class NodeCore {
     for (const k of load.keys) this.loading.delete(idOf(k));
     this.out.log.push(`error INTERNAL: store read failed: ${message}`);
     // Fail whatever waited on it: writes that did nothing yet, and replications (unacked; the sender hints).
+    // By slot, not by key object: a write that found the slot already being read waits on this read
+    // with keys of its own.
+    const failed = new Set(load.keys.map((k) => idOf(k)));
     for (const op of [...this.writes]) {
-      if (!this.nextOps.includes(op) && op.keys.some((k) => load.keys.some((l) => l.ref === k.ref))) {
+      if (op.applied !== true && op.keys.some((k) => failed.has(idOf(k)))) {
         this.finishWrite(op, failure(ErrorCode.INTERNAL, `store read failed: ${message}; nothing was applied`));
       }
     }

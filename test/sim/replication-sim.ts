@@ -110,6 +110,8 @@ export interface SimNodeState {
   pausedUntilMs: number;
   tickAtMs: number;
   commitInFlight: boolean;
+  /** Store reads to fail (as a disk error would) before reads succeed again. */
+  failLoads?: number;
   /** Why the node stopped for good (decommissioned, or removed by a peer); never started again. */
   removed?: string;
 }
@@ -392,6 +394,11 @@ export class ReplicationSim {
       });
     }
     for (const load of ready.loads) {
+      if ((node.failLoads ?? 0) > 0) {
+        node.failLoads = (node.failLoads as number) - 1;
+        later(() => this.step(node, { kind: 'loadFailed', load: load.id, message: 'simulated read error' }));
+        continue;
+      }
       later(() => this.step(node, { kind: 'loaded', load: load.id, slots: load.keys.map((k) => node.disk.load(k.ref, k.actor)) }));
     }
     for (const scan of ready.scans) {

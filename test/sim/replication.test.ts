@@ -214,6 +214,33 @@ describe('replication on the composed core', () => {
     for (const [videoId] of mine) expect(sim.node('n3').disk.count({ videoId, eventType: 'view', res: 'd', start: day }), videoId).toBe(1);
   });
 
+  simTest(FILE, 'a failed store read fails every write waiting on it at once, not only the one that asked for it', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 3 });
+    sim.startAll();
+    sim.settle();
+    sim.write('n1', [['loaded', 'view', T0, 1, 1]], Consistency.QUORUM, undefined, () => {});
+    sim.run(1_000);
+    // Restarted, n1 holds nothing in memory: its next write to the video reads its slots first.
+    sim.crash('n1');
+    sim.start('n1');
+    sim.settle();
+    sim.node('n1').failLoads = 1;
+    const outcomes: RequestOutcome[] = [];
+    const t0 = sim.nowMs;
+    let last = 0;
+    for (const batch of ['first', 'second']) {
+      sim.write('n1', [['loaded', 'view', T0, 1, 1]], Consistency.QUORUM, batch, (o) => {
+        outcomes.push(o);
+        last = sim.nowMs - t0;
+      });
+    }
+    sim.run(10_000);
+    // Both waited on the one read that failed: both are told so (nothing applied), neither waits out the write timeout.
+    expect(outcomes).toHaveLength(2);
+    for (const o of outcomes) expect(o).toMatchObject({ kind: 'reply', reply: { ok: false, code: 'INTERNAL', message: expect.stringMatching(/store read failed/) } });
+    expect(last).toBeLessThan(1_000);
+  });
+
   simTest(FILE, 'a replica sent only part of a commit (the rest hinted for want of room) does not count for its writes', (seed) => {
     // One message in flight per peer: a commit of 1,800 own slots goes out as two messages of at
     // most 1,500, and the second is hinted. A peer that acknowledges the first holds only part
