@@ -151,6 +151,8 @@ export class Membership {
   private readonly detector: PhiAccrualDetector;
   /** Every known member's latest state, self included. States are never mutated, only replaced. */
   private readonly states = new Map<string, EndpointState>();
+  /** Actors of earlier processes of ours this node moved its generation past (see applySelf). */
+  private readonly raisedOver = new Set<string>();
   /** Claimants of our own id already reported (`generation#address`). */
   private readonly reportedClaims = new Set<string>();
   private readonly statuses = new Map<string, PeerStatus>();
@@ -702,7 +704,7 @@ export class Membership {
     // Versions beyond the cap are forged or corrupt; refusing them keeps every refutation valid.
     if (incoming.version > MAX_GOSSIP_VERSION) return;
     if (id === this.id) {
-      this.applySelf(incoming, effects);
+      this.applySelf(incoming, nowMs, effects);
       return;
     }
     // A generation far in the future would make that member's real states look old for ever.
@@ -745,7 +747,7 @@ export class Membership {
    * newer generation at another address we do not outbid: it is reported, for the operator, as
    * another process running with our id.
    */
-  private applySelf(incoming: EndpointState, effects: MembershipEffect[]): void {
+  private applySelf(incoming: EndpointState, nowMs: number, effects: MembershipEffect[]): void {
     const self = this.self;
     // Our actor was taken off the ring (by `tally removenode`, maybe while this process was away):
     // whatever generation that was said in, it is final for this actor.
@@ -757,7 +759,19 @@ export class Membership {
       return;
     }
     if (!newer(incoming, self)) return;
-    if (incoming.generation > self.generation && incoming.address === self.address) {
+    // Moved past once per actor heard of: a second time means the address is shared after all (an
+    // --advertise copied to another live node), and two processes would outbid each other for
+    // ever, so it is reported as a conflict. Never to a generation peers would refuse as too far
+    // ahead of their clocks.
+    const actor = incoming.actor ?? '';
+    if (
+      incoming.generation > self.generation &&
+      incoming.address === self.address &&
+      !this.raisedOver.has(actor) &&
+      this.raisedOver.size < MAX_REPORTED_CLAIMS &&
+      incoming.generation + 1 <= nowMs + this.config.maxGenerationAheadMs
+    ) {
+      this.raisedOver.add(actor);
       this.states.set(this.id, { ...self, generation: incoming.generation + 1, version: 1 });
       effects.push({ kind: 'generationRaised', over: incoming });
       return;

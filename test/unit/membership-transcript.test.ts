@@ -266,6 +266,11 @@ describe('membership transcripts', () => {
       .note('an earlier process of a, at its address, in a later generation (a started with its clock behind, its data wiped): a moves past it')
       .receive(250, 'b', ack2({ ...state('a', 800, 3), actor: 'a#before' }))
       .view(250, 'a')
+      .note('the same actor again in a later generation: not an earlier process after all (a shared address); reported, not outbid again')
+      .receive(260, 'b', ack2({ ...state('a', 900, 1), actor: 'a#before' }))
+      .note('another actor at our address, too far ahead of our clock: reported, not followed there')
+      .receive(270, 'b', ack2({ ...state('a', 20 * 60 * 1000, 1), actor: 'a#ahead' }))
+      .view(270, 'a')
       .note('c with a generation years ahead of our clock: dropped, never a member')
       .receive(300, 'b', ack2(state('c', 400 * 24 * 3600 * 1000, 1)))
       .view(300, 'c');
@@ -289,6 +294,13 @@ describe('membership transcripts', () => {
 250 a receives from b: ack2 states=[a@800#3]
   generation raised over a gen 800 (actor a#before)
 250 view a: up (up) normal generation=801 heartbeat=1
+# the same actor again in a later generation: not an earlier process after all (a shared address); reported, not outbid again
+260 a receives from b: ack2 states=[a@900#1]
+  identity conflict: a at a:7000 gen 900 v1
+# another actor at our address, too far ahead of our clock: reported, not followed there
+270 a receives from b: ack2 states=[a@1200000#1]
+  identity conflict: a at a:7000 gen 1200000 v1
+270 view a: up (up) normal generation=801 heartbeat=1
 # c with a generation years ahead of our clock: dropped, never a member
 300 a receives from b: ack2 states=[c@34560000000#1]
 300 view c: unknown`,
