@@ -141,9 +141,14 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
     // names the first such commit as a violation, rather than only the increments it lost.
     const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TALLY_VERIFY_COMMITS: '1' } });
     n.proc = proc;
+    let partLine = '';
     proc.stderr?.on('data', (d: Buffer) => {
-      const lowered = /commit would lower[^\n]*/.exec(d.toString());
-      if (lowered !== null) {
+      // Whole lines only: a chunk may end inside one.
+      const lines = (partLine + d.toString()).split('\n');
+      partLine = (lines.pop() ?? '').slice(-4096);
+      for (const line of lines) {
+        const lowered = /commit would lower.*/.exec(line);
+        if (lowered === null) continue;
         note(`violation: n${n.i + 1}: ${lowered[0]}`);
         if (violations.length < 20) violations.push(`n${n.i + 1}: ${lowered[0]}`);
       }
