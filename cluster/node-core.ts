@@ -520,7 +520,13 @@ export class NodeCore {
    * yet acknowledged (or `failed`, its slots hinted); the writes that wait on them; the journal
    * record to delete once every peer has acknowledged or been hinted.
    */
-  private readonly replicating = new Map<number, { ops: WriteOp[]; peers: Map<string, { left: number; failed: boolean }>; journal: string | undefined }>();
+  /**
+   * Commits being replicated: per peer, messages not yet acknowledged; `failed` once one of them
+   * failed (its slots hinted); `partial` when some of the commit's slots for it were hinted at
+   * once for want of room. Either way the peer counts for none of the commit's writes, but the
+   * commit's journal record stays until its sent messages are acknowledged or fail.
+   */
+  private readonly replicating = new Map<number, { ops: WriteOp[]; peers: Map<string, { left: number; failed: boolean; partial: boolean }>; journal: string | undefined }>();
   private pendingJournalDelete: string[] = [];
 
   // Loads and scans under way.
@@ -1332,7 +1338,7 @@ export class NodeCore {
         list.push(s);
       }
     }
-    const peers = new Map<string, { left: number; failed: boolean }>();
+    const peers = new Map<string, { left: number; failed: boolean; partial: boolean }>();
     for (const [peer, slots] of perPeer) {
       if (!this.isUp(peer)) {
         for (const s of slots) this.addHint(peer, s.ref, this.now, true);
@@ -1355,7 +1361,7 @@ export class NodeCore {
         this.send(peer, { t: PeerMessageType.REPL, id: msgId, slots: chunk.map(slotRecord) });
         messages++;
       }
-      if (messages > 0) peers.set(peer, { left: messages, failed: hinted });
+      if (messages > 0) peers.set(peer, { left: messages, failed: false, partial: hinted });
     }
     const ops = c.ops.filter((op) => !op.done);
     for (const op of ops) {
@@ -1517,12 +1523,15 @@ export class NodeCore {
         if (rep === undefined || peer === undefined || peer.failed) return;
         peer.left--;
         if (peer.left > 0) return;
-        // Every message of this commit reached `from`: it holds every write of the commit.
-        for (const op of rep.ops) {
-          op.acked.add(from);
-          this.checkWrite(op);
+        // Every message of this commit reached `from`: unless part of it was hinted instead of
+        // sent, it holds every write of the commit.
+        if (!peer.partial) {
+          for (const op of rep.ops) {
+            op.acked.add(from);
+            this.checkWrite(op);
+          }
+          rep.ops = rep.ops.filter((op) => !op.done);
         }
-        rep.ops = rep.ops.filter((op) => !op.done);
         this.maybeReplicated(r.commit);
         return;
       }

@@ -110,8 +110,8 @@ export interface SimNodeState {
   pausedUntilMs: number;
   tickAtMs: number;
   commitInFlight: boolean;
-  /** Store reads to fail (as a disk error would) before reads succeed again. */
-  failLoads?: number;
+  /** The next store read of a slot of this video fails, as a disk error would. */
+  failLoadOf?: string;
   /** Why the node stopped for good (decommissioned, or removed by a peer); never started again. */
   removed?: string;
 }
@@ -394,8 +394,8 @@ export class ReplicationSim {
       });
     }
     for (const load of ready.loads) {
-      if ((node.failLoads ?? 0) > 0) {
-        node.failLoads = (node.failLoads as number) - 1;
+      if (node.failLoadOf !== undefined && load.keys.some((k) => k.ref.videoId === node.failLoadOf)) {
+        node.failLoadOf = undefined;
         later(() => this.step(node, { kind: 'loadFailed', load: load.id, message: 'simulated read error' }));
         continue;
       }
