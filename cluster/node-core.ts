@@ -271,6 +271,18 @@ interface WriteOp {
   applied?: boolean;
 }
 
+/**
+ * One peer of a commit being replicated: messages not yet acknowledged; `failed` once one of them
+ * failed (its slots hinted); `partial` when some of the commit's slots for it were hinted at once
+ * for want of room. Either way it counts for none of the commit's writes, but the commit's journal
+ * record stays until its sent messages are acknowledged or fail.
+ */
+interface ReplPeer {
+  left: number;
+  failed: boolean;
+  partial: boolean;
+}
+
 interface ReadQuery {
   /**
    * Every replica, in the order to ask them: those usable when the read began first. One that is
@@ -517,16 +529,10 @@ export class NodeCore {
   private pendingBatchesDelete: string[] = [];
   /**
    * Commits durable here whose own slots are still being replicated: per peer, the messages not
-   * yet acknowledged (or `failed`, its slots hinted); the writes that wait on them; the journal
-   * record to delete once every peer has acknowledged or been hinted.
+   * yet acknowledged (ReplPeer); the writes that wait on them; the journal record to delete once
+   * every peer has acknowledged or been hinted.
    */
-  /**
-   * Commits being replicated: per peer, messages not yet acknowledged; `failed` once one of them
-   * failed (its slots hinted); `partial` when some of the commit's slots for it were hinted at
-   * once for want of room. Either way the peer counts for none of the commit's writes, but the
-   * commit's journal record stays until its sent messages are acknowledged or fail.
-   */
-  private readonly replicating = new Map<number, { ops: WriteOp[]; peers: Map<string, { left: number; failed: boolean; partial: boolean }>; journal: string | undefined }>();
+  private readonly replicating = new Map<number, { ops: WriteOp[]; peers: Map<string, ReplPeer>; journal: string | undefined }>();
   private pendingJournalDelete: string[] = [];
 
   // Loads and scans under way.
@@ -1338,7 +1344,7 @@ export class NodeCore {
         list.push(s);
       }
     }
-    const peers = new Map<string, { left: number; failed: boolean; partial: boolean }>();
+    const peers = new Map<string, ReplPeer>();
     for (const [peer, slots] of perPeer) {
       if (!this.isUp(peer)) {
         for (const s of slots) this.addHint(peer, s.ref, this.now, true);

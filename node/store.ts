@@ -17,7 +17,7 @@ import type { Kv, KvOp } from './kv.js';
 import { decodeBatchRecord, decodeJournal, decodeSlot, decodeStarts, decodeTime, encodeBatchRecord, encodeJournal, encodeSlot, encodeStarts, encodeTime, SlotDamaged } from './slot-codec.js';
 import { noStarts, type StartsByResolution } from '../cluster/written-filter.js';
 import { MAX_EVENT_FUTURE_SKEW_MS } from '../protocol/limits.js';
-import { DAMAGED } from '../cluster/bucket-state.js';
+import { DAMAGED, slotDominates } from '../cluster/bucket-state.js';
 import type { CommitMark } from './commit-mark.js';
 import {
   BATCH_PREFIX,
@@ -143,9 +143,9 @@ export class Store {
   async commit(batch: PersistBatch): Promise<void> {
     const n = batch.slots.length + batch.hintsPut.length + batch.hintsDelete.length + batch.batchesPut.length + batch.batchesDelete.length + batch.journalPut.length + batch.journalDelete.length;
     assert(n <= MAX_COMMIT_ENTRIES, `a commit of ${n} entries is over the limit`);
+    if (this.verifyCommits && batch.slots.length > 0) await this.verifyGrowth(batch.slots);
     // Encode everything first, so a bad entry fails before the store sees any of the batch. In
     // slices, letting the event loop run between them: reads must not wait behind a large commit.
-    if (this.verifyCommits && batch.slots.length > 0) await this.verifyGrowth(batch.slots);
     const ops: KvOp[] = [];
     for (let i = 0; i < batch.slots.length; i++) {
       if (i > 0 && i % COMMIT_SLICE === 0) await yieldToLoop();
@@ -179,7 +179,7 @@ export class Store {
         const had = stored[i];
         const s = part[i] as SlotEntry;
         if (had === undefined || had === DAMAGED) continue;
-        if (s.slot.count < had.count || s.slot.sum < had.sum || s.slot.min > had.min || s.slot.max < had.max) {
+        if (!slotDominates(s.slot, had)) {
           const e = new TallyError('INTERNAL', `commit would lower the slot of ${s.actor} in ${JSON.stringify(s.ref)}: stored ${JSON.stringify(had)}, writing ${JSON.stringify(s.slot)}`);
           process.stderr.write(`error INTERNAL: ${e.message}\n`);
           throw e;

@@ -96,6 +96,10 @@ function intIn(x: unknown, min: number, max: number): x is number {
   return typeof x === 'number' && Number.isInteger(x) && x >= min && x <= max;
 }
 
+function numberIn(x: unknown, min: number, max: number): x is number {
+  return typeof x === 'number' && Number.isFinite(x) && x >= min && x <= max;
+}
+
 /** A non-empty UTF-8 name of at most maxBytes bytes with no control characters. */
 export function checkName(x: unknown, what: string, maxBytes: number): string {
   if (typeof x !== 'string') throw bad(`${what} must be a string, got ${show(x)}`);
@@ -114,16 +118,12 @@ export function checkName(x: unknown, what: string, maxBytes: number): string {
 }
 
 export function checkInt(x: unknown, what: string, min: number, max: number): number {
-  if (typeof x !== 'number' || !Number.isInteger(x) || x < min || x > max) {
-    throw bad(`${what} must be an integer in [${min}, ${max}], got ${show(x)}`);
-  }
+  if (!intIn(x, min, max)) throw bad(`${what} must be an integer in [${min}, ${max}], got ${show(x)}`);
   return x;
 }
 
 export function checkNumber(x: unknown, what: string, min: number, max: number): number {
-  if (typeof x !== 'number' || !Number.isFinite(x) || x < min || x > max) {
-    throw bad(`${what} must be a finite number in [${min}, ${max}], got ${show(x)}`);
-  }
+  if (!numberIn(x, min, max)) throw bad(`${what} must be a finite number in [${min}, ${max}], got ${show(x)}`);
   return x;
 }
 
@@ -191,10 +191,7 @@ export function checkEvent(x: unknown, what: string, nowMs?: number, index?: num
     nameOk(x[0], MAX_VIDEO_ID_BYTES) &&
     nameOk(x[1], MAX_EVENT_TYPE_BYTES) &&
     intIn(x[2], MIN_EVENT_TIME_MS, maxTs) &&
-    typeof x[3] === 'number' &&
-    Number.isFinite(x[3]) &&
-    x[3] >= 0 &&
-    x[3] <= MAX_EVENT_VALUE &&
+    numberIn(x[3], 0, MAX_EVENT_VALUE) &&
     intIn(x[4], 1, MAX_EVENT_COUNT)
   ) {
     // Five checked values in a plain array (decoded, or made by the client): kept as it is.

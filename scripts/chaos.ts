@@ -149,8 +149,7 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
       for (const line of lines) {
         const lowered = /commit would lower.*/.exec(line);
         if (lowered === null) continue;
-        note(`violation: n${n.i + 1}: ${lowered[0]}`);
-        if (violations.length < 20) violations.push(`n${n.i + 1}: ${lowered[0]}`);
+        violate(`n${n.i + 1}: ${lowered[0]}`);
       }
     });
     // TALLY_CHAOS_LOGS=dir keeps every node's output, one file per node, for reading a run afterwards.
@@ -194,6 +193,11 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
   const writes: Record<string, number> = {};
   const reads: Record<string, number> = {};
   const violations: string[] = [];
+  /** A violation: in the journal always, in the summary up to 20. */
+  const violate = (what: string): void => {
+    note(`violation: ${what}`);
+    if (violations.length < 20) violations.push(what);
+  };
   let readsOutOfBounds = 0;
   const increments = { attempted: 0, acknowledged: 0, refused: 0, unknown: 0 };
   const series: Series[] = Array.from({ length: o.series }, (_, i) => ({ id: `chaos-${o.seed}-${i}`, attempted: 0, acked: 0 }));
@@ -256,9 +260,7 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
           const upper = s.attempted;
           if (v < lower || v > upper) {
             readsOutOfBounds++;
-            const what = `quorum read of ${s.id} said ${v}, outside [${lower} acknowledged before it, ${upper} attempted by its end]`;
-            note(`violation: ${what}`);
-            if (violations.length < 20) violations.push(what);
+            violate(`quorum read of ${s.id} said ${v}, outside [${lower} acknowledged before it, ${upper} attempted by its end]`);
           }
         } catch (err) {
           const code = err instanceof TallyError ? err.code : 'ERROR';
@@ -460,7 +462,6 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
       await sleep(1_000);
     }
     const convergeMs = differing === 0 ? Date.now() - healedAt : null;
-    for (const s of series) if ((finals.get(s.id) ?? s.acked) < s.acked) note(`lost: ${s.id} reads ${finals.get(s.id)} at all after healing; ${s.acked} acknowledged, ${s.attempted} attempted`);
     let lost = 0;
     let over = 0;
     for (const s of series) {
@@ -468,13 +469,14 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
       if (v === undefined) continue;
       if (v < s.acked) {
         lost += s.acked - v;
-        if (violations.length < 20) violations.push(`${s.id}: ${v} after healing, but ${s.acked} were acknowledged`);
+        violate(`${s.id}: ${v} after healing, but ${s.acked} were acknowledged`);
       }
       if (v > s.attempted) {
         over += v - s.attempted;
-        if (violations.length < 20) violations.push(`${s.id}: ${v} after healing, but only ${s.attempted} were attempted`);
+        violate(`${s.id}: ${v} after healing, but only ${s.attempted} were attempted`);
       }
     }
+    // Always in the summary, past the 20 others.
     if (convergeMs === null) violations.push(`replicas still differ on ${differing} (series, replica) pairs 120 s after healing`);
     return {
       seed: o.seed,
