@@ -316,11 +316,17 @@ interface ReadOp {
 }
 
 /** A replication message awaiting its ack. */
-type ReplOut =
-  | { kind: 'commit'; peer: string; commit: number; refs: BucketRef[]; deadlineMs: number }
-  | { kind: 'hint'; peer: string; round: { left: number; hints: { key: string; seq: number }[] }; deadlineMs: number }
-  | { kind: 'repair'; peer: string; op: ReadOp; deadlineMs: number }
-  | { kind: 'stream'; peer: string; page: StreamPage; deadlineMs: number };
+/**
+ * A replication message awaiting its ack. Past `deadlineMs` (replAckTimeoutMs after sending) it
+ * fails and its slots are hinted, except that a commit's or hint replay's message to a peer the
+ * failure detector still holds up is waited for again, up to replAckMaxWaitMs after `sentMs`.
+ */
+type ReplOut = { peer: string; sentMs: number; deadlineMs: number } & (
+  | { kind: 'commit'; commit: number; refs: BucketRef[] }
+  | { kind: 'hint'; round: { left: number; hints: { key: string; seq: number }[] } }
+  | { kind: 'repair'; op: ReadOp }
+  | { kind: 'stream'; page: StreamPage }
+);
 
 /** A page of a stream whose messages are not all acknowledged yet. */
 interface StreamPage {
@@ -1361,7 +1367,7 @@ export class NodeCore {
           continue;
         }
         const msgId = this.nextMsgId();
-        this.replOut.set(msgId, { kind: 'commit', peer, commit: id, refs: chunk.map((s) => s.ref), deadlineMs: this.now + this.cfg.replAckTimeoutMs });
+        this.replOut.set(msgId, { kind: 'commit', peer, commit: id, refs: chunk.map((s) => s.ref), sentMs: this.now, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
         this.replInFlight.set(peer, (this.replInFlight.get(peer) ?? 0) + 1);
         this.counters.replSent++;
         this.send(peer, { t: PeerMessageType.REPL, id: msgId, slots: chunk.map(slotRecord) });
@@ -1816,7 +1822,7 @@ export class NodeCore {
             this.onRepl(this.id, 0, chunk, op);
           } else {
             const id = this.nextMsgId();
-            this.replOut.set(id, { kind: 'repair', peer: node, op, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
+            this.replOut.set(id, { kind: 'repair', peer: node, op, sentMs: this.now, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
             this.replInFlight.set(node, (this.replInFlight.get(node) ?? 0) + 1);
             this.send(node, { t: PeerMessageType.REPL, id, slots: chunk.map(slotRecord) });
           }
@@ -1924,7 +1930,7 @@ export class NodeCore {
         const round = { left: chunks.length, hints: batch.map((b) => ({ key: b.key, seq: b.seq })) };
         for (const chunk of chunks) {
           const id = this.nextMsgId();
-          this.replOut.set(id, { kind: 'hint', peer: node, round, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
+          this.replOut.set(id, { kind: 'hint', peer: node, round, sentMs: this.now, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
           this.replInFlight.set(node, (this.replInFlight.get(node) ?? 0) + 1);
           this.send(node, { t: PeerMessageType.REPL, id, slots: chunk.map(slotRecord) });
         }
@@ -2183,7 +2189,7 @@ export class NodeCore {
     job.pending.push(page);
     for (const chunk of chunks) {
       const msgId = this.nextMsgId();
-      this.replOut.set(msgId, { kind: 'stream', peer: job.peer, page, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
+      this.replOut.set(msgId, { kind: 'stream', peer: job.peer, page, sentMs: this.now, deadlineMs: this.now + this.cfg.replAckTimeoutMs });
       this.replInFlight.set(job.peer, (this.replInFlight.get(job.peer) ?? 0) + 1);
       const msg: PeerMessage = { t: PeerMessageType.REPL, id: msgId, slots: chunk.map(slotRecord) };
       const bytes = encodeFrame(msg).length;
@@ -2511,6 +2517,14 @@ export class NodeCore {
     }
     for (const [id, r] of this.replOut) {
       if (this.now < r.deadlineMs) continue;
+      // A replica still up but behind on its commits (under load) acks late. Hinting what it is
+      // about to acknowledge would only add work where there is too much already (a hint is a
+      // store write now, a scan and a resend later), and its late ack would no longer count for
+      // the writes waiting on it. So it is waited for, while the failure detector holds it up.
+      if ((r.kind === 'commit' || r.kind === 'hint') && this.isUp(r.peer) && this.now < r.sentMs + this.cfg.replAckMaxWaitMs) {
+        r.deadlineMs = Math.min(this.now + this.cfg.replAckTimeoutMs, r.sentMs + this.cfg.replAckMaxWaitMs);
+        continue;
+      }
       this.replOut.delete(id);
       this.replInFlight.set(r.peer, Math.max(0, (this.replInFlight.get(r.peer) ?? 1) - 1));
       this.replFailed(r);

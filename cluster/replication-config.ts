@@ -27,8 +27,13 @@ export interface ReplicationConfig {
   readTimeoutMs: number;
   /** A replica that has not answered a read in this time is replaced by another (rapid read protection). */
   speculativeRetryMs: number;
-  /** A replica that has not acknowledged replicated slots in this time gets a hint for them. */
+  /**
+   * A replica that has not acknowledged replicated slots in this time gets a hint for them, once
+   * the failure detector holds it down; while it holds it up, not before replAckMaxWaitMs.
+   */
   replAckTimeoutMs: number;
+  /** The longest a replicated commit (or hint replay) waits for the ack of a replica that is up. */
+  replAckMaxWaitMs: number;
   /** Replication messages awaiting an ack from one peer, at most; past it, slots become hints. */
   maxReplInFlightPerPeer: number;
   /** Client write requests being coordinated, at most; past it: OVERLOADED. */
@@ -83,6 +88,9 @@ export function defaultReplicationConfig(): ReplicationConfig {
     speculativeRetryMs: 20,
     // A live replica acks within a commit or two (ms); a second means it is down or frozen.
     replAckTimeoutMs: 1_000,
+    // A replica that is up but loaded past its capacity acks in seconds; hinting it then doubles
+    // its work. A connection lost with messages on it is the case this bounds.
+    replAckMaxWaitMs: 10_000,
     // With up to 1,500 slots a message, ~400,000 slots unacknowledged to one peer before hinting.
     maxReplInFlightPerPeer: 256,
     // Twice the in-flight requests of a client's connection (1,024) a few times over.
@@ -143,6 +151,7 @@ export function validateReplicationConfig(c: ReplicationConfig): ReplicationConf
   int('readTimeoutMs', 1);
   int('speculativeRetryMs', 1);
   int('replAckTimeoutMs', 1);
+  int('replAckMaxWaitMs', 1);
   int('maxReplInFlightPerPeer', 1);
   int('maxInFlightWrites', 1);
   int('maxInFlightEvents', 1);
@@ -160,6 +169,7 @@ export function validateReplicationConfig(c: ReplicationConfig): ReplicationConf
   validateRetention(c.retention);
   if (c.commitAtDirty > c.maxDirtySlots) fail(`commitAtDirty (${c.commitAtDirty}) must not exceed maxDirtySlots (${c.maxDirtySlots})`);
   if (c.speculativeRetryMs >= c.readTimeoutMs) fail('speculativeRetryMs must be below readTimeoutMs');
+  if (c.replAckMaxWaitMs < c.replAckTimeoutMs) fail('replAckMaxWaitMs must not be below replAckTimeoutMs');
   if (c.replAckTimeoutMs >= c.writeTimeoutMs) fail('replAckTimeoutMs must be below writeTimeoutMs, so a slow replica is hinted while the write can still succeed');
   return c;
 }

@@ -249,6 +249,68 @@ describe('replication on the composed core', () => {
     });
   });
 
+  /** The slot of `actor` in the day bucket of T0 of `videoId` on node `n`'s disk. */
+  const dayCount = (sim: ReplicationSim, n: string, videoId: string, actor: string): number | undefined =>
+    sim.node(n).disk.get({ videoId, eventType: 'view', res: 'd', start: T0 - (T0 % DAY_MS) }, actor)?.count;
+  const hinted = (sim: ReplicationSim, n: string): number => sim.node(n).core?.stats().replication.hinted ?? NaN;
+
+  simTest(FILE, 'replicas that are up but slow to commit are waited for: their late acks count for an `all` write, and nothing is hinted', (seed) => {
+    // Every store operation takes 2-2.5 s, so a replica acknowledges a replicated commit well
+    // after replAckTimeoutMs (1 s). Hinting it then would only add work to a loaded replica, and
+    // its ack, when it came, would no longer count: the write would time out.
+    const sim = new ReplicationSim({ seed, nodes: 3, storeDelayMs: [2_000, 2_500], replication: { writeTimeoutMs: 9_000 } });
+    sim.startAll();
+    sim.settle(60_000);
+    const before = ['n1', 'n2', 'n3'].map((n) => hinted(sim, n));
+    const events = Array.from({ length: 50 }, (_, i): EventTuple => [`slow-${i}`, 'view', T0, 1, 1]);
+    let outcome: RequestOutcome | undefined;
+    sim.write('n1', events, Consistency.ALL, 'slow', (o) => (outcome = o));
+    sim.run(9_500);
+    expect(outcome).toMatchObject({ kind: 'reply', reply: { ok: true, n: 50 } });
+    expect(['n1', 'n2', 'n3'].map((n) => hinted(sim, n))).toEqual(before);
+  });
+
+  simTest(FILE, 'a replica whose messages are lost while it is seen up is hinted after replAckMaxWaitMs; a frozen one as soon as it is seen down', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 3, replication: { replAckMaxWaitMs: 10_000 } });
+    sim.startAll();
+    sim.settle();
+    const actor = sim.actorOf(sim.node('n1'));
+    // n1's messages to n2 are lost, while n2's gossip still reaches n1: n1 holds n2 up.
+    sim.net.partition(['n1'], ['n2'], true);
+    let lost: RequestOutcome | undefined;
+    sim.write('n1', [['lost', 'view', T0, 1, 1]], Consistency.QUORUM, 'lost', (o) => (lost = o));
+    sim.run(5_000);
+    expect(lost).toMatchObject({ kind: 'reply', reply: { ok: true } });
+    expect(sim.node('n1').core?.view(sim.epochMs + sim.nowMs).find((m) => m.id === 'n2')?.status).toBe('up');
+    expect(hinted(sim, 'n1')).toBe(0);
+    sim.run(6_000);
+    expect(hinted(sim, 'n1')).toBeGreaterThan(0);
+    sim.net.heal();
+    sim.run(10_000);
+    expect(dayCount(sim, 'n2', 'lost', actor)).toBe(1);
+
+    // A frozen replica stops gossiping: once n1 holds it down, what it did not ack is hinted,
+    // long before replAckMaxWaitMs (set far off here).
+    const sim2 = new ReplicationSim({ seed, nodes: 3, replication: { replAckMaxWaitMs: 60_000, hintWindowMs: 3_600_000 } });
+    sim2.startAll();
+    sim2.settle();
+    const actor2 = sim2.actorOf(sim2.node('n1'));
+    sim2.pause('n2', 30_000);
+    let frozen: RequestOutcome | undefined;
+    sim2.write('n1', [['frozen', 'view', T0, 1, 1]], Consistency.QUORUM, 'frozen', (o) => (frozen = o));
+    let hintedAt = -1;
+    const t0 = sim2.nowMs;
+    for (let t = 0; t < 25_000 && hintedAt < 0; t += 250) {
+      sim2.run(250);
+      if (hinted(sim2, 'n1') > 0) hintedAt = sim2.nowMs - t0;
+    }
+    expect(frozen).toMatchObject({ kind: 'reply', reply: { ok: true } });
+    expect(hintedAt).toBeGreaterThan(0);
+    expect(hintedAt).toBeLessThan(25_000);
+    sim2.run(40_000);
+    expect(dayCount(sim2, 'n2', 'frozen', actor2)).toBe(1);
+  });
+
   simTest(FILE, 'a replica sent only part of a commit (the rest hinted for want of room) does not count for its writes', (seed) => {
     // One message in flight per peer: a commit of 1,800 own slots goes out as two messages of at
     // most 1,500, and the second is hinted. A peer that acknowledges the first holds only part
