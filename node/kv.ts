@@ -43,6 +43,10 @@ function statOrUndefined(path: string): Stats | undefined {
   return statSync(path, { throwIfNoEntry: false });
 }
 
+/** LevelDB's write buffer (its memtable) and table file size; see openLevel. */
+const WRITE_BUFFER_BYTES = 16 * 1024 * 1024;
+const TABLE_FILE_BYTES = 8 * 1024 * 1024;
+
 /** Entries added to a LevelDB batch between turns of the event loop. */
 const WRITE_SLICE = 2_048;
 
@@ -77,7 +81,17 @@ export class LevelKv implements Kv {
   }
 
   private async openLevel(): Promise<void> {
-    const level = new Level<string, Uint8Array>(this.location, { keyEncoding: 'utf8', valueEncoding: 'view', maxOpenFiles: this.maxOpenFiles });
+    const level = new Level<string, Uint8Array>(this.location, {
+      keyEncoding: 'utf8',
+      valueEncoding: 'view',
+      maxOpenFiles: this.maxOpenFiles,
+      // Slot keys arrive in no order, so every flush of the write buffer overlaps all of level 1,
+      // and each compaction of level 0 rewrites it. Flushing 16 MiB rather than LevelDB's 4 MiB
+      // does that a quarter as often: three local nodes (RF 3) took 16-18% more events/s in runs
+      // taken in turn, for at most 24 MiB more memory (the buffer, and the one being flushed).
+      writeBufferSize: WRITE_BUFFER_BYTES,
+      maxFileSize: TABLE_FILE_BYTES,
+    });
     try {
       await level.open({ createIfMissing: true });
     } catch (err) {
