@@ -1160,6 +1160,10 @@ export class NodeCore {
       }
     }
     op.applied = true;
+    // Its slots are in the table now; the keys and deltas would only outlive the young generation
+    // while the op waits for its commit and acks.
+    op.keys = [];
+    op.deltas = [];
     this.nextOps.push(op);
     this.noteDirty();
   }

@@ -43,10 +43,18 @@ const HEAP_REFUSE_AT = 0.85;
 /** Most distinct refusal reasons logged (a peer refusing us every second logs once). */
 const MAX_LOGGED_REFUSALS = 64;
 
+/**
+ * A request the core is working on. It keeps what its reply needs, not the request: a write's
+ * events would otherwise live until its commit is replicated, long enough for the garbage
+ * collector to copy them (twice) out of the young generation.
+ */
 interface PendingRequest {
   resolve: (reply: Reply) => void;
   reject: (err: Error) => void;
-  req: ClientRequest;
+  t: 'repair' | 'move' | 'count' | 'get';
+  id: number;
+  /** Events counted by a write. */
+  n: number;
 }
 
 export class Driver implements RequestHandler {
@@ -117,7 +125,9 @@ export class Driver implements RequestHandler {
       case 'count':
       case 'get': {
         const handle = this.nextReq++;
-        const p = new Promise<Reply>((resolve, reject) => this.pending.set(handle, { resolve, reject, req }));
+        let n = 0;
+        if (req.t === 'count') for (const e of req.events) n += e[4];
+        const p = new Promise<Reply>((resolve, reject) => this.pending.set(handle, { resolve, reject, t: req.t, id: req.id, n }));
         if (req.t === 'repair') {
           this.input({ kind: 'repair', req: handle });
           return p;
@@ -320,16 +330,14 @@ export class Driver implements RequestHandler {
     if (p === undefined) return;
     this.pending.delete(handle);
     if (!reply.ok) return p.reject(new TallyError(reply.code, reply.message));
-    if (p.req.t === 'repair') {
-      p.resolve({ t: 'repair', id: p.req.id, repair: reply.repair ?? { peers: 0, sessions: 0, inSync: 0, failed: 0, leavesDiffered: 0, slotsSent: 0, bytesSent: 0 } });
-    } else if (p.req.t === 'move') {
-      p.resolve({ t: 'move', id: p.req.id, message: reply.moved ?? '' });
-    } else if (p.req.t === 'count') {
-      let n = 0;
-      for (const e of p.req.events) n += e[4];
-      p.resolve({ t: 'ack', id: p.req.id, n });
+    if (p.t === 'repair') {
+      p.resolve({ t: 'repair', id: p.id, repair: reply.repair ?? { peers: 0, sessions: 0, inSync: 0, failed: 0, leavesDiffered: 0, slotsSent: 0, bytesSent: 0 } });
+    } else if (p.t === 'move') {
+      p.resolve({ t: 'move', id: p.id, message: reply.moved ?? '' });
+    } else if (p.t === 'count') {
+      p.resolve({ t: 'ack', id: p.id, n: p.n });
     } else {
-      p.resolve(reply.answered === undefined ? { t: 'result', id: p.req.id, stats: reply.stats ?? [] } : { t: 'result', id: p.req.id, stats: reply.stats ?? [], answered: reply.answered });
+      p.resolve(reply.answered === undefined ? { t: 'result', id: p.id, stats: reply.stats ?? [] } : { t: 'result', id: p.id, stats: reply.stats ?? [], answered: reply.answered });
     }
   }
 

@@ -21,8 +21,11 @@ export interface Kv {
   /** Data stays: opening again (or a new instance on the same location) sees it. */
   close(): Promise<void>;
   getMany(keys: readonly string[]): Promise<(Uint8Array | undefined)[]>;
-  /** One atomic batch: all of it or none. `sync` fsyncs the log before resolving. */
-  write(ops: readonly KvOp[], sync: boolean): Promise<void>;
+  /**
+   * One atomic batch: all of it or none. `sync` fsyncs the log before resolving. `ops` may be made
+   * as they are read (a generator): if reading them throws, nothing is written.
+   */
+  write(ops: Iterable<KvOp>, sync: boolean): Promise<void>;
   /** Entries with gte <= key < lt, ascending, at most `limit`. */
   range(range: KeyRange, limit?: number): Promise<[string, Uint8Array][]>;
   clear(range: KeyRange): Promise<void>;
@@ -47,8 +50,8 @@ function statOrUndefined(path: string): Stats | undefined {
 const WRITE_BUFFER_BYTES = 16 * 1024 * 1024;
 const TABLE_FILE_BYTES = 8 * 1024 * 1024;
 
-/** Entries added to a LevelDB batch between turns of the event loop. */
-const WRITE_SLICE = 2_048;
+/** Entries made and added to a LevelDB batch between turns of the event loop (a few ms of work). */
+const WRITE_SLICE = 1_024;
 
 /** Free bytes a full disk must have again before writes resume: a few LevelDB log and table files. */
 const MIN_FREE_BYTES_TO_RESUME = 16 * 1024 * 1024;
@@ -138,8 +141,8 @@ export class LevelKv implements Kv {
     return values.map((v) => (v === undefined ? undefined : plainBytes(v)));
   }
 
-  async write(ops: readonly KvOp[], sync: boolean): Promise<void> {
-    if (ops.length === 0) return;
+  async write(ops: Iterable<KvOp>, sync: boolean): Promise<void> {
+    if (Array.isArray(ops) && ops.length === 0) return;
     this.checkPresent();
     if (this.full) await this.recoverFromFull();
     await this.io('write', async () => {
@@ -148,9 +151,9 @@ export class LevelKv implements Kv {
       // hold reads back; nothing is written before `write`.
       const batch = this.db.batch();
       try {
-        for (let i = 0; i < ops.length; i++) {
-          if (i > 0 && i % WRITE_SLICE === 0) await new Promise((r) => setImmediate(r));
-          const op = ops[i] as KvOp;
+        let i = 0;
+        for (const op of ops) {
+          if (++i % WRITE_SLICE === 0) await new Promise((r) => setImmediate(r));
           if (op.type === 'put') batch.put(op.key, op.value as Uint8Array);
           else batch.del(op.key);
         }
@@ -271,9 +274,10 @@ export class MemoryKv implements Kv {
     return keys.map((k) => this.values.get(k));
   }
 
-  async write(ops: readonly KvOp[], _sync: boolean): Promise<void> {
+  async write(ops: Iterable<KvOp>, _sync: boolean): Promise<void> {
     this.check();
-    for (const op of ops) {
+    // All made first: one that fails to be made leaves the store as it was.
+    for (const op of [...ops]) {
       if (op.type === 'put') {
         if (!this.values.has(op.key)) this.keys.splice(lowerBound(this.keys, op.key), 0, op.key);
         this.values.set(op.key, new Uint8Array(op.value as Uint8Array));

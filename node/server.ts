@@ -682,6 +682,8 @@ export class TallyServer {
         return;
       }
       conn.inFlight += 1;
+      // The callbacks keep the id, not the request (a write's events), while the write is under way.
+      const id = req.id;
       this.requests.handle(req).then(
         (reply) => {
           conn.inFlight -= 1;
@@ -691,7 +693,7 @@ export class TallyServer {
         (err: unknown) => {
           conn.inFlight -= 1;
           conn.lastFrameAt = Date.now();
-          sendError(req.id, err);
+          sendError(id, err);
         },
       );
     });

@@ -53,14 +53,6 @@ function commitKey(seq: number): string {
   return `${COMMIT_KEY_PREFIX}${seq.toString(16).padStart(12, '0')}`;
 }
 
-/** Slots encoded (and batch entries added) between turns of the event loop during a commit. */
-export const COMMIT_SLICE = 1_024;
-
-/** Lets the event loop run other work (I/O callbacks, reads) before going on. */
-export function yieldToLoop(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
 /** Largest metadata value. Meta is for small things (epoch, generation), not bulk data. */
 export const MAX_META_VALUE_BYTES = 64 * 1024;
 
@@ -144,30 +136,36 @@ export class Store {
     const n = batch.slots.length + batch.hintsPut.length + batch.hintsDelete.length + batch.batchesPut.length + batch.batchesDelete.length + batch.journalPut.length + batch.journalDelete.length;
     assert(n <= MAX_COMMIT_ENTRIES, `a commit of ${n} entries is over the limit`);
     if (this.verifyCommits && batch.slots.length > 0) await this.verifyGrowth(batch.slots);
-    // Encode everything first, so a bad entry fails before the store sees any of the batch. In
-    // slices, letting the event loop run between them: reads must not wait behind a large commit.
-    const ops: KvOp[] = [];
-    for (let i = 0; i < batch.slots.length; i++) {
-      if (i > 0 && i % COMMIT_SLICE === 0) await yieldToLoop();
-      const s = batch.slots[i] as SlotEntry;
-      const key = this.keys.slotKey(s);
-      ops.push({ type: 'put', key, value: encodeSlot(key, s.slot) });
-    }
-    for (const h of batch.hintsDelete) ops.push({ type: 'del', key: hintKey(h.node, h.ref) });
-    for (const h of batch.hintsPut) ops.push({ type: 'put', key: hintKey(h.node, h.ref), value: encodeTime(h.atMs) });
-    for (const b of batch.batchesDelete) ops.push({ type: 'del', key: batchKey(b) });
-    for (const b of batch.batchesPut) ops.push({ type: 'put', key: batchKey(batchRecordKey(b)), value: encodeBatchRecord(b) });
-    for (const j of batch.journalDelete) ops.push({ type: 'del', key: journalKey(j) });
-    for (const j of batch.journalPut) ops.push({ type: 'put', key: journalKey(j.key), value: encodeJournal(j) });
-    if (batch.written !== undefined) ops.push({ type: 'put', key: metaKey(WRITTEN_STARTS_KEY), value: encodeStarts(batch.written) });
     const seq = this.commitSeq + 1;
-    ops.push({ type: 'put', key: metaKey(COMMIT_SEQ_KEY), value: encodeTime(seq) });
-    // One small key per recent commit, so a record dropped from the middle of the log shows as a gap.
-    ops.push({ type: 'put', key: metaKey(commitKey(seq)), value: EMPTY });
-    if (seq > COMMITS_KEPT) ops.push({ type: 'del', key: metaKey(commitKey(seq - COMMITS_KEPT)) });
-    await this.kv.write(ops, batch.sync);
+    await this.kv.write(this.commitOps(batch, seq), batch.sync);
     this.commitSeq = seq;
     await this.mark?.write(seq);
+  }
+
+  /**
+   * A commit's entries, encoded as the store takes them into a batch that nothing reads until it
+   * is written whole: an entry that fails to encode fails the commit before any of it is written.
+   * Made one at a time, so none outlives the turn of the event loop it was made in. Under load a
+   * commit spans many turns (the store yields between slices), and entries made all at once
+   * outlived two young-generation collections, which then copied them: that copying was most of
+   * the node's garbage collection time.
+   */
+  private *commitOps(batch: PersistBatch, seq: number): Generator<KvOp> {
+    for (const s of batch.slots) {
+      const key = this.keys.slotKey(s);
+      yield { type: 'put', key, value: encodeSlot(key, s.slot) };
+    }
+    for (const h of batch.hintsDelete) yield { type: 'del', key: hintKey(h.node, h.ref) };
+    for (const h of batch.hintsPut) yield { type: 'put', key: hintKey(h.node, h.ref), value: encodeTime(h.atMs) };
+    for (const b of batch.batchesDelete) yield { type: 'del', key: batchKey(b) };
+    for (const b of batch.batchesPut) yield { type: 'put', key: batchKey(batchRecordKey(b)), value: encodeBatchRecord(b) };
+    for (const j of batch.journalDelete) yield { type: 'del', key: journalKey(j) };
+    for (const j of batch.journalPut) yield { type: 'put', key: journalKey(j.key), value: encodeJournal(j) };
+    if (batch.written !== undefined) yield { type: 'put', key: metaKey(WRITTEN_STARTS_KEY), value: encodeStarts(batch.written) };
+    yield { type: 'put', key: metaKey(COMMIT_SEQ_KEY), value: encodeTime(seq) };
+    // One small key per recent commit, so a record dropped from the middle of the log shows as a gap.
+    yield { type: 'put', key: metaKey(commitKey(seq)), value: EMPTY };
+    if (seq > COMMITS_KEPT) yield { type: 'del', key: metaKey(commitKey(seq - COMMITS_KEPT)) };
   }
 
   /** Throws INTERNAL if writing `slots` would lower a slot the store holds (see verifyCommits). */
