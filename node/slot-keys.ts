@@ -68,11 +68,19 @@ function checkId(what: string, id: string): void {
 }
 
 export class SlotKeys {
+  /** The last video's token: a commit's slots come grouped by video (its minute, hour and day). */
+  private lastVideo: string | undefined;
+  private lastToken = '';
+
   constructor(private readonly hash64: Hash64) {}
 
   /** The ring position of a video id, as 16 hex digits. */
   token(videoId: string): string {
-    return this.hash64(videoId).toString(16).padStart(16, '0');
+    if (videoId !== this.lastVideo) {
+      this.lastToken = this.hash64(videoId).toString(16).padStart(16, '0');
+      this.lastVideo = videoId;
+    }
+    return this.lastToken;
   }
 
   /** Everything before the bucket's start: one series' buckets of `res` in the day partition `day`. */

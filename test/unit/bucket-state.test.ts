@@ -1,5 +1,6 @@
 import fc from 'fast-check';
-import { pack } from 'msgpackr';
+import { pack, Packr } from 'msgpackr';
+import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import {
   addDelta,
@@ -213,6 +214,27 @@ describe('the stored slot codec', () => {
     fc.assert(
       fc.property(fc.array(opArb, { minLength: 1, maxLength: 40 }), (ops) => {
         for (const s of apply(ops).values()) expect(decodeSlot(KEY, encodeSlot(KEY, s))).toEqual(s);
+      }),
+    );
+  });
+
+  it('writes the bytes msgpackr and two CRCs wrote: marker, crc32(value, crc32(key)), msgpack [count, sum, min, max]', () => {
+    const packr = new Packr({ useRecords: false });
+    const reference = (key: string, s: { count: number; sum: number; min: number; max: number }): Uint8Array => {
+      const body = packr.pack([s.count, s.sum, s.min, s.max]);
+      const out = Buffer.alloc(5 + body.length);
+      out[0] = 0xc1;
+      out.writeUInt32BE(crc32(body, crc32(key)), 1);
+      out.set(body, 5);
+      return new Uint8Array(out);
+    };
+    const num = fc.oneof(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 70_000 }), fc.integer({ min: 0, max: 2 ** 32 + 5 }), fc.maxSafeNat(), fc.double({ min: 0, max: 1e15, noNaN: true }));
+    // Keys in UTF-8 of several widths, and one too long for the encoder's scratch buffer.
+    const key = fc.oneof(fc.constant(KEY), fc.string({ unit: 'binary', minLength: 1, maxLength: 300 }), fc.constant(`${KEY}${'é'.repeat(30_000)}`));
+    fc.assert(
+      fc.property(key, fc.integer({ min: 1, max: 2 ** 40 }), num, num, num, (k, count, sum, a, b) => {
+        const s = { count, sum, min: Math.min(a, b), max: Math.max(a, b) };
+        expect(new Uint8Array(encodeSlot(k, s))).toEqual(reference(k, s));
       }),
     );
   });
