@@ -118,6 +118,14 @@ const RETRY_BASE_MS = 20;
 const FRAME_MARGIN_BYTES = 1024;
 /** msgpack overhead of one event tuple besides its two strings: headers, float64s, ints. */
 const EVENT_OVERHEAD_BYTES = 32;
+/**
+ * Events gathered into one frame, at most (the protocol takes up to MAX_EVENTS_PER_BATCH). A node
+ * applies a frame in one go on its one thread, about 10 µs an event under load: a frame of 10,000
+ * held every read behind it for ~100 ms. One of 2,000 holds them ~20 ms, and costs the node
+ * nothing measurable in throughput. One node at 25,000 events/s with a reader of 30-day counts,
+ * runs in turn: read p99 45.1 and 27.9 ms with frames of up to 10,000, 31.3 and 24.0 with 2,000.
+ */
+export const MAX_EVENTS_PER_FRAME = Math.min(2_000, MAX_EVENTS_PER_BATCH);
 /** Codes after which the node applied nothing of the frame. */
 const NOTHING_APPLIED: ReadonlySet<string> = new Set([ErrorCode.OVERLOADED, ErrorCode.NOT_READY, ErrorCode.UNAVAILABLE]);
 /** Codes after which the frame may or may not have been applied. */
@@ -480,7 +488,7 @@ export class TallyClient {
       const key = `${address}|${cl}`;
       const bytes = Buffer.byteLength(e[0]) + Buffer.byteLength(e[1]) + EVENT_OVERHEAD_BYTES;
       let b = this.writes.get(key);
-      if (b !== undefined && (b.events >= MAX_EVENTS_PER_BATCH || b.bytes + bytes > MAX_FRAME_BYTES - FRAME_MARGIN_BYTES)) {
+      if (b !== undefined && (b.events >= MAX_EVENTS_PER_FRAME || b.bytes + bytes > MAX_FRAME_BYTES - FRAME_MARGIN_BYTES)) {
         this.writes.delete(key);
         this.sendWrite(b, newBatchId(), 0);
         b = undefined;

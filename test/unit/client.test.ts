@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { AddressInfo } from 'node:net';
 import { TallyClient } from '../../client/index.js';
+import { MAX_EVENTS_PER_FRAME } from '../../client/tally-client.js';
 import { decodeFrame, encodeFrame, PROTOCOL_VERSION, type CountRequest } from '../../protocol/index.js';
 
 type Answer = (req: Record<string, unknown>, n: number) => Record<string, unknown> | undefined;
@@ -79,11 +80,12 @@ describe('TallyClient', () => {
     await client.close();
   });
 
-  it('splits a large batch into frames of at most 10,000 events', async () => {
+  it('splits a large batch into frames of at most MAX_EVENTS_PER_FRAME (2,000) events', async () => {
     const node = await fakeNode(ack);
     const client = await TallyClient.connect({ nodes: [node.address] });
-    await client.processEvents(Array.from({ length: 25_000 }, (_, i) => ({ videoId: `v${i}` })));
-    expect(node.frames.map((f) => (f as unknown as CountRequest).events.length)).toEqual([10_000, 10_000, 5_000]);
+    await client.processEvents(Array.from({ length: 5_000 }, (_, i) => ({ videoId: `v${i}` })));
+    expect(MAX_EVENTS_PER_FRAME).toBe(2_000);
+    expect(node.frames.map((f) => (f as unknown as CountRequest).events.length)).toEqual([2_000, 2_000, 1_000]);
     await client.close();
   });
 
@@ -104,9 +106,10 @@ describe('TallyClient', () => {
   it('says PARTIAL_WRITE, with how many events are durable, when only some frames of a call were acknowledged', async () => {
     const node = await fakeNode((m, n) => (n === 2 ? { t: 'error', id: m.id, code: 'OVERLOADED', message: 'busy' } : ack(m, n)));
     const client = await TallyClient.connect({ nodes: [node.address], maxRetries: 0 });
-    await expect(client.processEvents(Array.from({ length: 15_000 }, () => ({ videoId: 'p' })))).rejects.toMatchObject({
+    // Three frames of 2,000: the second is refused.
+    await expect(client.processEvents(Array.from({ length: 6_000 }, () => ({ videoId: 'p' })))).rejects.toMatchObject({
       code: 'PARTIAL_WRITE',
-      message: expect.stringMatching(/^10000 of 15000 events are durable, the rest failed \(OVERLOADED: busy\)/),
+      message: expect.stringMatching(/^4000 of 6000 events are durable, the rest failed \(OVERLOADED: busy\)/),
     });
     await client.close();
   });
