@@ -225,6 +225,12 @@ const MAX_BUSY_RETRIES = 240;
 /** Own damaged slots remembered, at most; past it the disk is not trusted and every write is refused. */
 const MAX_DAMAGED_OWN = 10_000;
 /** After a failed commit the next one waits this long, doubling up to the most. */
+/**
+ * Group commits under way at once: the next is made while the last is written and synced. The
+ * store writes them one after another, in order (a later commit's slots hold at least the earlier
+ * one's values, so written out of order they could lower a slot on disk).
+ */
+const MAX_COMMITS_IN_FLIGHT = 2;
 const MIN_COMMIT_BACKOFF_MS = 50;
 const MAX_COMMIT_BACKOFF_MS = 1_000;
 /** How often timeouts and speculative retries are looked at while requests are in flight. */
@@ -525,7 +531,11 @@ export class NodeCore {
   private commitBackoffMs = 0;
   private lastCommitError: string | undefined;
   private lastCommitErrorLoggedMs = 0;
-  private inFlightCommit: Commit | undefined;
+  /**
+   * Group commits under way, oldest first, at most MAX_COMMITS_IN_FLIGHT. The store writes them in
+   * this order (node/store.ts), so they are durable, and reported, in it.
+   */
+  private inFlightCommits: Commit[] = [];
   private nextOps: WriteOp[] = [];
   private nextAcks: { peer: string; id: number }[] = [];
   private nextLocalRepairs: ReadOp[] = [];
@@ -743,7 +753,7 @@ export class NodeCore {
 
   /** Whether nothing awaits the store: no dirty slot, no commit under way. */
   get idle(): boolean {
-    return this.table.dirtyCount === 0 && this.inFlightCommit === undefined && this.nextOps.length === 0 && this.nextAcks.length === 0;
+    return this.table.dirtyCount === 0 && this.inFlightCommits.length === 0 && this.nextOps.length === 0 && this.nextAcks.length === 0;
   }
 
   /** The replicas of `videoId` on the ring, in preference order. */
@@ -1275,7 +1285,8 @@ export class NodeCore {
   }
 
   private maybeCommit(): void {
-    if (this.inFlightCommit !== undefined) return;
+    const inFlight = this.inFlightCommits.length;
+    if (inFlight >= MAX_COMMITS_IN_FLIGHT) return;
     const work =
       this.table.dirtyCount > 0 || this.nextOps.length > 0 || this.nextAcks.length > 0 || this.nextLocalRepairs.length > 0 || this.nextForwards.length > 0 ||
       this.pendingHintsPut.length > 0 || this.pendingHintsDelete.length > 0 || this.pendingBatchesPut.length > 0 || this.pendingBatchesDelete.length > 0 ||
@@ -1291,6 +1302,10 @@ export class NodeCore {
       return;
     }
     if (this.table.dirtyCount < this.cfg.commitAtDirty && this.now < this.commitDueMs) return;
+    // A second commit while one is under way only once it has a share of a full one: it is made
+    // (keys, checksums, the LevelDB batch) while the first is written and synced, time this
+    // thread would otherwise spend waiting; a small one would only add a sync.
+    if (inFlight > 0 && this.table.dirtyCount < this.cfg.commitAtDirty / 4) return;
     const id = ++this.commitSeq;
     const slots = this.table.takeDirty(id);
     // The filter learns of every slot before the store may hold it.
@@ -1319,7 +1334,7 @@ export class NodeCore {
     this.pendingBatchesPut = [];
     this.pendingBatchesDelete = [];
     this.pendingJournalDelete = [];
-    this.inFlightCommit = { id, slots, ops: this.nextOps, acks: this.nextAcks, forwards: this.nextForwards, localRepairs: this.nextLocalRepairs, batch };
+    this.inFlightCommits.push({ id, slots, ops: this.nextOps, acks: this.nextAcks, forwards: this.nextForwards, localRepairs: this.nextLocalRepairs, batch });
     this.nextForwards = [];
     this.nextOps = [];
     this.nextAcks = [];
@@ -1330,10 +1345,20 @@ export class NodeCore {
     else this.out.persist = batch;
   }
 
+  /** The oldest commit under way, if it is `id` (the store reports them in order), taken off the list. */
+  private settleCommit(id: number): Commit | undefined {
+    const c = this.inFlightCommits[0];
+    if (c === undefined || c.id !== id) {
+      assert(!this.inFlightCommits.some((x) => x.id === id), `commit ${id} was reported out of order`);
+      return undefined;
+    }
+    this.inFlightCommits.shift();
+    return c;
+  }
+
   private onPersisted(id: number): void {
-    const c = this.inFlightCommit;
-    if (c === undefined || c.id !== id) return;
-    this.inFlightCommit = undefined;
+    const c = this.settleCommit(id);
+    if (c === undefined) return;
     this.commitBackoffMs = 0;
     this.lastCommitError = undefined;
     if (c.batch.written !== undefined) this.writtenKept = c.batch.written;
@@ -1406,9 +1431,8 @@ export class NodeCore {
   }
 
   private onPersistFailed(id: number, message: string, code: ErrorCode = ErrorCode.INTERNAL): void {
-    const c = this.inFlightCommit;
-    if (c === undefined || c.id !== id) return;
-    this.inFlightCommit = undefined;
+    const c = this.settleCommit(id);
+    if (c === undefined) return;
     this.counters.commitsFailed++;
     this.commitBackoffMs = Math.min(MAX_COMMIT_BACKOFF_MS, Math.max(MIN_COMMIT_BACKOFF_MS, this.commitBackoffMs * 2));
     this.commitNotBeforeMs = this.now + this.commitBackoffMs;
@@ -2578,7 +2602,8 @@ export class NodeCore {
     // A commit under way: the next one starts on its `persisted`, not at a time.
     // A periodic job that fell due in a step that was not a tick (a stop, say) runs at the next tick.
     const periodic = Math.max(this.nextHintReplayMs, this.now + 1);
-    let d = Math.min(Math.max(this.nextMembershipTickMs, this.now + 1), this.inFlightCommit === undefined ? this.commitDueMs : Number.POSITIVE_INFINITY);
+    // With a commit under way, the next starts on the slots that come in or once it is durable, not by time (see maybeCommit).
+    let d = Math.min(Math.max(this.nextMembershipTickMs, this.now + 1), this.inFlightCommits.length === 0 ? this.commitDueMs : Number.POSITIVE_INFINITY);
     const changing = this.membership.leavers().length > 0 || this.membership.removing !== undefined || this.membership.lifecycle === Lifecycle.REMOVED;
     if (changing || this.hints.size > 0 || this.streams.size > 0 || this.membership.isRebuilding(this.id) || this.membership.ring().members.some((m) => this.membership.isRebuilding(m))) {
       d = Math.min(d, periodic);

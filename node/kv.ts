@@ -23,9 +23,11 @@ export interface Kv {
   getMany(keys: readonly string[]): Promise<(Uint8Array | undefined)[]>;
   /**
    * One atomic batch: all of it or none. `sync` fsyncs the log before resolving. `ops` may be made
-   * as they are read (a generator): if reading them throws, nothing is written.
+   * as they are read (a generator): if reading them throws, nothing is written. `last`, when
+   * given, is awaited once `ops` are in the batch, and the entries it gives end the batch: the
+   * batch is made before `last` settles, written after.
    */
-  write(ops: Iterable<KvOp>, sync: boolean): Promise<void>;
+  write(ops: Iterable<KvOp>, sync: boolean, last?: () => Promise<readonly KvOp[]>): Promise<void>;
   /** Entries with gte <= key < lt, ascending, at most `limit`. */
   range(range: KeyRange, limit?: number): Promise<[string, Uint8Array][]>;
   clear(range: KeyRange): Promise<void>;
@@ -141,8 +143,8 @@ export class LevelKv implements Kv {
     return values.map((v) => (v === undefined ? undefined : plainBytes(v)));
   }
 
-  async write(ops: Iterable<KvOp>, sync: boolean): Promise<void> {
-    if (Array.isArray(ops) && ops.length === 0) return;
+  async write(ops: Iterable<KvOp>, sync: boolean, last?: () => Promise<readonly KvOp[]>): Promise<void> {
+    if (Array.isArray(ops) && ops.length === 0 && last === undefined) return;
     this.checkPresent();
     if (this.full) await this.recoverFromFull();
     await this.io('write', async () => {
@@ -154,6 +156,10 @@ export class LevelKv implements Kv {
         let i = 0;
         for (const op of ops) {
           if (++i % WRITE_SLICE === 0) await new Promise((r) => setImmediate(r));
+          if (op.type === 'put') batch.put(op.key, op.value as Uint8Array);
+          else batch.del(op.key);
+        }
+        for (const op of last === undefined ? [] : await last()) {
           if (op.type === 'put') batch.put(op.key, op.value as Uint8Array);
           else batch.del(op.key);
         }
@@ -274,10 +280,13 @@ export class MemoryKv implements Kv {
     return keys.map((k) => this.values.get(k));
   }
 
-  async write(ops: Iterable<KvOp>, _sync: boolean): Promise<void> {
+  async write(ops: Iterable<KvOp>, _sync: boolean, last?: () => Promise<readonly KvOp[]>): Promise<void> {
     this.check();
     // All made first: one that fails to be made leaves the store as it was.
-    for (const op of [...ops]) {
+    const all = [...ops];
+    if (last !== undefined) all.push(...(await last()));
+    this.check();
+    for (const op of all) {
       if (op.type === 'put') {
         if (!this.values.has(op.key)) this.keys.splice(lowerBound(this.keys, op.key), 0, op.key);
         this.values.set(op.key, new Uint8Array(op.value as Uint8Array));

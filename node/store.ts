@@ -49,6 +49,7 @@ export const COMMIT_SEQ_KEY = 'commit-seq';
 const COMMIT_KEY_PREFIX = 'c/';
 const COMMITS_KEPT = 65_536;
 const EMPTY = new Uint8Array(0);
+const noop = (): void => {};
 function commitKey(seq: number): string {
   return `${COMMIT_KEY_PREFIX}${seq.toString(16).padStart(12, '0')}`;
 }
@@ -66,6 +67,10 @@ export class Store {
   damagedSlots = 0;
   /** The number of the last commit (kept with each commit under COMMIT_SEQ_KEY); see node/commit-mark.ts. */
   private commitSeq = 0;
+  /** Settles once every commit begun so far is written or failed: the next is written after it. */
+  private lastCommit: Promise<void> = Promise.resolve();
+  /** Settles once every commit begun so far is made (in its batch) or failed. */
+  private lastMade: Promise<void> = Promise.resolve();
   private mark: CommitMark | undefined;
   /**
    * TALLY_VERIFY_COMMITS=1: every commit first reads back the slots it writes and fails, naming
@@ -136,10 +141,42 @@ export class Store {
     const n = batch.slots.length + batch.hintsPut.length + batch.hintsDelete.length + batch.batchesPut.length + batch.batchesDelete.length + batch.journalPut.length + batch.journalDelete.length;
     assert(n <= MAX_COMMIT_ENTRIES, `a commit of ${n} entries is over the limit`);
     if (this.verifyCommits && batch.slots.length > 0) await this.verifyGrowth(batch.slots);
-    const seq = this.commitSeq + 1;
-    await this.kv.write(this.commitOps(batch, seq), batch.sync);
-    this.commitSeq = seq;
-    await this.mark?.write(seq);
+    // Made while the commit before is still being written, but written only after it, and numbered
+    // then: commit numbers on disk stay gapless (a gap is how a dropped log record shows), and a
+    // later commit, whose slots hold at least the earlier one's values, never lands first.
+    // Made only once the one before is made, too: two made at once would share this thread and
+    // finish later both, while the point is to make this one while the store writes that one.
+    const prior = this.lastCommit;
+    const priorMade = this.lastMade;
+    let made = noop;
+    this.lastMade = new Promise<void>((resolve) => (made = resolve));
+    let seq = 0;
+    const mine = (async () => {
+      try {
+        await priorMade;
+        await this.kv.write(this.commitOps(batch), batch.sync, async () => {
+          made();
+          await prior;
+          seq = this.commitSeq + 1;
+          return this.seqOps(seq);
+        });
+      } finally {
+        made();
+      }
+      this.commitSeq = seq;
+      await this.mark?.write(seq);
+    })();
+    this.lastCommit = mine.then(noop, noop).then(() => prior);
+    return mine;
+  }
+
+  /** The commit number's entries: the last number, and one small key per recent commit. */
+  private seqOps(seq: number): KvOp[] {
+    const ops: KvOp[] = [{ type: 'put', key: metaKey(COMMIT_SEQ_KEY), value: encodeTime(seq) }];
+    // One small key per recent commit, so a record dropped from the middle of the log shows as a gap.
+    ops.push({ type: 'put', key: metaKey(commitKey(seq)), value: EMPTY });
+    if (seq > COMMITS_KEPT) ops.push({ type: 'del', key: metaKey(commitKey(seq - COMMITS_KEPT)) });
+    return ops;
   }
 
   /**
@@ -150,7 +187,7 @@ export class Store {
    * outlived two young-generation collections, which then copied them: that copying was most of
    * the node's garbage collection time.
    */
-  private *commitOps(batch: PersistBatch, seq: number): Generator<KvOp> {
+  private *commitOps(batch: PersistBatch): Generator<KvOp> {
     for (const s of batch.slots) {
       const key = this.keys.slotKey(s);
       yield { type: 'put', key, value: encodeSlot(key, s.slot) };
@@ -162,10 +199,6 @@ export class Store {
     for (const j of batch.journalDelete) yield { type: 'del', key: journalKey(j) };
     for (const j of batch.journalPut) yield { type: 'put', key: journalKey(j.key), value: encodeJournal(j) };
     if (batch.written !== undefined) yield { type: 'put', key: metaKey(WRITTEN_STARTS_KEY), value: encodeStarts(batch.written) };
-    yield { type: 'put', key: metaKey(COMMIT_SEQ_KEY), value: encodeTime(seq) };
-    // One small key per recent commit, so a record dropped from the middle of the log shows as a gap.
-    yield { type: 'put', key: metaKey(commitKey(seq)), value: EMPTY };
-    if (seq > COMMITS_KEPT) yield { type: 'del', key: metaKey(commitKey(seq - COMMITS_KEPT)) };
   }
 
   /** Throws INTERNAL if writing `slots` would lower a slot the store holds (see verifyCommits). */

@@ -109,7 +109,12 @@ export interface SimNodeState {
   incarnation: number;
   pausedUntilMs: number;
   tickAtMs: number;
-  commitInFlight: boolean;
+  /** Group commits under way (the core has at most two); they reach the disk in order. */
+  commitsInFlight: number;
+  /** When the last commit under way reaches the disk: the next one lands after it. */
+  commitDoneAtMs: number;
+  /** Commits the core made while another was under way. */
+  pipelinedCommits: number;
   /** The next store read of a slot of this video fails, as a disk error would. */
   failLoadOf?: string;
   /** Why the node stopped for good (decommissioned, or removed by a peer); never started again. */
@@ -152,12 +157,14 @@ export class ReplicationSim {
   constructor(readonly options: ReplicationSimOptions) {
     this.rng = new Prng(options.seed);
     this.epochMs = options.startMs ?? EPOCH_MS;
-    this.replication = validateReplicationConfig({ ...defaultReplicationConfig(), rf: options.rf ?? 3, ...options.replication });
+    // Small commits: a second commit starts while one is under way (at a quarter of this), as a
+    // loaded node's do, so the simulated workloads run pipelined commits.
+    this.replication = validateReplicationConfig({ ...defaultReplicationConfig(), commitAtDirty: 8, rf: options.rf ?? 3, ...options.replication });
     this.storeDelay = options.storeDelayMs ?? [0.2, 3];
     const zones = ['za', 'zb', 'zc'];
     for (let i = 0; i < options.nodes; i++) {
       const id = `n${i + 1}`;
-      const node: SimNodeState = { id, address: `10.0.0.${i + 1}:7401`, zone: zones[i % zones.length] as string, core: undefined, disk: new SimDisk(), incarnation: 0, pausedUntilMs: 0, tickAtMs: Infinity, commitInFlight: false };
+      const node: SimNodeState = { id, address: `10.0.0.${i + 1}:7401`, zone: zones[i % zones.length] as string, core: undefined, disk: new SimDisk(), incarnation: 0, pausedUntilMs: 0, tickAtMs: Infinity, commitsInFlight: 0, commitDoneAtMs: 0, pipelinedCommits: 0 };
       this.nodes.push(node);
       this.byId.set(id, node);
     }
@@ -193,7 +200,8 @@ export class ReplicationSim {
     const node = this.node(id);
     node.incarnation++;
     node.pausedUntilMs = 0;
-    node.commitInFlight = false;
+    node.commitsInFlight = 0;
+    node.commitDoneAtMs = 0;
     const now = this.epochMs + this.nowMs;
     const bootstrapped = node.disk.lastGeneration > 0;
     // As the real node: a new store joining through a seed other than itself is sent its ranges.
@@ -368,10 +376,13 @@ export class ReplicationSim {
     const inc = node.incarnation;
     const later = (fn: () => void): void => this.queue.schedule(this.nowMs + this.storeDelayMs(), () => this.onNode(node, inc, fn));
     if (ready.persist !== undefined) {
-      if (node.commitInFlight) throw new Error(`${node.id}: a second commit while one is under way`);
-      node.commitInFlight = true;
+      if (node.commitsInFlight >= 2) throw new Error(`${node.id}: a third commit while two are under way`);
+      if (node.commitsInFlight > 0) node.pipelinedCommits++;
+      node.commitsInFlight++;
       const batch = ready.persist;
-      later(() => {
+      // As the store: a commit is written after the one before it, never first.
+      node.commitDoneAtMs = Math.max(this.nowMs + this.storeDelayMs(), node.commitDoneAtMs + 0.01);
+      this.queue.schedule(node.commitDoneAtMs, () => this.onNode(node, inc, () => {
         const disk = node.disk;
         for (const s of batch.slots) {
           const loaded = disk.load(s.ref, s.actor);
@@ -389,9 +400,9 @@ export class ReplicationSim {
         for (const j of batch.journalDelete) disk.journal.delete(j);
         for (const j of batch.journalPut) disk.journal.set(j.key, j);
         if (batch.written !== undefined) disk.written = { ...batch.written };
-        node.commitInFlight = false;
+        node.commitsInFlight--;
         this.step(node, { kind: 'persisted', persist: batch.id });
-      });
+      }));
     }
     for (const load of ready.loads) {
       if (node.failLoadOf !== undefined && load.keys.some((k) => k.ref.videoId === node.failLoadOf)) {

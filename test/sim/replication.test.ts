@@ -131,6 +131,8 @@ function runScenario(seed: number, opts: { faultMs: number; loss: number }): voi
   const slots = sim.alive().map((n) => n.core!.stats().slots);
   expect(slots.reduce((a, s) => a + s.knownAbsent, 0), 'slots known absent without a read').toBeGreaterThan(0);
   expect(slots.reduce((a, s) => a + s.loaded, 0), 'slots read back from the store').toBeGreaterThan(0);
+  // Commits were pipelined: some were made while the one before was still being written.
+  expect(sim.nodes.reduce((a, n) => a + n.pipelinedCommits, 0), 'commits made while one was under way').toBeGreaterThan(0);
 }
 
 /** Seeds per scenario in one run (SIM_RUNS); a failure names the seed that failed. */

@@ -106,6 +106,24 @@ function suite(name: string, make: () => Promise<Harness>): void {
       expect(await store.getSlots([good])).toEqual([undefined]);
     });
 
+    it('commits made at once are written in the order made, numbered without gaps, a failed one taking no number', async () => {
+      await store.loadCommitSeq();
+      // The first is far larger, so it is made (in slices) long after the second: the second still lands after it.
+      const big = Array.from({ length: 5_000 }, (_, i) => ({ ref: ref('d', T0, `big-${i}`), actor: 'n1#aa', slot: slot(1) }));
+      const shared = { ref: ref('d', T0), actor: 'n1#aa', slot: slot(1) };
+      const bad = { ref: ref('d', T0), actor: 'n1\u0000x', slot: slot(9) };
+      const order: string[] = [];
+      const first = store.commit(batch([...big, shared], { id: 1 })).then(() => order.push('first'));
+      const failed = store.commit(batch([bad], { id: 2 })).then(() => order.push('failed'), () => order.push('refused'));
+      const second = store.commit(batch([{ ...shared, slot: slot(5) }], { id: 3 })).then(() => order.push('second'));
+      await Promise.all([first, failed, second]);
+      expect(order).toEqual(['refused', 'first', 'second']);
+      // The later value stands (the earlier commit did not land over it), and the numbers run 1, 2.
+      expect(await store.getSlots([shared])).toEqual([slot(5)]);
+      expect(await store.loadCommitSeq()).toBe(2);
+      expect(await store.missingCommits()).toEqual([]);
+    });
+
     it('hints and batch ids: put, load (oldest first), delete, in the same atomic batch as slots', async () => {
       const r1 = ref('h', T0 + HOUR_MS, 'v\u00e9');
       const r2 = ref('m', T0);
