@@ -224,13 +224,13 @@ const BUSY_RETRY_MS = 250;
 const MAX_BUSY_RETRIES = 240;
 /** Own damaged slots remembered, at most; past it the disk is not trusted and every write is refused. */
 const MAX_DAMAGED_OWN = 10_000;
-/** After a failed commit the next one waits this long, doubling up to the most. */
 /**
  * Group commits under way at once: the next is made while the last is written and synced. The
  * store writes them one after another, in order (a later commit's slots hold at least the earlier
  * one's values, so written out of order they could lower a slot on disk).
  */
 const MAX_COMMITS_IN_FLIGHT = 2;
+/** After a failed commit the next one waits this long, doubling up to the most. */
 const MIN_COMMIT_BACKOFF_MS = 50;
 const MAX_COMMIT_BACKOFF_MS = 1_000;
 /** How often timeouts and speculative retries are looked at while requests are in flight. */
@@ -321,7 +321,6 @@ interface ReadOp {
   done: boolean;
 }
 
-/** A replication message awaiting its ack. */
 /**
  * A replication message awaiting its ack. Past `deadlineMs` (replAckTimeoutMs after sending) it
  * fails and its slots are hinted, except that a commit's or hint replay's message to a peer the
@@ -2599,10 +2598,10 @@ export class NodeCore {
   }
 
   private nextDeadline(): number {
-    // A commit under way: the next one starts on its `persisted`, not at a time.
+    // A commit under way: the next starts on the slots that come in or on its `persisted`, not at a
+    // time (see maybeCommit).
     // A periodic job that fell due in a step that was not a tick (a stop, say) runs at the next tick.
     const periodic = Math.max(this.nextHintReplayMs, this.now + 1);
-    // With a commit under way, the next starts on the slots that come in or once it is durable, not by time (see maybeCommit).
     let d = Math.min(Math.max(this.nextMembershipTickMs, this.now + 1), this.inFlightCommits.length === 0 ? this.commitDueMs : Number.POSITIVE_INFINITY);
     const changing = this.membership.leavers().length > 0 || this.membership.removing !== undefined || this.membership.lifecycle === Lifecycle.REMOVED;
     if (changing || this.hints.size > 0 || this.streams.size > 0 || this.membership.isRebuilding(this.id) || this.membership.ring().members.some((m) => this.membership.isRebuilding(m))) {

@@ -153,16 +153,16 @@ export class LevelKv implements Kv {
       // hold reads back; nothing is written before `write`.
       const batch = this.db.batch();
       try {
+        const add = (op: KvOp): void => {
+          if (op.type === 'put') batch.put(op.key, op.value as Uint8Array);
+          else batch.del(op.key);
+        };
         let i = 0;
         for (const op of ops) {
           if (++i % WRITE_SLICE === 0) await new Promise((r) => setImmediate(r));
-          if (op.type === 'put') batch.put(op.key, op.value as Uint8Array);
-          else batch.del(op.key);
+          add(op);
         }
-        for (const op of last === undefined ? [] : await last()) {
-          if (op.type === 'put') batch.put(op.key, op.value as Uint8Array);
-          else batch.del(op.key);
-        }
+        if (last !== undefined) for (const op of await last()) add(op);
       } catch (err) {
         await batch.close();
         throw err;
