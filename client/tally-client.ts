@@ -13,8 +13,11 @@
  * is, durable on as many replicas as its consistency level asks. A frame that may have been applied
  * (TIMEOUT, a dropped connection, PARTIAL_WRITE, INTERNAL) is sent again only to the same node with
  * the same batch id, which the node never counts twice, until `timeoutMs` runs out; a frame refused
- * before anything was applied (OVERLOADED, NOT_READY, UNAVAILABLE, a connection that could not be
- * opened) is routed again, possibly to another replica, with backoff and jitter. If a node refuses
+ * before anything was applied is sent again with backoff and jitter: to the same node after
+ * OVERLOADED, routed again (possibly to another replica) after NOT_READY, UNAVAILABLE or a
+ * connection that could not be opened. Each node gets at most a window of events in flight
+ * (client/write-window.ts); frames past it wait in the client, and fail with OVERLOADED, unsent,
+ * if no room comes within `busyWaitMs`. If a node refuses
  * a shared frame as malformed, each call in it is sent again alone, so one bad call cannot fail its
  * neighbours. A call whose frames were partly acknowledged fails with PARTIAL_WRITE.
  * Reads are batched the same way; a read not answered within `readHedgeMs` is also asked of another
@@ -38,6 +41,7 @@ import {
 import { checkEvent, checkQuery } from '../protocol/validate.js';
 import { rangeExpired, rangeStats, type EventStats } from '../protocol/range-stats.js';
 import { Connection, MAX_PENDING_PER_CONNECTION, type ClientTls, type ConnectionAuth, type Outgoing } from './connection.js';
+import { WriteWindow } from './write-window.js';
 
 export interface ClientOptions {
   /** Nodes to learn the cluster from, as host:port. Any node can serve any request. */
@@ -62,6 +66,13 @@ export interface ClientOptions {
    * that answers, which coordinates or forwards (to ask one node in particular, e.g. at `one`).
    */
   routing?: 'ring' | 'direct';
+  /**
+   * How long a write may wait in the client for room at a busy node before it fails with
+   * OVERLOADED, nothing of it applied. The client keeps as many events in flight to a node as it
+   * lately took (a window that grows while the node acknowledges and halves when it refuses);
+   * frames past it wait, in order.
+   */
+  busyWaitMs?: number;
   /** The client token, when the nodes need one (`tally start --client-token`). */
   token?: string;
   /** Speak TLS (`wss://`): `true` to trust the system's CAs, or `{ ca }` with the CA's PEM. */
@@ -112,6 +123,7 @@ const DEFAULTS = {
   readHedgeMs: 20, // replicas answer in 1-2 ms; 20 ms is far in the tail, and cheap to double
   slowAfterMs: 250, // a live node answers within a commit or two; a quarter second means trouble
   topologyRefreshMs: 5_000, // membership changes are seen within a few seconds
+  busyWaitMs: 2_500, // as long as a refused frame is retried (maxRetries backoffs from 20 ms)
 };
 const RETRY_BASE_MS = 20;
 /** Bytes of a frame kept free for the envelope and msgpack headers when packing events. */
@@ -126,6 +138,12 @@ const EVENT_OVERHEAD_BYTES = 32;
  * runs in turn: read p99 45.1 and 27.9 ms with frames of up to 10,000, 31.3 and 24.0 with 2,000.
  */
 export const MAX_EVENTS_PER_FRAME = Math.min(2_000, MAX_EVENTS_PER_BATCH);
+/**
+ * A node's write window (client/write-window.ts), in events: one node takes up to 40,000 events at
+ * once by default (`maxInFlightEvents`), which the window finds within a few round trips from its
+ * start, and it never shrinks below one full frame.
+ */
+const WRITE_WINDOW = { initial: 20_000, min: MAX_EVENTS_PER_FRAME, max: 200_000, maxWaiting: 200_000 };
 /** Codes after which the node applied nothing of the frame. */
 const NOTHING_APPLIED: ReadonlySet<string> = new Set([ErrorCode.OVERLOADED, ErrorCode.NOT_READY, ErrorCode.UNAVAILABLE]);
 /** Codes after which the frame may or may not have been applied. */
@@ -145,6 +163,11 @@ function toMs(t: TimeInput | undefined, what: string, fallback: number, index?: 
 
 function asTallyError(err: unknown): TallyError {
   return err instanceof TallyError ? err : new TallyError(ErrorCode.INTERNAL, String(err));
+}
+
+/** The end of a write that an earlier attempt may have applied, whatever the last attempt said. */
+function unknownOutcome(e: TallyError): TallyError {
+  return new TallyError(OUTCOME_UNKNOWN.has(e.code) ? e.code : ErrorCode.TIMEOUT, `the write may have been applied by an earlier attempt and could not be confirmed (last: ${e.code}: ${e.message}); its outcome is unknown`, { cause: e });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -169,6 +192,8 @@ interface Call {
 interface Part {
   call: Call;
   events: EventTuple[];
+  /** Why an earlier frame holding these events was refused, nothing of it applied. */
+  refused?: TallyError;
 }
 
 interface WriteBatch {
@@ -227,6 +252,8 @@ export class TallyClient {
   private topology: Topology | undefined;
   private hash64: Hash64 | undefined;
   private readonly writes = new Map<string, WriteBatch>();
+  /** Per node address: the events in flight to it and the frames waiting for room. */
+  private readonly windows = new Map<string, WriteWindow>();
   private readonly reads = new Map<string, ReadBatch>();
   private flushTimer: (() => void) | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
@@ -250,6 +277,7 @@ export class TallyClient {
       readHedgeMs: opts.readHedgeMs ?? DEFAULTS.readHedgeMs,
       slowAfterMs: opts.slowAfterMs ?? DEFAULTS.slowAfterMs,
       topologyRefreshMs: opts.topologyRefreshMs ?? DEFAULTS.topologyRefreshMs,
+      busyWaitMs: opts.busyWaitMs ?? DEFAULTS.busyWaitMs,
       routing: opts.routing ?? 'ring',
       auth: { token: opts.token, tls: opts.tls },
     };
@@ -374,6 +402,7 @@ export class TallyClient {
     for (const b of this.reads.values()) for (const w of b.waiters) w.reject(err);
     this.writes.clear();
     this.reads.clear();
+    for (const w of this.windows.values()) w.close(err);
     for (const link of this.links.values()) link.conn?.close();
     this.links.clear();
   }
@@ -481,7 +510,7 @@ export class TallyClient {
   }
 
   /** Routes each event to its coordinator's pending frame for `cl`. */
-  private enqueueEvents(call: Call, events: readonly EventTuple[], cl: Consistency, avoid?: string): void {
+  private enqueueEvents(call: Call, events: readonly EventTuple[], cl: Consistency, avoid?: string, refused?: TallyError): void {
     const byFrame = new Map<WriteBatch, EventTuple[]>();
     for (const e of events) {
       const address = this.route(e[0], avoid);
@@ -500,7 +529,7 @@ export class TallyClient {
       let part = byFrame.get(b);
       if (part === undefined) {
         byFrame.set(b, (part = []));
-        b.parts.push({ call, events: part });
+        b.parts.push(refused === undefined ? { call, events: part } : { call, events: part, refused });
         call.pendingFrames += 1;
       }
       part.push(e);
@@ -523,19 +552,55 @@ export class TallyClient {
   }
 
   /**
-   * Sends a write frame and settles its parts. Refused with nothing applied: its events are routed
-   * again (new frames, new batch ids). Outcome unknown: the same frame goes to the same node with
-   * the same batch id, until the calls' deadline.
+   * Sends a write frame once its node's window has room (client/write-window.ts), and settles its
+   * parts. Refused with nothing applied: OVERLOADED goes to the same node again after backoff (its
+   * window has halved meanwhile); NOT_READY and UNAVAILABLE route its events again (new frames, new
+   * batch ids), away from a node that could not be reached. Outcome unknown: the same frame goes to
+   * the same node with the same batch id, until the calls' deadline.
    */
   private sendWrite(b: WriteBatch, batch: string, attempt: number, uncertain = false, actor?: string): void {
-    const events = b.parts.flatMap((p) => p.events);
     const deadline = Math.min(...b.parts.map((p) => p.call.deadlineMs));
-    const remaining = deadline - Date.now();
-    if (remaining <= 0) {
-      const err = new TallyError(ErrorCode.TIMEOUT, `the write was not acknowledged within ${this.opts.timeoutMs} ms; whether it was applied is unknown`);
-      for (const part of b.parts) this.settlePart(part, err);
-      return;
+    const now = Date.now();
+    if (deadline <= now) return this.expire(b, uncertain);
+    const win = this.windowOf(b.address);
+    win.admit(b.events, uncertain ? deadline : Math.min(deadline, now + this.opts.busyWaitMs), now).then(
+      () => this.sendAdmitted(b, batch, attempt, uncertain, actor, deadline, win),
+      (err: unknown) => {
+        const e = asTallyError(err);
+        if (!uncertain && !this.closed && e.code === ErrorCode.OVERLOADED && !this.usable(b.address, Date.now()) && deadline - Date.now() > RETRY_BASE_MS) {
+          // Its window is full of frames the node does not answer (a frozen process, a cut link):
+          // what waited for it, never sent, goes to another replica.
+          for (const part of b.parts) {
+            part.call.pendingFrames -= 1;
+            this.enqueueEvents(part.call, part.events, b.cl, b.address, e);
+          }
+          return;
+        }
+        for (const part of b.parts) this.settlePart(part, uncertain ? unknownOutcome(e) : e);
+      },
+    );
+  }
+
+  /** The calls' deadline passed before `b` could be sent (again). */
+  private expire(b: WriteBatch, uncertain: boolean): void {
+    for (const part of b.parts) {
+      // A frame sent before may have been applied. One never sent, or only refused, was not: its
+      // events fail with the last refusal, whose code says nothing was applied.
+      const err =
+        uncertain || part.refused === undefined
+          ? new TallyError(ErrorCode.TIMEOUT, `the write was not acknowledged within ${this.opts.timeoutMs} ms; whether it was applied is unknown`)
+          : new TallyError(part.refused.code, `the write was refused until its ${this.opts.timeoutMs} ms ran out, and nothing of it was applied (last: ${part.refused.message})`);
+      this.settlePart(part, err);
     }
+  }
+
+  private sendAdmitted(b: WriteBatch, batch: string, attempt: number, uncertain: boolean, actor: string | undefined, deadline: number, win: WriteWindow): void {
+    const sentAt = Date.now();
+    if (deadline <= sentAt) {
+      win.done(b.events, 'other', sentAt, sentAt);
+      return this.expire(b, uncertain);
+    }
+    const events = b.parts.length === 1 ? (b.parts[0] as Part).events : b.parts.flatMap((p) => p.events);
     // The actor that took the first attempt: a retry goes only to it. A node whose data was wiped
     // since is a new actor that does not know this batch id, and could count it twice.
     let sentTo = actor;
@@ -547,12 +612,14 @@ export class TallyClient {
       }
       sentTo = a;
     };
-    this.request(b.address, { t: 'count', events, cl: b.cl, batch }, remaining, undefined, sameActor).then(
+    this.request(b.address, { t: 'count', events, cl: b.cl, batch }, deadline - sentAt, undefined, sameActor).then(
       () => {
+        win.done(b.events, 'ok', sentAt, Date.now());
         for (const part of b.parts) this.settlePart(part, undefined);
       },
       async (err: unknown) => {
         const e = asTallyError(err);
+        win.done(b.events, e.code === ErrorCode.OVERLOADED ? 'overloaded' : 'other', sentAt, Date.now());
         if (this.closed) {
           for (const part of b.parts) this.settlePart(part, e);
           return;
@@ -566,8 +633,7 @@ export class TallyClient {
             return;
           }
           // Said as "unknown" whichever way the attempts ended (the node's own words are kept in it).
-          const unknown = new TallyError(OUTCOME_UNKNOWN.has(e.code) ? e.code : ErrorCode.TIMEOUT, `the write may have been applied by an earlier attempt and could not be confirmed (last: ${e.code}: ${e.message}); its outcome is unknown`, { cause: e });
-          for (const part of b.parts) this.settlePart(part, unknown);
+          for (const part of b.parts) this.settlePart(part, unknownOutcome(e));
           return;
         }
         if ((e.code === ErrorCode.BAD_REQUEST || e.code === ErrorCode.TOO_LARGE) && b.parts.length > 1) {
@@ -577,13 +643,19 @@ export class TallyClient {
         }
         const timeLeft = deadline - Date.now() > RETRY_BASE_MS;
         if (NOTHING_APPLIED.has(e.code) && attempt < this.opts.maxRetries && timeLeft) {
+          for (const part of b.parts) part.refused = e;
           await sleep(backoffMs(attempt));
+          if (e.code === ErrorCode.OVERLOADED) {
+            // The node is the right one, only busy: the same frame, once there is room.
+            this.sendWrite(b, newBatchId(), attempt + 1);
+            return;
+          }
           if (e.code === ErrorCode.UNAVAILABLE) void this.refreshTopology(false);
           // Nothing was applied: route the events again, away from this node if it could not be reached.
           const avoid = e.code === ErrorCode.UNAVAILABLE ? b.address : undefined;
           for (const part of b.parts) {
             part.call.pendingFrames -= 1;
-            this.enqueueEvents(part.call, part.events, b.cl, avoid);
+            this.enqueueEvents(part.call, part.events, b.cl, avoid, e);
           }
           return;
         }
@@ -596,6 +668,12 @@ export class TallyClient {
         for (const part of b.parts) this.settlePart(part, e);
       },
     );
+  }
+
+  private windowOf(address: string): WriteWindow {
+    let w = this.windows.get(address);
+    if (w === undefined) this.windows.set(address, (w = new WriteWindow(address, WRITE_WINDOW)));
+    return w;
   }
 
   /**

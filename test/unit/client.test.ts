@@ -12,7 +12,8 @@ import { TallyClient } from '../../client/index.js';
 import { MAX_EVENTS_PER_FRAME } from '../../client/tally-client.js';
 import { decodeFrame, encodeFrame, PROTOCOL_VERSION, type CountRequest } from '../../protocol/index.js';
 
-type Answer = (req: Record<string, unknown>, n: number) => Record<string, unknown> | undefined;
+type Reply = Record<string, unknown> | undefined;
+type Answer = (req: Record<string, unknown>, n: number) => Reply | Promise<Reply>;
 
 interface FakeNode {
   address: string;
@@ -52,7 +53,8 @@ async function fakeNode(answer: Answer, hello: (m: Record<string, unknown>) => R
       }
       frames.push(m);
       const reply = answer(m, frames.length);
-      if (reply !== undefined) ws.send(encodeFrame(reply));
+      if (reply instanceof Promise) void reply.then((r) => r !== undefined && ws.send(encodeFrame(r)));
+      else if (reply !== undefined) ws.send(encodeFrame(reply));
     });
   });
   const node: FakeNode = {
@@ -151,6 +153,50 @@ describe('TallyClient', () => {
     expect(a.frames.length).toBeGreaterThanOrEqual(3);
     expect(new Set(a.frames.map((f) => f.batch)).size).toBe(1);
     expect(b.frames).toHaveLength(0);
+    await client.close();
+  });
+
+  it('keeps no more events in flight to a busy node than it takes, so few frames are refused and none times out', async () => {
+    // A node that takes 6,000 events at a time, each frame for 20 ms, and refuses past that.
+    let inFlight = 0;
+    let refused = 0;
+    let acked = 0;
+    const node = await fakeNode(async (m) => {
+      const n = (m as unknown as CountRequest).events.length;
+      if (inFlight + n > 6_000) {
+        refused++;
+        return { t: 'error', id: m.id, code: 'OVERLOADED', message: 'busy' };
+      }
+      inFlight += n;
+      await new Promise((r) => setTimeout(r, 20));
+      inFlight -= n;
+      acked += n;
+      return ack(m, 0);
+    });
+    const client = await TallyClient.connect({ nodes: [node.address], timeoutMs: 20_000 });
+    // 200,000 events at once: 100 frames of 2,000.
+    await Promise.all(Array.from({ length: 100 }, (_, i) => client.processEvents(Array.from({ length: 2_000 }, () => ({ videoId: `w${i}` })))));
+    expect(acked).toBe(200_000);
+    // Sent all at once, 97 frames would be refused in the first round alone, and most again on each
+    // retry (the client before the window: 847 refusals). The window sends 10 (7 refused), halves
+    // until it fits, then probes: a frame more each round trip of ~3 frames, refused when it
+    // overshoots, so about one refusal in three rounds of the ~35 it takes.
+    expect(refused).toBeGreaterThan(0);
+    expect(refused).toBeLessThan(50);
+    await client.close();
+  });
+
+  it('fails a write that finds no room at a busy node within busyWaitMs with OVERLOADED, never sending it', async () => {
+    const node = await fakeNode(() => undefined); // takes frames and never answers
+    const client = await TallyClient.connect({ nodes: [node.address], timeoutMs: 1_500, busyWaitMs: 100 });
+    const first = client.processEvents(Array.from({ length: 20_000 }, (_, i) => ({ videoId: `f${i}` }))).then(() => undefined, (e: unknown) => e);
+    const started = Date.now();
+    const err = await client.countViewEvent('late').then(() => undefined, (e: unknown) => e);
+    expect(err).toMatchObject({ code: 'OVERLOADED', message: expect.stringMatching(/is busy: 20000 events are in flight to it .* waited 100 ms for room; nothing was applied/) });
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(node.frames).toHaveLength(10); // the first call's frames, filling the first window
+    expect(node.frames.some((f) => (f as unknown as CountRequest).events.some((e) => e[0] === 'late'))).toBe(false);
+    expect(await first).toMatchObject({ code: 'TIMEOUT', message: expect.stringMatching(/unknown/) });
     await client.close();
   });
 
