@@ -11,6 +11,7 @@
  * the log, which the kernel already holds; after a power loss on a node run without --fsync the
  * log may lose its tail and the mark not, and the node refuses rather than guess.
  */
+import { writeSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 
 export const COMMIT_MARK_FILE = 'commit-mark';
@@ -39,9 +40,15 @@ export class CommitMark {
     }
   }
 
-  async write(seq: number): Promise<void> {
+  /**
+   * Synchronous on purpose: eight bytes into the page cache cost microseconds, while on the thread
+   * pool the write waited its turn behind the store's reads and then for this thread, and every
+   * commit's acknowledgement waited with it. One node, 256 callers of single events: commits of
+   * ~600 slots took p50 4.87 ms from issue to durable with it on the pool.
+   */
+  write(seq: number): void {
     this.buf.writeBigUInt64BE(BigInt(seq), 0);
-    await this.fh.write(this.buf, 0, 8, 0);
+    writeSync(this.fh.fd, this.buf, 0, 8, 0);
   }
 
   async close(): Promise<void> {

@@ -164,7 +164,7 @@ export class Store {
         made();
       }
       this.commitSeq = seq;
-      await this.mark?.write(seq);
+      this.mark?.write(seq);
     })();
     this.lastCommit = mine.then(noop, noop).then(() => prior);
     return mine;
