@@ -43,6 +43,8 @@ export class Connection {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private closedError: TallyError | undefined;
+  /** When the node last answered anything on this connection. */
+  private lastAnswerMs = 0;
   onClose: ((err: TallyError) => void) | undefined;
 
   private constructor(
@@ -133,6 +135,15 @@ export class Connection {
     return this.pending.size;
   }
 
+  /**
+   * How long the node has answered nothing while requests await it: 0 when none does. A node that
+   * answers slowly under load still answers something every commit; a frozen one, nothing.
+   */
+  silentForMs(nowMs: number): number {
+    for (const p of this.pending.values()) return nowMs - Math.max(this.lastAnswerMs, p.sentAtMs);
+    return 0;
+  }
+
   /** Age of the oldest request still awaiting its reply, 0 when none is. */
   oldestPendingAgeMs(nowMs: number): number {
     // Map iteration is in insertion order, so the first is the oldest.
@@ -180,6 +191,7 @@ export class Connection {
       this.ws.terminate();
       return;
     }
+    this.lastAnswerMs = Date.now();
     const p = this.pending.get(m.id);
     if (p === undefined) return; // timed out already
     let reply: Reply;

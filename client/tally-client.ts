@@ -41,7 +41,7 @@ import {
 import { checkEvent, checkQuery } from '../protocol/validate.js';
 import { rangeExpired, rangeStats, type EventStats } from '../protocol/range-stats.js';
 import { Connection, MAX_PENDING_PER_CONNECTION, type ClientTls, type ConnectionAuth, type Outgoing } from './connection.js';
-import { WriteWindow } from './write-window.js';
+import { NoRoom, WriteWindow } from './write-window.js';
 
 export interface ClientOptions {
   /** Nodes to learn the cluster from, as host:port. Any node can serve any request. */
@@ -453,6 +453,11 @@ export class TallyClient {
     throw new TallyError(codes.size === 1 ? (errors[0] as TallyError).code : ErrorCode.UNAVAILABLE, `no node answered: ${errors.map((e) => e.message).join('; ')}`);
   }
 
+  /** How long the node at `address` has answered nothing while requests await it. */
+  private silentForMs(address: string, nowMs: number): number {
+    return this.links.get(address)?.conn?.silentForMs(nowMs) ?? 0;
+  }
+
   /** Whether new work may go to `address` now: connected or connectable, and not stuck. */
   private usable(address: string, nowMs: number): boolean {
     const link = this.links.get(address);
@@ -567,9 +572,10 @@ export class TallyClient {
       () => this.sendAdmitted(b, batch, attempt, uncertain, actor, deadline, win),
       (err: unknown) => {
         const e = asTallyError(err);
-        if (!uncertain && !this.closed && e.code === ErrorCode.OVERLOADED && !this.usable(b.address, Date.now()) && deadline - Date.now() > RETRY_BASE_MS) {
-          // Its window is full of frames the node does not answer (a frozen process, a cut link):
-          // what waited for it, never sent, goes to another replica.
+        if (!uncertain && !this.closed && e instanceof NoRoom && this.silentForMs(b.address, Date.now()) >= this.opts.slowAfterMs && deadline - Date.now() > RETRY_BASE_MS) {
+          // It waited its whole time behind frames the node does not answer at all (a frozen
+          // process, a cut link): never sent, it goes to another replica if its keys have one, or
+          // waits its turn here again, until the call's deadline.
           for (const part of b.parts) {
             part.call.pendingFrames -= 1;
             this.enqueueEvents(part.call, part.events, b.cl, b.address, e);

@@ -23,6 +23,9 @@ export interface WindowOptions {
   maxWaiting: number;
 }
 
+/** A frame that waited its whole time for room, and was not sent. */
+export class NoRoom extends TallyError {}
+
 interface Waiter {
   events: number;
   resolve: () => void;
@@ -73,7 +76,7 @@ export class WriteWindow {
           if (i < 0) return;
           this.waiting.splice(i, 1);
           this.waitingEvents -= events;
-          reject(this.refusal(`the write waited ${Math.max(0, Math.round(untilMs - nowMs))} ms for room`));
+          reject(this.refusal(`the write waited ${Math.max(0, Math.round(untilMs - nowMs))} ms for room`, true));
           this.pump();
         }, Math.max(0, untilMs - nowMs)),
       };
@@ -120,8 +123,8 @@ export class WriteWindow {
     }
   }
 
-  private refusal(why: string): TallyError {
-    return new TallyError(
+  private refusal(why: string, waited = false): TallyError {
+    return new (waited ? NoRoom : TallyError)(
       ErrorCode.OVERLOADED,
       `${this.address} is busy: ${Math.round(this.inFlight)} events are in flight to it (at most ${Math.round(this.size)} now) and ${why}; nothing was applied, retry with backoff`,
     );

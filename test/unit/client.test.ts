@@ -200,6 +200,47 @@ describe('TallyClient', () => {
     await client.close();
   });
 
+  it('fails a write at once with OVERLOADED when as many events as it may hold already wait for a slow node', async () => {
+    const node = await fakeNode((m) => new Promise((r) => setTimeout(() => r(ack(m, 0)), 1_000)));
+    const client = await TallyClient.connect({ nodes: [node.address], timeoutMs: 5_000, busyWaitMs: 2_000 });
+    const call = (tag: string): Promise<unknown> => client.processEvents(Array.from({ length: 2_000 }, (_, i) => ({ videoId: `${tag}${i}` }))).then(() => undefined, (e: unknown) => e);
+    // 20,000 events in flight (the first window) and 200,000 waiting (the most the client holds).
+    const held = Array.from({ length: 110 }, (_, i) => call(`h${i}-`));
+    // Past slowAfterMs (250 ms) with no answer: the node looks stuck as well as busy.
+    await new Promise((r) => setTimeout(r, 300));
+    const started = Date.now();
+    const late = await Promise.all(Array.from({ length: 20 }, (_, i) => call(`l${i}-`)));
+    expect(Date.now() - started).toBeLessThan(500);
+    for (const e of late) expect(e).toMatchObject({ code: 'OVERLOADED', message: expect.stringMatching(/200000 events already wait for room; nothing was applied/) });
+    expect(node.frames.some((f) => (f as unknown as CountRequest).events.some((e) => e[0].startsWith('l')))).toBe(false);
+    await client.close();
+    await Promise.all(held);
+  });
+
+  it('sends what waited for a node that answers nothing to another replica, never to the silent one', async () => {
+    const a = await fakeNode(() => undefined); // frozen: takes frames, answers nothing
+    const b = await fakeNode(ack);
+    topology = () => ({
+      rf: 2,
+      members: [
+        { id: 'a', address: a.address, zone: 'z1', vnodes: 16, up: true, inRing: true },
+        { id: 'b', address: b.address, zone: 'z2', vnodes: 16, up: true, inRing: true },
+      ],
+    });
+    const client = await TallyClient.connect({ nodes: [b.address], timeoutMs: 2_000, busyWaitMs: 300 });
+    const onA = Array.from({ length: 2_000 }, (_, i) => `v${i}`).filter((v) => client.replicasOf(v)[0]!.id === 'a');
+    const events = (n: number, tag: string): { videoId: string; eventType: string }[] => Array.from({ length: n }, (_, i) => ({ videoId: onA[i % onA.length] as string, eventType: tag }));
+    // Fills a's first window (20,000 events), never answered.
+    const first = client.processEvents(events(20_000, 'first')).then(() => undefined, (e: unknown) => e);
+    await new Promise((r) => setImmediate(r));
+    // Routed to a too (it has not been silent long yet), so it waits for room there.
+    await client.processEvents(events(500, 'second'));
+    expect(b.frames.flatMap((f) => (f as unknown as CountRequest).events).filter((e) => e[1] === 'second')).toHaveLength(500);
+    expect(a.frames.some((f) => (f as unknown as CountRequest).events.some((e) => e[1] === 'second'))).toBe(false);
+    expect(await first).toMatchObject({ code: 'TIMEOUT' });
+    await client.close();
+  });
+
   it('sends each event to a replica of its key, in one frame per node', async () => {
     const a = await fakeNode(ack);
     const b = await fakeNode(ack);
