@@ -24,6 +24,14 @@ interface FakeNode {
 /** What fake nodes answer to `topology`: by default each node alone, with rf 1. */
 let topology: ((self: string) => Record<string, unknown>) | undefined;
 const alone = (self: string): Record<string, unknown> => ({ rf: 1, members: [{ id: `n-${self}`, address: self, zone: 'z1', vnodes: 16, up: true, inRing: true }] });
+/** Two nodes, as [id, node], in zones z1 and z2, both up. */
+const pair = (rf: number, [i1, n1]: [string, FakeNode], [i2, n2]: [string, FakeNode]) => (): Record<string, unknown> => ({
+  rf,
+  members: [
+    { id: i1, address: n1.address, zone: 'z1', vnodes: 16, up: true, inRing: true },
+    { id: i2, address: n2.address, zone: 'z2', vnodes: 16, up: true, inRing: true },
+  ],
+});
 
 const servers: FakeNode[] = [];
 afterEach(async () => {
@@ -138,13 +146,7 @@ describe('TallyClient', () => {
   it('never sends a frame elsewhere, nor calls it refused, once an attempt may have been applied', async () => {
     const a = await fakeNode((m, n) => ({ t: 'error', id: m.id, code: n === 2 ? 'UNAVAILABLE' : 'TIMEOUT', message: `attempt ${n}` }));
     const b = await fakeNode(ack);
-    topology = () => ({
-      rf: 2,
-      members: [
-        { id: 'a', address: a.address, zone: 'z1', vnodes: 16, up: true, inRing: true },
-        { id: 'b', address: b.address, zone: 'z2', vnodes: 16, up: true, inRing: true },
-      ],
-    });
+    topology = pair(2, ['a', a], ['b', b]);
     // Long enough for three attempts even on a saturated machine (the third follows the UNAVAILABLE).
     const client = await TallyClient.connect({ nodes: [a.address], timeoutMs: 2_000 });
     const video = Array.from({ length: 100 }, (_, i) => `v${i}`).find((v) => client.replicasOf(v)[0]!.id === 'a') as string;
@@ -220,13 +222,7 @@ describe('TallyClient', () => {
   it('sends what waited for a node that answers nothing to another replica, never to the silent one', async () => {
     const a = await fakeNode(() => undefined); // frozen: takes frames, answers nothing
     const b = await fakeNode(ack);
-    topology = () => ({
-      rf: 2,
-      members: [
-        { id: 'a', address: a.address, zone: 'z1', vnodes: 16, up: true, inRing: true },
-        { id: 'b', address: b.address, zone: 'z2', vnodes: 16, up: true, inRing: true },
-      ],
-    });
+    topology = pair(2, ['a', a], ['b', b]);
     const client = await TallyClient.connect({ nodes: [b.address], timeoutMs: 2_000, busyWaitMs: 300 });
     const onA = Array.from({ length: 2_000 }, (_, i) => `v${i}`).filter((v) => client.replicasOf(v)[0]!.id === 'a');
     const events = (n: number, tag: string): { videoId: string; eventType: string }[] => Array.from({ length: n }, (_, i) => ({ videoId: onA[i % onA.length] as string, eventType: tag }));
@@ -244,13 +240,7 @@ describe('TallyClient', () => {
   it('sends each event to a replica of its key, in one frame per node', async () => {
     const a = await fakeNode(ack);
     const b = await fakeNode(ack);
-    topology = () => ({
-      rf: 1,
-      members: [
-        { id: 'a', address: a.address, zone: 'z1', vnodes: 16, up: true, inRing: true },
-        { id: 'b', address: b.address, zone: 'z2', vnodes: 16, up: true, inRing: true },
-      ],
-    });
+    topology = pair(1, ['a', a], ['b', b]);
     const client = await TallyClient.connect({ nodes: [a.address] });
     const ids = Array.from({ length: 200 }, (_, i) => `video${i}`);
     await client.processEvents(ids.map((videoId) => ({ videoId })));
@@ -267,13 +257,7 @@ describe('TallyClient', () => {
   it('asks another node for a read the first does not answer in time, and gives new work only to the one that answers', async () => {
     const frozen = await fakeNode(() => undefined);
     const live = await fakeNode((m) => ({ t: 'result', id: m.id, stats: (m.queries as unknown[]).map(() => [4, 4, 1, 1]) }));
-    topology = () => ({
-      rf: 2,
-      members: [
-        { id: 'f', address: frozen.address, zone: 'z1', vnodes: 16, up: true, inRing: true },
-        { id: 'l', address: live.address, zone: 'z2', vnodes: 16, up: true, inRing: true },
-      ],
-    });
+    topology = pair(2, ['f', frozen], ['l', live]);
     const client = await TallyClient.connect({ nodes: [live.address], readHedgeMs: 20, slowAfterMs: 100 });
     const firstOnFrozen = Array.from({ length: 100 }, (_, i) => `v${i}`).find((v) => client.replicasOf(v)[0]!.id === 'f') as string;
     const t0 = Date.now();
