@@ -1307,10 +1307,11 @@ export class NodeCore {
     if (inFlight > 0 && this.table.dirtyCount < this.cfg.commitAtDirty / 4) return;
     const id = ++this.commitSeq;
     const slots = this.table.takeDirty(id);
-    // The filter learns of every slot before the store may hold it.
+    // The filter learns of every slot before the store may hold it: once, at its first commit
+    // since it came into the table (one held as the store had it is in the store already).
     let written: StartsByResolution | undefined;
     for (const s of slots) {
-      this.writtenFilter.written(s.ref, s.actor);
+      if (s.first) this.writtenFilter.written(s.ref, s.actor);
       if (s.ref.start > this.writtenMax[s.ref.res]) this.writtenMax[s.ref.res] = s.ref.start;
     }
     if (this.writtenMax.m > this.writtenKept.m || this.writtenMax.h > this.writtenKept.h || this.writtenMax.d > this.writtenKept.d) written = { ...this.writtenMax };

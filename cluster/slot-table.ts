@@ -44,6 +44,12 @@ export interface SlotEntry extends SlotKey {
   slot: Slot;
 }
 
+/** A slot handed to a group commit. */
+export interface DirtySlot extends SlotEntry {
+  /** Its first commit since it came into the table, empty or as the store held nothing of it. */
+  first: boolean;
+}
+
 /** A map key for a bucket. NUL cannot occur in validated ids. */
 export function bucketId(ref: BucketRef): string {
   return `${ref.res}\u0000${ref.start}\u0000${ref.videoId}\u0000${ref.eventType}`;
@@ -66,6 +72,8 @@ interface Entry {
   dirty: boolean;
   /** Id of the commit under way that holds this slot, or 0. */
   pinnedBy: number;
+  /** The store held it when it was loaded, or a commit has taken it since. */
+  stored: boolean;
   /** Neighbours in recency order: `older` towards the least recently touched. */
   older: Entry | undefined;
   newer: Entry | undefined;
@@ -122,7 +130,7 @@ export class SlotTable {
   loaded(key: SlotKey, stored: Slot | undefined): void {
     const e = this.findKey(key);
     if (e === undefined) {
-      const fresh: Entry = { ref: key.ref, actor: key.actor, slot: stored === undefined ? undefined : { ...stored }, dirty: false, pinnedBy: 0, older: undefined, newer: undefined, live: true };
+      const fresh: Entry = { ref: key.ref, actor: key.actor, slot: stored === undefined ? undefined : { ...stored }, dirty: false, pinnedBy: 0, stored: stored !== undefined, older: undefined, newer: undefined, live: true };
       key.held = fresh;
       let list = this.listOf(key.ref.videoId);
       if (list === undefined) {
@@ -185,15 +193,16 @@ export class SlotTable {
   }
 
   /** Every dirty slot, for the commit `commitId`; they stay pinned until `committed(commitId)`. */
-  takeDirty(commitId: number): SlotEntry[] {
+  takeDirty(commitId: number): DirtySlot[] {
     assert(commitId > 0, 'commit ids start at 1');
-    const out: SlotEntry[] = new Array(this.dirty.length);
+    const out: DirtySlot[] = new Array(this.dirty.length);
     for (let i = 0; i < this.dirty.length; i++) {
       const e = this.dirty[i] as Entry;
       assert(e.slot !== undefined, 'a dirty slot has a value');
       e.dirty = false;
       e.pinnedBy = commitId;
-      out[i] = { ref: e.ref, actor: e.actor, slot: e.slot, held: e };
+      out[i] = { ref: e.ref, actor: e.actor, slot: e.slot, held: e, first: !e.stored };
+      e.stored = true;
     }
     this.dirty = [];
     return out;
