@@ -82,17 +82,22 @@ export function addDelta(slot: Readonly<Slot> | undefined, delta: Readonly<Slot>
 
 /** The delta of `n` events of `value`, for `addDelta`. */
 export function eventsDelta(value: number, n: number): Slot {
-  assert(Number.isFinite(value) && value >= 0, `event value must be finite and >= 0, got ${value}`);
-  assert(Number.isSafeInteger(n) && n > 0, `event count must be a positive integer, got ${n}`);
+  checkEvents(value, n);
   return { count: n, sum: value * n, min: value, max: value };
 }
 
-/** Folds `b` into the delta `a` (both deltas of the same actor's new events). Mutates `a`. */
-export function accumulateDelta(a: Slot, b: Readonly<Slot>): void {
-  a.count += b.count;
-  a.sum += b.sum;
-  if (b.min < a.min) a.min = b.min;
-  if (b.max > a.max) a.max = b.max;
+/** Throws unless `n` events of `value` make a delta (see eventsDelta). */
+export function checkEvents(value: number, n: number): void {
+  assert(Number.isFinite(value) && value >= 0, `event value must be finite and >= 0, got ${value}`);
+  assert(Number.isSafeInteger(n) && n > 0, `event count must be a positive integer, got ${n}`);
+}
+
+/** Folds `n` more events of `value` into the delta `a` (checked with checkEvents). Mutates `a`. */
+export function foldEvents(a: Slot, value: number, n: number): void {
+  a.count += n;
+  a.sum += value * n;
+  if (value < a.min) a.min = value;
+  if (value > a.max) a.max = value;
 }
 
 /**

@@ -46,7 +46,7 @@ import {
 } from '../protocol/peer.js';
 import { encodeFrame } from '../protocol/codec.js';
 import { differingBranches, differingLeaves, leafOf, MerkleTree, slotHash } from './anti-entropy.js';
-import { accumulateDelta, DAMAGED, eventsDelta, type Slot } from './bucket-state.js';
+import { checkEvents, DAMAGED, foldEvents, type Slot } from './bucket-state.js';
 import type { MembershipConfig } from './membership-config.js';
 import { Membership, type KnownPeer, type MemberView, type MembershipEffect } from './membership.js';
 import type { Rng } from './prng.js';
@@ -56,7 +56,7 @@ import { replicasNeeded, type ReplicationConfig } from './replication-config.js'
 import { answerableRange, describeRetention, expiryCutoff, isExpired } from './retention.js';
 import { noStarts, WrittenFilter, WRITTEN_FILTER_BYTES, type StartsByResolution } from './written-filter.js';
 import { idOf, SlotTable, type BucketRef, type SlotEntry, type SlotKey } from './slot-table.js';
-import { bucketsOf, RESOLUTION_MS, RESOLUTIONS_OF_EVENT, type Resolution } from './time-buckets.js';
+import { bucketStart, RESOLUTION_MS, RESOLUTIONS_OF_EVENT, type Resolution } from './time-buckets.js';
 
 /** Who gets the answer of a write or read: a client request (by the driver's handle) or a peer's forward. */
 export type ReplyTo = { client: number } | { peer: string; id: number };
@@ -606,7 +606,9 @@ export class NodeCore {
   private placementPending: unknown;
   private placementPrior: unknown;
   private readonly placements = new Map<string, Placement>();
-  private lastPlaced: { videoId: string; placement: Placement } | undefined;
+  /** The video placed last, and its placement (two fields, not an object made per call). */
+  private lastPlacedVideo: string | undefined;
+  private lastPlacement: Placement | undefined;
   /** With one ring, placements by token index (HashRing.indexOf). */
   private readonly placementsAt = new Map<number, Placement>();
   /** Since when every live peer has gossiped the topology checksum `agreedOn` (see topologyStable). */
@@ -771,10 +773,11 @@ export class NodeCore {
       this.placementPrior = prior;
       this.placements.clear();
       this.placementsAt.clear();
-      this.lastPlaced = undefined;
+      this.lastPlacedVideo = undefined;
+      this.lastPlacement = undefined;
     }
     // A request's events come grouped by video more often than not.
-    if (videoId === this.lastPlaced?.videoId) return this.lastPlaced.placement;
+    if (videoId === this.lastPlacedVideo && this.lastPlacement !== undefined) return this.lastPlacement;
     let pl: Placement | undefined;
     if (pending === undefined && prior === undefined) {
       // One ring: keys of one token range share their placement, so it is kept per range, not per key.
@@ -800,7 +803,8 @@ export class NodeCore {
         this.placements.set(videoId, pl);
       }
     }
-    this.lastPlaced = { videoId, placement: pl };
+    this.lastPlacedVideo = videoId;
+    this.lastPlacement = pl;
     return pl;
   }
 
@@ -1108,20 +1112,29 @@ export class NodeCore {
         lastDeltas = mine;
       }
       n += count;
-      const starts = bucketsOf(ts);
-      const delta = eventsDelta(value, count);
+      // Each bucket's delta is made (or added to) directly: this loop allocates only for slots the
+      // request has not touched yet, where a write made most of its garbage.
+      checkEvents(value, count);
       for (let i = 0; i < RESOLUTIONS_OF_EVENT.length; i++) {
         const res = RESOLUTIONS_OF_EVENT[i] as Resolution;
-        const start = starts[i] as number;
-        const d = lastDeltas.find((x) => x.key.ref.start === start && x.key.ref.res === res && x.key.ref.eventType === eventType);
+        const start = bucketStart(ts, res);
+        let d: { key: SlotKey; delta: Slot } | undefined;
+        for (let j = 0; j < lastDeltas.length; j++) {
+          const x = lastDeltas[j] as { key: SlotKey; delta: Slot };
+          const r = x.key.ref;
+          if (r.start === start && r.res === res && r.eventType === eventType) {
+            d = x;
+            break;
+          }
+        }
         if (d !== undefined) {
-          accumulateDelta(d.delta, delta);
+          foldEvents(d.delta, value, count);
           continue;
         }
         const ref: BucketRef = { videoId, eventType, res, start };
         // A late event counts in the buckets still kept (its day's, for ever), not in expired ones.
         if (this.expired(ref)) continue;
-        const fresh = { key: { ref, actor: this.actor }, delta: { ...delta } };
+        const fresh = { key: { ref, actor: this.actor }, delta: { count, sum: value * count, min: value, max: value } };
         lastDeltas.push(fresh);
         list.push(fresh);
       }

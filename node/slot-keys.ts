@@ -67,10 +67,32 @@ function checkId(what: string, id: string): void {
   assert(typeof id === 'string' && id.length > 0 && !id.includes(S), `${what} must be a non-empty string without \\x00`);
 }
 
+const D_HEAD = `d${S}`;
+/** The start of a minute or hour key: resolution and day partition (a handful in use at once). */
+const partitionHeads: Record<'m' | 'h', Map<number, string>> = { m: new Map(), h: new Map() };
+function partitionHead(res: 'm' | 'h', day: number): string {
+  const heads = partitionHeads[res];
+  let head = heads.get(day);
+  if (head === undefined) {
+    if (heads.size >= 64) heads.clear();
+    heads.set(day, (head = `${res}${S}${hexTime(day)}${S}`));
+  }
+  return head;
+}
+
 export class SlotKeys {
   /** The last video's token: a commit's slots come grouped by video (its minute, hour and day). */
   private lastVideo: string | undefined;
   private lastToken = '';
+  /** slotKey's parts kept from the slot before: the series (token, video, event type), and per resolution the start and actor. */
+  private tailVideo: string | undefined;
+  private tailType: string | undefined;
+  private tail = '';
+  private readonly ends: Record<Resolution, { start: number; actor: string; text: string }> = {
+    m: { start: -1, actor: '', text: '' },
+    h: { start: -1, actor: '', text: '' },
+    d: { start: -1, actor: '', text: '' },
+  };
 
   constructor(private readonly hash64: Hash64) {}
 
@@ -97,9 +119,29 @@ export class SlotKeys {
     return this.seriesPrefix(ref.res, bucketStart(ref.start, 'd'), ref.videoId, ref.eventType) + hexTime(ref.start);
   }
 
+  /**
+   * `bucketKey(ref)`, NUL, the actor: made of three parts, each kept from the slot before when it
+   * is the same (a commit keys tens of thousands of slots, a video's minute, hour and day in turn,
+   * with one actor), since every string joined is one more object for the collector.
+   */
   slotKey(key: SlotKey): string {
-    checkId('actor', key.actor);
-    return `${this.bucketKey(key.ref)}${S}${key.actor}`;
+    const ref = key.ref;
+    assert(isResolution(ref.res), `bad resolution ${String(ref.res)}`);
+    assert(isAligned(ref.start, ref.res), `bucket start ${ref.start} is not aligned to '${ref.res}'`);
+    if (ref.videoId !== this.tailVideo || ref.eventType !== this.tailType) {
+      checkId('videoId', ref.videoId);
+      checkId('eventType', ref.eventType);
+      this.tail = `${this.token(ref.videoId)}${S}${ref.videoId}${S}${ref.eventType}${S}`;
+      this.tailVideo = ref.videoId;
+      this.tailType = ref.eventType;
+    }
+    const head = ref.res === 'd' ? D_HEAD : partitionHead(ref.res, bucketStart(ref.start, 'd'));
+    let end = this.ends[ref.res];
+    if (end.start !== ref.start || end.actor !== key.actor) {
+      checkId('actor', key.actor);
+      end = this.ends[ref.res] = { start: ref.start, actor: key.actor, text: `${hexTime(ref.start)}${S}${key.actor}` };
+    }
+    return head + this.tail + end.text;
   }
 
   /** The key ranges of one span's slots, ascending: one for days, one per UTC day for hours and minutes. */
