@@ -516,6 +516,12 @@ export class TallyClient {
 
   /** Routes each event to its coordinator's pending frame for `cl`. */
   private enqueueEvents(call: Call, events: readonly EventTuple[], cl: Consistency, avoid?: string, refused?: TallyError): void {
+    if (this.closed) {
+      // Events routed again after close() (a refusal that slept through it): nothing of them was applied.
+      const part: Part = { call, events: [...events] };
+      call.pendingFrames += 1;
+      return this.settlePart(part, new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
+    }
     const byFrame = new Map<WriteBatch, EventTuple[]>();
     for (const e of events) {
       const address = this.route(e[0], avoid);
@@ -564,11 +570,17 @@ export class TallyClient {
    * the same node with the same batch id, until the calls' deadline.
    */
   private sendWrite(b: WriteBatch, batch: string, attempt: number, uncertain = false, actor?: string): void {
+    if (this.closed) {
+      // A retry that slept through close(): it ends here, as what close() failed.
+      const closed = new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed');
+      for (const part of b.parts) this.settlePart(part, uncertain ? unknownOutcome(closed) : closed);
+      return;
+    }
     const deadline = Math.min(...b.parts.map((p) => p.call.deadlineMs));
     const now = Date.now();
     if (deadline <= now) return this.expire(b, uncertain);
     const win = this.windowOf(b.address);
-    win.admit(b.events, uncertain ? deadline : Math.min(deadline, now + this.opts.busyWaitMs), now).then(
+    win.admit(b.events, uncertain ? deadline : Math.min(deadline, now + this.opts.busyWaitMs), now, uncertain).then(
       () => this.sendAdmitted(b, batch, attempt, uncertain, actor, deadline, win),
       (err: unknown) => {
         const e = asTallyError(err);
@@ -627,7 +639,7 @@ export class TallyClient {
         const e = asTallyError(err);
         win.done(b.events, e.code === ErrorCode.OVERLOADED ? 'overloaded' : 'other', sentAt, Date.now());
         if (this.closed) {
-          for (const part of b.parts) this.settlePart(part, e);
+          for (const part of b.parts) this.settlePart(part, uncertain ? unknownOutcome(e) : e);
           return;
         }
         if (uncertain) {

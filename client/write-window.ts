@@ -57,13 +57,15 @@ export class WriteWindow {
    * Resolves when a frame of `events` may be sent (its events then count as in flight until
    * `done`), in the order frames asked; rejects with OVERLOADED if none is made by `untilMs`, or at
    * once when too many events wait already. One frame may always be in flight, whatever its size.
+   * A `retry` (a frame an earlier attempt may have applied, which only this node can confirm) goes
+   * to the head of the queue and is never refused for its length.
    */
-  admit(events: number, untilMs: number, nowMs: number): Promise<void> {
-    if (this.waiting.length === 0 && (this.inFlight === 0 || this.inFlight + events <= this.size)) {
+  admit(events: number, untilMs: number, nowMs: number, retry = false): Promise<void> {
+    if ((this.waiting.length === 0 || retry) && (this.inFlight === 0 || this.inFlight + events <= this.size)) {
       this.inFlight += events;
       return Promise.resolve();
     }
-    if (this.waitingEvents + events > this.opts.maxWaiting) {
+    if (!retry && this.waitingEvents + events > this.opts.maxWaiting) {
       return Promise.reject(this.refusal(`${this.waitingEvents} events already wait for room`));
     }
     return new Promise<void>((resolve, reject) => {
@@ -80,7 +82,8 @@ export class WriteWindow {
           this.pump();
         }, Math.max(0, untilMs - nowMs)),
       };
-      this.waiting.push(w);
+      if (retry) this.waiting.unshift(w);
+      else this.waiting.push(w);
       this.waitingEvents += events;
     });
   }

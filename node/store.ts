@@ -91,8 +91,10 @@ export class Store {
   }
 
   async close(): Promise<void> {
-    await this.mark?.close();
+    // Taken away first: a commit that lands while the file closes writes no mark to a closed file.
+    const mark = this.mark;
     this.mark = undefined;
+    await mark?.close();
     await this.kv.close();
   }
 

@@ -20,6 +20,19 @@ describe('SlotKeys', () => {
         expect(ranges.some((r) => key >= r.gte && key < r.lt)).toBe(true);
       }),
     );
+    // The parts kept from the slot before, changed one at a time: event type, actor, resolution at one start.
+    const day = 19_700 * 86_400_000;
+    const seq = [
+      { ref: { videoId: 'v', eventType: 'view', res: 'd' as const, start: day }, actor: 'n1#1' },
+      { ref: { videoId: 'v', eventType: 'like', res: 'd' as const, start: day }, actor: 'n1#1' },
+      { ref: { videoId: 'v', eventType: 'like', res: 'd' as const, start: day }, actor: 'n2#1' },
+      { ref: { videoId: 'v', eventType: 'like', res: 'h' as const, start: day }, actor: 'n2#1' },
+      { ref: { videoId: 'v', eventType: 'like', res: 'm' as const, start: day }, actor: 'n2#1' },
+      { ref: { videoId: 'w', eventType: 'like', res: 'm' as const, start: day }, actor: 'n2#1' },
+      { ref: { videoId: 'w', eventType: 'like', res: 'm' as const, start: day + 60_000 }, actor: 'n2#1' },
+      { ref: { videoId: 'w', eventType: 'like', res: 'h' as const, start: day + 86_400_000 }, actor: 'n2#1' },
+    ];
+    for (const k of seq) expect(keys.slotKey(k)).toBe(`${keys.bucketKey(k.ref)}\u0000${k.actor}`);
     expect(() => keys.slotKey({ ref: { videoId: 'a\u0000b', eventType: 'view', res: 'd', start: 0 }, actor: 'n1#1' })).toThrow(/videoId/);
     expect(() => keys.slotKey({ ref: { videoId: 'a', eventType: 'view', res: 'h', start: 1 }, actor: 'n1#1' })).toThrow(/not aligned/);
   });

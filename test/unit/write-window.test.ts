@@ -56,6 +56,19 @@ describe('WriteWindow', () => {
     expect(w.inFlight).toBe(0);
   });
 
+  it('takes a retry of a frame that may have been applied ahead of the queue, and never refuses it for its length', async () => {
+    const w = new WriteWindow('n1', opts);
+    const now = Date.now();
+    await w.admit(4_000, now + 1_000, now);
+    const fresh = w.admit(4_000, now + 1_000, now);
+    const retry = w.admit(2_000, now + 1_000, now, true); // 4,000 + 2,000 wait: past maxWaiting (5,000), yet queued
+    expect([await settled(fresh), await settled(retry)]).toEqual(['pending', 'pending']);
+    w.done(4_000, 'other', now, now);
+    expect([await settled(retry), await settled(fresh)]).toEqual(['sent', 'pending']);
+    w.done(2_000, 'other', now, now);
+    expect(await settled(fresh)).toBe('sent');
+  });
+
   it('doubles each round until refused, then halves once per round of refusals and grows by a frame per window', () => {
     const w = new WriteWindow('n1', opts);
     w.inFlight = 100_000;
