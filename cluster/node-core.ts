@@ -553,6 +553,11 @@ export class NodeCore {
   // Loads and scans under way.
   private readonly loads = new Map<number, { keys: SlotKey[]; waiters: (() => void)[] }>();
   private readonly loading = new Map<string, number>();
+  /**
+   * Slots being read, per video: a missing slot of a video with none being read needs no slot id
+   * made to look it up in `loading` (one string per slot, while any read is under way).
+   */
+  private readonly loadingOfVideo = new Map<string, number>();
   private readonly scans = new Map<number, (slots: SpanSlot[] | undefined, message?: string, code?: ErrorCode) => void>();
 
   // Coordinators.
@@ -1219,7 +1224,7 @@ export class NodeCore {
     const loadIds = new Set<number>();
     for (const k of missing) {
       // A slot the store cannot hold is absent: no read.
-      if (this.loading.size === 0 || !this.loading.has(idOf(k))) {
+      if (this.loading.size === 0 || !this.loadingOfVideo.has(k.ref.videoId) || !this.loading.has(idOf(k))) {
         if (!this.writtenFilter.mayExist(k.ref, k.actor)) {
           this.table.loaded(k, undefined);
           continue;
@@ -1233,7 +1238,11 @@ export class NodeCore {
     if (fresh.length === 0 && loadIds.size === 0) return then();
     if (fresh.length > 0) {
       const id = ++this.ioSeq;
-      for (const k of fresh) this.loading.set(idOf(k), id);
+      for (const k of fresh) {
+        const sid = idOf(k);
+        if (!this.loading.has(sid)) this.loadingOfVideo.set(k.ref.videoId, (this.loadingOfVideo.get(k.ref.videoId) ?? 0) + 1);
+        this.loading.set(sid, id);
+      }
       this.loads.set(id, { keys: fresh, waiters: [] });
       this.out.loads.push({ id, keys: fresh });
       loadIds.add(id);
@@ -1249,6 +1258,14 @@ export class NodeCore {
     }
   }
 
+  /** `k` (slot id `sid`) is no longer being read. */
+  private loaded(k: SlotKey, sid: string): void {
+    if (!this.loading.delete(sid)) return;
+    const left = (this.loadingOfVideo.get(k.ref.videoId) ?? 1) - 1;
+    if (left > 0) this.loadingOfVideo.set(k.ref.videoId, left);
+    else this.loadingOfVideo.delete(k.ref.videoId);
+  }
+
   private onLoaded(id: number, slots: readonly (Slot | undefined | typeof DAMAGED)[]): void {
     const load = this.loads.get(id);
     if (load === undefined) return;
@@ -1257,7 +1274,7 @@ export class NodeCore {
     this.counters.slotsLoaded += slots.length;
     load.keys.forEach((k, i) => {
       const sid = idOf(k);
-      this.loading.delete(sid);
+      this.loaded(k, sid);
       const slot = slots[i];
       if (slot !== DAMAGED) return this.table.loaded(k, slot);
       // Another actor's slot is joined over by whatever a replica sends; our own must not be added to.
@@ -1276,7 +1293,7 @@ export class NodeCore {
     const load = this.loads.get(id);
     if (load === undefined) return;
     this.loads.delete(id);
-    for (const k of load.keys) this.loading.delete(idOf(k));
+    for (const k of load.keys) this.loaded(k, idOf(k));
     this.out.log.push(`error INTERNAL: store read failed: ${message}`);
     // Fail whatever waited on it: writes that did nothing yet, and replications (unacked; the sender hints).
     // By slot, not by key object: a write that found the slot already being read waits on this read
