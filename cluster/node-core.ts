@@ -257,12 +257,18 @@ interface WriteRequest {
   outcomes: Outcome[];
 }
 
+/** An own slot a write adds to, and what it adds. */
+interface SlotDelta {
+  key: SlotKey;
+  delta: Slot;
+}
+
 /** The part of a write this node coordinates as a replica. */
 interface WriteOp {
   request: WriteRequest;
   /** Own slots it changes (or, for a repeated batch, rewrites). */
   keys: SlotKey[];
-  deltas: { key: SlotKey; delta: Slot }[];
+  deltas: SlotDelta[];
   batch: string | undefined;
   /** The topology checksum it was placed under. */
   ring: string;
@@ -1102,12 +1108,12 @@ export class NodeCore {
 
   private coordinate(request: WriteRequest, events: readonly EventTuple[], need: number, batch: string | undefined): void {
     // Deltas by video, then a short list: no key string is made per event.
-    const byVideo = new Map<string, { key: SlotKey; delta: Slot }[]>();
-    const list: { key: SlotKey; delta: Slot }[] = [];
+    const byVideo = new Map<string, SlotDelta[]>();
+    const list: SlotDelta[] = [];
     const groups = new Set<string[]>();
     let n = 0;
     let lastVideo: string | undefined;
-    let lastDeltas: { key: SlotKey; delta: Slot }[] = [];
+    let lastDeltas: SlotDelta[] = [];
     for (const [videoId, eventType, ts, value, count] of events) {
       if (videoId !== lastVideo) {
         for (const g of writeGroups(this.placementOf(videoId), need)) groups.add(g);
@@ -1123,9 +1129,9 @@ export class NodeCore {
       for (let i = 0; i < RESOLUTIONS_OF_EVENT.length; i++) {
         const res = RESOLUTIONS_OF_EVENT[i] as Resolution;
         const start = bucketStart(ts, res);
-        let d: { key: SlotKey; delta: Slot } | undefined;
+        let d: SlotDelta | undefined;
         for (let j = 0; j < lastDeltas.length; j++) {
-          const x = lastDeltas[j] as { key: SlotKey; delta: Slot };
+          const x = lastDeltas[j] as SlotDelta;
           const r = x.key.ref;
           if (r.start === start && r.res === res && r.eventType === eventType) {
             d = x;
@@ -1259,7 +1265,7 @@ export class NodeCore {
   }
 
   /** `k` (slot id `sid`) is no longer being read. */
-  private loaded(k: SlotKey, sid: string): void {
+  private doneLoading(k: SlotKey, sid: string): void {
     if (!this.loading.delete(sid)) return;
     const left = (this.loadingOfVideo.get(k.ref.videoId) ?? 1) - 1;
     if (left > 0) this.loadingOfVideo.set(k.ref.videoId, left);
@@ -1274,7 +1280,7 @@ export class NodeCore {
     this.counters.slotsLoaded += slots.length;
     load.keys.forEach((k, i) => {
       const sid = idOf(k);
-      this.loaded(k, sid);
+      this.doneLoading(k, sid);
       const slot = slots[i];
       if (slot !== DAMAGED) return this.table.loaded(k, slot);
       // Another actor's slot is joined over by whatever a replica sends; our own must not be added to.
@@ -1293,7 +1299,7 @@ export class NodeCore {
     const load = this.loads.get(id);
     if (load === undefined) return;
     this.loads.delete(id);
-    for (const k of load.keys) this.loaded(k, idOf(k));
+    for (const k of load.keys) this.doneLoading(k, idOf(k));
     this.out.log.push(`error INTERNAL: store read failed: ${message}`);
     // Fail whatever waited on it: writes that did nothing yet, and replications (unacked; the sender hints).
     // By slot, not by key object: a write that found the slot already being read waits on this read

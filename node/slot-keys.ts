@@ -84,7 +84,7 @@ export class SlotKeys {
   /** The last video's token: a commit's slots come grouped by video (its minute, hour and day). */
   private lastVideo: string | undefined;
   private lastToken = '';
-  /** slotKey's parts kept from the slot before: the series (token, video, event type), and per resolution the start and actor. */
+  /** Key parts kept from the call before: the series (token, video, event type), and per resolution slotKey's start and actor. */
   private tailVideo: string | undefined;
   private tailType: string | undefined;
   private tail = '';
@@ -107,10 +107,19 @@ export class SlotKeys {
 
   /** Everything before the bucket's start: one series' buckets of `res` in the day partition `day`. */
   seriesPrefix(res: Resolution, day: number, videoId: string, eventType: string): string {
-    checkId('videoId', videoId);
-    checkId('eventType', eventType);
-    const tail = `${this.token(videoId)}${S}${videoId}${S}${eventType}${S}`;
-    return res === 'd' ? `d${S}${tail}` : `${res}${S}${hexTime(day)}${S}${tail}`;
+    return (res === 'd' ? D_HEAD : partitionHead(res, day)) + this.series(videoId, eventType);
+  }
+
+  /** The series' part of a key (token, video, event type), kept from the call before when it is the same series. */
+  private series(videoId: string, eventType: string): string {
+    if (videoId !== this.tailVideo || eventType !== this.tailType) {
+      checkId('videoId', videoId);
+      checkId('eventType', eventType);
+      this.tail = `${this.token(videoId)}${S}${videoId}${S}${eventType}${S}`;
+      this.tailVideo = videoId;
+      this.tailType = eventType;
+    }
+    return this.tail;
   }
 
   bucketKey(ref: BucketRef): string {
@@ -120,28 +129,22 @@ export class SlotKeys {
   }
 
   /**
-   * `bucketKey(ref)`, NUL, the actor: made of three parts, each kept from the slot before when it
-   * is the same (a commit keys tens of thousands of slots, a video's minute, hour and day in turn,
-   * with one actor), since every string joined is one more object for the collector.
+   * `bucketKey(ref)`, NUL, the actor: the series prefix, then the start and actor, each part kept
+   * from the slot before when it is the same (a commit keys tens of thousands of slots, a video's
+   * minute, hour and day in turn, with one actor), since every string joined is one more object
+   * for the collector.
    */
   slotKey(key: SlotKey): string {
     const ref = key.ref;
     assert(isResolution(ref.res), `bad resolution ${String(ref.res)}`);
     assert(isAligned(ref.start, ref.res), `bucket start ${ref.start} is not aligned to '${ref.res}'`);
-    if (ref.videoId !== this.tailVideo || ref.eventType !== this.tailType) {
-      checkId('videoId', ref.videoId);
-      checkId('eventType', ref.eventType);
-      this.tail = `${this.token(ref.videoId)}${S}${ref.videoId}${S}${ref.eventType}${S}`;
-      this.tailVideo = ref.videoId;
-      this.tailType = ref.eventType;
-    }
-    const head = ref.res === 'd' ? D_HEAD : partitionHead(ref.res, bucketStart(ref.start, 'd'));
+    const prefix = this.seriesPrefix(ref.res, bucketStart(ref.start, 'd'), ref.videoId, ref.eventType);
     let end = this.ends[ref.res];
     if (end.start !== ref.start || end.actor !== key.actor) {
       checkId('actor', key.actor);
       end = this.ends[ref.res] = { start: ref.start, actor: key.actor, text: `${hexTime(ref.start)}${S}${key.actor}` };
     }
-    return head + this.tail + end.text;
+    return prefix + end.text;
   }
 
   /** The key ranges of one span's slots, ascending: one for days, one per UTC day for hours and minutes. */
