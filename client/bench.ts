@@ -83,6 +83,11 @@ export interface NodeUsage {
   /** Highest resident memory seen during the run (polled each second), and the process's own peak. */
   peakRssMB: number;
   processPeakRssMB: number;
+  /**
+   * Highest of its own memory (anonymous pages) seen, polled; the rest of its resident memory is
+   * files it maps (LevelDB's tables, page cache the kernel takes back). Absent where not known.
+   */
+  peakAnonMB?: number;
 }
 
 export interface BenchResult {
@@ -201,6 +206,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const earliest = Math.floor((startedAt - o.historyDays * DAY_MS) / DAY_MS) * DAY_MS - DAY_MS;
   const before = new Map<string, NodeStatus | undefined>(await Promise.all(members.map(async (a) => [a, await nodeStatus(a, o.auth ?? {})] as const)));
   const peakRss = new Map<string, number>();
+  const peakAnon = new Map<string, number>();
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const measureFrom = t0 + o.warmupS * 1000;
@@ -280,6 +286,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     for (const a of members) {
       void nodeStatus(a, o.auth ?? {}).then((st) => {
         if (st?.process !== undefined) peakRss.set(a, Math.max(peakRss.get(a) ?? 0, st.process.rssBytes));
+        if (st?.process?.rssAnonBytes !== undefined) peakAnon.set(a, Math.max(peakAnon.get(a) ?? 0, st.process.rssAnonBytes));
       });
     }
   }, 1000);
@@ -343,7 +350,14 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       const p = st?.process;
       const cpuMs = p === undefined ? 0 : p.cpuUserMs + p.cpuSystemMs - (b === undefined ? 0 : b.cpuUserMs + b.cpuSystemMs);
       const peak = Math.max(peakRss.get(a) ?? 0, p?.rssBytes ?? 0);
-      return { address: a, cpuSeconds: +(cpuMs / 1000).toFixed(1), peakRssMB: Math.round(peak / 1048576), processPeakRssMB: Math.round((p?.peakRssBytes ?? 0) / 1048576) };
+      const anon = Math.max(peakAnon.get(a) ?? 0, p?.rssAnonBytes ?? 0);
+      return {
+        address: a,
+        cpuSeconds: +(cpuMs / 1000).toFixed(1),
+        peakRssMB: Math.round(peak / 1048576),
+        processPeakRssMB: Math.round((p?.peakRssBytes ?? 0) / 1048576),
+        ...(anon === 0 ? {} : { peakAnonMB: Math.round(anon / 1048576) }),
+      };
     });
     const check = await checkCounts(o, members, video, types, acked, unknown, earliest);
     const w = writes.summary(seconds);
@@ -435,7 +449,7 @@ export function formatBench(r: BenchResult): string {
   ];
   for (const [range, l] of Object.entries(r.reads)) lines.push(`reads ${range.padEnd(3)}: ${l.count} in ${r.seconds} s = ${l.perSecond}/s; ${formatLatency(l)}`);
   lines.push(`errors:  ${Object.keys(r.errors).length === 0 ? 'none' : Object.entries(r.errors).map(([c, n]) => `${c} ${n}`).join(', ')}`);
-  for (const n of r.nodes) lines.push(`node ${n.address}: cpu ${n.cpuSeconds} s (${Math.round((100 * n.cpuSeconds) / r.seconds)}% of a core), memory peak ${n.peakRssMB} MB (process peak ${n.processPeakRssMB} MB)`);
+  for (const n of r.nodes) lines.push(`node ${n.address}: cpu ${n.cpuSeconds} s (${Math.round((100 * n.cpuSeconds) / r.seconds)}% of a core), memory peak ${n.peakRssMB} MB (process peak ${n.processPeakRssMB} MB${n.peakAnonMB === undefined ? '' : `; its own at most ${n.peakAnonMB} MB, the rest mapped files: the node binary, LevelDB's tables`})`);
   lines.push(`client:  cpu ${r.clientCpuSeconds} s`);
   const c = r.check;
   lines.push(`check:   ${c.videos} series read through ${c.readThrough}: counted ${c.counted}, acknowledged ${c.acked}, attempted ${c.attempted}; ${c.outside === 0 ? 'every count within bounds' : `${c.outside} OUTSIDE [acknowledged, attempted]`}`);

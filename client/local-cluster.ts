@@ -14,6 +14,7 @@ import type { NodeStatus } from '../protocol/status.js';
 import { formatStatus } from './status-format.js';
 import { TallyClient } from './tally-client.js';
 import { withoutUndefinedAuth, type ConnectionAuth } from './connection.js';
+import { heapFlags, nodeEnv } from '../node/memory.js';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '../scripts/cli.js');
 /** Zones of a local cluster: three, so replicas of N = 3 land in distinct zones. */
@@ -46,10 +47,9 @@ export interface LocalClusterOptions {
   /** How long to wait for every node to see every other up. */
   agreeTimeoutMs: number;
   /**
-   * Each node's JavaScript heap limit in MiB (`--max-old-space-size`); default V8's own. V8 lets
-   * the heap grow to several times what is live before it collects hard (a node at full load held
-   * ~170 MB live in ~520 MB resident); a limit keeps it smaller at a cost in throughput (README,
-   * "Performance, measured").
+   * Each node's JavaScript heap limit in MiB (`--max-old-space-size`; the CLI gives the one the
+   * default memory budget leaves, node/memory.ts); undefined: V8's own, several GiB, which V8 lets
+   * grow to several times what is live before it collects hard.
    */
   heapMB?: number;
 }
@@ -110,7 +110,9 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
   const seeds = addresses.slice(0, Math.min(2, o.nodes)).join(',');
   const children: Child[] = addresses.map((address, i) => {
     const id = `n${i + 1}`;
-    const args = [...(o.heapMB === undefined ? [] : [`--max-old-space-size=${o.heapMB}`]), CLI, 'start', '--host', o.host, '--port', String(o.basePort + i), '--data', join(o.dataDir, id)];
+    // The heap limit given here, so the node's process is this child (no second one to set it);
+    // none given: none at all (`--memory-mb 0`).
+    const args = [...heapFlags(o.heapMB), CLI, 'start', ...(o.heapMB === undefined ? ['--memory-mb', '0'] : []), '--host', o.host, '--port', String(o.basePort + i), '--data', join(o.dataDir, id)];
     args.push('--id', id, '--zone', `z${(i % LOCAL_ZONES) + 1}`, '--seeds', seeds, '--rf', String(o.rf ?? Math.min(3, o.nodes)), ...(o.fsync ? ['--fsync'] : []));
     if (o.retention !== undefined) args.push('--minute-retention-days', String(o.retention.minuteDays), '--hour-retention-days', String(o.retention.hourDays));
     // Each node in its own process group: Ctrl-C reaches only this process, which stops the
@@ -122,7 +124,7 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
     args.push('--log-format', process.stdout.isTTY === true ? 'pretty' : 'json');
     // The nodes get their settings from these flags alone: a TALLY_* variable meant for this
     // command (TALLY_CONFIG, TALLY_ADVERTISE, TALLY_TLS_CERT…) would give every node the same one.
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TALLY_')));
+    const env = nodeEnv(Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TALLY_'))));
     // Secrets by the environment, not the command line, where any user's `ps` would show them.
     if (clusterSecret !== undefined) env.TALLY_CLUSTER_SECRET = clusterSecret;
     if (o.clientToken !== undefined) env.TALLY_CLIENT_TOKEN = o.clientToken;

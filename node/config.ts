@@ -106,11 +106,12 @@ function withoutUndefined<T extends object>(o: T | undefined): Partial<T> {
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$/;
 
 /**
- * Bytes of JavaScript heap one slot in the core's table takes, with its share of the structures
- * around it and the garbage a busy node makes: measured at 700 to 900 bytes (145-200 MB of heap
- * holding 200,000-255,000 slots under load).
+ * Bytes of JavaScript heap to allow per slot in the core's table, with its share of the structures
+ * around it and room for the garbage a busy node makes. A heap snapshot under load: 86 MB live
+ * with ~210,000 slots cached (~350 bytes a slot, everything else included); before video ids were
+ * copied into the table (slot-table.ts) a slot held its frame's string too, 700-900 bytes.
  */
-export const HEAP_BYTES_PER_SLOT = 1_000;
+export const HEAP_BYTES_PER_SLOT = 500;
 /** Shares of the heap limit the slot cache, and the slots awaiting a commit, may take. */
 const CACHE_HEAP_SHARE = 0.35;
 const DIRTY_HEAP_SHARE = 0.15;

@@ -320,7 +320,7 @@ const SCRIPT = String.raw`
     chart('chart-read-latency', now, ['rp50', 'rp99'], ms, ' ms');
     text(el('load-note'), 'Requests this node coordinated; latency p50/p99 of its last ' + l.windowS + ' s, from reaching the node to its answer. ');
     var e = s.edge;
-    text(el('process'), 'Process: ' + mb(p.rssBytes) + ' resident, heap ' + mb(p.heapUsedBytes) + ' of ' + mb(p.heapTotalBytes) +
+    text(el('process'), 'Process: ' + mb(p.rssBytes) + ' resident, heap ' + mb(p.heapUsedBytes) + ' of ' + mb(p.heapTotalBytes) + (isNum(p.heapLimitBytes) ? ' (limit ' + mb(p.heapLimitBytes) + ')' : '') +
       (isNum(sample.cpu) ? ', CPU ' + Math.round(sample.cpu) + '% of a core' : '') + (isNum(p.uptimeS) ? ', up ' + p.uptimeS + ' s' : '') +
       (e ? '; ' + e.connections + ' of ' + e.maxConnections + ' connections open.' : '.'));
   }

@@ -1,6 +1,8 @@
 /**
  * The status report's member rows and health line, from the core's view of the membership.
  */
+import { readFileSync } from 'node:fs';
+import { getHeapStatistics } from 'node:v8';
 import type { NodeCore } from '../cluster/node-core.js';
 import type { MemberStatus, ProcessStatus } from '../protocol/status.js';
 
@@ -48,15 +50,31 @@ export function healthLine(members: readonly MemberStatus[]): string {
   return `${healthy ? 'healthy' : 'degraded'}: ${parts.join('; ')}`;
 }
 
+/** Resident kB by kind (RssAnon, RssFile, RssShmem) from /proc/self/status; empty where there is none. */
+function residentByKind(): Record<string, number> {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/status', 'latin1');
+  } catch {
+    return {};
+  }
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^(Rss\w+):\s+(\d+) kB$/gm)) out[m[1] as string] = Number(m[2]);
+  return out;
+}
+
 /** This process's ProcessStatus. */
 export function processStatus(): ProcessStatus {
   const m = process.memoryUsage();
   const r = process.resourceUsage();
+  const kinds = residentByKind();
   return {
     rssBytes: m.rss,
+    ...(kinds['RssAnon'] === undefined ? {} : { rssAnonBytes: kinds['RssAnon'] * 1024, rssFileBytes: ((kinds['RssFile'] ?? 0) + (kinds['RssShmem'] ?? 0)) * 1024 }),
     peakRssBytes: Math.max(m.rss, r.maxRSS * 1024),
     heapUsedBytes: m.heapUsed,
     heapTotalBytes: m.heapTotal,
+    heapLimitBytes: getHeapStatistics().heap_size_limit,
     externalBytes: m.external,
     cpuUserMs: Math.round(r.userCPUTime / 1000),
     cpuSystemMs: Math.round(r.systemCPUTime / 1000),

@@ -99,10 +99,20 @@ export interface LoadFigures {
 
 export interface ProcessStatus {
   rssBytes: number;
+  /**
+   * Of rssBytes, the process's own memory (anonymous pages: heap, buffers, LevelDB's write buffers
+   * and caches), and pages of files it maps: LevelDB maps its table files to read them, so their
+   * pages read recently count as resident, page cache the kernel takes back when it needs it
+   * (and the node binary's own code). Linux only.
+   */
+  rssAnonBytes?: number;
+  rssFileBytes?: number;
   /** The most resident memory the process has had since it started. */
   peakRssBytes: number;
   heapUsedBytes: number;
   heapTotalBytes: number;
+  /** The heap's limit (`--max-old-space-size`, which `tally start` sets from the memory budget: node/memory.ts). */
+  heapLimitBytes: number;
   /** Memory outside the JavaScript heap held by buffers (frames, LevelDB values). */
   externalBytes: number;
   cpuUserMs: number;

@@ -28,6 +28,7 @@ import { statusOf } from '../client/local-cluster.js';
 import { TallyClient } from '../client/tally-client.js';
 import { Consistency, ErrorCode, TallyError } from '../protocol/index.js';
 import { ChaosNet } from './chaos-net.js';
+import { startArgs } from '../node/memory.js';
 
 /** The built CLI: beside this file once built, or under dist/ when this runs from source (tests). */
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -133,10 +134,10 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
 
   const start = async (n: NodeProc): Promise<void> => {
     const [host, port] = n.address.split(':') as [string, string];
-    const args = [CLI, 'start', '--host', host, '--port', port, '--data', join(dir, `n${n.i + 1}`), '--id', `n${n.i + 1}`, '--zone', `z${(n.i % 3) + 1}`];
+    const args = ['--host', host, '--port', port, '--data', join(dir, `n${n.i + 1}`), '--id', `n${n.i + 1}`, '--zone', `z${(n.i % 3) + 1}`];
     args.push('--seeds', seeds, '--rf', '3', '--cluster-secret', SECRET, '--stop-on-stdin-close', '--repair-interval-ms', String(REPAIR_INTERVAL_MS));
     if (n.offsetMs !== 0) args.push('--clock-offset-ms', String(n.offsetMs));
-    const cmd = net === undefined ? [process.execPath, ...args] : [...net.exec(n.i), process.execPath, ...args];
+    const cmd = [...(net === undefined ? [] : net.exec(n.i)), process.execPath, ...startArgs(CLI, args)];
     // Every commit is checked never to lower a stored slot (node/store.ts, verifyCommits): a run
     // names the first such commit as a violation, rather than only the increments it lost.
     const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TALLY_VERIFY_COMMITS: '1' } });

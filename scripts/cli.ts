@@ -17,6 +17,7 @@ import { withoutUndefinedAuth, type ConnectionAuth } from '../client/connection.
 import type { NodeStatus } from '../protocol/status.js';
 import { defaultRetention, validateRetention, type Retention } from '../cluster/retention.js';
 import { LOG_LEVELS, LogFormat, type LogLevel } from '../node/log-options.js';
+import { DEFAULT_MEMORY_MB, heapLimitGiven, heapMBOf, NATIVE_RESERVE_MB, runWithHeap } from '../node/memory.js';
 
 const DEFAULT_NODE = '127.0.0.1:7401';
 
@@ -165,6 +166,10 @@ async function withClient<T>(node: string, fn: (c: TallyClient) => Promise<T>, c
   }
 }
 
+const memoryOption = {
+  type: 'number',
+  describe: `resident memory to keep each node under, MiB: each runs with the JavaScript heap limit this leaves (${NATIVE_RESERVE_MB} MiB less); 0: V8's own limit [${DEFAULT_MEMORY_MB}]`,
+} as const;
 const nodeOption = { type: 'string', default: DEFAULT_NODE, describe: 'node to ask (it coordinates), host:port[,host:port to fall back on]' } as const;
 const consistencyOption = {
   type: 'string',
@@ -199,6 +204,7 @@ async function main(argv: string[]): Promise<void> {
           .option('cluster-secret', { type: 'string', describe: 'secret every member proves to its peers (or TALLY_CLUSTER_SECRET); needed beyond loopback' })
           .option('insecure', { type: 'boolean', describe: 'listen beyond loopback without a cluster secret' })
           .option('fsync', { type: 'boolean', describe: 'fsync every group commit' })
+          .option('memory-mb', { type: 'number', describe: `resident memory to keep the node under, MiB: it runs with the JavaScript heap limit this leaves (${NATIVE_RESERVE_MB} MiB less) unless given one (--max-old-space-size, NODE_OPTIONS); 0: V8's own limit [${DEFAULT_MEMORY_MB}]` })
           .option('rebuild', { type: 'boolean', describe: 'move a lost or damaged database aside and come back as a new actor that the replicas refill' })
           .option('repair-interval-ms', { type: 'number', describe: 'start an anti-entropy comparison with the next peer this often; 0: only on `tally repair` [60000]' })
           .option('repair-slots-per-second', { type: 'number', describe: 'pace of anti-entropy\'s walks of the store [100000]' })
@@ -221,6 +227,12 @@ async function main(argv: string[]): Promise<void> {
           .option('clock-offset-ms', { type: 'number', hidden: true, describe: 'fault tests: run this node with its clock off by this much' })
           .option('stop-on-stdin-close', { type: 'boolean', default: false, hidden: true }),
       async (a) => {
+        const heapMB = heapMBOf(a['memory-mb'] ?? DEFAULT_MEMORY_MB);
+        if (heapMB !== undefined && !heapLimitGiven()) {
+          // The heap's limit is fixed when a process starts: the node runs as a child given it.
+          process.exitCode = await runWithHeap(heapMB);
+          return;
+        }
         const { startNodeProcess } = await import('../node/main.js');
         // Only what the user set: every default lives in one place (node/config.ts and the configs it composes).
         await startNodeProcess({
@@ -431,13 +443,14 @@ async function main(argv: string[]): Promise<void> {
           .option('rf', { type: 'number', describe: 'replication factor [the smaller of 3 and --nodes]' })
           .option('minute-retention-days', { type: 'number', describe: 'keep minute buckets this many days after their day ends; 0: for ever [14]' })
           .option('hour-retention-days', { type: 'number', describe: 'keep hour buckets this many days after their day ends; 0: for ever [400]' })
-          .option('heap-mb', { type: 'number', describe: 'each node\'s JavaScript heap limit, MiB [V8\'s own]' })
+          .option('memory-mb', memoryOption)
+          .option('heap-mb', { type: 'number', describe: 'each node\'s JavaScript heap limit, MiB, instead of the one --memory-mb leaves' })
           .option('client-token', { type: 'string', describe: 'a read-write token every client must show (or TALLY_CLIENT_TOKEN)' }),
       async (a) => {
         const { runLocalCluster, AGREE_TIMEOUT_MS } = await import('../client/local-cluster.js');
         checkHeapMB(a['heap-mb']);
         await runLocalCluster({
-          heapMB: a['heap-mb'],
+          heapMB: a['heap-mb'] ?? heapMBOf(a['memory-mb'] ?? DEFAULT_MEMORY_MB),
           nodes: a.nodes,
           basePort: a['base-port'],
           host: a.host,
@@ -461,7 +474,8 @@ async function main(argv: string[]): Promise<void> {
           .option('rf', { type: 'number', describe: 'with --local: replication factor [the smaller of 3 and --local]' })
           .option('fsync', { type: 'boolean', default: true, describe: 'with --local: fsync every group commit (--no-fsync: not)' })
           .option('base-port', { type: 'number', default: 7701, describe: 'with --local: port of the first node' })
-          .option('heap-mb', { type: 'number', describe: 'with --local: each node\'s JavaScript heap limit, MiB [V8\'s own]' })
+          .option('memory-mb', { ...memoryOption, describe: `with --local: ${memoryOption.describe}` })
+          .option('heap-mb', { type: 'number', describe: 'with --local: each node\'s JavaScript heap limit, MiB, instead of the one --memory-mb leaves' })
           .option('duration', { type: 'number', default: 10, describe: 'seconds of load measured' })
           .option('warmup', { type: 'number', default: 2, describe: 'seconds of load before measuring' })
           .option('events', { type: 'number', describe: 'stop once this many events were sent, if sooner' })
@@ -505,7 +519,7 @@ async function main(argv: string[]): Promise<void> {
           localRf: a.rf,
           localFsync: a.fsync,
           localBasePort: a['base-port'],
-          localHeapMB: a['heap-mb'],
+          localHeapMB: a['heap-mb'] ?? heapMBOf(a['memory-mb'] ?? DEFAULT_MEMORY_MB),
           durationS: a.duration,
           warmupS: a.warmup,
           events: a.events,

@@ -15,6 +15,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { statusOf } from '../client/local-cluster.js';
+import { startArgs } from '../node/memory.js';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), 'cli.js');
 
@@ -40,9 +41,9 @@ async function main(): Promise<number> {
   const addresses = Array.from({ length: n }, (_, i) => `127.0.0.1:${basePort + i}`);
   try {
     for (let i = 0; i < n; i++) {
-      const args = [CLI, 'start', '--port', String(basePort + i), '--data', join(dir, `n${i + 1}`), '--id', `n${i + 1}`];
+      const args = ['--port', String(basePort + i), '--data', join(dir, `n${i + 1}`), '--id', `n${i + 1}`];
       args.push('--zone', `z${(i % 3) + 1}`, '--seeds', addresses[0] as string);
-      const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+      const p = spawn(process.execPath, startArgs(CLI, args), { stdio: ['ignore', 'pipe', 'inherit'] });
       p.stdout?.on('data', (d: Buffer) => {
         for (const line of d.toString().split('\n')) if (/ is down /.test(line)) downLines.push(`n${i + 1}: ${line}`);
       });

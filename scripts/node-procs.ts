@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startArgs } from '../node/memory.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** The built CLI: beside this file once built, or under dist/ when this runs from source. */
@@ -14,7 +15,7 @@ export const CLI = existsSync(join(HERE, 'cli.js')) ? join(HERE, 'cli.js') : joi
 
 /** Runs `tally start …args`; resolves with the process once it prints its ready line. */
 export function startTallyNode(args: string[], name: string): Promise<ChildProcess> {
-  const p = spawn(process.execPath, [CLI, 'start', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn(process.execPath, startArgs(CLI, args), { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((resolve, reject) => {
     let out = '';
     p.stdout?.on('data', (d: Buffer) => {

@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { statusOf } from '../client/local-cluster.js';
 import { TallyClient } from '../client/tally-client.js';
 import { Consistency, TallyError } from '../protocol/index.js';
+import { startArgs } from '../node/memory.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const CLI = existsSync(join(HERE, 'cli.js')) ? join(HERE, 'cli.js') : join(HERE, '../dist/scripts/cli.js');
@@ -66,9 +67,9 @@ class Nodes {
   }
 
   start(i: number): Promise<void> {
-    const args = [CLI, 'start', '--port', String(this.basePort + i), '--data', join(this.dir, `n${i + 1}`), '--id', `n${i + 1}`, '--zone', `z${(i % 3) + 1}`, '--rf', '3', '--insecure'];
+    const args = ['--port', String(this.basePort + i), '--data', join(this.dir, `n${i + 1}`), '--id', `n${i + 1}`, '--zone', `z${(i % 3) + 1}`, '--rf', '3', '--insecure'];
     if (i > 0) args.push('--seeds', this.address(0));
-    const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, startArgs(CLI, args), { stdio: ['ignore', 'pipe', 'pipe'] });
     this.procs[i] = p;
     this.out[i] = '';
     return new Promise((resolve, reject) => {

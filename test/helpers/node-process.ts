@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startArgs } from '../../node/memory.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = join(ROOT, 'dist/scripts/cli.js');
@@ -30,7 +31,7 @@ export async function removeDir(dir: string): Promise<void> {
 
 /** Starts `tally start` (after `prefix`, e.g. `ip netns exec ns`; with `env` added) and waits for its ready line. */
 export function startNode(args: string[], readyTimeoutMs = 15_000, prefix: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<NodeProcess> {
-  const cmd = [...prefix, process.execPath, CLI, 'start', ...args];
+  const cmd = [...prefix, process.execPath, ...startArgs(CLI, args)];
   const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   const exited = new Promise<number | string>((res) => proc.once('exit', (code, signal) => res(code ?? signal ?? -1)));

@@ -45,6 +45,9 @@ describe('bench smoke', () => {
     for (const n of r.nodes) {
       expect(n.cpuSeconds).toBeGreaterThan(0);
       expect(n.peakRssMB).toBeGreaterThan(0);
+      // Its own memory, apart from the files it maps (Linux, where CI runs).
+      expect(n.peakAnonMB).toBeGreaterThan(0);
+      expect(n.peakAnonMB).toBeLessThanOrEqual(n.peakRssMB);
     }
     expect(r.check.videos).toBeGreaterThan(0);
     expect(r.check.videos).toBeLessThanOrEqual(200);

@@ -186,6 +186,55 @@ describe('the tally command', () => {
     }
   }, 40_000);
 
+  it.each(['SIGTERM', 'SIGKILL'] as const)('`tally start` runs its node under the memory budget\'s heap limit, and its node stops when it gets %s', async (signal) => {
+    const port = await freePort();
+    const start = spawn(process.execPath, [CLI, 'start', '--port', String(port), '--data', `${dir}/budget-${signal}`, '--rf', '1', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    start.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    start.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => start.once('exit', (code) => r(code)));
+    try {
+      const { value: nodePid } = await waitFor('the node is ready', 20_000, async () => {
+        const m = /"pid":(\d+),[^\n]*"event":"ready"/.exec(out);
+        return m === null ? undefined : Number(m[1]);
+      });
+      // The node is a process of its own, started with the heap limit 300 MiB leaves.
+      expect(nodePid).not.toBe(start.pid);
+      const status = await statusOf(`127.0.0.1:${port}`);
+      const limitMiB = (status.process?.heapLimitBytes ?? 0) / 1048576;
+      expect(limitMiB).toBeGreaterThanOrEqual(160);
+      expect(limitMiB).toBeLessThan(160 + 64);
+      start.kill(signal);
+      await waitFor('the node stopped', 10_000, async () => (alive(nodePid) ? undefined : true));
+      // Stopped cleanly, whichever way the process that started it went.
+      expect(out).toMatch(/"event":"stopped"/);
+      if (signal === 'SIGTERM') expect(await exited).toBe(0);
+    } finally {
+      start.kill('SIGKILL');
+    }
+  }, 40_000);
+
+  it('runs `tally start --memory-mb 0` in one process under V8\'s own heap limit, and refuses a budget too small to run in', async () => {
+    const port = await freePort();
+    const start = spawn(process.execPath, [CLI, 'start', '--port', String(port), '--data', `${dir}/no-budget`, '--rf', '1', '--memory-mb', '0', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    start.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      const { value: nodePid } = await waitFor('the node is ready', 20_000, async () => {
+        const m = /"pid":(\d+),[^\n]*"event":"ready"/.exec(out);
+        return m === null ? undefined : Number(m[1]);
+      });
+      expect(nodePid).toBe(start.pid);
+      const status = await statusOf(`127.0.0.1:${port}`);
+      expect(status.process?.heapLimitBytes ?? 0).toBeGreaterThan(1024 * 1048576);
+    } finally {
+      start.kill('SIGKILL');
+    }
+    const small = await runCli(['start', '--port', '0', '--data', `${dir}/small`, '--memory-mb', '200']);
+    expect(small.code).toBe(2);
+    expect(small.stderr).toMatch(/^error BAD_REQUEST: --memory-mb must be 0 \(no budget\) or a whole number of MiB from 268/);
+  });
+
   it('says why a node of `tally cluster` could not start, with its code', async () => {
     const holder: Server = createServer();
     await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));

@@ -13,13 +13,17 @@ describe('fitToHeap', () => {
 
   test('a small heap lowers the cache to 35% of it and the dirty slots to 15%, never below one full request, and stays valid', () => {
     const r = defaultReplicationConfig();
-    const f = fitToHeap(r, 176 * MiB);
-    expect(f.maxCachedSlots).toBe(Math.floor((176 * MiB * 0.35) / HEAP_BYTES_PER_SLOT));
-    expect(f.maxDirtySlots).toBe(30_000); // 15% would be 27,682: a full 10,000-event request needs 30,000
+    const f = fitToHeap(r, 64 * MiB);
+    expect(f.maxCachedSlots).toBe(Math.floor((64 * MiB * 0.35) / HEAP_BYTES_PER_SLOT));
+    expect(f.maxDirtySlots).toBe(30_000); // 15% would be 20,132: a full 10,000-event request needs 30,000
     expect(f.commitAtDirty).toBeLessThanOrEqual(f.maxDirtySlots);
-    expect((f.maxCachedSlots + f.maxDirtySlots) * HEAP_BYTES_PER_SLOT).toBeLessThan(0.55 * 176 * MiB);
     expect(() => validateReplicationConfig(f)).not.toThrow();
+    // The default budget's heap (160 MiB of old space, 208 MiB in all).
+    const d = fitToHeap(r, 208 * MiB);
+    expect(d.maxCachedSlots).toBe(Math.floor((208 * MiB * 0.35) / HEAP_BYTES_PER_SLOT));
+    expect(d.maxDirtySlots).toBe(Math.min(r.maxDirtySlots, Math.floor((208 * MiB * 0.15) / HEAP_BYTES_PER_SLOT)));
+    expect((d.maxCachedSlots + d.maxDirtySlots) * HEAP_BYTES_PER_SLOT).toBeLessThan(0.55 * 208 * MiB);
     // Bounds set lower than the heap allows stay as set.
-    expect(fitToHeap({ ...r, maxCachedSlots: 5_000 }, 176 * MiB).maxCachedSlots).toBe(5_000);
+    expect(fitToHeap({ ...r, maxCachedSlots: 5_000 }, 208 * MiB).maxCachedSlots).toBe(5_000);
   });
 });
