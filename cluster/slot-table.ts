@@ -151,8 +151,9 @@ export class SlotTable {
       } else {
         videoId = (list[0] as Entry).ref.videoId;
       }
-      const { eventType, res, start } = key.ref;
-      const fresh: Entry = { ref: { videoId, eventType, res, start }, actor: key.actor, slot: stored === undefined ? undefined : { ...stored }, dirty: false, pinnedBy: 0, stored: stored !== undefined, older: undefined, newer: undefined, live: true };
+      // The key's ref is kept, given the table's copy of the id (the same text: nothing else changes).
+      key.ref.videoId = videoId;
+      const fresh: Entry = { ref: key.ref, actor: key.actor, slot: stored === undefined ? undefined : { ...stored }, dirty: false, pinnedBy: 0, stored: stored !== undefined, older: undefined, newer: undefined, live: true };
       key.held = fresh;
       list.push(fresh);
       this.count++;
