@@ -99,6 +99,29 @@ function suite(name: string, make: () => Promise<Harness>): void {
       );
     });
 
+    it('one scan of many spans finds what a scan of each finds, whatever the names\' order in UTF-16 and in UTF-8', async () => {
+      // A series' keys follow its video's token, id and event type. U+FF5E and U+1F600 sort one way
+      // as UTF-8 bytes (LevelDB) and the other as UTF-16 (JavaScript): the event types of one video
+      // below are next to each other in the store in the one order, and not in the other.
+      const types = ['e', 'e\uFF5E', 'e\u{1F600}', 'e\u{1F600}x', 'f', 'e\uFF5Ez'];
+      const series = ['v1', 'v\u{1F600}'].flatMap((videoId) => types.map((eventType) => [videoId, eventType] as const));
+      const entries = series.flatMap(([videoId, eventType], i) =>
+        (['m', 'h', 'd'] as const).flatMap((res) => [0, 1, 2].map((k) => ({ ref: ref(res, T0 + bucketStart(k * (DAY_MS + HOUR_MS + MINUTE_MS), res), videoId, eventType), actor: `n${k}#a`, slot: slot(10 * i + k + 1) }))),
+      );
+      await store.commit(batch(entries));
+      const spans: SpanTuple[] = series.flatMap(([videoId, eventType]) => [
+        [videoId, eventType, 'm', T0, T0 + 3 * DAY_MS] as SpanTuple,
+        [videoId, eventType, 'h', T0 + HOUR_MS, T0 + 2 * DAY_MS + 2 * HOUR_MS] as SpanTuple,
+        [videoId, eventType, 'd', T0, T0 + DAY_MS] as SpanTuple,
+        [videoId, eventType, 'd', T0 + 2 * DAY_MS, T0 + 3 * DAY_MS] as SpanTuple,
+      ]);
+      const together = await store.scan(spans);
+      const apart = (await Promise.all(spans.map(async (span, i) => (await store.scan([span])).map(([, ...rest]) => [i, ...rest])))).flat();
+      expect(together).toEqual(apart);
+      // Each series' day span holds its one slot of that day, of its own count.
+      for (const [i] of series.entries()) expect(together.filter(([si]) => si === 4 * i + 2).map(([, , , count]) => count)).toEqual([10 * i + 1]);
+    });
+
     it('a commit with a bad entry writes nothing', async () => {
       const good = { ref: ref('d', T0), actor: 'n1#aa', slot: slot(1) };
       const badActor = { ref: ref('d', T0), actor: 'n1\u0000x', slot: slot(2) };
