@@ -1,6 +1,7 @@
 /**
- * A node's memory budget: the resident memory (RSS) `tally start` keeps it under, 300 MiB unless
- * `--memory-mb` says otherwise (0: no budget, V8's own heap limit of several GiB).
+ * A node's memory budget: the resident memory of its own (RSS less the pages of files it maps)
+ * `tally start` keeps it under, 300 MiB unless `--memory-mb` says otherwise (0: no budget, V8's
+ * own heap limit of several GiB).
  *
  * Most of a node's memory is V8's heap, and V8 lets a heap grow to several times what is live
  * before it collects hard: a node at full load with ~90 MB live sat at 600-700 MB resident. The
@@ -9,8 +10,8 @@
  * was given already. Under that limit the node sizes its slot cache and dirty bound to fit
  * (config.ts `fitToHeap`) and refuses writes with OVERLOADED while the heap is nearly full.
  *
- * The rest is native: the process itself (79 MB resident when idle), LevelDB's write buffers,
- * block cache and open tables, and what the thread pool's writes allocate. glibc gives each
+ * The rest is native: the process itself (29 MB of its own when idle), LevelDB's write buffers,
+ * block cache and open tables, and what the thread pool's work allocates. glibc gives each
  * thread that allocates an arena of its own, which LevelDB's and the thread pool's threads leave
  * fragmented; two arenas took ~25 MB less at the same load (MALLOC_ARENA_MAX=2, set for the node
  * unless the environment sets it).
@@ -22,10 +23,12 @@ import { ErrorCode, TallyError } from '../protocol/index.js';
 /** The budget a node keeps to unless told otherwise, MiB. */
 export const DEFAULT_MEMORY_MB = 300;
 /**
- * Resident memory a node takes besides its JavaScript heap, MiB, at full load: measured 120-135
- * (`tally bench`, one node and three, under a 160 MiB heap limit) with a margin.
+ * The node's own resident memory (anonymous pages) besides its JavaScript heap's limit, MiB. Under
+ * a 200 MiB limit its own memory peaked at 215-259 MB in `tally bench` runs of one node and three,
+ * Zipf and uniform, twice the load, and 32 readers. Pages of files it maps come on top of the
+ * budget (see ProcessStatus): LevelDB's tables, which the kernel takes back when it needs to.
  */
-export const NATIVE_RESERVE_MB = 140;
+export const NATIVE_RESERVE_MB = 100;
 /** Smallest heap a node under full load can hold its own bounds in (slots awaiting a commit, filters), MiB. */
 export const MIN_HEAP_MB = 128;
 /** Smallest budget other than 0. */
