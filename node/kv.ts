@@ -30,8 +30,6 @@ export interface Kv {
   write(ops: Iterable<KvOp>, sync: boolean, last?: () => Promise<readonly KvOp[]>): Promise<void>;
   /** Entries with gte <= key < lt, ascending, at most `limit`. */
   range(range: KeyRange, limit?: number): Promise<[string, Uint8Array][]>;
-  /** `range` of each of `ranges` (all of each), read as of one moment. */
-  ranges(ranges: readonly KeyRange[]): Promise<[string, Uint8Array][][]>;
   clear(range: KeyRange): Promise<void>;
   /** Hands the space of deleted keys in `range` back to the file system (LevelDB compacts it). */
   compact(range: KeyRange): Promise<void>;
@@ -53,16 +51,6 @@ function statOrUndefined(path: string): Stats | undefined {
 /** LevelDB's write buffer (its memtable) and table file size; see openLevel. */
 const WRITE_BUFFER_BYTES = 16 * 1024 * 1024;
 const TABLE_FILE_BYTES = 8 * 1024 * 1024;
-
-/**
- * Entries the first step of each range of a multi-range scan reads, doubling each step after up to
- * the most. With no bounds of its own, the iterator reads a whole step past a range's end: 256 at
- * once cost 0.44 ms a range of one slot, 16 cost 0.08 ms (one iterator a range: 0.09 ms); and
- * each step is a trip to the thread pool. 32 readers of 30-day counts (`tally bench --readers
- * 32`), in turn: 4,083 and 3,361 reads/s starting at 16, 6,723 and 7,890 starting at 4.
- */
-const SCAN_FIRST_STEP = 4;
-const SCAN_MOST_STEP = 1_024;
 
 /** Entries made and added to a LevelDB batch between turns of the event loop (a few ms of work). */
 const WRITE_SLICE = 1_024;
@@ -186,48 +174,6 @@ export class LevelKv implements Kv {
   async range(range: KeyRange, limit?: number): Promise<[string, Uint8Array][]> {
     const entries = await this.io('scan', () => this.db.iterator({ gte: range.gte, lt: range.lt, limit: limit ?? -1 }).all());
     return entries.map(([k, v]) => [k, plainBytes(v)]);
-  }
-
-  /**
-   * One iterator for all the ranges, moved from one to the next by `seek`. A LevelDB iterator left
-   * the process ~1 KB of native memory that no collection gave back (a 30-day read opened five):
-   * 32 readers of 30-day counts grew a node by 200 MB in 20 s.
-   *
-   * With no bounds of its own, the iterator is stopped by comparing keys here, where JavaScript's
-   * string order (UTF-16) is not LevelDB's (bytes of UTF-8) for every pair of ids. So a key counts
-   * only if it shares the range's bounds' common prefix (every key between them does) and is below
-   * `lt` past that prefix, where both differ only in ASCII (a slot key's hex time and actor).
-   */
-  async ranges(ranges: readonly KeyRange[]): Promise<[string, Uint8Array][][]> {
-    if (ranges.length <= 1) return Promise.all(ranges.map((r) => this.range(r)));
-    return this.io('scan', async () => {
-      const it = this.db.iterator();
-      try {
-        const out: [string, Uint8Array][][] = [];
-        for (const r of ranges) {
-          const entries: [string, Uint8Array][] = [];
-          let common = 0;
-          while (common < r.gte.length && r.gte.charCodeAt(common) === r.lt.charCodeAt(common)) common++;
-          const prefix = r.gte.slice(0, common);
-          it.seek(r.gte);
-          for (let more = r.gte < r.lt, step = SCAN_FIRST_STEP; more; step = Math.min(2 * step, SCAN_MOST_STEP)) {
-            const got = await it.nextv(step);
-            if (got.length === 0) break;
-            for (const [k, v] of got) {
-              if (!k.startsWith(prefix) || k >= r.lt) {
-                more = false;
-                break;
-              }
-              entries.push([k, plainBytes(v)]);
-            }
-          }
-          out.push(entries);
-        }
-        return out;
-      } finally {
-        await it.close();
-      }
-    });
   }
 
   async clear(range: KeyRange): Promise<void> {
@@ -359,10 +305,6 @@ export class MemoryKv implements Kv {
       out.push([k, this.values.get(k) as Uint8Array]);
     }
     return out;
-  }
-
-  async ranges(ranges: readonly KeyRange[]): Promise<[string, Uint8Array][][]> {
-    return Promise.all(ranges.map((r) => this.range(r)));
   }
 
   async clear(range: KeyRange): Promise<void> {

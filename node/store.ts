@@ -23,7 +23,6 @@ import {
   BATCH_PREFIX,
   batchKey,
   expiryKeyRange,
-  type KeyRange,
   HINT_PREFIX,
   hintKey,
   JOURNAL_PREFIX,
@@ -119,30 +118,24 @@ export class Store {
 
   /** Every stored slot of the spans, as [spanIndex, start, actor, count, sum, min, max], ascending per span. */
   async scan(spans: readonly SpanTuple[]): Promise<SpanSlot[]> {
-    const ranges: KeyRange[] = [];
-    const spanOf: number[] = [];
-    for (const [i, span] of spans.entries()) {
-      for (const range of this.keys.spanRanges(span)) {
-        ranges.push(range);
-        spanOf.push(i);
-      }
-    }
-    // All of them by one iterator (see Kv.ranges), in span order, each ascending.
-    const found = await this.kv.ranges(ranges);
-    const out: SpanSlot[] = [];
-    for (const [r, entries] of found.entries()) {
-      const range = ranges[r] as KeyRange;
-      // Every key of a range shares the prefix before the bucket's start.
-      const prefixLength = range.gte.length - 12;
-      for (const [key, bytes] of entries) {
-        const tail = parseSlotTail(key, prefixLength);
-        if (tail === undefined) throw new TallyError('INTERNAL', `corrupt slot key ${JSON.stringify(key)}`);
-        // A damaged slot fails the read at this replica (the coordinator asks another): never served.
-        const s = decodeSlot(key, bytes);
-        out.push([spanOf[r] as number, tail.start, tail.actor, s.count, s.sum, s.min, s.max]);
-      }
-    }
-    return out;
+    const perSpan = await Promise.all(
+      spans.map(async (span, i) => {
+        const out: SpanSlot[] = [];
+        for (const range of this.keys.spanRanges(span)) {
+          // Every key of a range shares the prefix before the bucket's start.
+          const prefixLength = range.gte.length - 12;
+          for (const [key, bytes] of await this.kv.range(range)) {
+            const tail = parseSlotTail(key, prefixLength);
+            if (tail === undefined) throw new TallyError('INTERNAL', `corrupt slot key ${JSON.stringify(key)}`);
+            // A damaged slot fails the read at this replica (the coordinator asks another): never served.
+            const s = decodeSlot(key, bytes);
+            out.push([i, tail.start, tail.actor, s.count, s.sum, s.min, s.max]);
+          }
+        }
+        return out;
+      }),
+    );
+    return perSpan.flat();
   }
 
   /** One group commit, atomically: its slots, hints and batch ids are all durable or none is. */
