@@ -52,6 +52,10 @@ function statOrUndefined(path: string): Stats | undefined {
 const WRITE_BUFFER_BYTES = 16 * 1024 * 1024;
 const TABLE_FILE_BYTES = 8 * 1024 * 1024;
 
+/** Entries a range read asks LevelDB for first, doubling each step after up to the most (see range). */
+const RANGE_FIRST_STEP = 8;
+const RANGE_MOST_STEP = 1_000;
+
 /** Entries made and added to a LevelDB batch between turns of the event loop (a few ms of work). */
 const WRITE_SLICE = 1_024;
 
@@ -171,9 +175,29 @@ export class LevelKv implements Kv {
     });
   }
 
+  /**
+   * Read in steps of RANGE_FIRST_STEP entries, doubling, to the iterator's end (where classic-level
+   * reports any error LevelDB met on the way), not with `all()`: each step reserves native room
+   * for as many entries as it asks, and `all()` asks 1,000 at a time, 64 KB that stays until the
+   * iterator is collected. 32 readers of 30-day counts (five ranges a read) grew a node's own
+   * memory by ~10 MB a second that way; a script of 150,000 small ranges: +48 MB with `all()`, +11
+   * MB in steps from 8.
+   */
   async range(range: KeyRange, limit?: number): Promise<[string, Uint8Array][]> {
-    const entries = await this.io('scan', () => this.db.iterator({ gte: range.gte, lt: range.lt, limit: limit ?? -1 }).all());
-    return entries.map(([k, v]) => [k, plainBytes(v)]);
+    return this.io('scan', async () => {
+      const it = this.db.iterator({ gte: range.gte, lt: range.lt, limit: limit ?? -1 });
+      const out: [string, Uint8Array][] = [];
+      try {
+        for (let step = RANGE_FIRST_STEP; ; step = Math.min(2 * step, RANGE_MOST_STEP)) {
+          const got = await it.nextv(step);
+          if (got.length === 0) break;
+          for (const [k, v] of got) out.push([k, plainBytes(v)]);
+        }
+      } finally {
+        await it.close();
+      }
+      return out;
+    });
   }
 
   async clear(range: KeyRange): Promise<void> {
