@@ -26,7 +26,7 @@ function processLine(s: NodeStatus): string {
   const p = s.process as NonNullable<NodeStatus['process']>;
   const slots = (s.core as { slots?: { cached: number; dirty: number } } | undefined)?.slots;
   return (
-    `process of ${s.nodeId}: memory ${mb(p.rssBytes)} resident (peak ${mb(p.peakRssBytes)}${p.rssAnonBytes === undefined ? '' : `; its own ${mb(p.rssAnonBytes)}, mapped files ${mb(p.rssFileBytes ?? 0)}`}), heap ${mb(p.heapUsedBytes)} of ${mb(p.heapTotalBytes)} (limit ${mb(p.heapLimitBytes)}), buffers ${mb(p.externalBytes)}; ` +
+    `process of ${s.nodeId}: memory ${mb(p.rssBytes)} resident (peak ${mb(p.peakRssBytes)}${p.rssAnonBytes === undefined ? '' : `; its own ${mb(p.rssAnonBytes)}, mapped files ${mb(p.rssFileBytes ?? 0)}`}), heap ${mb(p.heapUsedBytes)} of ${mb(p.heapTotalBytes)}${p.heapLimitBytes === undefined ? '' : ` (limit ${mb(p.heapLimitBytes)})`}, buffers ${mb(p.externalBytes)}; ` +
     `cpu ${((p.cpuUserMs + p.cpuSystemMs) / 1000).toFixed(1)} s in ${p.uptimeS} s` +
     (slots === undefined ? '' : `; ${slots.cached} slots in memory, ${slots.dirty} awaiting commit`)
   );

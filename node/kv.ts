@@ -193,9 +193,12 @@ export class LevelKv implements Kv {
           if (got.length === 0) break;
           for (const [k, v] of got) out.push([k, plainBytes(v)]);
         }
-      } finally {
-        await it.close();
+      } catch (err) {
+        // The read's error is the one to report, whatever closing says.
+        await it.close().catch(() => {});
+        throw err;
       }
+      await it.close();
       return out;
     });
   }

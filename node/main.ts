@@ -7,6 +7,9 @@ import { TallyNode } from './tally-node.js';
 import { formatAddress } from '../protocol/index.js';
 import { createLogger, setLogger, type LogOptions } from './logger.js';
 
+/** A signal repeated within this long is taken as sent once. */
+const SAME_SIGNAL_MS = 1_000;
+
 export interface ProcessOptions extends LogOptions {
   /**
    * Stop cleanly when standard input closes. `tally cluster` gives each node a pipe as its
@@ -33,7 +36,13 @@ export async function startNodeProcess(overrides: NodeOverrides, processOptions:
     `tally node ${id} ready on ${formatAddress(host, port)} (zone ${config.zone}, rf ${config.replication.rf}, data ${config.dataDir}, actor ${node.identity.actor}${config.replication.fsync ? ', fsync' : ''}${config.clusterSecret === undefined ? '' : ', cluster secret'})`,
   );
   let stopping = false;
+  let first: { signal: string; atMs: number } | undefined;
   const stop = (signal: string): void => {
+    // The same signal again within a second is the same request sent twice, not an operator out of
+    // patience: a process manager signals every process of the node's group, and the process
+    // `tally start` runs the node from (node/memory.ts) passes the signal on too.
+    if (first !== undefined && first.signal === signal && performance.now() - first.atMs < SAME_SIGNAL_MS) return;
+    first ??= { signal, atMs: performance.now() };
     if (stopping) {
       // A second signal: the operator will not wait. Every acknowledged event is already durable.
       log.warn({ event: 'exit', node: id, signal }, `tally node ${id} exiting at once (second ${signal})`);

@@ -72,16 +72,27 @@ const PASSED_ON = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
  * resolves with the exit status to end with (the node's, or 128 + its signal's number).
  *
  * SIGINT, SIGTERM and SIGHUP are passed on one for one. The child is in a process group of its
- * own, so a Ctrl-C reaches it once, through this process, not twice (a second signal makes a node
- * exit at once, without its clean stop). Its stdin is a pipe from this process: however this
+ * own, so a Ctrl-C reaches it once, through this process (a second signal makes a node exit at
+ * once, without its clean stop); a signal sent to both, as a process manager sends one to every
+ * process of a service, reaches the node twice within a second, which it takes as once. Its stdin is a pipe from this process: however this
  * process ends, SIGKILL included, the pipe closes and the node stops cleanly rather than run on
  * unseen (`--stop-on-stdin-close`). Tests and scripts that kill a node's process for real start
  * it with a heap limit of their own (`heapFlags`), so theirs is the node's process.
  */
 export function runWithHeap(heapMB: number): Promise<number> {
   const args = [...heapFlags(heapMB), ...process.execArgv, ...process.argv.slice(1)];
-  if (!args.some((a) => a.startsWith('--stop-on-stdin-close'))) args.push('--stop-on-stdin-close');
+  // Asked to stop when its own stdin closes (`tally cluster` asks its nodes): the pipe to the node closes then.
+  const askedToWatchStdin = args.includes('--stop-on-stdin-close');
+  if (!askedToWatchStdin) args.push('--stop-on-stdin-close');
   const child = spawn(process.execPath, args, { stdio: ['pipe', 'inherit', 'inherit'], detached: true, env: nodeEnv(process.env) });
+  if (askedToWatchStdin) {
+    const passOn = (): void => {
+      child.stdin?.end();
+    };
+    process.stdin.on('data', () => {});
+    process.stdin.on('end', passOn);
+    process.stdin.on('error', passOn);
+  }
   for (const signal of PASSED_ON) process.on(signal, () => child.kill(signal));
   return new Promise((resolve) => {
     child.once('error', (err) => {

@@ -112,7 +112,7 @@ export interface ProcessStatus {
   heapUsedBytes: number;
   heapTotalBytes: number;
   /** The heap's limit (`--max-old-space-size`, which `tally start` sets from the memory budget: node/memory.ts). */
-  heapLimitBytes: number;
+  heapLimitBytes?: number;
   /** Memory outside the JavaScript heap held by buffers (frames, LevelDB values). */
   externalBytes: number;
   cpuUserMs: number;

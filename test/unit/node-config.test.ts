@@ -18,7 +18,7 @@ describe('fitToHeap', () => {
     expect(f.maxDirtySlots).toBe(30_000); // 15% would be 20,132: a full 10,000-event request needs 30,000
     expect(f.commitAtDirty).toBeLessThanOrEqual(f.maxDirtySlots);
     expect(() => validateReplicationConfig(f)).not.toThrow();
-    // The default budget's heap (160 MiB of old space, 208 MiB in all).
+    // A heap limit of 208 MiB in all (V8's figure for 160 MiB of old space).
     const d = fitToHeap(r, 208 * MiB);
     expect(d.maxCachedSlots).toBe(Math.floor((208 * MiB * 0.35) / HEAP_BYTES_PER_SLOT));
     expect(d.maxDirtySlots).toBe(Math.min(r.maxDirtySlots, Math.floor((208 * MiB * 0.15) / HEAP_BYTES_PER_SLOT)));
