@@ -37,6 +37,8 @@ export interface BenchOptions {
   localFsync?: boolean;
   localBasePort?: number;
   localHeapMB?: number;
+  /** Added to every local node's environment (see LocalClusterOptions.env). */
+  localEnv?: Record<string, string>;
   /** Seconds of load measured, after `warmupS` seconds of load that is not. */
   durationS: number;
   warmupS: number;
@@ -178,6 +180,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       fsync: o.localFsync ?? true,
       rf: o.localRf,
       heapMB: o.localHeapMB,
+      ...(o.localEnv === undefined ? {} : { env: o.localEnv }),
       agreeTimeoutMs: AGREE_TIMEOUT_MS,
       quiet: true,
       ...(o.auth?.token === undefined ? {} : { clientToken: o.auth.token }),

@@ -14,7 +14,6 @@ import type { NodeStatus } from '../protocol/status.js';
 import { formatStatus } from './status-format.js';
 import { TallyClient } from './tally-client.js';
 import { withoutUndefinedAuth, type ConnectionAuth } from './connection.js';
-import { heapFlags, nodeEnv } from '../node/memory.js';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '../scripts/cli.js');
 /** Zones of a local cluster: three, so replicas of N = 3 land in distinct zones. */
@@ -52,6 +51,8 @@ export interface LocalClusterOptions {
    * grow to several times what is live before it collects hard.
    */
   heapMB?: number;
+  /** Added to every node's environment (the CLI's memory settings: node/memory.ts `memoryEnv`). */
+  env?: Record<string, string>;
 }
 
 /** Characters of a failed node's error output kept for the reason given. */
@@ -112,7 +113,7 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
     const id = `n${i + 1}`;
     // The heap limit given here, so the node's process is this child (no second one to set it);
     // none given: none at all (`--memory-mb 0`).
-    const args = [...heapFlags(o.heapMB), CLI, 'start', ...(o.heapMB === undefined ? ['--memory-mb', '0'] : []), '--host', o.host, '--port', String(o.basePort + i), '--data', join(o.dataDir, id)];
+    const args = [...(o.heapMB === undefined ? [] : [`--max-old-space-size=${o.heapMB}`]), CLI, 'start', ...(o.heapMB === undefined ? ['--memory-mb', '0'] : []), '--host', o.host, '--port', String(o.basePort + i), '--data', join(o.dataDir, id)];
     args.push('--id', id, '--zone', `z${(i % LOCAL_ZONES) + 1}`, '--seeds', seeds, '--rf', String(o.rf ?? Math.min(3, o.nodes)), ...(o.fsync ? ['--fsync'] : []));
     if (o.retention !== undefined) args.push('--minute-retention-days', String(o.retention.minuteDays), '--hour-retention-days', String(o.retention.hourDays));
     // Each node in its own process group: Ctrl-C reaches only this process, which stops the
@@ -124,7 +125,7 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
     args.push('--log-format', process.stdout.isTTY === true ? 'pretty' : 'json');
     // The nodes get their settings from these flags alone: a TALLY_* variable meant for this
     // command (TALLY_CONFIG, TALLY_ADVERTISE, TALLY_TLS_CERT…) would give every node the same one.
-    const env = nodeEnv(Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TALLY_'))));
+    const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TALLY_'))), ...o.env };
     // Secrets by the environment, not the command line, where any user's `ps` would show them.
     if (clusterSecret !== undefined) env.TALLY_CLUSTER_SECRET = clusterSecret;
     if (o.clientToken !== undefined) env.TALLY_CLIENT_TOKEN = o.clientToken;

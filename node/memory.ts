@@ -53,9 +53,9 @@ export function heapFlags(heapMB: number | undefined): string[] {
   return heapMB === undefined ? [] : [`--max-old-space-size=${heapMB}`];
 }
 
-/** The environment a node process runs in: `env`, with glibc's arenas at two unless it says otherwise. */
-export function nodeEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  return env['MALLOC_ARENA_MAX'] === undefined ? { ...env, MALLOC_ARENA_MAX: '2' } : env;
+/** What a node process's environment gets beside `env`: glibc's arenas at two, unless `env` says otherwise. */
+export function memoryEnv(env: NodeJS.ProcessEnv): Record<string, string> {
+  return env['MALLOC_ARENA_MAX'] === undefined ? { MALLOC_ARENA_MAX: '2' } : {};
 }
 
 /** Whether this process was given a heap limit, by its flags or NODE_OPTIONS: that one stands. */
@@ -84,7 +84,7 @@ export function runWithHeap(heapMB: number): Promise<number> {
   // Asked to stop when its own stdin closes (`tally cluster` asks its nodes): the pipe to the node closes then.
   const askedToWatchStdin = args.includes('--stop-on-stdin-close');
   if (!askedToWatchStdin) args.push('--stop-on-stdin-close');
-  const child = spawn(process.execPath, args, { stdio: ['pipe', 'inherit', 'inherit'], detached: true, env: nodeEnv(process.env) });
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'inherit', 'inherit'], detached: true, env: { ...process.env, ...memoryEnv(process.env) } });
   if (askedToWatchStdin) {
     const passOn = (): void => {
       child.stdin?.end();

@@ -17,7 +17,7 @@ import { withoutUndefinedAuth, type ConnectionAuth } from '../client/connection.
 import type { NodeStatus } from '../protocol/status.js';
 import { defaultRetention, validateRetention, type Retention } from '../cluster/retention.js';
 import { LOG_LEVELS, LogFormat, type LogLevel } from '../node/log-options.js';
-import { DEFAULT_MEMORY_MB, heapLimitGiven, heapMBOf, NATIVE_RESERVE_MB, runWithHeap } from '../node/memory.js';
+import { DEFAULT_MEMORY_MB, heapLimitGiven, heapMBOf, memoryEnv, MIN_HEAP_MB, NATIVE_RESERVE_MB, runWithHeap } from '../node/memory.js';
 
 const DEFAULT_NODE = '127.0.0.1:7401';
 
@@ -178,9 +178,9 @@ const consistencyOption = {
   describe: 'replicas that must answer: one, quorum (a majority of the replication factor) or all',
 } as const;
 
-/** A node heap limit: below 128 MiB a node under full load cannot hold its own bounds (slots awaiting a commit, filters). */
+/** A node heap limit: below MIN_HEAP_MB a node under full load cannot hold its own bounds (slots awaiting a commit, filters). */
 function checkHeapMB(v: number | undefined): void {
-  if (v !== undefined && !(Number.isInteger(v) && v >= 128 && v <= 65_536)) throw new TallyError(ErrorCode.BAD_REQUEST, `--heap-mb must be a whole number of MiB from 128 to 65536, not ${String(v)}`);
+  if (v !== undefined && !(Number.isInteger(v) && v >= MIN_HEAP_MB && v <= 65_536)) throw new TallyError(ErrorCode.BAD_REQUEST, `--heap-mb must be a whole number of MiB from ${MIN_HEAP_MB} to 65536, not ${String(v)}`);
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -451,6 +451,7 @@ async function main(argv: string[]): Promise<void> {
         checkHeapMB(a['heap-mb']);
         await runLocalCluster({
           heapMB: a['heap-mb'] ?? heapMBOf(a['memory-mb'] ?? DEFAULT_MEMORY_MB),
+          env: memoryEnv(process.env),
           nodes: a.nodes,
           basePort: a['base-port'],
           host: a.host,
@@ -520,6 +521,7 @@ async function main(argv: string[]): Promise<void> {
           localFsync: a.fsync,
           localBasePort: a['base-port'],
           localHeapMB: a['heap-mb'] ?? heapMBOf(a['memory-mb'] ?? DEFAULT_MEMORY_MB),
+          localEnv: memoryEnv(process.env),
           durationS: a.duration,
           warmupS: a.warmup,
           events: a.events,
