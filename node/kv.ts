@@ -28,8 +28,12 @@ export interface Kv {
    * batch is made before `last` settles, written after.
    */
   write(ops: Iterable<KvOp>, sync: boolean, last?: () => Promise<readonly KvOp[]>): Promise<void>;
-  /** Entries with gte <= key < lt, ascending, at most `limit`. */
-  range(range: KeyRange, limit?: number): Promise<[string, Uint8Array][]>;
+  /**
+   * Entries with gte <= key < lt, ascending, at most `limit`. `expected`, when the caller knows
+   * about how many the range holds, lets a store read that many (and one more, to see the end) at
+   * once rather than in small steps.
+   */
+  range(range: KeyRange, limit?: number, expected?: number): Promise<[string, Uint8Array][]>;
   clear(range: KeyRange): Promise<void>;
   /** Hands the space of deleted keys in `range` back to the file system (LevelDB compacts it). */
   compact(range: KeyRange): Promise<void>;
@@ -55,6 +59,8 @@ const TABLE_FILE_BYTES = 8 * 1024 * 1024;
 /** Entries a range read asks LevelDB for first, doubling each step after up to the most (see range). */
 const RANGE_FIRST_STEP = 8;
 const RANGE_MOST_STEP = 1_000;
+/** The most a first step asks for when the caller expects more: 256 entries reserve ~16 KB. */
+const RANGE_MOST_FIRST_STEP = 256;
 
 /** Entries made and added to a LevelDB batch between turns of the event loop (a few ms of work). */
 const WRITE_SLICE = 1_024;
@@ -182,13 +188,20 @@ export class LevelKv implements Kv {
    * iterator is collected. 32 readers of 30-day counts (five ranges a read) grew a node's own
    * memory by ~10 MB a second that way; a script of 150,000 small ranges: +48 MB with `all()`, +11
    * MB in steps from 8.
+   *
+   * With `expected`, the first step asks for one entry more than expected: a range that holds no
+   * more is then read in one round trip to LevelDB's threads (classic-level marks the iterator
+   * ended when a step finds the range's end, and answers the next step itself, at once). Each
+   * round trip costs the node's thread a few microseconds to start and waits for the thread
+   * again to finish; a 30-day read in steps from 8 took eleven.
    */
-  async range(range: KeyRange, limit?: number): Promise<[string, Uint8Array][]> {
+  async range(range: KeyRange, limit?: number, expected?: number): Promise<[string, Uint8Array][]> {
     return this.io('scan', async () => {
       const it = this.db.iterator({ gte: range.gte, lt: range.lt, limit: limit ?? -1 });
       const out: [string, Uint8Array][] = [];
+      const first = expected === undefined ? RANGE_FIRST_STEP : Math.min(Math.max(Math.ceil(expected) + 1, RANGE_FIRST_STEP), RANGE_MOST_FIRST_STEP);
       try {
-        for (let step = RANGE_FIRST_STEP; ; step = Math.min(2 * step, RANGE_MOST_STEP)) {
+        for (let step = first; ; step = Math.min(2 * step, RANGE_MOST_STEP)) {
           const got = await it.nextv(step);
           if (got.length === 0) break;
           for (const [k, v] of got) out.push([k, plainBytes(v)]);

@@ -25,11 +25,16 @@ import { assert } from '../protocol/errors.js';
 import type { Hash64 } from '../protocol/hash-ring.js';
 import type { SpanTuple } from '../protocol/peer.js';
 import type { BucketRef, SlotKey } from '../cluster/slot-table.js';
-import { bucketStart, DAY_MS, isAligned, isResolution, type Resolution } from '../cluster/time-buckets.js';
+import { bucketStart, DAY_MS, isAligned, isResolution, RESOLUTION_MS, type Resolution } from '../cluster/time-buckets.js';
 
 export interface KeyRange {
   gte: string;
   lt: string;
+}
+
+/** A span's range of one day partition (or of the days), and how many buckets it covers. */
+export interface SpanRange extends KeyRange {
+  buckets: number;
 }
 
 const S = '\x00';
@@ -148,18 +153,21 @@ export class SlotKeys {
   }
 
   /** The key ranges of one span's slots, ascending: one for days, one per UTC day for hours and minutes. */
-  spanRanges(span: SpanTuple): KeyRange[] {
+  spanRanges(span: SpanTuple): SpanRange[] {
     const [videoId, eventType, res, start, end] = span;
     assert(isAligned(start, res) && isAligned(end, res), `span [${start}, ${end}) is not aligned to '${res}'`);
     if (start >= end) return [];
+    const width = RESOLUTION_MS[res];
     if (res === 'd') {
       const prefix = this.seriesPrefix('d', 0, videoId, eventType);
-      return [{ gte: prefix + hexTime(start), lt: prefix + hexTime(end) }];
+      return [{ gte: prefix + hexTime(start), lt: prefix + hexTime(end), buckets: (end - start) / width }];
     }
-    const ranges: KeyRange[] = [];
+    const ranges: SpanRange[] = [];
     for (let day = bucketStart(start, 'd'); day < end; day += DAY_MS) {
       const prefix = this.seriesPrefix(res, day, videoId, eventType);
-      ranges.push({ gte: prefix + hexTime(Math.max(start, day)), lt: prefix + hexTime(Math.min(end, day + DAY_MS)) });
+      const from = Math.max(start, day);
+      const to = Math.min(end, day + DAY_MS);
+      ranges.push({ gte: prefix + hexTime(from), lt: prefix + hexTime(to), buckets: (to - from) / width });
     }
     return ranges;
   }

@@ -122,6 +122,17 @@ function suite(name: string, make: () => Promise<Harness>): void {
       for (const [i] of series.entries()) expect(together.filter(([si]) => si === 4 * i + 2).map(([, , , count]) => count)).toEqual([10 * i + 1]);
     });
 
+    it('a range read gives every entry in order whatever it was told to expect, within its limit', async () => {
+      const kv = h.kv();
+      const keys = Array.from({ length: 40 }, (_, i) => `r/${String(i).padStart(3, '0')}`);
+      await kv.write(keys.map((key, i) => ({ type: 'put' as const, key, value: new Uint8Array([i]) })), false);
+      const all = keys.map((k, i) => [k, new Uint8Array([i])]);
+      for (const expected of [undefined, 0, 1, 7, 39, 40, 41, 5_000]) {
+        expect(await kv.range({ gte: 'r/', lt: 'r0' }, undefined, expected)).toEqual(all);
+        expect(await kv.range({ gte: 'r/005', lt: 'r/030' }, 12, expected)).toEqual(all.slice(5, 17));
+      }
+    });
+
     it('a commit with a bad entry writes nothing', async () => {
       const good = { ref: ref('d', T0), actor: 'n1#aa', slot: slot(1) };
       const badActor = { ref: ref('d', T0), actor: 'n1\u0000x', slot: slot(2) };
