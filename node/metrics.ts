@@ -49,6 +49,25 @@ function readAtScrape(registry: Registry, kind: 'counter' | 'gauge', name: strin
 const countedFrom = (r: Registry, name: string, help: string, labels: string[], read: () => [Record<string, string>, number][]): void => readAtScrape(r, 'counter', name, help, labels, read);
 const gaugeFrom = (r: Registry, name: string, help: string, labels: string[], read: () => [Record<string, string>, number][]): void => readAtScrape(r, 'gauge', name, help, labels, read);
 
+/**
+ * What the metrics need of a request: its type, and the events a write counts or the queries a
+ * read asks. Kept in place of the request while it is under way, so a write's events are not held
+ * until its reply (half a second under load, long enough for the collector to copy them twice).
+ */
+export interface RequestSummary {
+  t: ClientRequest['t'];
+  n: number;
+}
+
+export function summarize(req: ClientRequest): RequestSummary {
+  if (req.t === 'count') {
+    let n = 0;
+    for (const e of req.events) n += e[4];
+    return { t: req.t, n };
+  }
+  return { t: req.t, n: req.t === 'get' ? req.queries.length : 0 };
+}
+
 export class NodeMetrics {
   readonly registry = new Registry();
   private readonly latency: Histogram<'type' | 'outcome'>;
@@ -178,7 +197,7 @@ export class NodeMetrics {
   }
 
   /** One request answered: its latency, and its outcome. */
-  observe(req: ClientRequest, startedNs: bigint, reply: Reply | undefined, err: { code: ErrorCode } | undefined): void {
+  observe(req: RequestSummary, startedNs: bigint, reply: Reply | undefined, err: { code: ErrorCode } | undefined): void {
     const nowNs = process.hrtime.bigint();
     const seconds = Number(nowNs - startedNs) / 1e9;
     const code = err?.code ?? (reply?.t === 'error' ? reply.code : 'OK');
@@ -186,12 +205,10 @@ export class NodeMetrics {
     this.requests.inc({ type: req.t, code });
     const nowMs = Number(nowNs / 1_000_000n);
     if (req.t === 'count') {
-      let n = 0;
-      for (const e of req.events) n += e[4];
-      this.events.inc({ outcome: code === 'OK' ? 'stored' : code }, n);
-      this.recent.record(LoadKind.WRITE, seconds * 1000, n, code === 'OK', nowMs);
+      this.events.inc({ outcome: code === 'OK' ? 'stored' : code }, req.n);
+      this.recent.record(LoadKind.WRITE, seconds * 1000, req.n, code === 'OK', nowMs);
     } else if (req.t === 'get') {
-      this.recent.record(LoadKind.READ, seconds * 1000, req.queries.length, code === 'OK', nowMs);
+      this.recent.record(LoadKind.READ, seconds * 1000, req.n, code === 'OK', nowMs);
     }
   }
 

@@ -25,7 +25,7 @@ import { PeerTransport, defaultPeerTransportOptions } from './peer-transport.js'
 import { TallyServer, type TlsSettings } from './server.js';
 import { ClientTokens } from './tokens.js';
 import { httpApi } from './http-api.js';
-import { NodeMetrics } from './metrics.js';
+import { NodeMetrics, summarize } from './metrics.js';
 import { statusPage } from './status-page.js';
 import { Store } from './store.js';
 import { memberStatuses, healthLine, processStatus } from './status.js';
@@ -279,10 +279,11 @@ export class TallyNode {
     const handle = (req: ClientRequest): Promise<Reply> => {
       if (driver === undefined) return Promise.reject(new TallyError(ErrorCode.NOT_READY, 'the node is starting'));
       const started = process.hrtime.bigint();
+      const summary = summarize(req);
       const p = driver.handle(req);
       const observe = (reply: Reply | undefined, err: { code: ErrorCode } | undefined): void => {
         try {
-          metrics.observe(req, started, reply, err);
+          metrics.observe(summary, started, reply, err);
         } catch (e) {
           log(`error INTERNAL: a request's metrics could not be recorded: ${(e as Error).message}`);
         }
