@@ -972,6 +972,8 @@ export class NodeCore {
     const n = events.reduce((a, e) => a + e[4], 0);
     const need = replicasNeeded(cl, this.cfg.rf);
     const local: EventTuple[] = [];
+    /** The placement of each of `local`'s events, found here once for coordinate. */
+    const localPlacements: Placement[] = [];
     const forwards = new Map<string, EventTuple[]>();
     /** Replica list → the actor of the replica its events go to, for the forward record. */
     const chosen = new Map<string, string>();
@@ -996,6 +998,7 @@ export class NodeCore {
       // the topology checksum changing, and a retry must find the batch id where it was applied.
       if (placement.natural.includes(this.id)) {
         local.push(e);
+        localPlacements.push(placement);
       } else if (forwarded) {
         if (batch !== undefined && this.batches.has(batch)) {
           return this.answer(replyTo, failure(ErrorCode.TIMEOUT, `${this.id} took this batch before but is no longer a replica of ${JSON.stringify(e[0])} (the ring changed); its outcome is unknown`));
@@ -1054,7 +1057,7 @@ export class NodeCore {
     const request: WriteRequest = { replyTo, events: n, tuples: events.length, parts: (local.length > 0 ? 1 : 0) + forwards.size, outcomes: [] };
     this.writeRequests++;
     this.writeTuples += events.length;
-    if (local.length > 0) this.coordinate(request, local, need, batch);
+    if (local.length > 0) this.coordinate(request, local, localPlacements, need, batch);
     for (const [target, part] of forwards) {
       const msg: DataMessage & { t: 'fwd' } = { t: PeerMessageType.FORWARD, id: 0, events: part, cl };
       if (batch !== undefined) {
@@ -1106,7 +1109,7 @@ export class NodeCore {
   // ---------------------------------------------------------------------------------------------
   // Writes: the coordinating replica
 
-  private coordinate(request: WriteRequest, events: readonly EventTuple[], need: number, batch: string | undefined): void {
+  private coordinate(request: WriteRequest, events: readonly EventTuple[], placements: readonly Placement[], need: number, batch: string | undefined): void {
     // Deltas by video, then a short list: no key string is made per event.
     const byVideo = new Map<string, SlotDelta[]>();
     const list: SlotDelta[] = [];
@@ -1114,9 +1117,10 @@ export class NodeCore {
     let n = 0;
     let lastVideo: string | undefined;
     let lastDeltas: SlotDelta[] = [];
-    for (const [videoId, eventType, ts, value, count] of events) {
+    for (let e = 0; e < events.length; e++) {
+      const [videoId, eventType, ts, value, count] = events[e] as EventTuple;
       if (videoId !== lastVideo) {
-        for (const g of writeGroups(this.placementOf(videoId), need)) groups.add(g);
+        for (const g of writeGroups(placements[e] as Placement, need)) groups.add(g);
         let mine = byVideo.get(videoId);
         if (mine === undefined) byVideo.set(videoId, (mine = []));
         lastVideo = videoId;

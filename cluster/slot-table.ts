@@ -108,7 +108,7 @@ export class SlotTable {
   private oldest: Entry | undefined;
   private newest: Entry | undefined;
   private dirty: Entry[] = [];
-  /** The list last looked up, and its video: keys come grouped by video. */
+  /** The list last looked up (undefined: none), and its video: keys come grouped by video. */
   private lastVideo: string | undefined;
   private lastList: Entry[] | undefined;
 
@@ -252,13 +252,12 @@ export class SlotTable {
     return evicted;
   }
 
+  /** The video's list, or undefined when it has none; the answer is kept for the next look-up (a write's keys come grouped by video, and a new video's are each looked for before any is loaded). */
   private listOf(videoId: string): Entry[] | undefined {
     if (videoId === this.lastVideo) return this.lastList;
     const list = this.byVideo.get(videoId);
-    if (list !== undefined) {
-      this.lastVideo = videoId;
-      this.lastList = list;
-    }
+    this.lastVideo = videoId;
+    this.lastList = list;
     return list;
   }
 
