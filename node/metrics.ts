@@ -167,6 +167,14 @@ export class NodeMetrics {
     gaugeFrom(r, 'tally_connections', 'Open sockets by stage: new (no request yet), http, hello, client, peer', ['stage'], () =>
       Object.entries(this.source.edge().byStage).map(([stage, n]) => [{ stage }, n]),
     );
+    gaugeFrom(r, 'tally_memory_bytes', "The node's memory: own (resident, not file-backed: what --memory-mb bounds), mapped_files (resident pages of mapped files: the node binary, LevelDB's tables), heap_limit (the JavaScript heap's)", ['kind'], () => {
+      const p = status().process;
+      if (p === undefined) return [];
+      const out: [Record<string, string>, number][] = [[{ kind: 'heap_limit' }, p.heapLimitBytes ?? 0]];
+      if (p.rssAnonBytes !== undefined) out.push([{ kind: 'own' }, p.rssAnonBytes], [{ kind: 'mapped_files' }, p.rssFileBytes ?? 0]);
+      return out;
+    });
+    countedFrom(r, 'tally_heap_refusals_total', 'Writes refused OVERLOADED because the JavaScript heap was near its limit', [], () => [[{}, status().peers['heapRefusals'] ?? 0]]);
     gaugeFrom(r, 'tally_partial_bytes', 'Bytes of frames and request bodies received in part, all connections', [], () => [[{}, this.source.edge().partialBytes]]);
     countedFrom(r, 'tally_connections_closed_total', 'Sockets the node refused or closed at its edge, by reason', ['reason'], () => {
       const s = this.source.edge().stats;

@@ -271,6 +271,9 @@ describe('Prometheus metrics', () => {
     expect(value(/^tally_ring_ownership_ratio\{/)).toBe(1);
     expect(value(/^tally_group_commits_total\{outcome="ok"\}/)).toBeGreaterThanOrEqual(1);
     expect(value(/^tally_connections\{stage="client"\}/)).toBeGreaterThanOrEqual(1);
+    expect(value(/^tally_memory_bytes\{kind="own"\}/)).toBeGreaterThan(10 * 1024 * 1024);
+    expect(value(/^tally_memory_bytes\{kind="heap_limit"\}/)).toBeGreaterThan(value(/^tally_memory_bytes\{kind="own"\}/) / 10);
+    expect(value(/^tally_heap_refusals_total /)).toBe(0);
     expect(m.text).toMatch(/^nodejs_eventloop_lag_seconds /m);
     expect(m.text).toMatch(/^process_resident_memory_bytes /m);
     expect(m.text).toMatch(/^nodejs_heap_size_used_bytes /m);
