@@ -65,9 +65,8 @@ export class WriteWindow {
       this.inFlight += events;
       return Promise.resolve();
     }
-    if (!retry && this.waitingEvents + events > this.opts.maxWaiting) {
-      return Promise.reject(this.refusal(`${this.waitingEvents} events already wait for room`));
-    }
+    const refused = retry ? undefined : this.refuses(events);
+    if (refused !== undefined) return Promise.reject(refused);
     return new Promise<void>((resolve, reject) => {
       const w: Waiter = {
         events,
@@ -103,6 +102,11 @@ export class WriteWindow {
       this.cutAtMs = nowMs;
     }
     this.pump();
+  }
+
+  /** The refusal `admit` would give a new frame of `events` at once (too many wait already), or undefined. */
+  refuses(events: number): TallyError | undefined {
+    return this.waitingEvents + events > this.opts.maxWaiting ? this.refusal(`${this.waitingEvents} events already wait for room`) : undefined;
   }
 
   /** Fails every waiting frame (the client is closing). */

@@ -215,6 +215,16 @@ describe('TallyClient', () => {
     expect(Date.now() - started).toBeLessThan(500);
     for (const e of late) expect(e).toMatchObject({ code: 'OVERLOADED', message: expect.stringMatching(/200000 events already wait for room; nothing was applied/) });
     expect(node.frames.some((f) => (f as unknown as CountRequest).events.some((e) => e[0].startsWith('l')))).toBe(false);
+    // Refused before any of its events is looked at: none of their fields is read.
+    let read = 0;
+    const watched = Array.from({ length: 10 }, () => ({
+      get videoId(): string {
+        read++;
+        return 'watched';
+      },
+    }));
+    expect(await client.processEvents(watched).then(() => undefined, (e: unknown) => e)).toMatchObject({ code: 'OVERLOADED' });
+    expect(read).toBe(0);
     await client.close();
     await Promise.all(held);
   });
