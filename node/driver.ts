@@ -13,7 +13,9 @@ import {
   Consistency,
   ErrorCode,
   TallyError,
+  decodeFrame,
   validatePeerMessage,
+  validateRequest,
   type ClientRequest,
   type PeerMessage,
   type Reply,
@@ -43,6 +45,16 @@ const HEAP_REFUSE_AT = 0.85;
 /** Most distinct refusal reasons logged (a peer refusing us every second logs once). */
 const MAX_LOGGED_REFUSALS = 64;
 
+type WaitingWrite = CoreInput & { kind: 'write' };
+
+/** A client write that waits behind others, kept as the bytes of its frame (see deferWrite). */
+interface WaitingFrame {
+  kind: 'frame';
+  req: number;
+  frame: Uint8Array;
+  tuples: number;
+}
+
 /**
  * A request the core is working on. It keeps what its reply needs, not the request: a write's
  * events would otherwise live until its commit is replicated, long enough for the garbage
@@ -59,10 +71,10 @@ interface PendingRequest {
 
 export class Driver implements RequestHandler {
   stopping = false;
-  readonly stats = { invalidPeerMessages: 0, coreErrors: 0, storeErrors: 0, heapRefusals: 0 };
+  readonly stats = { invalidPeerMessages: 0, coreErrors: 0, storeErrors: 0, heapRefusals: 0, writesWaitedAsBytes: 0 };
   private readonly queue: CoreInput[] = [];
   /** Client writes waiting for their turn (see deferWrite), and their event tuples. */
-  private readonly deferred: (CoreInput & { kind: 'write' })[] = [];
+  private readonly deferred: (WaitingWrite | WaitingFrame)[] = [];
   private deferredEvents = 0;
   private heapSampledMs = Number.NEGATIVE_INFINITY;
   private heapFull: string | undefined;
@@ -111,7 +123,7 @@ export class Driver implements RequestHandler {
   }
 
   /** A client request from the server: count and get go through the core; the rest are answered here. */
-  handle(req: ClientRequest): Promise<Reply> {
+  handle(req: ClientRequest, frame?: Uint8Array): Promise<Reply> {
     if (this.stopping) return Promise.reject(new TallyError(ErrorCode.NOT_READY, 'node is stopping'));
     switch (req.t) {
       case 'ping':
@@ -138,7 +150,7 @@ export class Driver implements RequestHandler {
         }
         const cl = req.cl ?? Consistency.QUORUM;
         if (req.t === 'count') {
-          this.deferWrite(req.batch === undefined ? { kind: 'write', req: handle, events: req.events, cl } : { kind: 'write', req: handle, events: req.events, cl, batch: req.batch });
+          this.deferWrite(req.batch === undefined ? { kind: 'write', req: handle, events: req.events, cl } : { kind: 'write', req: handle, events: req.events, cl, batch: req.batch }, frame);
         } else {
           this.input({ kind: 'read', req: handle, queries: req.queries, cl });
         }
@@ -180,9 +192,20 @@ export class Driver implements RequestHandler {
    * Client writes are applied one per turn of the event loop, after the I/O that arrived with
    * them: a read that came in behind a run of large writes is answered before them, not after
    * all of them. Reads go to the core at once.
+   *
+   * A write that waits behind others is kept as the bytes of its frame, given them, and decoded
+   * again on its turn: at twice the load a node takes, 25-36 frames (12,500-19,500 events) waited
+   * decoded, long enough for the collector to copy their events out of the young generation and
+   * into the old, a fifth of all it promoted. Bytes are one object, and the events decoded on the
+   * write's turn are garbage the turn after.
    */
-  private deferWrite(input: CoreInput & { kind: 'write' }): void {
-    this.deferred.push(input);
+  private deferWrite(input: WaitingWrite, frame: Uint8Array | undefined): void {
+    if (frame === undefined || this.deferred.length === 0) {
+      this.deferred.push(input);
+    } else {
+      this.deferred.push({ kind: 'frame', req: input.req, frame: Buffer.from(frame), tuples: input.events.length });
+      this.stats.writesWaitedAsBytes += 1;
+    }
     this.deferredEvents += input.events.length;
     if (this.deferred.length === 1) setImmediate(() => this.applyDeferred());
   }
@@ -190,9 +213,34 @@ export class Driver implements RequestHandler {
   private applyDeferred(): void {
     const next = this.deferred.shift();
     if (next === undefined) return;
-    this.deferredEvents -= next.events.length;
-    this.input(next);
+    if (next.kind === 'frame') {
+      this.deferredEvents -= next.tuples;
+      const input = this.decodeWaiting(next);
+      if (input !== undefined) this.input(input);
+    } else {
+      this.deferredEvents -= next.events.length;
+      this.input(next);
+    }
     if (this.deferred.length > 0) setImmediate(() => this.applyDeferred());
+  }
+
+  /**
+   * A waiting frame's write, decoded and checked again (the same bytes, checked against a later
+   * clock, which only widens how far ahead an event may be). Undefined, the request failed, if
+   * they no longer pass: a fault of this node, not of the request.
+   */
+  private decodeWaiting(w: WaitingFrame): WaitingWrite | undefined {
+    try {
+      const req = validateRequest(decodeFrame(w.frame), wallNowMs());
+      if (req.t !== 'count' || req.events.length !== w.tuples) throw new Error(`a waiting frame decoded to ${req.t === 'count' ? `${req.events.length} events, not ${w.tuples}` : `a ${req.t} request`}`);
+      const cl = req.cl ?? Consistency.QUORUM;
+      return req.batch === undefined ? { kind: 'write', req: w.req, events: req.events, cl } : { kind: 'write', req: w.req, events: req.events, cl, batch: req.batch };
+    } catch (err) {
+      this.stats.coreErrors += 1;
+      this.log(`error INTERNAL: a write that waited its turn could not be decoded again: ${(err as Error).message}`);
+      this.reply(w.req, { ok: false, code: ErrorCode.INTERNAL, message: 'the write could not be read again on its turn; nothing was applied' });
+      return undefined;
+    }
   }
 
   /** Every member as a client needs it to place keys. */

@@ -59,7 +59,8 @@ const SWEEP_MS = 250;
 const MAX_HELLO_BYTES = 64 * 1024;
 
 export interface RequestHandler {
-  handle(req: ClientRequest): Promise<Reply>;
+  /** `frame`: the bytes a WebSocket request was decoded from; a write that must wait may keep them in place of its events. */
+  handle(req: ClientRequest, frame?: Uint8Array): Promise<Reply>;
   /**
    * A refusal of a decoded but not yet validated request, when the node can tell at once that it
    * would refuse it (a write while it is at capacity): refusing costs less than checking.
@@ -684,7 +685,7 @@ export class TallyServer {
       conn.inFlight += 1;
       // The callbacks keep the id, not the request (a write's events), while the write is under way.
       const id = req.id;
-      this.requests.handle(req).then(
+      this.requests.handle(req, req.t === 'count' ? bytes : undefined).then(
         (reply) => {
           conn.inFlight -= 1;
           conn.lastFrameAt = Date.now();

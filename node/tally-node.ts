@@ -276,11 +276,11 @@ export class TallyNode {
         load: metrics.load(),
       };
     };
-    const handle = (req: ClientRequest): Promise<Reply> => {
+    const handle = (req: ClientRequest, frame?: Uint8Array): Promise<Reply> => {
       if (driver === undefined) return Promise.reject(new TallyError(ErrorCode.NOT_READY, 'the node is starting'));
       const started = process.hrtime.bigint();
       const summary = summarize(req);
-      const p = driver.handle(req);
+      const p = driver.handle(req, frame);
       const observe = (reply: Reply | undefined, err: { code: ErrorCode } | undefined): void => {
         try {
           metrics.observe(summary, started, reply, err);

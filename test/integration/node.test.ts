@@ -52,6 +52,39 @@ describe('a single node', () => {
     }
   });
 
+  it('counts writes that waited their turn as bytes exactly: values, types and times as sent', async () => {
+    const client = await TallyClient.connect({ nodes: [node.address] });
+    try {
+      const rand = seededRandom(8);
+      const now = Date.now();
+      const want = new Map<string, { count: number; sum: number; min: number; max: number }>();
+      const calls: Promise<void>[] = [];
+      // 40 calls of 1,000 at once: frames of up to 2,000 events, which wait behind each other.
+      for (let c = 0; c < 40; c++) {
+        const events = Array.from({ length: 1_000 }, () => {
+          const videoId = `waited-${Math.floor(rand() * 20)}`;
+          const eventType = rand() < 0.5 ? 'view' : 'watch-ms';
+          const value = Math.floor(rand() * 5_000) / 4;
+          const key = `${videoId}|${eventType}`;
+          const w = want.get(key) ?? { count: 0, sum: 0, min: Infinity, max: -Infinity };
+          want.set(key, { count: w.count + 1, sum: w.sum + value, min: Math.min(w.min, value), max: Math.max(w.max, value) });
+          return { videoId, eventType, value, timestamp: now - Math.floor(rand() * 3 * DAY_MS) };
+        });
+        calls.push(client.processEvents(events));
+      }
+      await Promise.all(calls);
+      const waited = ((await client.status()) as { peers: Record<string, number> }).peers['writesWaitedAsBytes'];
+      expect(waited).toBeGreaterThan(0);
+      for (const [key, w] of want) {
+        const [videoId, eventType] = key.split('|') as [string, string];
+        const got = await client.getStats(videoId, eventType, now - 4 * DAY_MS, now + MINUTE_MS);
+        expect({ key, count: got.count, sum: got.sum, min: got.min, max: got.max }).toEqual({ key, ...w });
+      }
+    } finally {
+      await client.close();
+    }
+  });
+
   it('refuses, whole, a write that would pass 2^53, and keeps serving that series and the writes beside it', async () => {
     const client = await TallyClient.connect({ nodes: [node.address] });
     try {
