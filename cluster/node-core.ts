@@ -31,7 +31,7 @@
 import { assert, ErrorCode } from '../protocol/errors.js';
 import { Lifecycle } from '../protocol/gossip.js';
 import type { Hash64 } from '../protocol/hash-ring.js';
-import { Consistency, type EventTuple, type QueryTuple, type RepairSummary, type StatsTuple } from '../protocol/messages.js';
+import { Consistency, eventsIn, type EventTuple, type QueryTuple, type RepairSummary, type StatsTuple } from '../protocol/messages.js';
 import {
   AE_BRANCHES_PER_MESSAGE,
   MAX_BUCKETS_PER_READ,
@@ -969,7 +969,7 @@ export class NodeCore {
         return this.answer(replyTo, failure(ErrorCode.TIMEOUT, `the ring has changed since this batch was first sent; a retry could count it twice, so it is not taken again; its first outcome stays unknown`));
       }
     }
-    const n = events.reduce((a, e) => a + e[4], 0);
+    const n = eventsIn(events);
     const need = replicasNeeded(cl, this.cfg.rf);
     const local: EventTuple[] = [];
     /** The placement of each of `local`'s events, found here once for coordinate. */

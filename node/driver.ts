@@ -14,6 +14,7 @@ import {
   ErrorCode,
   TallyError,
   decodeFrame,
+  eventsIn,
   validatePeerMessage,
   validateRequest,
   type ClientRequest,
@@ -137,8 +138,7 @@ export class Driver implements RequestHandler {
       case 'count':
       case 'get': {
         const handle = this.nextReq++;
-        let n = 0;
-        if (req.t === 'count') for (const e of req.events) n += e[4];
+        const n = req.t === 'count' ? eventsIn(req.events) : 0;
         const p = new Promise<Reply>((resolve, reject) => this.pending.set(handle, { resolve, reject, t: req.t, id: req.id, n }));
         if (req.t === 'repair') {
           this.input({ kind: 'repair', req: handle });

@@ -8,7 +8,7 @@
  * read from the node's own counters when Prometheus scrapes, so nothing is counted twice.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { ClientRequest, ErrorCode, Reply } from '../protocol/index.js';
+import { eventsIn, type ClientRequest, type ErrorCode, type Reply } from '../protocol/index.js';
 import type { LoadStatus, NodeStatus } from '../protocol/status.js';
 import type { CoreStats } from '../cluster/node-core.js';
 import { LoadKind, RecentLoad } from './recent-load.js';
@@ -60,12 +60,7 @@ export interface RequestSummary {
 }
 
 export function summarize(req: ClientRequest): RequestSummary {
-  if (req.t === 'count') {
-    let n = 0;
-    for (const e of req.events) n += e[4];
-    return { t: req.t, n };
-  }
-  return { t: req.t, n: req.t === 'get' ? req.queries.length : 0 };
+  return { t: req.t, n: req.t === 'count' ? eventsIn(req.events) : req.t === 'get' ? req.queries.length : 0 };
 }
 
 export class NodeMetrics {

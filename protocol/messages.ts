@@ -16,6 +16,13 @@ export type Role = (typeof Role)[keyof typeof Role];
 
 /** One event, or `count` identical ones: [videoId, eventType, timestampMs, value, count]. */
 export type EventTuple = [videoId: string, eventType: string, timestampMs: number, value: number, count: number];
+
+/** The events a list of tuples counts (each tuple's `count`). */
+export function eventsIn(events: readonly EventTuple[]): number {
+  let n = 0;
+  for (const e of events) n += e[4];
+  return n;
+}
 /** One range query, `[startMs, endMs)` truncated to the minute: [videoId, eventType, startMs, endMs]. */
 export type QueryTuple = [videoId: string, eventType: string, startMs: number, endMs: number];
 /** The aggregate of a range: [count, sum, min, max]; min and max are null when count is 0. */
