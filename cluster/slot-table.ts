@@ -14,9 +14,9 @@
  * evicts the least recently touched clean slots. Pure: no I/O, no clock.
  *
  * This is the hot path of every write, so it avoids work per slot: slots are found by their
- * video's string and a short scan, with no key string made per slot; recency is an intrusive
- * list (touching a slot is a few pointer writes, not a Map delete and insert, whose holes V8
- * walks on every later iteration); the dirty slots are an array.
+ * video's string and a short scan of its entries, with no key string made per slot; recency is an
+ * intrusive list (touching a slot is a few index writes, not a Map delete and insert, whose holes
+ * V8 walks on every later iteration); the dirty slots are an array of indexes.
  */
 import { assert } from '../protocol/errors.js';
 import { addDelta, joinSlot, type Slot } from './bucket-state.js';
@@ -36,7 +36,7 @@ export interface SlotKey {
   /** `slotId(ref, actor)`, once it has been made (see idOf). */
   id?: string;
   /** The table's entry for this key once found, so a write's later steps need no look-up (SlotTable only). */
-  held?: unknown;
+  held?: number;
 }
 
 /** One actor's slot of one bucket. */
@@ -64,28 +64,6 @@ export function idOf(k: SlotKey): string {
   return (k.id ??= slotId(k.ref, k.actor));
 }
 
-interface Entry {
-  readonly ref: BucketRef;
-  readonly actor: string;
-  /** Undefined: the store holds no slot of this actor for the bucket. */
-  slot: Slot | undefined;
-  dirty: boolean;
-  /** Id of the commit under way that holds this slot, or 0. */
-  pinnedBy: number;
-  /** The store held it when it was loaded, or a commit has taken it since. */
-  stored: boolean;
-  /** Neighbours in recency order: `older` towards the least recently touched. */
-  older: Entry | undefined;
-  newer: Entry | undefined;
-  /** False once evicted: a key still holding it looks it up again. */
-  live: boolean;
-}
-
-function same(e: Entry, ref: BucketRef, actor: string): boolean {
-  const r = e.ref;
-  return r.start === ref.start && r.res === ref.res && e.actor === actor && r.eventType === ref.eventType;
-}
-
 /**
  * A copy of `s` that holds nothing else alive. A string decoded from a frame may be a slice of a
  * string of the whole frame (msgpackr decodes a frame's short strings into one and slices it), and
@@ -96,21 +74,62 @@ function ownCopy(s: string): string {
   return JSON.parse(JSON.stringify(s)) as string;
 }
 
+/** No entry: the end of a list. */
+const NONE = -1;
+/** Bits of an entry's flags. */
+const LIVE = 1;
+/** The entry has a value (clear: the store holds no slot of this actor for the bucket). */
+const HAS = 2;
+const DIRTY = 4;
+/** The store held it when it was loaded, or a commit has taken it since. */
+const STORED = 8;
+/** A key holds its entry as `generation * HELD_SPAN + index`; an index is below HELD_SPAN. */
+const HELD_SPAN = 2 ** 25;
+/** Generations wrap below 2^28, so a held number stays below 2^53. */
+const GENERATION_MASK = 2 ** 28 - 1;
+const FIRST_CAPACITY = 1024;
+
+/**
+ * The table keeps its entries in columns (typed arrays and arrays of strings shared with every
+ * other slot of a video) rather than as objects: a node holds up to ~180,000 slots under its
+ * memory budget, and as objects (an entry, its bucket, its value, the start's number) they were
+ * half of the heap's objects, each one marked by every full collection and the new ones copied by
+ * scavenges (a third of what outlived the young generation in a profile under load). An entry is
+ * an index; a key remembers the index and the entry's generation, which eviction advances, so a
+ * key whose entry was evicted looks it up again.
+ */
 export class SlotTable {
-  /**
-   * Entries by video id, then in a short list (a video's buckets and actors held here). One map
-   * look-up per video rather than per slot: a write's keys share their video's string, whose hash
-   * is made once, and the lists are small enough to scan.
-   */
-  private readonly byVideo = new Map<string, Entry[]>();
+  private capacity = 0;
+  private videoIds: string[] = [];
+  private eventTypes: string[] = [];
+  private actors: string[] = [];
+  private resolutions: Resolution[] = [];
+  private starts = new Float64Array(0);
+  /** count, sum, min, max of each entry, four to an entry. */
+  private values = new Float64Array(0);
+  private flags = new Uint8Array(0);
+  /** Id of the commit under way that holds the entry, or 0. */
+  private pinnedBy = new Float64Array(0);
+  /** Neighbours in recency order: `older` towards the least recently touched. */
+  private older = new Int32Array(0);
+  private newer = new Int32Array(0);
+  /** The next (older) entry of the same video, or, for a free entry, the next free one. */
+  private nextOfVideo = new Int32Array(0);
+  private generations = new Uint32Array(0);
+  private used = 0;
+  private freeHead = NONE;
+  /** The newest entry of each video held; its others follow through nextOfVideo. */
+  private readonly byVideo = new Map<string, number>();
   private count = 0;
   /** Least and most recently touched (or loaded) entries: trimming starts at `oldest`. */
-  private oldest: Entry | undefined;
-  private newest: Entry | undefined;
-  private dirty: Entry[] = [];
-  /** The list last looked up (undefined: none), and its video: keys come grouped by video. */
+  private oldest = NONE;
+  private newest = NONE;
+  private dirty: number[] = [];
+  /** The video last looked up (undefined: none), and its newest entry (NONE: it has none): keys come grouped by video. */
   private lastVideo: string | undefined;
-  private lastList: Entry[] | undefined;
+  private lastHead = NONE;
+  /** Room for the values a request's adds would make, before any is applied. */
+  private pending = new Float64Array(64);
 
   get size(): number {
     return this.count;
@@ -122,46 +141,54 @@ export class SlotTable {
 
   /** The slot held for `key` (undefined: none held, or held as absent from the store). */
   get(key: SlotKey): Slot | undefined {
-    return this.findKey(key)?.slot;
+    const i = this.findKey(key);
+    return i === NONE ? undefined : this.slotAt(i);
   }
 
   has(key: SlotKey): boolean {
-    return this.findKey(key) !== undefined;
+    return this.findKey(key) !== NONE;
   }
 
   /** Of `keys`, those not in the table (to load from the store before they can change). */
   missing(keys: readonly SlotKey[]): SlotKey[] {
     const out: SlotKey[] = [];
-    for (const k of keys) if (this.findKey(k) === undefined) out.push(k);
+    for (const k of keys) if (this.findKey(k) === NONE) out.push(k);
     return out;
   }
 
   /** A slot as the store holds it (undefined: none). Joined with what is here already. */
   loaded(key: SlotKey, stored: Slot | undefined): void {
-    const e = this.findKey(key);
-    if (e === undefined) {
-      let list = this.listOf(key.ref.videoId);
-      let videoId: string;
-      if (list === undefined) {
-        videoId = ownCopy(key.ref.videoId);
-        list = [];
-        this.byVideo.set(videoId, list);
-        this.lastVideo = videoId;
-        this.lastList = list;
-      } else {
-        videoId = (list[0] as Entry).ref.videoId;
-      }
-      // The key's ref is kept, given the table's copy of the id (the same text: nothing else changes).
-      key.ref.videoId = videoId;
-      const fresh: Entry = { ref: key.ref, actor: key.actor, slot: stored === undefined ? undefined : { ...stored }, dirty: false, pinnedBy: 0, stored: stored !== undefined, older: undefined, newer: undefined, live: true };
-      key.held = fresh;
-      list.push(fresh);
-      this.count++;
-      this.link(fresh);
-    } else if (stored !== undefined) {
+    const i = this.findKey(key);
+    if (i !== NONE) {
       // The store can never be ahead of what is here, but a join is safe either way.
-      e.slot = joinSlot(e.slot, stored);
+      if (stored !== undefined) this.joinAt(i, stored);
+      return;
     }
+    const ref = key.ref;
+    const head = this.headOf(ref.videoId);
+    const videoId = head === NONE ? ownCopy(ref.videoId) : (this.videoIds[head] as string);
+    // The key's ref is given the table's copy of the id (the same text: nothing else changes).
+    ref.videoId = videoId;
+    const n = this.allocate();
+    this.videoIds[n] = videoId;
+    this.eventTypes[n] = ref.eventType;
+    this.actors[n] = key.actor;
+    this.resolutions[n] = ref.res;
+    this.starts[n] = ref.start;
+    this.pinnedBy[n] = 0;
+    if (stored === undefined) {
+      this.flags[n] = LIVE;
+    } else {
+      this.flags[n] = LIVE | HAS | STORED;
+      this.setValues(n, stored.count, stored.sum, stored.min, stored.max);
+    }
+    this.nextOfVideo[n] = head;
+    this.byVideo.set(videoId, n);
+    this.lastVideo = videoId;
+    this.lastHead = n;
+    key.held = this.heldOf(n);
+    this.count++;
+    this.link(n);
   }
 
   /**
@@ -170,55 +197,61 @@ export class SlotTable {
    * are applied and dirty.
    */
   addDeltas(actor: string, deltas: readonly { key: SlotKey; delta: Slot }[]): BucketRef | undefined {
-    const found: Entry[] = new Array(deltas.length);
-    const next: Slot[] = new Array(deltas.length);
-    for (let i = 0; i < deltas.length; i++) {
-      const { key, delta } = deltas[i] as { key: SlotKey; delta: Slot };
+    if (this.pending.length < 5 * deltas.length) this.pending = new Float64Array(10 * deltas.length);
+    const p = this.pending;
+    for (let d = 0; d < deltas.length; d++) {
+      const { key, delta } = deltas[d] as { key: SlotKey; delta: Slot };
       assert(key.actor === actor, 'an add goes to the own slot');
-      const e = this.findKey(key);
-      assert(e !== undefined, 'own slot must be loaded before an add');
-      const s = addDelta(e.slot, delta);
+      const i = this.findKey(key);
+      assert(i !== NONE, 'own slot must be loaded before an add');
+      const s = addDelta(this.slotAt(i), delta);
       if (s === undefined) return key.ref;
-      found[i] = e;
-      next[i] = s;
+      p[5 * d] = i;
+      p[5 * d + 1] = s.count;
+      p[5 * d + 2] = s.sum;
+      p[5 * d + 3] = s.min;
+      p[5 * d + 4] = s.max;
     }
-    for (let i = 0; i < found.length; i++) {
-      const e = found[i] as Entry;
-      e.slot = next[i];
-      this.touch(e);
+    for (let d = 0; d < deltas.length; d++) {
+      const i = p[5 * d] as number;
+      this.setValues(i, p[5 * d + 1] as number, p[5 * d + 2] as number, p[5 * d + 3] as number, p[5 * d + 4] as number);
+      this.flags[i] = (this.flags[i] as number) | HAS;
+      this.touch(i);
     }
     return undefined;
   }
 
   /** Joins another version of a slot, which must be in the table. Returns whether it changed. */
   join(entry: SlotEntry): boolean {
-    const e = this.findKey(entry);
-    assert(e !== undefined, 'a slot must be loaded before a join');
-    const joined = joinSlot(e.slot, entry.slot);
-    if (joined === e.slot) return false;
-    e.slot = joined;
-    this.touch(e);
+    const i = this.findKey(entry);
+    assert(i !== NONE, 'a slot must be loaded before a join');
+    if (!this.joinAt(i, entry.slot)) return false;
+    this.touch(i);
     return true;
   }
 
   /** Marks a loaded slot dirty without changing it, so the next commit writes (and ships) it again. */
   rewrite(key: SlotKey): void {
-    const e = this.findKey(key);
-    assert(e !== undefined, 'a slot must be loaded before a rewrite');
-    if (e.slot !== undefined) this.touch(e);
+    const i = this.findKey(key);
+    assert(i !== NONE, 'a slot must be loaded before a rewrite');
+    if (((this.flags[i] as number) & HAS) !== 0) this.touch(i);
   }
 
-  /** Every dirty slot, for the commit `commitId`; they stay pinned until `committed(commitId)`. */
+  /**
+   * Every dirty slot, for the commit `commitId`, each a copy of its value now (later adds change
+   * the table, not the commit's copy); they stay pinned until `committed(commitId)`.
+   */
   takeDirty(commitId: number): DirtySlot[] {
     assert(commitId > 0, 'commit ids start at 1');
     const out: DirtySlot[] = new Array(this.dirty.length);
-    for (let i = 0; i < this.dirty.length; i++) {
-      const e = this.dirty[i] as Entry;
-      assert(e.slot !== undefined, 'a dirty slot has a value');
-      e.dirty = false;
-      e.pinnedBy = commitId;
-      out[i] = { ref: e.ref, actor: e.actor, slot: e.slot, held: e, first: !e.stored };
-      e.stored = true;
+    for (let d = 0; d < this.dirty.length; d++) {
+      const i = this.dirty[d] as number;
+      const f = this.flags[i] as number;
+      assert((f & HAS) !== 0, 'a dirty slot has a value');
+      this.flags[i] = (f & ~DIRTY) | STORED;
+      this.pinnedBy[i] = commitId;
+      const ref: BucketRef = { videoId: this.videoIds[i] as string, eventType: this.eventTypes[i] as string, res: this.resolutions[i] as Resolution, start: this.starts[i] as number };
+      out[d] = { ref, actor: this.actors[i] as string, slot: this.slotAt(i) as Slot, held: this.heldOf(i), first: (f & STORED) === 0 };
     }
     this.dirty = [];
     return out;
@@ -227,12 +260,13 @@ export class SlotTable {
   /** The commit is durable (`ok`), or failed: its slots become dirty again, to be written next time. */
   committed(commitId: number, slots: readonly SlotEntry[], ok: boolean): void {
     for (const s of slots) {
-      const e = this.findKey(s);
-      if (e === undefined || e.pinnedBy !== commitId) continue;
-      e.pinnedBy = 0;
-      if (!ok && !e.dirty) {
-        e.dirty = true;
-        this.dirty.push(e);
+      const i = this.findKey(s);
+      if (i === NONE || this.pinnedBy[i] !== commitId) continue;
+      this.pinnedBy[i] = 0;
+      const f = this.flags[i] as number;
+      if (!ok && (f & DIRTY) === 0) {
+        this.flags[i] = f | DIRTY;
+        this.dirty.push(i);
       }
     }
   }
@@ -240,89 +274,161 @@ export class SlotTable {
   /** Evicts the least recently touched clean, unpinned slots until at most `max` remain. */
   trim(max: number): number {
     let evicted = 0;
-    for (let e = this.oldest; e !== undefined && this.count > max; ) {
-      const newer = e.newer;
-      if (!e.dirty && e.pinnedBy === 0) {
-        this.unlink(e);
-        this.remove(e);
+    for (let i = this.oldest; i !== NONE && this.count > max; ) {
+      const newer = this.newer[i] as number;
+      if (((this.flags[i] as number) & DIRTY) === 0 && this.pinnedBy[i] === 0) {
+        this.unlink(i);
+        this.remove(i);
         evicted++;
       }
-      e = newer;
+      i = newer;
     }
     return evicted;
   }
 
-  /** The video's list, or undefined when it has none; the answer is kept for the next look-up (a write's keys come grouped by video, and a new video's are each looked for before any is loaded). */
-  private listOf(videoId: string): Entry[] | undefined {
-    if (videoId === this.lastVideo) return this.lastList;
-    const list = this.byVideo.get(videoId);
-    this.lastVideo = videoId;
-    this.lastList = list;
-    return list;
+  private slotAt(i: number): Slot | undefined {
+    if (((this.flags[i] as number) & HAS) === 0) return undefined;
+    const v = this.values;
+    return { count: v[4 * i] as number, sum: v[4 * i + 1] as number, min: v[4 * i + 2] as number, max: v[4 * i + 3] as number };
   }
 
-  /** The key's entry: the one it holds if still live, else looked up (and then held). */
-  private findKey(key: SlotKey): Entry | undefined {
-    const held = key.held as Entry | undefined;
-    if (held !== undefined && held.live) return held;
-    const e = this.find(key.ref, key.actor);
-    key.held = e;
-    return e;
+  private setValues(i: number, count: number, sum: number, min: number, max: number): void {
+    const v = this.values;
+    v[4 * i] = count;
+    v[4 * i + 1] = sum;
+    v[4 * i + 2] = min;
+    v[4 * i + 3] = max;
+  }
+
+  /** Joins `other` into entry `i` (the one write rule: joinSlot); whether it changed. */
+  private joinAt(i: number, other: Slot): boolean {
+    const current = this.slotAt(i);
+    const joined = joinSlot(current, other);
+    if (joined === current) return false;
+    this.setValues(i, joined.count, joined.sum, joined.min, joined.max);
+    this.flags[i] = (this.flags[i] as number) | HAS;
+    return true;
+  }
+
+  private heldOf(i: number): number {
+    return (this.generations[i] as number) * HELD_SPAN + i;
+  }
+
+  /** The video's newest entry, or NONE; the answer is kept for the next look-up (a write's keys come grouped by video, and a new video's are each looked for before any is loaded). */
+  private headOf(videoId: string): number {
+    if (videoId === this.lastVideo) return this.lastHead;
+    const head = this.byVideo.get(videoId) ?? NONE;
+    this.lastVideo = videoId;
+    this.lastHead = head;
+    return head;
+  }
+
+  /** The key's entry: the one it holds if still the same, else looked up (and then held). */
+  private findKey(key: SlotKey): number {
+    const held = key.held as number | undefined;
+    if (held !== undefined) {
+      const i = held % HELD_SPAN;
+      if (i < this.used && (this.generations[i] as number) === (held - i) / HELD_SPAN && ((this.flags[i] as number) & LIVE) !== 0) return i;
+    }
+    const i = this.find(key.ref, key.actor);
+    key.held = i === NONE ? undefined : this.heldOf(i);
+    return i;
   }
 
   /** Newest first: a video's recent buckets are the ones looked for most. */
-  private find(ref: BucketRef, actor: string): Entry | undefined {
-    const list = this.listOf(ref.videoId);
-    if (list === undefined) return undefined;
-    for (let i = list.length - 1; i >= 0; i--) {
-      const e = list[i] as Entry;
-      if (same(e, ref, actor)) return e;
+  private find(ref: BucketRef, actor: string): number {
+    const start = ref.start;
+    const res = ref.res;
+    const eventType = ref.eventType;
+    for (let i = this.headOf(ref.videoId); i !== NONE; i = this.nextOfVideo[i] as number) {
+      if (this.starts[i] === start && this.resolutions[i] === res && this.actors[i] === actor && this.eventTypes[i] === eventType) return i;
     }
-    return undefined;
+    return NONE;
   }
 
-  private remove(e: Entry): void {
-    const list = this.byVideo.get(e.ref.videoId) as Entry[];
-    const i = list.indexOf(e);
-    assert(i >= 0, 'an entry is in its video\'s list');
-    list.splice(i, 1);
-    e.live = false;
+  private allocate(): number {
+    if (this.freeHead !== NONE) {
+      const i = this.freeHead;
+      this.freeHead = this.nextOfVideo[i] as number;
+      return i;
+    }
+    if (this.used === this.capacity) this.grow();
+    return this.used++;
+  }
+
+  private grow(): void {
+    const capacity = Math.max(FIRST_CAPACITY, 2 * this.capacity);
+    assert(capacity <= HELD_SPAN, 'the slot table holds at most 2^25 entries');
+    const widen = <T extends Float64Array | Int32Array | Uint32Array | Uint8Array>(old: T, make: (n: number) => T, per = 1): T => {
+      const fresh = make(capacity * per);
+      fresh.set(old);
+      return fresh;
+    };
+    this.starts = widen(this.starts, (n) => new Float64Array(n));
+    this.values = widen(this.values, (n) => new Float64Array(n), 4);
+    this.flags = widen(this.flags, (n) => new Uint8Array(n));
+    this.pinnedBy = widen(this.pinnedBy, (n) => new Float64Array(n));
+    this.older = widen(this.older, (n) => new Int32Array(n));
+    this.newer = widen(this.newer, (n) => new Int32Array(n));
+    this.nextOfVideo = widen(this.nextOfVideo, (n) => new Int32Array(n));
+    this.generations = widen(this.generations, (n) => new Uint32Array(n));
+    this.capacity = capacity;
+  }
+
+  private remove(i: number): void {
+    const videoId = this.videoIds[i] as string;
+    const head = this.headOf(videoId);
+    const next = this.nextOfVideo[i] as number;
+    if (head === i) {
+      if (next === NONE) this.byVideo.delete(videoId);
+      else this.byVideo.set(videoId, next);
+      this.lastHead = next;
+    } else {
+      let before = head;
+      while (before !== NONE && this.nextOfVideo[before] !== i) before = this.nextOfVideo[before] as number;
+      assert(before !== NONE, "an entry is in its video's list");
+      this.nextOfVideo[before] = next;
+    }
+    this.flags[i] = 0;
+    // A key still holding this index finds it changed, and looks its slot up again.
+    this.generations[i] = ((this.generations[i] as number) + 1) & GENERATION_MASK;
+    this.videoIds[i] = '';
+    this.eventTypes[i] = '';
+    this.actors[i] = '';
+    this.nextOfVideo[i] = this.freeHead;
+    this.freeHead = i;
     this.count--;
-    if (list.length === 0) {
-      this.byVideo.delete(e.ref.videoId);
-      if (this.lastList === list) {
-        this.lastVideo = undefined;
-        this.lastList = undefined;
-      }
+  }
+
+  private touch(i: number): void {
+    if (this.newest !== i) {
+      this.unlink(i);
+      this.link(i);
+    }
+    const f = this.flags[i] as number;
+    if ((f & DIRTY) === 0) {
+      this.flags[i] = f | DIRTY;
+      this.dirty.push(i);
     }
   }
 
-  private touch(e: Entry): void {
-    if (this.newest !== e) {
-      this.unlink(e);
-      this.link(e);
-    }
-    if (!e.dirty) {
-      e.dirty = true;
-      this.dirty.push(e);
-    }
+  /** Puts `i` at the newest end. */
+  private link(i: number): void {
+    this.older[i] = this.newest;
+    this.newer[i] = NONE;
+    if (this.newest !== NONE) this.newer[this.newest] = i;
+    else this.oldest = i;
+    this.newest = i;
   }
 
-  /** Puts `e` at the newest end. */
-  private link(e: Entry): void {
-    e.older = this.newest;
-    e.newer = undefined;
-    if (this.newest !== undefined) this.newest.newer = e;
-    else this.oldest = e;
-    this.newest = e;
-  }
-
-  private unlink(e: Entry): void {
-    if (e.older !== undefined) e.older.newer = e.newer;
-    else this.oldest = e.newer;
-    if (e.newer !== undefined) e.newer.older = e.older;
-    else this.newest = e.older;
-    e.older = undefined;
-    e.newer = undefined;
+  private unlink(i: number): void {
+    const older = this.older[i] as number;
+    const newer = this.newer[i] as number;
+    if (older !== NONE) this.newer[older] = newer;
+    else this.oldest = newer;
+    if (newer !== NONE) this.older[newer] = older;
+    else this.newest = older;
+    this.older[i] = NONE;
+    this.newer[i] = NONE;
   }
 }

@@ -46,7 +46,7 @@ describe('SlotTable', () => {
     const first = t.takeDirty(1);
     t.rewrite(key('v')); // dirty again with no change: the second commit holds the same slot
     const second = t.takeDirty(2);
-    expect(second[0]?.slot).toBe(first[0]?.slot);
+    expect(second[0]?.slot).toEqual(first[0]?.slot);
     t.committed(1, first, true); // the first is done, the second is not
     add(t, 'v', 5);
     expect(second[0]?.slot).toEqual(delta(2));
@@ -82,5 +82,30 @@ describe('SlotTable', () => {
     expect(over).toEqual(ref('v'));
     expect(t.get(key('w'))).toEqual(delta(1));
     expect(t.get(key('v'))).toEqual(delta(2));
+  });
+
+  it('a key whose slot was evicted finds nothing, not the slot that took its place', () => {
+    const t = new SlotTable();
+    const kv = key('v');
+    t.loaded(kv, undefined);
+    expect(t.addDeltas(ACTOR, [{ key: kv, delta: delta(2) }])).toBeUndefined();
+    t.committed(1, t.takeDirty(1), true);
+    expect(t.trim(0)).toBe(1);
+    add(t, 'w', 5); // takes the evicted slot's room
+    expect(t.size).toBe(1);
+    expect(t.get(kv)).toBeUndefined();
+    expect(t.missing([kv])).toEqual([kv]);
+    t.loaded(kv, delta(2)); // as the store holds it
+    expect(t.get(kv)).toEqual(delta(2));
+    expect(t.get(key('w'))).toEqual(delta(5));
+    // Pinned and dirty slots stay through a trim.
+    add(t, 'v', 1);
+    const taken = t.takeDirty(2);
+    add(t, 'x', 1);
+    expect(t.trim(0)).toBe(0);
+    t.committed(2, taken, true);
+    t.committed(3, t.takeDirty(3), true);
+    expect(t.trim(1)).toBe(2);
+    expect(t.get(key('x'))).toEqual(delta(1));
   });
 });
