@@ -55,7 +55,7 @@ import { mergeRead, planSpans } from './read-plan.js';
 import { replicasNeeded, type ReplicationConfig } from './replication-config.js';
 import { answerableRange, describeRetention, expiryCutoff, isExpired } from './retention.js';
 import { noStarts, WrittenFilter, WRITTEN_FILTER_BYTES, type StartsByResolution } from './written-filter.js';
-import { idOf, SlotTable, type BucketRef, type SlotEntry, type SlotKey } from './slot-table.js';
+import { CommitSlots, idOf, SlotTable, type BucketRef, type SlotEntry, type SlotKey } from './slot-table.js';
 import { bucketStart, RESOLUTION_MS, RESOLUTIONS_OF_EVENT, type Resolution } from './time-buckets.js';
 
 /** Who gets the answer of a write or read: a client request (by the driver's handle) or a peer's forward. */
@@ -115,7 +115,7 @@ export interface HintRecord {
 /** One atomic store batch: slots, hints and batch ids together, so none is durable without the others. */
 export interface PersistBatch {
   id: number;
-  slots: SlotEntry[];
+  slots: CommitSlots;
   hintsPut: HintRecord[];
   hintsDelete: { node: string; ref: BucketRef }[];
   /** Applied batch ids; with `forwardedTo`, a batch this node sent on, and to which replicas. */
@@ -419,7 +419,7 @@ export type RepairRound = RepairSummary;
 
 interface Commit {
   id: number;
-  slots: SlotEntry[];
+  slots: CommitSlots;
   ops: WriteOp[];
   /** Incoming replications (and local repairs) to acknowledge once durable. */
   acks: { peer: string; id: number }[];
@@ -1350,13 +1350,16 @@ export class NodeCore {
     // The filter learns of every slot before the store may hold it: once, at its first commit
     // since it came into the table (one held as the store had it is in the store already).
     let written: StartsByResolution | undefined;
-    for (const s of slots) {
-      if (s.first) this.writtenFilter.written(s.ref, s.actor);
-      if (s.ref.start > this.writtenMax[s.ref.res]) this.writtenMax[s.ref.res] = s.ref.start;
+    const own: BucketRef[] = [];
+    for (let i = 0; i < slots.length; i++) {
+      const res = slots.resolutions[i] as Resolution;
+      const start = slots.starts[i] as number;
+      if (slots.first[i] === 1) this.writtenFilter.writtenAt(slots.videoIds[i] as string, slots.eventTypes[i] as string, res, start, slots.actors[i] as string);
+      if (start > this.writtenMax[res]) this.writtenMax[res] = start;
+      if (this.cfg.rf > 1 && slots.actors[i] === this.actor) own.push(slots.ref(i));
     }
     if (this.writtenMax.m > this.writtenKept.m || this.writtenMax.h > this.writtenKept.h || this.writtenMax.d > this.writtenKept.d) written = { ...this.writtenMax };
-    const own = slots.filter((s) => s.actor === this.actor).map((s) => s.ref);
-    const journalPut = own.length > 0 && this.cfg.rf > 1 ? [{ key: `${this.membership.startGeneration.toString(16)}-${id.toString(16)}`, refs: own }] : [];
+    const journalPut = own.length > 0 ? [{ key: `${this.membership.startGeneration.toString(16)}-${id.toString(16)}`, refs: own }] : [];
     const batch: PersistBatch = {
       id,
       slots,
@@ -1410,13 +1413,14 @@ export class NodeCore {
     for (const op of c.localRepairs) this.repairDone(op);
     // Ship our own slots' new values to the other replicas of their keys.
     const perPeer = new Map<string, SlotEntry[]>();
-    for (const s of c.slots) {
-      if (s.actor !== this.actor) continue;
-      for (const r of this.placementOf(s.ref.videoId).all) {
+    for (let i = 0; this.cfg.rf > 1 && i < c.slots.length; i++) {
+      if (c.slots.actors[i] !== this.actor) continue;
+      let s: SlotEntry | undefined;
+      for (const r of this.placementOf(c.slots.videoIds[i] as string).all) {
         if (r === this.id) continue;
         let list = perPeer.get(r);
         if (list === undefined) perPeer.set(r, (list = []));
-        list.push(s);
+        list.push((s ??= c.slots.entry(i)));
       }
     }
     const peers = new Map<string, ReplPeer>();

@@ -44,10 +44,91 @@ export interface SlotEntry extends SlotKey {
   slot: Slot;
 }
 
-/** A slot handed to a group commit. */
-export interface DirtySlot extends SlotEntry {
-  /** Its first commit since it came into the table, empty or as the store held nothing of it. */
-  first: boolean;
+/**
+ * The slots of one group commit, as columns: each value as it was when the commit took it (later
+ * adds change the table, not the commit). A commit of 20,000 slots as objects (a slot, its bucket,
+ * its value, the start's number) was a third of what outlived the young generation under load, as
+ * a commit is under way for longer than a scavenge takes to come. Hot paths read the columns by
+ * index; `entry(i)` and iteration make objects, for the paths that need them.
+ */
+export class CommitSlots {
+  length = 0;
+  readonly videoIds: string[] = [];
+  readonly eventTypes: string[] = [];
+  readonly actors: string[] = [];
+  readonly resolutions: Resolution[] = [];
+  starts: Float64Array;
+  /** count, sum, min, max of each slot, four to a slot. */
+  values: Float64Array;
+  /** 1: its first commit since it came into the table, empty or as the store held nothing of it. */
+  first: Uint8Array;
+  /** The table's entry of each (see SlotTable), or -1. */
+  held: Float64Array;
+
+  constructor(capacity = 16) {
+    this.starts = new Float64Array(capacity);
+    this.values = new Float64Array(4 * capacity);
+    this.first = new Uint8Array(capacity);
+    this.held = new Float64Array(capacity);
+  }
+
+  /** The commit of these entries (none first, none held): for stores' tests and tools. */
+  static of(entries: readonly SlotEntry[]): CommitSlots {
+    const c = new CommitSlots(Math.max(1, entries.length));
+    for (const e of entries) c.push(e.ref.videoId, e.ref.eventType, e.ref.res, e.ref.start, e.actor, e.slot.count, e.slot.sum, e.slot.min, e.slot.max, false, -1);
+    return c;
+  }
+
+  push(videoId: string, eventType: string, res: Resolution, start: number, actor: string, count: number, sum: number, min: number, max: number, first: boolean, held: number): void {
+    const i = this.length;
+    if (i === this.starts.length) this.grow();
+    this.videoIds.push(videoId);
+    this.eventTypes.push(eventType);
+    this.resolutions.push(res);
+    this.actors.push(actor);
+    this.starts[i] = start;
+    const v = this.values;
+    v[4 * i] = count;
+    v[4 * i + 1] = sum;
+    v[4 * i + 2] = min;
+    v[4 * i + 3] = max;
+    this.first[i] = first ? 1 : 0;
+    this.held[i] = held;
+    this.length = i + 1;
+  }
+
+  ref(i: number): BucketRef {
+    return { videoId: this.videoIds[i] as string, eventType: this.eventTypes[i] as string, res: this.resolutions[i] as Resolution, start: this.starts[i] as number };
+  }
+
+  slot(i: number): Slot {
+    const v = this.values;
+    return { count: v[4 * i] as number, sum: v[4 * i + 1] as number, min: v[4 * i + 2] as number, max: v[4 * i + 3] as number };
+  }
+
+  entry(i: number): SlotEntry {
+    return { ref: this.ref(i), actor: this.actors[i] as string, slot: this.slot(i) };
+  }
+
+  *[Symbol.iterator](): IterableIterator<SlotEntry> {
+    for (let i = 0; i < this.length; i++) yield this.entry(i);
+  }
+
+  private grow(): void {
+    const capacity = 2 * this.starts.length;
+    const starts = new Float64Array(capacity);
+    starts.set(this.starts);
+    this.starts = starts;
+    const values = new Float64Array(4 * capacity);
+    values.set(this.values);
+    this.values = values;
+    const first = new Uint8Array(capacity);
+    first.set(this.first);
+    this.first = first;
+    const held = new Float64Array(capacity);
+    held.set(this.held);
+    this.held = held;
+  }
 }
 
 /** A map key for a bucket. NUL cannot occur in validated ids. */
@@ -238,29 +319,33 @@ export class SlotTable {
   }
 
   /**
-   * Every dirty slot, for the commit `commitId`, each a copy of its value now (later adds change
-   * the table, not the commit's copy); they stay pinned until `committed(commitId)`.
+   * Every dirty slot, for the commit `commitId`, each with its value now (later adds change the
+   * table, not the commit's copy); they stay pinned until `committed(commitId)`.
    */
-  takeDirty(commitId: number): DirtySlot[] {
+  takeDirty(commitId: number): CommitSlots {
     assert(commitId > 0, 'commit ids start at 1');
-    const out: DirtySlot[] = new Array(this.dirty.length);
+    const out = new CommitSlots(Math.max(16, this.dirty.length));
+    const v = this.values;
     for (let d = 0; d < this.dirty.length; d++) {
       const i = this.dirty[d] as number;
       const f = this.flags[i] as number;
       assert((f & HAS) !== 0, 'a dirty slot has a value');
       this.flags[i] = (f & ~DIRTY) | STORED;
       this.pinnedBy[i] = commitId;
-      const ref: BucketRef = { videoId: this.videoIds[i] as string, eventType: this.eventTypes[i] as string, res: this.resolutions[i] as Resolution, start: this.starts[i] as number };
-      out[d] = { ref, actor: this.actors[i] as string, slot: this.slotAt(i) as Slot, held: this.heldOf(i), first: (f & STORED) === 0 };
+      out.push(
+        this.videoIds[i] as string, this.eventTypes[i] as string, this.resolutions[i] as Resolution, this.starts[i] as number, this.actors[i] as string,
+        v[4 * i] as number, v[4 * i + 1] as number, v[4 * i + 2] as number, v[4 * i + 3] as number,
+        (f & STORED) === 0, this.heldOf(i),
+      );
     }
     this.dirty = [];
     return out;
   }
 
   /** The commit is durable (`ok`), or failed: its slots become dirty again, to be written next time. */
-  committed(commitId: number, slots: readonly SlotEntry[], ok: boolean): void {
-    for (const s of slots) {
-      const i = this.findKey(s);
+  committed(commitId: number, slots: CommitSlots, ok: boolean): void {
+    for (let s = 0; s < slots.length; s++) {
+      const i = this.heldEntry(slots.held[s] as number);
       if (i === NONE || this.pinnedBy[i] !== commitId) continue;
       this.pinnedBy[i] = 0;
       const f = this.flags[i] as number;
@@ -314,6 +399,13 @@ export class SlotTable {
     return (this.generations[i] as number) * HELD_SPAN + i;
   }
 
+  /** The entry a key or commit holds (see heldOf), or NONE if it was evicted since. */
+  private heldEntry(held: number): number {
+    if (held < 0) return NONE;
+    const i = held % HELD_SPAN;
+    return i < this.used && (this.generations[i] as number) === (held - i) / HELD_SPAN && ((this.flags[i] as number) & LIVE) !== 0 ? i : NONE;
+  }
+
   /** The video's newest entry, or NONE; the answer is kept for the next look-up (a write's keys come grouped by video, and a new video's are each looked for before any is loaded). */
   private headOf(videoId: string): number {
     if (videoId === this.lastVideo) return this.lastHead;
@@ -325,10 +417,9 @@ export class SlotTable {
 
   /** The key's entry: the one it holds if still the same, else looked up (and then held). */
   private findKey(key: SlotKey): number {
-    const held = key.held as number | undefined;
-    if (held !== undefined) {
-      const i = held % HELD_SPAN;
-      if (i < this.used && (this.generations[i] as number) === (held - i) / HELD_SPAN && ((this.flags[i] as number) & LIVE) !== 0) return i;
+    if (key.held !== undefined) {
+      const i = this.heldEntry(key.held);
+      if (i !== NONE) return i;
     }
     const i = this.find(key.ref, key.actor);
     key.held = i === NONE ? undefined : this.heldOf(i);

@@ -101,7 +101,7 @@ export class WrittenFilter {
     if (ref.start <= this.writtenBefore[res] || ref.start <= this.dropped[res]) return this.maybe();
     const f = this.filters[res].get(ref.start);
     // No filter for a start newer than everything stored and never given up: nothing was written to it.
-    if (f === undefined || !this.probe(f, ref, actor, false)) {
+    if (f === undefined || !this.probe(f, ref.videoId, ref.eventType, actor, false)) {
       this.stats.skipped++;
       return false;
     }
@@ -110,21 +110,25 @@ export class WrittenFilter {
 
   /** The slot is being written to the store: from now on it may exist. Called before the write is issued. */
   written(ref: BucketRef, actor: string): void {
-    const res = ref.res;
-    if (ref.start <= this.writtenBefore[res] || ref.start <= this.dropped[res]) return;
-    let f = this.filters[res].get(ref.start);
+    this.writtenAt(ref.videoId, ref.eventType, ref.res, ref.start, actor);
+  }
+
+  /** `written`, of the bucket given by its parts (a commit keeps them in columns). */
+  writtenAt(videoId: string, eventType: string, res: Resolution, start: number, actor: string): void {
+    if (start <= this.writtenBefore[res] || start <= this.dropped[res]) return;
+    let f = this.filters[res].get(start);
     if (f === undefined) {
       if (this.count >= this.maxFilters) this.dropOldest();
       // The budget may be too small for even this one: then this start is "maybe" for good.
       if (this.count >= this.maxFilters) {
-        this.dropped[res] = Math.max(this.dropped[res], ref.start);
+        this.dropped[res] = Math.max(this.dropped[res], start);
         return;
       }
       f = new Uint32Array(FILTER_BITS / 32);
-      this.filters[res].set(ref.start, f);
+      this.filters[res].set(start, f);
       this.count++;
     }
-    this.probe(f, ref, actor, true);
+    this.probe(f, videoId, eventType, actor, true);
   }
 
   private maybe(): boolean {
@@ -137,8 +141,8 @@ export class WrittenFilter {
    * it by double hashing (h2 + i·step). One memory miss per slot instead of one per probe, for a
    * slightly higher false "maybe" rate at the same size.
    */
-  private probe(f: Uint32Array, ref: BucketRef, actor: string, set: boolean): boolean {
-    hashKey(ref.videoId, ref.eventType, actor);
+  private probe(f: Uint32Array, videoId: string, eventType: string, actor: string, set: boolean): boolean {
+    hashKey(videoId, eventType, actor);
     const base = (hash1 & (BLOCKS - 1)) * BLOCK_WORDS;
     const h2 = hash2;
     const step = (hash1 >>> BLOCK_INDEX_BITS) | 1;

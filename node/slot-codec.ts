@@ -60,8 +60,13 @@ function packNumber(buf: Buffer, at: number, x: number): number {
 
 /** A slot's stored bytes under `key`: marker, CRC-32 of key and value, value (msgpack [count, sum, min, max]). */
 export function encodeSlot(key: string, s: Slot): Uint8Array {
+  return encodeSlotValues(key, s.count, s.sum, s.min, s.max);
+}
+
+/** `encodeSlot` of a slot given by its values (a commit keeps them in columns). */
+export function encodeSlotValues(key: string, count: number, sum: number, min: number, max: number): Uint8Array {
   if (key.length > MAX_SCRATCH_KEY_CHARS) {
-    const body = packr.pack([s.count, s.sum, s.min, s.max]);
+    const body = packr.pack([count, sum, min, max]);
     const out = Buffer.allocUnsafe(HEADER_BYTES + body.length);
     out[0] = CHECKSUMMED;
     out.writeUInt32BE(crc32(body, crc32(key)), 1);
@@ -70,10 +75,10 @@ export function encodeSlot(key: string, s: Slot): Uint8Array {
   }
   const keyBytes = scratch.write(key, 0, 'utf8');
   scratch[keyBytes] = 0x94; // fixarray of 4
-  let end = packNumber(scratch, keyBytes + 1, s.count);
-  end = packNumber(scratch, end, s.sum);
-  end = packNumber(scratch, end, s.min);
-  end = packNumber(scratch, end, s.max);
+  let end = packNumber(scratch, keyBytes + 1, count);
+  end = packNumber(scratch, end, sum);
+  end = packNumber(scratch, end, min);
+  end = packNumber(scratch, end, max);
   const out = Buffer.allocUnsafe(HEADER_BYTES + end - keyBytes);
   out[0] = CHECKSUMMED;
   out.writeUInt32BE(crc32(scratch.subarray(0, end)), 1);

@@ -141,13 +141,18 @@ export class SlotKeys {
    */
   slotKey(key: SlotKey): string {
     const ref = key.ref;
-    assert(isResolution(ref.res), `bad resolution ${String(ref.res)}`);
-    assert(isAligned(ref.start, ref.res), `bucket start ${ref.start} is not aligned to '${ref.res}'`);
-    const prefix = this.seriesPrefix(ref.res, bucketStart(ref.start, 'd'), ref.videoId, ref.eventType);
-    let end = this.ends[ref.res];
-    if (end.start !== ref.start || end.actor !== key.actor) {
-      checkId('actor', key.actor);
-      end = this.ends[ref.res] = { start: ref.start, actor: key.actor, text: `${hexTime(ref.start)}${S}${key.actor}` };
+    return this.slotKeyOf(ref.videoId, ref.eventType, ref.res, ref.start, key.actor);
+  }
+
+  /** `slotKey` of a slot given by its parts (a commit keeps them in columns). */
+  slotKeyOf(videoId: string, eventType: string, res: Resolution, start: number, actor: string): string {
+    assert(isResolution(res), `bad resolution ${String(res)}`);
+    assert(isAligned(start, res), `bucket start ${start} is not aligned to '${res}'`);
+    const prefix = this.seriesPrefix(res, bucketStart(start, 'd'), videoId, eventType);
+    let end = this.ends[res];
+    if (end.start !== start || end.actor !== actor) {
+      checkId('actor', actor);
+      end = this.ends[res] = { start, actor, text: `${hexTime(start)}${S}${actor}` };
     }
     return prefix + end.text;
   }

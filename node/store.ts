@@ -10,11 +10,12 @@
 import type { Slot } from '../cluster/bucket-state.js';
 import { batchRecordKey, type BatchRecord, type HintRecord, type JournalRecord, type PersistBatch } from '../cluster/node-core.js';
 import type { SlotEntry, SlotKey } from '../cluster/slot-table.js';
+import type { Resolution } from '../cluster/time-buckets.js';
 import { assert, TallyError } from '../protocol/errors.js';
 import type { Hash64 } from '../protocol/hash-ring.js';
 import type { SpanSlot, SpanTuple } from '../protocol/peer.js';
 import type { Kv, KvOp } from './kv.js';
-import { decodeBatchRecord, decodeJournal, decodeSlot, decodeStarts, decodeTime, encodeBatchRecord, encodeJournal, encodeSlot, encodeStarts, encodeTime, SlotDamaged } from './slot-codec.js';
+import { decodeBatchRecord, decodeJournal, decodeSlot, decodeStarts, decodeTime, encodeBatchRecord, encodeJournal, encodeSlotValues, encodeStarts, encodeTime, SlotDamaged } from './slot-codec.js';
 import { noStarts, type StartsByResolution } from '../cluster/written-filter.js';
 import { MAX_EVENT_FUTURE_SKEW_MS } from '../protocol/limits.js';
 import { DAMAGED, slotDominates } from '../cluster/bucket-state.js';
@@ -158,7 +159,7 @@ export class Store {
   async commit(batch: PersistBatch): Promise<void> {
     const n = batch.slots.length + batch.hintsPut.length + batch.hintsDelete.length + batch.batchesPut.length + batch.batchesDelete.length + batch.journalPut.length + batch.journalDelete.length;
     assert(n <= MAX_COMMIT_ENTRIES, `a commit of ${n} entries is over the limit`);
-    if (this.verifyCommits && batch.slots.length > 0) await this.verifyGrowth(batch.slots);
+    if (this.verifyCommits && batch.slots.length > 0) await this.verifyGrowth([...batch.slots]);
     // Made while the commit before is still being written, but written only after it, and numbered
     // then: commit numbers on disk stay gapless (a gap is how a dropped log record shows), and a
     // later commit, whose slots hold at least the earlier one's values, never lands first.
@@ -206,9 +207,11 @@ export class Store {
    * the node's garbage collection time.
    */
   private *commitOps(batch: PersistBatch): Generator<KvOp> {
-    for (const s of batch.slots) {
-      const key = this.keys.slotKey(s);
-      yield { type: 'put', key, value: encodeSlot(key, s.slot) };
+    const c = batch.slots;
+    const v = c.values;
+    for (let i = 0; i < c.length; i++) {
+      const key = this.keys.slotKeyOf(c.videoIds[i] as string, c.eventTypes[i] as string, c.resolutions[i] as Resolution, c.starts[i] as number, c.actors[i] as string);
+      yield { type: 'put', key, value: encodeSlotValues(key, v[4 * i] as number, v[4 * i + 1] as number, v[4 * i + 2] as number, v[4 * i + 3] as number) };
     }
     for (const h of batch.hintsDelete) yield { type: 'del', key: hintKey(h.node, h.ref) };
     for (const h of batch.hintsPut) yield { type: 'put', key: hintKey(h.node, h.ref), value: encodeTime(h.atMs) };

@@ -10,7 +10,7 @@ import xxhash from 'xxhash-wasm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DAMAGED, type Slot } from '../../cluster/bucket-state.js';
 import type { PersistBatch } from '../../cluster/node-core.js';
-import type { BucketRef, SlotEntry } from '../../cluster/slot-table.js';
+import { CommitSlots, type BucketRef, type SlotEntry } from '../../cluster/slot-table.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS, bucketStart, type Resolution } from '../../cluster/time-buckets.js';
 import { LevelKv, MemoryKv, type Kv } from '../../node/kv.js';
 import { Store } from '../../node/store.js';
@@ -23,7 +23,7 @@ const T0 = Date.UTC(2024, 0, 1);
 const ref = (res: Resolution, start: number, videoId = 'v1', eventType = 'view'): BucketRef => ({ videoId, eventType, res, start });
 const slot = (count: number, sum = count, min = 1, max = 1): Slot => ({ count, sum, min, max });
 const batch = (slots: SlotEntry[], extra: Partial<PersistBatch> = {}): PersistBatch => ({
-  id: 1, slots, hintsPut: [], hintsDelete: [], batchesPut: [], batchesDelete: [], journalPut: [], journalDelete: [], sync: false, ...extra,
+  id: 1, slots: CommitSlots.of(slots), hintsPut: [], hintsDelete: [], batchesPut: [], batchesDelete: [], journalPut: [], journalDelete: [], sync: false, ...extra,
 });
 
 interface Harness {
