@@ -53,10 +53,10 @@ export interface SlotEntry extends SlotKey {
  */
 export class CommitSlots {
   length = 0;
-  readonly videoIds: string[] = [];
-  readonly eventTypes: string[] = [];
-  readonly actors: string[] = [];
-  readonly resolutions: Resolution[] = [];
+  readonly videoIds: string[];
+  readonly eventTypes: string[];
+  readonly actors: string[];
+  readonly resolutions: Resolution[];
   starts: Float64Array;
   /** count, sum, min, max of each slot, four to a slot. */
   values: Float64Array;
@@ -66,6 +66,11 @@ export class CommitSlots {
   held: Float64Array;
 
   constructor(capacity = 16) {
+    // Made at their length: grown by push, the arrays of a large commit were made again and again.
+    this.videoIds = new Array<string>(capacity);
+    this.eventTypes = new Array<string>(capacity);
+    this.actors = new Array<string>(capacity);
+    this.resolutions = new Array<Resolution>(capacity);
     this.starts = new Float64Array(capacity);
     this.values = new Float64Array(4 * capacity);
     this.first = new Uint8Array(capacity);
@@ -82,10 +87,10 @@ export class CommitSlots {
   push(videoId: string, eventType: string, res: Resolution, start: number, actor: string, count: number, sum: number, min: number, max: number, first: boolean, held: number): void {
     const i = this.length;
     if (i === this.starts.length) this.grow();
-    this.videoIds.push(videoId);
-    this.eventTypes.push(eventType);
-    this.resolutions.push(res);
-    this.actors.push(actor);
+    this.videoIds[i] = videoId;
+    this.eventTypes[i] = eventType;
+    this.resolutions[i] = res;
+    this.actors[i] = actor;
     this.starts[i] = start;
     const v = this.values;
     v[4 * i] = count;
@@ -205,7 +210,9 @@ export class SlotTable {
   /** Least and most recently touched (or loaded) entries: trimming starts at `oldest`. */
   private oldest = NONE;
   private newest = NONE;
-  private dirty: number[] = [];
+  /** Indexes of the dirty entries, the first `dirtyLength` of them: kept, not made again per commit. */
+  private dirty = new Int32Array(FIRST_CAPACITY);
+  private dirtyLength = 0;
   /** The video last looked up (undefined: none), and its newest entry (NONE: it has none): keys come grouped by video. */
   private lastVideo: string | undefined;
   private lastHead = NONE;
@@ -217,7 +224,7 @@ export class SlotTable {
   }
 
   get dirtyCount(): number {
-    return this.dirty.length;
+    return this.dirtyLength;
   }
 
   /** The slot held for `key` (undefined: none held, or held as absent from the store). */
@@ -324,9 +331,9 @@ export class SlotTable {
    */
   takeDirty(commitId: number): CommitSlots {
     assert(commitId > 0, 'commit ids start at 1');
-    const out = new CommitSlots(Math.max(16, this.dirty.length));
+    const out = new CommitSlots(Math.max(16, this.dirtyLength));
     const v = this.values;
-    for (let d = 0; d < this.dirty.length; d++) {
+    for (let d = 0; d < this.dirtyLength; d++) {
       const i = this.dirty[d] as number;
       const f = this.flags[i] as number;
       assert((f & HAS) !== 0, 'a dirty slot has a value');
@@ -338,7 +345,7 @@ export class SlotTable {
         (f & STORED) === 0, this.heldOf(i),
       );
     }
-    this.dirty = [];
+    this.dirtyLength = 0;
     return out;
   }
 
@@ -351,7 +358,7 @@ export class SlotTable {
       const f = this.flags[i] as number;
       if (!ok && (f & DIRTY) === 0) {
         this.flags[i] = f | DIRTY;
-        this.dirty.push(i);
+        this.markDirty(i);
       }
     }
   }
@@ -499,8 +506,17 @@ export class SlotTable {
     const f = this.flags[i] as number;
     if ((f & DIRTY) === 0) {
       this.flags[i] = f | DIRTY;
-      this.dirty.push(i);
+      this.markDirty(i);
     }
+  }
+
+  private markDirty(i: number): void {
+    if (this.dirtyLength === this.dirty.length) {
+      const dirty = new Int32Array(2 * this.dirty.length);
+      dirty.set(this.dirty);
+      this.dirty = dirty;
+    }
+    this.dirty[this.dirtyLength++] = i;
   }
 
   /** Puts `i` at the newest end. */
