@@ -107,9 +107,12 @@ const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$/;
 
 /**
  * Bytes of JavaScript heap to allow per slot in the core's table, with its share of the structures
- * around it and room for the garbage a busy node makes. A heap snapshot under load: 86 MB live
- * with ~210,000 slots cached (~350 bytes a slot, everything else included); before video ids were
- * copied into the table (slot-table.ts) a slot held its frame's string too, 700-900 bytes.
+ * around it and room for the garbage a busy node makes. As objects, a heap snapshot under load
+ * showed 86 MB live with ~210,000 slots cached (~350 bytes a slot, everything else included). Kept
+ * in columns (slot-table.ts) a slot takes ~65 bytes of typed arrays outside the heap and ~16 in it,
+ * and ~28 MB stay live after a full collection under load with the cache full; twice the slots
+ * (250 bytes a slot) gave the same events/s in runs taken in turn (uniform 37,756/32,582 against
+ * 34,657/36,314; Zipf 73,085/73,200 against 71,289/72,810), so the share is left as it was.
  */
 export const HEAP_BYTES_PER_SLOT = 500;
 /** Shares of the heap limit the slot cache, and the slots awaiting a commit, may take. */
