@@ -1,11 +1,16 @@
 /**
  * The slot table's one subtle promise: a slot handed to a commit (takeDirty) keeps the value it
  * had then, whatever the table adds after, while the commit is under way; a failed commit leaves
- * every add in the table, dirty; and a request's adds are applied whole or not at all.
+ * every add in the table, dirty; and a request's adds are applied whole or not at all. And, as the
+ * table keeps its entries in columns by index, that it agrees with a plain model of the same rules
+ * (values, dirty and pinned slots, which slots a trim evicts) through random operations.
  */
 import { describe, expect, it } from 'vitest';
 import type { Slot } from '../../cluster/bucket-state.js';
-import { SlotTable, type BucketRef, type SlotKey } from '../../cluster/slot-table.js';
+import { joinSlot } from '../../cluster/bucket-state.js';
+import { CommitSlots, SlotTable, slotId, type BucketRef, type SlotKey } from '../../cluster/slot-table.js';
+import type { Resolution } from '../../cluster/time-buckets.js';
+import { seededRandom } from '../helpers/random.js';
 
 const ACTOR = 'n1#aa';
 const T0 = Date.UTC(2024, 0, 1);
@@ -107,5 +112,96 @@ describe('SlotTable', () => {
     t.committed(3, t.takeDirty(3), true);
     expect(t.trim(1)).toBe(2);
     expect(t.get(key('x'))).toEqual(delta(1));
+  });
+
+  it('agrees with a plain model through random loads, adds, joins, commits, failures and trims', () => {
+    for (const seed of [1, 2, 3, 4, 5]) {
+      const rand = seededRandom(seed);
+      const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
+      const t = new SlotTable();
+      /** id → what the table must hold: value (undefined: absent from the store), dirty, pinning commit, recency. */
+      const model = new Map<string, { ref: BucketRef; actor: string; slot: Slot | undefined; dirty: boolean; pinnedBy: number; touched: number }>();
+      const commits = new Map<number, { slots: CommitSlots; values: Map<string, Slot> }>();
+      let clock = 0;
+      let commitId = 0;
+      const anyKey = (): SlotKey => {
+        const res = pick<Resolution>(['m', 'h', 'd']);
+        return { ref: { videoId: pick(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']), eventType: pick(['view', 'like']), res, start: res === 'm' ? T0 + 60_000 * Math.floor(rand() * 3) : T0 }, actor: pick([ACTOR, 'n2#bb']) };
+      };
+      const touch = (id: string): void => {
+        const m = model.get(id)!;
+        m.touched = ++clock;
+        m.dirty = true;
+      };
+      for (let step = 0; step < 3000; step++) {
+        const k = anyKey();
+        const id = slotId(k.ref, k.actor);
+        const m = model.get(id);
+        const op = rand();
+        if (op < 0.25) {
+          const stored = rand() < 0.5 ? undefined : delta(1 + Math.floor(rand() * 5));
+          t.loaded(k, stored);
+          if (m === undefined) model.set(id, { ref: k.ref, actor: k.actor, slot: stored, dirty: false, pinnedBy: 0, touched: ++clock });
+          else if (stored !== undefined) m.slot = joinSlot(m.slot, stored);
+        } else if (op < 0.5) {
+          if (m === undefined || k.actor !== ACTOR) continue;
+          const d = delta(1 + Math.floor(rand() * 3), Math.floor(rand() * 9));
+          expect(t.addDeltas(ACTOR, [{ key: k, delta: d }])).toBeUndefined();
+          m.slot = m.slot === undefined ? { ...d } : { count: m.slot.count + d.count, sum: m.slot.sum + d.sum, min: Math.min(m.slot.min, d.min), max: Math.max(m.slot.max, d.max) };
+          touch(id);
+        } else if (op < 0.6) {
+          if (m === undefined) continue;
+          const other = delta(1 + Math.floor(rand() * 12), Math.floor(rand() * 9));
+          const joined = joinSlot(m.slot, other);
+          expect(t.join({ ...k, slot: other })).toBe(joined !== m.slot);
+          if (joined !== m.slot) {
+            m.slot = joined;
+            touch(id);
+          }
+        } else if (op < 0.65) {
+          if (m === undefined) continue;
+          t.rewrite(k);
+          if (m.slot !== undefined) touch(id);
+        } else if (op < 0.78) {
+          const slots = t.takeDirty(++commitId);
+          const values = new Map<string, Slot>();
+          const dirty = [...model].filter(([, x]) => x.dirty);
+          expect(slots.length).toBe(dirty.length);
+          for (const e of slots) values.set(slotId(e.ref, e.actor), e.slot);
+          for (const [did, x] of dirty) {
+            expect(values.get(did)).toEqual(x.slot);
+            x.dirty = false;
+            x.pinnedBy = commitId;
+          }
+          commits.set(commitId, { slots, values });
+        } else if (op < 0.95) {
+          if (commits.size === 0) continue;
+          const [cid, c] = [...commits][0]!; // the store reports commits in order
+          commits.delete(cid);
+          const ok = rand() < 0.8;
+          // What the commit took is still what it took, whatever came after.
+          for (const e of c.slots) expect(e.slot).toEqual(c.values.get(slotId(e.ref, e.actor)));
+          t.committed(cid, c.slots, ok);
+          for (const x of model.values()) {
+            if (x.pinnedBy !== cid) continue;
+            x.pinnedBy = 0;
+            if (!ok) x.dirty = true;
+          }
+        } else {
+          const max = Math.max(0, model.size - 1 - Math.floor(rand() * 3)); // a few: which ones shows the order
+          const evictable = [...model].filter(([, x]) => !x.dirty && x.pinnedBy === 0).sort((a, b) => a[1].touched - b[1].touched);
+          const expected = Math.min(evictable.length, Math.max(0, model.size - max));
+          expect(t.trim(max)).toBe(expected);
+          for (const [eid] of evictable.slice(0, expected)) model.delete(eid);
+        }
+        expect(t.size).toBe(model.size);
+        expect(t.dirtyCount).toBe([...model.values()].filter((x) => x.dirty).length);
+        for (const x of model.values()) {
+          expect(t.has({ ref: x.ref, actor: x.actor })).toBe(true);
+          expect(t.get({ ref: x.ref, actor: x.actor })).toEqual(x.slot);
+        }
+        expect(t.has(k)).toBe(model.has(id));
+      }
+    }
   });
 });
