@@ -1413,7 +1413,8 @@ export class NodeCore {
     for (const op of c.localRepairs) this.repairDone(op);
     // Ship our own slots' new values to the other replicas of their keys.
     const perPeer = new Map<string, SlotEntry[]>();
-    for (let i = 0; this.cfg.rf > 1 && i < c.slots.length; i++) {
+    // Whatever the RF: while the ring changes, a key's replicas include those taking it over.
+    for (let i = 0; i < c.slots.length; i++) {
       if (c.slots.actors[i] !== this.actor) continue;
       let s: SlotEntry | undefined;
       for (const r of this.placementOf(c.slots.videoIds[i] as string).all) {

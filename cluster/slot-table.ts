@@ -35,7 +35,7 @@ export interface SlotKey {
   actor: string;
   /** `slotId(ref, actor)`, once it has been made (see idOf). */
   id?: string;
-  /** The table's entry for this key once found, so a write's later steps need no look-up (SlotTable only). */
+  /** The table's entry for this key once found (its generation and index), so a write's later steps need no look-up (SlotTable only). */
   held?: number;
 }
 
@@ -77,7 +77,7 @@ export class CommitSlots {
     this.held = new Float64Array(capacity);
   }
 
-  /** The commit of these entries (none first, none held): for stores' tests and tools. */
+  /** The commit of these entries (none first, none held, so the table's `committed` ignores it): for stores' tests and tools. */
   static of(entries: readonly SlotEntry[]): CommitSlots {
     const c = new CommitSlots(Math.max(1, entries.length));
     for (const e of entries) c.push(e.ref.videoId, e.ref.eventType, e.ref.res, e.ref.start, e.actor, e.slot.count, e.slot.sum, e.slot.min, e.slot.max, false, -1);
