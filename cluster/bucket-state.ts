@@ -71,13 +71,42 @@ export const MAX_SLOT_VALUE = Number.MAX_SAFE_INTEGER;
  * Returns undefined when the result would pass MAX_SLOT_VALUE, so the caller can refuse the write.
  */
 export function addDelta(slot: Readonly<Slot> | undefined, delta: Readonly<Slot>): Slot | undefined {
+  if (slot !== undefined) {
+    one[0] = slot.count;
+    one[1] = slot.sum;
+    one[2] = slot.min;
+    one[3] = slot.max;
+  }
+  if (!addDeltaAt(one, 0, slot !== undefined, delta)) return undefined;
+  return { count: one[0] as number, sum: one[1] as number, min: one[2] as number, max: one[3] as number };
+}
+
+const one = new Float64Array(4);
+
+/**
+ * `addDelta` on a slot kept as four numbers (count, sum, min, max) at `values[at]`, `has` false if
+ * there is none yet: replaced by the sum, and true; or left as it was, and false, when the sum
+ * would pass MAX_SLOT_VALUE. For the slot table, which keeps slots in columns.
+ */
+export function addDeltaAt(values: Float64Array, at: number, has: boolean, delta: Readonly<Slot>): boolean {
   assert(Number.isSafeInteger(delta.count) && delta.count > 0, `delta count must be a positive integer, got ${delta.count}`);
   assert(delta.sum >= 0 && delta.min >= 0 && delta.min <= delta.max, 'delta must hold sum >= 0 and 0 <= min <= max');
-  if (slot === undefined) return delta.count > MAX_SLOT_VALUE || delta.sum > MAX_SLOT_VALUE ? undefined : { ...delta };
-  const count = slot.count + delta.count;
-  const sum = slot.sum + delta.sum;
-  if (count > MAX_SLOT_VALUE || sum > MAX_SLOT_VALUE) return undefined;
-  return { count, sum, min: Math.min(slot.min, delta.min), max: Math.max(slot.max, delta.max) };
+  if (!has) {
+    if (delta.count > MAX_SLOT_VALUE || delta.sum > MAX_SLOT_VALUE) return false;
+    values[at] = delta.count;
+    values[at + 1] = delta.sum;
+    values[at + 2] = delta.min;
+    values[at + 3] = delta.max;
+    return true;
+  }
+  const count = (values[at] as number) + delta.count;
+  const sum = (values[at + 1] as number) + delta.sum;
+  if (count > MAX_SLOT_VALUE || sum > MAX_SLOT_VALUE) return false;
+  values[at] = count;
+  values[at + 1] = sum;
+  values[at + 2] = Math.min(values[at + 2] as number, delta.min);
+  values[at + 3] = Math.max(values[at + 3] as number, delta.max);
+  return true;
 }
 
 /** The delta of `n` events of `value`, for `addDelta`. */

@@ -19,7 +19,7 @@
  * V8 walks on every later iteration); the dirty slots are an array of indexes.
  */
 import { assert } from '../protocol/errors.js';
-import { addDelta, joinSlot, type Slot } from './bucket-state.js';
+import { addDeltaAt, joinSlot, type Slot } from './bucket-state.js';
 import type { Resolution } from './time-buckets.js';
 
 /** One bucket of one series. */
@@ -292,13 +292,13 @@ export class SlotTable {
       assert(key.actor === actor, 'an add goes to the own slot');
       const i = this.findKey(key);
       assert(i !== NONE, 'own slot must be loaded before an add');
-      const s = addDelta(this.slotAt(i), delta);
-      if (s === undefined) return key.ref;
+      const v = this.values;
       p[5 * d] = i;
-      p[5 * d + 1] = s.count;
-      p[5 * d + 2] = s.sum;
-      p[5 * d + 3] = s.min;
-      p[5 * d + 4] = s.max;
+      p[5 * d + 1] = v[4 * i] as number;
+      p[5 * d + 2] = v[4 * i + 1] as number;
+      p[5 * d + 3] = v[4 * i + 2] as number;
+      p[5 * d + 4] = v[4 * i + 3] as number;
+      if (!addDeltaAt(p, 5 * d + 1, ((this.flags[i] as number) & HAS) !== 0, delta)) return key.ref;
     }
     for (let d = 0; d < deltas.length; d++) {
       const i = p[5 * d] as number;

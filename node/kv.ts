@@ -23,7 +23,9 @@ export interface Kv {
   getMany(keys: readonly string[]): Promise<(Uint8Array | undefined)[]>;
   /**
    * One atomic batch: all of it or none. `sync` fsyncs the log before resolving. `ops` may be made
-   * as they are read (a generator): if reading them throws, nothing is written. `last`, when
+   * as they are read (a generator): if reading them throws, nothing is written. Each is taken (its
+   * key and value copied) before the next is read: a maker may give the same object, and value
+   * bytes, again, changed. `last`, when
    * given, is awaited once `ops` are in the batch, and the entries it gives end the batch: the
    * batch is made before `last` settles, written after.
    */
@@ -322,8 +324,10 @@ export class MemoryKv implements Kv {
 
   async write(ops: Iterable<KvOp>, _sync: boolean, last?: () => Promise<readonly KvOp[]>): Promise<void> {
     this.check();
-    // All made first: one that fails to be made leaves the store as it was.
-    const all = [...ops];
+    // All made first: one that fails to be made leaves the store as it was. Each copied as it is
+    // read: the maker may reuse the object and its bytes for the next.
+    const all: KvOp[] = [];
+    for (const op of ops) all.push(op.value === undefined ? { type: op.type, key: op.key } : { type: op.type, key: op.key, value: new Uint8Array(op.value) });
     if (last !== undefined) all.push(...(await last()));
     this.check();
     for (const op of all) {

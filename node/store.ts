@@ -15,7 +15,7 @@ import { assert, TallyError } from '../protocol/errors.js';
 import type { Hash64 } from '../protocol/hash-ring.js';
 import type { SpanSlot, SpanTuple } from '../protocol/peer.js';
 import type { Kv, KvOp } from './kv.js';
-import { decodeBatchRecord, decodeJournal, decodeSlot, decodeStarts, decodeTime, encodeBatchRecord, encodeJournal, encodeSlotValues, encodeStarts, encodeTime, SlotDamaged } from './slot-codec.js';
+import { decodeBatchRecord, decodeJournal, decodeSlot, decodeStarts, decodeTime, encodeBatchRecord, encodeJournal, encodeSlotValuesTransient, encodeStarts, encodeTime, SlotDamaged } from './slot-codec.js';
 import { noStarts, type StartsByResolution } from '../cluster/written-filter.js';
 import { MAX_EVENT_FUTURE_SKEW_MS } from '../protocol/limits.js';
 import { DAMAGED, slotDominates } from '../cluster/bucket-state.js';
@@ -209,9 +209,13 @@ export class Store {
   private *commitOps(batch: PersistBatch): Generator<KvOp> {
     const c = batch.slots;
     const v = c.values;
+    // One entry object, its key and bytes replaced for each slot: the Kv takes each before the next.
+    const op: KvOp = { type: 'put', key: '', value: EMPTY };
     for (let i = 0; i < c.length; i++) {
       const key = this.keys.slotKeyOf(c.videoIds[i] as string, c.eventTypes[i] as string, c.resolutions[i] as Resolution, c.starts[i] as number, c.actors[i] as string);
-      yield { type: 'put', key, value: encodeSlotValues(key, v[4 * i] as number, v[4 * i + 1] as number, v[4 * i + 2] as number, v[4 * i + 3] as number) };
+      op.key = key;
+      op.value = encodeSlotValuesTransient(key, v[4 * i] as number, v[4 * i + 1] as number, v[4 * i + 2] as number, v[4 * i + 3] as number);
+      yield op;
     }
     for (const h of batch.hintsDelete) yield { type: 'del', key: hintKey(h.node, h.ref) };
     for (const h of batch.hintsPut) yield { type: 'put', key: hintKey(h.node, h.ref), value: encodeTime(h.atMs) };
