@@ -184,12 +184,81 @@ const FIRST_CAPACITY = 1024;
  * an index; a key remembers the index and the entry's generation, which eviction advances, so a
  * key whose entry was evicted looks it up again.
  */
+const RESOLUTION_NAMES: readonly Resolution[] = ['m', 'h', 'd'];
+
+function resolutionCode(res: Resolution): number {
+  return res === 'm' ? 0 : res === 'h' ? 1 : 2;
+}
+
+/**
+ * Event types and actors held in the table, each as a number: a few of each are shared by every
+ * slot, and numbers in a typed column are nothing for the collector to trace, where a column of
+ * strings is an array of 2^18 pointers it marks at every full collection. Counted, so a name no
+ * slot holds any more is forgotten (event types are the clients' to choose).
+ */
+class Names {
+  private readonly codes = new Map<string, number>();
+  private readonly texts: string[] = [];
+  private readonly holders: number[] = [];
+  private readonly free: number[] = [];
+  /** The name last looked up, and its code: a write's keys share their event type and actor. */
+  private last: string | undefined;
+  private lastCode = NONE;
+
+  get size(): number {
+    return this.codes.size;
+  }
+
+  /** The name's code, NONE if no slot holds it. */
+  find(name: string): number {
+    if (name === this.last) return this.lastCode;
+    const code = this.codes.get(name) ?? NONE;
+    if (code !== NONE) {
+      this.last = name;
+      this.lastCode = code;
+    }
+    return code;
+  }
+
+  /** The name's code, for one more slot that holds it. */
+  take(name: string): number {
+    let code = this.find(name);
+    if (code === NONE) {
+      code = this.free.pop() ?? this.texts.length;
+      const own = ownCopy(name);
+      this.texts[code] = own;
+      this.holders[code] = 0;
+      this.codes.set(own, code);
+    }
+    this.holders[code] = (this.holders[code] as number) + 1;
+    return code;
+  }
+
+  of(code: number): string {
+    return this.texts[code] as string;
+  }
+
+  /** One slot fewer holds the name's code. */
+  release(code: number): void {
+    const left = (this.holders[code] as number) - 1;
+    this.holders[code] = left;
+    if (left > 0) return;
+    this.codes.delete(this.texts[code] as string);
+    this.texts[code] = '';
+    this.free.push(code);
+    this.last = undefined;
+    this.lastCode = NONE;
+  }
+}
+
 export class SlotTable {
   private capacity = 0;
   private videoIds: string[] = [];
-  private eventTypes: string[] = [];
-  private actors: string[] = [];
-  private resolutions: Resolution[] = [];
+  /** Event types and actors as numbers (see Names), resolutions as their index in RESOLUTION_NAMES. */
+  private eventTypes = new Uint32Array(0);
+  private actors = new Uint32Array(0);
+  private resolutions = new Uint8Array(0);
+  private readonly names = new Names();
   private starts = new Float64Array(0);
   /** count, sum, min, max of each entry, four to an entry. */
   private values = new Float64Array(0);
@@ -227,6 +296,11 @@ export class SlotTable {
     return this.dirtyLength;
   }
 
+  /** Distinct event types and actors the slots held refer to. */
+  get namesHeld(): number {
+    return this.names.size;
+  }
+
   /** The slot held for `key` (undefined: none held, or held as absent from the store). */
   get(key: SlotKey): Slot | undefined {
     const i = this.findKey(key);
@@ -259,9 +333,9 @@ export class SlotTable {
     ref.videoId = videoId;
     const n = this.allocate();
     this.videoIds[n] = videoId;
-    this.eventTypes[n] = ref.eventType;
-    this.actors[n] = key.actor;
-    this.resolutions[n] = ref.res;
+    this.eventTypes[n] = this.names.take(ref.eventType);
+    this.actors[n] = this.names.take(key.actor);
+    this.resolutions[n] = resolutionCode(ref.res);
     this.starts[n] = ref.start;
     this.pinnedBy[n] = 0;
     if (stored === undefined) {
@@ -340,7 +414,7 @@ export class SlotTable {
       this.flags[i] = (f & ~DIRTY) | STORED;
       this.pinnedBy[i] = commitId;
       out.push(
-        this.videoIds[i] as string, this.eventTypes[i] as string, this.resolutions[i] as Resolution, this.starts[i] as number, this.actors[i] as string,
+        this.videoIds[i] as string, this.names.of(this.eventTypes[i] as number), RESOLUTION_NAMES[this.resolutions[i] as number] as Resolution, this.starts[i] as number, this.names.of(this.actors[i] as number),
         v[4 * i] as number, v[4 * i + 1] as number, v[4 * i + 2] as number, v[4 * i + 3] as number,
         (f & STORED) === 0, this.heldOf(i),
       );
@@ -435,11 +509,15 @@ export class SlotTable {
 
   /** Newest first: a video's recent buckets are the ones looked for most. */
   private find(ref: BucketRef, actor: string): number {
+    const head = this.headOf(ref.videoId);
+    if (head === NONE) return NONE;
+    const eventType = this.names.find(ref.eventType);
+    const actorCode = this.names.find(actor);
+    if (eventType === NONE || actorCode === NONE) return NONE;
     const start = ref.start;
-    const res = ref.res;
-    const eventType = ref.eventType;
-    for (let i = this.headOf(ref.videoId); i !== NONE; i = this.nextOfVideo[i] as number) {
-      if (this.starts[i] === start && this.resolutions[i] === res && this.actors[i] === actor && this.eventTypes[i] === eventType) return i;
+    const res = resolutionCode(ref.res);
+    for (let i = head; i !== NONE; i = this.nextOfVideo[i] as number) {
+      if (this.starts[i] === start && this.resolutions[i] === res && this.actors[i] === actorCode && this.eventTypes[i] === eventType) return i;
     }
     return NONE;
   }
@@ -463,6 +541,9 @@ export class SlotTable {
       return fresh;
     };
     this.starts = widen(this.starts, (n) => new Float64Array(n));
+    this.eventTypes = widen(this.eventTypes, (n) => new Uint32Array(n));
+    this.actors = widen(this.actors, (n) => new Uint32Array(n));
+    this.resolutions = widen(this.resolutions, (n) => new Uint8Array(n));
     this.values = widen(this.values, (n) => new Float64Array(n), 4);
     this.flags = widen(this.flags, (n) => new Uint8Array(n));
     this.pinnedBy = widen(this.pinnedBy, (n) => new Float64Array(n));
@@ -491,8 +572,8 @@ export class SlotTable {
     // A key still holding this index finds it changed, and looks its slot up again.
     this.generations[i] = ((this.generations[i] as number) + 1) & GENERATION_MASK;
     this.videoIds[i] = '';
-    this.eventTypes[i] = '';
-    this.actors[i] = '';
+    this.names.release(this.eventTypes[i] as number);
+    this.names.release(this.actors[i] as number);
     this.nextOfVideo[i] = this.freeHead;
     this.freeHead = i;
     this.count--;

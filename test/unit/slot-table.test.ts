@@ -204,4 +204,22 @@ describe('SlotTable', () => {
       }
     }
   });
+
+  it('forgets event types and actors no slot holds any more', () => {
+    const t = new SlotTable();
+    for (let i = 0; i < 500; i++) {
+      const k: SlotKey = { ref: { videoId: `v${i % 7}`, eventType: `type-${i}`, res: 'm', start: T0 }, actor: i % 2 === 0 ? ACTOR : 'n2#bb' };
+      t.loaded(k, delta(1 + i));
+    }
+    expect(t.namesHeld).toBe(502);
+    expect(t.get({ ref: { videoId: 'v3', eventType: 'type-10', res: 'm', start: T0 }, actor: ACTOR })).toEqual(delta(11));
+    expect(t.trim(100)).toBe(400);
+    expect(t.namesHeld).toBe(102);
+    expect(t.trim(0)).toBe(100);
+    expect(t.namesHeld).toBe(0);
+    // And a name taken again after it was forgotten reads as itself.
+    add(t, 'v', 3);
+    expect(t.get(key('v'))).toEqual(delta(3));
+    expect(t.namesHeld).toBe(2);
+  });
 });
