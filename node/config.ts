@@ -109,7 +109,7 @@ const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$/;
  * Bytes of JavaScript heap to allow per slot in the core's table, with its share of the structures
  * around it and room for the garbage a busy node makes. As objects, a heap snapshot under load
  * showed 86 MB live with ~210,000 slots cached (~350 bytes a slot, everything else included). Kept
- * in columns (slot-table.ts) a slot takes ~65 bytes of typed arrays outside the heap and ~16 in it,
+ * in columns (slot-table.ts) a slot takes ~74 bytes of typed arrays outside the heap and a pointer in it,
  * and ~28 MB stay live after a full collection under load with the cache full; twice the slots
  * (250 bytes a slot) gave the same events/s in runs taken in turn (uniform 37,756/32,582 against
  * 34,657/36,314; Zipf 73,085/73,200 against 71,289/72,810), so the share is left as it was.
