@@ -258,7 +258,9 @@ export class SlotTable {
   private eventTypes = new Uint32Array(0);
   private actors = new Uint32Array(0);
   private resolutions = new Uint8Array(0);
-  private readonly names = new Names();
+  /** Apart, so each keeps its own last look-up: a write's keys share their event type, and their actor. */
+  private readonly eventTypeNames = new Names();
+  private readonly actorNames = new Names();
   private starts = new Float64Array(0);
   /** count, sum, min, max of each entry, four to an entry. */
   private values = new Float64Array(0);
@@ -298,7 +300,7 @@ export class SlotTable {
 
   /** Distinct event types and actors the slots held refer to. */
   get namesHeld(): number {
-    return this.names.size;
+    return this.eventTypeNames.size + this.actorNames.size;
   }
 
   /** The slot held for `key` (undefined: none held, or held as absent from the store). */
@@ -333,8 +335,8 @@ export class SlotTable {
     ref.videoId = videoId;
     const n = this.allocate();
     this.videoIds[n] = videoId;
-    this.eventTypes[n] = this.names.take(ref.eventType);
-    this.actors[n] = this.names.take(key.actor);
+    this.eventTypes[n] = this.eventTypeNames.take(ref.eventType);
+    this.actors[n] = this.actorNames.take(key.actor);
     this.resolutions[n] = resolutionCode(ref.res);
     this.starts[n] = ref.start;
     this.pinnedBy[n] = 0;
@@ -414,7 +416,7 @@ export class SlotTable {
       this.flags[i] = (f & ~DIRTY) | STORED;
       this.pinnedBy[i] = commitId;
       out.push(
-        this.videoIds[i] as string, this.names.of(this.eventTypes[i] as number), RESOLUTION_NAMES[this.resolutions[i] as number] as Resolution, this.starts[i] as number, this.names.of(this.actors[i] as number),
+        this.videoIds[i] as string, this.eventTypeNames.of(this.eventTypes[i] as number), RESOLUTION_NAMES[this.resolutions[i] as number] as Resolution, this.starts[i] as number, this.actorNames.of(this.actors[i] as number),
         v[4 * i] as number, v[4 * i + 1] as number, v[4 * i + 2] as number, v[4 * i + 3] as number,
         (f & STORED) === 0, this.heldOf(i),
       );
@@ -511,8 +513,8 @@ export class SlotTable {
   private find(ref: BucketRef, actor: string): number {
     const head = this.headOf(ref.videoId);
     if (head === NONE) return NONE;
-    const eventType = this.names.find(ref.eventType);
-    const actorCode = this.names.find(actor);
+    const eventType = this.eventTypeNames.find(ref.eventType);
+    const actorCode = this.actorNames.find(actor);
     if (eventType === NONE || actorCode === NONE) return NONE;
     const start = ref.start;
     const res = resolutionCode(ref.res);
@@ -572,8 +574,8 @@ export class SlotTable {
     // A key still holding this index finds it changed, and looks its slot up again.
     this.generations[i] = ((this.generations[i] as number) + 1) & GENERATION_MASK;
     this.videoIds[i] = '';
-    this.names.release(this.eventTypes[i] as number);
-    this.names.release(this.actors[i] as number);
+    this.eventTypeNames.release(this.eventTypes[i] as number);
+    this.actorNames.release(this.actors[i] as number);
     this.nextOfVideo[i] = this.freeHead;
     this.freeHead = i;
     this.count--;

@@ -171,8 +171,9 @@ export class LevelKv implements Kv {
         };
         let i = 0;
         for (const op of ops) {
-          if (++i % WRITE_SLICE === 0) await new Promise((r) => setImmediate(r));
+          // Taken before the turn is given up: an entry's bytes may be valid only until the next is made.
           add(op);
+          if (++i % WRITE_SLICE === 0) await new Promise((r) => setImmediate(r));
         }
         if (last !== undefined) for (const op of await last()) add(op);
       } catch (err) {
