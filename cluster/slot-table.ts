@@ -121,18 +121,10 @@ export class CommitSlots {
 
   private grow(): void {
     const capacity = 2 * this.starts.length;
-    const starts = new Float64Array(capacity);
-    starts.set(this.starts);
-    this.starts = starts;
-    const values = new Float64Array(4 * capacity);
-    values.set(this.values);
-    this.values = values;
-    const first = new Uint8Array(capacity);
-    first.set(this.first);
-    this.first = first;
-    const held = new Float64Array(capacity);
-    held.set(this.held);
-    this.held = held;
+    this.starts = widened(this.starts, capacity);
+    this.values = widened(this.values, 4 * capacity);
+    this.first = widened(this.first, capacity);
+    this.held = widened(this.held, capacity);
   }
 }
 
@@ -175,15 +167,13 @@ const HELD_SPAN = 2 ** 25;
 const GENERATION_MASK = 2 ** 28 - 1;
 const FIRST_CAPACITY = 1024;
 
-/**
- * The table keeps its entries in columns (typed arrays and arrays of strings shared with every
- * other slot of a video) rather than as objects: a node holds up to ~180,000 slots under its
- * memory budget, and as objects (an entry, its bucket, its value, the start's number) they were
- * half of the heap's objects, each one marked by every full collection and the new ones copied by
- * scavenges (a third of what outlived the young generation in a profile under load). An entry is
- * an index; a key remembers the index and the entry's generation, which eviction advances, so a
- * key whose entry was evicted looks it up again.
- */
+/** A typed array of `length` holding `old` at its start. */
+function widened<T extends Float64Array | Int32Array | Uint32Array | Uint8Array>(old: T, length: number): T {
+  const fresh = new (old.constructor as new (n: number) => T)(length);
+  fresh.set(old);
+  return fresh;
+}
+
 const RESOLUTION_NAMES: readonly Resolution[] = ['m', 'h', 'd'];
 
 function resolutionCode(res: Resolution): number {
@@ -251,6 +241,15 @@ class Names {
   }
 }
 
+/**
+ * The table keeps its entries in columns (typed arrays, event types and actors as numbers, and an
+ * array of video ids) rather than as objects: a node holds up to ~180,000 slots under its memory
+ * budget, and as objects (an entry, its bucket, its value, the start's number) they were half of
+ * the heap's objects, each one marked by every full collection and the new ones copied by
+ * scavenges (a third of what outlived the young generation in a profile under load). An entry is
+ * an index; a key remembers the index and the entry's generation, which eviction advances, so a
+ * key whose entry was evicted looks it up again.
+ */
 export class SlotTable {
   private capacity = 0;
   private videoIds: string[] = [];
@@ -537,22 +536,17 @@ export class SlotTable {
   private grow(): void {
     const capacity = Math.max(FIRST_CAPACITY, 2 * this.capacity);
     assert(capacity <= HELD_SPAN, 'the slot table holds at most 2^25 entries');
-    const widen = <T extends Float64Array | Int32Array | Uint32Array | Uint8Array>(old: T, make: (n: number) => T, per = 1): T => {
-      const fresh = make(capacity * per);
-      fresh.set(old);
-      return fresh;
-    };
-    this.starts = widen(this.starts, (n) => new Float64Array(n));
-    this.eventTypes = widen(this.eventTypes, (n) => new Uint32Array(n));
-    this.actors = widen(this.actors, (n) => new Uint32Array(n));
-    this.resolutions = widen(this.resolutions, (n) => new Uint8Array(n));
-    this.values = widen(this.values, (n) => new Float64Array(n), 4);
-    this.flags = widen(this.flags, (n) => new Uint8Array(n));
-    this.pinnedBy = widen(this.pinnedBy, (n) => new Float64Array(n));
-    this.older = widen(this.older, (n) => new Int32Array(n));
-    this.newer = widen(this.newer, (n) => new Int32Array(n));
-    this.nextOfVideo = widen(this.nextOfVideo, (n) => new Int32Array(n));
-    this.generations = widen(this.generations, (n) => new Uint32Array(n));
+    this.starts = widened(this.starts, capacity);
+    this.eventTypes = widened(this.eventTypes, capacity);
+    this.actors = widened(this.actors, capacity);
+    this.resolutions = widened(this.resolutions, capacity);
+    this.values = widened(this.values, 4 * capacity);
+    this.flags = widened(this.flags, capacity);
+    this.pinnedBy = widened(this.pinnedBy, capacity);
+    this.older = widened(this.older, capacity);
+    this.newer = widened(this.newer, capacity);
+    this.nextOfVideo = widened(this.nextOfVideo, capacity);
+    this.generations = widened(this.generations, capacity);
     this.capacity = capacity;
   }
 
@@ -594,11 +588,7 @@ export class SlotTable {
   }
 
   private markDirty(i: number): void {
-    if (this.dirtyLength === this.dirty.length) {
-      const dirty = new Int32Array(2 * this.dirty.length);
-      dirty.set(this.dirty);
-      this.dirty = dirty;
-    }
+    if (this.dirtyLength === this.dirty.length) this.dirty = widened(this.dirty, 2 * this.dirty.length);
     this.dirty[this.dirtyLength++] = i;
   }
 

@@ -18,6 +18,7 @@ import {
   validatePeerMessage,
   validateRequest,
   type ClientRequest,
+  type CountRequest,
   type PeerMessage,
   type Reply,
   type TopologyMember,
@@ -47,6 +48,12 @@ const HEAP_REFUSE_AT = 0.85;
 const MAX_LOGGED_REFUSALS = 64;
 
 type WaitingWrite = CoreInput & { kind: 'write' };
+
+/** The core's input for the write request `req`, answered under `handle`. */
+function writeInput(handle: number, req: CountRequest): WaitingWrite {
+  const cl = req.cl ?? Consistency.QUORUM;
+  return req.batch === undefined ? { kind: 'write', req: handle, events: req.events, cl } : { kind: 'write', req: handle, events: req.events, cl, batch: req.batch };
+}
 
 /** A client write that waits behind others, kept as the bytes of its frame (see deferWrite). */
 interface WaitingFrame {
@@ -150,7 +157,7 @@ export class Driver implements RequestHandler {
         }
         const cl = req.cl ?? Consistency.QUORUM;
         if (req.t === 'count') {
-          this.deferWrite(req.batch === undefined ? { kind: 'write', req: handle, events: req.events, cl } : { kind: 'write', req: handle, events: req.events, cl, batch: req.batch }, frame);
+          this.deferWrite(writeInput(handle, req), frame);
         } else {
           this.input({ kind: 'read', req: handle, queries: req.queries, cl });
         }
@@ -233,8 +240,7 @@ export class Driver implements RequestHandler {
     try {
       const req = validateRequest(decodeFrame(w.frame), wallNowMs());
       if (req.t !== 'count' || req.events.length !== w.tuples) throw new Error(`a waiting frame decoded to ${req.t === 'count' ? `${req.events.length} events, not ${w.tuples}` : `a ${req.t} request`}`);
-      const cl = req.cl ?? Consistency.QUORUM;
-      return req.batch === undefined ? { kind: 'write', req: w.req, events: req.events, cl } : { kind: 'write', req: w.req, events: req.events, cl, batch: req.batch };
+      return writeInput(w.req, req);
     } catch (err) {
       this.stats.coreErrors += 1;
       this.log(`error INTERNAL: a write that waited its turn could not be decoded again: ${(err as Error).message}`);

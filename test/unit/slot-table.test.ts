@@ -222,4 +222,13 @@ describe('SlotTable', () => {
     expect(t.get(key('v'))).toEqual(delta(3));
     expect(t.namesHeld).toBe(2);
   });
+
+  it('a commit grows past the room it was made with, keeping what it holds', () => {
+    const entries = Array.from({ length: 40 }, (_, i) => ({ ref: ref(`v${i}`), actor: ACTOR, slot: delta(i + 1, i % 3) }));
+    const c = CommitSlots.of(entries.slice(0, 1));
+    for (const e of entries.slice(1)) c.push(e.ref.videoId, e.ref.eventType, e.ref.res, e.ref.start, e.actor, e.slot.count, e.slot.sum, e.slot.min, e.slot.max, false, -1);
+    expect(c.length).toBe(40);
+    expect([...c]).toEqual(entries);
+  });
 });
+
