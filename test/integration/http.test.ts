@@ -229,10 +229,11 @@ describe('HTTP/JSON', () => {
     const ca = readFileSync(`${dir}/ca.pem`);
     const c = await TallyClient.connect({ nodes: [a.address, b.address], tls: { ca }, timeoutMs: 5_000 });
     cleanups.push(() => c.close());
-    // The two see each other up only over TLS: their peer links are wss://.
-    await waitFor('both members up', 20_000, async () => {
-      const s = (await c.status()) as NodeStatus;
-      return s.members.filter((m) => m.status === 'up').length === 2 ? true : undefined;
+    // The two see each other up only over TLS: their peer links are wss://. Each must see both up
+    // and done joining (a member still being sent its ranges counts for no `all`), not just one.
+    await waitFor('both members up and joined, as each sees them', 20_000, async () => {
+      const all = await Promise.all([a, b].map(async (n) => (await call(`https://${n.address}/v1/status`, { ca })).json() as NodeStatus));
+      return all.every((s) => s.members.length === 2 && s.members.every((m) => m.status === 'up' && m.lifecycle === 'normal')) ? true : undefined;
     });
     // `all` needs both replicas: the write crosses the peer link.
     await c.processEvents([{ videoId: 'secure', count: 5 }], { consistency: 'all' });
