@@ -204,6 +204,9 @@ export interface NodeCoreInit {
 const STREAM_DONE_REPEAT_MS = 1_000;
 /** A decommissioned node stops once every live peer knows it left, or after this long. */
 const DECOMMISSION_ANNOUNCE_MS = 10_000;
+/** Most forwards remembered per generation (see NodeCore.forwardsTaken): ~1 MB of keys. */
+const MAX_FORWARDS_REMEMBERED = 20_000;
+
 /** Slots read from the store per page of a walk (a rebuild, a repair). */
 const STREAM_PAGE_SLOTS = 4_096;
 /**
@@ -605,6 +608,16 @@ export class NodeCore {
   private readonly hints: HintTable;
   private readonly replaying = new Set<string>();
   private readonly batches = new Map<string, number>();
+  /**
+   * Forwarded writes taken lately, as `sender NUL message id`, in two generations of a write
+   * timeout each: a copy of a forward that the network repeats is not taken again. Refused with
+   * nothing applied (a replica down, say), a write leaves no batch id behind, and a copy taken a
+   * moment later, once the replica was back, was applied after its sender had been told nothing
+   * was (a simulation's quorum read saw 2 more than attempted).
+   */
+  private forwardsTaken = new Set<string>();
+  private forwardsTakenBefore = new Set<string>();
+  private forwardsTakenSinceMs = 0;
   /** Batches this node sent on to other replicas, and to which one per video id (see onClientWrite). */
   private readonly forwardedTo = new Map<string, { atMs: number; targets: Map<string, string>; ring: string | undefined }>();
   /** Per applied batch id, the topology checksum it was applied under (see BatchRecord.ring). */
@@ -1268,6 +1281,18 @@ export class NodeCore {
     }
   }
 
+  /** Whether the forward `key` is new (and now taken), not a copy of one taken in the last one or two write timeouts. */
+  private takeForward(key: string): boolean {
+    if (this.now - this.forwardsTakenSinceMs >= this.cfg.writeTimeoutMs || this.forwardsTaken.size >= MAX_FORWARDS_REMEMBERED) {
+      this.forwardsTakenBefore = this.forwardsTaken;
+      this.forwardsTaken = new Set();
+      this.forwardsTakenSinceMs = this.now;
+    }
+    if (this.forwardsTaken.has(key) || this.forwardsTakenBefore.has(key)) return false;
+    this.forwardsTaken.add(key);
+    return true;
+  }
+
   /** `k` (slot id `sid`) is no longer being read. */
   private doneLoading(k: SlotKey, sid: string): void {
     if (!this.loading.delete(sid)) return;
@@ -1545,6 +1570,8 @@ export class NodeCore {
           // Meant for the actor before this one (whose data is gone): it may have applied it.
           return this.answer({ peer: from, id: msg.id }, failure(ErrorCode.TIMEOUT, `${this.id} is a new actor (${this.actor}, not ${msg.actor}): it cannot tell whether it applied this batch before; the outcome is unknown`));
         }
+        // A copy of one taken already: its answer went with the first (a second would be ignored).
+        if (!this.takeForward(`${from}\u0000${msg.id}`)) return;
         return this.onClientWrite({ peer: from, id: msg.id }, msg.events, msg.cl, msg.batch);
       case PeerMessageType.STREAM_DONE:
         if (msg.generation === this.membership.generation && this.membership.isRebuilding(this.id) && !this.streamedFrom.has(from)) {
