@@ -8,7 +8,11 @@ import { stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Level } from 'level';
 import { TallyError } from '../protocol/errors.js';
+import { readRange } from './level-range.js';
+import { RangeReader, type RangeAsk } from './range-reader.js';
 import type { KeyRange } from './slot-keys.js';
+
+export type { RangeAsk } from './range-reader.js';
 
 export interface KvOp {
   type: 'put' | 'del';
@@ -36,6 +40,11 @@ export interface Kv {
    * once rather than in small steps.
    */
   range(range: KeyRange, limit?: number, expected?: number): Promise<[string, Uint8Array][]>;
+  /**
+   * Each range's entries, as `range` gives them without a limit: the ranges of one read, read
+   * together (LevelDB's are read by a thread of their own, off the node's).
+   */
+  ranges(ranges: RangeAsk[]): Promise<[string, Uint8Array][][]>;
   clear(range: KeyRange): Promise<void>;
   /** Hands the space of deleted keys in `range` back to the file system (LevelDB compacts it). */
   compact(range: KeyRange): Promise<void>;
@@ -58,17 +67,19 @@ function statOrUndefined(path: string): Stats | undefined {
 const WRITE_BUFFER_BYTES = 16 * 1024 * 1024;
 const TABLE_FILE_BYTES = 8 * 1024 * 1024;
 
-/** Entries a range read asks LevelDB for first, doubling each step after up to the most (see range). */
-const RANGE_FIRST_STEP = 8;
-const RANGE_MOST_STEP = 1_000;
-/** The most a first step asks for when the caller expects more: 256 entries reserve ~16 KB. */
-const RANGE_MOST_FIRST_STEP = 256;
-
 /** Entries made and added to a LevelDB batch between turns of the event loop (a few ms of work). */
 const WRITE_SLICE = 1_024;
 
 /** Free bytes a full disk must have again before writes resume: a few LevelDB log and table files. */
 const MIN_FREE_BYTES_TO_RESUME = 16 * 1024 * 1024;
+
+/**
+ * Locations open in this process. Both handles on a database open it with classic-level's
+ * `multithreading`, under which a second open of the same directory in the process shares the
+ * database rather than fail on LevelDB's lock; a second node of this process on the same
+ * directory is refused here instead.
+ */
+const openHere = new Set<string>();
 
 export class LevelKv implements Kv {
   /**
@@ -82,6 +93,10 @@ export class LevelKv implements Kv {
   private recovering: Promise<void> | undefined;
   /** The database directory's inode when opened: a directory deleted or replaced since is noticed before a write. */
   private dirIno: number | undefined;
+  /** Reads' ranges, read on a thread of their own (see range-reader.ts). */
+  private reader: RangeReader | undefined;
+  /** This instance holds `location` in `openHere`. */
+  private holds = false;
 
   /** `maxOpenFiles`: table files LevelDB keeps open (its own default is 1,000); the node sets it from its file limit. */
   constructor(
@@ -98,6 +113,9 @@ export class LevelKv implements Kv {
   }
 
   private async openLevel(): Promise<void> {
+    if (!this.holds && openHere.has(this.location)) {
+      throw new TallyError('IN_USE', `the database in ${this.location} is in use by another process (another node of this one)`);
+    }
     const level = new Level<string, Uint8Array>(this.location, {
       keyEncoding: 'utf8',
       valueEncoding: 'view',
@@ -110,7 +128,7 @@ export class LevelKv implements Kv {
       maxFileSize: TABLE_FILE_BYTES,
     });
     try {
-      await level.open({ createIfMissing: true });
+      await level.open({ createIfMissing: true, multithreading: true });
     } catch (err) {
       // LevelDB's own message ("Database failed to open") hides the usual cause: another process holds the lock.
       if ((err as { cause?: { code?: string } }).cause?.code === 'LEVEL_LOCKED') {
@@ -120,8 +138,24 @@ export class LevelKv implements Kv {
       const cause = (err as { cause?: Error }).cause?.message;
       throw new TallyError('STORAGE_DAMAGED', `store open ${this.location} failed: ${(err as Error).message}${cause === undefined ? '' : ` (${cause})`}`, { cause: err });
     }
+    openHere.add(this.location);
+    this.holds = true;
+    const reader = new RangeReader(this.location);
+    try {
+      await reader.open();
+    } catch (err) {
+      await level.close().catch(() => {});
+      this.release();
+      throw new TallyError('INTERNAL', `store open ${this.location} failed: its read thread could not open it: ${(err as Error).message}`, { cause: err });
+    }
     this.level = level;
+    this.reader = reader;
     this.dirIno = (await stat(this.location)).ino;
+  }
+
+  private release(): void {
+    if (this.holds) openHere.delete(this.location);
+    this.holds = false;
   }
 
   /**
@@ -146,7 +180,15 @@ export class LevelKv implements Kv {
     const level = this.level;
     if (level === undefined) return;
     this.level = undefined;
-    await this.io('close', () => level.close());
+    const reader = this.reader;
+    this.reader = undefined;
+    try {
+      // The read thread's handle first: LevelDB closes (and unlocks its directory) with the last.
+      await reader?.close();
+      await this.io('close', () => level.close());
+    } finally {
+      this.release();
+    }
   }
 
   async getMany(keys: readonly string[]): Promise<(Uint8Array | undefined)[]> {
@@ -184,39 +226,17 @@ export class LevelKv implements Kv {
     });
   }
 
-  /**
-   * Read in steps of RANGE_FIRST_STEP entries, doubling, to the iterator's end (where classic-level
-   * reports any error LevelDB met on the way), not with `all()`: each step reserves native room
-   * for as many entries as it asks, and `all()` asks 1,000 at a time, 64 KB that stays until the
-   * iterator is collected. 32 readers of 30-day counts (five ranges a read) grew a node's own
-   * memory by ~10 MB a second that way; a script of 150,000 small ranges: +48 MB with `all()`, +11
-   * MB in steps from 8.
-   *
-   * With `expected`, the first step asks for one entry more than expected: a range that holds no
-   * more is then read in one round trip to LevelDB's threads (classic-level marks the iterator
-   * ended when a step finds the range's end, and answers the next step itself, at once). Each
-   * round trip costs the node's thread ~20 us here (waking a thread of the pool) and waits for
-   * the thread again to finish; a range of 60 entries took four in steps from 8.
-   */
+  /** On this thread (metadata, walks, a key's presence); a read's slots come by `ranges`. */
   async range(range: KeyRange, limit?: number, expected?: number): Promise<[string, Uint8Array][]> {
-    return this.io('scan', async () => {
-      const it = this.db.iterator({ gte: range.gte, lt: range.lt, limit: limit ?? -1 });
-      const out: [string, Uint8Array][] = [];
-      const first = expected === undefined ? RANGE_FIRST_STEP : Math.min(Math.max(Math.ceil(expected) + 1, RANGE_FIRST_STEP), RANGE_MOST_FIRST_STEP);
-      try {
-        for (let step = first; ; step = Math.min(2 * step, RANGE_MOST_STEP)) {
-          const got = await it.nextv(step);
-          if (got.length === 0) break;
-          for (const [k, v] of got) out.push([k, plainBytes(v)]);
-        }
-      } catch (err) {
-        // The read's error is the one to report, whatever closing says.
-        await it.close().catch(() => {});
-        throw err;
-      }
-      await it.close();
-      return out;
-    });
+    const entries = await this.io('scan', () => readRange(this.db, range, limit, expected));
+    for (const e of entries) e[1] = plainBytes(e[1]);
+    return entries;
+  }
+
+  async ranges(ranges: RangeAsk[]): Promise<[string, Uint8Array][][]> {
+    const reader = this.reader;
+    if (this.level === undefined || reader === undefined) throw notOpen();
+    return this.io('scan', () => reader.read(ranges));
   }
 
   async clear(range: KeyRange): Promise<void> {
@@ -254,7 +274,11 @@ export class LevelKv implements Kv {
       throw new TallyError('STORAGE_FULL', `the disk holding ${this.location} is still full (${free} bytes free); writes resume by themselves when space returns`);
     }
     const level = this.level;
+    const reader = this.reader;
     this.level = undefined;
+    this.reader = undefined;
+    // Both handles closed: LevelDB reopens only once the last is, and with it the error that stuck.
+    await reader?.close().catch(() => {});
     await level?.close().catch(() => {});
     try {
       await this.openLevel();
@@ -339,6 +363,11 @@ export class MemoryKv implements Kv {
         this.keys.splice(lowerBound(this.keys, op.key), 1);
       }
     }
+  }
+
+  async ranges(ranges: RangeAsk[]): Promise<[string, Uint8Array][][]> {
+    this.check();
+    return Promise.all(ranges.map((r) => this.range(r)));
   }
 
   async range(range: KeyRange, limit?: number): Promise<[string, Uint8Array][]> {

@@ -123,21 +123,26 @@ export class Store {
 
   /** Every stored slot of the spans, as [spanIndex, start, actor, count, sum, min, max], ascending per span. */
   async scan(spans: readonly SpanTuple[]): Promise<SpanSlot[]> {
-    // Every range of every span at once (a span of minutes or hours has one per UTC day): the
-    // ranges wait for LevelDB's threads side by side, not one after another.
-    const jobs: Promise<SpanSlot[]>[] = [];
+    // Every range of every span at once (a span of minutes or hours has one per UTC day), each
+    // asked for about as many entries as it holds, so most are read in one step.
+    const ranges: SpanRange[] = [];
+    const spanOf: number[] = [];
     for (let i = 0; i < spans.length; i++) {
-      for (const range of this.keys.spanRanges(spans[i] as SpanTuple)) jobs.push(this.scanRange(i, range));
+      for (const range of this.keys.spanRanges(spans[i] as SpanTuple)) {
+        ranges.push(range);
+        spanOf.push(i);
+      }
     }
-    return (await Promise.all(jobs)).flat();
+    const got = await this.kv.ranges(ranges.map((r) => ({ gte: r.gte, lt: r.lt, expected: r.buckets * this.slotsPerBucket })));
+    const out: SpanSlot[] = [];
+    for (let r = 0; r < ranges.length; r++) this.scanned(spanOf[r] as number, ranges[r] as SpanRange, got[r] as [string, Uint8Array][], out);
+    return out;
   }
 
-  /** One span range's slots, as scan gives them; reads about as many entries as it expects at once. */
-  private async scanRange(span: number, range: SpanRange): Promise<SpanSlot[]> {
-    const entries = await this.kv.range(range, undefined, range.buckets * this.slotsPerBucket);
+  /** One span range's entries, as scan gives them, added to `out`. */
+  private scanned(span: number, range: SpanRange, entries: [string, Uint8Array][], out: SpanSlot[]): void {
     // Every key of a range shares the prefix before the bucket's start.
     const prefixLength = range.gte.length - KEY_TIMESTAMP_HEX_DIGITS;
-    const out: SpanSlot[] = new Array(entries.length);
     let buckets = 0;
     let lastStart = -1;
     for (let j = 0; j < entries.length; j++) {
@@ -146,13 +151,12 @@ export class Store {
       if (tail === undefined) throw new TallyError('INTERNAL', `corrupt slot key ${JSON.stringify(key)}`);
       // A damaged slot fails the read at this replica (the coordinator asks another): never served.
       const s = decodeSlot(key, bytes);
-      out[j] = [span, tail.start, tail.actor, s.count, s.sum, s.min, s.max];
+      out.push([span, tail.start, tail.actor, s.count, s.sum, s.min, s.max]);
       if (tail.start !== lastStart) buckets++;
       lastStart = tail.start;
     }
     // Slots per bucket held (the actors that wrote it): RF of them, more after members changed.
     if (buckets > 0) this.slotsPerBucket += (entries.length / buckets - this.slotsPerBucket) / 8;
-    return out;
   }
 
   /** One group commit, atomically: its slots, hints and batch ids are all durable or none is. */

@@ -13,6 +13,8 @@ import type { PersistBatch } from '../../cluster/node-core.js';
 import { CommitSlots, type BucketRef, type SlotEntry } from '../../cluster/slot-table.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS, bucketStart, type Resolution } from '../../cluster/time-buckets.js';
 import { LevelKv, MemoryKv, type Kv } from '../../node/kv.js';
+import { RangeReader } from '../../node/range-reader.js';
+import { Level } from 'level';
 import { Store } from '../../node/store.js';
 import { TallyError } from '../../protocol/errors.js';
 import type { SpanTuple } from '../../protocol/peer.js';
@@ -279,6 +281,38 @@ describe('LevelKv', () => {
     } finally {
       await a.close();
       await b.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("reads ranges on a thread of its own that sees each write once it is done, and starts another when that thread ends", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tally-store-'));
+    const db = new Level<string, Uint8Array>(dir, { keyEncoding: 'utf8', valueEncoding: 'view' });
+    await db.open({ multithreading: true });
+    const reader = new RangeReader(dir);
+    const asBytes = (entries: [string, Uint8Array][]): [string, number[]][] => entries.map(([k, v]) => [k, [...v]]);
+    try {
+      await db.batch(Array.from({ length: 300 }, (_, i) => ({ type: 'put' as const, key: `a${String(i).padStart(4, '0')}`, value: new Uint8Array([i & 255, i >> 8, 7]) })));
+      await reader.open();
+      const ranges = [
+        { gte: 'a0010', lt: 'a0020', expected: 10 },
+        { gte: 'a0100', lt: 'a0290' },
+        { gte: 'b', lt: 'c' },
+      ];
+      const want = async (): Promise<[string, number[]][][]> => Promise.all(ranges.map(async (r) => asBytes(await db.iterator({ gte: r.gte, lt: r.lt }).all())));
+      expect((await reader.read(ranges)).map(asBytes)).toEqual(await want());
+      expect((await want()).map((e) => e.length)).toEqual([10, 190, 0]);
+      // A write done on the node's handle is seen by the next read.
+      await db.put('b1', new Uint8Array([9]));
+      expect((await reader.read(ranges))[2]).toEqual([['b1', new Uint8Array([9])]]);
+      // The thread ends: the next read starts another, and reads the same.
+      await reader.terminate();
+      expect((await reader.read(ranges)).map(asBytes)).toEqual(await want());
+      await reader.close();
+      await expect(reader.read(ranges)).rejects.toThrow(/closed/);
+    } finally {
+      await reader.close();
+      await db.close();
       await rm(dir, { recursive: true, force: true });
     }
   });
