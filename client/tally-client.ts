@@ -236,6 +236,20 @@ interface Topology {
   /** Member id → address, for members believed up. */
   up: Map<string, string>;
   addresses: Map<string, string>;
+  /**
+   * Preference lists by token index, made as keys need them: keys of one index share one (a few
+   * hundred per node), where a list made per event was a fifth of what the client allocated.
+   */
+  lists: (readonly string[] | undefined)[];
+}
+
+/** The replicas of `videoId`, in preference order. */
+function replicasOf(t: Topology, videoId: string): readonly string[] {
+  const i = t.ring.indexOf(videoId);
+  if (i < 0) return [];
+  let list = t.lists[i];
+  if (list === undefined) t.lists[i] = list = t.ring.preferenceListAt(i, t.rf);
+  return list;
 }
 
 let batchCounter = 0;
@@ -393,7 +407,7 @@ export class TallyClient {
   replicasOf(videoId: string): { id: string; address: string; up: boolean }[] {
     const t = this.topology;
     if (t === undefined) return [];
-    return t.ring.preferenceList(videoId, t.rf).map((id) => ({ id, address: t.addresses.get(id) ?? '', up: t.up.has(id) }));
+    return replicasOf(t, videoId).map((id) => ({ id, address: t.addresses.get(id) ?? '', up: t.up.has(id) }));
   }
 
   /** Fails what is queued and closes every connection. */
@@ -438,6 +452,7 @@ export class TallyClient {
       ring,
       up: new Map(members.filter((m) => m.up).map((m) => [m.id, m.address])),
       addresses: new Map(members.map((m) => [m.id, m.address])),
+      lists: [],
     };
   }
 
@@ -482,7 +497,7 @@ export class TallyClient {
       return listed.find((a) => a !== avoid && this.usable(a, now)) ?? listed.find((a) => a !== avoid) ?? (listed[0] as string);
     }
     if (t !== undefined) {
-      const replicas = t.ring.preferenceList(videoId, t.rf);
+      const replicas = replicasOf(t, videoId);
       for (const id of replicas) {
         const address = t.up.get(id);
         if (address !== undefined && address !== avoid && this.usable(address, now)) return address;
@@ -503,7 +518,7 @@ export class TallyClient {
     const t = this.topology;
     if (t === undefined || this.opts.routing === 'direct') return this.opts.nodes.find((a) => !tried.has(a));
     const now = Date.now();
-    const replicas = t.ring.preferenceList(videoId, t.rf).map((id) => t.up.get(id)).filter((a): a is string => a !== undefined);
+    const replicas = replicasOf(t, videoId).map((id) => t.up.get(id)).filter((a): a is string => a !== undefined);
     const candidates = [...replicas, ...t.up.values()].filter((a) => !tried.has(a));
     return candidates.find((a) => this.usable(a, now)) ?? candidates[0];
   }
@@ -527,7 +542,10 @@ export class TallyClient {
       call.pendingFrames += 1;
       return this.settlePart(part, new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
     }
-    const byFrame = new Map<WriteBatch, EventTuple[]>();
+    // This call's part of each frame its events joined: a few at most (one per node), so a short
+    // list, not a map made per call.
+    const frames: WriteBatch[] = [];
+    const parts: EventTuple[][] = [];
     for (const e of events) {
       const address = this.route(e[0], avoid);
       const key = `${address}|${cl}`;
@@ -542,9 +560,11 @@ export class TallyClient {
         b = { address, cl, events: 0, bytes: 0, parts: [] };
         this.writes.set(key, b);
       }
-      let part = byFrame.get(b);
+      const at = frames.indexOf(b);
+      let part = parts[at];
       if (part === undefined) {
-        byFrame.set(b, (part = []));
+        frames.push(b);
+        parts.push((part = []));
         b.parts.push(refused === undefined ? { call, events: part } : { call, events: part, refused });
         call.pendingFrames += 1;
       }

@@ -67,8 +67,12 @@ function statOrUndefined(path: string): Stats | undefined {
 const WRITE_BUFFER_BYTES = 16 * 1024 * 1024;
 const TABLE_FILE_BYTES = 8 * 1024 * 1024;
 
-/** Entries made and added to a LevelDB batch between turns of the event loop (a few ms of work). */
-const WRITE_SLICE = 1_024;
+/**
+ * Entries made and added to a LevelDB batch between turns of the event loop: ~0.3 ms of work, so
+ * a read that arrives while a commit is made waits little (1,024 a slice: read p99 9.2/9.7/10.2 ms
+ * at 42,000 events/s offered, against 8.8/9.1/8.8 with 256, in turn).
+ */
+const WRITE_SLICE = 256;
 
 /** Free bytes a full disk must have again before writes resume: a few LevelDB log and table files. */
 const MIN_FREE_BYTES_TO_RESUME = 16 * 1024 * 1024;
