@@ -367,7 +367,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   }
   const seconds = measuring ? (performance.now() - measuredFrom) / 1000 : 0;
   const cpu = process.cpuUsage(cpu0);
-  const measuredEvents = ackedEvents - ackedBeforeMeasuring;
+  // A run that ended within its warm-up measured nothing.
+  const measuredEvents = measuring ? ackedEvents - ackedBeforeMeasuring : 0;
 
   try {
     const after = await Promise.all(members.map(async (a) => [a, await nodeStatus(a, o.auth ?? {})] as const));
@@ -397,7 +398,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       setup,
       prefix,
       seconds: +seconds.toFixed(2),
-      writes: { ...w, eventsSent: sent, eventsAcked: measuredEvents, eventsUnknown: unknownEvents, eventsPerSecond: Math.round(measuredEvents / seconds) },
+      writes: { ...w, eventsSent: sent, eventsAcked: measuredEvents, eventsUnknown: unknownEvents, eventsPerSecond: seconds > 0 ? Math.round(measuredEvents / seconds) : 0 },
       reads: Object.fromEntries([...reads].filter(([, s]) => s.n > 0).map(([r, s]) => [r, s.summary(seconds)])),
       errors,
       behind,
@@ -475,7 +476,7 @@ export function formatBench(r: BenchResult): string {
   ];
   for (const [range, l] of Object.entries(r.reads)) lines.push(`reads ${range.padEnd(3)}: ${l.count} in ${r.seconds} s = ${l.perSecond}/s; ${formatLatency(l)}`);
   lines.push(`errors:  ${Object.keys(r.errors).length === 0 ? 'none' : Object.entries(r.errors).map(([c, n]) => `${c} ${n}`).join(', ')}`);
-  for (const n of r.nodes) lines.push(`node ${n.address}: cpu ${n.cpuSeconds} s (${Math.round((100 * n.cpuSeconds) / r.seconds)}% of a core), memory peak ${n.peakRssMB} MB (process peak ${n.processPeakRssMB} MB${n.peakAnonMB === undefined ? '' : `; its own at most ${n.peakAnonMB} MB, the rest mapped files: the node binary, LevelDB's tables`})`);
+  for (const n of r.nodes) lines.push(`node ${n.address}: cpu ${n.cpuSeconds} s (${r.seconds > 0 ? Math.round((100 * n.cpuSeconds) / r.seconds) : 0}% of a core), memory peak ${n.peakRssMB} MB (process peak ${n.processPeakRssMB} MB${n.peakAnonMB === undefined ? '' : `; its own at most ${n.peakAnonMB} MB, the rest mapped files: the node binary, LevelDB's tables`})`);
   lines.push(`client:  cpu ${r.clientCpuSeconds} s`);
   const c = r.check;
   lines.push(`check:   ${c.videos} series read through ${c.readThrough}: counted ${c.counted}, acknowledged ${c.acked}, attempted ${c.attempted}; ${c.outside === 0 ? 'every count within bounds' : `${c.outside} OUTSIDE [acknowledged, attempted]`}`);

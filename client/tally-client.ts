@@ -542,8 +542,8 @@ export class TallyClient {
       call.pendingFrames += 1;
       return this.settlePart(part, new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
     }
-    // This call's part of each frame its events joined: a few at most (one per node), so a short
-    // list, not a map made per call.
+    // This call's part of each frame its events joined: one per node, and one more each time a
+    // frame fills up, so a short list, not a map made per call.
     const frames: WriteBatch[] = [];
     const parts: EventTuple[][] = [];
     for (const e of events) {

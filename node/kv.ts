@@ -1,7 +1,7 @@
 /**
  * The ordered key-value store under a node's `Store`: LevelDB for real, a sorted in-memory map for
  * tests. Keys are strings, values bytes; `write` is one atomic batch. Both implementations are held
- * to the same behaviour by one conformance suite (test/unit/store-conformance.ts).
+ * to the same behaviour by one conformance suite (test/unit/store.test.ts).
  */
 import { statSync, type Stats } from 'node:fs';
 import { stat, statfs } from 'node:fs/promises';
@@ -101,6 +101,7 @@ export class LevelKv implements Kv {
   private reader: RangeReader | undefined;
   /** This instance holds `location` in `openHere`. */
   private holds = false;
+  private closing: Promise<void> | undefined;
 
   /** `maxOpenFiles`: table files LevelDB keeps open (its own default is 1,000); the node sets it from its file limit. */
   constructor(
@@ -144,17 +145,20 @@ export class LevelKv implements Kv {
     }
     openHere.add(this.location);
     this.holds = true;
+    // The read thread's handle only while this one is open: it shares the database this one
+    // opened, with its options and block cache.
     const reader = new RangeReader(this.location);
     try {
       await reader.open();
+      this.dirIno = (await stat(this.location)).ino;
     } catch (err) {
+      await reader.close().catch(() => {});
       await level.close().catch(() => {});
       this.release();
-      throw new TallyError('INTERNAL', `store open ${this.location} failed: its read thread could not open it: ${(err as Error).message}`, { cause: err });
+      throw new TallyError('INTERNAL', `store open ${this.location} failed: ${(err as Error).message}`, { cause: err });
     }
     this.level = level;
     this.reader = reader;
-    this.dirIno = (await stat(this.location)).ino;
   }
 
   private release(): void {
@@ -180,16 +184,26 @@ export class LevelKv implements Kv {
     );
   }
 
-  async close(): Promise<void> {
+  /** Once closed, the directory is free (for this process and any other); closing twice closes once. */
+  close(): Promise<void> {
+    this.closing ??= this.closeHandles().finally(() => {
+      this.closing = undefined;
+    });
+    return this.closing;
+  }
+
+  private async closeHandles(): Promise<void> {
+    // An open or a reopen under way ends first, and what it opened is closed here.
+    await this.opening?.catch(() => {});
+    await this.recovering?.catch(() => {});
     const level = this.level;
-    if (level === undefined) return;
-    this.level = undefined;
     const reader = this.reader;
+    this.level = undefined;
     this.reader = undefined;
     try {
       // The read thread's handle first: LevelDB closes (and unlocks its directory) with the last.
       await reader?.close();
-      await this.io('close', () => level.close());
+      if (level !== undefined) await this.io('close', () => level.close());
     } finally {
       this.release();
     }

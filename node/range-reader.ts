@@ -9,10 +9,15 @@
  * ranges and answers once, with every value in one transferred buffer.
  *
  * The read thread sees what the store holds when it makes each iterator: every commit that was
- * durable when the read was asked, as on the node's thread. Reads in flight are bounded by the
- * core (reads a node coordinates and answers at once), not here.
+ * durable when the read was asked, as on the node's thread. Its handle shares the database the
+ * node's handle opened (with that handle's options and block cache, which classic-level frees
+ * when that handle closes), so it is open only while the node's is: opened after it, closed
+ * before it (LevelKv).
  */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { ErrorCode, TallyError } from '../protocol/errors.js';
 import type { KeyRange } from './slot-keys.js';
 
 /** A range to read, and about how many entries it holds when the caller knows (see readRange). */
@@ -26,10 +31,11 @@ export interface RangeWorkerData {
 
 export type ToRangeWorker = { t: 'read'; id: number; ranges: RangeAsk[] } | { t: 'close' };
 
-/** A failure as plain data: LevelDB's message, and its cause's (which say what failed). */
+/** A failure as plain data: LevelDB's message, and its cause's (which say what failed); `closing`: the store was closing. */
 export interface WorkerFailure {
   message: string;
   cause?: string;
+  closing?: true;
 }
 
 export type FromRangeWorker =
@@ -46,13 +52,21 @@ export type FromRangeWorker =
  */
 const WORKER_URL = import.meta.url.endsWith('.ts') ? new URL('../dist/node/range-worker.js', import.meta.url) : new URL('./range-worker.js', import.meta.url);
 
-/** The read thread's own heap: a read's entries at a time, a few hundred of them. */
-const WORKER_LIMITS = { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 8 };
+/**
+ * Reads waiting on the thread at most; past it a read is refused OVERLOADED (nothing read), as the
+ * thread's heap holds the entries of every read under way. A 30-day read holds a few hundred.
+ */
+export const MAX_READS_IN_FLIGHT = 512;
+
+/** The read thread's own heap: MAX_READS_IN_FLIGHT reads' entries with room to spare. */
+const WORKER_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 8 };
 
 /** How long closing waits for the thread to close its handle before it is stopped. */
 const CLOSE_WAIT_MS = 5_000;
 
 interface Waiting {
+  /** The thread asked: if it ends, this read fails (not those asked of the one after it). */
+  worker: Worker;
   resolve: (entries: [string, Uint8Array][][]) => void;
   reject: (err: Error) => void;
 }
@@ -64,7 +78,12 @@ export function failureOf(err: unknown): WorkerFailure {
 }
 
 function errorOf(f: WorkerFailure): Error {
+  if (f.closing === true) return closingError();
   return f.cause === undefined ? new Error(f.message) : new Error(f.message, { cause: new Error(f.cause) });
+}
+
+function closingError(): TallyError {
+  return new TallyError(ErrorCode.NOT_READY, 'the store is closing');
 }
 
 export class RangeReader {
@@ -72,6 +91,8 @@ export class RangeReader {
   private starting: Promise<Worker> | undefined;
   private readonly waiting = new Map<number, Waiting>();
   private seq = 0;
+  /** Reads asked and not answered, counted from the ask (`waiting` holds them once sent). */
+  private inFlight = 0;
   private closed = false;
 
   /** `location` as the node's own handle opened it: the two share the database by that name. */
@@ -84,14 +105,24 @@ export class RangeReader {
   }
 
   /** Each range's entries, ascending. */
-  async read(ranges: RangeAsk[]): Promise<[string, Uint8Array][][]> {
-    if (ranges.length === 0) return [];
-    const worker = await this.started();
-    const id = ++this.seq;
-    return new Promise((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject });
-      worker.postMessage({ t: 'read', id, ranges } satisfies ToRangeWorker);
-    });
+  read(ranges: RangeAsk[]): Promise<[string, Uint8Array][][]> {
+    if (ranges.length === 0) return Promise.resolve([]);
+    if (this.inFlight >= MAX_READS_IN_FLIGHT) {
+      return Promise.reject(new TallyError(ErrorCode.OVERLOADED, `${this.inFlight} reads are waiting for the store, the limit is ${MAX_READS_IN_FLIGHT}; nothing was read, retry with backoff`));
+    }
+    this.inFlight++;
+    return this.started()
+      .then(
+        (worker) =>
+          new Promise<[string, Uint8Array][][]>((resolve, reject) => {
+            const id = ++this.seq;
+            this.waiting.set(id, { worker, resolve, reject });
+            worker.postMessage({ t: 'read', id, ranges } satisfies ToRangeWorker);
+          }),
+      )
+      .finally(() => {
+        this.inFlight--;
+      });
   }
 
   /** Closes the thread's handle and ends it; reads still waiting fail. */
@@ -105,7 +136,7 @@ export class RangeReader {
     const timer = setTimeout(() => void worker.terminate(), CLOSE_WAIT_MS);
     await ended;
     clearTimeout(timer);
-    this.failAll(new Error('the store was closed'));
+    this.fail(worker, closingError());
   }
 
   /** Ends the thread as a crash would (reads waiting fail; the next read starts another). For tests. */
@@ -115,7 +146,7 @@ export class RangeReader {
 
   /** The running thread, or one started (again, after one ended) and open. */
   private started(): Promise<Worker> {
-    if (this.closed) return Promise.reject(new Error('the store is closed'));
+    if (this.closed) return Promise.reject(closingError());
     if (this.worker !== undefined) return Promise.resolve(this.worker);
     this.starting ??= this.start().finally(() => {
       this.starting = undefined;
@@ -124,6 +155,9 @@ export class RangeReader {
   }
 
   private start(): Promise<Worker> {
+    if (!existsSync(fileURLToPath(WORKER_URL))) {
+      return Promise.reject(new Error(`the read thread's script ${fileURLToPath(WORKER_URL)} is missing (from the sources, run \`npm run build\` first)`));
+    }
     return new Promise<Worker>((resolve, reject) => {
       const worker = new Worker(WORKER_URL, { workerData: { location: this.location } satisfies RangeWorkerData, resourceLimits: WORKER_LIMITS });
       // Reads waiting keep the node's process busy, not the thread itself: a node that never
@@ -161,13 +195,16 @@ export class RangeReader {
   /** The thread ended: what waited on it fails, and the next read starts another. */
   private ended(worker: Worker, why: string): void {
     if (this.worker === worker) this.worker = undefined;
-    this.failAll(new Error(why));
+    this.fail(worker, this.closed ? closingError() : new Error(why));
   }
 
-  private failAll(err: Error): void {
-    const all = [...this.waiting.values()];
-    this.waiting.clear();
-    for (const w of all) w.reject(err);
+  /** Fails the reads asked of `worker`. */
+  private fail(worker: Worker, err: Error): void {
+    for (const [id, w] of [...this.waiting]) {
+      if (w.worker !== worker) continue;
+      this.waiting.delete(id);
+      w.reject(err);
+    }
   }
 
   private settle(id: number, err: Error | undefined, entries?: [string, Uint8Array][][]): void {

@@ -15,6 +15,9 @@ function post(m: FromRangeWorker, transfer: ArrayBuffer[] = []): void {
   (port as NonNullable<typeof parentPort>).postMessage(m, transfer);
 }
 
+/** The store is closing: reads asked since fail, and those it ends say so. */
+let closing = false;
+
 // The node's handle opened the database first, with its options; this one shares it.
 const db = new Level<string, Uint8Array>(location, { keyEncoding: 'utf8', valueEncoding: 'view' });
 
@@ -46,19 +49,20 @@ async function read(id: number, ranges: Extract<ToRangeWorker, { t: 'read' }>['r
     }
     post({ t: 'read', id, keys, bytes: bytes.buffer, ends }, [bytes.buffer, ends.buffer]);
   } catch (err) {
-    post({ t: 'readFailed', id, error: failureOf(err) });
+    // A read the store's closing ended is no fault of the store.
+    post({ t: 'readFailed', id, error: closing ? { ...failureOf(err), closing: true } : failureOf(err) });
   }
 }
 
-let closing = false;
 port.on('message', (m: ToRangeWorker) => {
   if (m.t === 'read') {
-    if (closing) post({ t: 'readFailed', id: m.id, error: { message: 'the store is closing' } });
+    if (closing) post({ t: 'readFailed', id: m.id, error: { message: 'the store is closing', closing: true } });
     else void read(m.id, m.ranges);
     return;
   }
   closing = true;
-  // Reads under way finish first (abstract-level closes once its iterators are closed).
+  // Reads under way fail (abstract-level closes their iterators; a read then fails at its next
+  // step), and the reader takes their failures as the store closing.
   void db.close().finally(() => {
     post({ t: 'closed' });
     port.close();

@@ -219,7 +219,7 @@ async function main(): Promise<void> {
       setup: `redis-server (AOF, appendfsync everysec); ${a.videos} videos, ${a.zipf === 0 ? 'uniform' : `zipf ${a.zipf}`}; 3 INCRBY per event, pipelines of ${a.batch} events; ` +
         `${a.rate === undefined ? `${a.concurrency} pipelines outstanding` : `${a.rate} events/s offered`} over ${a.connections} connections${a.readers > 0 ? `; ${a.readers} readers (MGET)` : ''}`,
       seconds: +seconds.toFixed(2),
-      writes: { ...w, eventsAcked: acked - ackedAtStart, eventsPerSecond: Math.round((acked - ackedAtStart) / seconds) },
+      writes: { ...w, eventsAcked: acked - ackedAtStart, eventsPerSecond: seconds > 0 ? Math.round((acked - ackedAtStart) / seconds) : 0 },
       reads: Object.fromEntries([...reads].filter(([, s]) => s.n > 0).map(([r, s]) => [r, s.summary(seconds)])),
       server: { cpuSeconds: +cpu.toFixed(1), peakRssMB: Math.round(peakRss / 1048576) },
     };
@@ -227,7 +227,7 @@ async function main(): Promise<void> {
       `setup:   ${result.setup}`,
       `writes:  ${result.writes.eventsAcked.toLocaleString('en-US')} events in ${result.seconds} s (after the warm-up) = ${result.writes.eventsPerSecond.toLocaleString('en-US')} events/s; call latency ${formatLatency(w)}`,
       ...Object.entries(result.reads).map(([r, l]) => `reads ${r.padEnd(3)}: ${l.count} = ${l.perSecond}/s; ${formatLatency(l)}`),
-      `server:  cpu ${result.server.cpuSeconds} s (${Math.round((100 * cpu) / seconds)}% of a core), memory peak ${result.server.peakRssMB} MB`,
+      `server:  cpu ${result.server.cpuSeconds} s (${seconds > 0 ? Math.round((100 * cpu) / seconds) : 0}% of a core), memory peak ${result.server.peakRssMB} MB`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
     if (a.json !== undefined) await import('node:fs/promises').then((fs) => fs.writeFile(a.json as string, `${JSON.stringify(result, null, 2)}\n`));

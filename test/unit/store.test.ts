@@ -13,7 +13,7 @@ import type { PersistBatch } from '../../cluster/node-core.js';
 import { CommitSlots, type BucketRef, type SlotEntry } from '../../cluster/slot-table.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS, bucketStart, type Resolution } from '../../cluster/time-buckets.js';
 import { LevelKv, MemoryKv, type Kv } from '../../node/kv.js';
-import { RangeReader } from '../../node/range-reader.js';
+import { MAX_READS_IN_FLIGHT, RangeReader } from '../../node/range-reader.js';
 import { Level } from 'level';
 import { Store } from '../../node/store.js';
 import { TallyError } from '../../protocol/errors.js';
@@ -264,6 +264,26 @@ suite('LevelKv', async () => {
 });
 
 describe('LevelKv', () => {
+  it('leaves its directory free once closed, closed while opening or twice at once', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tally-store-'));
+    try {
+      const a = new LevelKv(dir);
+      const opening = a.open();
+      await Promise.all([a.close(), opening]);
+      const b = new LevelKv(dir);
+      await b.open();
+      await b.write([{ type: 'put', key: 'k', value: new Uint8Array([2]) }], false);
+      await Promise.all([b.close(), b.close()]);
+      // Free at once: another instance opens it and reads what the last wrote, its ranges too.
+      const c = new LevelKv(dir);
+      await c.open();
+      expect(await c.ranges([{ gte: 'a', lt: 'z' }])).toEqual([[['k', new Uint8Array([2])]]]);
+      await c.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('reports a second opener of the same directory as IN_USE, and reopens the same instance', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tally-store-'));
     const a = new LevelKv(dir);
@@ -308,8 +328,14 @@ describe('LevelKv', () => {
       // The thread ends: the next read starts another, and reads the same.
       await reader.terminate();
       expect((await reader.read(ranges)).map(asBytes)).toEqual(await want());
+      // Past MAX_READS_IN_FLIGHT waiting, a read is refused at once, OVERLOADED; the rest are read.
+      const many = await Promise.allSettled(Array.from({ length: MAX_READS_IN_FLIGHT + 20 }, () => reader.read(ranges.slice(0, 1))));
+      const refused = many.filter((r) => r.status === 'rejected');
+      expect(refused).toHaveLength(20);
+      for (const r of refused) expect(((r as PromiseRejectedResult).reason as TallyError).code).toBe('OVERLOADED');
+      for (const r of many) if (r.status === 'fulfilled') expect(r.value.map(asBytes)).toEqual([(await want())[0]]);
       await reader.close();
-      await expect(reader.read(ranges)).rejects.toThrow(/closed/);
+      await expect(reader.read(ranges)).rejects.toMatchObject({ code: 'NOT_READY', message: 'the store is closing' });
     } finally {
       await reader.close();
       await db.close();
