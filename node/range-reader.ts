@@ -98,6 +98,11 @@ export class RangeReader {
   /** `location` as the node's own handle opened it: the two share the database by that name. */
   constructor(private readonly location: string) {}
 
+  /** Reads asked of the thread and not answered. */
+  get reading(): number {
+    return this.inFlight;
+  }
+
   /** Starts the thread and opens its handle; the node's own handle must be open (with `multithreading`). */
   async open(): Promise<void> {
     this.closed = false;

@@ -251,19 +251,48 @@ suite('MemoryKv', async () => {
   return { kv: () => memory.get(key) as MemoryKv, destroy: async () => void memory.delete(key) };
 });
 
-suite('LevelKv', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'tally-store-'));
-  let current: LevelKv | undefined;
-  return {
-    kv: () => (current = current ?? new LevelKv(dir)),
-    destroy: async () => {
-      await current?.close();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
-});
+for (const readsOnThread of ['busy', 'always'] as const) {
+  // 'busy' reads a lone read's ranges on this thread (the suite's reads come one at a time);
+  // 'always' reads every one on the read thread.
+  suite(`LevelKv (ranges read: ${readsOnThread})`, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tally-store-'));
+    let current: LevelKv | undefined;
+    return {
+      kv: () => (current = current ?? new LevelKv(dir, undefined, readsOnThread)),
+      destroy: async () => {
+        await current?.close();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  });
+}
 
 describe('LevelKv', () => {
+  it('reads ranges on its own thread when nothing else is read or written, else on the read thread', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tally-store-'));
+    const kv = new LevelKv(dir);
+    try {
+      await kv.open();
+      const value = new Uint8Array(200).fill(5);
+      await kv.write(Array.from({ length: 100 }, (_, i) => ({ type: 'put' as const, key: `r${String(i).padStart(3, '0')}`, value })), false);
+      const ranges = [{ gte: 'r010', lt: 'r020' }, { gte: 'r050', lt: 'r099' }];
+      const want = await kv.ranges(ranges);
+      expect(want.map((r) => r.length)).toEqual([10, 49]);
+      expect(kv.stats).toEqual({ rangeReadsHere: 1, rangeReadsOnThread: 0 });
+      // Three at once: the first here, the other two on the read thread; all read the same.
+      expect(await Promise.all([kv.ranges(ranges), kv.ranges(ranges), kv.ranges(ranges)])).toEqual([want, want, want]);
+      expect(kv.stats).toEqual({ rangeReadsHere: 2, rangeReadsOnThread: 2 });
+      // While a write is under way (a large one: it is made in slices, turns apart), reads go to the read thread.
+      const writing = kv.write(Array.from({ length: 5_000 }, (_, i) => ({ type: 'put' as const, key: `w${i}`, value })), true);
+      expect(await kv.ranges(ranges)).toEqual(want);
+      await writing;
+      expect(kv.stats).toEqual({ rangeReadsHere: 2, rangeReadsOnThread: 3 });
+    } finally {
+      await kv.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('leaves its directory free once closed, closed while opening or twice at once', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tally-store-'));
     try {
