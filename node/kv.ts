@@ -42,7 +42,7 @@ export interface Kv {
   range(range: KeyRange, limit?: number, expected?: number): Promise<[string, Uint8Array][]>;
   /**
    * Each range's entries, as `range` gives them without a limit: the ranges of one read, read
-   * together (LevelDB's are read by a thread of their own, off the node's).
+   * together (LevelKv's, while the store is busy, by a thread of their own, off the node's).
    */
   ranges(ranges: RangeAsk[]): Promise<[string, Uint8Array][][]>;
   clear(range: KeyRange): Promise<void>;
