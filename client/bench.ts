@@ -107,6 +107,44 @@ export interface BenchResult {
 }
 
 /** Latencies in ms, kept whole (a run makes at most a few million calls). */
+/**
+ * The measured part of a run: from the end of its warm-up to now. It begins on a timer of its
+ * own and its time is taken then: begun by a progress ticker, it began up to a second late while
+ * rates were still divided by the whole duration (a 10 s run at 42,000 events/s offered reported
+ * 37,800 when the tick fell just short).
+ */
+export class MeasureWindow {
+  measuring: boolean;
+  private from = performance.now();
+  private readonly timer: NodeJS.Timeout | undefined;
+
+  /** `begin` runs as measuring begins (at once for no warm-up: then not at all). */
+  constructor(warmupMs: number, begin: () => void) {
+    this.measuring = warmupMs === 0;
+    this.timer = this.measuring
+      ? undefined
+      : setTimeout(() => {
+          this.measuring = true;
+          this.from = performance.now();
+          begin();
+        }, warmupMs);
+  }
+
+  /** Seconds measured so far (0 for a run that ended within its warm-up). */
+  seconds(): number {
+    return this.measuring ? (performance.now() - this.from) / 1000 : 0;
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+  }
+}
+
+/** `n` over `seconds`, rounded; 0 for no time. */
+export function perSecond(n: number, seconds: number): number {
+  return seconds > 0 ? Math.round(n / seconds) : 0;
+}
+
 export class Samples {
   private data = new Float64Array(1024);
   n = 0;
@@ -214,9 +252,6 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const t0 = performance.now();
   const measureFrom = t0 + o.warmupS * 1000;
   const endAt = measureFrom + o.durationS * 1000;
-  let measuring = o.warmupS === 0;
-  /** When measuring began: events/s are the events acknowledged since, over the time since. */
-  let measuredFrom = t0;
   let ackedBeforeMeasuring = 0;
   const over = (): boolean => performance.now() >= endAt || (o.events !== undefined && sent >= o.events);
 
@@ -239,7 +274,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       // shares the machine with the nodes.
       const v = pick();
       const t = typeIndex();
-      return settled(client.countEvent(video(v), types[t] as string, { timestamp: timestampAt(now) }), v * types.length + t, 1, dueMs);
+      return settled(client.countEvent(video(v), types[t] as string, { timestamp: timestampAt(now) }), [v * types.length + t], dueMs);
     }
     const slots: number[] = new Array(n);
     const events: EventInput[] = new Array(n);
@@ -249,22 +284,20 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       slots[i] = v * types.length + t;
       events[i] = { videoId: video(v), eventType: types[t] as string, timestamp: timestampAt(now) };
     }
-    return settled(client.processEvents(events), slots, n, dueMs);
+    return settled(client.processEvents(events), slots, dueMs);
   };
 
   /** Counts a write call's outcome: its events acknowledged, or of unknown outcome. */
-  const settled = async (call: Promise<void>, slots: number | readonly number[], n: number, dueMs: number): Promise<void> => {
+  const settled = async (call: Promise<void>, slots: readonly number[], dueMs: number): Promise<void> => {
     try {
       await call;
-      if (typeof slots === 'number') acked[slots] = (acked[slots] as number) + 1;
-      else for (const s of slots) acked[s] = (acked[s] as number) + 1;
-      ackedEvents += n;
-      if (measuring) writes.add(performance.now() - dueMs);
+      for (const s of slots) acked[s] = (acked[s] as number) + 1;
+      ackedEvents += slots.length;
+      if (measured.measuring) writes.add(performance.now() - dueMs);
     } catch (err) {
       if (!NOTHING_APPLIED.has(fail(err))) {
-        if (typeof slots === 'number') unknown[slots] = (unknown[slots] as number) + 1;
-        else for (const s of slots) unknown[s] = (unknown[s] as number) + 1;
-        unknownEvents += n;
+        for (const s of slots) unknown[s] = (unknown[s] as number) + 1;
+        unknownEvents += slots.length;
       }
     }
   };
@@ -275,7 +308,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const s = performance.now();
     try {
       await client.getCount(video(pick()), types[Math.floor(Math.random() * types.length)] as string, to - READ_RANGES[range], to, { clip: true });
-      if (measuring) reads.get(range)?.add(performance.now() - s);
+      if (measured.measuring) reads.get(range)?.add(performance.now() - s);
     } catch (err) {
       fail(err);
     }
@@ -286,23 +319,18 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   let lastEvents = 0;
   let lastReads = 0;
   const readCount = (): number => [...reads.values()].reduce((a, r) => a + r.n, 0);
-  // Measuring begins on a timer of its own, and its time is taken then: begun by the progress
-  // ticker, it began up to a second late while the rate was still divided by the whole duration
-  // (a 10 s run at 42,000 events/s offered reported 37,800 when the tick fell just short).
-  const warmedUp = o.warmupS === 0 ? undefined : setTimeout(() => {
-    measuring = true;
-    measuredFrom = performance.now();
+  const measured = new MeasureWindow(measureFrom - t0, () => {
     ackedBeforeMeasuring = ackedEvents;
     // Node CPU is counted from here too.
     for (const a of members) void nodeStatus(a, o.auth ?? {}).then((st) => before.set(a, st));
     for (const [k] of Object.entries(errors)) delete errors[k];
-  }, measureFrom - t0);
+  });
   const ticker = setInterval(() => {
     const w = writes.summary(1, lastWrites);
     const r = readCount();
     const errs = Object.values(errors).reduce((a, b) => a + b, 0);
     o.progress?.(
-      `${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s${measuring ? ' ' : '*'} ${(ackedEvents - lastEvents).toLocaleString('en-US').padStart(9)} events/s  write p99 ${w.p99Ms} ms` +
+      `${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s${measured.measuring ? ' ' : '*'} ${(ackedEvents - lastEvents).toLocaleString('en-US').padStart(9)} events/s  write p99 ${w.p99Ms} ms` +
         `  ${(r - lastReads).toLocaleString('en-US')} reads/s  errors ${errs}`,
     );
     lastWrites = writes.n;
@@ -363,12 +391,12 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     await Promise.all(work);
   } finally {
     clearInterval(ticker);
-    clearTimeout(warmedUp);
+    measured.stop();
   }
-  const seconds = measuring ? (performance.now() - measuredFrom) / 1000 : 0;
+  const seconds = measured.seconds();
   const cpu = process.cpuUsage(cpu0);
   // A run that ended within its warm-up measured nothing.
-  const measuredEvents = measuring ? ackedEvents - ackedBeforeMeasuring : 0;
+  const measuredEvents = measured.measuring ? ackedEvents - ackedBeforeMeasuring : 0;
 
   try {
     const after = await Promise.all(members.map(async (a) => [a, await nodeStatus(a, o.auth ?? {})] as const));
@@ -398,7 +426,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       setup,
       prefix,
       seconds: +seconds.toFixed(2),
-      writes: { ...w, eventsSent: sent, eventsAcked: measuredEvents, eventsUnknown: unknownEvents, eventsPerSecond: seconds > 0 ? Math.round(measuredEvents / seconds) : 0 },
+      writes: { ...w, eventsSent: sent, eventsAcked: measuredEvents, eventsUnknown: unknownEvents, eventsPerSecond: perSecond(measuredEvents, seconds) },
       reads: Object.fromEntries([...reads].filter(([, s]) => s.n > 0).map(([r, s]) => [r, s.summary(seconds)])),
       errors,
       behind,
@@ -476,7 +504,7 @@ export function formatBench(r: BenchResult): string {
   ];
   for (const [range, l] of Object.entries(r.reads)) lines.push(`reads ${range.padEnd(3)}: ${l.count} in ${r.seconds} s = ${l.perSecond}/s; ${formatLatency(l)}`);
   lines.push(`errors:  ${Object.keys(r.errors).length === 0 ? 'none' : Object.entries(r.errors).map(([c, n]) => `${c} ${n}`).join(', ')}`);
-  for (const n of r.nodes) lines.push(`node ${n.address}: cpu ${n.cpuSeconds} s (${r.seconds > 0 ? Math.round((100 * n.cpuSeconds) / r.seconds) : 0}% of a core), memory peak ${n.peakRssMB} MB (process peak ${n.processPeakRssMB} MB${n.peakAnonMB === undefined ? '' : `; its own at most ${n.peakAnonMB} MB, the rest mapped files: the node binary, LevelDB's tables`})`);
+  for (const n of r.nodes) lines.push(`node ${n.address}: cpu ${n.cpuSeconds} s (${perSecond(100 * n.cpuSeconds, r.seconds)}% of a core), memory peak ${n.peakRssMB} MB (process peak ${n.processPeakRssMB} MB${n.peakAnonMB === undefined ? '' : `; its own at most ${n.peakAnonMB} MB, the rest mapped files: the node binary, LevelDB's tables`})`);
   lines.push(`client:  cpu ${r.clientCpuSeconds} s`);
   const c = r.check;
   lines.push(`check:   ${c.videos} series read through ${c.readThrough}: counted ${c.counted}, acknowledged ${c.acked}, attempted ${c.attempted}; ${c.outside === 0 ? 'every count within bounds' : `${c.outside} OUTSIDE [acknowledged, attempted]`}`);

@@ -243,8 +243,8 @@ interface Topology {
   lists: (readonly string[] | undefined)[];
 }
 
-/** The replicas of `videoId`, in preference order. */
-function replicasOf(t: Topology, videoId: string): readonly string[] {
+/** The ids of `videoId`'s replicas, in preference order. */
+function replicaIdsOf(t: Topology, videoId: string): readonly string[] {
   const i = t.ring.indexOf(videoId);
   if (i < 0) return [];
   let list = t.lists[i];
@@ -407,7 +407,7 @@ export class TallyClient {
   replicasOf(videoId: string): { id: string; address: string; up: boolean }[] {
     const t = this.topology;
     if (t === undefined) return [];
-    return replicasOf(t, videoId).map((id) => ({ id, address: t.addresses.get(id) ?? '', up: t.up.has(id) }));
+    return replicaIdsOf(t, videoId).map((id) => ({ id, address: t.addresses.get(id) ?? '', up: t.up.has(id) }));
   }
 
   /** Fails what is queued and closes every connection. */
@@ -497,7 +497,7 @@ export class TallyClient {
       return listed.find((a) => a !== avoid && this.usable(a, now)) ?? listed.find((a) => a !== avoid) ?? (listed[0] as string);
     }
     if (t !== undefined) {
-      const replicas = replicasOf(t, videoId);
+      const replicas = replicaIdsOf(t, videoId);
       for (const id of replicas) {
         const address = t.up.get(id);
         if (address !== undefined && address !== avoid && this.usable(address, now)) return address;
@@ -518,7 +518,7 @@ export class TallyClient {
     const t = this.topology;
     if (t === undefined || this.opts.routing === 'direct') return this.opts.nodes.find((a) => !tried.has(a));
     const now = Date.now();
-    const replicas = replicasOf(t, videoId).map((id) => t.up.get(id)).filter((a): a is string => a !== undefined);
+    const replicas = replicaIdsOf(t, videoId).map((id) => t.up.get(id)).filter((a): a is string => a !== undefined);
     const candidates = [...replicas, ...t.up.values()].filter((a) => !tried.has(a));
     return candidates.find((a) => this.usable(a, now)) ?? candidates[0];
   }

@@ -66,15 +66,14 @@ export function encodeSlot(key: string, s: Slot): Uint8Array {
 /** The most bytes a slot's value takes: marker, CRC, and a fixarray of four float64s. */
 const MAX_VALUE_BYTES = HEADER_BYTES + 1 + 4 * 9;
 const valueOut = Buffer.allocUnsafe(MAX_VALUE_BYTES);
-/** One view of `valueOut` per length, made once. */
-const valueViews = Array.from({ length: MAX_VALUE_BYTES + 1 }, (_, n) => new Uint8Array(valueOut.buffer, valueOut.byteOffset, n));
 
-/** Views of the scratch buffer's first n bytes, made once per n (keys are of a few lengths). */
-const scratchViews: Uint8Array[] = [];
-
-function scratchView(n: number): Uint8Array {
-  return (scratchViews[n] ??= new Uint8Array(scratch.buffer, scratch.byteOffset, n));
+/** Views of `buf`'s first n bytes, each made once (keys and values are of a few lengths). */
+function prefixViews(buf: Buffer): (n: number) => Uint8Array {
+  const views: Uint8Array[] = [];
+  return (n) => (views[n] ??= new Uint8Array(buf.buffer, buf.byteOffset, n));
 }
+const scratchView = prefixViews(scratch);
+const valueView = prefixViews(valueOut);
 
 /**
  * `encodeSlot` of a slot given by its values (a commit keeps them in columns), in bytes that stay
@@ -102,7 +101,7 @@ export function encodeSlotValuesTransient(key: string, count: number, sum: numbe
   valueOut.writeUInt32BE(crc32(scratchView(end)), 1);
   // By hand: Buffer's copy of a range made a view of it each time.
   for (let from = keyBytes, to = HEADER_BYTES; from < end; from++, to++) valueOut[to] = scratch[from] as number;
-  return valueViews[length] as Uint8Array;
+  return valueView(length);
 }
 
 /** A stored slot whose bytes do not match their checksum or do not decode: damaged on disk. */

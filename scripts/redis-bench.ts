@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { formatLatency, popularity, READ_RANGES, Samples, type ReadRange } from '../client/bench.js';
+import { formatLatency, MeasureWindow, perSecond, popularity, READ_RANGES, Samples, type ReadRange } from '../client/bench.js';
 import { bucketStart, decomposeRange, spanBuckets } from '../cluster/time-buckets.js';
 import { until } from './node-procs.js';
 
@@ -145,13 +145,10 @@ async function main(): Promise<void> {
     const reads = new Map<ReadRange, Samples>(ranges.map((r) => [r, new Samples()]));
     let conn = 0;
     let acked = 0;
-    let measuring = a.warmup === 0;
     let ackedAtStart = 0;
     const t0 = performance.now();
     const measureFrom = t0 + a.warmup * 1000;
     const endAt = measureFrom + a.duration * 1000;
-    /** When measuring began (as in `tally bench`: on a timer of its own, its time taken then). */
-    let measuredFrom = t0;
     const info0: { cpu: number } = { cpu: 0 };
     const cpuOf = async (): Promise<number> => {
       const text = await (conns[0] as Redis).info('cpu');
@@ -159,12 +156,10 @@ async function main(): Promise<void> {
       return num('used_cpu_user') + num('used_cpu_sys');
     };
     let peakRss = 0;
-    const warmedUp = a.warmup === 0 ? undefined : setTimeout(() => {
-      measuring = true;
-      measuredFrom = performance.now();
+    const measured = new MeasureWindow(measureFrom - t0, () => {
       ackedAtStart = acked;
       void cpuOf().then((c) => (info0.cpu = c));
-    }, measureFrom - t0);
+    });
     const ticker = setInterval(() => {
       void (conns[0] as Redis).info('memory').then((text) => {
         peakRss = Math.max(peakRss, Number(text.match(/used_memory_rss:(\d+)/)?.[1] ?? 0));
@@ -180,7 +175,7 @@ async function main(): Promise<void> {
       }
       await (pipes[conn++ % pipes.length] as IncrPipe).incr(keys);
       acked += a.batch;
-      if (measuring) writes.add(performance.now() - dueMs);
+      if (measured.measuring) writes.add(performance.now() - dueMs);
     };
     const readOnce = async (): Promise<void> => {
       const range = ranges[Math.floor(Math.random() * ranges.length)] as ReadRange;
@@ -190,7 +185,7 @@ async function main(): Promise<void> {
       let n = 0;
       for (const v of values) n += v === null ? 0 : Number(v);
       if (Number.isNaN(n)) throw new Error('not a count');
-      if (measuring) reads.get(range)?.add(performance.now() - s);
+      if (measured.measuring) reads.get(range)?.add(performance.now() - s);
     };
     const over = (): boolean => performance.now() >= endAt;
     const work: Promise<void>[] = [];
@@ -211,15 +206,16 @@ async function main(): Promise<void> {
     }
     await Promise.all(work);
     clearInterval(ticker);
-    clearTimeout(warmedUp);
-    const seconds = measuring ? (performance.now() - measuredFrom) / 1000 : 0;
+    measured.stop();
+    const seconds = measured.seconds();
+    const ackedMeasured = measured.measuring ? acked - ackedAtStart : 0;
     const cpu = (await cpuOf()) - info0.cpu;
     const w = writes.summary(seconds);
     const result = {
       setup: `redis-server (AOF, appendfsync everysec); ${a.videos} videos, ${a.zipf === 0 ? 'uniform' : `zipf ${a.zipf}`}; 3 INCRBY per event, pipelines of ${a.batch} events; ` +
         `${a.rate === undefined ? `${a.concurrency} pipelines outstanding` : `${a.rate} events/s offered`} over ${a.connections} connections${a.readers > 0 ? `; ${a.readers} readers (MGET)` : ''}`,
       seconds: +seconds.toFixed(2),
-      writes: { ...w, eventsAcked: acked - ackedAtStart, eventsPerSecond: seconds > 0 ? Math.round((acked - ackedAtStart) / seconds) : 0 },
+      writes: { ...w, eventsAcked: ackedMeasured, eventsPerSecond: perSecond(ackedMeasured, seconds) },
       reads: Object.fromEntries([...reads].filter(([, s]) => s.n > 0).map(([r, s]) => [r, s.summary(seconds)])),
       server: { cpuSeconds: +cpu.toFixed(1), peakRssMB: Math.round(peakRss / 1048576) },
     };
@@ -227,7 +223,7 @@ async function main(): Promise<void> {
       `setup:   ${result.setup}`,
       `writes:  ${result.writes.eventsAcked.toLocaleString('en-US')} events in ${result.seconds} s (after the warm-up) = ${result.writes.eventsPerSecond.toLocaleString('en-US')} events/s; call latency ${formatLatency(w)}`,
       ...Object.entries(result.reads).map(([r, l]) => `reads ${r.padEnd(3)}: ${l.count} = ${l.perSecond}/s; ${formatLatency(l)}`),
-      `server:  cpu ${result.server.cpuSeconds} s (${seconds > 0 ? Math.round((100 * cpu) / seconds) : 0}% of a core), memory peak ${result.server.peakRssMB} MB`,
+      `server:  cpu ${result.server.cpuSeconds} s (${perSecond(100 * cpu, seconds)}% of a core), memory peak ${result.server.peakRssMB} MB`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
     if (a.json !== undefined) await import('node:fs/promises').then((fs) => fs.writeFile(a.json as string, `${JSON.stringify(result, null, 2)}\n`));
