@@ -14,6 +14,7 @@ import { MAX_SLOT_VALUE, type Slot } from '../cluster/bucket-state.js';
 import type { BatchRecord, JournalRecord } from '../cluster/node-core.js';
 import type { BucketRef } from '../cluster/slot-table.js';
 import { isAligned, isResolution } from '../cluster/time-buckets.js';
+import { checkShape } from '../protocol/codec.js';
 import { TallyError } from '../protocol/errors.js';
 import type { StartsByResolution } from '../cluster/written-filter.js';
 
@@ -115,8 +116,13 @@ function corrupt(what: string, detail: string, cause?: unknown): TallyError {
   return new TallyError('INTERNAL', `corrupt ${what}: ${detail}`, cause === undefined ? undefined : { cause });
 }
 
-function unpack(bytes: Uint8Array, what: string): unknown {
+/**
+ * `bytesChecked`: a checksum showed these are bytes Tally wrote. Others have their shape walked
+ * first (checkShape), so a damaged length never has the decoder allocate what is not there.
+ */
+function unpack(bytes: Uint8Array, what: string, bytesChecked = false): unknown {
   try {
+    if (!bytesChecked) checkShape(bytes);
     return unpackr.unpack(bytes);
   } catch (err) {
     throw corrupt(what, 'not msgpack', err);
@@ -137,14 +143,14 @@ export function decodeSlot(key: string, bytes: Uint8Array): Slot {
     if (stored !== crc32(body, crc32(key))) throw new SlotDamaged(key, 'checksum mismatch');
   }
   try {
-    return decodeSlotBody(body);
+    return decodeSlotBody(body, body !== bytes);
   } catch (err) {
     throw new SlotDamaged(key, (err as Error).message);
   }
 }
 
-function decodeSlotBody(bytes: Uint8Array): Slot {
-  const raw = unpack(bytes, 'slot');
+function decodeSlotBody(bytes: Uint8Array, bytesChecked: boolean): Slot {
+  const raw = unpack(bytes, 'slot', bytesChecked);
   if (!Array.isArray(raw) || raw.length !== 4) throw corrupt('slot', 'not [count, sum, min, max]');
   const [count, sum, min, max] = raw as unknown[];
   if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 1) throw corrupt('slot', 'count must be a positive safe integer');

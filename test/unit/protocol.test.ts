@@ -3,8 +3,10 @@
  * names the field and what was wrong; good frames come through unchanged.
  */
 import { describe, expect, it } from 'vitest';
+import { seededRandom } from '../helpers/random.js';
 import {
   parseTimeText,
+  checkShape,
   decodeFrame,
   encodeFrame,
   MAX_EVENTS_PER_BATCH,
@@ -14,6 +16,7 @@ import {
   MIN_EVENT_TIME_MS,
   MAX_EVENT_FUTURE_SKEW_MS,
   TallyError,
+  MAX_FRAME_DEPTH,
   validateHello,
   validateRequest,
   requestIdOf,
@@ -107,6 +110,93 @@ describe('codec', () => {
     } catch (err) {
       expect((err as TallyError).code).toBe('TOO_LARGE');
     }
+  });
+});
+
+describe('a frame\'s shape, walked before it is decoded', () => {
+  const refused = (bytes: Buffer): string => {
+    try {
+      decodeFrame(bytes);
+    } catch (err) {
+      expect((err as TallyError).code).toBe('BAD_REQUEST');
+      return (err as Error).message;
+    }
+    throw new Error('accepted');
+  };
+
+  it('refuses headers that declare more elements than the frame has bytes, however they nest', () => {
+    // Ten bytes a fuzz run sent a node: an array32 of 27,940,291 elements. msgpackr made the
+    // array before reading one, and the node died out of heap.
+    expect(refused(Buffer.from('dd01aa55c316bebeba09', 'hex'))).toMatch(/27940291 values are owed and 5 bytes are left at byte 0/);
+    expect(refused(Buffer.from('df7fffffff', 'hex'))).toMatch(/4294967294 values are owed/);
+    // A chain of array16 headers, each declaring 65,535: every one alone fits what is left, but
+    // what they owe together does not by the 16th.
+    const chain = Buffer.alloc(MAX_FRAME_BYTES - 3);
+    for (let i = 0; i + 3 <= chain.length; i += 3) chain.set([0xdc, 0xff, 0xff], i);
+    expect(refused(chain)).toMatch(/1048545 values are owed and 1048525 bytes are left at byte 45/);
+    // Many arrays side by side, each whole but owing more than the rest of the frame holds.
+    expect(refused(Buffer.from('93' + '9f'.repeat(3), 'hex'))).toMatch(/values are owed/);
+  });
+
+  it(`refuses nesting past ${MAX_FRAME_DEPTH}, a value cut short, trailing bytes and a byte that begins no value`, () => {
+    expect(decodeFrame(Buffer.from('91'.repeat(MAX_FRAME_DEPTH) + 'c0', 'hex'))).toBeDefined();
+    expect(refused(Buffer.from('91'.repeat(MAX_FRAME_DEPTH + 1) + 'c0', 'hex'))).toMatch(new RegExp(`nests deeper than ${MAX_FRAME_DEPTH}`));
+    expect(refused(Buffer.from('db0000ffff41', 'hex'))).toMatch(/ends inside a value/);
+    expect(refused(Buffer.from('c5ff', 'hex'))).toMatch(/ends inside a length/);
+    expect(refused(Buffer.from('0102', 'hex'))).toMatch(/1 byte follows the value/);
+    expect(refused(Buffer.from('c1', 'hex'))).toMatch(/byte 0xc1 begins no value/);
+  });
+
+  it('accepts every value msgpackr writes, of every type and length class', () => {
+    const rand = seededRandom(20261127);
+    let budget = 0; // values a frame may still hold, so nesting stays small
+    let bytesLeft = 0; // and bytes of strings and binaries
+    const value = (depth: number): unknown => {
+      budget -= 1;
+      const k = Math.floor(rand() * (depth >= 6 || budget <= 0 ? 8 : 11));
+      const len = [0, 1, 15, 16, 31, 32, 255, 256, 65_535, 65_536][Math.floor(rand() * 10)] as number;
+      const items = (): number => Math.max(0, Math.min(len, budget));
+      switch (k) {
+        case 0: return null;
+        case 1: return rand() < 0.5;
+        case 2: return Math.floor((rand() - 0.5) * 2 ** (1 + Math.floor(rand() * 63)));
+        case 3: return rand() * 1e6;
+        case 4: {
+          const chars = Math.max(0, Math.min(Math.floor(len / 2), bytesLeft));
+          bytesLeft -= 2 * chars;
+          return 'é'.repeat(chars);
+        }
+        case 5: {
+          const n = Math.max(0, Math.min(len, bytesLeft));
+          bytesLeft -= n;
+          return Buffer.alloc(n, 7);
+        }
+        case 6: return Number.MAX_SAFE_INTEGER;
+        case 7: return -(2 ** 40);
+        case 8: return Array.from({ length: items() }, () => value(depth + 1));
+        case 9: return Object.fromEntries(Array.from({ length: Math.min(items(), 40) }, (_, i) => [`k${i}`, value(depth + 1)]));
+        default: return Array.from({ length: Math.min(items(), 20) }, () => value(depth + 1));
+      }
+    };
+    for (let i = 0; i < 300; i++) {
+      budget = 3_000;
+      bytesLeft = 150_000;
+      const v = value(0);
+      const bytes = encodeFrame(v);
+      if (bytes.length > MAX_FRAME_BYTES) continue;
+      expect(() => checkShape(bytes)).not.toThrow();
+      // Decoded and packed again, the same bytes (a deep equal of large buffers is slow).
+      expect(encodeFrame(decodeFrame(bytes)).equals(bytes)).toBe(true);
+    }
+    // The 32-bit length classes (msgpackr writes no map32; the header is made by hand).
+    const wide = Array.from({ length: 65_536 }, (_, i) => i % 3);
+    expect(decodeFrame(encodeFrame(wide))).toEqual(wide);
+    expect(decodeFrame(Buffer.from('df00000001a16b' + 'dd00000002c0c3', 'hex'))).toEqual({ k: [null, true] });
+    // The frames Tally sends: a full batch of events and a full get.
+    const events = Array.from({ length: MAX_EVENTS_PER_BATCH }, (_, i) => [`video-${i}`, 'view', NOW + i, 1.5, 1]);
+    expect(decodeFrame(encodeFrame({ t: 'count', id: 1, events }))).toEqual({ t: 'count', id: 1, events });
+    const queries = Array.from({ length: MAX_QUERIES_PER_GET }, (_, i) => [`video-${i}`, 'view', 0, NOW]);
+    expect(decodeFrame(encodeFrame({ t: 'get', id: 2, queries }))).toEqual({ t: 'get', id: 2, queries });
   });
 });
 
