@@ -18,7 +18,7 @@
  */
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
-import { ErrorCode, TallyError } from '../protocol/index.js';
+import { ErrorCode, TallyError } from '../protocol/errors.js';
 
 /** The budget a node keeps to unless told otherwise, MiB. */
 export const DEFAULT_MEMORY_MB = 300;
