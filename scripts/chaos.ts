@@ -19,7 +19,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -105,6 +105,8 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
   // TALLY_CHAOS_LOGS=dir also keeps the run's own journal there (chaos.log): each fault and each
   // write's outcome, timed, to read beside the nodes' logs when a run fails.
   const logs = process.env['TALLY_CHAOS_LOGS'];
+  // Made if it is not there yet; a directory that cannot be made fails the run here, with its reason.
+  if (logs !== undefined && logs !== '') await mkdir(logs, { recursive: true });
   const journal = logs === undefined || logs === '' ? undefined : createWriteStream(join(logs, 'chaos.log'), { flags: 'a' });
   const note = (line: string): void => {
     journal?.write(`${new Date().toISOString()} ${line}\n`);
