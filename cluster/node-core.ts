@@ -464,6 +464,8 @@ interface MoveState {
   key: string;
   /** Per new replica: the stream of what it gains from this node's store. */
   streams: Map<string, StreamJob>;
+  /** The streams are made (none, when no other member gains anything: this node is done at once). */
+  streaming: boolean;
   /** Every stream is done: when the word went to the node driving the change. */
   doneSentMs: number;
   /** At the node driving it: the members that have sent everything they hold of the moving ranges. */
@@ -2144,7 +2146,9 @@ export class NodeCore {
     if (this.isUp(target)) return refuse(ErrorCode.BAD_REQUEST, `${target} is up: decommission it instead (tally decommission --node ${state.address}), or stop it first`);
     this.membership.startRemoving(target);
     this.out.log.push(`ring change: removing ${target}: the other members re-replicate its ranges, then it leaves the ring for good`);
-    this.out.replies.push({ req, reply: { ok: true, moved: `removing ${target}: once the others hold its ranges again it leaves the ring for good` } });
+    // With RF 1 no other member holds what it held: its ranges go on, empty of what it alone counted.
+    const lost = this.cfg.rf === 1 ? `; with rf 1 no other member holds its ranges, so what it alone held is gone` : '';
+    this.out.replies.push({ req, reply: { ok: true, moved: `removing ${target}: once the others hold its ranges again it leaves the ring for good${lost}` } });
   }
 
   /** The member driving the removal of `leaver`: the leaver itself, or the member removing it. */
@@ -2178,14 +2182,15 @@ export class NodeCore {
     }
     if (leavers.length === 0) return;
     if (this.move === undefined) {
-      this.move = { key, streams: new Map(), doneSentMs: 0, doneFrom: new Set(), finishedMs: undefined, waitingLogged: '' };
+      this.move = { key, streams: new Map(), streaming: false, doneSentMs: 0, doneFrom: new Set(), finishedMs: undefined, waitingLogged: '' };
       this.out.log.push(`ring change: ${leavers.join(', ')} leaving the ring; keys whose replicas change are read and written at a quorum of the old and of the new replicas`);
     }
     const move = this.move;
     const pending = this.membership.pendingRing();
     if (pending === undefined || !this.membership.ring().members.includes(this.id)) return;
     // Sending: once every coordinator writes to the new replicas as well, each of them gets what it gains from our store.
-    if (move.streams.size === 0 && this.topologyStable()) {
+    if (!move.streaming && this.topologyStable()) {
+      move.streaming = true;
       for (const gainer of pending.members) {
         if (gainer === this.id) continue;
         const job = new StreamJob(gainer, (e) => this.placementOf(e.ref.videoId).gaining.includes(gainer), 0, () => {
@@ -2195,9 +2200,13 @@ export class NodeCore {
         }, false);
         move.streams.set(gainer, job);
       }
-      this.out.log.push(`ring change: streaming to ${[...move.streams.keys()].join(', ')} what they take over from ${leavers.join(', ')}`);
+      this.out.log.push(
+        move.streams.size === 0
+          ? `ring change: no other member takes over anything from ${leavers.join(', ')}: nothing to stream from here`
+          : `ring change: streaming to ${[...move.streams.keys()].join(', ')} what they take over from ${leavers.join(', ')}`,
+      );
     }
-    if (move.streams.size === 0) return;
+    if (!move.streaming) return;
     let allDone = true;
     for (const job of move.streams.values()) {
       if (!job.finished) allDone = false;

@@ -170,6 +170,18 @@ function runTopology(seed: number): void {
   expect((run.counts['write ok quorum'] ?? 0) > 100, 'the workload made progress').toBe(true);
 }
 
+/** Reads every series in `acked` at `all` through `via` (its first day) and expects what was acknowledged. */
+function expectAllReads(sim: ReplicationSim, via: string, acked: ReadonlyMap<string, number>): void {
+  const read = new Map<string, number>();
+  for (const id of acked.keys()) {
+    sim.read(via, [[id, 'view', T0, T0 + DAY_MS]], Consistency.ALL, (o) => {
+      if (o.kind === 'reply' && o.reply.ok) read.set(id, (o.reply.stats?.[0] ?? [NaN])[0] as number);
+    });
+  }
+  sim.run(2_000);
+  for (const [id, n] of acked) expect(read.get(id), id).toBe(n);
+}
+
 /**
  * With RF 1 a key has one replica, but while a node leaves, its keys' writes must also reach the
  * node taking them over (the write waits for both): the coordinator ships its slots to a key's
@@ -215,17 +227,57 @@ function runRf1Decommission(seed: number): void {
   sim.run(2_000);
   expect(rounds, 'writes went on during the change').toBeGreaterThan(0);
   expect(failed, 'writes during the change').toEqual([]);
-  const read = new Map<string, number>();
+  expectAllReads(sim, 'n1', acked);
+}
+
+/**
+ * A ring that shrinks to one member (RF 1, two nodes): the member that stays gains every range, has
+ * no one to stream them to, and is done at once. It used to wait for streams it never started,
+ * logging that it started them at every step (about 50 lines a second), so a decommission ended
+ * only by the leaver's word and a removenode never ended, holding every later ring change back.
+ */
+function runShrinkToOne(seed: number): void {
+  const sim = new ReplicationSim({ seed, nodes: 3, rf: 1, network: { minDelayMs: 0.2, maxDelayMs: 5, lossRate: 0, duplicateRate: 0, reorderRate: 0 }, replication: { repairIntervalMs: 0 } });
+  const agreed = (n: number): boolean => {
+    const alive = sim.alive();
+    return alive.length === n && alive.every((x) => x.core!.membership.agreed() && x.core!.membership.liveMembers().length === n && alive.every((m) => !x.core!.membership.isRebuilding(m.id)));
+  };
+  const streamLines = (): number => sim.log.filter((l) => / n1: ring change: streaming to/.test(l)).length;
+  sim.start('n1');
+  sim.start('n2');
+  until(sim, 'the two agree', 20_000, () => agreed(2));
+  const series = Array.from({ length: 20 }, (_, i) => `one-${i}`);
+  const acked = new Map<string, number>();
   for (const id of series) {
-    sim.read('n1', [[id, 'view', T0, T0 + DAY_MS]], Consistency.ALL, (o) => {
-      if (o.kind === 'reply' && o.reply.ok) read.set(id, (o.reply.stats?.[0] ?? [NaN])[0] as number);
+    sim.write('n1', [[id, 'view', T0, 1, 3]], Consistency.QUORUM, `b-${id}`, (o) => {
+      if (o.kind === 'reply' && o.reply.ok) acked.set(id, 3);
     });
   }
-  sim.run(2_000);
-  for (const id of series) expect(read.get(id), id).toBe(acked.get(id));
+  sim.run(1_000);
+  expect(acked.size, 'every series written').toBe(series.length);
+
+  // A live member leaves: n1 takes every range, streamed to it by n2.
+  expect(ask(sim, 'n2', 'decommission'), 'decommission accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
+  until(sim, 'n2 decommissioned', 30_000, () => sim.node('n2').removed !== undefined);
+  expect(streamLines(), 'n1 logged the start of its part of the change once at most').toBeLessThanOrEqual(1);
+  expectAllReads(sim, 'n1', acked);
+
+  // A member that joined dies for good and is removed: what it alone held is gone (RF 1), and the
+  // change ends.
+  sim.start('n3');
+  until(sim, 'n3 joins', 30_000, () => sim.node('n3').disk.rebuilding === false && agreed(2));
+  sim.crash('n3');
+  until(sim, 'n3 seen down', 20_000, () => !sim.node('n1').core!.membership.isUp('n3'));
+  const before = streamLines();
+  expect(ask(sim, 'n1', 'removenode', 'n3'), 'removenode accepted').toMatchObject({ kind: 'reply', reply: { ok: true, moved: expect.stringMatching(/with rf 1 no other member holds its ranges/) } });
+  until(sim, 'n3 removed', 30_000, () => sim.node('n1').core!.membership.stateOf('n3')?.lifecycle === Lifecycle.REMOVED && sim.node('n1').core!.membership.removing === undefined);
+  expect(streamLines() - before, 'n1 logged the start of its part of the change once at most').toBeLessThanOrEqual(1);
+  // The next change is taken: n1 is the ring.
+  expect(sim.node('n1').core!.membership.ring().members).toEqual(['n1']);
 }
 
 describe('ring changes on the composed core', () => {
+  simTest(FILE, 'a ring that shrinks to one member: a decommission and a removenode end, and the member that stays says so once', (seed) => runShrinkToOne(seed), 60_000);
   simTest(FILE, 'with RF 1, writes to a leaving node\'s keys while it streams them away are acknowledged, and none is lost', (seed) => runRf1Decommission(seed), 60_000);
 
   // A run that found a double count: a forward the network repeated was refused (a replica down,
