@@ -102,12 +102,13 @@ export class HintTable {
   }
 
   stats(): Record<string, { pending: number; dropped: number; expired: number }> {
-    const out: Record<string, { pending: number; dropped: number; expired: number }> = {};
-    for (const node of new Set([...this.byNode.keys(), ...this.counts.keys()])) {
-      const c = this.counts.get(node);
-      out[node] = { pending: this.pending(node), dropped: c?.dropped ?? 0, expired: c?.expired ?? 0 };
-    }
-    return out;
+    // Own properties whatever the id (a member may be called `__proto__`): not assignments.
+    return Object.fromEntries(
+      [...new Set([...this.byNode.keys(), ...this.counts.keys()])].map((node) => {
+        const c = this.counts.get(node);
+        return [node, { pending: this.pending(node), dropped: c?.dropped ?? 0, expired: c?.expired ?? 0 }];
+      }),
+    );
   }
 
   private count(node: string, what: 'dropped' | 'expired'): void {

@@ -233,7 +233,7 @@ const SCRIPT = String.raw`
     var health = el('health');
     text(health, s.health);
     health.className = /^healthy/.test(String(s.health)) ? 'healthy' : 'degraded';
-    var colours = {};
+    var colours = Object.create(null); // keyed by member id, whatever it is (even __proto__)
     s.members.forEach(function (m, i) { colours[m.id] = PALETTE[i % PALETTE.length]; });
     members(s.members, colours);
     ring(s.members, colours, s.rf);

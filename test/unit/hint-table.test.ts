@@ -16,6 +16,16 @@ describe('HintTable', () => {
     expect(t.stats()).toEqual({ n2: { pending: 2, dropped: 1, expired: 0 }, n3: { pending: 1, dropped: 0, expired: 0 } });
   });
 
+  it('reports a member whatever its id, `__proto__` and `constructor` too', () => {
+    const t = new HintTable(10, 1_000);
+    t.add('__proto__', ref('a'), 0);
+    t.add('constructor', ref('a'), 0);
+    expect(JSON.parse(JSON.stringify(t.stats()))).toEqual(
+      JSON.parse('{"__proto__":{"pending":1,"dropped":0,"expired":0},"constructor":{"pending":1,"dropped":0,"expired":0}}'),
+    );
+    expect(Object.keys(t.stats()).sort()).toEqual(['__proto__', 'constructor']);
+  });
+
   it('keeps age order: a renewed hint goes to the back, expiry stops at the first young one', () => {
     const t = new HintTable(10, 1_000);
     t.add('n2', ref('a'), 0);
