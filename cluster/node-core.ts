@@ -2083,9 +2083,15 @@ export class NodeCore {
       this.streams.delete(member);
     }
     // The receiving side: done once every other member on the ring that is not rebuilding itself
-    // has sent everything (a member that is down holds up the rebuild: it may hold the only copy).
+    // has sent everything (a member that is down holds up the rebuild: it may hold the only copy),
+    // but for one leaving the ring while down: being removed, what it held is given up for lost,
+    // and its removal waits for this rebuild, so waiting for it would hold both up for ever (two
+    // members dead at once, one brought back empty so the other's removal can end).
     if (this.membership.isRebuilding(this.id) && this.membership.settled(this.now)) {
-      const missing = this.membership.ring().members.filter((m) => m !== this.id && !this.membership.isRebuilding(m) && !this.streamedFrom.has(m));
+      const leavers = this.membership.leavers();
+      const missing = this.membership
+        .ring()
+        .members.filter((m) => m !== this.id && !this.membership.isRebuilding(m) && !this.streamedFrom.has(m) && !(leavers.includes(m) && !this.isUp(m)));
       if (missing.length === 0) {
         this.membership.doneRebuilding();
         this.out.rebuilt = true;

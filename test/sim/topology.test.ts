@@ -172,10 +172,10 @@ function runTopology(seed: number): void {
 
 /** Reads every series in `acked` at `all` through `via` (its first day) and expects what was acknowledged. */
 function expectAllReads(sim: ReplicationSim, via: string, acked: ReadonlyMap<string, number>): void {
-  const read = new Map<string, number>();
+  const read = new Map<string, number | string>();
   for (const id of acked.keys()) {
     sim.read(via, [[id, 'view', T0, T0 + DAY_MS]], Consistency.ALL, (o) => {
-      if (o.kind === 'reply' && o.reply.ok) read.set(id, (o.reply.stats?.[0] ?? [NaN])[0] as number);
+      read.set(id, o.kind !== 'reply' ? o.kind : o.reply.ok ? ((o.reply.stats?.[0] ?? [NaN])[0] as number) : `${o.reply.code}: ${o.reply.message}`);
     });
   }
   sim.run(2_000);
@@ -276,7 +276,46 @@ function runShrinkToOne(seed: number): void {
   expect(sim.node('n1').core!.membership.ring().members).toEqual(['n1']);
 }
 
+/**
+ * Two members dead for good at once (five nodes, RF 3): the removal of one waits for the other,
+ * which gains some of its ranges and holds others. Brought back under its id, empty, the other is
+ * rebuilt without waiting for the member being removed (whose removal waits for that rebuild), the
+ * removal ends, every acknowledged count reads back at `all`, and the one brought back can leave.
+ */
+function runTwoDead(seed: number): void {
+  const sim = new ReplicationSim({ seed, nodes: 5, rf: 3, network: { minDelayMs: 0.2, maxDelayMs: 5, lossRate: 0, duplicateRate: 0, reorderRate: 0 }, replication: { repairIntervalMs: 0 } });
+  const ids = ['n1', 'n2', 'n3', 'n4', 'n5'];
+  for (const id of ids) sim.start(id);
+  const agreed = (n: number): boolean => sim.alive().every((x) => x.core!.membership.agreed() && x.core!.membership.liveMembers().length === n && sim.alive().every((m) => !x.core!.membership.isRebuilding(m.id)));
+  until(sim, 'the five agree', 30_000, () => agreed(5));
+  const acked = new Map<string, number>();
+  for (let i = 0; i < 40; i++) {
+    const id = `two-${i}`;
+    sim.write(sim.rng.pick(ids), [[id, 'view', T0, 1, 2]], Consistency.QUORUM, `b-${id}`, (o) => {
+      if (o.kind === 'reply' && o.reply.ok) acked.set(id, 2);
+    });
+  }
+  sim.run(1_000);
+  expect(acked.size, 'every series written').toBe(40);
+  sim.crash('n4');
+  sim.crash('n5');
+  until(sim, 'both seen down', 20_000, () => !sim.node('n1').core!.membership.isUp('n4') && !sim.node('n1').core!.membership.isUp('n5'));
+  expect(ask(sim, 'n1', 'removenode', 'n4'), 'removenode accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
+  const removed = (): boolean => sim.node('n1').core!.membership.stateOf('n4')?.lifecycle === Lifecycle.REMOVED && sim.node('n1').core!.membership.removing === undefined;
+  sim.run(20_000);
+  expect(removed(), 'the removal waits for n5').toBe(false);
+  sim.wipe('n5');
+  sim.start('n5');
+  until(sim, 'n4 removed once n5 is back', 60_000, removed);
+  until(sim, 'n5 rebuilt, and the four agree', 30_000, () => sim.node('n5').disk.rebuilding === false && agreed(4));
+  expectAllReads(sim, 'n2', acked);
+  expect(ask(sim, 'n5', 'decommission'), 'decommission accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
+  until(sim, 'n5 decommissioned, and the three agree', 60_000, () => sim.node('n5').removed !== undefined && agreed(3));
+  expectAllReads(sim, 'n1', acked);
+}
+
 describe('ring changes on the composed core', () => {
+  simTest(FILE, 'two members dead for good at once: one brought back empty is rebuilt, the other\'s removal ends, nothing acknowledged is lost', (seed) => runTwoDead(seed), 60_000);
   simTest(FILE, 'a ring that shrinks to one member: a decommission and a removenode end, and the member that stays says so once', (seed) => runShrinkToOne(seed), 60_000);
   simTest(FILE, 'with RF 1, writes to a leaving node\'s keys while it streams them away are acknowledged, and none is lost', (seed) => runRf1Decommission(seed), 60_000);
 
