@@ -58,7 +58,7 @@ function shapeError(what: string, at: number): TallyError {
  * value takes at least a byte, so in a whole frame the values still owed never outnumber the
  * bytes left: checked at each array and map header, this bounds what decoding can allocate by
  * the frame's length, however the headers nest. Also refuses a frame that ends inside a value or
- * goes on after it.
+ * goes on after it, and extensions other than undefined and a timestamp.
  */
 export function checkShape(b: Uint8Array): void {
   const n = b.length;
@@ -114,6 +114,14 @@ export function checkShape(b: Uint8Array): void {
         if (t >= 0xdc) items = t >= 0xde ? v * 2 : v;
         else skip += v;
       }
+    }
+    if ((t >= 0xd4 && t <= 0xd8) || (t >= 0xc7 && t <= 0xc9)) {
+      // An extension: its type byte follows the header (and length). Tally's packer writes only
+      // undefined (0) and a timestamp (-1); others (records, Set, Error, structured-clone
+      // references) make msgpackr read values out of the order walked here.
+      if (pos >= n) throw shapeError('it ends inside a value', at);
+      const type = b[pos]!;
+      if (type !== 0x00 && type !== 0xff) throw shapeError(`extension type ${type} is not one Tally uses`, at);
     }
     pos += skip;
     if (pos > n) throw shapeError('it ends inside a value', at);

@@ -145,6 +145,12 @@ describe('a frame\'s shape, walked before it is decoded', () => {
     expect(refused(Buffer.from('c5ff', 'hex'))).toMatch(/ends inside a length/);
     expect(refused(Buffer.from('0102', 'hex'))).toMatch(/1 byte follows the value/);
     expect(refused(Buffer.from('c1', 'hex'))).toMatch(/byte 0xc1 begins no value/);
+    // Extensions: undefined and a timestamp are taken; a record definition, a Set (which reads the
+    // value after it) and the rest are not.
+    expect(decodeFrame(Buffer.from('92d40000d6ff00000000', 'hex'))).toEqual([undefined, new Date(0)]);
+    expect(refused(Buffer.from('92d4730091c0', 'hex'))).toMatch(/extension type 115 is not one Tally uses/);
+    expect(refused(Buffer.from('d47201', 'hex'))).toMatch(/extension type 114/);
+    expect(refused(Buffer.from('c70265ffff', 'hex'))).toMatch(/extension type 101/);
   });
 
   it('accepts every value msgpackr writes, of every type and length class', () => {
