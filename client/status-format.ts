@@ -73,3 +73,23 @@ export function formatStatus(s: NodeStatus): string {
         ]),
   ].join('\n');
 }
+
+/**
+ * One line of a ring change as the node `s` sees it, for `tally decommission` and `tally removenode`
+ * to print while they wait: its streams, the members done, and any member the change waits for
+ * that is down (it ends only once they are back: one whose disk is gone is started again under
+ * its id on an empty directory, and rebuilt).
+ */
+export function ringChangeLine(s: NodeStatus): string {
+  const change = s.ringChange;
+  if (change === undefined) return `${s.nodeId}: ${s.health}`;
+  const streams = Object.entries(change.streams);
+  const bytes = streams.reduce((a, [, st]) => a + st.bytes, 0);
+  const done = streams.filter(([, st]) => st.done).length;
+  const line = `${s.nodeId}: ${change.leaving.join(', ')} leaving; streams from here ${done}/${streams.length} done, ${bytes} bytes; members done: ${change.doneFrom.join(', ') || 'none yet'}`;
+  // Down, on the ring, and not one of the leavers (given up for lost): the change waits for them.
+  const down = s.members.filter((m) => m.status === 'down' && m.lifecycle !== 'removed' && !change.leaving.includes(m.id) && !change.doneFrom.includes(m.id)).map((m) => m.id);
+  if (down.length === 0) return line;
+  const them = down.length === 1 ? 'it is' : 'they are';
+  return `${line}; waiting for ${down.join(', ')} (down): the change ends once ${them} back (a node whose disk is gone: start it again under its id, at its address, on an empty data directory)`;
+}

@@ -20,7 +20,6 @@ import { Consistency } from '../protocol/messages.js';
 import { parseTimeText } from '../protocol/validate.js';
 import type { EventInput, TallyClient } from '../client/tally-client.js';
 import type { ConnectionAuth } from '../client/connection.js';
-import type { NodeStatus } from '../protocol/status.js';
 import { defaultRetention, validateRetention, type Retention } from '../cluster/retention.js';
 import { LOG_LEVELS, LogFormat, type LogLevel } from '../node/log-options.js';
 import { DEFAULT_MEMORY_MB, heapLimitGiven, heapMBOf, memoryEnv, MIN_HEAP_MB, NATIVE_RESERVE_MB, runWithHeap } from '../node/memory.js';
@@ -110,14 +109,6 @@ function fail(err: unknown): never {
 }
 
 /** One line of a ring change's progress, from a node's status. */
-function progressLine(s: NodeStatus): string {
-  if (s.ringChange === undefined) return `${s.nodeId}: ${s.health}`;
-  const streams = Object.entries(s.ringChange.streams);
-  const bytes = streams.reduce((a, [, st]) => a + st.bytes, 0);
-  const done = streams.filter(([, st]) => st.done).length;
-  return `${s.nodeId}: ${s.ringChange.leaving.join(', ')} leaving; streams from here ${done}/${streams.length} done, ${bytes} bytes; members done: ${s.ringChange.doneFrom.join(', ') || 'none yet'}`;
-}
-
 /** Polls `check` every second, printing its line when it changes, until it says done; TIMEOUT after `timeoutMs`. */
 async function waitRingChange(timeoutMs: number, check: () => Promise<{ done: boolean; line: string }>): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -408,10 +399,11 @@ async function main(argv: string[]): Promise<void> {
         process.stdout.write(`${await withClient(node, (c) => c.changeRing(node, 'decommission'))}\n`);
         if (!a.wait) return;
         const { statusOf } = await import('../client/local-cluster.js');
+        const { ringChangeLine } = await import('../client/status-format.js');
         await waitRingChange(a['timeout-ms'], async () => {
           const s = await statusOf(node, clientAuth).catch(() => undefined);
           // It stops once it is off the ring and its peers know.
-          return s === undefined ? { done: true, line: `${node} has left the ring and stopped` } : { done: false, line: progressLine(s) };
+          return s === undefined ? { done: true, line: `${node} has left the ring and stopped` } : { done: false, line: ringChangeLine(s) };
         });
       },
     )
@@ -431,10 +423,11 @@ async function main(argv: string[]): Promise<void> {
         process.stdout.write(`${await withClient(node, (c) => c.changeRing(node, 'removenode', id))}\n`);
         if (!a.wait) return;
         const { statusOf } = await import('../client/local-cluster.js');
+        const { ringChangeLine } = await import('../client/status-format.js');
         await waitRingChange(a['timeout-ms'], async () => {
           const s = await statusOf(node, clientAuth);
           const removed = s.members.find((m) => m.id === id)?.lifecycle === 'removed' && s.ringChange === undefined;
-          return removed ? { done: true, line: `${id} is off the ring for good; its ranges are on their new replicas` } : { done: false, line: progressLine(s) };
+          return removed ? { done: true, line: `${id} is off the ring for good; its ranges are on their new replicas` } : { done: false, line: ringChangeLine(s) };
         });
       },
     )
