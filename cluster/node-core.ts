@@ -2084,14 +2084,13 @@ export class NodeCore {
     }
     // The receiving side: done once every other member on the ring that is not rebuilding itself
     // has sent everything (a member that is down holds up the rebuild: it may hold the only copy),
-    // but for one leaving the ring while down: being removed, what it held is given up for lost,
+    // but for one being removed (`tally removenode`, so down): what it held is given up for lost,
     // and its removal waits for this rebuild, so waiting for it would hold both up for ever (two
-    // members dead at once, one brought back empty so the other's removal can end).
+    // members dead at once, one brought back empty so the other's removal can end). A member
+    // decommissioning is alive, if down for a moment, and may hold the only copy: it is waited for.
     if (this.membership.isRebuilding(this.id) && this.membership.settled(this.now)) {
-      const leavers = this.membership.leavers();
-      const missing = this.membership
-        .ring()
-        .members.filter((m) => m !== this.id && !this.membership.isRebuilding(m) && !this.streamedFrom.has(m) && !(leavers.includes(m) && !this.isUp(m)));
+      const removed = (m: string): boolean => this.membership.leavers().includes(m) && !this.isUp(m) && this.moverOf(m) !== m;
+      const missing = this.membership.ring().members.filter((m) => m !== this.id && !this.membership.isRebuilding(m) && !this.streamedFrom.has(m) && !removed(m));
       if (missing.length === 0) {
         this.membership.doneRebuilding();
         this.out.rebuilt = true;

@@ -276,6 +276,26 @@ function runShrinkToOne(seed: number): void {
   expect(sim.node('n1').core!.membership.ring().members).toEqual(['n1']);
 }
 
+/** Five agreeing nodes (RF 3, a clean network, no anti-entropy) and 40 series written at quorum, each acknowledged with 2. */
+function fiveNodesWritten(seed: number, prefix: string): { sim: ReplicationSim; agreed: (n: number) => boolean; acked: Map<string, number> } {
+  const sim = new ReplicationSim({ seed, nodes: 5, rf: 3, network: { minDelayMs: 0.2, maxDelayMs: 5, lossRate: 0, duplicateRate: 0, reorderRate: 0 }, replication: { repairIntervalMs: 0 } });
+  const ids = ['n1', 'n2', 'n3', 'n4', 'n5'];
+  for (const id of ids) sim.start(id);
+  /** Every live node sees `n` live members, none rebuilding, and agrees on the ring. */
+  const agreed = (n: number): boolean => sim.alive().every((x) => x.core!.membership.agreed() && x.core!.membership.liveMembers().length === n && sim.alive().every((m) => !x.core!.membership.isRebuilding(m.id)));
+  until(sim, 'the five agree', 30_000, () => agreed(5));
+  const acked = new Map<string, number>();
+  for (let i = 0; i < 40; i++) {
+    const id = `${prefix}-${i}`;
+    sim.write(sim.rng.pick(ids), [[id, 'view', T0, 1, 2]], Consistency.QUORUM, `b-${id}`, (o) => {
+      if (o.kind === 'reply' && o.reply.ok) acked.set(id, 2);
+    });
+  }
+  sim.run(1_000);
+  expect(acked.size, 'every series written').toBe(40);
+  return { sim, agreed, acked };
+}
+
 /**
  * Two members dead for good at once (five nodes, RF 3): the removal of one waits for the other,
  * which gains some of its ranges and holds others. Brought back under its id, empty, the other is
@@ -283,20 +303,7 @@ function runShrinkToOne(seed: number): void {
  * removal ends, every acknowledged count reads back at `all`, and the one brought back can leave.
  */
 function runTwoDead(seed: number): void {
-  const sim = new ReplicationSim({ seed, nodes: 5, rf: 3, network: { minDelayMs: 0.2, maxDelayMs: 5, lossRate: 0, duplicateRate: 0, reorderRate: 0 }, replication: { repairIntervalMs: 0 } });
-  const ids = ['n1', 'n2', 'n3', 'n4', 'n5'];
-  for (const id of ids) sim.start(id);
-  const agreed = (n: number): boolean => sim.alive().every((x) => x.core!.membership.agreed() && x.core!.membership.liveMembers().length === n && sim.alive().every((m) => !x.core!.membership.isRebuilding(m.id)));
-  until(sim, 'the five agree', 30_000, () => agreed(5));
-  const acked = new Map<string, number>();
-  for (let i = 0; i < 40; i++) {
-    const id = `two-${i}`;
-    sim.write(sim.rng.pick(ids), [[id, 'view', T0, 1, 2]], Consistency.QUORUM, `b-${id}`, (o) => {
-      if (o.kind === 'reply' && o.reply.ok) acked.set(id, 2);
-    });
-  }
-  sim.run(1_000);
-  expect(acked.size, 'every series written').toBe(40);
+  const { sim, agreed, acked } = fiveNodesWritten(seed, 'two');
   sim.crash('n4');
   sim.crash('n5');
   until(sim, 'both seen down', 20_000, () => !sim.node('n1').core!.membership.isUp('n4') && !sim.node('n1').core!.membership.isUp('n5'));
@@ -314,7 +321,29 @@ function runTwoDead(seed: number): void {
   expectAllReads(sim, 'n1', acked);
 }
 
+/**
+ * A member decommissioning is alive, if down for a moment, and may hold the only copy of what a
+ * member being rebuilt needs: the rebuild waits for it, where it does not wait for one being
+ * removed. Five nodes, RF 3: n2 decommissions and freezes; n5, wiped and restarted meanwhile,
+ * stays rebuilding until n2 is back; then both end and every acknowledged count reads back.
+ */
+function runRebuildWaitsForDecommissioning(seed: number): void {
+  const { sim, agreed, acked } = fiveNodesWritten(seed, 'dec');
+  expect(ask(sim, 'n2', 'decommission'), 'decommission accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
+  sim.pause('n2', 30_000);
+  sim.crash('n5');
+  sim.wipe('n5');
+  sim.start('n5');
+  sim.run(20_000);
+  expect(sim.node('n1').core!.membership.isUp('n2'), 'n2 is seen down').toBe(false);
+  expect(sim.node('n5').disk.rebuilding, 'n5 waits for n2').toBe(true);
+  until(sim, 'n5 rebuilt and n2 decommissioned', 90_000, () => sim.node('n5').disk.rebuilding === false && sim.node('n2').removed !== undefined);
+  until(sim, 'the four agree', 30_000, () => agreed(4));
+  expectAllReads(sim, 'n1', acked);
+}
+
 describe('ring changes on the composed core', () => {
+  simTest(FILE, 'a rebuild waits for a member decommissioning that is down for a moment, not for one being removed', (seed) => runRebuildWaitsForDecommissioning(seed), 60_000);
   simTest(FILE, 'two members dead for good at once: one brought back empty is rebuilt, the other\'s removal ends, nothing acknowledged is lost', (seed) => runTwoDead(seed), 60_000);
   simTest(FILE, 'a ring that shrinks to one member: a decommission and a removenode end, and the member that stays says so once', (seed) => runShrinkToOne(seed), 60_000);
   simTest(FILE, 'with RF 1, writes to a leaving node\'s keys while it streams them away are acknowledged, and none is lost', (seed) => runRf1Decommission(seed), 60_000);
