@@ -106,7 +106,6 @@ export interface BenchResult {
   check: { videos: number; acked: number; attempted: number; counted: number; outside: number; readThrough: string };
 }
 
-/** Latencies in ms, kept whole (a run makes at most a few million calls). */
 /**
  * The measured part of a run: from the end of its warm-up to now. It begins on a timer of its
  * own and its time is taken then: begun by a progress ticker, it began up to a second late while
@@ -145,6 +144,7 @@ export function perSecond(n: number, seconds: number): number {
   return seconds > 0 ? Math.round(n / seconds) : 0;
 }
 
+/** Latencies in ms, kept whole (a run makes at most a few million calls). */
 export class Samples {
   private data = new Float64Array(1024);
   n = 0;

@@ -2089,7 +2089,8 @@ export class NodeCore {
     // members dead at once, one brought back empty so the other's removal can end). A member
     // decommissioning is alive, if down for a moment, and may hold the only copy: it is waited for.
     if (this.membership.isRebuilding(this.id) && this.membership.settled(this.now)) {
-      const removed = (m: string): boolean => this.membership.leavers().includes(m) && !this.isUp(m) && this.moverOf(m) !== m;
+      const leavers = this.membership.leavers();
+      const removed = (m: string): boolean => leavers.includes(m) && !this.isUp(m) && this.moverOf(m) !== m;
       const missing = this.membership.ring().members.filter((m) => m !== this.id && !this.membership.isRebuilding(m) && !this.streamedFrom.has(m) && !removed(m));
       if (missing.length === 0) {
         this.membership.doneRebuilding();

@@ -108,7 +108,6 @@ function fail(err: unknown): never {
   process.exit(code === ErrorCode.BAD_REQUEST ? EXIT.USAGE : EXIT.FAILED);
 }
 
-/** One line of a ring change's progress, from a node's status. */
 /** Polls `check` every second, printing its line when it changes, until it says done; TIMEOUT after `timeoutMs`. */
 async function waitRingChange(timeoutMs: number, check: () => Promise<{ done: boolean; line: string }>): Promise<void> {
   const deadline = Date.now() + timeoutMs;
