@@ -169,6 +169,9 @@ export class Membership {
   private liveCursor = 0;
   private lastInputMs: number;
   private readonly startedAtMs: number;
+  /** When a changed ring was last pushed to peers outside a round (see noteRing). */
+  private ringAnnouncedAtMs = Number.NEGATIVE_INFINITY;
+  private ringToAnnounce = false;
   /** A live peer agreed on the ring with this node once (see settled()). */
   private heardRing = false;
   private stopped = false;
@@ -233,6 +236,7 @@ export class Membership {
     const effects: MembershipEffect[] = [];
     for (const id of this.statuses.keys()) this.evaluate(id, nowMs, effects);
     this.expire(nowMs, effects);
+    this.noteRing(effects, nowMs);
     if (nowMs >= this.nextRoundAtMs) {
       // Keep the phase; after a stall, start afresh rather than firing the missed rounds at once.
       this.nextRoundAtMs += this.config.gossipIntervalMs;
@@ -283,6 +287,7 @@ export class Membership {
     touched.add(from);
     if (this.self.lifecycle === Lifecycle.JOINING) this.updateSelf({ lifecycle: Lifecycle.NORMAL });
     for (const id of touched) this.evaluate(id, nowMs, effects);
+    this.noteRing(effects, nowMs);
     return effects;
   }
 
@@ -383,6 +388,15 @@ export class Membership {
     // answers what it can (UNAVAILABLE for a quorum it cannot meet), not NOT_READY.
     if (upPeers > 0) this.heardRing = true;
     return this.heardRing || nowMs - this.startedAtMs >= this.config.settleTimeoutMs;
+  }
+
+  /** A live peer whose ring differs from ours (see settled()), if any. */
+  disagreeingPeer(): string | undefined {
+    const ours = this.topologyChecksum();
+    for (const [id, status] of this.statuses) {
+      if (status.up && (this.states.get(id) as EndpointState).ringChecksum !== ours) return id;
+    }
+    return undefined;
   }
 
   /** Ids of the members this node believes up, self included (unless it has left). */
@@ -527,13 +541,46 @@ export class Membership {
   /** `tally decommission`: this node is leaving the ring for good; it stays up and a replica until it is `removed`. */
   decommission(): MembershipEffect[] {
     this.updateSelf({ lifecycle: Lifecycle.DECOMMISSIONING });
-    return this.announce();
+    return this.announceChange();
   }
 
   /** The decommission is done: this node is off the ring for good. */
   finishDecommission(): MembershipEffect[] {
     this.updateSelf({ lifecycle: Lifecycle.REMOVED });
-    return this.announce();
+    return this.announceChange();
+  }
+
+  /** Our state changed: pushed to live peers now, with the ring checksum it makes. */
+  private announceChange(): MembershipEffect[] {
+    const effects: MembershipEffect[] = [];
+    if (!this.noteRing(effects)) effects.push(...this.announce());
+    return effects;
+  }
+
+  /**
+   * The ring this node places keys on has changed since it last said (a member's lifecycle or
+   * removal learnt, or its own): its checksum is taken into our state and pushed to live peers
+   * now, not at the next gossip round. Every node refuses client requests (NOT_READY) while a
+   * live peer's ring differs from its own, and learning each other's checksums at rounds a
+   * second apart held writes back for up to two seconds at every ring change. Pushed at most
+   * once a tick interval (`nowMs` given; a later change waits for the next tick), so a cluster
+   * starting up, whose rings change with every member learnt, sends a bounded number more.
+   */
+  private noteRing(effects: MembershipEffect[], nowMs?: number): boolean {
+    const checksum = this.topologyChecksum();
+    const changed = checksum !== this.self.ringChecksum;
+    if (changed) {
+      this.updateSelf({ ringChecksum: checksum });
+      effects.push({ kind: 'ringChanged', checksum });
+      this.ringToAnnounce = true;
+    }
+    if (this.ringToAnnounce && (nowMs === undefined || nowMs - this.ringAnnouncedAtMs >= this.config.tickIntervalMs)) {
+      if (nowMs !== undefined) this.ringAnnouncedAtMs = nowMs;
+      this.ringToAnnounce = false;
+      effects.push(...this.announce());
+      return true;
+    }
+    return false;
   }
 
   /** `tally removenode`: this node takes `id` (down) off the ring, once the others hold its ranges. */

@@ -970,7 +970,9 @@ export class NodeCore {
   /** A client request before gossip has settled is refused, having applied nothing. */
   private notSettled(replyTo: ReplyTo): boolean {
     if (this.membership.settled(this.now)) return false;
-    this.answer(replyTo, failure(ErrorCode.NOT_READY, `${this.id} has just started and is still learning the ring from its peers; nothing was applied, retry shortly`));
+    const peer = this.membership.disagreeingPeer();
+    const why = peer === undefined ? `${this.id} has just started and is still learning the ring from its peers` : `${this.id} and ${peer} place keys on different rings for a moment (a ring change is spreading)`;
+    this.answer(replyTo, failure(ErrorCode.NOT_READY, `${why}; nothing was applied, retry shortly`));
     return true;
   }
 

@@ -205,6 +205,12 @@ export class ClusterSim {
     node.incarnation++;
   }
 
+  /** `tally decommission` on `id`: its state says it leaves the ring for good. */
+  decommission(id: string): void {
+    const node = this.node(id);
+    if (node.core !== undefined) this.apply(node, node.core.decommission());
+  }
+
   run(ms: number): void {
     this.queue.runUntil(this.nowMs + ms);
   }

@@ -292,6 +292,24 @@ describe('membership simulation', () => {
     expect((observer.core as Membership).view(sim.localNow(observer))).toHaveLength(20);
   });
 
+  simTest(FILE, 'a ring change (a decommission) is agreed everywhere within a few network delays, not at the next rounds (10 nodes)', (seed) => {
+    // Every node refuses client requests while a live peer's ring differs from its own: each
+    // pushes its new checksum at once, or writes would wait for gossip rounds a second apart.
+    const sim = new ClusterSim({ seed, nodes: 10, config: { vnodes: SIM_VNODES }, network: JITTERY });
+    converge(sim, convergenceRounds(10));
+    const before = (sim.nodes[0]?.core as Membership).topologyChecksum();
+    sim.run(sim.rng.next() * ROUND_MS);
+    sim.decommission(sim.rng.pick(sim.ids));
+    const agreed = (): boolean => {
+      const cores = sim.aliveNodes().map((n) => n.core as Membership);
+      const checksums = new Set(cores.map((c) => c.topologyChecksum()));
+      return checksums.size === 1 && !checksums.has(before) && cores.every((c) => c.agreed() && c.settled(sim.localNow(sim.node(c.id))));
+    };
+    const tookMs = sim.runUntil(agreed, ROUND_MS / 2, 5);
+    expect(tookMs, `not agreed within ${ROUND_MS / 2} ms`).toBeDefined();
+    report('10 nodes: a decommission agreed after (ms)', tookMs as number);
+  });
+
   simTest(FILE, '5 nodes started one after another from one seed are all up within 5 s of the last start', (seed) => {
     const sim = new ClusterSim({ seed, nodes: 5, seedCount: 1, config: { vnodes: SIM_VNODES }, network: LOOPBACK });
     // A script starting processes: the seed first, then the rest, each 0.3-1 s after the last.

@@ -125,6 +125,7 @@ describe('membership transcripts', () => {
   test('a down node’s newer heartbeat brings it back up; a restart replaces its state', () => {
     const s = new Script()
       .receive(0, 'b', syn(state('b', 1000, 5)))
+      .note('each new member changes the ring: pushed to live peers at once, at most once a tick interval (this one at the tick)')
       .receive(100, 'c', syn(state('c', 1000, 7)))
       .note('b falls silent; c keeps talking')
       .ticks(250, 1000);
@@ -146,11 +147,14 @@ describe('membership transcripts', () => {
       `0 a receives from b: syn seq=1 sender=b@1000#5 digests=[b@1000#5]
   send b: ack seq=1 states=[a@500#2] requests=[]
   b up (up)
+  ring changed
+  send b: ack2 states=[a@500#3]
+# each new member changes the ring: pushed to live peers at once, at most once a tick interval (this one at the tick)
 100 a receives from c: syn seq=1 sender=c@1000#7 digests=[c@1000#7]
-  send c: ack seq=1 states=[a@500#2 b@1000#5] requests=[]
+  send c: ack seq=1 states=[a@500#3 b@1000#5] requests=[]
   c up (up)
+  ring changed
 # b falls silent; c keeps talking
-250 tick: ring changed
 1000 a receives from c: ack2 states=[c@1000#8]
 2000 a receives from c: ack2 states=[c@1000#9]
 3000 a receives from c: ack2 states=[c@1000#10]
@@ -198,17 +202,21 @@ describe('membership transcripts', () => {
       `0 a receives from b: syn seq=1 sender=b@1000#5 digests=[b@1000#5]
   send b: ack seq=1 states=[a@500#2] requests=[]
   b up (up)
+  ring changed
+  send b: ack2 states=[a@500#3]
 100 a receives from c: syn seq=1 sender=c@1000#3 digests=[c@1000#3]
-  send c: ack seq=1 states=[a@500#2 b@1000#5] requests=[]
+  send c: ack seq=1 states=[a@500#3 b@1000#5] requests=[]
   c up (up)
+  ring changed
 1000 a loses its connection to b
-  send b: syn seq=1 sender=a@500#2 digests=[a@500#2 b@1000#5 c@1000#3]
+  send b: syn seq=1 sender=a@500#4 digests=[a@500#4 b@1000#5 c@1000#3]
 # already suspected: no second probe
 1100 a loses its connection to b
 # messages b sent before the drop may still land: they prove nothing
 1150 a receives from b: syn seq=40 sender=b@1000#6 digests=[b@1000#6]
-  send b: ack seq=40 states=[a@500#2 c@1000#3] requests=[]
-1250 tick: ring changed
+  send b: ack seq=40 states=[a@500#4 c@1000#3] requests=[]
+  send c: ack2 states=[a@500#4]
+  send b: ack2 states=[a@500#4]
 # nor does a relayed heartbeat: it may be the last word of a dead process
 1500 a receives from c: ack2 states=[b@1000#7]
 # an answer to a SYN sent before the drop, late
@@ -243,6 +251,8 @@ describe('membership transcripts', () => {
       `0 a receives from b: syn seq=1 sender=b@1000#5 digests=[b@1000#5]
   send b: ack seq=1 states=[a@500#2] requests=[]
   b up (up)
+  ring changed
+  send b: ack2 states=[a@500#3]
 500 a receives from b: ack2 states=[b@1000#6 left]
   b down (left)`,
     );
@@ -278,6 +288,8 @@ describe('membership transcripts', () => {
       `0 a receives from b: syn seq=1 sender=b@1000#5 digests=[b@1000#5]
   send b: ack seq=1 states=[a@500#2] requests=[]
   b up (up)
+  ring changed
+  send b: ack2 states=[a@500#3]
 # a forged state of a, with a higher version in its own generation
 100 a receives from b: ack2 states=[a@500#40]
   identity conflict: a at a:7000 gen 500 v40 (refuted)
