@@ -463,7 +463,20 @@ async function checkCounts(
     [rest[i], rest[j]] = [rest[j] as number, rest[i] as number];
   }
   const sample = [...top, ...rest.slice(0, o.checkVideos - top.length)];
-  const clients = await Promise.all(members.map((a) => TallyClient.connect({ nodes: [a], routing: 'direct', consistency: o.consistency, timeoutMs: 30_000, ...withoutUndefinedAuth(o.auth ?? {}) })));
+  // Through each member that can be reached now: one may have left, or been stopped, during the run.
+  const tried = await Promise.allSettled(members.map((a) => TallyClient.connect({ nodes: [a], routing: 'direct', consistency: o.consistency, timeoutMs: 30_000, ...withoutUndefinedAuth(o.auth ?? {}) })));
+  const clients: TallyClient[] = [];
+  const through: string[] = [];
+  const unreachable: string[] = [];
+  tried.forEach((t, i) => {
+    if (t.status === 'fulfilled') {
+      clients.push(t.value);
+      through.push(members[i] as string);
+    } else {
+      unreachable.push(members[i] as string);
+    }
+  });
+  if (clients.length === 0) throw (tried[0] as PromiseRejectedResult).reason;
   let a = 0;
   let attempted = 0;
   let counted = 0;
@@ -484,7 +497,8 @@ async function checkCounts(
   } finally {
     await Promise.all(clients.map((c) => c.close()));
   }
-  return { videos: sample.length, acked: a, attempted, counted, outside, readThrough: members.length > 1 ? `each of ${members.length} nodes in turn` : members[0] ?? '' };
+  const readThrough = (through.length > 1 ? `each of ${through.length} nodes in turn` : (through[0] as string)) + (unreachable.length === 0 ? '' : ` (not reachable, skipped: ${unreachable.join(', ')})`);
+  return { videos: sample.length, acked: a, attempted, counted, outside, readThrough };
 }
 
 /** A latency summary as the tables print it. */
