@@ -43,6 +43,10 @@ export class Connection {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private closedError: TallyError | undefined;
+  /** Set once the node said it is stopping (see ByeMessage): nothing more is sent. */
+  private byeError: TallyError | undefined;
+  /** The node said it is stopping: told once. */
+  onBye: (() => void) | undefined;
   /** When the node last answered anything on this connection. */
   private lastAnswerMs = 0;
   onClose: ((err: TallyError) => void) | undefined;
@@ -127,8 +131,9 @@ export class Connection {
     });
   }
 
+  /** Open, and the node has not said it is stopping. */
   get isOpen(): boolean {
-    return this.closedError === undefined;
+    return this.closedError === undefined && this.byeError === undefined;
   }
 
   get pendingCount(): number {
@@ -153,6 +158,7 @@ export class Connection {
 
   request(body: Outgoing, timeoutMs: number, queries?: number): Promise<Reply> {
     if (this.closedError !== undefined) return Promise.reject(this.closedError);
+    if (this.byeError !== undefined) return Promise.reject(this.byeError);
     const id = this.nextId;
     this.nextId = this.nextId >= MAX_REQUEST_ID ? 1 : this.nextId + 1;
     return new Promise<Reply>((resolve, reject) => {
@@ -184,6 +190,14 @@ export class Connection {
       this.ws.terminate(); // a node that sends garbage is not to be trusted with more requests
       return;
     }
+    if (isPlainObject(m) && m.t === 'bye' && m.id === undefined) {
+      // The node is stopping: it answers what it has had and what is on its way; nothing more goes.
+      this.byeError ??= new TallyError(ErrorCode.NOT_READY, `${this.address} is stopping (${String(m.message).slice(0, 200)}); the request was not sent, nothing was applied`);
+      this.lastAnswerMs = Date.now();
+      if (this.pending.size === 0) this.ws.close(1000);
+      this.onBye?.();
+      return;
+    }
     if (!isPlainObject(m) || typeof m.id !== 'number') {
       // An error about a frame the node could not read, so it cannot say which request it was.
       // Guessing could fail the wrong one; close instead, and every pending request fails with
@@ -211,6 +225,7 @@ export class Connection {
   private settle(id: number, p: Pending, reply: Reply): void {
     this.pending.delete(id);
     clearTimeout(p.timer);
+    if (this.byeError !== undefined && this.pending.size === 0) this.ws.close(1000);
     if (reply.t === 'error') p.reject(new TallyError(isErrorCode(reply.code) ? reply.code : ErrorCode.INTERNAL, reply.message));
     else p.resolve(reply);
   }

@@ -869,6 +869,8 @@ export class TallyClient {
             throw new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed');
           }
           l.conn = conn;
+          // A node that says it is stopping may be leaving the ring: learn where its keys go.
+          conn.onBye = () => void this.refreshTopology(false).catch(() => {});
           l.failures = 0;
           l.downUntilMs = 0;
           return conn;

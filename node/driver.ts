@@ -276,7 +276,12 @@ export class Driver implements RequestHandler {
     this.closed = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
-    for (const p of this.pending.values()) p.reject(new TallyError(ErrorCode.NOT_READY, 'node is stopping'));
+    // A write still awaiting its replicas may be applied here already: its outcome is unknown, not
+    // "nothing applied" (a client would send it elsewhere, and count it twice). With the default
+    // write timeout (4 s, shorter than the drain) the core has answered every write by now.
+    for (const p of this.pending.values()) {
+      p.reject(p.t === 'count' ? new TallyError(ErrorCode.TIMEOUT, 'the node stopped before the write was acknowledged; whether it was applied is unknown') : new TallyError(ErrorCode.NOT_READY, 'node is stopping'));
+    }
     this.pending.clear();
   }
 

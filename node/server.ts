@@ -37,6 +37,7 @@ import {
   TallyError,
   requestIdOf,
   newNonce,
+  type ByeMessage,
   peerProof,
   proofMatches,
   validateAuth,
@@ -277,10 +278,25 @@ export class TallyServer {
     return { host: this.opts.host, port: a.port };
   }
 
-  /** Stops accepting, closes every connection, waits for the listener to close. */
+  /**
+   * Stops accepting, says goodbye to each client (see ByeMessage) and waits, up to CLOSE_GRACE_MS,
+   * for them to close once their last replies came, then closes every connection and waits for
+   * the listener to close. A request read meanwhile is answered as the node answers while it
+   * stops (NOT_READY, nothing applied); one closed under it would leave its outcome unknown.
+   */
   async close(): Promise<void> {
     this.closing = true;
     if (this.sweeper !== undefined) clearInterval(this.sweeper);
+    const clients: WebSocket[] = [];
+    for (const c of this.conns.values()) if (c.stage === Stage.CLIENT && c.ws !== undefined && c.ws.readyState === c.ws.OPEN) clients.push(c.ws);
+    if (clients.length > 0) {
+      const bye = encodeFrame({ t: 'bye', message: `${this.opts.nodeId} is stopping` } satisfies ByeMessage);
+      const closed = clients.map((ws) => new Promise<void>((resolve) => ws.once('close', () => resolve())));
+      for (const ws of clients) ws.send(bye);
+      let grace: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all(closed), new Promise<void>((resolve) => (grace = setTimeout(resolve, CLOSE_GRACE_MS)))]);
+      clearTimeout(grace);
+    }
     for (const c of this.conns.values()) {
       if (c.ws !== undefined) c.ws.close(1001, 'node stopping');
       else if (c.stage === Stage.NEW) c.socket.destroy();

@@ -66,6 +66,17 @@ export interface WelcomeMessage {
   proof?: string;
 }
 
+/**
+ * A node that is stopping, to each client: it answers every request it has had or still gets (those
+ * it no longer takes with NOT_READY, nothing applied), and the client sends nothing more on this
+ * connection and closes it once its last reply came. No request is then lost in the close, where its
+ * outcome would be unknown.
+ */
+export interface ByeMessage {
+  t: 'bye';
+  message: string;
+}
+
 /** A peer's answer to the welcome's challenge; the link carries nothing else until it checks. */
 export interface AuthMessage {
   t: 'auth';
