@@ -57,7 +57,7 @@ describe('a clean stop under load', () => {
     try {
       await waitFor('writes acknowledged', 10_000, async () => ([...answers.values()].filter((t) => t === 'ack').length >= 500 ? true : undefined), 20);
       n.proc.kill('SIGTERM');
-      await Promise.race([once(ws, 'close'), new Promise((_, reject) => setTimeout(() => reject(new Error('the connection did not close')), 10_000))]);
+      await Promise.race([once(ws, 'close'), new Promise((_, reject) => setTimeout(() => reject(new Error('the connection did not close')), 20_000))]);
     } finally {
       clearInterval(pump);
     }
@@ -65,8 +65,10 @@ describe('a clean stop under load', () => {
     expect(bye, 'the node said bye').toBe(true);
     const unanswered = Array.from({ length: sent }, (_, i) => i + 1).filter((id) => !answers.has(id));
     expect(unanswered, `requests sent and never answered (of ${sent})`).toEqual([]);
+    // Acknowledged, or refused with nothing applied: NOT_READY once it stops, OVERLOADED when the
+    // writes outrun it (on a machine busy with other tests).
     const kinds = new Set(answers.values());
-    expect([...kinds].every((k) => k === 'ack' || k === ErrorCode.NOT_READY), [...kinds].join(',')).toBe(true);
+    expect([...kinds].every((k) => k === 'ack' || k === ErrorCode.NOT_READY || k === ErrorCode.OVERLOADED), [...kinds].join(',')).toBe(true);
     // The stop came while requests kept coming: some were refused rather than taken.
     expect([...answers.values()].filter((k) => k === ErrorCode.NOT_READY).length).toBeGreaterThan(0);
   }, 60_000);
@@ -100,7 +102,9 @@ describe('a clean stop under load', () => {
     await client.close();
     expect(await n.exited).toBe(0);
     const codes = [...failures.keys()];
-    expect(codes.every((c) => c === ErrorCode.NOT_READY || c === ErrorCode.UNAVAILABLE), `failures: ${JSON.stringify(Object.fromEntries(failures))}`).toBe(true);
+    // Each a refusal with nothing applied: none of unknown outcome (TIMEOUT, CONNECTION_CLOSED, PARTIAL_WRITE).
+    const nothingApplied: string[] = [ErrorCode.NOT_READY, ErrorCode.UNAVAILABLE, ErrorCode.OVERLOADED];
+    expect(codes.every((c) => nothingApplied.includes(c)), `failures: ${JSON.stringify(Object.fromEntries(failures))}`).toBe(true);
 
     // Started again on the same data: every acknowledged event is there, and nothing more.
     started.splice(started.indexOf(n), 1);
