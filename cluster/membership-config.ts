@@ -83,6 +83,11 @@ export function defaultConfig(): MembershipConfig {
     firstHeartbeatEstimateMs: 2000,
     // ~3 minutes of arrivals at about one a second: smooth, yet adapts to a changed rhythm.
     arrivalWindowSize: 200,
+    // Half a round: a member pushes a changed ring at once, between its rounds (as a version of
+    // its state, which is what a heartbeat is). Counted, the pushes of a 50-node cluster starting
+    // up (a ring change with every member learnt) convicted live members 8-9 s in, at 10% loss,
+    // in 4 of 25 simulations; with the floor, none in 25.
+    minArrivalIntervalMs: 500,
     // A dropped link gets a probe at once; 1.5 s covers a reconnect and a stalled round trip, and
     // with a 250 ms tick a killed node is down everywhere ~1.75 s after its connections drop.
     connectionLostGraceMs: 1500,
@@ -128,6 +133,8 @@ export function validateConfig(config: MembershipConfig): MembershipConfig {
   const pauseMs = positive('acceptableHeartbeatPauseMs');
   positive('minStdDevMs');
   positive('firstHeartbeatEstimateMs');
+  const minArrival = config.minArrivalIntervalMs;
+  if (!Number.isFinite(minArrival) || minArrival < 0) fail(`minArrivalIntervalMs must be a finite number >= 0, got ${String(minArrival)}`);
   positive('connectionLostGraceMs');
   positive('maxGenerationAheadMs');
   positive('memberExpiryMs');

@@ -36,6 +36,11 @@ export interface PhiDetectorConfig {
   firstHeartbeatEstimateMs: number;
   /** Intervals kept per peer. */
   arrivalWindowSize: number;
+  /**
+   * A newer heartbeat sooner than this after the last one counted is not an arrival: a change the
+   * peer pushed at once (see Membership.noteRing), not its next round's heartbeat. 0: every one is.
+   */
+  minArrivalIntervalMs: number;
   /** After a dropped connection, how long the peer has to talk to us before it is down. */
   connectionLostGraceMs: number;
 }
@@ -180,6 +185,10 @@ export class PhiAccrualDetector {
     }
     if (newIncarnation) {
       record.connectionLostAtMs = undefined;
+    } else if (nowMs - record.lastArrivalMs < this.config.minArrivalIntervalMs) {
+      // As a sample it would teach the window intervals far shorter than the rounds', and a live
+      // peer would be convicted once the changes stop.
+      return;
     } else if (nowMs >= record.lastArrivalMs && this.verdict(peer, nowMs) === Verdict.UP) {
       const window = record.window;
       // A full window drops its oldest sample on add: an estimate sample while any remain.

@@ -16,6 +16,7 @@ const CONFIG: PhiDetectorConfig = {
   firstHeartbeatEstimateMs: 1000,
   arrivalWindowSize: 200,
   connectionLostGraceMs: 1500,
+  minArrivalIntervalMs: 0,
 };
 
 /** Beats every `intervalMs` from t = 0; returns the time of the last one. */
@@ -149,6 +150,25 @@ describe('PhiAccrualDetector', () => {
     expect(d.stats('b')?.meanMs).toBeGreaterThan(1000);
     d.heartbeat('b', ESTIMATE_RETIRED_AFTER_SAMPLES * 1000);
     expect(d.stats('b')).toEqual({ meanMs: 1000, stdDevMs: 0, samples: ESTIMATE_RETIRED_AFTER_SAMPLES });
+  });
+});
+
+describe('pushed changes between heartbeats', () => {
+  test('a version sooner than minArrivalIntervalMs after the last arrival is not a sample, nor the new last arrival', () => {
+    const d = new PhiAccrualDetector({ ...CONFIG, minArrivalIntervalMs: 500 });
+    const last = beat(d, 'b', 40, 1000);
+    const before = d.stats('b');
+    // Pushes 100 ms apart within the floor (a cluster whose ring keeps changing): none is a sample.
+    for (let t = last + 100; t < last + 500; t += 100) d.heartbeat('b', t);
+    expect(d.stats('b')).toEqual(before);
+    // The next round's heartbeat is one interval after the last arrival counted.
+    d.heartbeat('b', last + 1000);
+    expect(d.stats('b')?.meanMs).toBe(1000);
+    // Without the floor, the same pushes teach the window intervals of 100 ms.
+    const e = new PhiAccrualDetector({ ...CONFIG, minArrivalIntervalMs: 0 });
+    const lastE = beat(e, 'b', 40, 1000);
+    for (let t = lastE + 100; t <= lastE + 1000; t += 100) e.heartbeat('b', t);
+    expect(e.stats('b')?.meanMs).toBeLessThan(900);
   });
 });
 
