@@ -564,7 +564,9 @@ export class Membership {
    * live peer's ring differs from its own, and learning each other's checksums at rounds a
    * second apart held writes back for up to two seconds at every ring change. Pushed at most
    * once a tick interval (`nowMs` given; a later change waits for the next tick), so a cluster
-   * starting up, whose rings change with every member learnt, sends a bounded number more.
+   * starting up, whose rings change with every member learnt, sends a bounded number more. Each
+   * push is a new version of our state, which peers' detectors would take for a heartbeat but for
+   * their floor (minArrivalIntervalMs). Returns whether it pushed.
    */
   private noteRing(effects: MembershipEffect[], nowMs?: number): boolean {
     const checksum = this.topologyChecksum();
