@@ -194,7 +194,7 @@ export class Connection {
       // The node is stopping: it answers what it has had and what is on its way; nothing more goes.
       this.byeError ??= new TallyError(ErrorCode.NOT_READY, `${this.address} is stopping (${String(m.message).slice(0, 200)}); the request was not sent, nothing was applied`);
       this.lastAnswerMs = Date.now();
-      if (this.pending.size === 0) this.ws.close(1000);
+      this.closeAfterBye();
       this.onBye?.();
       return;
     }
@@ -225,9 +225,14 @@ export class Connection {
   private settle(id: number, p: Pending, reply: Reply): void {
     this.pending.delete(id);
     clearTimeout(p.timer);
-    if (this.byeError !== undefined && this.pending.size === 0) this.ws.close(1000);
+    this.closeAfterBye();
     if (reply.t === 'error') p.reject(new TallyError(isErrorCode(reply.code) ? reply.code : ErrorCode.INTERNAL, reply.message));
     else p.resolve(reply);
+  }
+
+  /** After the node's bye, the connection closes once no request awaits its reply. */
+  private closeAfterBye(): void {
+    if (this.byeError !== undefined && this.pending.size === 0) this.ws.close(1000);
   }
 
   private fail(err: TallyError): void {

@@ -86,7 +86,7 @@ export function defaultConfig(): MembershipConfig {
     // Half a round: a member pushes a changed ring at once, between its rounds (as a version of
     // its state, which is what a heartbeat is). Counted, the pushes of a 50-node cluster starting
     // up (a ring change with every member learnt) convicted live members 8-9 s in, at 10% loss,
-    // in 4 of 25 simulations; with the floor, none in 25.
+    // in 4 of 25 simulations; with the floor, none in 52.
     minArrivalIntervalMs: 500,
     // A dropped link gets a probe at once; 1.5 s covers a reconnect and a stalled round trip, and
     // with a 250 ms tick a killed node is down everywhere ~1.75 s after its connections drop.

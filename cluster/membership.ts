@@ -377,16 +377,10 @@ export class Membership {
     if (this.stopped) return false;
     // A cluster of one: nobody to ask, nobody known.
     if (this.otherSeeds.length === 0 && this.states.size === 1) return true;
-    const ours = this.topologyChecksum();
-    let upPeers = 0;
-    for (const [id, status] of this.statuses) {
-      if (!status.up) continue;
-      upPeers++;
-      if ((this.states.get(id) as EndpointState).ringChecksum !== ours) return false;
-    }
+    if (this.disagreeingPeer() !== undefined) return false;
     // Once it has heard the ring from a peer, a node that loses every peer still knows it: it
     // answers what it can (UNAVAILABLE for a quorum it cannot meet), not NOT_READY.
-    if (upPeers > 0) this.heardRing = true;
+    for (const status of this.statuses.values()) if (status.up) this.heardRing = true;
     return this.heardRing || nowMs - this.startedAtMs >= this.config.settleTimeoutMs;
   }
 
@@ -530,12 +524,7 @@ export class Membership {
    */
   agreed(): boolean {
     if (this.stopped) return false;
-    const ours = this.topologyChecksum();
-    if (this.self.ringChecksum !== ours) return false;
-    for (const [id, status] of this.statuses) {
-      if (status.up && (this.states.get(id) as EndpointState).ringChecksum !== ours) return false;
-    }
-    return true;
+    return this.self.ringChecksum === this.topologyChecksum() && this.disagreeingPeer() === undefined;
   }
 
   /** `tally decommission`: this node is leaving the ring for good; it stays up and a replica until it is `removed`. */
@@ -636,13 +625,8 @@ export class Membership {
   }
 
   private round(effects: MembershipEffect[]): void {
-    const checksum = this.topologyChecksum();
-    if (checksum !== this.self.ringChecksum) {
-      this.updateSelf({ ringChecksum: checksum });
-      effects.push({ kind: 'ringChanged', checksum });
-    } else {
-      this.updateSelf({});
-    }
+    // The round's heartbeat (tick took a changed ring into our state just before: see noteRing).
+    this.updateSelf({});
 
     const live: string[] = [];
     const down: string[] = [];
