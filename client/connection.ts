@@ -136,6 +136,11 @@ export class Connection {
     return this.closedError === undefined && this.byeError === undefined;
   }
 
+  /** Closed, or failed: nothing more comes on it. */
+  get isClosed(): boolean {
+    return this.closedError !== undefined;
+  }
+
   get pendingCount(): number {
     return this.pending.size;
   }
@@ -164,6 +169,7 @@ export class Connection {
     return new Promise<Reply>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
+        this.closeAfterBye();
         reject(
           new TallyError(
             ErrorCode.TIMEOUT,

@@ -263,6 +263,8 @@ function newBatchId(): string {
 export class TallyClient {
   private readonly opts: Required<Omit<ClientOptions, 'token' | 'tls'>> & { auth: ConnectionAuth };
   private readonly links = new Map<string, Link>();
+  /** Connections a node said bye on, awaiting their last replies (they close themselves then). */
+  private readonly retiring = new Set<Connection>();
   private topology: Topology | undefined;
   private hash64: Hash64 | undefined;
   private readonly writes = new Map<string, WriteBatch>();
@@ -424,6 +426,8 @@ export class TallyClient {
     for (const w of this.windows.values()) w.close(err);
     for (const link of this.links.values()) link.conn?.close();
     this.links.clear();
+    for (const conn of this.retiring) conn.close();
+    this.retiring.clear();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -860,6 +864,8 @@ export class TallyClient {
     }
     if (link.conn?.isOpen === true) return Promise.resolve(link.conn);
     const l = link;
+    // A connection the node said bye on still awaits its last replies; close() closes it too.
+    if (l.conn !== undefined && !l.conn.isClosed) this.retiring.add(l.conn);
     l.conn = undefined;
     l.connecting ??= Connection.open(address, this.opts.connectTimeoutMs, this.opts.auth)
       .then(
@@ -871,6 +877,7 @@ export class TallyClient {
           l.conn = conn;
           // A node that says it is stopping may be leaving the ring: learn where its keys go.
           conn.onBye = () => void this.refreshTopology(false).catch(() => {});
+          conn.onClose = () => this.retiring.delete(conn);
           l.failures = 0;
           l.downUntilMs = 0;
           return conn;

@@ -317,3 +317,83 @@ describe('TallyClient', () => {
     await client.close();
   });
 });
+
+/**
+ * A node stopping: on the first connection's first write it says bye and never answers it; later
+ * connections are acknowledged. Each connection's close, and whether the client made it.
+ */
+async function stoppingNode(): Promise<{ address: string; closes: { atMs: number; code: number }[]; sockets: number; close(): Promise<void> }> {
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await new Promise((r) => wss.once('listening', r));
+  const state = { address: `127.0.0.1:${(wss.address() as AddressInfo).port}`, closes: [] as { atMs: number; code: number }[], sockets: 0 };
+  const open = new Set<WebSocket>();
+  wss.on('connection', (ws) => {
+    const nth = ++state.sockets;
+    open.add(ws);
+    ws.on('close', (code) => {
+      open.delete(ws);
+      state.closes[nth - 1] = { atMs: Date.now(), code };
+    });
+    let greeted = false;
+    ws.on('message', (d) => {
+      const m = decodeFrame(d as Buffer) as Record<string, unknown>;
+      if (!greeted) {
+        greeted = true;
+        ws.send(encodeFrame({ t: 'welcome', v: PROTOCOL_VERSION, nodeId: 'fake', zone: 'z1', cluster: 'tally' }));
+      } else if (m.t === 'topology') ws.send(encodeFrame({ t: 'topology', id: m.id, ...alone(state.address) }));
+      else if (nth === 1) ws.send(encodeFrame({ t: 'bye', message: 'node is stopping' }));
+      else ws.send(encodeFrame(ack(m, 0) as Record<string, unknown>));
+    });
+  });
+  const node = {
+    ...state,
+    get closes() {
+      return state.closes;
+    },
+    get sockets() {
+      return state.sockets;
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of open) s.terminate();
+        wss.close(() => r());
+      }),
+  };
+  servers.push(node as unknown as FakeNode);
+  return node;
+}
+
+describe('TallyClient, when a node says bye', () => {
+  it('closes the connection once the last request it awaited there has timed out', async () => {
+    const node = await stoppingNode();
+    const client = await TallyClient.connect({ nodes: [node.address], timeoutMs: 300 });
+    const started = Date.now();
+    await client.countViewEvent('a').catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    // The first connection is the client's to close (the node waits for it): not left open.
+    expect(node.closes[0], 'the connection the node said bye on was closed').toBeDefined();
+    expect(node.closes[0]?.code).toBe(1000);
+    expect((node.closes[0]?.atMs ?? Infinity) - started).toBeLessThan(600);
+    await client.close();
+  });
+
+  it('closes, at close(), a connection the node said bye on that still awaits a reply', async () => {
+    const node = await stoppingNode();
+    const client = await TallyClient.connect({ nodes: [node.address], timeoutMs: 10_000 });
+    const first = client.countViewEvent('a').then(
+      () => 'acknowledged',
+      (err: { code?: string }) => err.code,
+    );
+    // Once the bye is in, the next call goes on a new connection, acknowledged there.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await client.countViewEvent('b').catch((err: { code?: string }) => err.code)).toBeUndefined();
+    expect(node.sockets).toBeGreaterThanOrEqual(2);
+    expect(node.closes[0], 'still open while its request awaits a reply').toBeUndefined();
+    const closing = Date.now();
+    await client.close();
+    expect(await first).toBe('CONNECTION_CLOSED');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(node.closes[0], 'closed by close()').toBeDefined();
+    expect((node.closes[0]?.atMs ?? Infinity) - closing).toBeLessThan(200);
+  });
+});
