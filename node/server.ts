@@ -650,6 +650,8 @@ export class TallyServer {
         conn.stage = Stage.CLIENT;
         conn.stageAt = Date.now();
         send(welcome);
+        // A client whose hello comes while the node stops is told at once, as those before it were.
+        if (this.closing) send({ t: 'bye', message: `${this.opts.nodeId} is stopping` } satisfies ByeMessage);
         return;
       }
       if (auth !== undefined && peer === undefined) {

@@ -73,6 +73,32 @@ describe('a clean stop under load', () => {
     expect([...answers.values()].filter((k) => k === ErrorCode.NOT_READY).length).toBeGreaterThan(0);
   }, 60_000);
 
+  test('a client whose hello comes while the node stops is welcomed and told bye at once', async () => {
+    const dir = await tempDir('tally-stop-');
+    dirs.push(dir);
+    const n = await node(dir);
+    const hello = encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: 'client' });
+    // One client that never closes after the bye, so the node waits out its grace period.
+    const first = new WebSocket(`ws://${n.address}/`);
+    await once(first, 'open');
+    first.send(hello);
+    await once(first, 'message');
+    const firstBye = once(first, 'message');
+    // A second connected, its hello not yet sent when the stop begins.
+    const second = new WebSocket(`ws://${n.address}/`);
+    await once(second, 'open');
+    const frames: { t: string }[] = [];
+    second.on('message', (d: Buffer) => frames.push(decodeFrame(d) as { t: string }));
+    n.proc.kill('SIGTERM');
+    const [bye] = (await firstBye) as [Buffer];
+    expect(decodeFrame(bye)).toMatchObject({ t: 'bye' });
+    second.send(hello);
+    await waitFor('welcome and bye', 5_000, async () => (frames.length >= 2 ? true : undefined), 10);
+    expect(frames.map((f) => f.t)).toEqual(['welcome', 'bye']);
+    second.close(1000);
+    expect(await n.exited).toBe(0);
+  }, 30_000);
+
   test('through the client: each call is acknowledged or fails with nothing applied, and what is stored is exactly what was acknowledged', async () => {
     const dir = await tempDir('tally-stop-');
     dirs.push(dir);
