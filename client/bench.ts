@@ -481,12 +481,18 @@ async function checkCounts(
   let attempted = 0;
   let counted = 0;
   let outside = 0;
+  let failed: { address: string; reason: string }[];
   try {
     const to = Date.now() + 120_000;
+    const readers = clients.map((c, i) => ({
+      address: through[i] as string,
+      count: (s: number) => c.getCount(video(Math.floor(s / types.length)), types[s % types.length] as string, from, to, { clip: true }),
+    }));
+    const got = await countThrough(readers, sample);
+    failed = got.failed;
     for (let i = 0; i < sample.length; i++) {
       const s = sample[i] as number;
-      const c = clients[i % clients.length] as TallyClient;
-      const n = await c.getCount(video(Math.floor(s / types.length)), types[s % types.length] as string, from, to, { clip: true });
+      const n = got.counts[i] as number;
       const lo = acked[s] as number;
       const hi = lo + (unknown[s] as number);
       a += lo;
@@ -497,8 +503,39 @@ async function checkCounts(
   } finally {
     await Promise.all(clients.map((c) => c.close()));
   }
-  const readThrough = (through.length > 1 ? `each of ${through.length} nodes in turn` : (through[0] as string)) + (unreachable.length === 0 ? '' : ` (not reachable, skipped: ${unreachable.join(', ')})`);
+  const served = through.filter((m) => !failed.some((f) => f.address === m));
+  const skipped = [...unreachable, ...failed.map((f) => `${f.address} (its read failed: ${f.reason})`)];
+  const readThrough = (served.length > 1 ? `each of ${served.length} nodes in turn` : (served[0] as string)) + (skipped.length === 0 ? '' : ` (not reachable, skipped: ${skipped.join(', ')})`);
   return { videos: sample.length, acked: a, attempted, counted, outside, readThrough };
+}
+
+/**
+ * Each sample's count, read through the members in turn. A member whose read fails (it stopped,
+ * or left the ring, after the check connected) is dropped, named with its error, and the sample is
+ * read through the next one; only when every member has failed does the check fail.
+ */
+export async function countThrough(
+  readers: { address: string; count(sample: number): Promise<number> }[],
+  sample: readonly number[],
+): Promise<{ counts: number[]; failed: { address: string; reason: string }[] }> {
+  const live = [...readers];
+  const failed: { address: string; reason: string }[] = [];
+  const counts: number[] = [];
+  for (let i = 0; i < sample.length; i++) {
+    for (;;) {
+      const k = i % live.length;
+      const r = live[k] as (typeof live)[number];
+      try {
+        counts.push(await r.count(sample[i] as number));
+        break;
+      } catch (err) {
+        if (live.length === 1) throw err;
+        live.splice(k, 1);
+        failed.push({ address: r.address, reason: err instanceof TallyError ? err.code : (err as Error).message });
+      }
+    }
+  }
+  return { counts, failed };
 }
 
 /** A latency summary as the tables print it. */
