@@ -135,6 +135,8 @@ export function validateConfig(config: MembershipConfig): MembershipConfig {
   positive('firstHeartbeatEstimateMs');
   const minArrival = config.minArrivalIntervalMs;
   if (!Number.isFinite(minArrival) || minArrival < 0) fail(`minArrivalIntervalMs must be a finite number >= 0, got ${String(minArrival)}`);
+  // At a round or more, a live member's every other heartbeat would not count.
+  if (minArrival >= gossipIntervalMs) fail(`minArrivalIntervalMs (${minArrival}) must be below gossipIntervalMs (${gossipIntervalMs})`);
   positive('connectionLostGraceMs');
   positive('maxGenerationAheadMs');
   positive('memberExpiryMs');

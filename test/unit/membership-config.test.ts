@@ -26,6 +26,8 @@ describe('membership config', () => {
     rejects({ maxGossipPeersPerRound: 4 }, /maxGossipPeersPerRound must be an integer in 1\.\.3/);
     rejects({ livePeersPerRound: 3, maxGossipPeersPerRound: 2 }, /livePeersPerRound \(3\) exceeds/);
     rejects({ tickIntervalMs: 2000 }, /must not exceed gossipIntervalMs/);
+    rejects({ minArrivalIntervalMs: -1 }, /minArrivalIntervalMs must be a finite number >= 0/);
+    rejects({ minArrivalIntervalMs: 1000 }, /minArrivalIntervalMs \(1000\) must be below gossipIntervalMs \(1000\)/);
     rejects({ localPauseThresholdMs: 250 }, /must exceed tickIntervalMs/);
     rejects({ acceptableHeartbeatPauseMs: 500 }, /one missed round is not a death/);
     rejects({ arrivalWindowSize: 1 }, /arrivalWindowSize must be an integer/);
