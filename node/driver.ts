@@ -279,8 +279,11 @@ export class Driver implements RequestHandler {
     // A write still awaiting its replicas may be applied here already: its outcome is unknown, not
     // "nothing applied" (a client would send it elsewhere, and count it twice). With the default
     // write timeout (4 s, shorter than the drain) the core has answered every write by now.
+    // A ring change may have begun, too (it is answered once begun): `tally status` shows it.
     for (const p of this.pending.values()) {
-      p.reject(p.t === 'count' ? new TallyError(ErrorCode.TIMEOUT, 'the node stopped before the write was acknowledged; whether it was applied is unknown') : new TallyError(ErrorCode.NOT_READY, 'node is stopping'));
+      if (p.t === 'count') p.reject(new TallyError(ErrorCode.TIMEOUT, 'the node stopped before the write was acknowledged; whether it was applied is unknown'));
+      else if (p.t === 'move') p.reject(new TallyError(ErrorCode.TIMEOUT, 'the node stopped before it answered; whether the ring change began is unknown (tally status shows it)'));
+      else p.reject(new TallyError(ErrorCode.NOT_READY, 'node is stopping'));
     }
     this.pending.clear();
   }
