@@ -146,8 +146,11 @@ export const MAX_EVENTS_PER_FRAME = Math.min(2_000, MAX_EVENTS_PER_BATCH);
 const WRITE_WINDOW = { initial: 20_000, min: MAX_EVENTS_PER_FRAME, max: 200_000, maxWaiting: 200_000 };
 /** Codes after which the node applied nothing of the frame. */
 const NOTHING_APPLIED: ReadonlySet<string> = new Set([ErrorCode.OVERLOADED, ErrorCode.NOT_READY, ErrorCode.UNAVAILABLE]);
-/** Codes after which the frame may or may not have been applied. */
-const OUTCOME_UNKNOWN: ReadonlySet<string> = new Set([ErrorCode.TIMEOUT, ErrorCode.CONNECTION_CLOSED, ErrorCode.PARTIAL_WRITE, ErrorCode.INTERNAL]);
+/**
+ * Codes after which the frame may or may not have been applied. STORAGE_FULL too: the node keeps
+ * the events in memory and writes them once space returns.
+ */
+const OUTCOME_UNKNOWN: ReadonlySet<string> = new Set([ErrorCode.TIMEOUT, ErrorCode.CONNECTION_CLOSED, ErrorCode.PARTIAL_WRITE, ErrorCode.INTERNAL, ErrorCode.STORAGE_FULL]);
 
 
 /** `what` names the time in a message; with `index`, it is an event's (`event 3: timestamp`), named only if wrong. */
@@ -226,9 +229,21 @@ interface Link {
   /** After a failed connect, not tried again for new work before this. */
   downUntilMs: number;
   failures: number;
-  /** A read to it went unanswered past `readHedgeMs`: no new work until it answers something. */
+  /** A read to it went unanswered past `readHedgeMs`: no new work until that request ends. */
   suspect: boolean;
+  /** Requests sent to it awaiting replies (at most MAX_PENDING_PER_CONNECTION), and those waiting for one of those places. */
+  inFlight: number;
+  slotWaiters: SlotWaiter[];
 }
+
+interface SlotWaiter {
+  resolve: () => void;
+  reject: (err: TallyError) => void;
+  timer: NodeJS.Timeout;
+}
+
+/** Requests that may wait for a place among a node's MAX_PENDING_PER_CONNECTION; past it, refused at once. */
+export const MAX_SLOT_WAITERS = 10_000;
 
 interface Topology {
   rf: number;
@@ -275,8 +290,8 @@ export class TallyClient {
   private refreshTimer: NodeJS.Timeout | undefined;
   private closed = false;
   /** Requests sent and not answered, per client; callers past the bound wait their turn. */
+  /** Requests awaiting replies, from every node. */
   private inFlight = 0;
-  private readonly slotWaiters: (() => void)[] = [];
   private seedIndex: number;
 
   private constructor(opts: ClientOptions) {
@@ -424,7 +439,13 @@ export class TallyClient {
     this.writes.clear();
     this.reads.clear();
     for (const w of this.windows.values()) w.close(err);
-    for (const link of this.links.values()) link.conn?.close();
+    for (const link of this.links.values()) {
+      link.conn?.close();
+      for (const w of link.slotWaiters.splice(0)) {
+        clearTimeout(w.timer);
+        w.reject(err);
+      }
+    }
     this.links.clear();
     for (const conn of this.retiring) conn.close();
     this.retiring.clear();
@@ -735,7 +756,7 @@ export class TallyClient {
 
   /**
    * One frame holding part of a call was answered. Once all are, the call resolves, or fails with
-   * the first error — or with PARTIAL_WRITE when some of its events are durable and some are not,
+   * the first error (the first of unknown outcome, if any is) — or with PARTIAL_WRITE when some of its events are durable and some are not,
    * since retrying the whole call would count the durable ones twice.
    */
   private settlePart(part: Part, err: TallyError | undefined): void {
@@ -743,7 +764,9 @@ export class TallyClient {
     if (call.pendingFrames === 0) return;
     call.pendingFrames -= 1;
     if (err === undefined) call.ackedEvents += part.events.length;
-    else call.error ??= err;
+    // A frame that may have been applied outranks one refused with nothing applied: the call's
+    // error must not say "nothing applied" of events that may count.
+    else if (call.error === undefined || (!OUTCOME_UNKNOWN.has(call.error.code) && OUTCOME_UNKNOWN.has(err.code))) call.error = err;
     if (call.pendingFrames > 0) return;
     if (call.error === undefined) call.resolve();
     else if (call.ackedEvents === 0) call.reject(call.error);
@@ -806,13 +829,16 @@ export class TallyClient {
         async (err: unknown) => {
           outstanding--;
           lastError = asTallyError(err);
-          if (settled || this.closed) return;
+          if (settled) return;
+          if (this.closed) return finish(undefined, new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
           const retryable = NOTHING_APPLIED.has(lastError.code) || OUTCOME_UNKNOWN.has(lastError.code);
           if (!retryable || attempts > this.opts.maxRetries || Date.now() >= deadline) {
             if (outstanding === 0) finish(undefined, lastError);
             return;
           }
           if (lastError.code === ErrorCode.OVERLOADED || lastError.code === ErrorCode.NOT_READY) await sleep(backoffMs(attempts));
+          if (settled) return;
+          if (this.closed) return finish(undefined, new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
           const next = this.alternative(queries[0]?.[0] ?? '', tried) ?? address;
           ask(next);
         },
@@ -837,29 +863,58 @@ export class TallyClient {
   // Connections
 
   /**
-   * One request to one node, over its connection (opened if need be); bounded by
-   * MAX_PENDING_PER_CONNECTION in all. `onActor` is told the actor the node welcomed us as, before
-   * anything is sent; it may refuse (throw) to stop the request there.
+   * One request to one node, over its connection (opened if need be), ended within `timeoutMs`
+   * from now, the wait for the connection and for a place among the node's requests included; at
+   * most MAX_PENDING_PER_CONNECTION await replies from one node. Not sent in time, it fails with a
+   * code that says nothing was applied (UNAVAILABLE, OVERLOADED). `onActor` is told the actor the
+   * node welcomed us as, before anything is sent; it may refuse (throw) to stop the request there.
    */
   private async request(address: string, body: Outgoing, timeoutMs: number, queries?: number, onActor?: (actor: string | undefined) => void): Promise<Reply> {
-    const conn = await this.connection(address);
+    const deadlineMs = Date.now() + timeoutMs;
+    const conn = await this.within(this.connection(address), deadlineMs, () => new TallyError(ErrorCode.UNAVAILABLE, `cannot connect to ${address} within ${timeoutMs} ms; the request was not sent, nothing was applied`));
     onActor?.(conn.welcome.actor);
-    await this.acquireSlot();
+    const link = this.links.get(address);
+    if (link === undefined) throw new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed');
+    await this.acquireSlot(link, deadlineMs);
     try {
-      const reply = await conn.request(body, timeoutMs, queries);
-      const link = this.links.get(address);
-      if (link !== undefined) link.suspect = false;
-      return reply;
+      const left = deadlineMs - Date.now();
+      if (left <= 0) throw new TallyError(ErrorCode.OVERLOADED, `no place among the requests awaiting ${address} within ${timeoutMs} ms; the request was not sent, nothing was applied`);
+      return await conn.request(body, left, queries);
     } finally {
-      this.releaseSlot();
+      // It answered, or the request ended without an answer (a frozen node's requests time out
+      // one by one, and its oldest unanswered keeps new work away meanwhile: see usable()).
+      link.suspect = false;
+      this.releaseSlot(link);
     }
+  }
+
+  /** `p`, or `late()` once `deadlineMs` passes first. */
+  private within<T>(p: Promise<T>, deadlineMs: number, late: () => TallyError): Promise<T> {
+    const left = deadlineMs - Date.now();
+    if (left <= 0) {
+      p.catch(() => {});
+      return Promise.reject(late());
+    }
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(late()), left);
+      p.then(
+        (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      );
+    });
   }
 
   private connection(address: string): Promise<Connection> {
     if (this.closed) return Promise.reject(new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
     let link = this.links.get(address);
     if (link === undefined) {
-      link = { address, conn: undefined, connecting: undefined, downUntilMs: 0, failures: 0, suspect: false };
+      link = { address, conn: undefined, connecting: undefined, downUntilMs: 0, failures: 0, suspect: false, inFlight: 0, slotWaiters: [] };
       this.links.set(address, link);
     }
     if (link.conn?.isOpen === true) return Promise.resolve(link.conn);
@@ -911,17 +966,39 @@ export class TallyClient {
     return () => clearTimeout(t);
   }
 
-  private acquireSlot(): Promise<void> {
-    if (this.inFlight < MAX_PENDING_PER_CONNECTION) {
+  /** A place among the requests awaiting `link`'s node, waited for until `deadlineMs`. */
+  private acquireSlot(link: Link, deadlineMs: number): Promise<void> {
+    if (link.inFlight < MAX_PENDING_PER_CONNECTION) {
+      link.inFlight += 1;
       this.inFlight += 1;
       return Promise.resolve();
     }
-    return new Promise((resolve) => this.slotWaiters.push(resolve));
+    const notSent = (why: string): TallyError =>
+      new TallyError(ErrorCode.OVERLOADED, `${MAX_PENDING_PER_CONNECTION} requests await replies from ${link.address} and ${link.slotWaiters.length} more wait to be sent; ${why}; the request was not sent, nothing was applied`);
+    if (link.slotWaiters.length >= MAX_SLOT_WAITERS) return Promise.reject(notSent('no more may wait'));
+    return new Promise<void>((resolve, reject) => {
+      const waiter: SlotWaiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          const i = link.slotWaiters.indexOf(waiter);
+          if (i >= 0) link.slotWaiters.splice(i, 1);
+          reject(notSent("none was free within the call's time"));
+        }, Math.max(0, deadlineMs - Date.now())),
+      };
+      link.slotWaiters.push(waiter);
+    });
   }
 
-  private releaseSlot(): void {
-    const next = this.slotWaiters.shift();
-    if (next !== undefined) next();
-    else this.inFlight -= 1;
+  /** A request to `link`'s node ended: its place goes to the next waiting, if one is. */
+  private releaseSlot(link: Link): void {
+    const next = link.slotWaiters.shift();
+    if (next !== undefined) {
+      clearTimeout(next.timer);
+      next.resolve();
+      return;
+    }
+    link.inFlight -= 1;
+    this.inFlight -= 1;
   }
 }

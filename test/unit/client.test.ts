@@ -39,20 +39,31 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => s.close()));
 });
 
-/** A node that welcomes clients (unless `hello` says otherwise) and answers requests with `answer`. */
-async function fakeNode(answer: Answer, hello: (m: Record<string, unknown>) => Record<string, unknown> = () => ({ t: 'welcome', v: PROTOCOL_VERSION, nodeId: 'fake', zone: 'z1', cluster: 'tally' })): Promise<FakeNode> {
+/**
+ * A node that welcomes clients (unless `hello` says otherwise; the nth connection's welcome after
+ * `welcomeDelayMs(n)`) and answers requests with `answer` (`{ t: 'DROP' }`: the connection is cut).
+ */
+async function fakeNode(
+  answer: Answer,
+  hello: (m: Record<string, unknown>) => Record<string, unknown> = () => ({ t: 'welcome', v: PROTOCOL_VERSION, nodeId: 'fake', zone: 'z1', cluster: 'tally' }),
+  welcomeDelayMs: (n: number) => number = () => 0,
+): Promise<FakeNode> {
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
   await new Promise((r) => wss.once('listening', r));
   const frames: Record<string, unknown>[] = [];
   const sockets = new Set<WebSocket>();
+  let connections = 0;
   wss.on('connection', (ws) => {
     sockets.add(ws);
+    const nth = ++connections;
     let greeted = false;
     ws.on('message', (d) => {
       const m = decodeFrame(d as Buffer) as Record<string, unknown>;
       if (!greeted) {
         greeted = true;
-        ws.send(encodeFrame(hello(m)));
+        const delay = welcomeDelayMs(nth);
+        if (delay === 0) ws.send(encodeFrame(hello(m)));
+        else setTimeout(() => ws.readyState === ws.OPEN && ws.send(encodeFrame(hello(m))), delay);
         return;
       }
       if (m.t === 'topology') {
@@ -61,8 +72,13 @@ async function fakeNode(answer: Answer, hello: (m: Record<string, unknown>) => R
       }
       frames.push(m);
       const reply = answer(m, frames.length);
-      if (reply instanceof Promise) void reply.then((r) => r !== undefined && ws.send(encodeFrame(r)));
-      else if (reply !== undefined) ws.send(encodeFrame(reply));
+      const send = (r: Reply): void => {
+        if (r === undefined || ws.readyState !== ws.OPEN) return;
+        if (r.t === 'DROP') ws.terminate();
+        else ws.send(encodeFrame(r));
+      };
+      if (reply instanceof Promise) void reply.then(send);
+      else send(reply);
     });
   });
   const node: FakeNode = {
@@ -395,5 +411,108 @@ describe('TallyClient, when a node says bye', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(node.closes[0], 'closed by close()').toBeDefined();
     expect((node.closes[0]?.atMs ?? Infinity) - closing).toBeLessThan(200);
+  });
+});
+
+describe('TallyClient, its promises and bounds', () => {
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  const firstOn = (client: TallyClient, id: string): string => Array.from({ length: 1_000 }, (_, i) => `v${i}`).find((v) => client.replicasOf(v)[0]!.id === id) as string;
+  const result = (m: Record<string, unknown>): Reply => ({ t: 'result', id: m.id, stats: (m.queries as unknown[]).map(() => [1, 1, 1, 1]) });
+  /** The codes a call of unknown outcome may end with (README: Retries, and what an outcome means). */
+  const UNKNOWN = ['TIMEOUT', 'CONNECTION_CLOSED', 'PARTIAL_WRITE', 'INTERNAL', 'STORAGE_FULL'];
+
+  it('ends a read awaiting its reply when the client closes', async () => {
+    const node = await fakeNode(() => undefined);
+    const client = await TallyClient.connect({ nodes: [node.address], timeoutMs: 3_000 });
+    const read = client.getCount('v', 'view', 0, Date.now()).then(
+      () => 'resolved',
+      (err: { code?: string }) => err.code,
+    );
+    await sleep(100);
+    await client.close();
+    expect(await Promise.race([read, sleep(1_000).then(() => 'still pending')])).toBe('CONNECTION_CLOSED');
+  });
+
+  it('says a call is of unknown outcome when one frame may have been applied, though another was refused', async () => {
+    const a = await fakeNode((m) => ({ t: 'error', id: m.id, code: 'NOT_READY', message: 'not ready' }));
+    const b = await fakeNode((m) => ({ t: 'error', id: m.id, code: 'INTERNAL', message: 'the commit failed' }));
+    topology = pair(1, ['a', a], ['b', b]);
+    const client = await TallyClient.connect({ nodes: [a.address], maxRetries: 0, timeoutMs: 1_000 });
+    const err = await client.processEvents([{ videoId: firstOn(client, 'a') }, { videoId: firstOn(client, 'b') }]).then(
+      () => undefined,
+      (e: { code?: string }) => e,
+    );
+    // b may have applied its frame: NOT_READY ("nothing applied") would invite a resend that counts it twice.
+    expect(b.frames.length).toBeGreaterThan(0);
+    expect(UNKNOWN, String(err)).toContain(err?.code);
+    await client.close();
+  });
+
+  it('takes STORAGE_FULL as of unknown outcome: the same batch to the same node until the deadline', async () => {
+    const node = await fakeNode((m) => ({ t: 'error', id: m.id, code: 'STORAGE_FULL', message: 'disk full; kept in memory' }));
+    const client = await TallyClient.connect({ nodes: [node.address], timeoutMs: 1_000 });
+    const err = await client.countViewEvent('v').then(
+      () => undefined,
+      (e: { code?: string; message?: string }) => e,
+    );
+    expect(UNKNOWN, String(err)).toContain(err?.code);
+    expect(node.frames.length).toBeGreaterThan(1);
+    expect(new Set(node.frames.map((f) => f.batch)).size).toBe(1);
+    await client.close();
+  });
+
+  it('keeps a call within its timeoutMs while it reconnects to retry', async () => {
+    // The first write's connection is cut; every later connection is welcomed only after 2.5 s.
+    const node = await fakeNode((_m, n) => (n === 1 ? { t: 'DROP' } : undefined), undefined, (n) => (n === 1 ? 0 : 2_500));
+    const client = await TallyClient.connect({ nodes: [node.address], timeoutMs: 1_000 });
+    const t0 = Date.now();
+    const err = await client.countViewEvent('v').then(
+      () => undefined,
+      (e: { code?: string }) => e,
+    );
+    expect(Date.now() - t0).toBeLessThan(1_500);
+    // The first attempt may have been applied: the outcome stays unknown.
+    expect(UNKNOWN, String(err)).toContain(err?.code);
+    await client.close();
+  });
+
+  it('bounds the requests awaiting replies per node: a frozen node does not hold back writes to another', async () => {
+    const a = await fakeNode(() => undefined); // frozen after its hello
+    const b = await fakeNode(ack);
+    topology = pair(1, ['a', a], ['b', b]);
+    const client = await TallyClient.connect({ nodes: [b.address], timeoutMs: 4_000 });
+    const onA = firstOn(client, 'a');
+    const stuck: Promise<unknown>[] = [];
+    for (let i = 0; i < 1_000 && a.frames.length < 1_000; i++) {
+      stuck.push(client.countViewEvent(onA).catch(() => undefined));
+      await sleep(1);
+    }
+    await sleep(50);
+    const t0 = Date.now();
+    expect(await client.countViewEvent(firstOn(client, 'b')).then(() => 'acknowledged')).toBe('acknowledged');
+    expect(Date.now() - t0, `with ${a.frames.length} requests awaiting the frozen node`).toBeLessThan(1_000);
+    await client.close();
+    await Promise.all(stuck);
+  });
+
+  it('gives new work again to a node whose hedged read ended in an error', async () => {
+    let slow = true;
+    const a = await fakeNode((m, n) => {
+      if (m.t !== 'get') return ack(m, n);
+      if (!slow) return result(m);
+      slow = false;
+      // Past readHedgeMs (the read is asked of b too), then an error.
+      return sleep(60).then(() => ({ t: 'error', id: m.id, code: 'OVERLOADED', message: 'busy' }));
+    });
+    const b = await fakeNode((m, n) => (m.t === 'get' ? result(m) : ack(m, n)));
+    topology = pair(2, ['a', a], ['b', b]);
+    const client = await TallyClient.connect({ nodes: [b.address] });
+    const key = firstOn(client, 'a');
+    await client.getCount(key, 'view', 0, Date.now());
+    await sleep(200);
+    const before = a.frames.length;
+    for (let i = 0; i < 10; i++) await client.countViewEvent(key);
+    expect(a.frames.length - before, 'writes for a key whose first replica is a').toBeGreaterThan(0);
+    await client.close();
   });
 });
