@@ -173,7 +173,6 @@ function unknownOutcome(e: TallyError): TallyError {
   return new TallyError(OUTCOME_UNKNOWN.has(e.code) ? e.code : ErrorCode.TIMEOUT, `the write may have been applied by an earlier attempt and could not be confirmed (last: ${e.code}: ${e.message}); its outcome is unknown`, { cause: e });
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function backoffMs(attempt: number): number {
   const b = RETRY_BASE_MS * 2 ** Math.min(attempt, 10);
@@ -292,6 +291,8 @@ export class TallyClient {
   /** Requests sent and not answered, per client; callers past the bound wait their turn. */
   /** Requests awaiting replies, from every node. */
   private inFlight = 0;
+  /** Retries sleeping their backoff: close() wakes them, to end as it failed them. */
+  private readonly sleepers = new Set<() => void>();
   private seedIndex: number;
 
   private constructor(opts: ClientOptions) {
@@ -439,6 +440,7 @@ export class TallyClient {
     this.writes.clear();
     this.reads.clear();
     for (const w of this.windows.values()) w.close(err);
+    for (const wake of [...this.sleepers]) wake();
     for (const link of this.links.values()) {
       link.conn?.close();
       for (const w of link.slotWaiters.splice(0)) {
@@ -680,62 +682,67 @@ export class TallyClient {
       }
       sentTo = a;
     };
-    this.request(b.address, { t: 'count', events, cl: b.cl, batch }, deadline - sentAt, undefined, sameActor).then(
-      () => {
-        win.done(b.events, 'ok', sentAt, Date.now());
-        for (const part of b.parts) this.settlePart(part, undefined);
-      },
-      async (err: unknown) => {
-        const e = asTallyError(err);
-        win.done(b.events, e.code === ErrorCode.OVERLOADED ? 'overloaded' : 'other', sentAt, Date.now());
-        if (this.closed) {
-          for (const part of b.parts) this.settlePart(part, uncertain ? unknownOutcome(e) : e);
-          return;
-        }
-        if (uncertain) {
-          // An earlier attempt may have been applied: whatever this one says, only the same node
-          // with the same batch id may take the frame again, and a final failure is "unknown".
-          if (Date.now() < deadline - RETRY_BASE_MS && e.code !== ErrorCode.BAD_REQUEST && e.code !== ErrorCode.TOO_LARGE && !actorChanged) {
-            await sleep(backoffMs(Math.min(attempt, 4)));
+    this.request(b.address, { t: 'count', events, cl: b.cl, batch }, deadline - sentAt, undefined, sameActor)
+      .then((reply) => {
+        // Anything but an ack breaks the protocol: not taken as one (INTERNAL, outcome unknown).
+        if (reply.t !== 'ack') throw new TallyError(ErrorCode.INTERNAL, `${b.address} answered a count with '${reply.t}'`);
+      })
+      .then(
+        () => {
+          win.done(b.events, 'ok', sentAt, Date.now());
+          for (const part of b.parts) this.settlePart(part, undefined);
+        },
+        async (err: unknown) => {
+          const e = asTallyError(err);
+          win.done(b.events, e.code === ErrorCode.OVERLOADED ? 'overloaded' : 'other', sentAt, Date.now());
+          if (this.closed) {
+            for (const part of b.parts) this.settlePart(part, uncertain ? unknownOutcome(e) : e);
+            return;
+          }
+          if (uncertain) {
+            // An earlier attempt may have been applied: whatever this one says, only the same node
+            // with the same batch id may take the frame again, and a final failure is "unknown".
+            if (Date.now() < deadline - RETRY_BASE_MS && e.code !== ErrorCode.BAD_REQUEST && e.code !== ErrorCode.TOO_LARGE && !actorChanged) {
+              await this.sleep(backoffMs(Math.min(attempt, 4)));
+              this.sendWrite(b, batch, attempt + 1, true, sentTo);
+              return;
+            }
+            // Said as "unknown" whichever way the attempts ended (the node's own words are kept in it).
+            for (const part of b.parts) this.settlePart(part, unknownOutcome(e));
+            return;
+          }
+          if ((e.code === ErrorCode.BAD_REQUEST || e.code === ErrorCode.TOO_LARGE) && b.parts.length > 1) {
+            // Refused before any of it was applied, and it holds several calls: each call alone, so only the one at fault fails.
+            for (const part of b.parts) this.sendWrite({ ...b, parts: [part], events: part.events.length }, newBatchId(), 0);
+            return;
+          }
+          const timeLeft = deadline - Date.now() > RETRY_BASE_MS;
+          if (NOTHING_APPLIED.has(e.code) && attempt < this.opts.maxRetries && timeLeft) {
+            for (const part of b.parts) part.refused = e;
+            await this.sleep(backoffMs(attempt));
+            if (e.code === ErrorCode.OVERLOADED) {
+              // The node is the right one, only busy: the same frame, once there is room.
+              this.sendWrite(b, newBatchId(), attempt + 1);
+              return;
+            }
+            if (e.code === ErrorCode.UNAVAILABLE) void this.refreshTopology(false);
+            // Nothing was applied: route the events again, away from this node if it could not be reached.
+            const avoid = e.code === ErrorCode.UNAVAILABLE ? b.address : undefined;
+            for (const part of b.parts) {
+              part.call.pendingFrames -= 1;
+              this.enqueueEvents(part.call, part.events, b.cl, avoid, e);
+            }
+            return;
+          }
+          if (OUTCOME_UNKNOWN.has(e.code) && timeLeft) {
+            // It may have been applied: only this node with this batch id may take it again.
+            await this.sleep(backoffMs(Math.min(attempt, 4)));
             this.sendWrite(b, batch, attempt + 1, true, sentTo);
             return;
           }
-          // Said as "unknown" whichever way the attempts ended (the node's own words are kept in it).
-          for (const part of b.parts) this.settlePart(part, unknownOutcome(e));
-          return;
-        }
-        if ((e.code === ErrorCode.BAD_REQUEST || e.code === ErrorCode.TOO_LARGE) && b.parts.length > 1) {
-          // Refused before any of it was applied, and it holds several calls: each call alone, so only the one at fault fails.
-          for (const part of b.parts) this.sendWrite({ ...b, parts: [part], events: part.events.length }, newBatchId(), 0);
-          return;
-        }
-        const timeLeft = deadline - Date.now() > RETRY_BASE_MS;
-        if (NOTHING_APPLIED.has(e.code) && attempt < this.opts.maxRetries && timeLeft) {
-          for (const part of b.parts) part.refused = e;
-          await sleep(backoffMs(attempt));
-          if (e.code === ErrorCode.OVERLOADED) {
-            // The node is the right one, only busy: the same frame, once there is room.
-            this.sendWrite(b, newBatchId(), attempt + 1);
-            return;
-          }
-          if (e.code === ErrorCode.UNAVAILABLE) void this.refreshTopology(false);
-          // Nothing was applied: route the events again, away from this node if it could not be reached.
-          const avoid = e.code === ErrorCode.UNAVAILABLE ? b.address : undefined;
-          for (const part of b.parts) {
-            part.call.pendingFrames -= 1;
-            this.enqueueEvents(part.call, part.events, b.cl, avoid, e);
-          }
-          return;
-        }
-        if (OUTCOME_UNKNOWN.has(e.code) && timeLeft) {
-          // It may have been applied: only this node with this batch id may take it again.
-          await sleep(backoffMs(Math.min(attempt, 4)));
-          this.sendWrite(b, batch, attempt + 1, true, sentTo);
-          return;
-        }
-        for (const part of b.parts) this.settlePart(part, e);
-      },
-    );
+          for (const part of b.parts) this.settlePart(part, e);
+        },
+      );
   }
 
   /** The refusal every node's write window would give a frame of `events` at once, if each would (see WriteWindow.refuses). */
@@ -836,7 +843,7 @@ export class TallyClient {
             if (outstanding === 0) finish(undefined, lastError);
             return;
           }
-          if (lastError.code === ErrorCode.OVERLOADED || lastError.code === ErrorCode.NOT_READY) await sleep(backoffMs(attempts));
+          if (lastError.code === ErrorCode.OVERLOADED || lastError.code === ErrorCode.NOT_READY) await this.sleep(backoffMs(attempts));
           if (settled) return;
           if (this.closed) return finish(undefined, new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
           const next = this.alternative(queries[0]?.[0] ?? '', tried) ?? address;
@@ -964,6 +971,20 @@ export class TallyClient {
     }
     const t = setTimeout(flush, this.opts.lingerMs);
     return () => clearTimeout(t);
+  }
+
+  /** A retry's backoff: `ms`, or until close(). */
+  private sleep(ms: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.sleepers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.sleepers.add(wake);
+    });
   }
 
   /** A place among the requests awaiting `link`'s node, waited for until `deadlineMs`. */

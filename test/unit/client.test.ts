@@ -416,6 +416,13 @@ describe('TallyClient, when a node says bye', () => {
 
 describe('TallyClient, its promises and bounds', () => {
   const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  const waitUntil = async (ok: () => boolean, ms: number): Promise<void> => {
+    const end = Date.now() + ms;
+    while (!ok()) {
+      if (Date.now() > end) throw new Error(`not within ${ms} ms`);
+      await sleep(5);
+    }
+  };
   const firstOn = (client: TallyClient, id: string): string => Array.from({ length: 1_000 }, (_, i) => `v${i}`).find((v) => client.replicasOf(v)[0]!.id === id) as string;
   const result = (m: Record<string, unknown>): Reply => ({ t: 'result', id: m.id, stats: (m.queries as unknown[]).map(() => [1, 1, 1, 1]) });
   /** The codes a call of unknown outcome may end with (README: Retries, and what an outcome means). */
@@ -493,6 +500,32 @@ describe('TallyClient, its promises and bounds', () => {
     expect(Date.now() - t0, `with ${a.frames.length} requests awaiting the frozen node`).toBeLessThan(1_000);
     await client.close();
     await Promise.all(stuck);
+  });
+
+  it('takes nothing but an ack as an ack of a write', async () => {
+    const node = await fakeNode((m) => ({ t: 'pong', id: m.id, nowMs: Date.now() }));
+    const client = await TallyClient.connect({ nodes: [node.address], timeoutMs: 500 });
+    const err = await client.countViewEvent('v').then(
+      () => undefined,
+      (e: { code?: string }) => e,
+    );
+    expect(UNKNOWN, String(err)).toContain(err?.code);
+    await client.close();
+  });
+
+  it('ends a write sleeping its backoff at close(), without waiting the backoff out', async () => {
+    const node = await fakeNode((m) => ({ t: 'error', id: m.id, code: 'OVERLOADED', message: 'busy' }));
+    const client = await TallyClient.connect({ nodes: [node.address], timeoutMs: 30_000, maxRetries: 20 });
+    const call = client.countViewEvent('v').then(
+      () => 'acknowledged',
+      (e: { code?: string }) => e.code,
+    );
+    // Six refusals in, the backoff is 0.6-1.9 s.
+    await waitUntil(() => node.frames.length >= 7, 10_000);
+    const closing = Date.now();
+    await client.close();
+    expect(await call).toBe('CONNECTION_CLOSED');
+    expect(Date.now() - closing).toBeLessThan(100);
   });
 
   it('gives new work again to a node whose hedged read ended in an error', async () => {
