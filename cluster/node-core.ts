@@ -136,6 +136,13 @@ export interface PersistBatch {
    */
   written?: StartsByResolution;
   sync: boolean;
+  /**
+   * Made while an earlier commit was still being written: its slots' values may hold that
+   * commit's events, whose batch ids went with that commit. So it is written only if that one was
+   * (the store fails it otherwise, with that one's error): were it to land alone, a crash would
+   * leave events on disk whose batch ids are not, and a client's retry would count them twice.
+   */
+  afterInFlight: boolean;
 }
 
 export type CoreReply =
@@ -1399,6 +1406,7 @@ export class NodeCore {
       journalPut,
       journalDelete: this.pendingJournalDelete,
       sync: this.cfg.fsync,
+      afterInFlight: inFlight > 0,
     };
     if (written !== undefined) batch.written = written;
     this.pendingHintsPut = [];

@@ -76,6 +76,8 @@ export class Store {
   private lastCommit: Promise<void> = Promise.resolve();
   /** Settles once every commit begun so far is made (in its batch) or failed. */
   private lastMade: Promise<void> = Promise.resolve();
+  /** Why the last commit handed to the store failed, once it has; undefined once it was written. */
+  private lastFailure: Promise<unknown> = Promise.resolve(undefined);
   private mark: CommitMark | undefined;
   /**
    * TALLY_VERIFY_COMMITS=1: every commit first reads back the slots it writes and fails, naming
@@ -171,8 +173,11 @@ export class Store {
     // finish later both, while the point is to make this one while the store writes that one.
     const prior = this.lastCommit;
     const priorMade = this.lastMade;
+    const priorFailure = this.lastFailure;
     let made = noop;
     this.lastMade = new Promise<void>((resolve) => (made = resolve));
+    let failed: (err: unknown) => void = noop;
+    this.lastFailure = new Promise<unknown>((resolve) => (failed = resolve));
     let seq = 0;
     const mine = (async () => {
       try {
@@ -180,6 +185,11 @@ export class Store {
         await this.kv.write(this.commitOps(batch), batch.sync, async () => {
           made();
           await prior;
+          // Made on top of the one before (see PersistBatch.afterInFlight): not without it.
+          const before = batch.afterInFlight ? await priorFailure : undefined;
+          if (before !== undefined) {
+            throw new TallyError(before instanceof TallyError ? before.code : 'INTERNAL', `the commit before it failed: ${(before as Error).message}`);
+          }
           seq = this.commitSeq + 1;
           return this.seqOps(seq);
         });
@@ -190,6 +200,10 @@ export class Store {
       this.mark?.write(seq);
     })();
     this.lastCommit = mine.then(noop, noop).then(() => prior);
+    mine.then(
+      () => failed(undefined),
+      (err: unknown) => failed(err ?? new Error('the commit failed')),
+    );
     return mine;
   }
 

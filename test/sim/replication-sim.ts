@@ -23,6 +23,7 @@ import { noStarts, type StartsByResolution } from '../../cluster/written-filter.
 import { DAY_MS } from '../../cluster/time-buckets.js';
 import type { Consistency, EventTuple, QueryTuple } from '../../protocol/messages.js';
 import { validatePeerMessage, type PeerMessage, type SpanSlot } from '../../protocol/peer.js';
+import { ErrorCode } from '../../protocol/errors.js';
 import { memoized } from './cluster-sim.js';
 import { EventQueue, SimNetwork, defaultNetworkOptions, type NetworkOptions } from './network.js';
 
@@ -117,6 +118,10 @@ export interface SimNodeState {
   pipelinedCommits: number;
   /** The next store read of a slot of this video fails, as a disk error would. */
   failLoadOf?: string;
+  /** The next this many commits handed to the store fail, as on a full disk (nothing of them written). */
+  failCommits?: number;
+  /** The last commit to reach the disk failed: one made on top of it (afterInFlight) fails too, as in the store. */
+  lastCommitFailed?: boolean;
   /** Why the node stopped for good (decommissioned, or removed by a peer); never started again. */
   removed?: string;
 }
@@ -202,6 +207,7 @@ export class ReplicationSim {
     node.pausedUntilMs = 0;
     node.commitsInFlight = 0;
     node.commitDoneAtMs = 0;
+    node.lastCommitFailed = false;
     const now = this.epochMs + this.nowMs;
     const bootstrapped = node.disk.lastGeneration > 0;
     // As the real node: a new store joining through a seed other than itself is sent its ranges.
@@ -380,9 +386,19 @@ export class ReplicationSim {
       if (node.commitsInFlight > 0) node.pipelinedCommits++;
       node.commitsInFlight++;
       const batch = ready.persist;
+      const injected = (node.failCommits ?? 0) > 0;
+      if (injected) node.failCommits = (node.failCommits ?? 0) - 1;
       // As the store: a commit is written after the one before it, never first.
       node.commitDoneAtMs = Math.max(this.nowMs + this.storeDelayMs(), node.commitDoneAtMs + 0.01);
       this.queue.schedule(node.commitDoneAtMs, () => this.onNode(node, inc, () => {
+        // As the store: one made on top of a commit that failed is not written either.
+        const failure = injected ? 'simulated: the disk is full' : batch.afterInFlight && node.lastCommitFailed === true ? 'the commit before it failed' : undefined;
+        node.lastCommitFailed = failure !== undefined;
+        if (failure !== undefined) {
+          node.commitsInFlight--;
+          this.step(node, { kind: 'persistFailed', persist: batch.id, message: failure, code: ErrorCode.STORAGE_FULL });
+          return;
+        }
         const disk = node.disk;
         for (const s of batch.slots) {
           const loaded = disk.load(s.ref, s.actor);

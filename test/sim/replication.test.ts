@@ -219,6 +219,45 @@ describe('replication on the composed core', () => {
     expect(sim.node('n1').core!.stats().dedupe.repeats).toBe(1);
   });
 
+  simTest(FILE, 'a commit made on top of one that fails is not written either, so no event reaches the disk without its batch id', (seed) => {
+    // Commit 2, made while commit 1 is written, holds the hot bucket's value with commit 1's event
+    // in it. Were it written when commit 1 failed, a crash would leave that event on disk without
+    // its batch id, and the client's retry of it (same id, same node) would count it twice.
+    const sim = new ReplicationSim({ seed, nodes: 1, rf: 1, storeDelayMs: [20, 20] });
+    sim.startAll();
+    sim.settle();
+    const n1 = sim.node('n1');
+    n1.failCommits = 1;
+    const outcomes = new Map<string, RequestOutcome>();
+    sim.write('n1', [['hot', 'view', T0, 1, 1]], Consistency.ONE, 'B1', (o) => outcomes.set('B1', o));
+    while (n1.commitsInFlight === 0) sim.run(0.05);
+    // Enough slots for a commit of its own while the first is written (a share of commitAtDirty).
+    const many: EventTuple[] = [['hot', 'view', T0, 1, 1], ...Array.from({ length: 2_000 }, (_, i): EventTuple => [`f${i}`, 'view', T0, 1, 1])];
+    sim.write('n1', many, Consistency.ONE, 'B2', (o) => outcomes.set('B2', o));
+    while (!outcomes.has('B1') || !outcomes.has('B2')) sim.run(0.05);
+    expect(n1.pipelinedCommits, 'the second commit was made while the first was written').toBeGreaterThan(0);
+    // Both of unknown outcome: the events stay in memory, for a later commit.
+    expect(outcomes.get('B1')).toMatchObject({ kind: 'reply', reply: { ok: false, code: 'STORAGE_FULL' } });
+    expect(outcomes.get('B2')).toMatchObject({ kind: 'reply', reply: { ok: false, code: 'STORAGE_FULL' } });
+    // Nothing of either is on disk: no event without its batch id.
+    expect(n1.disk.batches.size).toBe(0);
+    sim.crash('n1');
+    sim.run(100);
+    sim.start('n1');
+    sim.run(3_000);
+    let retry: RequestOutcome | undefined;
+    sim.write('n1', [['hot', 'view', T0, 1, 1]], Consistency.ONE, 'B1', (o) => (retry = o));
+    sim.run(1_000);
+    expect(retry).toMatchObject({ kind: 'reply', reply: { ok: true } });
+    let hot = -1;
+    sim.read('n1', [['hot', 'view', T0, T0 + DAY_MS]], Consistency.ONE, (o) => {
+      if (o.kind === 'reply' && o.reply.ok) hot = (o.reply.stats?.[0] ?? [NaN])[0];
+    });
+    sim.run(1_000);
+    // B1 once; B2's events were lost with the crash (its outcome was unknown): never B1 twice.
+    expect(hot).toBe(1);
+  });
+
   simTest(FILE, 'a node wiped soon after a restart with its clock ahead is taken as a new actor and rebuilt, not ignored as older', (seed) => {
     // Generations come from the wall clock, above the last one the data directory recorded. A
     // restart with the clock 5 s ahead leaves peers holding a generation 5 s in the future; wiped

@@ -25,7 +25,7 @@ const T0 = Date.UTC(2024, 0, 1);
 const ref = (res: Resolution, start: number, videoId = 'v1', eventType = 'view'): BucketRef => ({ videoId, eventType, res, start });
 const slot = (count: number, sum = count, min = 1, max = 1): Slot => ({ count, sum, min, max });
 const batch = (slots: SlotEntry[], extra: Partial<PersistBatch> = {}): PersistBatch => ({
-  id: 1, slots: CommitSlots.of(slots), hintsPut: [], hintsDelete: [], batchesPut: [], batchesDelete: [], journalPut: [], journalDelete: [], sync: false, ...extra,
+  id: 1, slots: CommitSlots.of(slots), hintsPut: [], hintsDelete: [], batchesPut: [], batchesDelete: [], journalPut: [], journalDelete: [], sync: false, afterInFlight: false, ...extra,
 });
 
 interface Harness {
@@ -158,6 +158,24 @@ function suite(name: string, make: () => Promise<Harness>): void {
       expect(await store.getSlots([shared])).toEqual([slot(5)]);
       expect(await store.loadCommitSeq()).toBe(2);
       expect(await store.missingCommits()).toEqual([]);
+    });
+
+    it('a commit made on top of one that fails is not written either; one made after it is', async () => {
+      // The second holds values that include the first's events, whose batch ids the first held:
+      // landing alone, it would leave those events on disk without their ids.
+      const bad = { ref: ref('d', T0), actor: 'n1\u0000x', slot: slot(9) };
+      const hot = { ref: ref('d', T0, 'hot'), actor: 'n1#aa', slot: slot(2) };
+      const b2 = { batch: 'c:2', atMs: T0 };
+      const first = store.commit(batch([bad], { id: 1, batchesPut: [{ batch: 'c:1', atMs: T0 }] }));
+      const second = store.commit(batch([hot], { id: 2, batchesPut: [b2], afterInFlight: true }));
+      await expect(first).rejects.toThrow();
+      await expect(second).rejects.toThrow(/the commit before it failed/);
+      expect(await store.getSlots([hot])).toEqual([undefined]);
+      expect((await store.loadBatches(10)).map((b) => b.batch)).toEqual([]);
+      // Made once the failure was known (not on top of it): written.
+      await store.commit(batch([hot], { id: 3, batchesPut: [b2], afterInFlight: false }));
+      expect(await store.getSlots([hot])).toEqual([slot(2)]);
+      expect((await store.loadBatches(10)).map((b) => b.batch)).toEqual(['c:2']);
     });
 
     it('hints and batch ids: put, load (oldest first), delete, in the same atomic batch as slots', async () => {
