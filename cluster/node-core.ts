@@ -628,7 +628,7 @@ export class NodeCore {
   private forwardsTakenBefore = new Set<string>();
   private forwardsTakenSinceMs = 0;
   /** Batches this node sent on to other replicas, and to which one per video id (see onClientWrite). */
-  private readonly forwardedTo = new Map<string, { atMs: number; targets: Map<string, string>; ring: string | undefined }>();
+  private readonly forwardedTo = new Map<string, { atMs: number; targets: Map<string, string>; ring: string | undefined; unsaved?: number }>();
   /** Per applied batch id, the topology checksum it was applied under (see BatchRecord.ring). */
   private readonly batchRings = new Map<string, string>();
   /** Forwards waiting for the commit that makes their batch's forward record durable. */
@@ -1075,8 +1075,13 @@ export class NodeCore {
       }
       if (record) {
         this.pendingBatchesPut.push(f.ring === undefined ? { batch, atMs: f.atMs, forwardedTo: [...f.targets] } : { batch, atMs: f.atMs, forwardedTo: [...f.targets], ring: f.ring });
+        f.unsaved = (f.unsaved ?? 0) + 1;
         this.noteDirty();
       }
+      // A retry while the record is still on its way to the disk (a commit under way, or failed
+      // and to be made again) waits for it too: sent now, a crash before the record lands would
+      // leave a restarted node free to send the batch to another replica, which counts it again.
+      if ((f.unsaved ?? 0) > 0) record = true;
     }
     const request: WriteRequest = { replyTo, events: n, tuples: events.length, parts: (local.length > 0 ? 1 : 0) + forwards.size, outcomes: [] };
     this.writeRequests++;
@@ -1442,6 +1447,10 @@ export class NodeCore {
     this.commitBackoffMs = 0;
     this.lastCommitError = undefined;
     if (c.batch.written !== undefined) this.writtenKept = c.batch.written;
+    for (const b of c.batch.batchesPut) {
+      const f = b.forwardedTo === undefined ? undefined : this.forwardedTo.get(b.batch);
+      if (f?.unsaved !== undefined && f.unsaved > 0) f.unsaved--;
+    }
     this.table.committed(id, c.slots, true);
     this.counters.commits++;
     this.counters.slotsWritten += c.slots.length;

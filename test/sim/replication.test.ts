@@ -258,6 +258,42 @@ describe('replication on the composed core', () => {
     expect(hot).toBe(1);
   });
 
+  simTest(FILE, 'a retry of a forwarded batch waits for the record of where it went, so after a crash it goes nowhere else', (seed) => {
+    // n1 holds no replica of the video: it sends the batch on, and records durably to which
+    // replica first. A retry while that record was still on its way to the disk was sent on at
+    // once; n1 crashed before the record landed, and once back, with that replica down, it sent
+    // the batch to another replica, which counted it again.
+    const sim = new ReplicationSim({ seed, nodes: 4, rf: 3, network: { lossRate: 0, duplicateRate: 0, reorderRate: 0 }, storeDelayMs: [300, 300] });
+    sim.startAll();
+    sim.settle();
+    const core = sim.node('n1').core!;
+    const video = Array.from({ length: 1_000 }, (_, i) => `v${i}`).find((v) => !core.replicasOf(v).includes('n1')) as string;
+    const replicas = core.replicasOf(video);
+    const ev: EventTuple[] = [[video, 'view', T0, 1, 1]];
+    sim.write('n1', ev, Consistency.ONE, 'B1', () => {});
+    sim.run(50);
+    // The client retries (its connection dropped, say) while the record is being committed.
+    sim.write('n1', ev, Consistency.ONE, 'B1', () => {});
+    sim.run(100);
+    sim.crash('n1');
+    sim.run(400);
+    // The replica it went to is down when n1 is back and the client retries once more.
+    sim.crash(replicas[0] as string);
+    sim.start('n1');
+    sim.run(3_000);
+    sim.write('n1', ev, Consistency.ONE, 'B1', () => {});
+    sim.run(2_000);
+    sim.start(replicas[0] as string);
+    sim.run(15_000);
+    let all = -1;
+    sim.read(replicas[1] as string, [[video, 'view', T0, T0 + DAY_MS]], Consistency.ALL, (o) => {
+      if (o.kind === 'reply' && o.reply.ok) all = (o.reply.stats?.[0] ?? [NaN])[0];
+    });
+    sim.run(2_000);
+    expect(all, 'B1 counted once at most (or not at all: every attempt of unknown outcome)').toBeLessThanOrEqual(1);
+    expect(all).toBeGreaterThanOrEqual(0);
+  });
+
   simTest(FILE, 'a node wiped soon after a restart with its clock ahead is taken as a new actor and rebuilt, not ignored as older', (seed) => {
     // Generations come from the wall clock, above the last one the data directory recorded. A
     // restart with the clock 5 s ahead leaves peers holding a generation 5 s in the future; wiped
