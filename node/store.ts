@@ -52,6 +52,8 @@ export const COMMIT_SEQ_KEY = 'commit-seq';
 const COMMIT_KEY_PREFIX = 'c/';
 const COMMITS_KEPT = 65_536;
 const EMPTY = new Uint8Array(0);
+/** Batch records read a step at a time when the node starts. */
+const LOAD_PAGE = 10_000;
 const noop = (): void => {};
 function commitKey(seq: number): string {
   return `${COMMIT_KEY_PREFIX}${seq.toString(16).padStart(12, '0')}`;
@@ -315,13 +317,28 @@ export class Store {
     return out.sort((a, b) => a.atMs - b.atMs);
   }
 
-  /** Applied batch ids and forward records, oldest first. */
+  /**
+   * The newest `limit` applied batch ids and the newest `limit` forward records, oldest first.
+   * Every record is read (in pages): keys are in batch id order, which says nothing of age, and
+   * a retry of an id left out would be applied again.
+   */
   async loadBatches(limit: number): Promise<BatchRecord[]> {
-    const out: BatchRecord[] = [];
-    for (const [key, bytes] of await this.kv.range(sectionRange(BATCH_PREFIX), limit)) {
-      out.push(decodeBatchRecord(key.slice(BATCH_PREFIX.length), bytes));
+    const applied: BatchRecord[] = [];
+    const forwards: BatchRecord[] = [];
+    const section = sectionRange(BATCH_PREFIX);
+    let gte = section.gte;
+    for (;;) {
+      const page = await this.kv.range({ gte, lt: section.lt }, LOAD_PAGE);
+      for (const [key, bytes] of page) {
+        const r = decodeBatchRecord(key.slice(BATCH_PREFIX.length), bytes);
+        (r.forwardedTo === undefined ? applied : forwards).push(r);
+      }
+      const last = page[page.length - 1];
+      if (last === undefined || page.length < LOAD_PAGE) break;
+      gte = `${last[0]}\u0000`;
     }
-    return out.sort((a, b) => a.atMs - b.atMs);
+    const newest = (records: BatchRecord[]): BatchRecord[] => records.sort((a, b) => a.atMs - b.atMs).slice(Math.max(0, records.length - limit));
+    return [...newest(applied), ...newest(forwards)].sort((a, b) => a.atMs - b.atMs);
   }
 
   /**
