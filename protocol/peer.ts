@@ -318,7 +318,7 @@ export function validatePeerMessage(x: unknown, spansOf?: (id: number) => number
       const cl = o['cl'];
       if (typeof cl !== 'string' || !CONSISTENCIES.has(cl)) throw bad('fwd.cl must be a consistency level');
       const msg: ForwardMessage = { t, id: id(o, t), events: raw.map((e, i) => checkEvent(e, 'forwarded event', undefined, i)), cl: cl as Consistency };
-      if (o['batch'] !== undefined) msg.batch = checkBatchId(o['batch'], 'fwd.batch');
+      if (o['batch'] !== undefined) msg.batch = checkBatchId(o['batch'], 'fwd.batch', true);
       if (o['actor'] !== undefined) msg.actor = checkName(o['actor'], 'fwd.actor', MAX_ACTOR_BYTES);
       return msg;
     }

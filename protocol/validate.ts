@@ -135,12 +135,24 @@ function checkOptionalConsistency(x: unknown, what: string): Consistency | undef
   return x as Consistency;
 }
 
-const BATCH_ID_PATTERN = /^[\x21-\x7e]+$/;
+const BATCH_ID_PATTERN = /^[\x21-\x3d\x3f-\x7e]+$/;
+const FORWARDED_BATCH_ID_PATTERN = /^[\x21-\x3d\x3f-\x7e]+>[\x21-\x3d\x3f-\x7e]+$/;
+/** A forwarded batch's id: the client's, `>`, and the forwarding node's id. */
+export const MAX_FORWARDED_BATCH_ID_BYTES = MAX_BATCH_ID_BYTES + 1 + MAX_NAME_BYTES;
 
-/** A batch id: 1..MAX_BATCH_ID_BYTES printable ASCII characters, no spaces. */
-export function checkBatchId(x: unknown, what: string): string {
-  if (typeof x !== 'string' || x.length === 0 || x.length > MAX_BATCH_ID_BYTES || !BATCH_ID_PATTERN.test(x)) {
-    throw bad(`${what} must be 1-${MAX_BATCH_ID_BYTES} printable ASCII characters, got ${show(x)}`);
+/**
+ * A client's batch id: 1..MAX_BATCH_ID_BYTES printable ASCII characters, no spaces and no `>`,
+ * which a node forwarding the batch puts between it and its own id (so no client's id is ever
+ * another's forwarded one). With `forwarded`, such an id.
+ */
+export function checkBatchId(x: unknown, what: string, forwarded = false): string {
+  const max = forwarded ? MAX_FORWARDED_BATCH_ID_BYTES : MAX_BATCH_ID_BYTES;
+  if (typeof x !== 'string' || x.length === 0 || x.length > max || !(forwarded ? FORWARDED_BATCH_ID_PATTERN : BATCH_ID_PATTERN).test(x)) {
+    throw bad(
+      forwarded
+        ? `${what} must be a client's batch id, '>' and a node id (at most ${max} printable ASCII characters), got ${show(x)}`
+        : `${what} must be 1-${MAX_BATCH_ID_BYTES} printable ASCII characters other than '>', got ${show(x)}`,
+    );
   }
   return x;
 }

@@ -2,7 +2,7 @@
 import { describe, expect, test } from 'vitest';
 import { TallyError } from '../../protocol/errors.js';
 import { GossipMessageType, MAX_GOSSIP_DIGESTS, MAX_GOSSIP_STATES, MAX_VNODES, validateGossipMessage, type EndpointState } from '../../protocol/gossip.js';
-import { MAX_NAME_BYTES } from '../../protocol/limits.js';
+import { MAX_BATCH_ID_BYTES, MAX_NAME_BYTES } from '../../protocol/limits.js';
 import { AE_BRANCHES, AE_BRANCHES_PER_MESSAGE, AE_LEAVES_PER_BRANCH, MAX_BUCKETS_PER_READ, MAX_SLOTS_PER_MESSAGE, validatePeerMessage } from '../../protocol/peer.js';
 
 const STATE: EndpointState = {
@@ -91,6 +91,15 @@ describe('validatePeerMessage', () => {
     expect(validatePeerMessage({ t: 'read-reply', id: 1, slots: [[0, 0, 'n1#ab', 1, 1, 1, 1]] }, () => 1)).toMatchObject({ t: 'read-reply' });
     expect(validatePeerMessage({ t: 'fwd', id: 2, events: [['v1', 'view', 1_700_000_000_000, 1, 1]], cl: 'quorum', batch: 'c1:1>n2' })).toMatchObject({ t: 'fwd', batch: 'c1:1>n2' });
     expect(validatePeerMessage({ t: 'fwd-reply', id: 2, code: 'TIMEOUT', message: 'late' })).toEqual({ t: 'fwd-reply', id: 2, code: 'TIMEOUT', message: 'late' });
+  });
+
+  test("a forwarded batch id has room for the longest client id and node id, and is the client's, '>' and the node's", () => {
+    const fwd = (batch: string): unknown => validatePeerMessage({ t: 'fwd', id: 2, events: [['v1', 'view', 1_700_000_000_000, 1, 1]], cl: 'quorum', batch });
+    const longest = `${'c'.repeat(MAX_BATCH_ID_BYTES)}>${'n'.repeat(MAX_NAME_BYTES)}`;
+    expect(fwd(longest)).toMatchObject({ batch: longest });
+    expect(() => fwd(`${longest}n`)).toThrow(/fwd.batch must be a client's batch id/);
+    expect(() => fwd('c1:1')).toThrow(/fwd.batch must be a client's batch id/);
+    expect(() => fwd('c1:1>n2>n3')).toThrow(/fwd.batch must be a client's batch id/);
   });
 
   test('refuses what could corrupt a replica or make it allocate without bound', () => {

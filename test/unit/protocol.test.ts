@@ -64,6 +64,8 @@ describe('validateRequest', () => {
     ['seconds for milliseconds', { t: 'count', id: 1, events: [['v', 'view', 1_700_000_000, 1, 1]] }, 'BAD_REQUEST', /^event 1: time 1970-01-20T16:13:20\.000Z is before 2000-01-01T00:00:00\.000Z, the earliest Tally takes \(is it in seconds rather than milliseconds\?\)$/],
     ['a time far in the future', { t: 'count', id: 1, events: [['v', 'view', NOW + MAX_EVENT_FUTURE_SKEW_MS + 1, 1, 1]] }, 'BAD_REQUEST', /^event 1: time 2026-11-27T12:00:00\.001Z is after 2026-11-27T12:00:00\.000Z, more than 24 hours ahead of the clock \(2026-11-26T12:00:00\.000Z\)$/],
     ['a bad consistency', { t: 'count', id: 1, events: [ok], cl: 'most' }, 'BAD_REQUEST', /cl must be one of one, quorum, all/],
+    ["a batch id with '>' (a forwarded batch's separator)", { t: 'count', id: 1, events: [ok], batch: 'c1:1>n1' }, 'BAD_REQUEST', /^batch must be 1-160 printable ASCII characters other than '>', got "c1:1>n1"$/],
+    ['an over-long batch id', { t: 'count', id: 1, events: [ok], batch: 'c'.repeat(161) }, 'BAD_REQUEST', /^batch must be 1-160 printable ASCII characters/],
     ['an inverted range', { t: 'get', id: 1, queries: [['v', 'view', 10, 5]] }, 'BAD_REQUEST', /^query 1: the range ends \(1970-01-01T00:00:00\.005Z\) before it starts \(1970-01-01T00:00:00\.010Z\)$/],
     ['a string bound', { t: 'get', id: 1, queries: [['v', 'view', '0', 5]] }, 'BAD_REQUEST', /^query 1: range start must be whole epoch milliseconds, got "0"$/],
     ['an over-long videoId', { t: 'count', id: 1, events: [['x'.repeat(MAX_VIDEO_ID_BYTES + 1), 'view', NOW, 1, 1]] }, 'TOO_LARGE', /^event 1: videoId is 257 bytes, the limit is 256$/],
