@@ -652,9 +652,11 @@ export class NodeCore {
   /** When this node finished its decommission (it stops once every peer knows, or after DECOMMISSION_ANNOUNCE_MS). */
   private decommissionedMs: number | undefined;
 
+  /** When ids given up early were last said (see expireBatches). */
+  private dedupeWarnedMs = Number.NEGATIVE_INFINITY;
   private readonly counters = {
     writesAcked: 0, writesFailed: 0, writesTimedOut: 0, readsServed: 0, speculative: 0, repairs: 0, readsTimedOut: 0,
-    slotsLoaded: 0, replSent: 0, replAcked: 0, hinted: 0, replReceived: 0, commits: 0, slotsWritten: 0, commitsFailed: 0, repeats: 0,
+    slotsLoaded: 0, replSent: 0, replAcked: 0, hinted: 0, replReceived: 0, commits: 0, slotsWritten: 0, commitsFailed: 0, repeats: 0, dedupeEvictedEarly: 0,
     repairSessions: 0, repairInSync: 0, repairFailed: 0, repairLeavesDiffered: 0, repairSlotsSent: 0, repairBytesSent: 0,
   };
 
@@ -2695,12 +2697,23 @@ export class NodeCore {
       this.pendingBatchesDelete.push(batchRecordKey({ batch, forwardedTo: [...f.targets] }));
       this.noteDirty();
     }
+    let youngest = Number.POSITIVE_INFINITY;
     for (const [batch, atMs] of this.batches) {
       if (this.batches.size <= this.cfg.maxDedupeEntries && this.now - atMs <= this.cfg.dedupeWindowMs) break;
+      if (this.now - atMs <= this.cfg.dedupeWindowMs) youngest = Math.min(youngest, this.now - atMs);
       this.batches.delete(batch);
       this.batchRings.delete(batch);
       this.pendingBatchesDelete.push(batch);
       this.noteDirty();
+    }
+    // Ids given up for room before their time: a client's retry of one would be applied again.
+    // Said at most once a minute, with how young the youngest such id was.
+    if (youngest !== Number.POSITIVE_INFINITY) {
+      this.counters.dedupeEvictedEarly++;
+      if (this.now - this.dedupeWarnedMs >= 60_000) {
+        this.dedupeWarnedMs = this.now;
+        this.out.log.push(`warn: applied batch ids are given up at the cap of ${this.cfg.maxDedupeEntries} before their ${this.cfg.dedupeWindowMs} ms, the youngest ${Math.round(youngest)} ms old: more batches come than it holds; a client retry later than that would count twice`);
+      }
     }
   }
 

@@ -294,6 +294,26 @@ describe('replication on the composed core', () => {
     expect(all).toBeGreaterThanOrEqual(0);
   });
 
+  simTest(FILE, 'batch ids given up at the cap before their time are said in the log, and are then taken again', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 1, rf: 1, replication: { maxDedupeEntries: 3 } });
+    sim.startAll();
+    sim.settle();
+    // One after another, so c:0 is the oldest.
+    for (let i = 0; i < 6; i++) {
+      sim.write('n1', [['capped', 'view', T0, 1, 1]], Consistency.ONE, `c:${i}`, () => {});
+      sim.run(100);
+    }
+    sim.run(2_000);
+    expect(sim.log.filter((l) => l.includes('applied batch ids are given up at the cap of 3'))).toHaveLength(1);
+    // The proof that the warning is due: the first id, given up, is applied again.
+    const repeats = sim.node('n1').core!.stats().dedupe.repeats;
+    let again: RequestOutcome | undefined;
+    sim.write('n1', [['capped', 'view', T0, 1, 1]], Consistency.ONE, 'c:0', (o) => (again = o));
+    sim.run(1_000);
+    expect(again).toMatchObject({ kind: 'reply', reply: { ok: true } });
+    expect(sim.node('n1').core!.stats().dedupe.repeats).toBe(repeats);
+  });
+
   simTest(FILE, 'a node wiped soon after a restart with its clock ahead is taken as a new actor and rebuilt, not ignored as older', (seed) => {
     // Generations come from the wall clock, above the last one the data directory recorded. A
     // restart with the clock 5 s ahead leaves peers holding a generation 5 s in the future; wiped
