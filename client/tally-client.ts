@@ -289,6 +289,9 @@ export class TallyClient {
   private refreshTimer: NodeJS.Timeout | undefined;
   private closed = false;
   /** Requests sent and not answered, per client; callers past the bound wait their turn. */
+  /** Topology refreshes begun, and the latest whose answer was taken. */
+  private topologyAsked = 0;
+  private topologyApplied = 0;
   /** Requests awaiting replies, from every node. */
   private inFlight = 0;
   /** Retries sleeping their backoff: close() wakes them, to end as it failed them. */
@@ -458,6 +461,9 @@ export class TallyClient {
 
   /** Asks a node for the members and ring; with `required`, fails if no listed node answers. */
   private async refreshTopology(required: boolean): Promise<void> {
+    // Refreshes may overlap (a timer, a bye, an unreachable node): an answer to an earlier one
+    // that comes after a later one's is older news, and is dropped.
+    const asked = ++this.topologyAsked;
     let reply: Reply;
     try {
       reply = await this.askAnySeed({ t: 'topology' });
@@ -465,7 +471,8 @@ export class TallyClient {
       if (required) throw err;
       return;
     }
-    if (reply.t !== 'topology') return;
+    if (reply.t !== 'topology' || asked < this.topologyApplied) return;
+    this.topologyApplied = asked;
     this.applyTopology(reply.rf, reply.members);
   }
 

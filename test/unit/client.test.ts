@@ -549,3 +549,50 @@ describe('TallyClient, its promises and bounds', () => {
     await client.close();
   });
 });
+
+describe('TallyClient, its view of the cluster', () => {
+  it('takes no older answer to a topology refresh after a newer one', async () => {
+    // The second refresh's answer (one member) is held until the third's (two members) is in,
+    // then sent; no later refresh is answered.
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await new Promise((r) => wss.once('listening', r));
+    const address = `127.0.0.1:${(wss.address() as AddressInfo).port}`;
+    const one = { rf: 2, members: [{ id: 'a', address, zone: 'z1', vnodes: 16, up: true, inRing: true }] };
+    const two = { rf: 2, members: [...one.members, { id: 'b', address, zone: 'z2', vnodes: 16, up: true, inRing: true }] };
+    let asked = 0;
+    let held: (() => void) | undefined;
+    let oldSent = false;
+    const sockets = new Set<WebSocket>();
+    wss.on('connection', (ws) => {
+      sockets.add(ws);
+      let greeted = false;
+      ws.on('message', (d) => {
+        const m = decodeFrame(d as Buffer) as Record<string, unknown>;
+        if (!greeted) {
+          greeted = true;
+          ws.send(encodeFrame({ t: 'welcome', v: PROTOCOL_VERSION, nodeId: 'a', zone: 'z1', cluster: 'tally' }));
+          return;
+        }
+        if (m.t !== 'topology') return;
+        const n = ++asked;
+        if (n === 1) ws.send(encodeFrame({ t: 'topology', id: m.id, ...one }));
+        else if (n === 2) held = () => ws.send(encodeFrame({ t: 'topology', id: m.id, ...one }));
+        else if (n === 3) {
+          ws.send(encodeFrame({ t: 'topology', id: m.id, ...two }));
+          setTimeout(() => {
+            held?.();
+            oldSent = true;
+          }, 50);
+        }
+      });
+    });
+    servers.push({ address, frames: [], close: () => new Promise((r) => { for (const s of sockets) s.terminate(); wss.close(() => r()); }) });
+    const client = await TallyClient.connect({ nodes: [address], topologyRefreshMs: 100, timeoutMs: 2_000 });
+    const deadline = Date.now() + 5_000;
+    while (!oldSent && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(oldSent).toBe(true);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(client.replicasOf('v1').map((r) => r.id).sort()).toEqual(['a', 'b']);
+    await client.close();
+  });
+});
