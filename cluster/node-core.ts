@@ -240,6 +240,16 @@ const MAX_DAMAGED_OWN = 10_000;
  * one's values, so written out of order they could lower a slot on disk).
  */
 const MAX_COMMITS_IN_FLIGHT = 2;
+/** Hint puts, hint deletes and journal deletes a commit takes at most, each (the store takes 200,000 entries a commit). */
+const MAX_HINT_OPS_PER_COMMIT = 40_000;
+
+/** `first` then `rest`, as a new array, without spreading either into a call. */
+function prepend<T>(first: readonly T[], rest: readonly T[]): T[] {
+  const out: T[] = [];
+  for (const x of first) out.push(x);
+  for (const x of rest) out.push(x);
+  return out;
+}
 /** After a failed commit the next one waits this long, doubling up to the most. */
 const MIN_COMMIT_BACKOFF_MS = 50;
 const MAX_COMMIT_BACKOFF_MS = 1_000;
@@ -1406,21 +1416,21 @@ export class NodeCore {
     const batch: PersistBatch = {
       id,
       slots,
-      hintsPut: this.pendingHintsPut,
-      hintsDelete: this.pendingHintsDelete,
+      // Hints come and go by the hundred thousand at times (a journal replayed at a start, a
+      // burst expiring together): at most MAX_HINT_OPS_PER_COMMIT of each a commit, the rest next.
+      hintsPut: this.pendingHintsPut.splice(0, MAX_HINT_OPS_PER_COMMIT),
+      hintsDelete: this.pendingHintsDelete.splice(0, MAX_HINT_OPS_PER_COMMIT),
       batchesPut: this.pendingBatchesPut,
       batchesDelete: this.pendingBatchesDelete,
       journalPut,
-      journalDelete: this.pendingJournalDelete,
+      journalDelete: this.pendingJournalDelete.splice(0, MAX_HINT_OPS_PER_COMMIT),
       sync: this.cfg.fsync,
       afterInFlight: inFlight > 0,
     };
     if (written !== undefined) batch.written = written;
-    this.pendingHintsPut = [];
-    this.pendingHintsDelete = [];
     this.pendingBatchesPut = [];
     this.pendingBatchesDelete = [];
-    this.pendingJournalDelete = [];
+    if (this.pendingHintsPut.length > 0 || this.pendingHintsDelete.length > 0 || this.pendingJournalDelete.length > 0) this.noteDirty();
     this.inFlightCommits.push({ id, slots, ops: this.nextOps, acks: this.nextAcks, forwards: this.nextForwards, localRepairs: this.nextLocalRepairs, batch });
     this.nextForwards = [];
     this.nextOps = [];
@@ -1537,11 +1547,12 @@ export class NodeCore {
     }
     // The slots stay in memory, dirty: the next commit writes them. Hints and batch ids go with it.
     this.table.committed(id, c.slots, false);
-    this.pendingHintsPut.push(...c.batch.hintsPut);
-    this.pendingHintsDelete.push(...c.batch.hintsDelete);
-    this.pendingBatchesPut.push(...c.batch.batchesPut);
-    this.pendingBatchesDelete.push(...c.batch.batchesDelete);
-    this.pendingJournalDelete.push(...c.batch.journalDelete);
+    // Put back first, in their order (a loop: spreading 100,000 items overflows the stack).
+    this.pendingHintsPut = prepend(c.batch.hintsPut, this.pendingHintsPut);
+    this.pendingHintsDelete = prepend(c.batch.hintsDelete, this.pendingHintsDelete);
+    this.pendingBatchesPut = prepend(c.batch.batchesPut, this.pendingBatchesPut);
+    this.pendingBatchesDelete = prepend(c.batch.batchesDelete, this.pendingBatchesDelete);
+    this.pendingJournalDelete = prepend(c.batch.journalDelete, this.pendingJournalDelete);
     for (const op of c.ops) {
       this.finishWrite(op, failure(code === ErrorCode.STORAGE_FULL ? code : ErrorCode.INTERNAL, `group commit failed: ${message}; the events are kept in memory and written with the next commit, so the outcome is unknown`));
     }
