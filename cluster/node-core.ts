@@ -250,6 +250,7 @@ function prepend<T>(first: readonly T[], rest: readonly T[]): T[] {
   for (const x of rest) out.push(x);
   return out;
 }
+
 /** After a failed commit the next one waits this long, doubling up to the most. */
 const MIN_COMMIT_BACKOFF_MS = 50;
 const MAX_COMMIT_BACKOFF_MS = 1_000;
@@ -666,7 +667,7 @@ export class NodeCore {
   private dedupeWarnedMs = Number.NEGATIVE_INFINITY;
   private readonly counters = {
     writesAcked: 0, writesFailed: 0, writesTimedOut: 0, readsServed: 0, speculative: 0, repairs: 0, readsTimedOut: 0,
-    slotsLoaded: 0, replSent: 0, replAcked: 0, hinted: 0, replReceived: 0, commits: 0, slotsWritten: 0, commitsFailed: 0, repeats: 0, dedupeEvictedEarly: 0,
+    slotsLoaded: 0, replSent: 0, replAcked: 0, hinted: 0, replReceived: 0, commits: 0, slotsWritten: 0, commitsFailed: 0, repeats: 0,
     repairSessions: 0, repairInSync: 0, repairFailed: 0, repairLeavesDiffered: 0, repairSlotsSent: 0, repairBytesSent: 0,
   };
 
@@ -2719,12 +2720,9 @@ export class NodeCore {
     }
     // Ids given up for room before their time: a client's retry of one would be applied again.
     // Said at most once a minute, with how young the youngest such id was.
-    if (youngest !== Number.POSITIVE_INFINITY) {
-      this.counters.dedupeEvictedEarly++;
-      if (this.now - this.dedupeWarnedMs >= 60_000) {
-        this.dedupeWarnedMs = this.now;
-        this.out.log.push(`warn: applied batch ids are given up at the cap of ${this.cfg.maxDedupeEntries} before their ${this.cfg.dedupeWindowMs} ms, the youngest ${Math.round(youngest)} ms old: more batches come than it holds; a client retry later than that would count twice`);
-      }
+    if (youngest !== Number.POSITIVE_INFINITY && this.now - this.dedupeWarnedMs >= 60_000) {
+      this.dedupeWarnedMs = this.now;
+      this.out.log.push(`warn: applied batch ids are given up at the cap of ${this.cfg.maxDedupeEntries} before their ${this.cfg.dedupeWindowMs} ms, the youngest ${Math.round(youngest)} ms old: more batches come than it holds; a client retry later than that would count twice`);
     }
   }
 

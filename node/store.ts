@@ -178,8 +178,6 @@ export class Store {
     const priorFailure = this.lastFailure;
     let made = noop;
     this.lastMade = new Promise<void>((resolve) => (made = resolve));
-    let failed: (err: unknown) => void = noop;
-    this.lastFailure = new Promise<unknown>((resolve) => (failed = resolve));
     let seq = 0;
     const mine = (async () => {
       try {
@@ -202,9 +200,9 @@ export class Store {
       this.mark?.write(seq);
     })();
     this.lastCommit = mine.then(noop, noop).then(() => prior);
-    mine.then(
-      () => failed(undefined),
-      (err: unknown) => failed(err ?? new Error('the commit failed')),
+    this.lastFailure = mine.then(
+      () => undefined,
+      (err: unknown) => err ?? new Error('the commit failed'),
     );
     return mine;
   }
