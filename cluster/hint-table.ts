@@ -2,7 +2,10 @@
  * Hints a coordinator keeps: "this bucket is dirty for node X", at most one per (node, bucket),
  * with bounds on how many per node and how old. A hint hinted again is renewed (newer data to
  * ship) and moves to the back, so each node's hints stay in age order and expiry stops at the
- * first young one. What exceeds a bound is counted, never dropped silently.
+ * first young one. What exceeds a bound is counted, never dropped silently. A renewed hint whose
+ * stored time is a quarter of the window old is `restamped`: the caller writes it again, so a
+ * node that restarts does not expire a hint it renewed lately (by much more than a quarter of the
+ * window early), at a write per hint per quarter window rather than one per renewal.
  *
  * A replay takes the oldest hints of a node with their sequence numbers; `clear` removes a hint
  * only if it was not renewed since, so a bucket written again during a replay is shipped again.
@@ -15,9 +18,11 @@ export interface Hint {
   atMs: number;
   /** Bumped when the bucket is hinted again, so a replay only clears what it shipped. */
   seq: number;
+  /** The time the store holds for it (the caller writes `added` and `restamped` hints). */
+  storedMs: number;
 }
 
-export type HintOutcome = 'added' | 'renewed' | 'dropped';
+export type HintOutcome = 'added' | 'renewed' | 'restamped' | 'dropped';
 
 export class HintTable {
   private readonly byNode = new Map<string, Map<string, Hint>>();
@@ -34,16 +39,17 @@ export class HintTable {
     const key = bucketId(ref);
     const cur = hints?.get(key);
     if (cur !== undefined) {
+      const restamp = atMs - cur.storedMs >= this.windowMs / 4;
       (hints as Map<string, Hint>).delete(key);
-      (hints as Map<string, Hint>).set(key, { ref: cur.ref, atMs, seq: ++this.seq });
-      return 'renewed';
+      (hints as Map<string, Hint>).set(key, { ref: cur.ref, atMs, seq: ++this.seq, storedMs: restamp ? atMs : cur.storedMs });
+      return restamp ? 'restamped' : 'renewed';
     }
     if ((hints?.size ?? 0) >= this.maxPerNode) {
       this.count(node, 'dropped');
       return 'dropped';
     }
     if (hints === undefined) this.byNode.set(node, (hints = new Map()));
-    hints.set(key, { ref, atMs, seq: ++this.seq });
+    hints.set(key, { ref, atMs, seq: ++this.seq, storedMs: atMs });
     return 'added';
   }
 

@@ -2024,9 +2024,11 @@ export class NodeCore {
   // Hints
 
   private addHint(node: string, ref: BucketRef, atMs: number, persist: boolean): void {
-    // A renewed hint is already stored; a dropped one is counted by the table.
-    if (this.hints.add(node, ref, atMs) !== 'added' || !persist) return;
-    this.counters.hinted++;
+    // A renewed hint is stored already (a restamped one again, with its new time); a dropped one
+    // is counted by the table.
+    const outcome = this.hints.add(node, ref, atMs);
+    if ((outcome !== 'added' && outcome !== 'restamped') || !persist) return;
+    if (outcome === 'added') this.counters.hinted++;
     this.pendingHintsPut.push({ node, ref, atMs });
     this.noteDirty();
   }

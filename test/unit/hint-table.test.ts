@@ -1,7 +1,12 @@
 /** The hint table: one hint per (node, bucket), bounds that count what they refuse, replays that only clear what they shipped. */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, test } from 'vitest';
+import xxhash from 'xxhash-wasm';
 import { HintTable } from '../../cluster/hint-table.js';
+import { defaultReplicationConfig } from '../../cluster/replication-config.js';
 import { bucketId, type BucketRef } from '../../cluster/slot-table.js';
+import { MemoryKv } from '../../node/kv.js';
+import { Store } from '../../node/store.js';
+import { coreOfThree } from '../helpers/core.js';
 
 const ref = (videoId: string, start = 0): BucketRef => ({ videoId, eventType: 'view', res: 'm', start });
 
@@ -36,6 +41,16 @@ describe('HintTable', () => {
     expect(t.stats()['n2']).toEqual({ pending: 1, dropped: 0, expired: 1 });
   });
 
+  it('a renewal a quarter of the window after the stored time is restamped, to be written again', () => {
+    const t = new HintTable(10, 1_000);
+    expect(t.add('n2', ref('a'), 0)).toBe('added');
+    expect(t.add('n2', ref('a'), 249)).toBe('renewed');
+    expect(t.add('n2', ref('a'), 250)).toBe('restamped');
+    expect(t.add('n2', ref('a'), 400)).toBe('renewed'); // stored at 250 now
+    expect(t.add('n2', ref('a'), 500)).toBe('restamped');
+    expect(t.expire(1_499)).toEqual([]);
+  });
+
   it('a replay clears only hints not renewed since it took them', () => {
     const t = new HintTable(10, 1_000);
     t.add('n2', ref('a'), 0);
@@ -48,4 +63,23 @@ describe('HintTable', () => {
     expect(t.forget('n2')).toEqual([ref('b')]);
     expect(t.size).toBe(0);
   });
+});
+
+test('a node that restarts keeps the time of a hint it renewed, not the one it first stored', async () => {
+  const { h64 } = await xxhash();
+  const now = Date.UTC(2026, 10, 28, 12);
+  const window = defaultReplicationConfig().hintWindowMs;
+  const r: BucketRef = { videoId: 'v1', eventType: 'view', res: 'm', start: now - (now % 60_000) };
+  const store = new Store(new MemoryKv(), h64);
+  await store.open();
+  // Stored two hours ago; the journal of a commit just before a crash hints the bucket again.
+  const core = coreOfThree(h64, now, { hints: [{ node: 'n2', ref: r, atMs: now - window + 3_600_000 }], journal: [{ key: 'abc-1', refs: [r] }] });
+  let t = now + 1;
+  let ready = core.step({ kind: 'tick' }, t);
+  while (ready.persist === undefined) ready = core.step({ kind: 'tick' }, (t += 100));
+  await store.commit(ready.persist);
+  const stored = new Map((await store.loadHints(100)).map((h) => [h.node, h.atMs]));
+  // n3's is new; n2's carries its renewal, so a restart two hours on does not expire it at once.
+  expect(stored.get('n3')).toBe(now);
+  expect(stored.get('n2')).toBe(now);
 });
