@@ -488,6 +488,25 @@ export class TallyClient {
       addresses: new Map(members.map((m) => [m.id, m.address])),
       lists: [],
     };
+    this.forgetDeparted(new Set([...members.map((m) => m.address), ...this.opts.nodes]));
+  }
+
+  /**
+   * Drops what the client keeps per node (its link, its write window) for addresses that are
+   * neither members nor listed, once nothing is in flight to them: a long-lived client of a
+   * cluster whose members come and go (new addresses each time) keeps one entry per member, not
+   * one per address it ever used. An idle connection to such an address is closed.
+   */
+  private forgetDeparted(known: ReadonlySet<string>): void {
+    for (const [address, link] of this.links) {
+      if (known.has(address) || link.inFlight > 0 || link.slotWaiters.length > 0 || link.connecting !== undefined) continue;
+      if (link.conn !== undefined && link.conn.pendingCount > 0) continue;
+      link.conn?.close();
+      this.links.delete(address);
+    }
+    for (const [address, w] of this.windows) {
+      if (!known.has(address) && w.inFlight === 0 && w.waitingEvents === 0) this.windows.delete(address);
+    }
   }
 
   /** One request to the listed nodes in turn (then any member), until one answers. */
@@ -888,7 +907,11 @@ export class TallyClient {
     const conn = await this.within(this.connection(address), deadlineMs, () => new TallyError(ErrorCode.UNAVAILABLE, `cannot connect to ${address} within ${timeoutMs} ms; the request was not sent, nothing was applied`));
     onActor?.(conn.welcome.actor);
     const link = this.links.get(address);
-    if (link === undefined) throw new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed');
+    if (link === undefined) {
+      // Closed, or forgotten as a departed member (forgetDeparted) just as it connected: not sent.
+      if (this.closed) throw new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed');
+      throw new TallyError(ErrorCode.UNAVAILABLE, `${address} is no longer a member; the request was not sent, nothing was applied`);
+    }
     await this.acquireSlot(link, deadlineMs);
     try {
       const left = deadlineMs - Date.now();

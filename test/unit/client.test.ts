@@ -18,6 +18,8 @@ type Answer = (req: Record<string, unknown>, n: number) => Reply | Promise<Reply
 interface FakeNode {
   address: string;
   frames: Record<string, unknown>[];
+  /** Client connections open now. */
+  open?: () => number;
   close(): Promise<void>;
 }
 
@@ -84,6 +86,7 @@ async function fakeNode(
   const node: FakeNode = {
     address: `127.0.0.1:${(wss.address() as AddressInfo).port}`,
     frames,
+    open: () => [...sockets].filter((s) => s.readyState === s.OPEN).length,
     close: () =>
       new Promise((r) => {
         for (const s of sockets) s.terminate();
@@ -551,6 +554,27 @@ describe('TallyClient, its promises and bounds', () => {
 });
 
 describe('TallyClient, its view of the cluster', () => {
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  const firstOn = (client: TallyClient, id: string): string => Array.from({ length: 1_000 }, (_, i) => `v${i}`).find((v) => client.replicasOf(v)[0]!.id === id) as string;
+
+  it('forgets a member that left once nothing is in flight to it, and closes its connection', async () => {
+    const a = await fakeNode(ack);
+    const b = await fakeNode(ack);
+    topology = pair(1, ['a', a], ['b', b]);
+    const client = await TallyClient.connect({ nodes: [a.address], topologyRefreshMs: 100 });
+    await client.countViewEvent(firstOn(client, 'b'));
+    expect(b.frames.length).toBe(1);
+    expect(b.open?.()).toBe(1);
+    topology = () => alone(a.address);
+    const deadline = Date.now() + 3_000;
+    while (b.open?.() !== 0 && Date.now() < deadline) await sleep(20);
+    expect(b.open?.(), 'connections to the member that left').toBe(0);
+    // Its key now goes to the member left, with no entry for the old address kept.
+    await client.countViewEvent('v-after');
+    expect(a.frames.length).toBe(1);
+    await client.close();
+  });
+
   it('takes no older answer to a topology refresh after a newer one', async () => {
     // The second refresh's answer (one member) is held until the third's (two members) is in,
     // then sent; no later refresh is answered.
