@@ -31,6 +31,7 @@ import { HashRing, tokensFor, type Hash64 } from '../protocol/hash-ring.js';
 import { MAX_EVENTS_PER_BATCH, MAX_FRAME_BYTES, MAX_QUERIES_PER_GET } from '../protocol/limits.js';
 import {
   Consistency,
+  eventsIn,
   type EventTuple,
   type QueryTuple,
   type Reply,
@@ -181,8 +182,11 @@ function backoffMs(attempt: number): number {
 
 /** One write call: settled once every frame holding some of its events has been answered. */
 interface Call {
+  /** The call's event entries, and the events they stand for (each entry's `count`). */
+  entries: number;
   events: number;
   pendingFrames: number;
+  ackedEntries: number;
   ackedEvents: number;
   error: TallyError | undefined;
   deadlineMs: number;
@@ -582,7 +586,7 @@ export class TallyClient {
   private write(events: EventTuple[], cl: Consistency): Promise<void> {
     if (this.closed) return Promise.reject(new TallyError(ErrorCode.CONNECTION_CLOSED, 'client closed'));
     return new Promise<void>((resolve, reject) => {
-      const call: Call = { events: events.length, pendingFrames: 0, ackedEvents: 0, error: undefined, deadlineMs: Date.now() + this.opts.timeoutMs, resolve, reject };
+      const call: Call = { entries: events.length, events: eventsIn(events), pendingFrames: 0, ackedEntries: 0, ackedEvents: 0, error: undefined, deadlineMs: Date.now() + this.opts.timeoutMs, resolve, reject };
       this.enqueueEvents(call, events, cl);
     });
   }
@@ -796,18 +800,24 @@ export class TallyClient {
     const call = part.call;
     if (call.pendingFrames === 0) return;
     call.pendingFrames -= 1;
-    if (err === undefined) call.ackedEvents += part.events.length;
+    if (err === undefined) {
+      call.ackedEntries += part.events.length;
+      call.ackedEvents += eventsIn(part.events);
+    }
     // A frame that may have been applied outranks one refused with nothing applied: the call's
     // error must not say "nothing applied" of events that may count.
     else if (call.error === undefined || (!OUTCOME_UNKNOWN.has(call.error.code) && OUTCOME_UNKNOWN.has(err.code))) call.error = err;
     if (call.pendingFrames > 0) return;
     if (call.error === undefined) call.resolve();
-    else if (call.ackedEvents === 0) call.reject(call.error);
+    else if (call.ackedEntries === 0) call.reject(call.error);
     else {
       call.reject(
         new TallyError(
           ErrorCode.PARTIAL_WRITE,
-          `${call.ackedEvents} of ${call.events} events are durable, the rest failed (${call.error.code}: ${call.error.message}); ` +
+          (call.events === call.entries
+            ? `${call.ackedEvents} of ${call.events} events are durable`
+            : `${call.ackedEntries} of ${call.entries} entries (${call.ackedEvents} of ${call.events} events, by their counts) are durable`) +
+            `, the rest failed (${call.error.code}: ${call.error.message}); ` +
             'retrying the whole call would count the durable ones twice',
           { cause: call.error },
         ),

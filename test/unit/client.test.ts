@@ -133,12 +133,17 @@ describe('TallyClient', () => {
   });
 
   it('says PARTIAL_WRITE, with how many events are durable, when only some frames of a call were acknowledged', async () => {
-    const node = await fakeNode((m, n) => (n === 2 ? { t: 'error', id: m.id, code: 'OVERLOADED', message: 'busy' } : ack(m, n)));
+    const node = await fakeNode((m, n) => (n % 3 === 2 ? { t: 'error', id: m.id, code: 'OVERLOADED', message: 'busy' } : ack(m, n)));
     const client = await TallyClient.connect({ nodes: [node.address], maxRetries: 0 });
-    // Three frames of 2,000: the second is refused.
+    // Three frames of 2,000: the second of each call is refused.
     await expect(client.processEvents(Array.from({ length: 6_000 }, () => ({ videoId: 'p' })))).rejects.toMatchObject({
       code: 'PARTIAL_WRITE',
       message: expect.stringMatching(/^4000 of 6000 events are durable, the rest failed \(OVERLOADED: busy\)/),
+    });
+    // Entries of several events each: both are said.
+    await expect(client.processEvents(Array.from({ length: 6_000 }, () => ({ videoId: 'p', count: 3 })))).rejects.toMatchObject({
+      code: 'PARTIAL_WRITE',
+      message: expect.stringMatching(/^4000 of 6000 entries \(12000 of 18000 events, by their counts\) are durable, the rest failed \(OVERLOADED: busy\)/),
     });
     await client.close();
   });
