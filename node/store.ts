@@ -316,13 +316,14 @@ export class Store {
   }
 
   /**
-   * The newest `limit` applied batch ids and the newest `limit` forward records, oldest first.
-   * Every record is read (in pages): keys are in batch id order, which says nothing of age, and
-   * a retry of an id left out would be applied again.
+   * The newest `limit` applied batch ids and the newest `limit` forward records, oldest first;
+   * older ones are deleted. Every record is read (in pages): keys are in batch id order, which
+   * says nothing of age, and a retry of an id left out would be applied again.
    */
   async loadBatches(limit: number): Promise<BatchRecord[]> {
     const applied: BatchRecord[] = [];
     const forwards: BatchRecord[] = [];
+    const keyOf = new Map<BatchRecord, string>();
     const section = sectionRange(BATCH_PREFIX);
     let gte = section.gte;
     for (;;) {
@@ -330,13 +331,24 @@ export class Store {
       for (const [key, bytes] of page) {
         const r = decodeBatchRecord(key.slice(BATCH_PREFIX.length), bytes);
         (r.forwardedTo === undefined ? applied : forwards).push(r);
+        keyOf.set(r, key);
       }
       const last = page[page.length - 1];
       if (last === undefined || page.length < LOAD_PAGE) break;
       gte = `${last[0]}\u0000`;
     }
-    const newest = (records: BatchRecord[]): BatchRecord[] => records.sort((a, b) => a.atMs - b.atMs).slice(Math.max(0, records.length - limit));
-    return [...newest(applied), ...newest(forwards)].sort((a, b) => a.atMs - b.atMs);
+    // The rest are older than every id kept, left by a burst past the cap: deleted here, since
+    // nothing else would ever delete them (a crash before it is done leaves them for the next start).
+    const older: KvOp[] = [];
+    const newest = (records: BatchRecord[]): BatchRecord[] => {
+      records.sort((a, b) => a.atMs - b.atMs);
+      const from = Math.max(0, records.length - limit);
+      for (let i = 0; i < from; i++) older.push({ type: 'del', key: keyOf.get(records[i] as BatchRecord) as string });
+      return records.slice(from);
+    };
+    const kept = [...newest(applied), ...newest(forwards)].sort((a, b) => a.atMs - b.atMs);
+    for (let i = 0; i < older.length; i += MAX_COMMIT_ENTRIES) await this.kv.write(older.slice(i, i + MAX_COMMIT_ENTRIES), false);
+    return kept;
   }
 
   /**

@@ -178,7 +178,7 @@ function suite(name: string, make: () => Promise<Harness>): void {
       expect((await store.loadBatches(10)).map((b) => b.batch)).toEqual(['c:2']);
     });
 
-    it('loads the newest batch ids and forward records, whatever their ids\' order', async () => {
+    it('loads the newest batch ids and forward records, whatever their ids\' order, and deletes the rest', async () => {
       // Key order is id order: a client whose ids sort last wrote the newest here.
       const old = Array.from({ length: 6 }, (_, i) => ({ batch: `aaa:${i}`, atMs: T0 + i }));
       const forwards = Array.from({ length: 6 }, (_, i) => ({ batch: `aab:${i}`, atMs: T0 + i, forwardedTo: [['n2,n3', 'n2#01']] as [string, string][] }));
@@ -188,6 +188,8 @@ function suite(name: string, make: () => Promise<Harness>): void {
       expect(loaded.filter((b) => b.forwardedTo === undefined).map((b) => b.batch)).toEqual(['aaa:3', 'aaa:4', 'aaa:5', 'zzz:1']);
       expect(loaded.filter((b) => b.forwardedTo !== undefined).map((b) => b.batch)).toEqual(['aab:2', 'aab:3', 'aab:4', 'aab:5']);
       expect(loaded.map((b) => b.atMs)).toEqual([...loaded.map((b) => b.atMs)].sort((a, b) => a - b));
+      // Those left out are older than every one kept, and gone from the store.
+      expect((await store.loadBatches(100)).map((b) => b.batch)).toEqual(loaded.map((b) => b.batch));
     });
 
     it('hints and batch ids: put, load (oldest first), delete, in the same atomic batch as slots', async () => {
