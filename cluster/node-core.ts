@@ -51,7 +51,7 @@ import type { MembershipConfig } from './membership-config.js';
 import { Membership, type KnownPeer, type MemberView, type MembershipEffect } from './membership.js';
 import type { Rng } from './prng.js';
 import { HintTable } from './hint-table.js';
-import { mergeRead, planSpans } from './read-plan.js';
+import { halveRead, mergeRead, planSpans } from './read-plan.js';
 import { replicasNeeded, type ReplicationConfig } from './replication-config.js';
 import { answerableRange, describeRetention, expiryCutoff, isExpired } from './retention.js';
 import { noStarts, WrittenFilter, WRITTEN_FILTER_BYTES, type StartsByResolution } from './written-filter.js';
@@ -600,7 +600,7 @@ export class NodeCore {
   private readonly sweptBefore = { m: Number.NEGATIVE_INFINITY, h: Number.NEGATIVE_INFINITY };
   private readonly reads = new Set<ReadOp>();
   private inFlightQueries = 0;
-  private readonly readsOut = new Map<number, { op: ReadOp; node: string; parts: [query: number, span: number][] }>();
+  private readonly readsOut = new Map<number, { op: ReadOp; node: string; spans: SpanTuple[]; parts: [query: number, span: number][] }>();
   private readonly replOut = new Map<number, ReplOut>();
   private readonly replInFlight = new Map<string, number>();
   /** Rebuilding peers this node is sending its ranges to: per peer, its generation and the stream. */
@@ -1879,17 +1879,7 @@ export class NodeCore {
         buckets += b;
       });
     }
-    for (const m of messages) {
-      const queries = new Set(m.parts.map(([qi]) => qi));
-      for (const qi of queries) {
-        const q = op.queries[qi] as ReadQuery;
-        q.pending.set(node, (q.pending.get(node) ?? 0) + 1);
-      }
-      const id = this.nextMsgId();
-      this.readsOut.set(id, { op, node, parts: m.parts });
-      if (node === this.id) this.scan(m.spans, (slots, message, code) => this.onReadReply(this.id, id, slots ?? [], slots === undefined ? (code ?? ErrorCode.INTERNAL) : undefined, message));
-      else this.send(node, { t: PeerMessageType.READ, id, spans: m.spans });
-    }
+    for (const m of messages) this.sendRead(op, node, m.spans, m.parts);
     // A query with no spans (an empty range) is complete at once.
     for (const qi of qs) {
       const q = op.queries[qi] as ReadQuery;
@@ -1898,12 +1888,35 @@ export class NodeCore {
     this.maybeFinishRead(op);
   }
 
+  /** Asks `node` for `spans` (each standing for the query and span beside it in `parts`) of `op`, in one message. */
+  private sendRead(op: ReadOp, node: string, spans: SpanTuple[], parts: [number, number][]): void {
+    for (const qi of new Set(parts.map(([qi]) => qi))) {
+      const q = op.queries[qi] as ReadQuery;
+      q.pending.set(node, (q.pending.get(node) ?? 0) + 1);
+    }
+    const id = this.nextMsgId();
+    this.readsOut.set(id, { op, node, spans, parts });
+    if (node === this.id) this.scan(spans, (slots, message, code) => this.onReadReply(this.id, id, slots ?? [], slots === undefined ? (code ?? ErrorCode.INTERNAL) : undefined, message));
+    else this.send(node, { t: PeerMessageType.READ, id, spans });
+  }
+
   private onReadReply(from: string, id: number, slots: readonly SpanSlot[], code: ErrorCode | undefined, message?: string): void {
     const r = this.readsOut.get(id);
     if (r === undefined || r.node !== from) return;
     this.readsOut.delete(id);
     const op = r.op;
     if (op.done) return;
+    const halves = code === ErrorCode.TOO_LARGE ? halveRead(r.spans, r.parts) : undefined;
+    if (halves !== undefined) {
+      // Its slots would not fit one reply (many actors per bucket): the same replica is asked
+      // again in two halves, each standing in for this message in what its queries await.
+      for (const [spans, parts] of halves) this.sendRead(op, from, spans, parts);
+      for (const qi of new Set(r.parts.map(([qi]) => qi))) {
+        const q = op.queries[qi] as ReadQuery;
+        q.pending.set(from, (q.pending.get(from) ?? 1) - 1);
+      }
+      return;
+    }
     if (code !== undefined) {
       // A replica that cannot answer is replaced by another at once; when too few are left to meet
       // the level, the read fails now, with the replica's reason, rather than at its timeout.

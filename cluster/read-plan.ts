@@ -63,3 +63,32 @@ export function mergeRead(spans: readonly SpanTuple[], answers: ReadonlyMap<stri
   }
   return { stats: [total.count, total.sum, total.min, total.max], repairs };
 }
+
+/**
+ * A replica message's spans (and, beside each, what it stands for) in two halves, for a replica
+ * whose answer to them would not fit one message (TOO_LARGE: a bucket holds a slot per actor, so
+ * MAX_BUCKETS_PER_READ buckets can hold more than MAX_SLOTS_PER_MESSAGE slots): the spans split
+ * in two lists, or a lone span at its middle bucket. Undefined for a lone bucket, which cannot be
+ * split.
+ */
+export function halveRead<P>(spans: readonly SpanTuple[], parts: readonly P[]): [spans: SpanTuple[], parts: P[]][] | undefined {
+  if (spans.length > 1) {
+    const mid = Math.ceil(spans.length / 2);
+    return [
+      [spans.slice(0, mid), parts.slice(0, mid)],
+      [spans.slice(mid), parts.slice(mid)],
+    ];
+  }
+  const span = spans[0];
+  const part = parts[0] as P;
+  if (span === undefined) return undefined;
+  const [videoId, eventType, res, start, end] = span;
+  const width = RESOLUTION_MS[res];
+  const buckets = (end - start) / width;
+  if (buckets < 2) return undefined;
+  const mid = start + Math.floor(buckets / 2) * width;
+  return [
+    [[[videoId, eventType, res, start, mid]], [part]],
+    [[[videoId, eventType, res, mid, end]], [part]],
+  ];
+}

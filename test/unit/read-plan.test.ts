@@ -1,6 +1,6 @@
 /** The read coordinator's arithmetic: spans asked for, and replicas' answers joined, summed and diffed. */
 import { describe, expect, it } from 'vitest';
-import { mergeRead, planSpans } from '../../cluster/read-plan.js';
+import { halveRead, mergeRead, planSpans } from '../../cluster/read-plan.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS } from '../../cluster/time-buckets.js';
 import { MAX_BUCKETS_PER_READ, type SpanSlot } from '../../protocol/peer.js';
 
@@ -15,6 +15,21 @@ describe('planSpans', () => {
     const long = planSpans('v', 'view', T, T + 3000 * DAY_MS);
     expect(long.every(([, , res, s, e]) => res === 'd' && (e - s) / DAY_MS <= MAX_BUCKETS_PER_READ)).toBe(true);
     expect(long.reduce((a, [, , , s, e]) => a + (e - s) / DAY_MS, 0)).toBe(3000);
+  });
+});
+
+describe('halveRead', () => {
+  it('halves a message by its spans, then a lone span at its middle bucket, down to one bucket', () => {
+    const spans = planSpans('v', 'view', T + 30 * MINUTE_MS, T + DAY_MS + 2 * HOUR_MS);
+    expect(halveRead(spans, ['a', 'b'])).toEqual([
+      [[spans[0]], ['a']],
+      [[spans[1]], ['b']],
+    ]);
+    expect(halveRead([['v', 'view', 'd', T, T + 5 * DAY_MS]], [7])).toEqual([
+      [[['v', 'view', 'd', T, T + 2 * DAY_MS]], [7]],
+      [[['v', 'view', 'd', T + 2 * DAY_MS, T + 5 * DAY_MS]], [7]],
+    ]);
+    expect(halveRead([['v', 'view', 'm', T, T + MINUTE_MS]], [7])).toBeUndefined();
   });
 });
 
