@@ -1937,7 +1937,10 @@ export class NodeCore {
     for (const [qi] of r.parts) touched.add(qi);
     for (const s of slots) {
       const part = r.parts[s[0]];
-      if (part === undefined) continue;
+      const span = r.spans[s[0]];
+      if (part === undefined || span === undefined) continue;
+      // Only the buckets asked for: anything else a replica says is neither counted nor repaired.
+      if (s[1] < span[3] || s[1] >= span[4] || s[1] % RESOLUTION_MS[span[2]] !== 0) continue;
       const q = op.queries[part[0]] as ReadQuery;
       // Re-index the slot by the span's index within its query.
       q.slots.get(from)?.push([part[1], s[1], s[2], s[3], s[4], s[5], s[6]]);

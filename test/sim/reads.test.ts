@@ -5,9 +5,10 @@
  */
 import { describe, expect } from 'vitest';
 import type { CoreReply } from '../../cluster/node-core.js';
-import { DAY_MS } from '../../cluster/time-buckets.js';
+import { DAY_MS, HOUR_MS } from '../../cluster/time-buckets.js';
 import { Consistency, type EventTuple, type QueryTuple } from '../../protocol/messages.js';
 import { EPOCH_MS, ReplicationSim } from './replication-sim.js';
+import { PeerMessageType, type PeerMessage } from '../../protocol/peer.js';
 import { simTest } from './sim-seed.js';
 
 const FILE = 'test/sim/reads.test.ts';
@@ -49,5 +50,33 @@ describe('reads (simulation)', () => {
     for (const cl of [Consistency.ONE, Consistency.QUORUM, Consistency.ALL]) {
       expect(read(sim, 'n1', [['old', 'view', first, today]], cl), cl).toEqual({ ok: true, stats: [[3 * days, 3 * days, 1, 1]] });
     }
+  });
+
+  simTest(FILE, "a replica's answer holding slots outside the buckets asked for counts none of them, and repairs no one with them", (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 3 });
+    sim.startAll();
+    sim.settle();
+    const day = Math.floor(EPOCH_MS / DAY_MS) * DAY_MS - DAY_MS;
+    expect(write(sim, 'n1', [['v', 'view', day + HOUR_MS, 5, 2]], 'w1')).toMatchObject({ ok: true });
+    // n2 answers every read with a slot of the bucket after the span it was asked for, and one
+    // not aligned to the span's resolution, besides what it holds.
+    const send = sim.net.send.bind(sim.net);
+    sim.net.send = (from: string, to: string, msg: PeerMessage): void => {
+      if (to !== 'n2' || msg.t !== PeerMessageType.READ) return send(from, to, msg);
+      const [, , res, start, end] = msg.spans[0]!;
+      const slots = [
+        [0, end, 'n9#00000001', 7, 7, 1, 1],
+        [0, start + 1, 'n9#00000001', 7, 7, 1, 1],
+        [0, start, 'n1#00000001', 2, 10, 5, 5],
+      ] as const;
+      expect(res).toBe('d');
+      send('n2', from, { t: PeerMessageType.READ_REPLY, id: msg.id, slots: slots.map((x) => [...x]) } as PeerMessage);
+    };
+    for (const cl of [Consistency.QUORUM, Consistency.ALL]) {
+      expect(read(sim, 'n1', [['v', 'view', day, day + DAY_MS]], cl), cl).toEqual({ ok: true, stats: [[2, 10, 5, 5]] });
+    }
+    sim.net.send = send;
+    sim.run(2_000);
+    for (const n of sim.nodes) expect([...n.disk.all().keys()].filter((k) => k.includes('n9#')), n.id).toEqual([]);
   });
 });
