@@ -180,6 +180,7 @@ export class NodeMetrics {
         ['hello_timeout', 'helloTimeouts'],
         ['frame_timeout', 'frameTimeouts'],
         ['idle', 'idleClosed'],
+        ['reply_timeout', 'replyTimeouts'],
       ];
       return reasons.map(([reason, k]) => [{ reason }, s[k] ?? 0]);
     });

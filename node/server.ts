@@ -14,8 +14,8 @@
  * The edge holds under abuse: every TCP socket counts against `maxConnections` from the moment it
  * is accepted (a socket still silent when the table is full is the first to go), and against
  * `maxConnectionsPerAddress` for its source address; a socket must finish its TLS handshake and
- * its first HTTP request or upgrade, a WebSocket its hello, and a frame begun its last byte, each
- * within a deadline; a client connection idle for long is closed; and the bytes of frames and
+ * its first HTTP request or upgrade, a WebSocket its hello, a frame begun its last byte, and an
+ * HTTP client its reply, each within a deadline; a client connection idle for long is closed; and the bytes of frames and
  * request bodies received in part are bounded across all connections together (past the bound,
  * connections are read no further until it frees). The node keeps file descriptors for its own store
  * (node/config.ts `fitConnectionsToFiles`).
@@ -170,6 +170,9 @@ interface Conn {
   /** Last frame received, and requests awaiting replies (for the idle deadline). */
   lastFrameAt: number;
   inFlight: number;
+  /** The stream HTTP replies are written to (the TLS socket under TLS), and since when a reply has waited in it unread (0: none). */
+  replyTo: Socket | undefined;
+  replyWaitingSince: number;
 }
 
 export class TallyServer {
@@ -203,6 +206,8 @@ export class TallyServer {
     frameTimeouts: 0,
     /** Client connections closed after idling. */
     idleClosed: 0,
+    /** HTTP connections closed for leaving a reply unread past the frame deadline. */
+    replyTimeouts: 0,
     /** Times a connection was paused (not read from) because partly received frames filled their bound. */
     partialPaused: 0,
     /** Clients refused for a missing or wrong token, or a request their token does not allow. */
@@ -344,6 +349,8 @@ export class TallyServer {
       partialSince: 0,
       lastFrameAt: now,
       inFlight: 0,
+      replyTo: undefined,
+      replyWaitingSince: 0,
     };
     this.conns.set(conn.key, conn);
     this.perAddress.set(address, fromAddress + 1);
@@ -410,6 +417,9 @@ export class TallyServer {
       } else if (c.partial > 0 && now - c.partialSince > o.frameTimeoutMs) {
         this.stats.frameTimeouts += 1;
         this.drop(c);
+      } else if (c.stage === Stage.HTTP && this.replyUnread(c, now)) {
+        this.stats.replyTimeouts += 1;
+        this.drop(c);
       } else if (c.stage === Stage.CLIENT && o.idleTimeoutMs > 0 && c.inFlight === 0 && now - c.lastFrameAt > o.idleTimeoutMs) {
         this.stats.idleClosed += 1;
         c.ws?.close(1000, 'idle');
@@ -417,6 +427,20 @@ export class TallyServer {
         c.stageAt = now;
       }
     }
+  }
+
+  /**
+   * Whether an HTTP reply has waited in `c`'s socket, unread by the other end, for longer than the
+   * frame deadline. Node sets no such deadline: a client that asks and never reads (pipelined
+   * requests fill the socket's buffers) would hold its socket, and its place in the table, for good.
+   */
+  private replyUnread(c: Conn, now: number): boolean {
+    if ((c.replyTo?.writableLength ?? 0) === 0) {
+      c.replyWaitingSince = 0;
+      return false;
+    }
+    if (c.replyWaitingSince === 0) c.replyWaitingSince = now;
+    return now - c.replyWaitingSince > this.opts.frameTimeoutMs;
   }
 
   /**
@@ -484,6 +508,7 @@ export class TallyServer {
       c.stage = Stage.HTTP;
       c.stageAt = Date.now();
     }
+    c.replyTo = req.socket;
     const access = this.accessOf(bearer(req.headers.authorization));
     const ctx: HttpContext = {
       access,

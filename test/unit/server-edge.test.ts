@@ -1,0 +1,98 @@
+/**
+ * The server's edge on real loopback sockets, without a node behind it: the bounds that keep a
+ * socket from holding its place in the connection table for good.
+ */
+import { connect, type Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { httpApi } from '../../node/http-api.js';
+import { TallyServer, type ServerOptions } from '../../node/server.js';
+import { statusPage } from '../../node/status-page.js';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function server(overrides: Partial<ServerOptions> = {}): Promise<{ server: TallyServer; port: number }> {
+  const s = new TallyServer(
+    {
+      host: '127.0.0.1', port: 0, nodeId: 'n1', zone: 'z1', cluster: 'tally', clusterSecret: undefined, rf: 1, retention: [14, 400],
+      maxInFlightPerConnection: 8, maxSocketBufferedBytes: 1 << 20, maxConnections: 16, maxConnectionsPerAddress: 16,
+      handshakeTimeoutMs: 1_000, helloTimeoutMs: 1_000, frameTimeoutMs: 1_000, idleTimeoutMs: 0, maxPartialBytes: 64 << 20,
+      ...overrides,
+    },
+    { handle: () => Promise.reject(new Error('no requests here')) },
+  );
+  s.setHttpHandler(
+    httpApi({
+      handle: () => Promise.reject(new Error('no requests here')),
+      status: () => ({}),
+      ready: () => ({ ready: true, reason: 'serving' }),
+      metrics: async () => ({ contentType: 'text/plain', body: '' }),
+      page: statusPage,
+    }),
+  );
+  const { port } = await s.listen();
+  cleanups.push(() => s.close());
+  return { server: s, port };
+}
+
+function socket(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1');
+    s.once('connect', () => resolve(s));
+    s.once('error', reject);
+    s.on('error', () => {});
+    cleanups.push(() => void s.destroy());
+  });
+}
+
+const closed = (s: Socket): Promise<void> => new Promise((r) => (s.destroyed ? r() : s.once('close', () => r())));
+
+const until = async (check: () => boolean, timeoutMs: number): Promise<void> => {
+  const end = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+describe('TallyServer edge', () => {
+  it('cuts an HTTP client that asks and never reads its replies, so it cannot hold its place for good', async () => {
+    const { server: s, port } = await server({ maxConnections: 2 });
+    // Two sockets take the table; each pipelines requests for the status page and reads nothing.
+    const readers = [await socket(port), await socket(port)];
+    for (const r of readers) {
+      r.pause();
+      r.write('GET / HTTP/1.1\r\nHost: tally\r\n\r\n'.repeat(1_000));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    expect(s.load.byStage.http).toBe(2);
+    // Cut once a reply has waited unread past the frame deadline (1 s, swept every 250 ms).
+    await until(() => s.load.connections === 0, 3_000);
+    expect(s.stats.replyTimeouts).toBe(2);
+    for (const r of readers) r.resume();
+    await Promise.all(readers.map(closed));
+    // The table has room again: a newcomer is served.
+    const newcomer = await socket(port);
+    const answer = await new Promise<string>((resolve) => {
+      let text = '';
+      newcomer.on('data', (d: Buffer) => (text += d.toString()));
+      newcomer.on('close', () => resolve(text));
+      newcomer.write('GET /healthz HTTP/1.1\r\nHost: tally\r\nConnection: close\r\n\r\n');
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
+  it('lets a slow HTTP request that reads its reply keep its connection', async () => {
+    const { server: s, port } = await server();
+    const r = await socket(port);
+    let text = '';
+    r.on('data', (d: Buffer) => (text += d.toString()));
+    r.write('GET / HTTP/1.1\r\nHost: tally\r\n\r\n'.repeat(20));
+    await new Promise((res) => setTimeout(res, 1_800));
+    expect(r.destroyed).toBe(false);
+    expect(text.split('HTTP/1.1 200 ').length - 1).toBe(20);
+    expect(s.stats.replyTimeouts).toBe(0);
+  });
+});
