@@ -179,7 +179,7 @@ export class TallyServer {
   private server: HttpServer | undefined;
   private wss: WebSocketServer | undefined;
   private sweeper: NodeJS.Timeout | undefined;
-  /** Every accepted socket, by `remoteAddress|remotePort` (the same for a TLS socket and its TCP one). */
+  /** Every accepted socket, by its addresses and ports (the same for a TLS socket and its TCP one; see connKey). */
   private readonly conns = new Map<string, Conn>();
   private readonly perAddress = new Map<string, number>();
   private partialTotal = 0;
@@ -337,7 +337,7 @@ export class TallyServer {
     }
     const now = Date.now();
     const conn: Conn = {
-      key: `${address}|${socket.remotePort}`,
+      key: connKey(socket),
       address,
       socket,
       stream: undefined,
@@ -370,7 +370,7 @@ export class TallyServer {
 
   /** The socket of `socket`'s connection (a TLS socket shares its TCP socket's address and port). */
   private connOf(socket: Socket): Conn | undefined {
-    return this.conns.get(`${socket.remoteAddress}|${socket.remotePort}`);
+    return this.conns.get(connKey(socket));
   }
 
   /**
@@ -800,6 +800,15 @@ export class TallyServer {
     };
     return link;
   }
+}
+
+/**
+ * A socket's key: both ends' addresses and ports. The remote end alone is not unique: a node
+ * listening on several addresses can hold two sockets from one source address and port, and the
+ * second would take the first's entry, leaving the first outside the table and its deadlines.
+ */
+function connKey(socket: Socket): string {
+  return `${socket.remoteAddress}|${socket.remotePort}|${socket.localAddress}|${socket.localPort}`;
 }
 
 /** The token of an `Authorization: Bearer <token>` header. */

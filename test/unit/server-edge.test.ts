@@ -4,6 +4,7 @@
  */
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { httpApi } from '../../node/http-api.js';
 import { TallyServer, type ServerOptions } from '../../node/server.js';
 import { statusPage } from '../../node/status-page.js';
@@ -82,6 +83,30 @@ describe('TallyServer edge', () => {
       newcomer.write('GET /healthz HTTP/1.1\r\nHost: tally\r\nConnection: close\r\n\r\n');
     });
     expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
+  it('keeps two sockets from one source address and port apart when it listens on several addresses', async () => {
+    // On 0.0.0.0, 127.0.0.1 and 127.0.0.2 are two of the node's addresses: one source port may reach both.
+    const { server: s, port } = await server({ host: '0.0.0.0', helloTimeoutMs: 500 });
+    const sockets = await Promise.all(
+      ['127.0.0.1', '127.0.0.2'].map(
+        (host) =>
+          new Promise<WebSocket>((resolve, reject) => {
+            const ws = new WebSocket(`ws://${host}:${port}/`, { localAddress: '127.0.0.5', localPort: 40_000 + (process.pid % 20_000) });
+            cleanups.push(() => ws.terminate());
+            ws.once('open', () => resolve(ws));
+            ws.once('error', reject);
+          }),
+      ),
+    );
+    expect(s.load.connections).toBe(2);
+    // Neither says hello: both meet the hello deadline.
+    const codes = await Promise.race([
+      Promise.all(sockets.map((ws) => new Promise<number>((r) => ws.once('close', (code) => r(code))))),
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), 3_000)),
+    ]);
+    expect(codes).toEqual([1008, 1008]);
+    expect(s.stats.helloTimeouts).toBe(2);
   });
 
   it('lets a slow HTTP request that reads its reply keep its connection', async () => {
