@@ -6,7 +6,7 @@
  * that names the cluster and the node, and both ends prove the cluster secret over fresh nonces
  * (protocol/peer-auth.ts) before anything else crosses it. Connections
  * are persistent and reopened on demand with exponential backoff and jitter. What is queued for a
- * peer is bounded (MAX_PEER_QUEUE_FRAMES while connecting, maxBufferedBytes on an open socket):
+ * peer is bounded (MAX_PEER_QUEUE_FRAMES and maxBufferedBytes while connecting, maxBufferedBytes on an open socket):
  * past it, frames are dropped, counted and reported (`onDropped`): gossip repeats itself every
  * round, and a coordinator turns a dropped replication into a hint. When our connection to a peer
  * drops, that is reported as evidence to the failure detector.
@@ -58,7 +58,7 @@ export interface PeerTransportOptions {
   connectTimeoutMs: number;
   backoffBaseMs: number;
   backoffMaxMs: number;
-  /** Bytes queued on an open socket beyond which new frames are dropped. */
+  /** Bytes queued on an open socket beyond which new frames are dropped; also the most kept while connecting. */
   maxBufferedBytes: number;
   /** Dial peers over TLS (`wss://`), trusting `ca` (undefined: the system's CAs). */
   tls?: { ca?: string | Buffer };
@@ -90,6 +90,8 @@ interface OutLink {
   open: boolean;
   remoteId: string | undefined;
   queue: { frame: Buffer; message: PeerMessage }[];
+  /** Bytes of the frames in `queue`. */
+  queuedBytes: number;
   failures: number;
   retryAtMs: number;
   lastUsedMs: number;
@@ -136,12 +138,16 @@ export class PeerTransport implements PeerHandler {
       return true;
     }
     if (link.ws === undefined && Date.now() < link.retryAtMs) return this.drop();
-    if (link.queue.length >= MAX_PEER_QUEUE_FRAMES) {
-      const oldest = link.queue.shift();
+    // Frames of up to MAX_FRAME_BYTES each: bounded in bytes too, or a few peers slow to answer
+    // would hold tens of MiB of replication each.
+    while (link.queue.length > 0 && (link.queue.length >= MAX_PEER_QUEUE_FRAMES || link.queuedBytes + frame.length > this.opts.maxBufferedBytes)) {
+      const oldest = link.queue.shift() as { frame: Buffer; message: PeerMessage };
+      link.queuedBytes -= oldest.frame.length;
       this.stats.dropped += 1;
-      if (oldest !== undefined) this.onDropped(address, [oldest.message]);
+      this.onDropped(address, [oldest.message]);
     }
     link.queue.push({ frame, message });
+    link.queuedBytes += frame.length;
     if (link.ws === undefined) this.connect(link);
     return true;
   }
@@ -202,6 +208,7 @@ export class PeerTransport implements PeerHandler {
     this.closed = true;
     for (const link of this.out.values()) {
       link.queue = [];
+      link.queuedBytes = 0;
       link.ws?.close(1001, 'node stopping');
     }
     this.out.clear();
@@ -214,7 +221,7 @@ export class PeerTransport implements PeerHandler {
     let link = this.out.get(address);
     if (link === undefined) {
       if (this.out.size >= MAX_PEER_LINKS) this.evictOne();
-      link = { address, ws: undefined, open: false, remoteId: undefined, queue: [], failures: 0, retryAtMs: 0, lastUsedMs: 0 };
+      link = { address, ws: undefined, open: false, remoteId: undefined, queue: [], queuedBytes: 0, failures: 0, retryAtMs: 0, lastUsedMs: 0 };
       this.out.set(address, link);
     }
     link.lastUsedMs = Date.now();
@@ -248,6 +255,7 @@ export class PeerTransport implements PeerHandler {
     this.stats.dropped += link.queue.length;
     const messages = link.queue.map((q) => q.message);
     link.queue = [];
+    link.queuedBytes = 0;
     this.onDropped(link.address, messages);
   }
 
@@ -340,6 +348,7 @@ export class PeerTransport implements PeerHandler {
         this.stats.sent += 1;
       }
       link.queue = [];
+      link.queuedBytes = 0;
     });
     ws.on('error', () => {
       // 'close' follows.

@@ -138,6 +138,19 @@ describe('PeerTransport', () => {
     expect(a.transport.stats.dropped).toBe(36);
   });
 
+  it('keeps at most maxBufferedBytes of frames for a peer that has not answered yet', async () => {
+    const a = await peer('a');
+    const dropped: number[] = [];
+    a.transport.onDropped = (_address, messages) => dropped.push(...messages.map((m) => (m as { id: number }).id));
+    const silent = await silentPort();
+    // Replication frames run to hundreds of KiB; ten of 900 KB are twice the 4 MiB bound.
+    const big = (i: number): PeerMessage => ({ t: 'repl-ack', id: i, pad: Buffer.alloc(900_000) }) as unknown as PeerMessage;
+    for (let i = 0; i < 10; i++) expect(a.transport.send(silent, big(i))).toBe(true);
+    // The oldest go first: the newest four (3.6 MB) are kept.
+    expect(dropped).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(a.transport.stats.dropped).toBe(6);
+  });
+
   it('forgets old links rather than refuse new ones when addresses churn', async () => {
     const a = await peer('a');
     const b = await peer('b');
