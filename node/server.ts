@@ -515,7 +515,19 @@ export class TallyServer {
       bodyBytes: (n) => this.notePartial(c, n),
       bodyDone: () => this.releasePartial(c),
     };
-    res.on('close', () => this.releasePartial(c));
+    // Pipelined requests reach this all at once (Node queues their replies in order, not their
+    // handling): as on a WebSocket, at most maxInFlightPerConnection are handled at a time.
+    if (c.inFlight >= this.opts.maxInFlightPerConnection) {
+      this.countError(ErrorCode.OVERLOADED);
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
+      res.end(`${JSON.stringify({ error: { code: ErrorCode.OVERLOADED, message: `connection has ${c.inFlight} requests awaiting replies, the limit is ${this.opts.maxInFlightPerConnection}` } })}\n`);
+      return;
+    }
+    c.inFlight += 1;
+    res.on('close', () => {
+      c.inFlight -= 1;
+      this.releasePartial(c);
+    });
     if (this.http === undefined) {
       res.writeHead(503, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error: { code: ErrorCode.NOT_READY, message: 'the node is starting' } })}\n`);
       return;

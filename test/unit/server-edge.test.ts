@@ -14,7 +14,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function server(overrides: Partial<ServerOptions> = {}): Promise<{ server: TallyServer; port: number }> {
+async function server(overrides: Partial<ServerOptions> = {}, handle: () => Promise<never> = () => Promise.reject(new Error('no requests here'))): Promise<{ server: TallyServer; port: number }> {
   const s = new TallyServer(
     {
       host: '127.0.0.1', port: 0, nodeId: 'n1', zone: 'z1', cluster: 'tally', clusterSecret: undefined, rf: 1, retention: [14, 400],
@@ -26,7 +26,7 @@ async function server(overrides: Partial<ServerOptions> = {}): Promise<{ server:
   );
   s.setHttpHandler(
     httpApi({
-      handle: () => Promise.reject(new Error('no requests here')),
+      handle,
       status: () => ({}),
       ready: () => ({ ready: true, reason: 'serving' }),
       metrics: async () => ({ contentType: 'text/plain', body: '' }),
@@ -59,8 +59,20 @@ const until = async (check: () => boolean, timeoutMs: number): Promise<void> => 
 };
 
 describe('TallyServer edge', () => {
+  it('holds pipelined HTTP requests on one connection to the same bound as a WebSocket\'s', async () => {
+    let handled = 0;
+    const { server: s, port } = await server({}, () => {
+      handled += 1;
+      return new Promise<never>(() => {}); // a read that never ends
+    });
+    const sock = await socket(port);
+    sock.write('GET /v1/count?videoId=v1 HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(20));
+    await until(() => s.stats.httpRequests >= 20, 2_000);
+    expect(handled, 'requests passed on while 8 await replies').toBe(8);
+  });
+
   it('cuts an HTTP client that asks and never reads its replies, so it cannot hold its place for good', async () => {
-    const { server: s, port } = await server({ maxConnections: 2 });
+    const { server: s, port } = await server({ maxConnections: 2, maxInFlightPerConnection: 1_024 });
     // Two sockets take the table; each pipelines requests for the status page and reads nothing.
     const readers = [await socket(port), await socket(port)];
     for (const r of readers) {
@@ -110,7 +122,7 @@ describe('TallyServer edge', () => {
   });
 
   it('lets a slow HTTP request that reads its reply keep its connection', async () => {
-    const { server: s, port } = await server();
+    const { server: s, port } = await server({ maxInFlightPerConnection: 1_024 });
     const r = await socket(port);
     let text = '';
     r.on('data', (d: Buffer) => (text += d.toString()));
