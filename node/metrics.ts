@@ -87,7 +87,7 @@ export class NodeMetrics {
     });
     this.requests = new Counter({
       name: 'tally_requests_total',
-      help: 'Requests the node answered (over WebSocket or HTTP), by type and code (OK, or the error code)',
+      help: 'Requests the node handled (over WebSocket or HTTP), by type and code (OK, or the error code); refusals at the edge are in tally_errors_total only',
       labelNames: ['type', 'code'],
       registers: [r],
     });
