@@ -2686,8 +2686,10 @@ export class NodeCore {
       // A replica still up but behind on its commits (under load) acks late. Hinting what it is
       // about to acknowledge would only add work where there is too much already (a hint is a
       // store write now, a scan and a resend later), and its late ack would no longer count for
-      // the writes waiting on it. So it is waited for, while the failure detector holds it up.
-      if ((r.kind === 'commit' || r.kind === 'hint') && this.isUp(r.peer) && this.now < r.sentMs + this.cfg.replAckMaxWaitMs) {
+      // the writes waiting on it. So it is waited for, while the failure detector holds it up. So
+      // are a stream's pages: given up at the first timeout, a stream to such a replica started
+      // again from the same page for ever and never ended (nor did a repair or a ring change).
+      if (r.kind !== 'repair' && this.isUp(r.peer) && this.now < r.sentMs + this.cfg.replAckMaxWaitMs) {
         r.deadlineMs = Math.min(this.now + this.cfg.replAckTimeoutMs, r.sentMs + this.cfg.replAckMaxWaitMs);
         continue;
       }

@@ -32,7 +32,7 @@ export interface ReplicationConfig {
    * the failure detector holds it down; while it holds it up, not before replAckMaxWaitMs.
    */
   replAckTimeoutMs: number;
-  /** The longest a replicated commit (or hint replay) waits for the ack of a replica that is up. */
+  /** The longest a replicated commit (or hint replay, or stream page) waits for the ack of a replica that is up. */
   replAckMaxWaitMs: number;
   /** Replication messages awaiting an ack from one peer, at most; past it, slots become hints. */
   maxReplInFlightPerPeer: number;

@@ -181,4 +181,25 @@ describe('anti-entropy on the composed core', () => {
     expect(rounds[1]?.leavesDiffered).toBeGreaterThan(0);
     expect(divergence(sim)).toEqual([]);
   }, 60_000);
+
+  simTest(FILE, 'a replica whose commits take longer than the ack timeout is still repaired: its pages are waited for while it is up', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 3, replication: { repairIntervalMs: 0 } });
+    sim.startAll();
+    sim.settle();
+    load(sim, 50, 500, Consistency.ALL);
+    sim.crash('n2');
+    const lost = sim.deleteSlots('n2', (key) => Number(key.split('\u0000')[0]?.slice('video-'.length)) % 5 === 1);
+    expect(lost).toBeGreaterThan(0);
+    sim.start('n2');
+    sim.settle();
+    // n2 is up but behind: each of its commits takes 1.5 s, longer than replAckTimeoutMs (1 s).
+    sim.node('n2').commitDelayMs = 1_500;
+    const rounds: RepairRound[] = [];
+    sim.repair('n1', (r) => rounds.push(r));
+    sim.run(20_000);
+    expect(rounds).toHaveLength(1);
+    expect(rounds[0]?.failed).toBe(0);
+    expect(rounds[0]?.slotsSent).toBeGreaterThanOrEqual(lost);
+    expect(divergence(sim)).toEqual([]);
+  }, 60_000);
 });

@@ -124,6 +124,8 @@ export interface SimNodeState {
   lastCommitFailed?: boolean;
   /** Why the node stopped for good (decommissioned, or removed by a peer); never started again. */
   removed?: string;
+  /** Each of its commits takes this long (a node behind under load), instead of the store delay. */
+  commitDelayMs?: number;
 }
 
 export interface ReplicationSimOptions {
@@ -389,7 +391,7 @@ export class ReplicationSim {
       const injected = (node.failCommits ?? 0) > 0;
       if (injected) node.failCommits = (node.failCommits ?? 0) - 1;
       // As the store: a commit is written after the one before it, never first.
-      node.commitDoneAtMs = Math.max(this.nowMs + this.storeDelayMs(), node.commitDoneAtMs + 0.01);
+      node.commitDoneAtMs = Math.max(this.nowMs + (node.commitDelayMs ?? this.storeDelayMs()), node.commitDoneAtMs + 0.01);
       this.queue.schedule(node.commitDoneAtMs, () => this.onNode(node, inc, () => {
         // As the store: one made on top of a commit that failed is not written either.
         const failure = injected ? 'simulated: the disk is full' : batch.afterInFlight && node.lastCommitFailed === true ? 'the commit before it failed' : undefined;
