@@ -229,6 +229,12 @@ const MAX_INBOUND_REPAIRS = 2;
  * their stores differ in size: seconds.
  */
 const REPAIR_IDLE_TIMEOUT_MS = 10_000;
+/**
+ * On-demand repair rounds (`tally repair`) a node holds at once, the one under way included; one
+ * more is refused OVERLOADED. Each compares with every peer, one after another, so more would
+ * only wait, holding their callers, long after those gave up.
+ */
+export const MAX_REPAIR_ROUNDS = 4;
 /** An on-demand round asks a busy peer again after this long, this many times at most (a minute). */
 const BUSY_RETRY_MS = 250;
 const MAX_BUSY_RETRIES = 240;
@@ -2434,6 +2440,10 @@ export class NodeCore {
   private requestRepair(req: number): void {
     if (!this.mayRepair()) {
       this.out.replies.push({ req, reply: { ok: false, code: ErrorCode.NOT_READY, message: `${this.id} is still joining the ring or being rebuilt; repair it once it is done` } });
+      return;
+    }
+    if (this.repairRounds.length >= MAX_REPAIR_ROUNDS) {
+      this.out.replies.push({ req, reply: { ok: false, code: ErrorCode.OVERLOADED, message: `${this.id} has ${this.repairRounds.length} repair rounds waiting or under way, the most it holds; retry once they are done` } });
       return;
     }
     const peers = this.repairPeers();

@@ -7,7 +7,7 @@
  */
 import { describe, expect } from 'vitest';
 import { DAY_MS, HOUR_MS } from '../../cluster/time-buckets.js';
-import type { RepairRound } from '../../cluster/node-core.js';
+import { MAX_REPAIR_ROUNDS, type RepairRound } from '../../cluster/node-core.js';
 import { Consistency, type EventTuple } from '../../protocol/messages.js';
 import { divergence, EPOCH_MS, ReplicationSim } from './replication-sim.js';
 import { report, simTest } from './sim-seed.js';
@@ -201,5 +201,23 @@ describe('anti-entropy on the composed core', () => {
     expect(rounds[0]?.failed).toBe(0);
     expect(rounds[0]?.slotsSent).toBeGreaterThanOrEqual(lost);
     expect(divergence(sim)).toEqual([]);
+  }, 60_000);
+
+  simTest(FILE, 'tally repair asked for far more often than rounds can run is refused OVERLOADED past a bound; the rounds it took all end', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 3, replication: { repairIntervalMs: 0 } });
+    sim.startAll();
+    sim.settle();
+    load(sim, 20, 200, Consistency.ALL);
+    const rounds: RepairRound[] = [];
+    const refused: string[] = [];
+    for (let i = 0; i < 50; i++) sim.repair('n1', (r) => rounds.push(r), (code) => refused.push(code));
+    sim.run(30_000);
+    expect(rounds).toHaveLength(MAX_REPAIR_ROUNDS);
+    expect(refused).toEqual(Array.from({ length: 50 - MAX_REPAIR_ROUNDS }, () => 'OVERLOADED'));
+    for (const r of rounds) expect(r).toMatchObject({ peers: 2, sessions: 2, failed: 0 });
+    // Once they are done, a round is taken again.
+    sim.repair('n1', (r) => rounds.push(r), (code) => refused.push(code));
+    sim.run(5_000);
+    expect(rounds).toHaveLength(MAX_REPAIR_ROUNDS + 1);
   }, 60_000);
 });

@@ -307,9 +307,10 @@ export class ReplicationSim {
   }
 
   /** `tally repair` on node `id`: a comparison with each peer, one after another. */
-  repair(id: string, done: (round: RepairRound) => void): void {
+  repair(id: string, done: (round: RepairRound) => void, refused?: (code: string) => void): void {
     this.request(id, (o) => {
       if (o.kind === 'reply' && o.reply.ok && o.reply.repair !== undefined) done(o.reply.repair);
+      else if (o.kind === 'reply' && !o.reply.ok) refused?.(o.reply.code);
     }, (req) => ({ kind: 'repair', req }));
   }
 
