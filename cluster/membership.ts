@@ -181,6 +181,8 @@ export class Membership {
   private readonly advancedAtMs = new Map<string, number>();
   /** For a peer whose connection dropped: `synSeq` at the drop. A later echo proves it alive. */
   private readonly lostAtSeq = new Map<string, number>();
+  /** When each peer in `lostAtSeq` was last probed (see probeIfLost). */
+  private readonly probedAtMs = new Map<string, number>();
 
   constructor(init: MembershipInit) {
     const { self, config } = init;
@@ -271,6 +273,7 @@ export class Membership {
         if (lostAtSeq !== undefined && msg.seq > lostAtSeq) {
           this.detector.connectionRestored(from);
           this.lostAtSeq.delete(from);
+          this.probedAtMs.delete(from);
         }
         const states = this.statesNewerThan(msg.requests);
         const address = this.states.get(from)?.address;
@@ -303,7 +306,8 @@ export class Membership {
     const effects: MembershipEffect[] = [];
     if (this.detector.connectionLost(peerId, nowMs)) {
       this.lostAtSeq.set(peerId, this.synSeq);
-      if (!gone(state.lifecycle)) effects.push({ kind: 'send', to: { id: peerId, address: state.address }, msg: this.syn() });
+      this.probedAtMs.delete(peerId);
+      this.probeIfLost(peerId, nowMs, effects);
     }
     this.evaluate(peerId, nowMs, effects);
     return effects;
@@ -761,7 +765,14 @@ export class Membership {
     } else if (newer(incoming, local)) {
       this.advancedAtMs.set(id, nowMs);
       this.states.set(id, incoming);
-      this.detector.heartbeat(id, nowMs, incoming.generation > local.generation);
+      const restarted = incoming.generation > local.generation;
+      this.detector.heartbeat(id, nowMs, restarted);
+      // A new process: the drop was the old one's (the detector forgets it too).
+      if (restarted) {
+        this.lostAtSeq.delete(id);
+        this.probedAtMs.delete(id);
+      }
+      this.probeIfLost(id, nowMs, effects);
       if (this.ringRelevantChange(local, incoming)) this.cachedRing = undefined;
     } else {
       return;
@@ -820,6 +831,23 @@ export class Membership {
     effects.push({ kind: 'identityConflict', claimed: incoming, refuted });
   }
 
+  /**
+   * A peer whose connection dropped is down until it answers a SYN sent after the drop. It is
+   * probed at the drop, and again, at most once a gossip interval, whenever a newer heartbeat of
+   * it arrives (it lives, so the probe is likely answered). A relayed heartbeat is no proof by
+   * itself; the probe's answer is. Left to the rounds' occasional call on a down peer, a node
+   * whose links reset while it was cut off stayed down for each peer until that peer happened to
+   * pick it: a minute or more in a 20-node cluster.
+   */
+  private probeIfLost(id: string, nowMs: number, effects: MembershipEffect[]): void {
+    const state = this.states.get(id);
+    if (!this.lostAtSeq.has(id) || state === undefined || gone(state.lifecycle)) return;
+    const last = this.probedAtMs.get(id);
+    if (last !== undefined && nowMs - last < this.config.gossipIntervalMs) return;
+    this.probedAtMs.set(id, nowMs);
+    effects.push({ kind: 'send', to: { id, address: state.address }, msg: this.syn() });
+  }
+
   /** Bring `id`'s up/down status in line with the detector and its lifecycle; report a change. */
   private evaluate(id: string, nowMs: number, effects: MembershipEffect[]): void {
     const state = this.states.get(id);
@@ -847,6 +875,7 @@ export class Membership {
       this.statuses.delete(id);
       this.advancedAtMs.delete(id);
       this.lostAtSeq.delete(id);
+      this.probedAtMs.delete(id);
       this.tokenCache.delete(id);
       this.detector.forget(id);
       if (state !== undefined && IN_RING.has(state.lifecycle)) this.cachedRing = undefined;

@@ -188,6 +188,19 @@ export class ClusterSim {
     }
   }
 
+  /**
+   * A network blip that resets `id`'s connections while it runs: it and every peer see their
+   * links to each other drop (each reconnect fails for as long as a partition blocks it).
+   */
+  dropLinks(id: string): void {
+    const node = this.node(id);
+    for (const other of this.nodes) {
+      if (other === node || other.core === undefined) continue;
+      this.queue.schedule(this.nowMs + this.net.delayMs(), () => this.connectionLost(other, id));
+      this.queue.schedule(this.nowMs + this.net.delayMs(), () => this.connectionLost(node, other.id));
+    }
+  }
+
   /** SIGSTOP for `ms` (or an event-loop stall): no connection drops; inputs wait until it resumes. */
   pause(id: string, ms: number): void {
     const node = this.node(id);

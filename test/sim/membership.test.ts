@@ -210,6 +210,25 @@ describe('membership simulation', () => {
     report('two-way partition healed → converged (rounds)', (tookMs as number) / ROUND_MS);
   });
 
+  simTest(FILE, 'a node down for a dropped connection is up everywhere within a few rounds of the network healing', (seed) => {
+    const sim = new ClusterSim({ seed, nodes: 20, config: { vnodes: SIM_VNODES }, network: JITTERY });
+    converge(sim, convergenceRounds(20));
+    sim.run(30_000);
+    const victim = sim.rng.pick(sim.ids);
+    const rest = sim.ids.filter((id) => id !== victim);
+    // Its links reset and it is cut off for longer than the grace: a down verdict on the evidence.
+    sim.net.partition([victim], rest);
+    sim.dropLinks(victim);
+    sim.run(5_000);
+    expect(seenBy(others(sim, victim), victim, false)).toBe(true);
+    sim.net.heal();
+    // Alive and heard of again: as quickly up as a node that stalled (phi), not after each peer
+    // happened to pick it among those it believes down (one chance in 19 a round).
+    const tookMs = sim.runUntil(() => seenBy(others(sim, victim), victim, true) && rest.every((id) => (sim.node(victim).core as Membership).isUp(id)), 5 * ROUND_MS, 50);
+    expect(tookMs, `${victim} not up everywhere within 5 rounds of the heal`).toBeDefined();
+    report('dropped links healed → up everywhere (s)', (tookMs as number) / 1000);
+  });
+
   simTest(FILE, 'a one-way partition hides the side that cannot send; healed, it re-converges', (seed) => {
     const sim = new ClusterSim({ seed, nodes: 20, config: { vnodes: SIM_VNODES }, network: JITTERY });
     const bound = convergenceRounds(20);
