@@ -126,6 +126,11 @@ export interface KnownPeer {
   address: string;
   zone: string;
   vnodes: number;
+  /**
+   * The member was taken off the ring for good: its tombstone, kept so that its actor cannot come
+   * back on its old data after every member has restarted (gossip alone would have forgotten it).
+   */
+  removed?: { actor?: string; generation: number };
 }
 
 /** Lifecycles whose tokens are on the ring. */
@@ -220,8 +225,15 @@ export class Membership {
     this.states.set(self.id, initial);
     for (const p of init.knownPeers ?? []) {
       if (p.id === self.id || this.states.size >= MAX_MEMBERS) continue;
-      // Generation 0, version 0: whatever the member itself says later is newer.
-      const state = validateEndpointState({ ...p, generation: 0, version: 0, lifecycle: Lifecycle.NORMAL, ringChecksum: '0' }, 'a known peer');
+      // Generation 0, version 0: whatever the member itself says later is newer. A tombstone is
+      // as it was gossiped: the highest version of its generation, and final for its actor.
+      const { removed, ...peer } = p;
+      const state = validateEndpointState(
+        removed === undefined
+          ? { ...peer, generation: 0, version: 0, lifecycle: Lifecycle.NORMAL, ringChecksum: '0' }
+          : { ...peer, generation: removed.generation, version: MAX_GOSSIP_VERSION, lifecycle: Lifecycle.REMOVED, ringChecksum: '0', ...(removed.actor === undefined ? {} : { actor: removed.actor }) },
+        'a known peer',
+      );
       this.states.set(p.id, state);
       this.advancedAtMs.set(p.id, init.nowMs);
     }
@@ -331,11 +343,14 @@ export class Membership {
     return this.announce();
   }
 
-  /** The other members to keep across a restart: those on the ring. */
+  /** The other members to keep across a restart: those on the ring, and the tombstones of those taken off it for good. */
   knownPeers(): KnownPeer[] {
     const out: KnownPeer[] = [];
     for (const st of this.states.values()) {
-      if (st.id !== this.id && IN_RING.has(st.lifecycle)) out.push({ id: st.id, address: st.address, zone: st.zone, vnodes: st.vnodes });
+      if (st.id === this.id) continue;
+      const peer: KnownPeer = { id: st.id, address: st.address, zone: st.zone, vnodes: st.vnodes };
+      if (IN_RING.has(st.lifecycle)) out.push(peer);
+      else if (st.lifecycle === Lifecycle.REMOVED) out.push({ ...peer, removed: { generation: st.generation, ...(st.actor === undefined ? {} : { actor: st.actor }) } });
     }
     return out;
   }
@@ -379,8 +394,8 @@ export class Membership {
    */
   settled(nowMs: number): boolean {
     if (this.stopped) return false;
-    // A cluster of one: nobody to ask, nobody known.
-    if (this.otherSeeds.length === 0 && this.states.size === 1) return true;
+    // A cluster of one: nobody to ask, nobody known (but members taken off the ring for good).
+    if (this.otherSeeds.length === 0 && [...this.states.values()].every((s) => s.id === this.id || s.lifecycle === Lifecycle.REMOVED)) return true;
     if (this.disagreeingPeer() !== undefined) return false;
     // Once it has heard the ring from a peer, a node that loses every peer still knows it: it
     // answers what it can (UNAVAILABLE for a quorum it cannot meet), not NOT_READY.

@@ -130,14 +130,26 @@ async function nextGeneration(store: Store, nowMs: number): Promise<{ generation
 /** The members this node knew when it last ran; an unreadable record counts as none (gossip relearns them). */
 async function loadKnownPeers(store: Store): Promise<KnownPeer[]> {
   const bytes = await store.getMeta(KNOWN_PEERS_KEY);
-  if (bytes === undefined) return [];
+  return bytes === undefined ? [] : parseKnownPeers(bytes);
+}
+
+/** The record of known members as the driver keeps it (JSON); an entry that does not validate is left out. */
+export function parseKnownPeers(bytes: Uint8Array): KnownPeer[] {
   try {
     const raw: unknown = JSON.parse(Buffer.from(bytes).toString('utf8'));
     if (!Array.isArray(raw)) return [];
-    return raw.flatMap((p: unknown) => {
+    return raw.flatMap((p: unknown): KnownPeer[] => {
       try {
-        const s = validateEndpointState({ ...(p as object), generation: 0, version: 0, lifecycle: 'normal', ringChecksum: '0' }, 'known peer');
-        return [{ id: s.id, address: s.address, zone: s.zone, vnodes: s.vnodes }];
+        // A tombstone (`removed`) keeps its actor and generation, checked as gossip's are.
+        const removed: unknown = (p as { removed?: unknown }).removed;
+        const tomb = typeof removed === 'object' && removed !== null ? (removed as { actor?: unknown; generation?: unknown }) : undefined;
+        const s = validateEndpointState(
+          { ...(p as object), generation: tomb?.generation ?? 0, version: 0, lifecycle: 'normal', ringChecksum: '0', actor: tomb?.actor },
+          'known peer',
+        );
+        const peer: KnownPeer = { id: s.id, address: s.address, zone: s.zone, vnodes: s.vnodes };
+        if (tomb !== undefined) peer.removed = { generation: s.generation, ...(s.actor === undefined ? {} : { actor: s.actor }) };
+        return [peer];
       } catch {
         return [];
       }
