@@ -112,8 +112,8 @@ export interface MembershipInit {
   bootstrapped?: boolean;
   /**
    * The other members this node knew when it last ran (kept by the node): taken as states older
-   * than any real one, so a restarted node places keys on the ring it left, gossips with those
-   * members as with seeds, and waits to hear from them before it serves (see `settled`).
+   * than any real one, so a restarted node places keys on the ring it left, calls on those
+   * members as on any it believes down, and waits to hear from them before it serves (see `settled`).
    */
   knownPeers?: readonly KnownPeer[];
   /** The node starts on an empty store and must be sent its ranges before reads count it. */
@@ -236,6 +236,9 @@ export class Membership {
       );
       this.states.set(p.id, state);
       this.advancedAtMs.set(p.id, init.nowMs);
+      // Down until heard from, and so called on by the rounds as any member believed down is: with
+      // its seeds dead, a node that called only on them never found the members it knew.
+      this.evaluate(p.id, init.nowMs, []);
     }
     this.updateSelf({ ringChecksum: this.topologyChecksum() });
     this.nextRoundAtMs = init.nowMs;

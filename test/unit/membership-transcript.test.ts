@@ -355,3 +355,28 @@ describe('bounds on what gossip can make a node believe', () => {
     expect(a.isUp('b')).toBe(true);
   });
 });
+
+describe('a restarted node and the members it kept', () => {
+  test('it gossips with the members it knew, not only with its seeds: a dead seed does not leave it alone', () => {
+    // b restarts with seed n1 (dead now) and knows n1 and c from its last run.
+    const b = new Membership({
+      self: { id: 'b', address: 'b:7000', zone: 'z' },
+      config: { ...CONFIG, seeds: ['n1:7000'] },
+      rng: new Prng(3),
+      hash64: h64,
+      nowMs: 0,
+      generation: 100,
+      bootstrapped: true,
+      knownPeers: [
+        { id: 'n1', address: 'n1:7000', zone: 'z', vnodes: 4 },
+        { id: 'c', address: 'c:7000', zone: 'z', vnodes: 4 },
+      ],
+    });
+    const called = new Set<string>();
+    for (let t = 0; t <= 10 * CONFIG.gossipIntervalMs; t += CONFIG.tickIntervalMs) {
+      for (const e of b.tick(t)) if (e.kind === 'send' && e.msg.t === GossipMessageType.SYN) called.add(e.to.address);
+    }
+    expect(called).toContain('n1:7000');
+    expect(called).toContain('c:7000');
+  });
+});
