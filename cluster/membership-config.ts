@@ -98,8 +98,9 @@ export function defaultConfig(): MembershipConfig {
     // real states until our clock caught up (Cassandra allows a year: a forged state lasts a year).
     maxGenerationAheadMs: 10 * 60 * 1000,
     // Only a member bumps its own heartbeat, so a state that has not advanced for this long is of a
-    // member no node has seen alive since: forget it (Cassandra keeps dead states for 3 days too).
-    // A member that comes back after that joins again with its new generation, tokens and data.
+    // member no node has seen alive since: forget it if it is off the ring (Cassandra keeps dead
+    // states for 3 days too; one on the ring stays until removed). A member that comes back after
+    // that joins again with its new generation.
     memberExpiryMs: 3 * 24 * 60 * 60 * 1000,
     // A live seed answers in the first round or two; ten rounds means nobody is there to ask.
     settleTimeoutMs: 10_000,

@@ -75,7 +75,7 @@ export type MembershipEffect =
   | { kind: 'identityConflict'; claimed: EndpointState; refuted: boolean }
   /** An earlier process of this node, at its address, was known in a later generation: this node moved past it. */
   | { kind: 'generationRaised'; over: EndpointState }
-  /** A member no node has seen alive for `memberExpiryMs` is forgotten. */
+  /** A member off the ring that no node has seen alive for `memberExpiryMs` is forgotten. */
   | { kind: 'memberExpired'; id: string }
   /** This node's own actor was taken off the ring for good (decommissioned or removed): it must stop. */
   | { kind: 'removed'; by: string };
@@ -188,6 +188,13 @@ export class Membership {
   private readonly lostAtSeq = new Map<string, number>();
   /** When each peer in `lostAtSeq` was last probed (see probeIfLost). */
   private readonly probedAtMs = new Map<string, number>();
+  /**
+   * Members forgotten (see expire), with the state they had and when: that state, relayed by a
+   * peer that has not forgotten it yet, is not taken back (each node times the expiry from its own
+   * last news, so without this they would hand it to each other for ever). At most MAX_MEMBERS,
+   * each kept for memberExpiryMs.
+   */
+  private readonly forgotten = new Map<string, { generation: number; version: number; atMs: number }>();
 
   constructor(init: MembershipInit) {
     const { self, config } = init;
@@ -777,6 +784,9 @@ export class Membership {
     }
     if (local === undefined) {
       if (this.states.size >= MAX_MEMBERS) return;
+      const was = this.forgotten.get(id);
+      if (was !== undefined && !newer(incoming, was)) return;
+      this.forgotten.delete(id);
       this.states.set(id, incoming);
       this.advancedAtMs.set(id, nowMs);
       if (IN_RING.has(incoming.lifecycle)) this.cachedRing = undefined;
@@ -879,16 +889,22 @@ export class Membership {
   }
 
   /**
-   * Forgets members that are down and whose state has not advanced for `memberExpiryMs`: only a
-   * member bumps its own heartbeat, so no node has seen such a member alive for that long (a state
-   * someone made up and stopped repeating is one). Its tokens leave the ring.
+   * Forgets members off the ring that are down and whose state has not advanced for
+   * `memberExpiryMs`: only a member bumps its own heartbeat, so no node has seen such a member
+   * alive for that long (one that died joining, or a state someone made up and stopped repeating).
+   * A member on the ring stays, down, until `tally remove` takes it off with its ranges streamed:
+   * forgetting it would move its ranges to replicas that hold none of their data, and the members
+   * would forget it at different moments, each disagreeing with the others about the ring.
    */
   private expire(nowMs: number, effects: MembershipEffect[]): void {
+    for (const [id, f] of this.forgotten) if (nowMs - f.atMs > this.config.memberExpiryMs) this.forgotten.delete(id);
     for (const [id, at] of this.advancedAtMs) {
       if (nowMs - at <= this.config.memberExpiryMs || this.statuses.get(id)?.up === true) continue;
-      // A tombstone is kept: forgetting it would let its actor back onto the ring.
-      if (this.states.get(id)?.lifecycle === Lifecycle.REMOVED) continue;
       const state = this.states.get(id);
+      // A tombstone is kept: forgetting it would let its actor back onto the ring.
+      if (state === undefined || state.lifecycle === Lifecycle.REMOVED || IN_RING.has(state.lifecycle)) continue;
+      if (this.forgotten.size >= MAX_MEMBERS) this.forgotten.delete(this.forgotten.keys().next().value as string);
+      this.forgotten.set(id, { generation: state.generation, version: state.version, atMs: nowMs });
       this.states.delete(id);
       this.statuses.delete(id);
       this.advancedAtMs.delete(id);
@@ -896,7 +912,6 @@ export class Membership {
       this.probedAtMs.delete(id);
       this.tokenCache.delete(id);
       this.detector.forget(id);
-      if (state !== undefined && IN_RING.has(state.lifecycle)) this.cachedRing = undefined;
       effects.push({ kind: 'memberExpired', id });
     }
   }
