@@ -2135,7 +2135,7 @@ export class NodeCore {
       }
     }
     for (const [member, st] of this.streams) {
-      if (this.membership.isRebuilding(member)) continue;
+      if (this.membership.isRebuilding(member) && !this.membership.isRemoved(member)) continue;
       st.job.cancel();
       this.streams.delete(member);
     }
@@ -2192,7 +2192,9 @@ export class NodeCore {
     const leaving = this.membership.leavers();
     if (leaving.length > 0) return refuse(ErrorCode.UNAVAILABLE, `${leaving.join(', ')} ${leaving.length === 1 ? 'is' : 'are'} leaving the ring; one ring change at a time: retry once it is done (tally status shows it)`);
     const ring = this.membership.ring().members;
-    const rebuilding = ring.filter((m) => this.membership.isRebuilding(m));
+    // A member that died while being rebuilt may itself be removed: reads do not count it yet, so
+    // it holds nothing the others need, and nothing else would ever end its rebuild.
+    const rebuilding = ring.filter((m) => this.membership.isRebuilding(m) && !(op === 'removenode' && m === node && !this.isUp(m)));
     if (rebuilding.length > 0) return refuse(ErrorCode.UNAVAILABLE, `${rebuilding.join(', ')} ${rebuilding.length === 1 ? 'is' : 'are'} still being sent ${rebuilding.length === 1 ? 'its' : 'their'} ranges; one ring change at a time: retry once that is done`);
     if (ring.length - 1 < this.cfg.rf) return refuse(ErrorCode.BAD_REQUEST, `the ring has ${ring.length} members; without one it would have fewer than the ${this.cfg.rf} replicas each key needs (rf ${this.cfg.rf})`);
     if (op === 'decommission') {
@@ -2291,8 +2293,9 @@ export class NodeCore {
     const ringNow = this.membership.ring().members;
     const senders = ringNow.filter((m) => !(leavers.includes(m) && !this.isUp(m)));
     const missing = senders.filter((m) => !move.doneFrom.has(m));
-    // A node joining meanwhile must be done first: what it gains from the leaver comes by this change's streams.
-    const joining = ringNow.filter((m) => this.membership.isRebuilding(m));
+    // A node joining meanwhile must be done first: what it gains from the leaver comes by this
+    // change's streams. Not a leaver that was being rebuilt when it died (requestMove).
+    const joining = ringNow.filter((m) => this.membership.isRebuilding(m) && !leavers.includes(m));
     if (missing.length > 0 || joining.length > 0) {
       const down = missing.filter((m) => m !== this.id && !this.isUp(m));
       const note = down.length > 0 ? `waiting for ${down.join(', ')} (down) to send what it holds of the moving ranges` : '';

@@ -342,7 +342,30 @@ function runRebuildWaitsForDecommissioning(seed: number): void {
   expectAllReads(sim, 'n1', acked);
 }
 
+/**
+ * A member that dies while it is being rebuilt can be removed: it holds nothing the others need
+ * (reads do not count it yet), and nothing else would ever end its rebuild. Five nodes, RF 3: n5
+ * is wiped, restarted and crashed again before its ranges come; removenode takes it off.
+ */
+function runDiesRebuilding(seed: number): void {
+  const { sim, agreed, acked } = fiveNodesWritten(seed, 'reb');
+  sim.crash('n5');
+  sim.wipe('n5');
+  sim.start('n5');
+  until(sim, 'n5 seen rebuilding', 20_000, () => sim.node('n1').core!.membership.isRebuilding('n5') && sim.node('n1').core!.membership.isUp('n5'));
+  sim.crash('n5');
+  until(sim, 'n5 seen down', 20_000, () => !sim.node('n1').core!.membership.isUp('n5'));
+  expect(ask(sim, 'n1', 'removenode', 'n5'), 'removenode accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
+  until(sim, 'n5 removed, and the four agree', 60_000, () => sim.node('n1').core!.membership.stateOf('n5')?.lifecycle === Lifecycle.REMOVED && sim.node('n1').core!.membership.removing === undefined && agreed(4));
+  expectAllReads(sim, 'n2', acked);
+  // Another ring change is taken now: nothing is left rebuilding.
+  expect(ask(sim, 'n4', 'decommission'), 'decommission accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
+  until(sim, 'n4 decommissioned, and the three agree', 60_000, () => sim.node('n4').removed !== undefined && agreed(3));
+  expectAllReads(sim, 'n1', acked);
+}
+
 describe('ring changes on the composed core', () => {
+  simTest(FILE, 'a member that dies while it is being rebuilt is removed, and nothing acknowledged is lost', (seed) => runDiesRebuilding(seed), 60_000);
   simTest(FILE, 'a rebuild waits for a member decommissioning that is down for a moment, not for one being removed', (seed) => runRebuildWaitsForDecommissioning(seed), 60_000);
   simTest(FILE, 'two members dead for good at once: one brought back empty is rebuilt, the other\'s removal ends, nothing acknowledged is lost', (seed) => runTwoDead(seed), 60_000);
   simTest(FILE, 'a ring that shrinks to one member: a decommission and a removenode end, and the member that stays says so once', (seed) => runShrinkToOne(seed), 60_000);
