@@ -59,8 +59,12 @@ function commitKey(seq: number): string {
   return `${COMMIT_KEY_PREFIX}${seq.toString(16).padStart(12, '0')}`;
 }
 
-/** Largest metadata value. Meta is for small things (epoch, generation), not bulk data. */
-export const MAX_META_VALUE_BYTES = 64 * 1024;
+/**
+ * Largest metadata value. Meta is for small things (epoch, generation, the members a node knew),
+ * not bulk data; the largest is the members: up to 1,024 of about 600 bytes each at the longest
+ * names gossip takes (~610 KB).
+ */
+export const MAX_META_VALUE_BYTES = 1024 * 1024;
 
 export interface WriteOptions {
   sync?: boolean;

@@ -17,6 +17,8 @@ import { MAX_READS_IN_FLIGHT, RangeReader } from '../../node/range-reader.js';
 import { Level } from 'level';
 import { Store } from '../../node/store.js';
 import { TallyError } from '../../protocol/errors.js';
+import { MAX_MEMBERS } from '../../cluster/membership.js';
+import { MAX_ADDRESS_BYTES, MAX_NAME_BYTES } from '../../protocol/limits.js';
 import type { SpanTuple } from '../../protocol/peer.js';
 
 const { h64 } = await xxhash();
@@ -225,6 +227,22 @@ function suite(name: string, make: () => Promise<Harness>): void {
       expect(left.map((s, i) => [entries[i]!.ref.res, entries[i]!.ref.start, s !== undefined])).toEqual(
         entries.map((e) => [e.ref.res, e.ref.start, !(e.ref.res === 'm' && e.ref.start < T0 + 2 * DAY_MS)]),
       );
+    });
+
+    it('keeps the members a node knew however many and however long their names', async () => {
+      // As the node keeps them (JSON), every one at the longest id, zone and address gossip takes,
+      // and a tombstone's actor and generation on each.
+      const long = (c: string, n: number): string => c.repeat(n);
+      const peers = Array.from({ length: MAX_MEMBERS }, (_, i) => ({
+        id: `${i}`.padStart(MAX_NAME_BYTES, 'n'),
+        address: `${long('a', MAX_ADDRESS_BYTES - 6)}:${7000 + (i % 1000)}`,
+        zone: long('z', MAX_NAME_BYTES),
+        vnodes: 256,
+        removed: { actor: `${i}`.padStart(MAX_NAME_BYTES, 'n') + '#ffffffff', generation: Date.now() },
+      }));
+      const bytes = Buffer.from(JSON.stringify(peers));
+      await store.putMeta('known-peers', bytes);
+      expect(Buffer.from((await store.getMeta('known-peers'))!).equals(bytes)).toBe(true);
     });
 
     it('keeps data across close and reopen; refuses work when closed', async () => {
