@@ -77,6 +77,9 @@ const WRITE_SLICE = 256;
 /** How long ago two reads at once still send a read to the read thread (see LevelKv.ranges): 10-20 ms. */
 const READS_WINDOW_MS = 10;
 
+/** How LevelDB and the file system say a disk is full. */
+const NO_SPACE = /No space left|ENOSPC/i;
+
 /** Free bytes a full disk must have again before writes resume: a few LevelDB log and table files. */
 const MIN_FREE_BYTES_TO_RESUME = 16 * 1024 * 1024;
 
@@ -157,8 +160,13 @@ export class LevelKv implements Kv {
       if ((err as { cause?: { code?: string } }).cause?.code === 'LEVEL_LOCKED') {
         throw new TallyError('IN_USE', `the database in ${this.location} is in use by another process (is a node already running on this data directory?)`, { cause: err });
       }
-      // Anything else (LevelDB's "Corruption: …", a missing table file) is damage to the data.
       const cause = (err as { cause?: Error }).cause?.message;
+      // Opening writes (a killed node's log goes into a table file): a full disk is not damage,
+      // and a --rebuild would only throw away a whole database.
+      if (NO_SPACE.test(cause ?? '') || NO_SPACE.test((err as Error).message)) {
+        throw new TallyError('STORAGE_FULL', `store open ${this.location} failed: the disk holding it is full (${cause ?? (err as Error).message}); free some space and start the node again`, { cause: err });
+      }
+      // Anything else (LevelDB's "Corruption: …", a missing table file) is damage to the data.
       throw new TallyError('STORAGE_DAMAGED', `store open ${this.location} failed: ${(err as Error).message}${cause === undefined ? '' : ` (${cause})`}`, { cause: err });
     }
     openHere.add(this.location);
@@ -376,7 +384,7 @@ export class LevelKv implements Kv {
       if (err instanceof TallyError) throw err;
       const message = err instanceof Error ? err.message : String(err);
       const detail = (err as { cause?: Error }).cause?.message ?? message;
-      if (/No space left|ENOSPC/i.test(detail) || /No space left|ENOSPC/i.test(message)) {
+      if (NO_SPACE.test(detail) || NO_SPACE.test(message)) {
         this.full = true;
         throw new TallyError('STORAGE_FULL', `store ${what} failed: the disk holding ${this.location} is full (${detail}); writes resume by themselves when space returns`, { cause: err });
       }

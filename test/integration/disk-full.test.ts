@@ -3,6 +3,8 @@
  * fail with STORAGE_FULL (kept in memory, outcome unknown), none is acknowledged while the disk is
  * full, and once space returns writes resume by themselves — no restart — with every acknowledged
  * event, and every write retried with its batch id, counted exactly once, also after a restart.
+ * A node started on a full disk refuses with STORAGE_FULL (not as damage to --rebuild), and starts
+ * with its data once space returns.
  */
 import { execFileSync } from 'node:child_process';
 import { rm, statfs, writeFile } from 'node:fs/promises';
@@ -12,7 +14,7 @@ import { Connection } from '../../client/connection.js';
 import { TallyClient } from '../../client/index.js';
 import { DAY_MS } from '../../cluster/time-buckets.js';
 import { TallyError, type EventTuple } from '../../protocol/index.js';
-import { removeDir, startNode, stopNode, tempDir, waitFor, type NodeProcess } from '../helpers/node-process.js';
+import { refusedStart, removeDir, runCli, startNode, stopNode, tempDir, waitFor, type NodeProcess } from '../helpers/node-process.js';
 import { daysAgo } from '../helpers/time.js';
 
 const T = daysAgo(1);
@@ -100,4 +102,35 @@ describe('a full disk', () => {
       await removeDir(dir);
     }
   }, 120_000);
+  it.skipIf(!root)('refuses a start on a full disk with STORAGE_FULL, not as damage to rebuild, and starts with its data once space returns', async () => {
+    const dir = await tempDir();
+    const why = mountTmpfs(dir);
+    expect(why, `mount a tmpfs on ${dir}`).toBeUndefined();
+    const args = ['--rf', '1', '--port', '0', '--data', join(dir, 'n'), '--id', 'full2'];
+    let node: NodeProcess | undefined;
+    try {
+      node = await startNode(args);
+      expect((await runCli(['count', 'v', '--n', '100', '--at', String(T), '--node', node.address])).code).toBe(0);
+      // Killed: its log is replayed into a table file at the next open, which needs space.
+      await stopNode(node, 'SIGKILL');
+      node = undefined;
+      const fs = await statfs(dir);
+      await writeFile(join(dir, 'filler'), Buffer.alloc(fs.bavail * fs.bsize));
+      const refused = await refusedStart(args);
+      expect(refused).toMatch(/STORAGE_FULL/);
+      expect(refused).not.toMatch(/STORAGE_DAMAGED|--rebuild/);
+      await rm(join(dir, 'filler'));
+      node = await startNode(args);
+      const got = await runCli(['get', 'v', '--json', '--from', String(T - DAY_MS), '--to', String(T + DAY_MS), '--node', node.address]);
+      expect((JSON.parse(got.stdout) as { count: number }).count).toBe(100);
+    } finally {
+      if (node !== undefined) await stopNode(node, 'SIGKILL');
+      try {
+        execFileSync('umount', [dir]);
+      } catch {
+        // not mounted
+      }
+      await removeDir(dir);
+    }
+  }, 60_000);
 });
