@@ -29,10 +29,18 @@ export interface Identity {
 /** Meta key of the actor epoch in the store. */
 export const EPOCH_KEY = 'actor-epoch';
 
+/**
+ * Meta key on a database made by a start that has not yet recorded what a new database needs (its
+ * commit mark reset, its rebuild): put before the epoch, deleted by `settleNewDatabase`. A start
+ * killed in between leaves it, and the next start takes the database as new again.
+ */
+export const NEW_DATABASE_KEY = 'new-database';
+
 /** What `openActor` needs of a store: its small metadata values. */
 export interface MetaStore {
   getMeta(key: string): Promise<Uint8Array | undefined>;
   putMeta(key: string, value: Uint8Array, opts?: { sync?: boolean }): Promise<void>;
+  deleteMeta(key: string, opts?: { sync?: boolean }): Promise<void>;
 }
 
 export function actorOf(id: string, epoch: string): string {
@@ -112,21 +120,29 @@ async function writeIdentity(path: string, o: Record<string, unknown>): Promise<
 /**
  * The actor of node `id` on `store`: the store's epoch, made (and synced) if it has none yet —
  * unless `expected` names the epoch this directory's database had: then a store without one has
- * lost it, and is refused untouched (it is kept as it is, for whoever looks into it).
+ * lost it, and is refused untouched (it is kept as it is, for whoever looks into it). `fresh` also
+ * for a database made by a start killed before it called `settleNewDatabase`.
  */
 export async function openActor(store: MetaStore, id: string, expected?: string): Promise<Identity> {
   const stored = await store.getMeta(EPOCH_KEY);
   let epoch = stored === undefined ? undefined : Buffer.from(stored).toString('utf8');
-  const fresh = epoch === undefined;
-  if (fresh && expected !== undefined) {
+  const unsettled = (await store.getMeta(NEW_DATABASE_KEY)) !== undefined;
+  if (epoch === undefined && expected !== undefined && !unsettled) {
     throw new TallyError(ErrorCode.STORAGE_DAMAGED, `the database has lost its actor epoch (it was ${expected}); refusing to start on it; if the data is gone for good, start with --rebuild`);
   }
   if (epoch === undefined || !/^[0-9a-f]{8,32}$/.test(epoch)) {
     if (epoch !== undefined) throw new TallyError(ErrorCode.INTERNAL, `the store's actor epoch is damaged: ${JSON.stringify(epoch)}`);
+    // Marked new first: a start killed after the epoch is made, before it settles the database, would otherwise leave it looking old.
+    if (!unsettled) await store.putMeta(NEW_DATABASE_KEY, Buffer.from('1'), { sync: true });
     epoch = randomBytes(4).toString('hex');
     await store.putMeta(EPOCH_KEY, Buffer.from(epoch), { sync: true });
   }
-  return { id, epoch, actor: actorOf(id, epoch), fresh };
+  return { id, epoch, actor: actorOf(id, epoch), fresh: stored === undefined || unsettled };
+}
+
+/** A new database has what it needs recorded (see NEW_DATABASE_KEY): later starts take it as the node's own. */
+export async function settleNewDatabase(store: MetaStore): Promise<void> {
+  await store.deleteMeta(NEW_DATABASE_KEY, { sync: true });
 }
 
 function parseIdentity(text: string, path: string): { id: string; database: string | undefined } {

@@ -17,7 +17,7 @@ import { fitConnectionsToFiles, fitToHeap, openFileLimit, resolveConfig, type No
 import { Driver, KNOWN_PEERS_KEY, REBUILDING_KEY, REMOVED_KEY } from './driver.js';
 import { monotonicNowMs, setClockOffsetMs, wallNowMs } from './clock.js';
 import type { KnownPeer } from '../cluster/membership.js';
-import { openActor, openNodeId, recordDatabase, type Identity } from './identity.js';
+import { openActor, openNodeId, recordDatabase, settleNewDatabase, type Identity } from './identity.js';
 import { CommitMark, COMMIT_MARK_FILE } from './commit-mark.js';
 import { LevelKv } from './kv.js';
 import { logLine } from './logger.js';
@@ -232,7 +232,8 @@ export class TallyNode {
         );
       }
       identity = await openActor(store, id, config.rebuild ? undefined : database);
-      if (!config.rebuild && database !== undefined && identity.epoch !== database) {
+      // A new database (made by a --rebuild killed before it recorded it) is not another one.
+      if (!config.rebuild && !identity.fresh && database !== undefined && identity.epoch !== database) {
         throw new TallyError(
           ErrorCode.STORAGE_DAMAGED,
           `${dbPath} holds another database (actor epoch ${identity.epoch}) than the one this node last ran on (${database}); refusing to start on it; ${REBUILD_HINT}`,
@@ -371,6 +372,8 @@ export class TallyNode {
       // A new database joining through seeds may be a node whose data was wiped, or a new node
       // taking ranges that hold data: it is sent its ranges before reads count it, across restarts.
       if (identity.fresh && config.seeds.some((s) => s !== address)) await store.putMeta(REBUILDING_KEY, Buffer.from('needed'), { sync: true });
+      // Only now is the database the node's own: a start killed before here takes it as new again.
+      if (identity.fresh) await settleNewDatabase(store);
       const rebuilding = Buffer.from((await store.getMeta(REBUILDING_KEY)) ?? []).toString('utf8') === 'needed';
       if (rebuilding) log('this node starts on an empty store: its peers send it its ranges before reads count it');
       const journal = await store.loadJournal(MAX_JOURNAL_LOADED);

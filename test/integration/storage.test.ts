@@ -7,16 +7,23 @@
  * - the log cut in half, or 16 bytes of it flipped (LevelDB drops what it cannot read): the node
  *   refuses with STORAGE_DAMAGED naming how many commits are gone, on every start.
  * - the data directory deleted while the node runs: writes fail from then on, none acknowledged.
+ * - a start killed just after it made a new database (a wiped directory, or --rebuild): the next
+ *   start takes it as new again, so its peers refill it before reads count it.
  * - three nodes, RF 3: one loses its CURRENT file; it refuses; with --rebuild it comes back as a
  *   new actor, is refilled by its peers, and reads at `one` from it alone are exact.
  */
-import { readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Level } from 'level';
+import xxhash from 'xxhash-wasm';
 import { describe, expect, it } from 'vitest';
 import { TallyClient } from '../../client/index.js';
 import { DAY_MS } from '../../cluster/time-buckets.js';
+import { openActor, openNodeId, recordDatabase } from '../../node/identity.js';
+import { LevelKv } from '../../node/kv.js';
+import { Store } from '../../node/store.js';
 import { Cluster } from '../helpers/cluster.js';
-import { refusedStart, removeDir, runCli, startNode, stopNode, tempDir, waitFor } from '../helpers/node-process.js';
+import { refusedStart, removeDir, runCli, startNode, stopNode, tempDir, waitFor, type NodeProcess } from '../helpers/node-process.js';
 import { daysAgo } from '../helpers/time.js';
 
 const T = daysAgo(1, 8);
@@ -133,6 +140,39 @@ describe('storage faults on one node', () => {
       await removeDir(dir);
     }
   }, 120_000);
+
+  for (const made of ['in a wiped directory', 'by --rebuild'] as const) {
+    it(`a start killed just after it made a new database ${made} is taken as new again: rebuilt before reads count it`, async () => {
+      const dir = await tempDir();
+      // Nothing listens there: a node joining through it waits to be sent its ranges.
+      const args = ['--rf', '1', '--port', '0', '--data', dir, '--id', 's6', '--seeds', '127.0.0.1:1'];
+      let node: NodeProcess | undefined;
+      try {
+        if (made === 'by --rebuild') {
+          node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's6']);
+          expect((await runCli(['count', 'v', '--n', '10', '--at', String(T), '--node', node.address])).code).toBe(0);
+          await stopNode(node, 'SIGTERM');
+          await rename(join(dir, 'db'), join(dir, 'db.damaged-1'));
+        }
+        // What the start did before it was killed: the node id, the new database and its actor
+        // epoch, and the epoch recorded as this directory's database.
+        await openNodeId(dir, 's6', Date.now());
+        const { h64 } = await xxhash();
+        const store = new Store(new LevelKv(join(dir, 'db')), h64);
+        await store.open();
+        const identity = await openActor(store, 's6');
+        await recordDatabase(dir, identity.epoch);
+        await store.close();
+        node = await startNode(args);
+        const status = await runCli(['status', '--node', node.address, '--json']);
+        const own = (JSON.parse(status.stdout) as { members: { id: string; lifecycle: string }[] }).members.find((m) => m.id === 's6');
+        expect(own?.lifecycle).toBe('normal+rebuilding');
+      } finally {
+        if (node !== undefined) await stopNode(node, 'SIGKILL');
+        await removeDir(dir);
+      }
+    });
+  }
 
   it('acknowledges no write once its data directory is deleted under it', async () => {
     const dir = await tempDir();
