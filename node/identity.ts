@@ -56,8 +56,10 @@ export function randomNodeId(): string {
  * The node id of `dataDir`, and the actor epoch of the database it was last known to hold (absent
  * before its database was first made). With `wantedId`, an existing directory must have been
  * created with that id; without it, the stored id is used (or a random one for a new directory).
+ * A new directory's id is written with its database's epoch (`recordDatabase`), once the database
+ * was found to be the node's: a start refused before that leaves no identity behind.
  */
-export async function openNodeId(dataDir: string, wantedId: string | undefined, nowMs: number): Promise<{ id: string; database: string | undefined }> {
+export async function openNodeId(dataDir: string, wantedId: string | undefined): Promise<{ id: string; database: string | undefined }> {
   if (wantedId !== undefined) checkName(wantedId, '--id', MAX_NAME_BYTES);
   await mkdir(dataDir, { recursive: true }).catch((err: unknown) => {
     throw dataDirError(err, dataDir);
@@ -80,9 +82,7 @@ export async function openNodeId(dataDir: string, wantedId: string | undefined, 
     }
     return { id: stored, database };
   }
-  const id = wantedId ?? randomNodeId();
-  await writeIdentity(path, { format: IDENTITY_FORMAT, id, createdAtMs: nowMs });
-  return { id, database: undefined };
+  return { id: wantedId ?? randomNodeId(), database: undefined };
 }
 
 /**
@@ -101,12 +101,17 @@ function dataDirError(err: unknown, dataDir: string): Error {
 }
 
 /**
- * Records in the identity file that `dataDir` holds the database of actor epoch `epoch`, so a
- * later start can tell a directory that lost its database from one that never had one.
+ * Records in the identity file (made now for a new directory) that `dataDir` is node `id`'s and
+ * holds the database of actor epoch `epoch`, so a later start can tell a directory that lost its
+ * database from one that never had one.
  */
-export async function recordDatabase(dataDir: string, epoch: string): Promise<void> {
+export async function recordDatabase(dataDir: string, id: string, epoch: string, nowMs: number): Promise<void> {
   const path = join(dataDir, IDENTITY_FILE);
-  const o = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+  const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+  const o = text === undefined ? { format: IDENTITY_FORMAT, id, createdAtMs: nowMs } : (JSON.parse(text) as Record<string, unknown>);
   await writeIdentity(path, { ...o, database: epoch });
 }
 
@@ -138,6 +143,45 @@ export async function openActor(store: MetaStore, id: string, expected?: string)
     await store.putMeta(EPOCH_KEY, Buffer.from(epoch), { sync: true });
   }
   return { id, epoch, actor: actorOf(id, epoch), fresh: stored === undefined || unsettled };
+}
+
+/** Meta key of the node id and cluster name a database was made for (JSON). */
+export const OWNER_KEY = 'owner';
+
+/**
+ * Refuses a database made for another cluster or another node id: its slots would be sent to the
+ * wrong replicas, or under a name that is not theirs, and it would not be rebuilt. The identity
+ * file says the same of the directory, but a database can outlive it (the file lost, or `db/`
+ * copied from another node's directory). A database from before this record is taken as the
+ * node's and recorded.
+ */
+export async function checkOwner(store: MetaStore, id: string, cluster: string): Promise<void> {
+  const stored = await store.getMeta(OWNER_KEY);
+  if (stored === undefined) {
+    await store.putMeta(OWNER_KEY, Buffer.from(JSON.stringify({ id, cluster })), { sync: true });
+    return;
+  }
+  let owner: { id?: unknown; cluster?: unknown };
+  try {
+    owner = JSON.parse(Buffer.from(stored).toString('utf8')) as { id?: unknown; cluster?: unknown };
+  } catch {
+    throw new TallyError(ErrorCode.STORAGE_DAMAGED, `the database's record of its node and cluster is damaged; if the data is gone for good, start with --rebuild`);
+  }
+  if (typeof owner !== 'object' || owner === null || typeof owner.id !== 'string' || typeof owner.cluster !== 'string') {
+    throw new TallyError(ErrorCode.STORAGE_DAMAGED, `the database's record of its node and cluster is damaged; if the data is gone for good, start with --rebuild`);
+  }
+  if (owner.cluster !== cluster) {
+    throw new TallyError(
+      ErrorCode.BAD_REQUEST,
+      `the database in this data directory belongs to cluster "${owner.cluster}", refusing to start it in cluster "${cluster}"; start with --cluster ${owner.cluster}, or give this node its own --data directory`,
+    );
+  }
+  if (owner.id !== id) {
+    throw new TallyError(
+      ErrorCode.BAD_REQUEST,
+      `the database in this data directory belongs to node "${owner.id}", refusing to start it as "${id}"; start with --id ${owner.id}, or give this node its own --data directory`,
+    );
+  }
 }
 
 /** A new database has what it needs recorded (see NEW_DATABASE_KEY): later starts take it as the node's own. */

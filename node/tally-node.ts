@@ -17,7 +17,7 @@ import { fitConnectionsToFiles, fitToHeap, openFileLimit, resolveConfig, type No
 import { Driver, KNOWN_PEERS_KEY, REBUILDING_KEY, REMOVED_KEY } from './driver.js';
 import { monotonicNowMs, setClockOffsetMs, wallNowMs } from './clock.js';
 import type { KnownPeer } from '../cluster/membership.js';
-import { openActor, openNodeId, recordDatabase, settleNewDatabase, type Identity } from './identity.js';
+import { checkOwner, openActor, openNodeId, recordDatabase, settleNewDatabase, type Identity } from './identity.js';
 import { CommitMark, COMMIT_MARK_FILE } from './commit-mark.js';
 import { LevelKv } from './kv.js';
 import { logLine } from './logger.js';
@@ -209,7 +209,7 @@ export class TallyNode {
     }
     const tokens = ClientTokens.from(config.clientToken, config.clientTokenFile);
     const tls = await readTls(config);
-    const { id, database } = await openNodeId(config.dataDir, config.id, Date.now());
+    const { id, database } = await openNodeId(config.dataDir, config.id);
     const dbPath = join(config.dataDir, 'db');
     if (config.rebuild) await moveAside(dbPath);
     else if (database !== undefined) await checkDatabasePresent(dbPath);
@@ -232,6 +232,7 @@ export class TallyNode {
         );
       }
       identity = await openActor(store, id, config.rebuild ? undefined : database);
+      await checkOwner(store, id, config.cluster);
       // A new database (made by a --rebuild killed before it recorded it) is not another one.
       if (!config.rebuild && !identity.fresh && database !== undefined && identity.epoch !== database) {
         throw new TallyError(
@@ -239,7 +240,7 @@ export class TallyNode {
           `${dbPath} holds another database (actor epoch ${identity.epoch}) than the one this node last ran on (${database}); refusing to start on it; ${REBUILD_HINT}`,
         );
       }
-      if (database !== identity.epoch) await recordDatabase(config.dataDir, identity.epoch);
+      if (database !== identity.epoch) await recordDatabase(config.dataDir, id, identity.epoch, Date.now());
       // A database behind its commit mark lost acknowledged commits from its log (node/commit-mark.ts).
       const seq = await store.loadCommitSeq();
       const mark = await CommitMark.open(join(config.dataDir, COMMIT_MARK_FILE));

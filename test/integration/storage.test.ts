@@ -7,12 +7,14 @@
  * - the log cut in half, or 16 bytes of it flipped (LevelDB drops what it cannot read): the node
  *   refuses with STORAGE_DAMAGED naming how many commits are gone, on every start.
  * - the data directory deleted while the node runs: writes fail from then on, none acknowledged.
+ * - a database started in another cluster, or under another node id (its identity file lost, or
+ *   the database copied from another node's directory): refused, as a directory of another id is.
  * - a start killed just after it made a new database (a wiped directory, or --rebuild): the next
  *   start takes it as new again, so its peers refill it before reads count it.
  * - three nodes, RF 3: one loses its CURRENT file; it refuses; with --rebuild it comes back as a
  *   new actor, is refilled by its peers, and reads at `one` from it alone are exact.
  */
-import { readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { cp, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Level } from 'level';
 import xxhash from 'xxhash-wasm';
@@ -141,6 +143,30 @@ describe('storage faults on one node', () => {
     }
   }, 120_000);
 
+  it("refuses a database of another cluster, or of another node, whatever the identity file says", async () => {
+    const dir = await tempDir();
+    const other = await tempDir();
+    let node: NodeProcess | undefined = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's7', '--cluster', 'blue']);
+    try {
+      expect((await runCli(['count', 'v', '--n', '5', '--at', String(T), '--node', node.address])).code).toBe(0);
+      await stopNode(node, 'SIGTERM');
+      node = undefined;
+      expect(await refusedStart(['--rf', '1', '--port', '0', '--data', dir, '--id', 's7', '--cluster', 'green'])).toMatch(/BAD_REQUEST.*cluster "blue".*"green"/s);
+      // The identity file lost: the database still knows whose it is.
+      await unlink(join(dir, 'tally-node.json'));
+      expect(await refusedStart(['--rf', '1', '--port', '0', '--data', dir, '--id', 's8', '--cluster', 'blue'])).toMatch(/BAD_REQUEST.*node "s7".*"s8"/s);
+      // Another node's database copied into a new directory.
+      await cp(join(dir, 'db'), join(other, 'db'), { recursive: true });
+      expect(await refusedStart(['--rf', '1', '--port', '0', '--data', other, '--id', 's9', '--cluster', 'blue'])).toMatch(/BAD_REQUEST.*node "s7".*"s9"/s);
+      node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's7', '--cluster', 'blue']);
+      expect((await runCli(['get', 'v', '--from', String(T - DAY_MS), '--to', String(T + DAY_MS), '--node', node.address])).stdout).toBe('5\n');
+    } finally {
+      if (node !== undefined) await stopNode(node, 'SIGKILL');
+      await removeDir(dir);
+      await removeDir(other);
+    }
+  });
+
   for (const made of ['in a wiped directory', 'by --rebuild'] as const) {
     it(`a start killed just after it made a new database ${made} is taken as new again: rebuilt before reads count it`, async () => {
       const dir = await tempDir();
@@ -156,12 +182,12 @@ describe('storage faults on one node', () => {
         }
         // What the start did before it was killed: the node id, the new database and its actor
         // epoch, and the epoch recorded as this directory's database.
-        await openNodeId(dir, 's6', Date.now());
+        const { id } = await openNodeId(dir, 's6');
         const { h64 } = await xxhash();
         const store = new Store(new LevelKv(join(dir, 'db')), h64);
         await store.open();
-        const identity = await openActor(store, 's6');
-        await recordDatabase(dir, identity.epoch);
+        const identity = await openActor(store, id);
+        await recordDatabase(dir, id, identity.epoch, Date.now());
         await store.close();
         node = await startNode(args);
         const status = await runCli(['status', '--node', node.address, '--json']);
