@@ -77,7 +77,7 @@ export type CoreInput =
   | { kind: 'sendFailed'; to: string; msg: PeerMessage }
   /** The result of a `loads` entry: each key's stored slot, in order (undefined: none stored). */
   | { kind: 'loaded'; load: number; slots: (Slot | undefined | typeof DAMAGED)[] }
-  | { kind: 'loadFailed'; load: number; message: string }
+  | { kind: 'loadFailed'; load: number; message: string; code?: ErrorCode }
   /** The result of a `scans` entry: every stored slot in its spans. */
   | { kind: 'scanned'; scan: number; slots: SpanSlot[] }
   | { kind: 'scanFailed'; scan: number; message: string; code?: ErrorCode }
@@ -758,7 +758,7 @@ export class NodeCore {
         this.onLoaded(input.load, input.slots);
         break;
       case 'loadFailed':
-        this.onLoadFailed(input.load, input.message);
+        this.onLoadFailed(input.load, input.message, input.code);
         break;
       case 'scanned':
         this.onScanned(input.scan, input.slots, undefined);
@@ -1359,19 +1359,21 @@ export class NodeCore {
     for (const w of load.waiters) w();
   }
 
-  private onLoadFailed(id: number, message: string): void {
+  private onLoadFailed(id: number, message: string, code: ErrorCode | undefined): void {
     const load = this.loads.get(id);
     if (load === undefined) return;
     this.loads.delete(id);
     for (const k of load.keys) this.doneLoading(k, idOf(k));
-    this.out.log.push(`error INTERNAL: store read failed: ${message}`);
+    // A damaged database says so (the node is to be rebuilt); any other failure is the node's own.
+    const failed = code === ErrorCode.STORAGE_DAMAGED ? code : ErrorCode.INTERNAL;
+    this.out.log.push(`error ${failed}: store read failed: ${message}`);
     // Fail whatever waited on it: writes that did nothing yet, and replications (unacked; the sender hints).
     // By slot, not by key object: a write that found the slot already being read waits on this read
     // with keys of its own.
-    const failed = new Set(load.keys.map((k) => idOf(k)));
+    const slots = new Set(load.keys.map((k) => idOf(k)));
     for (const op of [...this.writes]) {
-      if (op.applied !== true && op.keys.some((k) => failed.has(idOf(k)))) {
-        this.finishWrite(op, failure(ErrorCode.INTERNAL, `store read failed: ${message}; nothing was applied`));
+      if (op.applied !== true && op.keys.some((k) => slots.has(idOf(k)))) {
+        this.finishWrite(op, failure(failed, `store read failed: ${message}; nothing was applied`));
       }
     }
   }

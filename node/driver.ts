@@ -323,7 +323,7 @@ export class Driver implements RequestHandler {
       this.storeIo(this.store.commit(batch), () => ({ kind: 'persisted', persist: batch.id }), (message, code) => ({ kind: 'persistFailed', persist: batch.id, message, code }));
     }
     for (const load of ready.loads) {
-      this.storeIo(this.store.getSlots(load.keys), (slots) => ({ kind: 'loaded', load: load.id, slots }), (message) => ({ kind: 'loadFailed', load: load.id, message }));
+      this.storeIo(this.store.getSlots(load.keys), (slots) => ({ kind: 'loaded', load: load.id, slots }), (message, code) => (code === undefined ? { kind: 'loadFailed', load: load.id, message } : { kind: 'loadFailed', load: load.id, message, code }));
     }
     for (const scan of ready.scans) {
       this.storeIo(this.store.scan(scan.spans), (slots) => ({ kind: 'scanned', scan: scan.id, slots }), (message, code) => ({ kind: 'scanFailed', scan: scan.id, message, code }));

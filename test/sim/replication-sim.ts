@@ -118,6 +118,8 @@ export interface SimNodeState {
   pipelinedCommits: number;
   /** The next store read of a slot of this video fails, as a disk error would. */
   failLoadOf?: string;
+  /** The code that read fails with (none: as an unknown error). */
+  failLoadCode?: ErrorCode;
   /** The next this many commits handed to the store fail, as on a full disk (nothing of them written). */
   failCommits?: number;
   /** The last commit to reach the disk failed: one made on top of it (afterInFlight) fails too, as in the store. */
@@ -426,7 +428,8 @@ export class ReplicationSim {
     for (const load of ready.loads) {
       if (node.failLoadOf !== undefined && load.keys.some((k) => k.ref.videoId === node.failLoadOf)) {
         node.failLoadOf = undefined;
-        later(() => this.step(node, { kind: 'loadFailed', load: load.id, message: 'simulated read error' }));
+        const code = node.failLoadCode;
+        later(() => this.step(node, code === undefined ? { kind: 'loadFailed', load: load.id, message: 'simulated read error' } : { kind: 'loadFailed', load: load.id, message: 'simulated read error', code }));
         continue;
       }
       later(() => this.step(node, { kind: 'loaded', load: load.id, slots: load.keys.map((k) => node.disk.load(k.ref, k.actor)) }));

@@ -379,6 +379,23 @@ describe('replication on the composed core', () => {
     });
   });
 
+  simTest(FILE, 'a store read that finds the database damaged fails the writes waiting on it with STORAGE_DAMAGED', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 3 });
+    sim.startAll();
+    sim.settle();
+    sim.write('n1', [['damaged-read', 'view', T0, 1, 1]], Consistency.QUORUM, undefined, () => {});
+    sim.run(1_000);
+    sim.crash('n1');
+    sim.start('n1');
+    sim.settle();
+    sim.node('n1').failLoadOf = 'damaged-read';
+    sim.node('n1').failLoadCode = 'STORAGE_DAMAGED';
+    const outcomes: RequestOutcome[] = [];
+    sim.write('n1', [['damaged-read', 'view', T0, 1, 1]], Consistency.QUORUM, 'b', (o) => outcomes.push(o));
+    sim.run(2_000);
+    expect(outcomes).toMatchObject([{ kind: 'reply', reply: { ok: false, code: 'STORAGE_DAMAGED' } }]);
+  });
+
   /** The slot of `actor` in the day bucket of T0 of `videoId` on node `n`'s disk. */
   const dayCount = (sim: ReplicationSim, n: string, videoId: string, actor: string): number | undefined =>
     sim.node(n).disk.get({ videoId, eventType: 'view', res: 'd', start: T0 - (T0 % DAY_MS) }, actor)?.count;
