@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createServer as createNetServer } from 'node:net';
-import { readFile, rename, stat } from 'node:fs/promises';
+import { readdir, readFile, rename, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { getHeapStatistics } from 'node:v8';
 import xxhash from 'xxhash-wasm';
@@ -33,14 +33,26 @@ import { memberStatuses, healthLine, processStatus } from './status.js';
 const REBUILD_HINT =
   'if the data is gone for good, start with --rebuild: the database is moved aside and the node comes back as a new actor that its replicas refill';
 
+/** Whether `dbPath` holds LevelDB files with data in them: a table, or a log with records. */
+async function holdsData(dbPath: string): Promise<boolean> {
+  const files = await readdir(dbPath).catch(() => [] as string[]);
+  for (const f of files) {
+    if (f.endsWith('.ldb') || f.endsWith('.sst')) return true;
+    if (f.endsWith('.log') && (await stat(join(dbPath, f)).then((s) => s.size > 0, () => false))) return true;
+  }
+  return false;
+}
+
 /**
  * A node whose directory held a database must find it whole: a missing database, or one without
  * its CURRENT file, would open as a new empty one (LevelDB then deletes the old tables), losing
- * everything without a word.
+ * everything without a word. `recorded`: the identity file says the directory held one; without
+ * that record (the file lost), a database that lost its CURRENT file is known by its files.
  */
-async function checkDatabasePresent(dbPath: string): Promise<void> {
+async function checkDatabasePresent(dbPath: string, recorded: boolean): Promise<void> {
   const present = await stat(join(dbPath, 'CURRENT')).then(() => true, () => false);
   if (present) return;
+  if (!recorded && !(await holdsData(dbPath))) return;
   const what = await stat(dbPath).then(() => `${dbPath} has lost its CURRENT file`, () => `${dbPath} is missing`);
   throw new TallyError(ErrorCode.STORAGE_DAMAGED, `this data directory held a database, but ${what}; refusing to start it as an empty store; ${REBUILD_HINT}`);
 }
@@ -212,7 +224,7 @@ export class TallyNode {
     const { id, database } = await openNodeId(config.dataDir, config.id);
     const dbPath = join(config.dataDir, 'db');
     if (config.rebuild) await moveAside(dbPath);
-    else if (database !== undefined) await checkDatabasePresent(dbPath);
+    else await checkDatabasePresent(dbPath, database !== undefined);
     const { h64 } = await xxhash();
     const store = new Store(new LevelKv(dbPath, files.storeOpenFiles), h64);
     try {

@@ -3,7 +3,8 @@
  * a directory that held data, never acknowledges a write after its data directory is gone, and
  * `--rebuild` is the way back — in a cluster, without losing an acknowledged event.
  * - db/CURRENT deleted (LevelDB would open a new empty database and delete the old tables): the
- *   node refuses with STORAGE_DAMAGED naming the cause; the table files are untouched.
+ *   node refuses with STORAGE_DAMAGED naming the cause, also without the identity file that
+ *   recorded the database; the table files are untouched.
  * - the log cut in half, or 16 bytes of it flipped (LevelDB drops what it cannot read): the node
  *   refuses with STORAGE_DAMAGED naming how many commits are gone, on every start.
  * - the data directory deleted while the node runs: writes fail from then on, none acknowledged.
@@ -44,6 +45,24 @@ describe('storage faults on one node', () => {
       // --rebuild keeps the damaged database beside the new one.
       node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's1', '--rebuild']);
       expect((await readdir(dir)).some((f) => f.startsWith('db.damaged-'))).toBe(true);
+    } finally {
+      await stopNode(node, 'SIGKILL');
+      await removeDir(dir);
+    }
+  });
+
+  it('refuses a database that lost its CURRENT file even when the identity file that recorded it is lost too', async () => {
+    const dir = await tempDir();
+    const node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 's10']);
+    try {
+      expect((await runCli(['count', 'v', '--n', '100', '--at', String(T), '--node', node.address])).code).toBe(0);
+      // Killed: what it holds is in its log, not yet in a table.
+      await stopNode(node, 'SIGKILL');
+      const before = (await readdir(`${dir}/db`)).filter((f) => f !== 'CURRENT' && f !== 'LOCK').sort();
+      await unlink(`${dir}/db/CURRENT`);
+      await unlink(join(dir, 'tally-node.json'));
+      expect(await refusedStart(['--rf', '1', '--port', '0', '--data', dir, '--id', 's10'])).toMatch(/STORAGE_DAMAGED.*lost its CURRENT file.*--rebuild/s);
+      expect((await readdir(`${dir}/db`)).filter((f) => f !== 'LOCK').sort()).toEqual(before);
     } finally {
       await stopNode(node, 'SIGKILL');
       await removeDir(dir);
