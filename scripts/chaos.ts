@@ -13,8 +13,9 @@
  *
  * Per series it records increments attempted, acknowledged, refused (nothing applied) and of
  * unknown outcome. Every `quorum` read during the run must lie in [acknowledged before it began,
- * attempted before it ended]. At the end it heals everything, waits for the replicas to agree, reads
- * every series at `all` and from each replica alone, and reports lost and over-counted increments.
+ * attempted before it ended]. At the end it heals everything, waits for the replicas of every series
+ * to agree, each read alone at `one` (chaos-check.ts), then reads every series at `all` and reports
+ * lost and over-counted increments. A run that acknowledged nothing, or checked no read, fails.
  * The seed replays the fault schedule (the timing of a real cluster does not replay exactly).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -28,6 +29,7 @@ import { statusOf } from '../client/local-cluster.js';
 import { TallyClient } from '../client/tally-client.js';
 import { Consistency, ErrorCode, TallyError } from '../protocol/index.js';
 import { ChaosNet } from './chaos-net.js';
+import { awaitLevel, vacuous } from './chaos-check.js';
 import { startArgs } from '../node/memory.js';
 
 /** The built CLI: beside this file once built, or under dist/ when this runs from source (tests). */
@@ -35,6 +37,8 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const CLI = existsSync(join(HERE, 'cli.js')) ? join(HERE, 'cli.js') : join(HERE, '../dist/scripts/cli.js');
 const SECRET = 'chaos-cluster-secret-0123456789';
 const DAY_MS = 86_400_000;
+/** The replication factor the run's nodes are started with. */
+const RF = 3;
 /** Each node compares with its next peer this often: the schedule is part of what is tested. */
 const REPAIR_INTERVAL_MS = 2_000;
 
@@ -137,7 +141,7 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
   const start = async (n: NodeProc): Promise<void> => {
     const [host, port] = n.address.split(':') as [string, string];
     const args = ['--host', host, '--port', port, '--data', join(dir, `n${n.i + 1}`), '--id', `n${n.i + 1}`, '--zone', `z${(n.i % 3) + 1}`];
-    args.push('--seeds', seeds, '--rf', '3', '--cluster-secret', SECRET, '--stop-on-stdin-close', '--repair-interval-ms', String(REPAIR_INTERVAL_MS));
+    args.push('--seeds', seeds, '--rf', String(RF), '--cluster-secret', SECRET, '--stop-on-stdin-close', '--repair-interval-ms', String(REPAIR_INTERVAL_MS));
     if (n.offsetMs !== 0) args.push('--clock-offset-ms', String(n.offsetMs));
     const cmd = [...(net === undefined ? [] : net.exec(n.i)), process.execPath, ...startArgs(CLI, args)];
     // Every commit is checked never to lower a stored slot (node/store.ts, verifyCommits): a run
@@ -211,7 +215,7 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
     client = await TallyClient.connect({ nodes: nodes.map((n) => n.address), timeoutMs: 8_000 });
     // Wait until every node serves (gossip settled), so the run starts from a healthy cluster.
     await waitUntil(60_000, async () => {
-      for (const n of nodes) await directRead(n.address, series[0] as Series, Consistency.QUORUM);
+      for (const n of nodes) await directRead(n.address, (series[0] as Series).id, Consistency.QUORUM);
       return true;
     });
     const now = Date.now();
@@ -443,33 +447,31 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
       if (n.proc === undefined) await start(n);
     }
     o.log('healed; waiting for the replicas to agree');
-    const healedAt = Date.now();
-    let differing = Number.POSITIVE_INFINITY;
-    let finals = new Map<string, number>();
-    const deadline = Date.now() + 120_000;
-    while (Date.now() < deadline) {
-      try {
-        finals = new Map();
-        differing = 0;
-        for (const s of series) {
-          const all = await (client as TallyClient).getViewsCount(s.id, window.from, window.to, { consistency: Consistency.ALL });
-          finals.set(s.id, all);
-          for (const r of (client as TallyClient).replicasOf(s.id)) {
-            if ((await directRead(r.address, s, Consistency.ONE, window)) !== all) differing++;
-          }
-        }
-        if (differing === 0) break;
-      } catch {
-        differing = Number.POSITIVE_INFINITY;
-      }
-      await sleep(1_000);
-    }
-    const convergeMs = differing === 0 ? Date.now() - healedAt : null;
+    const level = await awaitLevel(
+      series.map((s) => s.id),
+      {
+        replicasOf: (id) => (client as TallyClient).replicasOf(id).map((r) => r.address),
+        // Every node answers, knows every member, and none is being rebuilt (a node being rebuilt
+        // answers a read at `one` from another replica, so its own copy would not be compared).
+        ready: async () => {
+          const st = await Promise.all(nodes.map((n) => statusOf(n.address)));
+          return st.every((x) => x.members.length === o.nodes && x.members.every((m) => m.status === 'up' && !m.lifecycle.includes('rebuilding')));
+        },
+        readOne: (address, id) => directRead(address, id, Consistency.ONE, window),
+        readAll: (id) => (client as TallyClient).getViewsCount(id, window.from, window.to, { consistency: Consistency.ALL }),
+      },
+      { rf: RF, timeoutMs: 120_000, finalReadMs: 30_000, pauseMs: 1_000 },
+    );
+    const convergeMs = level.levelMs;
     let lost = 0;
     let over = 0;
+    let unread = 0;
     for (const s of series) {
-      const v = finals.get(s.id);
-      if (v === undefined) continue;
+      const v = level.finals.get(s.id);
+      if (v === undefined) {
+        unread++;
+        continue;
+      }
       if (v < s.acked) {
         lost += s.acked - v;
         violate(`${s.id}: ${v} after healing, but ${s.acked} were acknowledged`);
@@ -480,7 +482,9 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
       }
     }
     // Always in the summary, past the 20 others.
-    if (convergeMs === null) violations.push(`replicas still differ on ${differing} (series, replica) pairs 120 s after healing`);
+    if (convergeMs === null) violations.push(`the replicas of ${level.differing} series still differ 120 s after healing`);
+    if (unread > 0) violations.push(`${unread} series could not be read at all after healing: their counts were not checked`);
+    violations.push(...vacuous(increments.acknowledged, reads['ok'] ?? 0));
     return {
       seed: o.seed,
       nodes: o.nodes,
@@ -493,7 +497,7 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
       lost,
       overCounted: over,
       readsOutOfBounds,
-      replicasDiffering: Number.isFinite(differing) ? differing : -1,
+      replicasDiffering: level.differing,
       convergeMs,
       violations,
       ok: lost === 0 && over === 0 && readsOutOfBounds === 0 && convergeMs !== null && violations.length === 0,
@@ -506,10 +510,10 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
     journal?.end();
   }
 
-  async function directRead(address: string, s: Series, cl: Consistency, w = { from: 0, to: Date.now() + DAY_MS }): Promise<number> {
+  async function directRead(address: string, id: string, cl: Consistency, w = { from: 0, to: Date.now() + DAY_MS }): Promise<number> {
     const c = await TallyClient.connect({ nodes: [address], routing: 'direct', timeoutMs: 5_000, maxRetries: 2 });
     try {
-      return await c.getViewsCount(s.id, w.from, w.to, { consistency: cl });
+      return await c.getViewsCount(id, w.from, w.to, { consistency: cl });
     } finally {
       await c.close();
     }
