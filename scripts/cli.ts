@@ -556,7 +556,8 @@ async function main(argv: string[]): Promise<void> {
           .option('rate', { type: 'number', default: 2_000, describe: 'target write rate, events per second' })
           .option('series', { type: 'number', default: 200 })
           .option('without', { type: 'string', default: '', describe: 'fault kinds to leave out, comma-separated (kill, freeze, wipe, clock, isolate, one-way, split)' })
-          .option('no-netns', { type: 'boolean', default: false, describe: 'stay on loopback (no partitions)' })
+          // Declared as netns: yargs reads --no-netns as netns=false, and would leave an option named no-netns false.
+          .option('netns', { type: 'boolean', default: true, describe: 'as root, each node in a network namespace, for partitions (--no-netns: loopback, no partitions)' })
           .option('base-port', { type: 'number', default: 7501, describe: 'on loopback: port of the first node' })
           .option('json', { type: 'boolean', default: false }),
       async (a) => {
@@ -570,7 +571,7 @@ async function main(argv: string[]): Promise<void> {
           rate: a.rate,
           series: a.series,
           without: a.without.split(',').map((k) => k.trim()).filter(Boolean),
-          netns: !a['no-netns'],
+          netns: a.netns,
           basePort: a['base-port'],
           log: a.json ? () => {} : (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
         });
