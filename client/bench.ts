@@ -442,6 +442,14 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
 }
 
 /**
+ * The level the count check reads at: one whose replicas overlap those of every acknowledged
+ * write. A write acknowledged at `one` may be on one replica alone, so those are read at `all`.
+ */
+export function checkConsistency(written: Consistency): Consistency {
+  return written === Consistency.ONE ? Consistency.ALL : written;
+}
+
+/**
  * Reads a sample of the series written (the most popular and a random draw of the rest), each
  * through another member in turn, and counts those outside [acknowledged, attempted].
  */
@@ -464,7 +472,7 @@ async function checkCounts(
   }
   const sample = [...top, ...rest.slice(0, o.checkVideos - top.length)];
   // Through each member that can be reached now: one may have left, or been stopped, during the run.
-  const tried = await Promise.allSettled(members.map((a) => TallyClient.connect({ nodes: [a], routing: 'direct', consistency: o.consistency, timeoutMs: 30_000, ...withoutUndefinedAuth(o.auth ?? {}) })));
+  const tried = await Promise.allSettled(members.map((a) => TallyClient.connect({ nodes: [a], routing: 'direct', consistency: checkConsistency(o.consistency), timeoutMs: 30_000, ...withoutUndefinedAuth(o.auth ?? {}) })));
   const clients: TallyClient[] = [];
   const through: string[] = [];
   const unreachable: string[] = [];

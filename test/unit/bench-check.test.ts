@@ -3,7 +3,7 @@
  * stops answering during the check is skipped and named, and the sample is read through the next.
  */
 import { describe, expect, it } from 'vitest';
-import { countThrough } from '../../client/bench.js';
+import { checkConsistency, countThrough } from '../../client/bench.js';
 import { ErrorCode, TallyError } from '../../protocol/index.js';
 
 const member = (address: string, failFrom = Infinity) => {
@@ -38,5 +38,13 @@ describe('countThrough', () => {
 
   it('fails when every member has failed', async () => {
     await expect(countThrough([member('a', 0), member('b', 0)], [1])).rejects.toMatchObject({ code: 'CONNECTION_CLOSED' });
+  });
+});
+
+describe('checkConsistency', () => {
+  it('reads writes acknowledged at one at all, where a replica behind cannot answer for the rest', () => {
+    expect(checkConsistency('one')).toBe('all');
+    expect(checkConsistency('quorum')).toBe('quorum');
+    expect(checkConsistency('all')).toBe('all');
   });
 });
