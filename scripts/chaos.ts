@@ -149,15 +149,25 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
     const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TALLY_VERIFY_COMMITS: '1' } });
     n.proc = proc;
     let partLine = '';
+    let lastLine = '';
     proc.stderr?.on('data', (d: Buffer) => {
       // Whole lines only: a chunk may end inside one.
       const lines = (partLine + d.toString()).split('\n');
       partLine = (lines.pop() ?? '').slice(-4096);
       for (const line of lines) {
+        if (line.trim() !== '') lastLine = line.slice(0, 300);
         const lowered = /commit would lower.*/.exec(line);
         if (lowered === null) continue;
         violate(`n${n.i + 1}: ${lowered[0]}`);
       }
+    });
+    // Every exit the run makes goes through kill(), which lets go of the process first: any other is
+    // the node's own (a failed assertion, a fatal error), a fault in Tally. It is restarted by the
+    // next process fault that picks it, or after healing.
+    proc.once('exit', (code, signal) => {
+      if (n.proc !== proc) return;
+      n.proc = undefined;
+      violate(`n${n.i + 1} exited by itself (${signal ?? `exit code ${code}`})${lastLine === '' ? '' : `: ${lastLine}`}`);
     });
     // TALLY_CHAOS_LOGS=dir keeps every node's output, one file per node, for reading a run afterwards.
     if (logs !== undefined && logs !== '') {
