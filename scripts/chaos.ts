@@ -106,6 +106,9 @@ interface NodeProc {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
+  const kinds: readonly string[] = [...PROCESS_FAULTS, ...NETWORK_FAULTS];
+  const unknown = (given.without ?? []).filter((k) => !kinds.includes(k));
+  if (unknown.length > 0) throw new TallyError(ErrorCode.BAD_REQUEST, `--without: no fault kind ${unknown.map((k) => JSON.stringify(k)).join(', ')}; the kinds are ${kinds.join(', ')}`);
   // TALLY_CHAOS_LOGS=dir also keeps the run's own journal there (chaos.log): each fault and each
   // write's outcome, timed, to read beside the nodes' logs when a run fails.
   const logs = process.env['TALLY_CHAOS_LOGS'];

@@ -542,7 +542,8 @@ async function main(argv: string[]): Promise<void> {
         });
         process.stdout.write(`${formatBench(r)}\n`);
         if (a.json !== undefined) await writeFile(a.json, `${JSON.stringify(r, null, 2)}\n`);
-        if (r.check.outside > 0) process.exitCode = 1;
+        // A run that sent writes and had none acknowledged measured nothing: said by its exit code too.
+        if (r.check.outside > 0 || (r.writes.eventsSent > 0 && r.writes.eventsAcked === 0)) process.exitCode = 1;
       },
     )
     .command(

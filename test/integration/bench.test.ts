@@ -71,6 +71,10 @@ describe('bench smoke', () => {
       expect(code, out).toBe(0);
       expect(out).toContain(`read through ${n1.address} (not reachable, skipped: ${n2.address})`);
       expect(out).toMatch(/^check: .*every count within bounds$/m);
+      // At `all` with n2 down nothing is acknowledged: a run that measured nothing says so by its exit code.
+      const none = await run('dist/scripts/cli.js', ['bench', '--node', n1.address, '--duration', '1', '--warmup', '0', '--rate', '100', '--batch', '10', '--consistency', 'all', '--videos', '100', '--check', '10']);
+      expect(none.code, none.out).toBe(1);
+      expect(none.out).toMatch(/^errors: .*UNAVAILABLE/m);
     } finally {
       await stopNode(n1);
       await stopNode(n2);

@@ -52,6 +52,10 @@ describe('the tally command', () => {
     const unknown = await runCli(['frobnicate']);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/^error BAD_REQUEST: Unknown argument: frobnicate/);
+    // A fault kind it does not know is refused before any node starts, not left in silently.
+    const chaos = await runCli(['chaos', '--duration', '1', '--without', 'kill,frobnicate', '--no-netns']);
+    expect(chaos.code).toBe(2);
+    expect(chaos.stderr).toMatch(/error BAD_REQUEST: --without: no fault kind "frobnicate"; the kinds are kill, freeze, wipe, clock, isolate, one-way, split/);
   });
 
   it('names what a number option was given, never NaN, from a flag or the environment', async () => {
