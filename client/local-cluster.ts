@@ -258,7 +258,8 @@ async function waitForAgreement(addresses: string[], timeoutMs: number, auth: Co
 
 /** The status report of the node at `address`; `auth`: the token and TLS settings the node needs. */
 export async function statusOf(address: string, auth: ConnectionAuth = {}): Promise<NodeStatus> {
-  const client = await TallyClient.connect({ nodes: [address], timeoutMs: STATUS_TIMEOUT_MS, maxRetries: 0, ...withoutUndefinedAuth(auth) });
+  // Direct: this node's own view, never another member's in its place should it stop meanwhile.
+  const client = await TallyClient.connect({ nodes: [address], routing: 'direct', timeoutMs: STATUS_TIMEOUT_MS, maxRetries: 0, ...withoutUndefinedAuth(auth) });
   try {
     return (await client.status()) as NodeStatus;
   } finally {

@@ -64,7 +64,8 @@ export interface ClientOptions {
   topologyRefreshMs?: number;
   /**
    * `ring` (default): each key to a replica of it. `direct`: everything to the first listed node
-   * that answers, which coordinates or forwards (to ask one node in particular, e.g. at `one`).
+   * that answers, which coordinates or forwards (to ask one node in particular, e.g. at `one`);
+   * status and topology too are asked of the listed nodes only, never another member.
    */
   routing?: 'ring' | 'direct';
   /**
@@ -513,9 +514,10 @@ export class TallyClient {
     }
   }
 
-  /** One request to the listed nodes in turn (then any member), until one answers. */
+  /** One request to the listed nodes in turn (then, but with `direct` routing, any member), until one answers. */
   private async askAnySeed(body: Outgoing): Promise<Reply> {
-    const candidates = [...new Set([...this.opts.nodes.slice(this.seedIndex), ...this.opts.nodes.slice(0, this.seedIndex), ...(this.topology?.up.values() ?? [])])];
+    const members = this.opts.routing === 'direct' ? [] : [...(this.topology?.up.values() ?? [])];
+    const candidates = [...new Set([...this.opts.nodes.slice(this.seedIndex), ...this.opts.nodes.slice(0, this.seedIndex), ...members])];
     const errors: TallyError[] = [];
     for (const address of candidates) {
       try {

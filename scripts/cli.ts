@@ -109,6 +109,13 @@ function fail(err: unknown): never {
 }
 
 /** Polls `check` every second, printing its line when it changes, until it says done; TIMEOUT after `timeoutMs`. */
+/**
+ * How long a decommissioning node may be silent while its peers do not yet see it removed: it says
+ * `removed` and waits for every live peer to know before it stops, so a silence longer than a few
+ * gossip rounds is a crash.
+ */
+const DECOMMISSION_SILENCE_MS = 15_000;
+
 async function waitRingChange(timeoutMs: number, check: () => Promise<{ done: boolean; line: string }>): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
@@ -395,14 +402,40 @@ async function main(argv: string[]): Promise<void> {
           .option('timeout-ms', { type: 'number', default: 3_600_000, describe: 'give up waiting after this long' }),
       async (a) => {
         const node = a.node.split(',')[0]?.trim() ?? DEFAULT_NODE;
-        process.stdout.write(`${await withClient(node, (c) => c.changeRing(node, 'decommission'))}\n`);
-        if (!a.wait) return;
         const { statusOf } = await import('../client/local-cluster.js');
         const { ringChangeLine } = await import('../client/status-format.js');
+        // Who it is and who its peers are, asked first: they are asked once it stops answering.
+        const first = a.wait ? await statusOf(node, clientAuth) : undefined;
+        process.stdout.write(`${await withClient(node, (c) => c.changeRing(node, 'decommission'))}\n`);
+        if (first === undefined) return;
+        const id = first.nodeId;
+        const peers = first.members.filter((m) => m.id !== id).map((m) => m.address);
+        let silentSince: number | undefined;
         await waitRingChange(a['timeout-ms'], async () => {
           const s = await statusOf(node, clientAuth).catch(() => undefined);
-          // It stops once it is off the ring and its peers know.
-          return s === undefined ? { done: true, line: `${node} has left the ring and stopped` } : { done: false, line: ringChangeLine(s) };
+          if (s !== undefined) {
+            silentSince = undefined;
+            // A node that restarted meanwhile comes back as a normal member: its decommission is over, undone.
+            const me = s.members.find((m) => m.id === id);
+            if (me?.lifecycle === 'normal' && s.ringChange === undefined) {
+              throw new TallyError(ErrorCode.UNAVAILABLE, `${id} is a normal member again (it restarted before it left the ring): nothing moved for good; run tally decommission again`);
+            }
+            return { done: false, line: ringChangeLine(s) };
+          }
+          // It stops once it is off the ring and its peers know: asked of them, not taken on trust
+          // from its silence (a node that crashed is silent too).
+          silentSince ??= Date.now();
+          for (const p of peers) {
+            const ps = await statusOf(p, clientAuth).catch(() => undefined);
+            const lifecycle = ps?.members.find((m) => m.id === id)?.lifecycle;
+            if (lifecycle === undefined) continue;
+            if (lifecycle === 'removed') return { done: true, line: `${id} has left the ring and stopped` };
+            if (Date.now() - silentSince > DECOMMISSION_SILENCE_MS) {
+              throw new TallyError(ErrorCode.UNAVAILABLE, `${id} stopped answering before it left the ring (${p} sees it ${lifecycle}): it crashed or was stopped; start it again, then run tally decommission again, or take it off with tally removenode ${id}`);
+            }
+            return { done: false, line: `${id} is not answering; ${p} sees it ${lifecycle}` };
+          }
+          return { done: false, line: `neither ${node} nor its peers answer` };
         });
       },
     )

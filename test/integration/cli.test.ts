@@ -12,6 +12,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { statusOf } from '../../client/local-cluster.js';
+import { Cluster } from '../helpers/cluster.js';
 import { CLI, ROOT, refusedStart, removeDir, runCli, startNode, stopNode, tempDir, waitFor, type NodeProcess } from '../helpers/node-process.js';
 
 /** A port free now, on loopback (never one of the fixed ports other tests use). */
@@ -302,4 +303,29 @@ describe('a second node with a live node\'s id', () => {
     }
     expect((await statusOf(b.address)).health).toMatch(/^healthy: 2\/2 up/);
   }, 60_000);
+});
+
+describe('tally decommission --wait', () => {
+  let dir: string;
+  let cluster: Cluster;
+  beforeAll(async () => {
+    dir = await tempDir('tally-decom-');
+    cluster = new Cluster(dir, 4, ['--rf', '3']);
+  });
+  afterAll(async () => {
+    await cluster.stop();
+    await removeDir(dir);
+  });
+
+  it('says the node crashed before it left the ring, not that it left, and exits 1', async () => {
+    await cluster.startAll();
+    const decom = runCli(['decommission', '--node', cluster.address(3)], 60_000);
+    // The streams begin once every coordinator knows (about 4 s): killed well before it is done.
+    await waitFor('n4 decommissioning', 10_000, async () => ((await statusOf(cluster.address(0))).members.find((m) => m.id === 'n4')?.lifecycle.startsWith('decommissioning') ? true : undefined));
+    await cluster.kill(3);
+    const r = await decom;
+    expect(r.code, r.stdout + r.stderr).toBe(1);
+    expect(r.stdout).not.toMatch(/has left the ring/);
+    expect(r.stderr).toMatch(/error UNAVAILABLE: n4 stopped answering before it left the ring \(127\.0\.0\.1:\d+ sees it decommissioning\)/);
+  }, 90_000);
 });

@@ -562,6 +562,22 @@ describe('TallyClient, its view of the cluster', () => {
   const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
   const firstOn = (client: TallyClient, id: string): string => Array.from({ length: 1_000 }, (_, i) => `v${i}`).find((v) => client.replicasOf(v)[0]!.id === id) as string;
 
+  it('with direct routing asks the listed node alone for its status, never another member in its place', async () => {
+    const status = (name: string): Answer => (m) => (m.t === 'status' ? ({ t: 'status', id: m.id, status: { nodeId: name } } as unknown as Reply) : ack(m, 0));
+    const a = await fakeNode(status('a'));
+    const b = await fakeNode(status('b'));
+    topology = pair(1, ['a', a], ['b', b]);
+    const direct = await TallyClient.connect({ nodes: [a.address], routing: 'direct', maxRetries: 0, timeoutMs: 2_000 });
+    const ring = await TallyClient.connect({ nodes: [a.address], maxRetries: 0, timeoutMs: 2_000 });
+    expect(await direct.status()).toEqual({ nodeId: 'a' });
+    await a.close();
+    const err = await direct.status().then(() => undefined, (e: unknown) => e as { code: string });
+    expect(['UNAVAILABLE', 'CONNECTION_CLOSED'], 'a failure, not b\'s status').toContain(err?.code);
+    expect(await ring.status(), 'with ring routing any member answers').toEqual({ nodeId: 'b' });
+    await direct.close();
+    await ring.close();
+  });
+
   it('forgets a member that left once nothing is in flight to it, and closes its connection', async () => {
     const a = await fakeNode(ack);
     const b = await fakeNode(ack);
