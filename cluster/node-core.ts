@@ -2192,7 +2192,13 @@ export class NodeCore {
     const refuse = (code: ErrorCode, message: string): void => void this.out.replies.push({ req, reply: { ok: false, code, message } });
     if (!this.membership.settled(this.now) || this.membership.isRebuilding(this.id)) return refuse(ErrorCode.NOT_READY, `${this.id} is still joining the ring or being rebuilt`);
     const leaving = this.membership.leavers();
-    if (leaving.length > 0) return refuse(ErrorCode.UNAVAILABLE, `${leaving.join(', ')} ${leaving.length === 1 ? 'is' : 'are'} leaving the ring; one ring change at a time: retry once it is done (tally status shows it)`);
+    // A member that died while it decommissioned may be removed instead, by a live member that
+    // drives the rest: else its peers would hold it as leaving, every ring change waiting, until
+    // it came back. The streams under way go on: the same member leaves the same ring.
+    const takeover =
+      op === 'removenode' && node !== undefined && leaving.length === 1 && leaving[0] === node && !this.isUp(node) &&
+      this.membership.stateOf(node)?.lifecycle === Lifecycle.DECOMMISSIONING && this.moverOf(node) === node;
+    if (leaving.length > 0 && !takeover) return refuse(ErrorCode.UNAVAILABLE, `${leaving.join(', ')} ${leaving.length === 1 ? 'is' : 'are'} leaving the ring; one ring change at a time: retry once it is done (tally status shows it)`);
     const ring = this.membership.ring().members;
     // A member that died while being rebuilt may itself be removed: reads do not count it yet, so
     // it holds nothing the others need, and nothing else would ever end its rebuild.
@@ -2218,10 +2224,13 @@ export class NodeCore {
     this.out.replies.push({ req, reply: { ok: true, moved: `removing ${target}: once the others hold its ranges again it leaves the ring for good${lost}` } });
   }
 
-  /** The member driving the removal of `leaver`: the leaver itself, or the member removing it. */
+  /**
+   * The member driving the removal of `leaver`: the member removing it, or else the leaver itself
+   * (decommissioning; one that died doing so may be removed by another, which then drives it).
+   */
   private moverOf(leaver: string): string | undefined {
-    if (this.membership.stateOf(leaver)?.lifecycle === Lifecycle.DECOMMISSIONING) return leaver;
     for (const m of this.membership.view(this.now)) if (this.membership.stateOf(m.id)?.removing === leaver) return m.id;
+    if (this.membership.stateOf(leaver)?.lifecycle === Lifecycle.DECOMMISSIONING) return leaver;
     return undefined;
   }
 

@@ -431,7 +431,7 @@ async function main(argv: string[]): Promise<void> {
             if (lifecycle === undefined) continue;
             if (lifecycle === 'removed') return { done: true, line: `${id} has left the ring and stopped` };
             if (Date.now() - silentSince > DECOMMISSION_SILENCE_MS) {
-              throw new TallyError(ErrorCode.UNAVAILABLE, `${id} stopped answering before it left the ring (${p} sees it ${lifecycle}): it crashed or was stopped; its peers hold it as leaving until it is back: start it again (a normal member then), and run tally decommission again`);
+              throw new TallyError(ErrorCode.UNAVAILABLE, `${id} stopped answering before it left the ring (${p} sees it ${lifecycle}): it crashed or was stopped; its peers hold it as leaving until it is back: start it again (a normal member then) and run tally decommission again, or take it off with tally removenode ${id}`);
             }
             return { done: false, line: `${id} is not answering; ${p} sees it ${lifecycle}` };
           }

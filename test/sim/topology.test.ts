@@ -364,7 +364,24 @@ function runDiesRebuilding(seed: number): void {
   expectAllReads(sim, 'n1', acked);
 }
 
+/**
+ * A member that dies while it decommissions can be removed instead: its peers would otherwise hold
+ * it as leaving, every other ring change waiting, until it came back. Five nodes, RF 3: n5 begins
+ * its decommission and is killed for good; removenode takes it off through n1.
+ */
+function runDiesDecommissioning(seed: number): void {
+  const { sim, agreed, acked } = fiveNodesWritten(seed, 'dd');
+  expect(ask(sim, 'n5', 'decommission'), 'decommission accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
+  until(sim, 'n5 seen decommissioning', 20_000, () => sim.node('n1').core!.membership.stateOf('n5')?.lifecycle === Lifecycle.DECOMMISSIONING);
+  sim.crash('n5');
+  until(sim, 'n5 seen down', 20_000, () => !sim.node('n1').core!.membership.isUp('n5'));
+  expect(ask(sim, 'n1', 'removenode', 'n5'), 'removenode accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
+  until(sim, 'n5 removed, and the four agree', 60_000, () => sim.node('n1').core!.membership.stateOf('n5')?.lifecycle === Lifecycle.REMOVED && sim.node('n1').core!.membership.removing === undefined && agreed(4));
+  expectAllReads(sim, 'n2', acked);
+}
+
 describe('ring changes on the composed core', () => {
+  simTest(FILE, 'a member that dies while it decommissions is removed instead, and nothing acknowledged is lost', (seed) => runDiesDecommissioning(seed), 60_000);
   simTest(FILE, 'a member that dies while it is being rebuilt is removed, and nothing acknowledged is lost', (seed) => runDiesRebuilding(seed), 60_000);
   simTest(FILE, 'a rebuild waits for a member decommissioning that is down for a moment, not for one being removed', (seed) => runRebuildWaitsForDecommissioning(seed), 60_000);
   simTest(FILE, 'two members dead for good at once: one brought back empty is rebuilt, the other\'s removal ends, nothing acknowledged is lost', (seed) => runTwoDead(seed), 60_000);
