@@ -102,7 +102,10 @@ function retentionOf(minuteDays: number | undefined, hourDays: number | undefine
 }
 
 function fail(err: unknown): never {
-  const code = err instanceof TallyError ? err.code : ErrorCode.INTERNAL;
+  // yargs reports what it finds wrong in the command line or the --config file as a YError (the
+  // file's own TallyError comes back as one, its code lost): bad usage, not a failure of Tally.
+  const usage = err instanceof Error && err.name === 'YError';
+  const code = err instanceof TallyError ? err.code : usage ? ErrorCode.BAD_REQUEST : ErrorCode.INTERNAL;
   const message = err instanceof Error ? err.message : String(err);
   process.stderr.write(`error ${code}: ${message}\n`);
   process.exit(code === ErrorCode.BAD_REQUEST ? EXIT.USAGE : EXIT.FAILED);

@@ -136,6 +136,19 @@ describe('the tally command', () => {
     expect(typo).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: Unknown argument: prot\n' });
   });
 
+  it('refuses a --config file it cannot read, or that is not a JSON object, as bad usage (exit 2)', async () => {
+    await writeFile(`${dir}/broken.json`, '{"port": ');
+    await writeFile(`${dir}/list.json`, '[7401]');
+    const missing = await runCli(['start', '--config', `${dir}/missing.json`]);
+    expect(missing).toMatchObject({ code: 2, stderr: `error BAD_REQUEST: cannot read the configuration file ${dir}/missing.json: no such file\n` });
+    const broken = await runCli(['get', 'v', '--config', `${dir}/broken.json`]);
+    expect(broken.code).toBe(2);
+    expect(broken.stderr).toMatch(/^error BAD_REQUEST: the configuration file .*broken\.json is not valid JSON/);
+    const list = await runCli(['status'], 20_000, { TALLY_CONFIG: `${dir}/list.json` });
+    expect(list.code).toBe(2);
+    expect(list.stderr).toMatch(/^error BAD_REQUEST: the configuration file .*list\.json must hold a JSON object of options/);
+  });
+
   it('exits 3 from `tally status` while the cluster is degraded, and --watch reports until Ctrl-C', async () => {
     const a = await startNode(['--port', '0', '--data', `${dir}/sa`, '--id', 'sa', '--rf', '1']);
     let b: NodeProcess | undefined;
