@@ -632,6 +632,11 @@ async function main(argv: string[]): Promise<void> {
         const onCommandLine = argv.some((t) => t === `--${kebab}` || t.startsWith(`--${kebab}=`) || t === `--${k}` || t.startsWith(`--${k}=`));
         if (fromEnv && !onCommandLine) delete a[k];
       }
+      // An option given twice: yargs makes a list of it, which no option takes; say so rather than
+      // fail later on a list where a string or number belongs.
+      for (const [k, v] of Object.entries(a)) {
+        if (k !== '_' && Array.isArray(v) && !/[A-Z]/.test(k)) throw new TallyError(ErrorCode.BAD_REQUEST, `--${k} was given ${v.length} times; give it once`);
+      }
       // A number option given a word: name what was given, not NaN.
       for (const [k, v] of Object.entries(a)) {
         if (typeof v === 'number' && Number.isNaN(v) && !/[A-Z]/.test(k)) {

@@ -67,6 +67,16 @@ describe('the tally command', () => {
     expect(existsSync(`${dir}/never`)).toBe(false);
   });
 
+  it('refuses an option given twice as bad usage, whatever its type', async () => {
+    const node = await runCli(['get', 'v', '--node', '127.0.0.1:1', '--node', '127.0.0.1:2']);
+    expect(node).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --node was given 2 times; give it once\n' });
+    const data = await runCli(['start', '--data', `${dir}/twice-a`, '--data', `${dir}/twice-b`]);
+    expect(data).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --data was given 2 times; give it once\n' });
+    expect(existsSync(`${dir}/twice-a`) || existsSync(`${dir}/twice-b`)).toBe(false);
+    const watch = await runCli(['status', '--watch', '1', '--watch', '2', '--node', '127.0.0.1:1']);
+    expect(watch).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --watch was given 2 times; give it once\n' });
+  });
+
   it('refuses a port in use with IN_USE, before making the data directory, with no stack trace', async () => {
     const holder: Server = createServer();
     await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
