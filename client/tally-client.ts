@@ -39,7 +39,7 @@ import {
   type StatsTuple,
   type TopologyMember,
 } from '../protocol/messages.js';
-import { checkEvent, checkQuery } from '../protocol/validate.js';
+import { checkEvent, checkQuery, parseAddress } from '../protocol/validate.js';
 import { rangeExpired, rangeStats, type EventStats } from '../protocol/range-stats.js';
 import { Connection, MAX_PENDING_PER_CONNECTION, type ClientTls, type ConnectionAuth, type Outgoing } from './connection.js';
 import { NoRoom, WriteWindow } from './write-window.js';
@@ -307,6 +307,8 @@ export class TallyClient {
     if (!Array.isArray(opts.nodes) || opts.nodes.length === 0) {
       throw new TallyError(ErrorCode.BAD_REQUEST, 'nodes must list at least one host:port');
     }
+    // A malformed address is the caller's mistake (BAD_REQUEST), not a node that is unavailable.
+    for (const address of opts.nodes) parseAddress(address, 'a node address');
     this.opts = {
       nodes: [...opts.nodes],
       timeoutMs: opts.timeoutMs ?? DEFAULTS.timeoutMs,

@@ -77,6 +77,13 @@ describe('the tally command', () => {
     expect(watch).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --watch was given 2 times; give it once\n' });
   });
 
+  it('refuses a --node that is not host:port as bad usage (exit 2)', async () => {
+    for (const command of [['get', 'v'], ['status'], ['repair']]) {
+      const r = await runCli([...command, '--node', '7401']);
+      expect(r).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: a node address must be host:port (IPv6 as [::1]:7401), got "7401"\n' });
+    }
+  });
+
   it('refuses a port in use with IN_USE, before making the data directory, with no stack trace', async () => {
     const holder: Server = createServer();
     await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));

@@ -332,6 +332,12 @@ describe('TallyClient', () => {
     await client.close();
   });
 
+  it('refuses a node address that is not host:port as BAD_REQUEST, not as a node unavailable', async () => {
+    await expect(TallyClient.connect({ nodes: ['7401'] })).rejects.toMatchObject({ code: 'BAD_REQUEST', message: 'a node address must be host:port (IPv6 as [::1]:7401), got "7401"' });
+    const node = await fakeNode(ack);
+    await expect(TallyClient.connect({ nodes: [node.address, 'localhost'] })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+  });
+
   it('checks events at the call, against its own clock', async () => {
     const node = await fakeNode(ack);
     const client = await TallyClient.connect({ nodes: [node.address] });
