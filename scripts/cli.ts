@@ -20,6 +20,7 @@ import { Consistency } from '../protocol/messages.js';
 import { parseTimeText } from '../protocol/validate.js';
 import type { EventInput, TallyClient } from '../client/tally-client.js';
 import type { ConnectionAuth } from '../client/connection.js';
+import type { NodeStatus } from '../protocol/status.js';
 import { defaultRetention, validateRetention, type Retention } from '../cluster/retention.js';
 import { LOG_LEVELS, LogFormat, type LogLevel } from '../node/log-options.js';
 import { DEFAULT_MEMORY_MB, heapLimitGiven, heapMBOf, memoryEnv, MIN_HEAP_MB, NATIVE_RESERVE_MB, runWithHeap } from '../node/memory.js';
@@ -337,6 +338,7 @@ async function main(argv: string[]): Promise<void> {
           .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON' })
           .option('key', { type: 'string', describe: 'print the replicas of this video id instead, in the order writes try them' })
           .option('watch', { type: 'string', describe: 'print the report again every this many seconds (2 when given bare) until Ctrl-C' })
+          .conflicts('key', 'watch')
           .epilogue(`exit status: ${EXIT.OK} healthy, ${EXIT.DEGRADED} degraded (a member down, being sent its ranges, or the ring not agreed), ${EXIT.FAILED} no answer`),
       async (a) => {
         if (a.key !== undefined) {
@@ -349,9 +351,21 @@ async function main(argv: string[]): Promise<void> {
         }
         const { statusOf } = await import('../client/local-cluster.js');
         const { formatStatus } = await import('../client/status-format.js');
-        const node = a.node.split(',')[0]?.trim() ?? DEFAULT_NODE;
+        const nodes = a.node.split(',').map((s) => s.trim()).filter(Boolean);
+        // The listed nodes in turn, as --node says: the first that answers gives the report.
+        const statusOfAny = async (): Promise<NodeStatus> => {
+          let last: unknown = new TallyError(ErrorCode.BAD_REQUEST, 'name a node to ask with --node host:port');
+          for (const node of nodes) {
+            try {
+              return await statusOf(node, clientAuth);
+            } catch (err) {
+              last = err;
+            }
+          }
+          throw last;
+        };
         const report = async (): Promise<void> => {
-          const status = await statusOf(node, clientAuth);
+          const status = await statusOfAny();
           process.stdout.write(a.json ? `${JSON.stringify(status)}\n` : `${formatStatus(status)}\n`);
           process.exitCode = status.health.startsWith('healthy') ? EXIT.OK : EXIT.DEGRADED;
         };

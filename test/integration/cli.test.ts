@@ -166,6 +166,19 @@ describe('the tally command', () => {
     expect(list.stderr).toMatch(/^error BAD_REQUEST: the configuration file .*list\.json must hold a JSON object of options/);
   });
 
+  it('asks the next node --node lists when the first does not answer `tally status`, and refuses --key with --watch', async () => {
+    const node = await startNode(['--port', '0', '--data', `${dir}/fallback`, '--id', 'fb', '--rf', '1']);
+    try {
+      const r = await runCli(['status', '--json', '--node', `127.0.0.1:${await freePort()},${node.address}`]);
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({ nodeId: 'fb' });
+      const watchKey = await runCli(['status', '--key', 'v', '--watch', '1', '--node', node.address]);
+      expect(watchKey).toMatchObject({ code: 2, stdout: '', stderr: 'error BAD_REQUEST: Arguments key and watch are mutually exclusive\n' });
+    } finally {
+      await stopNode(node);
+    }
+  });
+
   it('exits 3 from `tally status` while the cluster is degraded, and --watch reports until Ctrl-C', async () => {
     const a = await startNode(['--port', '0', '--data', `${dir}/sa`, '--id', 'sa', '--rf', '1']);
     let b: NodeProcess | undefined;
