@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ErrorCode, isErrorCode, TallyError } from '../protocol/index.js';
+import { ErrorCode, formatAddress, isErrorCode, TallyError } from '../protocol/index.js';
 import type { NodeStatus } from '../protocol/status.js';
 import { formatStatus } from './status-format.js';
 import { TallyClient } from './tally-client.js';
@@ -104,7 +104,14 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
   if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > MAX_LOCAL_NODES) {
     throw new TallyError(ErrorCode.BAD_REQUEST, `--nodes must be an integer in [1, ${MAX_LOCAL_NODES}], got ${o.nodes}`);
   }
-  const addresses = Array.from({ length: o.nodes }, (_, i) => `${o.host}:${o.basePort + i}`);
+  if (!Number.isInteger(o.basePort) || o.basePort < 1 || o.basePort + o.nodes - 1 > 65_535) {
+    throw new TallyError(ErrorCode.BAD_REQUEST, `--base-port must be an integer from 1 to ${65_536 - o.nodes} for ${o.nodes} node${o.nodes === 1 ? '' : 's'}, got ${o.basePort}`);
+  }
+  // More replicas than nodes: no key could have them all, and every quorum write would be refused.
+  if (o.rf !== undefined && !(Number.isInteger(o.rf) && o.rf >= 1 && o.rf <= o.nodes)) {
+    throw new TallyError(ErrorCode.BAD_REQUEST, `--rf must be an integer from 1 to the number of nodes (${o.nodes}), got ${o.rf}`);
+  }
+  const addresses = Array.from({ length: o.nodes }, (_, i) => formatAddress(o.host, o.basePort + i));
   // Nodes that need client tokens need a cluster secret too (peers would otherwise skip the token):
   // one made for this run when none is given.
   const clusterSecret = o.clusterSecret ?? (o.clientToken === undefined ? undefined : randomBytes(16).toString('hex'));

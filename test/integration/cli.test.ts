@@ -299,6 +299,35 @@ describe('the tally command', () => {
     expect(small.stderr).toMatch(/^error BAD_REQUEST: --memory-mb must be 0 \(no budget\) or a whole number of MiB from 228/);
   });
 
+  it('refuses a local cluster with more replicas than nodes, or ports past 65535, before starting a node', async () => {
+    const rf = await runCli(['cluster', '--nodes', '1', '--rf', '2', '--base-port', String(await freePort()), '--data', `${dir}/rf-2`]);
+    expect(rf).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --rf must be an integer from 1 to the number of nodes (1), got 2\n' });
+    const ports = await runCli(['cluster', '--nodes', '3', '--base-port', '65534', '--data', `${dir}/ports`]);
+    expect(ports).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --base-port must be an integer from 1 to 65533 for 3 nodes, got 65534\n' });
+    expect(existsSync(`${dir}/rf-2`) || existsSync(`${dir}/ports`)).toBe(false);
+  });
+
+  it('runs a local cluster on an IPv6 host, its addresses in brackets', async (ctx) => {
+    const probe = createServer();
+    const v6 = await new Promise<boolean>((r) => probe.once('error', () => r(false)).listen(0, '::1', () => r(true)));
+    probe.close();
+    if (!v6) return ctx.skip();
+    const port = await freePort();
+    const proc = spawn(process.execPath, [CLI, 'cluster', '--nodes', '1', '--host', '::1', '--base-port', String(port), '--data', `${dir}/v6`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+    try {
+      await waitFor('the cluster is up', 20_000, async () => (out.includes(`local cluster of 1 node is up: [::1]:${port}`) ? true : undefined));
+      expect((await statusOf(`[::1]:${port}`)).address).toBe(`[::1]:${port}`);
+      proc.kill('SIGINT');
+      expect(await exited).toBe(0);
+    } finally {
+      proc.kill('SIGKILL');
+    }
+  }, 40_000);
+
   it('says why a node of `tally cluster` could not start, with its code', async () => {
     const holder: Server = createServer();
     await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
