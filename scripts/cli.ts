@@ -15,7 +15,7 @@ import { hideBin } from 'yargs/helpers';
 // command asks for them. `tally start` runs the node in a child process given its heap limit, and
 // waits for it: that process stays smaller (63 MB resident here, against 74 with the client loaded).
 import { ErrorCode, TallyError } from '../protocol/errors.js';
-import { MAX_EVENT_COUNT } from '../protocol/limits.js';
+import { MAX_EVENT_COUNT, MAX_EVENTS_PER_BATCH } from '../protocol/limits.js';
 import { Consistency } from '../protocol/messages.js';
 import { parseTimeText } from '../protocol/validate.js';
 import type { EventInput, TallyClient } from '../client/tally-client.js';
@@ -26,6 +26,11 @@ import { LOG_LEVELS, LogFormat, type LogLevel } from '../node/log-options.js';
 import { DEFAULT_MEMORY_MB, heapLimitGiven, heapMBOf, memoryEnv, MIN_HEAP_MB, NATIVE_RESERVE_MB, runWithHeap } from '../node/memory.js';
 
 const DEFAULT_NODE = '127.0.0.1:7401';
+/**
+ * Most events one `tally count` records: a batch's most events, each of the largest count. Past it
+ * the command would build millions of events and time out with their outcome unknown.
+ */
+const MAX_COUNT_N = MAX_EVENTS_PER_BATCH * MAX_EVENT_COUNT;
 
 /** Exit codes, documented in the README (CLI). */
 export const EXIT = {
@@ -294,7 +299,7 @@ async function main(argv: string[]): Promise<void> {
           .options(clientAuthOptions),
       async (a) => {
         const n = a.n;
-        if (!Number.isInteger(n) || n < 1) throw new TallyError(ErrorCode.BAD_REQUEST, `--n must be a positive integer, got ${n}`);
+        if (!Number.isInteger(n) || n < 1 || n > MAX_COUNT_N) throw new TallyError(ErrorCode.BAD_REQUEST, `--n must be an integer from 1 to ${MAX_COUNT_N}, got ${n}`);
         const timestamp = a.at === undefined ? Date.now() : parseTime(a.at, '--at');
         const events: EventInput[] = [];
         for (let left = n; left > 0; left -= MAX_EVENT_COUNT) {

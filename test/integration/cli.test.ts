@@ -67,6 +67,11 @@ describe('the tally command', () => {
     expect(existsSync(`${dir}/never`)).toBe(false);
   });
 
+  it('refuses a `tally count --n` past a batch of the largest counts (10,000 events of 1,000,000) before building it', async () => {
+    const r = await runCli(['count', 'v', '--n', '1e13', '--node', `127.0.0.1:${await freePort()}`]);
+    expect(r).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --n must be an integer from 1 to 10000000000, got 10000000000000\n' });
+  });
+
   it('refuses an option given twice as bad usage, whatever its type', async () => {
     const node = await runCli(['get', 'v', '--node', '127.0.0.1:1', '--node', '127.0.0.1:2']);
     expect(node).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --node was given 2 times; give it once\n' });
