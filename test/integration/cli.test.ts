@@ -140,6 +140,29 @@ describe('the tally command', () => {
     }
   });
 
+  it('prints what the README\'s first `npx tally` examples show', async () => {
+    const readme = await readFile(`${ROOT}/README.md`, 'utf8');
+    const section = readme.slice(readme.indexOf('## Two commands'), readme.indexOf('## Client library'));
+    const block = [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1] ?? '').find((b) => b.includes('npx tally get')) ?? '';
+    const examples = block.split('\n').filter((l) => l.startsWith('npx tally ') && !l.includes('--node'));
+    expect(examples.length).toBeGreaterThanOrEqual(3);
+    const node = await startNode(['--port', '0', '--data', `${dir}/readme`, '--rf', '1']);
+    try {
+      for (const line of examples) {
+        const [command = '', comment = ''] = line.split(/\s+#\s+/);
+        const r = await runCli(command.trim().split(/\s+/).slice(2), 20_000, { TALLY_NODE: node.address });
+        expect(r, line).toMatchObject({ code: 0, stderr: '' });
+        // A comment that is output (a number or JSON) must be what the command printed; `…` is any text.
+        if (/^[\d{]/.test(comment)) {
+          const pattern = comment.split('…').map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*');
+          expect(r.stdout, line).toMatch(new RegExp(`^${pattern}\n$`));
+        }
+      }
+    } finally {
+      await stopNode(node);
+    }
+  });
+
   it('takes start options from flags over TALLY_* over a --config file over the defaults', async () => {
     const config = `${dir}/tally.json`;
     await writeFile(config, JSON.stringify({ port: 0, rf: 1, data: `${dir}/configured`, zone: 'zone-file', cluster: 'from-file', seeds: [] }));
