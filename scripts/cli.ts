@@ -555,6 +555,12 @@ async function main(argv: string[]): Promise<void> {
         const num = (name: string, v: number | undefined, min: number, max = Number.MAX_SAFE_INTEGER): void => {
           if (v !== undefined && !(Number.isFinite(v) && v >= min && v <= max)) throw new TallyError(ErrorCode.BAD_REQUEST, `--${name} must be a number from ${min} to ${max}, not ${String(v)}`);
         };
+        // The options of a local cluster, or a cluster named by --node: never some of each, which
+        // would run without what was asked. Only the command line can say them (they have defaults).
+        const given = (flag: string): boolean => argv.some((t) => t === flag || t.startsWith(`${flag}=`));
+        if (a.local !== undefined && given('--node')) throw new TallyError(ErrorCode.BAD_REQUEST, '--node names a cluster to load and --local starts one: give one of them');
+        const localOnly = ['--rf', '--base-port', '--fsync', '--no-fsync', '--memory-mb', '--heap-mb'].find(given);
+        if (a.local === undefined && localOnly !== undefined) throw new TallyError(ErrorCode.BAD_REQUEST, `${localOnly} is for the cluster --local starts; a cluster named by --node keeps its own`);
         for (const k of ['duration', 'videos', 'batch', 'concurrency'] as const) num(k, a[k], 1);
         num('events', a.events, 1);
         num('warmup', a.warmup, 0, 3600);

@@ -72,6 +72,15 @@ describe('the tally command', () => {
     expect(r).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --n must be an integer from 1 to 10000000000, got 10000000000000\n' });
   });
 
+  it('refuses `tally bench` given both --node and --local, or a local cluster\'s option without --local', async () => {
+    const both = await runCli(['bench', '--local', '1', '--base-port', String(await freePort()), '--node', '127.0.0.1:1', '--duration', '1', '--quiet']);
+    expect(both).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --node names a cluster to load and --local starts one: give one of them\n' });
+    for (const flag of [['--rf', '1'], ['--no-fsync'], ['--heap-mb', '256']]) {
+      const r = await runCli(['bench', '--node', `127.0.0.1:${await freePort()}`, ...flag, '--duration', '1', '--quiet']);
+      expect(r).toMatchObject({ code: 2, stderr: `error BAD_REQUEST: ${flag[0]} is for the cluster --local starts; a cluster named by --node keeps its own\n` });
+    }
+  });
+
   it('refuses an option given twice as bad usage, whatever its type', async () => {
     const node = await runCli(['get', 'v', '--node', '127.0.0.1:1', '--node', '127.0.0.1:2']);
     expect(node).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --node was given 2 times; give it once\n' });
