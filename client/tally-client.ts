@@ -28,7 +28,7 @@ import xxhash from 'xxhash-wasm';
 // The protocol's modules one by one, not its index: the client loads none of the peer protocol.
 import { ErrorCode, TallyError } from '../protocol/errors.js';
 import { HashRing, tokensFor, type Hash64 } from '../protocol/hash-ring.js';
-import { MAX_EVENTS_PER_BATCH, MAX_FRAME_BYTES, MAX_QUERIES_PER_GET } from '../protocol/limits.js';
+import { MAX_EVENTS_PER_BATCH, MAX_FRAME_BYTES, MAX_QUERIES_PER_GET, MAX_VIDEO_ID_BYTES } from '../protocol/limits.js';
 import {
   Consistency,
   eventsIn,
@@ -39,7 +39,7 @@ import {
   type StatsTuple,
   type TopologyMember,
 } from '../protocol/messages.js';
-import { checkEvent, checkQuery, parseAddress } from '../protocol/validate.js';
+import { checkEvent, checkName, checkQuery, parseAddress } from '../protocol/validate.js';
 import { rangeExpired, rangeStats, type EventStats } from '../protocol/range-stats.js';
 import { Connection, MAX_PENDING_PER_CONNECTION, type ClientTls, type ConnectionAuth, type Outgoing } from './connection.js';
 import { NoRoom, WriteWindow } from './write-window.js';
@@ -433,6 +433,8 @@ export class TallyClient {
 
   /** The replicas of `videoId`, in the order the client tries them: [id, address][]. */
   replicasOf(videoId: string): { id: string; address: string; up: boolean }[] {
+    // A key no write would take (empty, too long, not valid UTF-8) has no replicas to name.
+    checkName(videoId, 'videoId', MAX_VIDEO_ID_BYTES);
     const t = this.topology;
     if (t === undefined) return [];
     return replicaIdsOf(t, videoId).map((id) => ({ id, address: t.addresses.get(id) ?? '', up: t.up.has(id) }));

@@ -338,6 +338,14 @@ describe('TallyClient', () => {
     await expect(TallyClient.connect({ nodes: [node.address, 'localhost'] })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
   });
 
+  it('names no replicas for a key no write would take', async () => {
+    const node = await fakeNode(ack);
+    const client = await TallyClient.connect({ nodes: [node.address] });
+    expect(() => client.replicasOf('')).toThrow(expect.objectContaining({ code: 'BAD_REQUEST', message: 'videoId must not be empty' }));
+    expect(() => client.replicasOf('v'.repeat(10_000))).toThrow(expect.objectContaining({ code: 'TOO_LARGE' }));
+    await client.close();
+  });
+
   it('checks events at the call, against its own clock', async () => {
     const node = await fakeNode(ack);
     const client = await TallyClient.connect({ nodes: [node.address] });
