@@ -1,7 +1,8 @@
 /**
  * The `tally` command and the node process as a user meets them, on real processes: help and
  * version, `error CODE: message` with its exit code for every failure (a port in use, a data
- * directory that is a file or in use, a bad number), times without a zone read as UTC, `tally
+ * directory that is a file or in use, a bad number, an option given twice, a --node that is not
+ * host:port, a --config file that cannot be read), times without a zone read as UTC, `tally
  * status` exiting 3 when degraded and `--watch`, options from the environment and a config file
  * with their precedence, JSON logs off a terminal, a supervisor that stops its nodes when its
  * parent goes, and a second node with a live node's id refused on both sides.
