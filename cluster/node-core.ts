@@ -2191,6 +2191,15 @@ export class NodeCore {
   private requestMove(req: number, op: 'decommission' | 'removenode', node: string | undefined): void {
     const refuse = (code: ErrorCode, message: string): void => void this.out.replies.push({ req, reply: { ok: false, code, message } });
     if (!this.membership.settled(this.now) || this.membership.isRebuilding(this.id)) return refuse(ErrorCode.NOT_READY, `${this.id} is still joining the ring or being rebuilt`);
+    const ring = this.membership.ring().members;
+    // Who is to leave, checked first: a wrong id is the answer, whatever else stands in the way.
+    const target = node ?? '';
+    const state = this.membership.stateOf(target);
+    if (op === 'removenode') {
+      if (target === this.id) return refuse(ErrorCode.BAD_REQUEST, `${target} is this node: to take a live node off the ring, decommission it`);
+      if (state === undefined || !ring.includes(target)) return refuse(ErrorCode.BAD_REQUEST, `${JSON.stringify(target)} is not a member of the ring (members: ${ring.join(', ')})`);
+      if (this.isUp(target)) return refuse(ErrorCode.BAD_REQUEST, `${target} is up: decommission it instead (tally decommission --node ${state.address}), or stop it first`);
+    }
     const leaving = this.membership.leavers();
     // A member that died while it decommissioned may be removed instead, by a live member that
     // drives the rest: else its peers would hold it as leaving, every ring change waiting, until
@@ -2199,7 +2208,6 @@ export class NodeCore {
       op === 'removenode' && node !== undefined && leaving.length === 1 && leaving[0] === node && !this.isUp(node) &&
       this.membership.stateOf(node)?.lifecycle === Lifecycle.DECOMMISSIONING && this.moverOf(node) === node;
     if (leaving.length > 0 && !takeover) return refuse(ErrorCode.UNAVAILABLE, `${leaving.join(', ')} ${leaving.length === 1 ? 'is' : 'are'} leaving the ring; one ring change at a time: retry once it is done (tally status shows it)`);
-    const ring = this.membership.ring().members;
     // A member that died while being rebuilt may itself be removed: reads do not count it yet, so
     // it holds nothing the others need, and nothing else would ever end its rebuild.
     const rebuilding = ring.filter((m) => this.membership.isRebuilding(m) && !(op === 'removenode' && m === node && !this.isUp(m)));
@@ -2212,11 +2220,6 @@ export class NodeCore {
       this.out.replies.push({ req, reply: { ok: true, moved: `${this.id} is decommissioning: once its ranges are on their new replicas it leaves the ring and stops` } });
       return;
     }
-    const target = node ?? '';
-    const state = this.membership.stateOf(target);
-    if (target === this.id) return refuse(ErrorCode.BAD_REQUEST, `${target} is this node: to take a live node off the ring, decommission it`);
-    if (state === undefined || !ring.includes(target)) return refuse(ErrorCode.BAD_REQUEST, `${JSON.stringify(target)} is not a member of the ring (members: ${ring.join(', ')})`);
-    if (this.isUp(target)) return refuse(ErrorCode.BAD_REQUEST, `${target} is up: decommission it instead (tally decommission --node ${state.address}), or stop it first`);
     this.membership.startRemoving(target);
     this.out.log.push(`ring change: removing ${target}: the other members re-replicate its ranges, then it leaves the ring for good`);
     // With RF 1 no other member holds what it held: its ranges go on, empty of what it alone counted.

@@ -274,6 +274,8 @@ function runShrinkToOne(seed: number): void {
   expect(streamLines() - before, 'n1 logged the start of its part of the change once at most').toBeLessThanOrEqual(1);
   // The next change is taken: n1 is the ring.
   expect(sim.node('n1').core!.membership.ring().members).toEqual(['n1']);
+  // A ring of one has nobody to lose; an id that is not a member is named as such first.
+  expect(ask(sim, 'n1', 'removenode', 'nobody')).toMatchObject({ kind: 'reply', reply: { ok: false, code: 'BAD_REQUEST', message: expect.stringMatching(/^"nobody" is not a member of the ring/) } });
 }
 
 /** Five agreeing nodes (RF 3, a clean network, no anti-entropy) and 40 series written at quorum, each acknowledged with 2. */
