@@ -892,7 +892,7 @@ export class Membership {
    * Forgets members off the ring that are down and whose state has not advanced for
    * `memberExpiryMs`: only a member bumps its own heartbeat, so no node has seen such a member
    * alive for that long (one that died joining, or a state someone made up and stopped repeating).
-   * A member on the ring stays, down, until `tally remove` takes it off with its ranges streamed:
+   * A member on the ring stays, down, until `tally removenode` takes it off with its ranges streamed:
    * forgetting it would move its ranges to replicas that hold none of their data, and the members
    * would forget it at different moments, each disagreeing with the others about the ring.
    */
