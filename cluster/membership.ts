@@ -611,11 +611,13 @@ export class Membership {
   /**
    * `id`'s ranges are re-replicated: its state becomes `removed`, at the highest version its
    * generation can have, so no older word of it outranks this one; a removed actor never returns.
+   * One that died while it was being rebuilt is no longer being rebuilt: off the ring, it never will be.
    */
   markRemoved(id: string): void {
     const st = this.states.get(id);
     if (st === undefined || id === this.id) return;
-    this.states.set(id, { ...st, version: MAX_GOSSIP_VERSION, lifecycle: Lifecycle.REMOVED });
+    const { rebuilding: _, ...rest } = st;
+    this.states.set(id, { ...rest, version: MAX_GOSSIP_VERSION, lifecycle: Lifecycle.REMOVED });
     this.cachedRing = undefined;
   }
 

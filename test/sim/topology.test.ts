@@ -16,6 +16,7 @@ import { describe, expect, test } from 'vitest';
 import { Lifecycle } from '../../protocol/gossip.js';
 import { DAY_MS } from '../../cluster/time-buckets.js';
 import { Consistency } from '../../protocol/messages.js';
+import { healthLine, memberStatuses } from '../../node/status.js';
 import { divergence, ReplicationSim, type RequestOutcome } from './replication-sim.js';
 import { report, simTest } from './sim-seed.js';
 import { EVERY_BUCKET, T0, workload } from './workload.js';
@@ -359,6 +360,13 @@ function runDiesRebuilding(seed: number): void {
   until(sim, 'n5 seen down', 20_000, () => !sim.node('n1').core!.membership.isUp('n5'));
   expect(ask(sim, 'n1', 'removenode', 'n5'), 'removenode accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
   until(sim, 'n5 removed, and the four agree', 60_000, () => sim.node('n1').core!.membership.stateOf('n5')?.lifecycle === Lifecycle.REMOVED && sim.node('n1').core!.membership.removing === undefined && agreed(4));
+  // Off the ring for good, not still being rebuilt: every member's status says `removed`, and the
+  // cluster is healthy (tally removenode --wait and tally status read exactly that).
+  for (const id of ['n1', 'n2', 'n3', 'n4']) {
+    const core = sim.node(id).core!;
+    expect(memberStatuses(core, sim.nowMs).find((m) => m.id === 'n5')?.lifecycle, id).toBe('removed');
+    expect(healthLine(memberStatuses(core, sim.nowMs)), id).toMatch(/^healthy/);
+  }
   expectAllReads(sim, 'n2', acked);
   // Another ring change is taken now: nothing is left rebuilding.
   expect(ask(sim, 'n4', 'decommission'), 'decommission accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
@@ -379,6 +387,13 @@ function runDiesDecommissioning(seed: number): void {
   until(sim, 'n5 seen down', 20_000, () => !sim.node('n1').core!.membership.isUp('n5'));
   expect(ask(sim, 'n1', 'removenode', 'n5'), 'removenode accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
   until(sim, 'n5 removed, and the four agree', 60_000, () => sim.node('n1').core!.membership.stateOf('n5')?.lifecycle === Lifecycle.REMOVED && sim.node('n1').core!.membership.removing === undefined && agreed(4));
+  // Off the ring for good, not still being rebuilt: every member's status says `removed`, and the
+  // cluster is healthy (tally removenode --wait and tally status read exactly that).
+  for (const id of ['n1', 'n2', 'n3', 'n4']) {
+    const core = sim.node(id).core!;
+    expect(memberStatuses(core, sim.nowMs).find((m) => m.id === 'n5')?.lifecycle, id).toBe('removed');
+    expect(healthLine(memberStatuses(core, sim.nowMs)), id).toMatch(/^healthy/);
+  }
   expectAllReads(sim, 'n2', acked);
 }
 
