@@ -733,11 +733,11 @@ export class Membership {
         if (local.lifecycle === Lifecycle.REMOVED) states.push(local);
         // A newer state of ourselves than our own is another process claiming our id; never adopt it.
         else if (d.id !== this.id) requests.push({ id: d.id, generation: local.generation, version: local.version });
-      } else if (newer(local, d)) {
+      } else if (newer(local, d) && !remembered(local)) {
         states.push(local);
       }
     }
-    for (const [id, s] of this.states) if (!mentioned.has(id)) states.push(s);
+    for (const [id, s] of this.states) if (!mentioned.has(id) && !remembered(s)) states.push(s);
     return { t: GossipMessageType.ACK, seq, states: this.capStates(states), requests };
   }
 
@@ -956,6 +956,15 @@ export class Membership {
 }
 
 /** Whether a is newer than b: higher generation, or the same generation and a higher version. */
+/**
+ * A state this node only remembers from its last run (a known peer, generation 0), not one anyone
+ * gossiped: kept to itself. Handed to a peer that forgot the member, or never knew it, it would put
+ * a member nobody has heard of since back on that peer's ring.
+ */
+function remembered(s: EndpointState): boolean {
+  return s.generation === 0 && s.version === 0;
+}
+
 function newer(a: { generation: number; version: number }, b: { generation: number; version: number }): boolean {
   return a.generation > b.generation || (a.generation === b.generation && a.version > b.version);
 }

@@ -379,26 +379,38 @@ describe('bounds on what gossip can make a node believe', () => {
 });
 
 describe('a restarted node and the members it kept', () => {
-  test('it gossips with the members it knew, not only with its seeds: a dead seed does not leave it alone', () => {
-    // b restarts with seed n1 (dead now) and knows n1 and c from its last run.
-    const b = new Membership({
+  /** b, restarted with `seed` and the members `known` from its last run. */
+  const restarted = (seed: string, known: string[]): Membership =>
+    new Membership({
       self: { id: 'b', address: 'b:7000', zone: 'z' },
-      config: { ...CONFIG, seeds: ['n1:7000'] },
+      config: { ...CONFIG, seeds: [seed] },
       rng: new Prng(3),
       hash64: h64,
       nowMs: 0,
       generation: 100,
       bootstrapped: true,
-      knownPeers: [
-        { id: 'n1', address: 'n1:7000', zone: 'z', vnodes: 4 },
-        { id: 'c', address: 'c:7000', zone: 'z', vnodes: 4 },
-      ],
+      knownPeers: known.map((id) => ({ id, address: `${id}:7000`, zone: 'z', vnodes: 4 })),
     });
+
+  test('it gossips with the members it knew, not only with its seeds: a dead seed does not leave it alone', () => {
+    // b restarts with seed n1 (dead now) and knows n1 and c from its last run.
+    const b = restarted('n1:7000', ['n1', 'c']);
     const called = new Set<string>();
     for (let t = 0; t <= 10 * CONFIG.gossipIntervalMs; t += CONFIG.tickIntervalMs) {
       for (const e of b.tick(t)) if (e.kind === 'send' && e.msg.t === GossipMessageType.SYN) called.add(e.to.address);
     }
     expect(called).toContain('n1:7000');
     expect(called).toContain('c:7000');
+  });
+
+  test('it keeps what it remembers of a member to itself: a peer that forgot the member is not handed it back', () => {
+    // b remembers ghost from its last run (a member its peers forgot, or never knew); c does not.
+    const b = restarted('c:7000', ['ghost']);
+    const c = state('c', 50, 3);
+    const sent = b.receive('c', syn(c), 1).filter((e) => e.kind === 'send');
+    const states = sent.flatMap((e) => (e.kind === 'send' && 'states' in e.msg ? e.msg.states : []));
+    expect(states.map((x) => x.id)).toContain('b');
+    expect(states.map((x) => x.id), 'the remembered placeholder').not.toContain('ghost');
+    expect(b.ring().members, 'still placed on its own ring until it is heard of').toContain('ghost');
   });
 });
