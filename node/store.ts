@@ -308,15 +308,50 @@ export class Store {
     this.mark = mark;
   }
 
-  /** The hints kept, oldest first per node (at most `limit`); an unreadable one is dropped from the answer. */
-  async loadHints(limit: number): Promise<HintRecord[]> {
-    const out: HintRecord[] = [];
-    for (const [key, bytes] of await this.kv.range(sectionRange(HINT_PREFIX), limit)) {
-      const h = parseHintKey(key);
-      if (h === undefined) continue;
-      out.push({ node: h.node, ref: h.ref, atMs: decodeTime(bytes) });
+  /**
+   * The hints kept, oldest first: the newest `perNode` of each node, and of those the newest
+   * `total`; the rest are deleted, and counted in `dropped` (as the hint table drops what exceeds
+   * its bounds; anti-entropy repairs what they were for). Every record is read, in pages: keys are
+   * in node order, so a limit on the records read would leave the last nodes' hints on disk, never
+   * replayed nor deleted. An unreadable one is left out.
+   */
+  async loadHints(perNode: number, total = Number.POSITIVE_INFINITY): Promise<{ hints: HintRecord[]; dropped: number }> {
+    const kept: { h: HintRecord; key: string }[] = [];
+    const over: KvOp[] = [];
+    // One node's hints at a time (they are contiguous): its newest perNode kept.
+    let group: { h: HintRecord; key: string }[] = [];
+    const flush = (): void => {
+      group.sort((a, b) => a.h.atMs - b.h.atMs);
+      const from = Math.max(0, group.length - perNode);
+      for (let i = 0; i < group.length; i++) {
+        const g = group[i] as { h: HintRecord; key: string };
+        if (i < from) over.push({ type: 'del', key: g.key });
+        else kept.push(g);
+      }
+      group = [];
+    };
+    const section = sectionRange(HINT_PREFIX);
+    let gte = section.gte;
+    for (;;) {
+      const page = await this.kv.range({ gte, lt: section.lt }, LOAD_PAGE);
+      for (const [key, bytes] of page) {
+        const h = parseHintKey(key);
+        if (h === undefined) continue;
+        if (group.length > 0 && (group[0] as { h: HintRecord }).h.node !== h.node) flush();
+        group.push({ h: { node: h.node, ref: h.ref, atMs: decodeTime(bytes) }, key });
+      }
+      const last = page[page.length - 1];
+      if (last === undefined || page.length < LOAD_PAGE) break;
+      gte = `${last[0]}\u0000`;
     }
-    return out.sort((a, b) => a.atMs - b.atMs);
+    flush();
+    kept.sort((a, b) => a.h.atMs - b.h.atMs);
+    const cut = Math.max(0, kept.length - total);
+    for (let i = 0; i < cut; i++) over.push({ type: 'del', key: (kept[i] as { key: string }).key });
+    for (let i = 0; i < over.length; i += MAX_COMMIT_ENTRIES) await this.kv.write(over.slice(i, i + MAX_COMMIT_ENTRIES), false);
+    const hints: HintRecord[] = [];
+    for (let i = cut; i < kept.length; i++) hints.push((kept[i] as { h: HintRecord }).h);
+    return { hints, dropped: over.length };
   }
 
   /**

@@ -120,7 +120,7 @@ async function checkPortFree(host: string, port: number): Promise<void> {
 const LEAVE_DRAIN_MS = 500;
 /** How long a stopping node waits for the writes and reads under way to finish. */
 const STOP_DRAIN_MS = 5_000;
-/** Hints read back at start, at most: five nodes' worth at the default bound per node. */
+/** Hints kept at start, at most (the newest): five members' worth at the default bound per member. */
 const MAX_HINTS_LOADED = 1_000_000;
 /** Journal records read back at start, at most: there is one per commit not yet replicated everywhere. */
 const MAX_JOURNAL_LOADED = 100_000;
@@ -379,7 +379,8 @@ export class TallyNode {
       transport.self = { actor: identity.actor, address };
       const g = await nextGeneration(store, wallNowMs());
       generation = g.generation;
-      const hints = await store.loadHints(MAX_HINTS_LOADED);
+      const { hints, dropped: hintsDropped } = await store.loadHints(config.replication.maxHintsPerNode, MAX_HINTS_LOADED);
+      if (hintsDropped > 0) log(`dropped ${hintsDropped} stored hints over the bounds (${config.replication.maxHintsPerNode} per member, ${MAX_HINTS_LOADED} in all), the oldest first: anti-entropy repairs what they were for`);
       const batches = await store.loadBatches(config.replication.maxDedupeEntries);
       const knownPeers = await loadKnownPeers(store);
       // A new database joining through seeds may be a node whose data was wiped, or a new node

@@ -78,7 +78,7 @@ test('a node that restarts keeps the time of a hint it renewed, not the one it f
   let ready = core.step({ kind: 'tick' }, t);
   while (ready.persist === undefined) ready = core.step({ kind: 'tick' }, (t += 100));
   await store.commit(ready.persist);
-  const stored = new Map((await store.loadHints(100)).map((h) => [h.node, h.atMs]));
+  const stored = new Map((await store.loadHints(100)).hints.map((h) => [h.node, h.atMs]));
   // n3's is new; n2's carries its renewal, so a restart two hours on does not expire it at once.
   expect(stored.get('n3')).toBe(now);
   expect(stored.get('n2')).toBe(now);

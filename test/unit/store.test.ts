@@ -194,6 +194,22 @@ function suite(name: string, make: () => Promise<Harness>): void {
       expect((await store.loadBatches(100)).map((b) => b.batch)).toEqual(loaded.map((b) => b.batch));
     });
 
+    it('loads every member\'s hints, the newest within the bounds, and deletes the rest', async () => {
+      // n1 first in key order with 25,000 (more than a page), then n2 and n3 with few.
+      const hint = (node: string, i: number, atMs: number) => ({ node, ref: ref('m', T0 + i * MINUTE_MS, `v${i}`), atMs });
+      const n1 = Array.from({ length: 25_000 }, (_, i) => hint('n1', i, 1_000 + i));
+      await store.commit(batch([], { hintsPut: [...n1, hint('n2', 0, 5), hint('n2', 1, 6), hint('n3', 0, 1), hint('n3', 1, 50_000)] }));
+      const all = await store.loadHints(100_000);
+      expect(all.dropped).toBe(0);
+      expect(all.hints).toHaveLength(25_004);
+      // 20,000 a member: n1's oldest 5,000 go; then 15,000 in all: the oldest of the rest go, n3's old one first.
+      const bounded = await store.loadHints(20_000, 15_000);
+      expect(bounded.dropped).toBe(25_004 - 15_000);
+      expect(bounded.hints.map((h) => h.atMs)).toEqual([...Array.from({ length: 14_999 }, (_, i) => 1_000 + 10_001 + i), 50_000]);
+      // What was dropped is gone from the store.
+      expect((await store.loadHints(100_000)).hints).toEqual(bounded.hints);
+    });
+
     it('hints and batch ids: put, load (oldest first), delete, in the same atomic batch as slots', async () => {
       const r1 = ref('h', T0 + HOUR_MS, 'v\u00e9');
       const r2 = ref('m', T0);
@@ -201,10 +217,10 @@ function suite(name: string, make: () => Promise<Harness>): void {
         hintsPut: [{ node: 'n2', ref: r1, atMs: 20 }, { node: 'n3', ref: r2, atMs: 10 }],
         batchesPut: [{ batch: 'c1:1', atMs: 5 }, { batch: 'c1:2', atMs: 6 }],
       }));
-      expect(await store.loadHints(100)).toEqual([{ node: 'n3', ref: r2, atMs: 10 }, { node: 'n2', ref: r1, atMs: 20 }]);
+      expect((await store.loadHints(100)).hints).toEqual([{ node: 'n3', ref: r2, atMs: 10 }, { node: 'n2', ref: r1, atMs: 20 }]);
       expect(await store.loadBatches(100)).toEqual([{ batch: 'c1:1', atMs: 5 }, { batch: 'c1:2', atMs: 6 }]);
       await store.commit(batch([], { hintsDelete: [{ node: 'n2', ref: r1 }], batchesDelete: ['c1:1'] }));
-      expect(await store.loadHints(100)).toEqual([{ node: 'n3', ref: r2, atMs: 10 }]);
+      expect((await store.loadHints(100)).hints).toEqual([{ node: 'n3', ref: r2, atMs: 10 }]);
       expect(await store.loadBatches(100)).toEqual([{ batch: 'c1:2', atMs: 6 }]);
       // Forward records and the replication journal round-trip too.
       await store.commit(batch([], {
