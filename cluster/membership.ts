@@ -562,6 +562,13 @@ export class Membership {
     return this.announceChange();
   }
 
+  /** The decommission is given up (another change begun at once would leave too few members): a normal member again. */
+  cancelDecommission(): MembershipEffect[] {
+    if (this.self.lifecycle !== Lifecycle.DECOMMISSIONING) return [];
+    this.updateSelf({ lifecycle: Lifecycle.NORMAL });
+    return this.announceChange();
+  }
+
   /** The decommission is done: this node is off the ring for good. */
   finishDecommission(): MembershipEffect[] {
     this.updateSelf({ lifecycle: Lifecycle.REMOVED });

@@ -2260,6 +2260,17 @@ export class NodeCore {
       return;
     }
     if (leavers.length === 0) return;
+    // Changes begun at once on different members (each checks only the changes it has heard of)
+    // may together leave fewer members than RF: the one whose leaver sorts last gives way, told by
+    // the member driving it; the others go on (leavers are sorted, so every member picks the same).
+    const ringSize = this.membership.ring().members.length;
+    const last = leavers[leavers.length - 1] as string;
+    if (leavers.length > 1 && ringSize - leavers.length < this.cfg.rf && this.moverOf(last) === this.id) {
+      if (last === this.id) this.applyMembership(this.membership.cancelDecommission());
+      else this.membership.clearRemoving();
+      this.out.log.push(`ring change: ${leavers.join(', ')} leaving at once would leave ${ringSize - leavers.length} members, fewer than rf ${this.cfg.rf}: ${last} stays (ask again once the others are done)`);
+      return;
+    }
     if (this.move === undefined) {
       this.move = { key, streams: new Map(), streaming: false, doneSentMs: 0, doneFrom: new Set(), finishedMs: undefined, waitingLogged: '' };
       this.out.log.push(`ring change: ${leavers.join(', ')} leaving the ring; keys whose replicas change are read and written at a quorum of the old and of the new replicas`);

@@ -440,7 +440,7 @@ async function main(argv: string[]): Promise<void> {
             // A node that restarted meanwhile comes back as a normal member: its decommission is over, undone.
             const me = s.members.find((m) => m.id === id);
             if (me?.lifecycle === 'normal' && s.ringChange === undefined) {
-              throw new TallyError(ErrorCode.UNAVAILABLE, `${id} is a normal member again (it restarted before it left the ring): nothing moved for good; run tally decommission again`);
+              throw new TallyError(ErrorCode.UNAVAILABLE, `${id} is a normal member again (it restarted before it left the ring, or gave way to other ring changes begun at the same time that would have left too few members): nothing moved for good; tally decommission it again once the others are done`);
             }
             return { done: false, line: ringChangeLine(s) };
           }
