@@ -324,7 +324,8 @@ export class TallyServer {
       socket.destroy();
       return;
     }
-    const fromAddress = this.perAddress.get(address) ?? 0;
+    const source = sourceOf(address);
+    const fromAddress = this.perAddress.get(source) ?? 0;
     if (fromAddress >= this.opts.maxConnectionsPerAddress) {
       this.stats.connectionsRefused += 1;
       socket.destroy();
@@ -353,7 +354,7 @@ export class TallyServer {
       replyWaitingSince: 0,
     };
     this.conns.set(conn.key, conn);
-    this.perAddress.set(address, fromAddress + 1);
+    this.perAddress.set(source, fromAddress + 1);
     this.stats.connections += 1;
     socket.once('close', () => {
       this.releasePartial(conn);
@@ -362,9 +363,9 @@ export class TallyServer {
         if (conn.stage === Stage.NEW && Date.now() - conn.stageAt > this.opts.handshakeTimeoutMs) this.stats.handshakeTimeouts += 1;
         this.conns.delete(conn.key);
       }
-      const left = (this.perAddress.get(address) ?? 1) - 1;
-      if (left > 0) this.perAddress.set(address, left);
-      else this.perAddress.delete(address);
+      const left = (this.perAddress.get(source) ?? 1) - 1;
+      if (left > 0) this.perAddress.set(source, left);
+      else this.perAddress.delete(source);
     });
   }
 
@@ -812,6 +813,24 @@ export class TallyServer {
     };
     return link;
   }
+}
+
+/**
+ * Whom a remote address is counted against for `maxConnectionsPerAddress`: an IPv4 address (an
+ * IPv4-mapped IPv6 one as its IPv4 address), or an IPv6 address's /64, which one host or user
+ * usually holds whole: counted by full address, it would give them 2^64 addresses' worth of sockets.
+ */
+export function sourceOf(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped !== null) return mapped[1] as string;
+  if (!address.includes(':')) return address;
+  const bare = address.split('%')[0] as string; // a zone (fe80::1%eth0) is not part of the address
+  const [head = '', tail] = bare.split('::');
+  const front = head === '' ? [] : head.split(':');
+  const back = tail === undefined || tail === '' ? [] : tail.split(':');
+  // An embedded IPv4 tail (::ffff:0:1.2.3.4 and the like) is two groups; only the first four matter.
+  const groups = tail === undefined ? front : [...front, ...Array<string>(Math.max(0, 8 - front.length - back.length)).fill('0'), ...back];
+  return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
 }
 
 /**

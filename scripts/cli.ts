@@ -230,7 +230,7 @@ async function main(argv: string[]): Promise<void> {
           .option('tls-key', { type: 'string', describe: 'PEM private key of --tls-cert' })
           .option('tls-ca', { type: 'string', describe: 'PEM CA that peers\' certificates must chain to [the system\'s CAs]' })
           .option('max-connections', { type: 'number', describe: 'open sockets of every kind, fitted under the open-file limit [1024]' })
-          .option('max-connections-per-address', { type: 'number', describe: 'open sockets from one source address [128]' })
+          .option('max-connections-per-address', { type: 'number', describe: 'open sockets from one source address (an IPv6 /64 counts as one) [128]' })
           .option('idle-timeout-ms', { type: 'number', describe: 'close a client connection idle this long; 0: never [300000]' })
           .option('handshake-timeout-ms', { type: 'number', describe: 'a new socket must send its first request or upgrade within this [5000]' })
           .option('hello-timeout-ms', { type: 'number', describe: 'a WebSocket must say hello within this [5000]' })

@@ -6,7 +6,7 @@ import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { httpApi } from '../../node/http-api.js';
-import { TallyServer, type ServerOptions } from '../../node/server.js';
+import { sourceOf, TallyServer, type ServerOptions } from '../../node/server.js';
 import { statusPage } from '../../node/status-page.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -59,6 +59,18 @@ const until = async (check: () => boolean, timeoutMs: number): Promise<void> => 
 };
 
 describe('TallyServer edge', () => {
+  it('counts sockets per IPv4 address, and per /64 for IPv6, which one holder usually has whole', () => {
+    expect(sourceOf('10.1.2.3')).toBe('10.1.2.3');
+    expect(sourceOf('::ffff:10.1.2.3')).toBe('10.1.2.3');
+    expect(sourceOf('2001:db8:1:2:3:4:5:6')).toBe('2001:db8:1:2::/64');
+    expect(sourceOf('2001:db8:1:2::ffff')).toBe('2001:db8:1:2::/64');
+    expect(sourceOf('2001:DB8:0001:0002:aaaa::1')).toBe('2001:db8:1:2::/64');
+    expect(sourceOf('2001:db8::1')).toBe('2001:db8:0:0::/64');
+    expect(sourceOf('::1')).toBe('0:0:0:0::/64');
+    expect(sourceOf('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
+    expect(sourceOf('2001:db8:1:3::1')).not.toBe(sourceOf('2001:db8:1:2::1'));
+  });
+
   it('holds pipelined HTTP requests on one connection to the same bound as a WebSocket\'s', async () => {
     let handled = 0;
     const { server: s, port } = await server({}, () => {
