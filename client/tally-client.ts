@@ -508,8 +508,8 @@ export class TallyClient {
    */
   private forgetDeparted(known: ReadonlySet<string>): void {
     for (const [address, link] of this.links) {
+      // inFlight counts every request awaiting a reply on its connection (see request()).
       if (known.has(address) || link.inFlight > 0 || link.slotWaiters.length > 0 || link.connecting !== undefined) continue;
-      if (link.conn !== undefined && link.conn.pendingCount > 0) continue;
       link.conn?.close();
       this.links.delete(address);
     }

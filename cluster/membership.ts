@@ -962,7 +962,6 @@ export class Membership {
   }
 }
 
-/** Whether a is newer than b: higher generation, or the same generation and a higher version. */
 /**
  * A state this node only remembers from its last run (a known peer, generation 0), not one anyone
  * gossiped: kept to itself. Handed to a peer that forgot the member, or never knew it, it would put
@@ -972,6 +971,7 @@ function remembered(s: EndpointState): boolean {
   return s.generation === 0 && s.version === 0;
 }
 
+/** Whether a is newer than b: higher generation, or the same generation and a higher version. */
 function newer(a: { generation: number; version: number }, b: { generation: number; version: number }): boolean {
   return a.generation > b.generation || (a.generation === b.generation && a.version > b.version);
 }

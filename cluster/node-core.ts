@@ -1898,14 +1898,19 @@ export class NodeCore {
 
   /** Asks `node` for `spans` (each standing for the query and span beside it in `parts`) of `op`, in one message. */
   private sendRead(op: ReadOp, node: string, spans: SpanTuple[], parts: [number, number][]): void {
-    for (const qi of new Set(parts.map(([qi]) => qi))) {
-      const q = op.queries[qi] as ReadQuery;
-      q.pending.set(node, (q.pending.get(node) ?? 0) + 1);
-    }
+    this.countAwaited(op, node, parts, 1);
     const id = this.nextMsgId();
     this.readsOut.set(id, { op, node, spans, parts });
     if (node === this.id) this.scan(spans, (slots, message, code) => this.onReadReply(this.id, id, slots ?? [], slots === undefined ? (code ?? ErrorCode.INTERNAL) : undefined, message));
     else this.send(node, { t: PeerMessageType.READ, id, spans });
+  }
+
+  /** Counts one more (`by` 1) or one fewer (-1) message from `node` that each query of `parts` awaits. */
+  private countAwaited(op: ReadOp, node: string, parts: readonly [number, number][], by: 1 | -1): void {
+    for (const qi of new Set(parts.map(([qi]) => qi))) {
+      const q = op.queries[qi] as ReadQuery;
+      q.pending.set(node, (q.pending.get(node) ?? 0) + by);
+    }
   }
 
   private onReadReply(from: string, id: number, slots: readonly SpanSlot[], code: ErrorCode | undefined, message?: string): void {
@@ -1919,10 +1924,7 @@ export class NodeCore {
       // Its slots would not fit one reply (many actors per bucket): the same replica is asked
       // again in two halves, each standing in for this message in what its queries await.
       for (const [spans, parts] of halves) this.sendRead(op, from, spans, parts);
-      for (const qi of new Set(r.parts.map(([qi]) => qi))) {
-        const q = op.queries[qi] as ReadQuery;
-        q.pending.set(from, (q.pending.get(from) ?? 1) - 1);
-      }
+      this.countAwaited(op, from, r.parts, -1);
       return;
     }
     if (code !== undefined) {
@@ -2204,13 +2206,11 @@ export class NodeCore {
     // A member that died while it decommissioned may be removed instead, by a live member that
     // drives the rest: else its peers would hold it as leaving, every ring change waiting, until
     // it came back. The streams under way go on: the same member leaves the same ring.
-    const takeover =
-      op === 'removenode' && node !== undefined && leaving.length === 1 && leaving[0] === node && !this.isUp(node) &&
-      this.membership.stateOf(node)?.lifecycle === Lifecycle.DECOMMISSIONING && this.moverOf(node) === node;
+    const takeover = op === 'removenode' && leaving.length === 1 && leaving[0] === target && state?.lifecycle === Lifecycle.DECOMMISSIONING && this.moverOf(target) === target;
     if (leaving.length > 0 && !takeover) return refuse(ErrorCode.UNAVAILABLE, `${leaving.join(', ')} ${leaving.length === 1 ? 'is' : 'are'} leaving the ring; one ring change at a time: retry once it is done (tally status shows it)`);
     // A member that died while being rebuilt may itself be removed: reads do not count it yet, so
     // it holds nothing the others need, and nothing else would ever end its rebuild.
-    const rebuilding = ring.filter((m) => this.membership.isRebuilding(m) && !(op === 'removenode' && m === node && !this.isUp(m)));
+    const rebuilding = ring.filter((m) => this.membership.isRebuilding(m) && !(op === 'removenode' && m === target));
     if (rebuilding.length > 0) return refuse(ErrorCode.UNAVAILABLE, `${rebuilding.join(', ')} ${rebuilding.length === 1 ? 'is' : 'are'} still being sent ${rebuilding.length === 1 ? 'its' : 'their'} ranges; one ring change at a time: retry once that is done`);
     if (ring.length - 1 < this.cfg.rf) return refuse(ErrorCode.BAD_REQUEST, `the ring has ${ring.length} members; without one it would have fewer than the ${this.cfg.rf} replicas each key needs (rf ${this.cfg.rf})`);
     if (op === 'decommission') {

@@ -90,8 +90,6 @@ interface OutLink {
   open: boolean;
   remoteId: string | undefined;
   queue: { frame: Buffer; message: PeerMessage }[];
-  /** Bytes of the frames in `queue`. */
-  queuedBytes: number;
   failures: number;
   retryAtMs: number;
   lastUsedMs: number;
@@ -140,14 +138,13 @@ export class PeerTransport implements PeerHandler {
     if (link.ws === undefined && Date.now() < link.retryAtMs) return this.drop();
     // Frames of up to MAX_FRAME_BYTES each: bounded in bytes too, or a few peers slow to answer
     // would hold tens of MiB of replication each.
-    while (link.queue.length > 0 && (link.queue.length >= MAX_PEER_QUEUE_FRAMES || link.queuedBytes + frame.length > this.opts.maxBufferedBytes)) {
+    const queuedBytes = (): number => link.queue.reduce((n, q) => n + q.frame.length, 0);
+    while (link.queue.length > 0 && (link.queue.length >= MAX_PEER_QUEUE_FRAMES || queuedBytes() + frame.length > this.opts.maxBufferedBytes)) {
       const oldest = link.queue.shift() as { frame: Buffer; message: PeerMessage };
-      link.queuedBytes -= oldest.frame.length;
       this.stats.dropped += 1;
       this.onDropped(address, [oldest.message]);
     }
     link.queue.push({ frame, message });
-    link.queuedBytes += frame.length;
     if (link.ws === undefined) this.connect(link);
     return true;
   }
@@ -208,7 +205,6 @@ export class PeerTransport implements PeerHandler {
     this.closed = true;
     for (const link of this.out.values()) {
       link.queue = [];
-      link.queuedBytes = 0;
       link.ws?.close(1001, 'node stopping');
     }
     this.out.clear();
@@ -221,7 +217,7 @@ export class PeerTransport implements PeerHandler {
     let link = this.out.get(address);
     if (link === undefined) {
       if (this.out.size >= MAX_PEER_LINKS) this.evictOne();
-      link = { address, ws: undefined, open: false, remoteId: undefined, queue: [], queuedBytes: 0, failures: 0, retryAtMs: 0, lastUsedMs: 0 };
+      link = { address, ws: undefined, open: false, remoteId: undefined, queue: [], failures: 0, retryAtMs: 0, lastUsedMs: 0 };
       this.out.set(address, link);
     }
     link.lastUsedMs = Date.now();
@@ -255,7 +251,6 @@ export class PeerTransport implements PeerHandler {
     this.stats.dropped += link.queue.length;
     const messages = link.queue.map((q) => q.message);
     link.queue = [];
-    link.queuedBytes = 0;
     this.onDropped(link.address, messages);
   }
 
@@ -348,7 +343,6 @@ export class PeerTransport implements PeerHandler {
         this.stats.sent += 1;
       }
       link.queue = [];
-      link.queuedBytes = 0;
     });
     ws.on('error', () => {
       // 'close' follows.

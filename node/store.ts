@@ -52,7 +52,7 @@ export const COMMIT_SEQ_KEY = 'commit-seq';
 const COMMIT_KEY_PREFIX = 'c/';
 const COMMITS_KEPT = 65_536;
 const EMPTY = new Uint8Array(0);
-/** Batch records read a step at a time when the node starts. */
+/** Batch records and hints read a step at a time when the node starts (entriesOf). */
 const LOAD_PAGE = 10_000;
 const noop = (): void => {};
 function commitKey(seq: number): string {
@@ -308,6 +308,19 @@ export class Store {
     this.mark = mark;
   }
 
+  /** Every entry of the section under `prefix`, in key order, read LOAD_PAGE at a time. */
+  private async *entriesOf(prefix: Parameters<typeof sectionRange>[0]): AsyncGenerator<[string, Uint8Array]> {
+    const section = sectionRange(prefix);
+    let gte = section.gte;
+    for (;;) {
+      const page = await this.kv.range({ gte, lt: section.lt }, LOAD_PAGE);
+      yield* page;
+      const last = page[page.length - 1];
+      if (last === undefined || page.length < LOAD_PAGE) return;
+      gte = `${last[0]}\u0000`;
+    }
+  }
+
   /**
    * The hints kept, oldest first: the newest `perNode` of each node, and of those the newest
    * `total`; the rest are deleted, and counted in `dropped` (as the hint table drops what exceeds
@@ -330,19 +343,11 @@ export class Store {
       }
       group = [];
     };
-    const section = sectionRange(HINT_PREFIX);
-    let gte = section.gte;
-    for (;;) {
-      const page = await this.kv.range({ gte, lt: section.lt }, LOAD_PAGE);
-      for (const [key, bytes] of page) {
-        const h = parseHintKey(key);
-        if (h === undefined) continue;
-        if (group.length > 0 && (group[0] as { h: HintRecord }).h.node !== h.node) flush();
-        group.push({ h: { node: h.node, ref: h.ref, atMs: decodeTime(bytes) }, key });
-      }
-      const last = page[page.length - 1];
-      if (last === undefined || page.length < LOAD_PAGE) break;
-      gte = `${last[0]}\u0000`;
+    for await (const [key, bytes] of this.entriesOf(HINT_PREFIX)) {
+      const h = parseHintKey(key);
+      if (h === undefined) continue;
+      if (group.length > 0 && (group[0] as { h: HintRecord }).h.node !== h.node) flush();
+      group.push({ h: { node: h.node, ref: h.ref, atMs: decodeTime(bytes) }, key });
     }
     flush();
     kept.sort((a, b) => a.h.atMs - b.h.atMs);
@@ -363,18 +368,10 @@ export class Store {
     const applied: BatchRecord[] = [];
     const forwards: BatchRecord[] = [];
     const keyOf = new Map<BatchRecord, string>();
-    const section = sectionRange(BATCH_PREFIX);
-    let gte = section.gte;
-    for (;;) {
-      const page = await this.kv.range({ gte, lt: section.lt }, LOAD_PAGE);
-      for (const [key, bytes] of page) {
-        const r = decodeBatchRecord(key.slice(BATCH_PREFIX.length), bytes);
-        (r.forwardedTo === undefined ? applied : forwards).push(r);
-        keyOf.set(r, key);
-      }
-      const last = page[page.length - 1];
-      if (last === undefined || page.length < LOAD_PAGE) break;
-      gte = `${last[0]}\u0000`;
+    for await (const [key, bytes] of this.entriesOf(BATCH_PREFIX)) {
+      const r = decodeBatchRecord(key.slice(BATCH_PREFIX.length), bytes);
+      (r.forwardedTo === undefined ? applied : forwards).push(r);
+      keyOf.set(r, key);
     }
     // The rest are older than every id kept, left by a burst past the cap: deleted here, since
     // nothing else would ever delete them (a crash before it is done leaves them for the next start).

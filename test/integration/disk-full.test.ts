@@ -28,6 +28,17 @@ function mountTmpfs(dir: string): string | undefined {
   }
 }
 
+/** Stops `node` if it runs, unmounts the tmpfs on `dir` if there is one, and removes `dir`. */
+async function cleanUp(node: NodeProcess | undefined, dir: string): Promise<void> {
+  if (node !== undefined) await stopNode(node, 'SIGKILL');
+  try {
+    execFileSync('umount', [dir]);
+  } catch {
+    // not mounted
+  }
+  await removeDir(dir);
+}
+
 const root = process.getuid?.() === 0;
 
 describe('a full disk', () => {
@@ -93,13 +104,7 @@ describe('a full disk', () => {
       expect(await total(node.address)).toBe(expected);
       console.log(`after space returned and a restart: ${expected} events, exactly`);
     } finally {
-      if (node !== undefined) await stopNode(node, 'SIGKILL');
-      try {
-        execFileSync('umount', [dir]);
-      } catch {
-        // not mounted
-      }
-      await removeDir(dir);
+      await cleanUp(node, dir);
     }
   }, 120_000);
   it.skipIf(!root)('refuses a start on a full disk with STORAGE_FULL, not as damage to rebuild, and starts with its data once space returns', async () => {
@@ -124,13 +129,7 @@ describe('a full disk', () => {
       const got = await runCli(['get', 'v', '--json', '--from', String(T - DAY_MS), '--to', String(T + DAY_MS), '--node', node.address]);
       expect((JSON.parse(got.stdout) as { count: number }).count).toBe(100);
     } finally {
-      if (node !== undefined) await stopNode(node, 'SIGKILL');
-      try {
-        execFileSync('umount', [dir]);
-      } catch {
-        // not mounted
-      }
-      await removeDir(dir);
+      await cleanUp(node, dir);
     }
   }, 60_000);
 });

@@ -14,6 +14,7 @@
  */
 import { describe, expect, test } from 'vitest';
 import { Lifecycle } from '../../protocol/gossip.js';
+import type { NodeCore } from '../../cluster/node-core.js';
 import { DAY_MS } from '../../cluster/time-buckets.js';
 import { Consistency } from '../../protocol/messages.js';
 import { healthLine, memberStatuses } from '../../node/status.js';
@@ -319,8 +320,7 @@ function runTwoDead(seed: number): void {
   until(sim, 'n4 removed once n5 is back', 60_000, removed);
   until(sim, 'n5 rebuilt, and the four agree', 30_000, () => sim.node('n5').disk.rebuilding === false && agreed(4));
   expectAllReads(sim, 'n2', acked);
-  expect(ask(sim, 'n5', 'decommission'), 'decommission accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
-  until(sim, 'n5 decommissioned, and the three agree', 60_000, () => sim.node('n5').removed !== undefined && agreed(3));
+  decommission(sim, agreed, 'n5', 3);
   expectAllReads(sim, 'n1', acked);
 }
 
@@ -345,6 +345,19 @@ function runRebuildWaitsForDecommissioning(seed: number): void {
   expectAllReads(sim, 'n1', acked);
 }
 
+/** `id` decommissions: accepted, and done once it has stopped and the `left` members agree. */
+function decommission(sim: ReplicationSim, agreed: (n: number) => boolean, id: string, left: number): void {
+  expect(ask(sim, id, 'decommission'), 'decommission accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
+  until(sim, `${id} decommissioned, and the ${left} agree`, 60_000, () => sim.node(id).removed !== undefined && agreed(left));
+}
+
+/** `via` removes `id`, which is down: accepted, and done once `id` is removed and the `left` members agree. */
+function removeNode(sim: ReplicationSim, agreed: (n: number) => boolean, via: string, id: string, left: number): void {
+  expect(ask(sim, via, 'removenode', id), 'removenode accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
+  const core = (): NodeCore => sim.node(via).core as NodeCore;
+  until(sim, `${id} removed, and the ${left} agree`, 60_000, () => core().membership.stateOf(id)?.lifecycle === Lifecycle.REMOVED && core().membership.removing === undefined && agreed(left));
+}
+
 /**
  * A member that dies while it is being rebuilt can be removed: it holds nothing the others need
  * (reads do not count it yet), and nothing else would ever end its rebuild. Five nodes, RF 3: n5
@@ -358,8 +371,7 @@ function runDiesRebuilding(seed: number): void {
   until(sim, 'n5 seen rebuilding', 20_000, () => sim.node('n1').core!.membership.isRebuilding('n5') && sim.node('n1').core!.membership.isUp('n5'));
   sim.crash('n5');
   until(sim, 'n5 seen down', 20_000, () => !sim.node('n1').core!.membership.isUp('n5'));
-  expect(ask(sim, 'n1', 'removenode', 'n5'), 'removenode accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
-  until(sim, 'n5 removed, and the four agree', 60_000, () => sim.node('n1').core!.membership.stateOf('n5')?.lifecycle === Lifecycle.REMOVED && sim.node('n1').core!.membership.removing === undefined && agreed(4));
+  removeNode(sim, agreed, 'n1', 'n5', 4);
   // Off the ring for good, not still being rebuilt: every member's status says `removed`, and the
   // cluster is healthy (tally removenode --wait and tally status read exactly that).
   for (const id of ['n1', 'n2', 'n3', 'n4']) {
@@ -369,8 +381,7 @@ function runDiesRebuilding(seed: number): void {
   }
   expectAllReads(sim, 'n2', acked);
   // Another ring change is taken now: nothing is left rebuilding.
-  expect(ask(sim, 'n4', 'decommission'), 'decommission accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
-  until(sim, 'n4 decommissioned, and the three agree', 60_000, () => sim.node('n4').removed !== undefined && agreed(3));
+  decommission(sim, agreed, 'n4', 3);
   expectAllReads(sim, 'n1', acked);
 }
 
@@ -385,8 +396,7 @@ function runDiesDecommissioning(seed: number): void {
   until(sim, 'n5 seen decommissioning', 20_000, () => sim.node('n1').core!.membership.stateOf('n5')?.lifecycle === Lifecycle.DECOMMISSIONING);
   sim.crash('n5');
   until(sim, 'n5 seen down', 20_000, () => !sim.node('n1').core!.membership.isUp('n5'));
-  expect(ask(sim, 'n1', 'removenode', 'n5'), 'removenode accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
-  until(sim, 'n5 removed, and the four agree', 60_000, () => sim.node('n1').core!.membership.stateOf('n5')?.lifecycle === Lifecycle.REMOVED && sim.node('n1').core!.membership.removing === undefined && agreed(4));
+  removeNode(sim, agreed, 'n1', 'n5', 4);
   // Off the ring for good, not still being rebuilt: every member's status says `removed`, and the
   // cluster is healthy (tally removenode --wait and tally status read exactly that).
   for (const id of ['n1', 'n2', 'n3', 'n4']) {
