@@ -39,6 +39,8 @@ export interface LocalClusterOptions {
   rf?: number;
   /** Days minute and hour buckets are kept (0: for ever); the nodes' default if not set. */
   retention?: { minuteDays: number; hourDays: number };
+  /** Start the nodes with --shorten-retention. */
+  shortenRetention?: boolean;
   /** Given to every node (by its environment) as its cluster secret. */
   clusterSecret?: string;
   /** Given to every node (by its environment) as its client token, and shown by this process when it asks them. */
@@ -123,6 +125,7 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
     const args = [...(o.heapMB === undefined ? [] : [`--max-old-space-size=${o.heapMB}`]), CLI, 'start', ...(o.heapMB === undefined ? ['--memory-mb', '0'] : []), '--host', o.host, '--port', String(o.basePort + i), '--data', join(o.dataDir, id)];
     args.push('--id', id, '--zone', `z${(i % LOCAL_ZONES) + 1}`, '--seeds', seeds, '--rf', String(o.rf ?? Math.min(3, o.nodes)), ...(o.fsync ? ['--fsync'] : []));
     if (o.retention !== undefined) args.push('--minute-retention-days', String(o.retention.minuteDays), '--hour-retention-days', String(o.retention.hourDays));
+    if (o.shortenRetention === true) args.push('--shorten-retention');
     // Each node in its own process group: Ctrl-C reaches only this process, which stops the
     // nodes with one SIGTERM each (a second signal would make a node exit without flushing).
     // Its stdin is a pipe from this process: however this process ends, the pipe closes and

@@ -55,6 +55,22 @@ export function sameRetention(a: Retention, b: Retention): boolean {
   return a.minuteDays === b.minuteDays && a.hourDays === b.hourDays;
 }
 
+/**
+ * What starting with `wanted` would delete of data kept under `stored`: the resolutions whose
+ * retention it shortens, each as `minutes 14 → 7 days`, or none. Lengthening deletes nothing
+ * (what expired is gone either way).
+ */
+export function shortenedRetention(stored: Retention, wanted: Retention): string[] {
+  const d = (n: number): string => (forever(n) ? 'for ever' : `${n} days`);
+  const out: string[] = [];
+  for (const [k, name] of [['minuteDays', 'minutes'], ['hourDays', 'hours']] as const) {
+    const a = stored[k];
+    const b = wanted[k];
+    if (!forever(b) && (forever(a) || b < a)) out.push(`${name} ${d(a)} → ${d(b)}`);
+  }
+  return out;
+}
+
 export function describeRetention(r: Retention): string {
   const d = (n: number): string => (forever(n) ? 'for ever' : `${n} days`);
   return `minutes ${d(r.minuteDays)}, hours ${d(r.hourDays)}, days for ever`;

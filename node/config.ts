@@ -54,6 +54,8 @@ export interface NodeConfig extends EdgeLimits {
    * refill: the way out when the database is lost or damaged. Never needed on a healthy node.
    */
   rebuild: boolean;
+  /** Start with a shorter retention than the database was kept under (which deletes the days between); refused without it. */
+  shortenRetention: boolean;
   replication: ReplicationConfig;
   membership: MembershipConfig;
 }
@@ -94,6 +96,7 @@ export function defaultConfig(): NodeConfig {
     maxSocketBufferedBytes: 4 * 1024 * 1024, // a hundred full replies; a client that stops reading is cut off
     clockOffsetMs: 0, // the machine's clock as it is
     rebuild: false, // a node starts on the database it has
+    shortenRetention: false, // a slip of a retention flag must not delete data
     replication: defaultReplicationConfig(),
     membership: defaultMembershipConfig(),
   };

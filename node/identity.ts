@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, MAX_NAME_BYTES, TallyError, checkName } from '../protocol/index.js';
+import { describeRetention, sameRetention, shortenedRetention, validateRetention, type Retention } from '../cluster/retention.js';
 
 export const IDENTITY_FILE = 'tally-node.json';
 const IDENTITY_FORMAT = 1;
@@ -182,6 +183,41 @@ export async function checkOwner(store: MetaStore, id: string, cluster: string):
       `the database in this data directory belongs to node "${owner.id}", refusing to start it as "${id}"; start with --id ${owner.id}, or give this node its own --data directory`,
     );
   }
+}
+
+/** Meta key of the retention the database's data was last kept under (JSON: minuteDays, hourDays). */
+export const RETENTION_KEY = 'retention';
+
+/**
+ * Refuses a start whose retention is shorter than the one the database was kept under, unless
+ * `shorten` says it is meant: the node's first sweep would delete the days between the two, and
+ * at RF 1 (or once every replica runs with it) they are gone for good. A slip of a flag or a
+ * config file must not cost data. Records the retention it starts with; returns what a meant
+ * shortening changed (to log), or nothing. A database from before this record takes the one given.
+ */
+export async function checkRetention(store: MetaStore, wanted: Retention, shorten: boolean): Promise<string[]> {
+  const bytes = await store.getMeta(RETENTION_KEY);
+  let stored: Retention | undefined;
+  if (bytes !== undefined) {
+    try {
+      const o = JSON.parse(Buffer.from(bytes).toString('utf8')) as Retention;
+      stored = validateRetention({ minuteDays: o.minuteDays, hourDays: o.hourDays });
+    } catch {
+      throw new TallyError(ErrorCode.STORAGE_DAMAGED, `the database's record of its retention is damaged; if the data is gone for good, start with --rebuild`);
+    }
+  }
+  const shortened = stored === undefined ? [] : shortenedRetention(stored, wanted);
+  if (stored !== undefined && shortened.length > 0 && !shorten) {
+    throw new TallyError(
+      ErrorCode.BAD_REQUEST,
+      `this node's data is kept ${describeRetention(stored)}; starting with ${describeRetention(wanted)} would delete ${shortened.join(' and ')} of it at once ` +
+        `(for good at RF 1, or once every replica runs with it); to keep it, start with --minute-retention-days ${stored.minuteDays} --hour-retention-days ${stored.hourDays}; if it is meant, add --shorten-retention`,
+    );
+  }
+  if (stored === undefined || !sameRetention(stored, wanted)) {
+    await store.putMeta(RETENTION_KEY, Buffer.from(JSON.stringify({ minuteDays: wanted.minuteDays, hourDays: wanted.hourDays })), { sync: true });
+  }
+  return shortened;
 }
 
 /** A new database has what it needs recorded (see NEW_DATABASE_KEY): later starts take it as the node's own. */

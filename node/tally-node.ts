@@ -17,7 +17,7 @@ import { fitConnectionsToFiles, fitToHeap, openFileLimit, resolveConfig, type No
 import { Driver, KNOWN_PEERS_KEY, REBUILDING_KEY, REMOVED_KEY } from './driver.js';
 import { monotonicNowMs, setClockOffsetMs, wallNowMs } from './clock.js';
 import type { KnownPeer } from '../cluster/membership.js';
-import { checkOwner, openActor, openNodeId, recordDatabase, settleNewDatabase, type Identity } from './identity.js';
+import { checkOwner, checkRetention, openActor, openNodeId, recordDatabase, settleNewDatabase, type Identity } from './identity.js';
 import { CommitMark, COMMIT_MARK_FILE } from './commit-mark.js';
 import { LevelKv } from './kv.js';
 import { logLine } from './logger.js';
@@ -245,6 +245,8 @@ export class TallyNode {
       }
       identity = await openActor(store, id, config.rebuild ? undefined : database);
       await checkOwner(store, id, config.cluster);
+      const shortened = await checkRetention(store, config.replication.retention, config.shortenRetention);
+      if (shortened.length > 0) log(`--shorten-retention: retention shortened (${shortened.join(', ')}); the days past it are deleted`);
       // A new database (made by a --rebuild killed before it recorded it) is not another one.
       if (!config.rebuild && !identity.fresh && database !== undefined && identity.epoch !== database) {
         throw new TallyError(

@@ -224,6 +224,7 @@ async function main(argv: string[]): Promise<void> {
           .option('repair-slots-per-second', { type: 'number', describe: 'pace of anti-entropy\'s walks of the store [100000]' })
           .option('minute-retention-days', { type: 'number', describe: 'keep minute buckets this many days after their day ends, the same on every member; 0: for ever [14]' })
           .option('hour-retention-days', { type: 'number', describe: 'keep hour buckets this many days after their day ends, the same on every member; 0: for ever [400]' })
+          .option('shorten-retention', { type: 'boolean', describe: 'start with a shorter retention than the data was kept under, deleting the days past it (refused without it)' })
           .option('client-token', { type: 'string', describe: 'a read-write token every client must show (or TALLY_CLIENT_TOKEN); without it and --client-token-file, clients need none' })
           .option('client-token-file', { type: 'string', describe: 'JSON file of client tokens: { "readWrite": [...], "readOnly": [...] }' })
           .option('tls-cert', { type: 'string', describe: 'PEM certificate: serve clients and peers over TLS (wss://, https://) and dial peers over TLS' })
@@ -262,6 +263,7 @@ async function main(argv: string[]): Promise<void> {
           insecure: a.insecure,
           clockOffsetMs: a['clock-offset-ms'],
           rebuild: a.rebuild,
+          shortenRetention: a['shorten-retention'],
           clientToken: a['client-token'],
           clientTokenFile: a['client-token-file'],
           tlsCert: a['tls-cert'],
@@ -498,6 +500,7 @@ async function main(argv: string[]): Promise<void> {
           .option('rf', { type: 'number', describe: 'replication factor [the smaller of 3 and --nodes]' })
           .option('minute-retention-days', { type: 'number', describe: 'keep minute buckets this many days after their day ends; 0: for ever [14]' })
           .option('hour-retention-days', { type: 'number', describe: 'keep hour buckets this many days after their day ends; 0: for ever [400]' })
+          .option('shorten-retention', { type: 'boolean', default: false, describe: 'start the nodes with a shorter retention than their data was kept under, deleting the days past it' })
           .option('memory-mb', memoryOption)
           .option('heap-mb', { type: 'number', describe: 'each node\'s JavaScript heap limit, MiB, instead of the one --memory-mb leaves' })
           .option('client-token', { type: 'string', describe: 'a read-write token every client must show (or TALLY_CLIENT_TOKEN)' }),
@@ -514,6 +517,7 @@ async function main(argv: string[]): Promise<void> {
           fsync: a.fsync,
           rf: a.rf,
           retention: retentionOf(a['minute-retention-days'], a['hour-retention-days']),
+          shortenRetention: a['shorten-retention'],
           agreeTimeoutMs: AGREE_TIMEOUT_MS,
           ...(a['client-token'] === undefined ? {} : { clientToken: a['client-token'] }),
         });

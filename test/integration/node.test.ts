@@ -153,7 +153,7 @@ describe('a single node', () => {
     expect(await refusedStart(['--rf', '1', '--port', '0', '--data', dir, '--id', 'n2'])).toMatch(
       /belongs to node "n1", refusing to start it as "n2"/,
     );
-    node = await startNode(['--rf', '1', '--port', '0', '--data', dir]);
+    node = await startNode(['--rf', '1', '--port', '0', '--data', dir, ...FOREVER]);
     expect((await runCli(['get', 'clean-stop', '--node', node.address])).stdout).toBe('3\n');
   });
 
@@ -177,6 +177,47 @@ describe('a node with --fsync', () => {
       node = await startNode(['--rf', '1', '--port', '0', '--data', dir, '--id', 'f1', '--fsync']);
       const r = JSON.parse((await runCli(['get', 'synced', '--type', 'watch_ms', '--json', '--node', node.address])).stdout);
       expect(r).toMatchObject({ count: 500, sum: (499 * 500) / 2, min: 0, max: 499, avg: 249.5, clipped: false });
+    } finally {
+      await stopNode(node, 'SIGKILL');
+      await removeDir(dir);
+    }
+  });
+});
+
+describe('a node started with a shorter retention', () => {
+  it('is refused unless it says --shorten-retention, and nothing is deleted meanwhile', async () => {
+    const dir = await tempDir();
+    const base = ['--rf', '1', '--port', '0', '--data', dir, '--id', 'r1'];
+    const at = new Date(Date.now() - 30 * DAY_MS);
+    at.setUTCHours(12, 30, 0, 0);
+    const minute = ['--from', String(at.getTime()), '--to', String(at.getTime() + MINUTE_MS)];
+    let node = await startNode([...base, ...FOREVER]);
+    try {
+      await runCli(['count', 'old', '--n', '4', '--at', at.toISOString(), '--node', node.address]);
+      expect((await runCli(['get', 'old', ...minute, '--node', node.address])).stdout).toBe('4\n');
+      await stopNode(node, 'SIGTERM');
+      // The defaults (minutes 14 days, hours 400) would delete the 30-day-old minute at once.
+      const refused = await refusedStart(base);
+      expect(refused).toMatch(/BAD_REQUEST/);
+      expect(refused).toMatch(/kept minutes for ever, hours for ever.*would delete minutes for ever → 14 days and hours for ever → 400 days.*--minute-retention-days 0 --hour-retention-days 0.*--shorten-retention/s);
+      // Refused twice over (and a lengthening of one of them does not let the other through).
+      expect(await refusedStart([...base, '--minute-retention-days', '20', '--hour-retention-days', '0'])).toMatch(/would delete minutes for ever → 20 days of it/);
+      node = await startNode([...base, ...FOREVER]);
+      expect((await runCli(['get', 'old', ...minute, '--node', node.address])).stdout).toBe('4\n');
+      await stopNode(node, 'SIGTERM');
+      // Meant: the node starts, says so, and the minute is gone (its day still counts it).
+      node = await startNode([...base, '--minute-retention-days', '7', '--hour-retention-days', '0', '--shorten-retention']);
+      expect(node.output()).toMatch(/retention shortened \(minutes for ever → 7 days\)/);
+      const gone = await runCli(['get', 'old', ...minute, '--node', node.address]);
+      expect(gone.stdout).toBe('0\n');
+      expect(gone.stderr).toMatch(/past retention/);
+      const day = Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), at.getUTCDate());
+      expect((await runCli(['get', 'old', '--from', String(day), '--to', String(day + DAY_MS), '--node', node.address])).stdout).toBe('4\n');
+      await stopNode(node, 'SIGTERM');
+      // Lengthening again deletes nothing and needs no flag; going back to 7 is no shortening.
+      node = await startNode([...base, '--minute-retention-days', '10', '--hour-retention-days', '0']);
+      await stopNode(node, 'SIGTERM');
+      expect(await refusedStart([...base, '--minute-retention-days', '7', '--hour-retention-days', '0'])).toMatch(/minutes 10 days → 7 days/);
     } finally {
       await stopNode(node, 'SIGKILL');
       await removeDir(dir);
