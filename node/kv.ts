@@ -79,6 +79,8 @@ const READS_WINDOW_MS = 10;
 
 /** How LevelDB and the file system say a disk is full. */
 const NO_SPACE = /No space left|ENOSPC/i;
+/** How LevelDB and the file system say the node may not write where its data is (not damage to it). */
+const NOT_WRITABLE = /Permission denied|EACCES|EPERM|Read-only file system|EROFS|Not a directory|ENOTDIR/i;
 
 /** Free bytes a full disk must have again before writes resume: a few LevelDB log and table files. */
 const MIN_FREE_BYTES_TO_RESUME = 16 * 1024 * 1024;
@@ -165,6 +167,14 @@ export class LevelKv implements Kv {
       // and a --rebuild would only throw away a whole database.
       if (NO_SPACE.test(cause ?? '') || NO_SPACE.test((err as Error).message)) {
         throw new TallyError('STORAGE_FULL', `store open ${this.location} failed: the disk holding it is full (${cause ?? (err as Error).message}); free some space and start the node again`, { cause: err });
+      }
+      // Its owner, mode or mount: nothing is wrong with the data, and --rebuild would throw it away.
+      if (NOT_WRITABLE.test(cause ?? '') || NOT_WRITABLE.test((err as Error).message)) {
+        throw new TallyError(
+          'BAD_REQUEST',
+          `store open ${this.location} failed: this process may not write there (${cause ?? (err as Error).message}); its data is not damaged: give the user the node runs as the directory (owner, mode, a writable mount), or start it with another --data, and start it again`,
+          { cause: err },
+        );
       }
       // Anything else (LevelDB's "Corruption: …", a missing table file) is damage to the data.
       throw new TallyError('STORAGE_DAMAGED', `store open ${this.location} failed: ${(err as Error).message}${cause === undefined ? '' : ` (${cause})`}`, { cause: err });

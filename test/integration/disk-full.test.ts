@@ -4,7 +4,8 @@
  * full, and once space returns writes resume by themselves — no restart — with every acknowledged
  * event, and every write retried with its batch id, counted exactly once, also after a restart.
  * A node started on a full disk refuses with STORAGE_FULL (not as damage to --rebuild), and starts
- * with its data once space returns.
+ * with its data once space returns; one started where it may not write (a read-only mount: the
+ * same path as a directory of another owner) refuses with BAD_REQUEST, also not as damage.
  */
 import { execFileSync } from 'node:child_process';
 import { rm, statfs, writeFile } from 'node:fs/promises';
@@ -108,28 +109,52 @@ describe('a full disk', () => {
     }
   }, 120_000);
   it.skipIf(!root)('refuses a start on a full disk with STORAGE_FULL, not as damage to rebuild, and starts with its data once space returns', async () => {
-    const dir = await tempDir();
-    const why = mountTmpfs(dir);
-    expect(why, `mount a tmpfs on ${dir}`).toBeUndefined();
-    const args = ['--rf', '1', '--port', '0', '--data', join(dir, 'n'), '--id', 'full2'];
-    let node: NodeProcess | undefined;
-    try {
-      node = await startNode(args);
-      expect((await runCli(['count', 'v', '--n', '100', '--at', String(T), '--node', node.address])).code).toBe(0);
-      // Killed: its log is replayed into a table file at the next open, which needs space.
-      await stopNode(node, 'SIGKILL');
-      node = undefined;
-      const fs = await statfs(dir);
-      await writeFile(join(dir, 'filler'), Buffer.alloc(fs.bavail * fs.bsize));
-      const refused = await refusedStart(args);
-      expect(refused).toMatch(/STORAGE_FULL/);
-      expect(refused).not.toMatch(/STORAGE_DAMAGED|--rebuild/);
-      await rm(join(dir, 'filler'));
-      node = await startNode(args);
-      const got = await runCli(['get', 'v', '--json', '--from', String(T - DAY_MS), '--to', String(T + DAY_MS), '--node', node.address]);
-      expect((JSON.parse(got.stdout) as { count: number }).count).toBe(100);
-    } finally {
-      await cleanUp(node, dir);
-    }
+    await refusedUntilMended(
+      'full2',
+      async (dir) => {
+        const fs = await statfs(dir);
+        await writeFile(join(dir, 'filler'), Buffer.alloc(fs.bavail * fs.bsize));
+      },
+      /STORAGE_FULL/,
+      (dir) => rm(join(dir, 'filler')),
+    );
+  }, 60_000);
+
+  it.skipIf(!root)('refuses a start where it may not write (a read-only mount) with BAD_REQUEST, not as damage to rebuild, and starts with its data once it may', async () => {
+    await refusedUntilMended(
+      'ro1',
+      async (dir) => void execFileSync('mount', ['-o', 'remount,ro', dir]),
+      /BAD_REQUEST: store open \S+ failed: this process may not write there \(.*Read-only file system\); its data is not damaged/,
+      async (dir) => void execFileSync('mount', ['-o', 'remount,rw', dir]),
+    );
   }, 60_000);
 });
+
+/**
+ * A node on a tmpfs writes 100 events and is killed (its log is replayed into a table file at the
+ * next open, which writes); `harm` keeps it from starting, with `refusal` and never as damage to
+ * rebuild; once `mend`ed it starts with the 100 events.
+ */
+async function refusedUntilMended(id: string, harm: (dir: string) => Promise<void>, refusal: RegExp, mend: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await tempDir();
+  const why = mountTmpfs(dir);
+  expect(why, `mount a tmpfs on ${dir}`).toBeUndefined();
+  const args = ['--rf', '1', '--port', '0', '--data', join(dir, 'n'), '--id', id];
+  let node: NodeProcess | undefined;
+  try {
+    node = await startNode(args);
+    expect((await runCli(['count', 'v', '--n', '100', '--at', String(T), '--node', node.address])).code).toBe(0);
+    await stopNode(node, 'SIGKILL');
+    node = undefined;
+    await harm(dir);
+    const refused = await refusedStart(args);
+    expect(refused).toMatch(refusal);
+    expect(refused).not.toMatch(/STORAGE_DAMAGED|--rebuild/);
+    await mend(dir);
+    node = await startNode(args);
+    const got = await runCli(['get', 'v', '--json', '--from', String(T - DAY_MS), '--to', String(T + DAY_MS), '--node', node.address]);
+    expect((JSON.parse(got.stdout) as { count: number }).count).toBe(100);
+  } finally {
+    await cleanUp(node, dir);
+  }
+}
