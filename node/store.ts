@@ -171,12 +171,13 @@ export class Store {
   async commit(batch: PersistBatch): Promise<void> {
     const n = batch.slots.length + batch.hintsPut.length + batch.hintsDelete.length + batch.batchesPut.length + batch.batchesDelete.length + batch.journalPut.length + batch.journalDelete.length;
     assert(n <= MAX_COMMIT_ENTRIES, `a commit of ${n} entries is over the limit`);
-    if (this.verifyCommits && batch.slots.length > 0) await this.verifyGrowth([...batch.slots]);
     // Made while the commit before is still being written, but written only after it, and numbered
     // then: commit numbers on disk stay gapless (a gap is how a dropped log record shows), and a
     // later commit, whose slots hold at least the earlier one's values, never lands first.
     // Made only once the one before is made, too: two made at once would share this thread and
     // finish later both, while the point is to make this one while the store writes that one.
+    // Its place in line is taken here, before anything is awaited: a commit whose check
+    // (verifyCommits) took longer than the next one's landed after it, over its newer values.
     const prior = this.lastCommit;
     const priorMade = this.lastMade;
     const priorFailure = this.lastFailure;
@@ -186,6 +187,8 @@ export class Store {
     const mine = (async () => {
       try {
         await priorMade;
+        // A failed check fails this commit like any other failure: one made on top of it fails too.
+        if (this.verifyCommits && batch.slots.length > 0) await this.verifyGrowth([...batch.slots]);
         await this.kv.write(this.commitOps(batch), batch.sync, async () => {
           made();
           await prior;

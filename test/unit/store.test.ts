@@ -307,6 +307,42 @@ function suite(name: string, make: () => Promise<Harness>): void {
       await store.commit(batch([{ ...e, slot: slot(10) }]));
       expect(await store.getSlots([e])).toEqual([slot(10)]);
     });
+
+    it('with every commit checked against the store, commits still land in the order made, however long each check takes', async () => {
+      // TALLY_VERIFY_COMMITS (every chaos run): each commit reads its slots back first. A commit
+      // whose check took longer than the next one's must still land first: the next holds the
+      // newer values (and the first one's events, whose batch ids the first holds).
+      await store.loadCommitSeq();
+      store.verifyCommits = true;
+      const kv = h.kv() as Kv & { getMany: Kv['getMany'] };
+      const read = kv.getMany.bind(kv);
+      let hold: Promise<void> | undefined;
+      kv.getMany = async (keys) => {
+        const wait = hold;
+        hold = undefined;
+        const values = await read(keys);
+        if (wait !== undefined) await wait;
+        return values;
+      };
+      try {
+        const k = { ref: ref('d', T0, 'checked'), actor: 'n1#aa' };
+        await store.commit(batch([{ ...k, slot: slot(1) }], { id: 1 }));
+        let release = (): void => {};
+        hold = new Promise<void>((resolve) => (release = resolve));
+        const order: string[] = [];
+        const second = store.commit(batch([{ ...k, slot: slot(2) }], { id: 2 })).then(() => order.push('second'), () => order.push('second failed'));
+        const third = store.commit(batch([{ ...k, slot: slot(3) }], { id: 3, afterInFlight: true })).then(() => order.push('third'), () => order.push('third failed'));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        release();
+        await Promise.all([second, third]);
+        expect(order).toEqual(['second', 'third']);
+        expect(await store.getSlots([k])).toEqual([slot(3)]);
+        expect(await store.loadCommitSeq()).toBe(3);
+      } finally {
+        delete (kv as { getMany?: unknown }).getMany;
+        store.verifyCommits = false;
+      }
+    });
   });
 }
 
