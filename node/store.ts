@@ -271,15 +271,22 @@ export class Store {
 
   /**
    * Per resolution, the newest bucket start this store may hold (see PersistBatch.written). A store
-   * that has commits but never kept the starts may hold buckets up to the furthest future an event
-   * may have: that is what it answers then.
+   * that has commits or slots but never kept the starts may hold buckets up to the furthest future
+   * an event may have: that is what it answers then. Slots are looked for too, not only commit
+   * numbers: a store from before commits were numbered holds slots and no number.
    */
   async loadWrittenStarts(nowMs: number): Promise<StartsByResolution> {
     const v = await this.getMeta(WRITTEN_STARTS_KEY);
     if (v !== undefined) return decodeStarts(v);
-    if ((await this.getMeta(COMMIT_SEQ_KEY)) === undefined) return noStarts();
+    if ((await this.getMeta(COMMIT_SEQ_KEY)) === undefined && !(await this.holdsSlots())) return noStarts();
     const furthest = nowMs + MAX_EVENT_FUTURE_SKEW_MS;
     return { m: furthest, h: furthest, d: furthest };
+  }
+
+  /** Whether any slot is stored. */
+  private async holdsSlots(): Promise<boolean> {
+    for (const section of SLOT_SECTIONS) if ((await this.kv.range(section, 1)).length > 0) return true;
+    return false;
   }
 
   /** The number of the last commit the database holds (0 before the first); commits go on from it. */

@@ -16,6 +16,7 @@ import { LevelKv, MemoryKv, type Kv } from '../../node/kv.js';
 import { MAX_READS_IN_FLIGHT, RangeReader } from '../../node/range-reader.js';
 import { Level } from 'level';
 import { Store } from '../../node/store.js';
+import { encodeSlot } from '../../node/slot-codec.js';
 import { TallyError } from '../../protocol/errors.js';
 import { MAX_MEMBERS } from '../../cluster/membership.js';
 import { MAX_ADDRESS_BYTES, MAX_NAME_BYTES } from '../../protocol/limits.js';
@@ -306,6 +307,19 @@ function suite(name: string, make: () => Promise<Harness>): void {
       // A join writes over it, and it reads again.
       await store.commit(batch([{ ...e, slot: slot(10) }]));
       expect(await store.getSlots([e])).toEqual([slot(10)]);
+    });
+
+    it('says which bucket starts it may hold: none when new, what its commits kept, any when it holds slots but never kept them', async () => {
+      const now = T0 + 10 * DAY_MS;
+      expect(await store.loadWrittenStarts(now)).toEqual({ m: -Infinity, h: -Infinity, d: -Infinity });
+      // Slots written before commits were numbered (and before the starts were kept): any bucket
+      // up to the furthest an event may reach may be stored, so none may be taken as absent.
+      const k = { ref: ref('m', T0 + 5 * MINUTE_MS), actor: 'n1#aa' };
+      await h.kv().write([{ type: 'put', key: store.keys.slotKey(k), value: encodeSlot(store.keys.slotKey(k), slot(7)) }], false);
+      const old = await store.loadWrittenStarts(now);
+      for (const res of ['m', 'h', 'd'] as const) expect(old[res], res).toBeGreaterThanOrEqual(now);
+      await store.commit(batch([{ ...k, slot: slot(8) }], { written: { m: k.ref.start, h: -Infinity, d: -Infinity } }));
+      expect(await store.loadWrittenStarts(now)).toEqual({ m: k.ref.start, h: -Infinity, d: -Infinity });
     });
 
     it('with every commit checked against the store, commits still land in the order made, however long each check takes', async () => {
