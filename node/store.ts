@@ -211,7 +211,12 @@ export class Store {
       () => undefined,
       (err: unknown) => err ?? new Error('the commit failed'),
     );
-    return mine;
+    // Told in the order made, as the node settles them (the oldest under way first): one that
+    // fails before it is written (a full disk, a bad entry) waits for the one before to be told.
+    return mine.then(
+      () => prior,
+      (err: unknown) => prior.then(() => Promise.reject(err)),
+    );
   }
 
   /** The commit number's entries: the last number, and one small key per recent commit. */
