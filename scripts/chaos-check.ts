@@ -98,3 +98,20 @@ export function vacuous(acknowledged: number, readsAnswered: number): string[] {
   if (readsAnswered === 0) why.push('no read was answered during the run: none was checked against its bounds');
   return why;
 }
+
+/**
+ * The fault a node's log line (either stream) reports, or undefined: a commit the store refused
+ * because it would lower a slot (TALLY_VERIFY_COMMITS), or a broken invariant in the core, which
+ * the node logs and goes on from. Either is a fault in Tally whatever the counts say after.
+ */
+export function nodeFault(line: string): string | undefined {
+  let text = line;
+  try {
+    // A JSON log record: its message, unescaped.
+    const record = JSON.parse(line) as { msg?: unknown };
+    if (typeof record.msg === 'string') text = record.msg;
+  } catch {
+    // a plain line
+  }
+  return /commit would lower.*|the core failed on \S+: .*/.exec(text)?.[0].slice(0, 300);
+}

@@ -29,7 +29,7 @@ import { statusOf } from '../client/local-cluster.js';
 import { TallyClient } from '../client/tally-client.js';
 import { Consistency, ErrorCode, TallyError } from '../protocol/index.js';
 import { ChaosNet } from './chaos-net.js';
-import { awaitLevel, vacuous } from './chaos-check.js';
+import { awaitLevel, nodeFault, vacuous } from './chaos-check.js';
 import { startArgs } from '../node/memory.js';
 
 /** The built CLI: beside this file once built, or under dist/ when this runs from source (tests). */
@@ -151,19 +151,24 @@ export async function runChaos(given: ChaosOptions): Promise<ChaosSummary> {
     // names the first such commit as a violation, rather than only the increments it lost.
     const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TALLY_VERIFY_COMMITS: '1' } });
     n.proc = proc;
-    let partLine = '';
     let lastLine = '';
-    proc.stderr?.on('data', (d: Buffer) => {
-      // Whole lines only: a chunk may end inside one.
-      const lines = (partLine + d.toString()).split('\n');
-      partLine = (lines.pop() ?? '').slice(-4096);
-      for (const line of lines) {
-        if (line.trim() !== '') lastLine = line.slice(0, 300);
-        const lowered = /commit would lower.*/.exec(line);
-        if (lowered === null) continue;
-        violate(`n${n.i + 1}: ${lowered[0]}`);
-      }
-    });
+    // Whole lines of both streams (the node logs to stdout, the CLI's errors go to stderr), for
+    // the faults a node logs and goes on from (nodeFault).
+    const watch = (stream: NodeJS.ReadableStream | null): void => {
+      let partLine = '';
+      stream?.on('data', (d: Buffer) => {
+        // A chunk may end inside a line.
+        const lines = (partLine + d.toString()).split('\n');
+        partLine = (lines.pop() ?? '').slice(-4096);
+        for (const line of lines) {
+          if (line.trim() !== '') lastLine = line.slice(0, 300);
+          const fault = nodeFault(line);
+          if (fault !== undefined) violate(`n${n.i + 1}: ${fault}`);
+        }
+      });
+    };
+    watch(proc.stdout);
+    watch(proc.stderr);
     // Every exit the run makes goes through kill(), which lets go of the process first: any other is
     // the node's own (a failed assertion, a fatal error), a fault in Tally. It is restarted by the
     // next process fault that picks it, or after healing.

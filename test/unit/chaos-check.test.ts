@@ -4,7 +4,7 @@
  * check that read at `all` before comparing the replicas would find them level whatever they held.
  */
 import { describe, expect, it } from 'vitest';
-import { awaitLevel, vacuous, type ReplicaReads } from '../../scripts/chaos-check.js';
+import { awaitLevel, nodeFault, vacuous, type ReplicaReads } from '../../scripts/chaos-check.js';
 
 const opts = { rf: 3, timeoutMs: 60, finalReadMs: 60, pauseMs: 5 };
 
@@ -101,5 +101,17 @@ describe('vacuous', () => {
     expect(vacuous(10, 0)).toHaveLength(1);
     expect(vacuous(0, 0)).toHaveLength(2);
     expect(vacuous(1, 1)).toEqual([]);
+  });
+});
+
+describe('nodeFault', () => {
+  it('finds the faults a node logs and goes on from, in its JSON log lines, and nothing in others', () => {
+    const lower = JSON.stringify({ level: 50, time: 1, msg: 'error INTERNAL: group commit failed: commit would lower the slot of n1#ab in {"v":"x"}: stored {"count":3}, writing {"count":2}' });
+    expect(nodeFault(lower)).toBe('commit would lower the slot of n1#ab in {"v":"x"}: stored {"count":3}, writing {"count":2}');
+    const core = JSON.stringify({ level: 50, time: 1, msg: 'error INTERNAL: the core failed on persisted: Error: commit 2 was reported out of order\n    at NodeCore.step (x.js:1:1)' });
+    expect(nodeFault(core)).toBe('the core failed on persisted: Error: commit 2 was reported out of order');
+    expect(nodeFault('error INTERNAL: the core failed on peer: boom')).toBe('the core failed on peer: boom');
+    expect(nodeFault(JSON.stringify({ level: 50, msg: 'error INTERNAL: group commit failed: store write failed: ENOENT' }))).toBeUndefined();
+    expect(nodeFault(JSON.stringify({ level: 30, msg: 'n1 ready on 10.0.0.1:7401' }))).toBeUndefined();
   });
 });
