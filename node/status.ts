@@ -33,15 +33,15 @@ export function memberStatuses(core: NodeCore, nowMs: number): MemberStatus[] {
 export function healthLine(members: readonly MemberStatus[]): string {
   const removed = members.filter((m) => m.lifecycle === 'removed');
   const current = members.filter((m) => m.lifecycle !== 'removed');
-  const down = current.filter((m) => m.status === 'down' && m.lifecycle !== 'left');
-  const left = current.filter((m) => m.lifecycle === 'left');
+  // A member stopped cleanly (`left`) keeps its ranges: its keys have a replica fewer until it is
+  // back, as with a crash, so it is down like any other; only removal takes a member off the ring.
+  const down = current.filter((m) => m.status === 'down');
   const rebuilding = current.filter((m) => m.lifecycle.endsWith('+rebuilding'));
   const leaving = current.filter((m) => m.lifecycle === 'decommissioning');
   const up = current.filter((m) => m.status === 'up');
   const checksums = new Set(up.map((m) => m.ringChecksum));
   const parts = [`${up.length}/${current.length} up`];
-  if (down.length > 0) parts.push(`down: ${down.map((m) => m.id).join(', ')}`);
-  if (left.length > 0) parts.push(`left: ${left.map((m) => m.id).join(', ')}`);
+  if (down.length > 0) parts.push(`down: ${down.map((m) => (m.lifecycle === 'left' ? `${m.id} (stopped)` : m.id)).join(', ')}`);
   if (rebuilding.length > 0) parts.push(`being sent their ranges: ${rebuilding.map((m) => m.id).join(', ')}`);
   if (leaving.length > 0) parts.push(`decommissioning: ${leaving.map((m) => m.id).join(', ')}`);
   if (removed.length > 0) parts.push(`removed for good: ${removed.map((m) => m.id).join(', ')}`);
