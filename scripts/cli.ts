@@ -697,4 +697,11 @@ async function main(argv: string[]): Promise<void> {
   await cli.parseAsync();
 }
 
+// A reader that goes before the output ends (`tally status --watch | head`) is no failure: stop
+// quietly with the status so far, as a command killed by SIGPIPE would, not with a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? EXIT.OK);
+  fail(err);
+});
+
 main(hideBin(process.argv)).catch(fail);

@@ -3,9 +3,10 @@
  * version, `error CODE: message` with its exit code for every failure (a port in use, a data
  * directory that is a file or in use, a bad number, an option given twice, a --node that is not
  * host:port, a --config file that cannot be read), times without a zone read as UTC, `tally
- * status` exiting 3 when degraded and `--watch`, options from the environment and a config file
- * with their precedence, JSON logs off a terminal, a supervisor that stops its nodes when its
- * parent goes, and a second node with a live node's id refused on both sides.
+ * status` exiting 3 when degraded and `--watch` (ending quietly when its reader goes), options
+ * from the environment and a config file with their precedence, JSON logs off a terminal, a
+ * supervisor that stops its nodes when its parent goes, and a second node with a live node's id
+ * refused on both sides.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -242,6 +243,23 @@ describe('the tally command', () => {
     } finally {
       if (b !== undefined) await stopNode(b, 'SIGKILL');
       await stopNode(a);
+    }
+  });
+
+  it('ends `tally status --watch` quietly, with the last report\'s status, when its reader goes (as `| head` does)', async () => {
+    const node = await startNode(['--port', '0', '--data', `${dir}/pipe`, '--id', 'pp', '--rf', '1']);
+    try {
+      const watch = spawn(process.execPath, [CLI, 'status', '--watch', '0.5', '--node', node.address], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let err = '';
+      watch.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const exited = new Promise<number | null>((r) => watch.once('exit', (code) => r(code)));
+      // The first report read, the reader closes the pipe: the next report meets EPIPE.
+      await new Promise<void>((r) => watch.stdout.once('data', () => r()));
+      watch.stdout.destroy();
+      expect(await exited).toBe(0);
+      expect(err).toBe('');
+    } finally {
+      await stopNode(node);
     }
   });
 
