@@ -101,6 +101,18 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers }).end(text);
 }
 
+/**
+ * A request's parameters are those its route takes, each at most once: a second `videoId` or
+ * `from` would otherwise be ignored, and the answer be of a query the caller did not mean.
+ */
+function checkParams(q: URLSearchParams, known: readonly string[]): void {
+  for (const k of new Set(q.keys())) {
+    if (!known.includes(k)) throw bad(`unknown parameter ${JSON.stringify(k)}; known: ${known.join(', ')}`);
+    const n = q.getAll(k).length;
+    if (n > 1) throw bad(`${k} was given ${n} times; give it once`);
+  }
+}
+
 export function httpApi(deps: HttpApiDeps): HttpHandler {
   const fail = (res: ServerResponse, err: unknown, close = false): void => {
     const e = err instanceof TallyError ? err : new TallyError(ErrorCode.INTERNAL, `internal error: ${(err as Error)?.message ?? String(err)}`);
@@ -119,9 +131,7 @@ export function httpApi(deps: HttpApiDeps): HttpHandler {
 
   const read = async (q: URLSearchParams, ctx: HttpContext, stats: boolean): Promise<unknown> => {
     need(ctx, Access.READ, 'reading');
-    for (const k of q.keys()) {
-      if (!['videoId', 'type', 'from', 'to', 'consistency', 'clip'].includes(k)) throw bad(`unknown parameter ${JSON.stringify(k)}; known: videoId, type, from, to, consistency, clip`);
-    }
+    checkParams(q, ['videoId', 'type', 'from', 'to', 'consistency', 'clip']);
     const videoId = q.get('videoId');
     if (videoId === null) throw bad('videoId is missing: /v1/count?videoId=…&from=…&to=…');
     const now = wallNowMs();
@@ -145,6 +155,7 @@ export function httpApi(deps: HttpApiDeps): HttpHandler {
     // form: a page the user visits must not count events on a node it can reach. curl sends none.
     if (req.headers.origin !== undefined) throw new Forbidden(ErrorCode.UNAUTHORIZED, 'writes from a web page are refused (the request has an Origin header)');
     need(ctx, Access.FULL, 'writing events');
+    checkParams(q, ['consistency']);
     const body = await readBody(req, ctx);
     let parsed: unknown;
     try {
@@ -166,6 +177,7 @@ export function httpApi(deps: HttpApiDeps): HttpHandler {
       for (const k of Object.keys(ev)) if (!['videoId', 'eventType', 'timestamp', 'value', 'count'].includes(k)) throw bad(`events[${i}] has an unknown field ${JSON.stringify(k)}`);
       return [ev.videoId, ev.eventType ?? 'view', ev.timestamp === undefined ? now : parseTimeParam(ev.timestamp, `events[${i}].timestamp`), ev.value ?? 1, ev.count ?? 1] as EventTuple;
     });
+    if (o.consistency !== undefined && q.has('consistency')) throw bad('consistency is given both in the path and in the body; give it once');
     const message = {
       t: 'count',
       id: 0,

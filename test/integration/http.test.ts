@@ -135,6 +135,27 @@ describe('HTTP/JSON', () => {
     expect(all.count).toBe(1);
   }, 60_000);
 
+  test('a parameter given twice, or one a route does not take, is refused rather than one of them read and the rest ignored', async () => {
+    const n = await node(['--rf', '1']);
+    const base = `http://${n.address}`;
+    expect((await call(`${base}/v1/events`, { method: 'POST', body: JSON.stringify([{ videoId: 'a' }]) })).json()).toEqual({ stored: 1 });
+    const refused: [string, { method?: string; body?: string }, RegExp][] = [
+      ['/v1/count?videoId=a&videoId=b', {}, /^videoId was given 2 times; give it once$/],
+      ['/v1/stats?videoId=a&from=0&from=2026-11-26', {}, /^from was given 2 times; give it once$/],
+      ['/v1/events?consistency=all&consistency=one', { method: 'POST', body: JSON.stringify([{ videoId: 'a' }]) }, /^consistency was given 2 times; give it once$/],
+      ['/v1/events?videoId=b', { method: 'POST', body: JSON.stringify([{ videoId: 'a' }]) }, /^unknown parameter "videoId"; known: consistency$/],
+      ['/v1/events?consistency=all', { method: 'POST', body: JSON.stringify({ events: [{ videoId: 'a' }], consistency: 'one' }) }, /consistency is given both in the path and in the body/],
+    ];
+    for (const [path, opts, message] of refused) {
+      const r = await call(`${base}${path}`, opts);
+      expect([path, r.status]).toEqual([path, 400]);
+      expect((r.json() as { error: { code: string; message: string } }).error, path).toMatchObject({ code: ErrorCode.BAD_REQUEST, message: expect.stringMatching(message) });
+    }
+    // Nothing refused was stored.
+    expect((await call(`${base}/v1/count?videoId=a`)).json()).toMatchObject({ count: 1 });
+    expect((await call(`${base}/v1/count?videoId=b`)).json()).toMatchObject({ count: 0 });
+  }, 30_000);
+
   test('client tokens: refused without, read-only may only read, on WebSocket and HTTP alike', async () => {
     const dir = await tempDir('tally-tokens-');
     cleanups.push(() => removeDir(dir));
