@@ -121,8 +121,15 @@ export class Driver implements RequestHandler {
       const to = this.idAt(address);
       if (to !== undefined) for (const msg of messages) this.input({ kind: 'sendFailed', to, msg });
     };
-    transport.onRefused = (address, reason) => {
-      const line = `peer ${address} refused: ${reason}`;
+    transport.onRefused = (address, reason, byPeer) => {
+      // The peer's words speak of itself as "this node" and of us as "the peer": say whose they are.
+      // A refusal for a setting (the secret, the cluster, rf, retention, the protocol, the id)
+      // stands until an operator changes one, so it is an error; one for now (NOT_READY) is not.
+      const m = /^([A-Z_]+): ([\s\S]*)$/.exec(reason);
+      const code = m?.[1];
+      const words = m?.[2] ?? reason;
+      const said = byPeer ? `peer ${address} refused this node, saying: ${words}` : `this node refuses peer ${address}: ${words}`;
+      const line = code === undefined || code === ErrorCode.NOT_READY || code === ErrorCode.OVERLOADED ? `${said} (${code ?? 'no code'})` : `error ${code}: ${said}`;
       if (this.refusals.has(line) || this.refusals.size >= MAX_LOGGED_REFUSALS) return;
       this.refusals.add(line);
       this.log(line);

@@ -107,8 +107,11 @@ export class PeerTransport implements PeerHandler {
   onConnectionLost: (peerId: string) => void = () => {};
   /** Messages for `address` that were dropped after `send` had taken them (queued for a connection that failed). */
   onDropped: (address: string, messages: PeerMessage[]) => void = () => {};
-  /** The node at `address` refused our hello or proof, or failed to prove the secret itself. */
-  onRefused: (address: string, reason: string) => void = () => {};
+  /**
+   * The node at `address` refused our hello or proof (`byPeer`, `reason` in its words), or failed
+   * to prove the secret itself; `reason` is `CODE: message`.
+   */
+  onRefused: (address: string, reason: string, byPeer: boolean) => void = () => {};
   /**
    * Who already holds the id an accepting peer gives, if it is a second live node with that id
    * (Membership.idHeldAgainst); such a peer is refused with IN_USE.
@@ -254,9 +257,9 @@ export class PeerTransport implements PeerHandler {
     this.onDropped(link.address, messages);
   }
 
-  private refused(link: OutLink, reason: string): void {
+  private refused(link: OutLink, reason: string, byPeer = true): void {
     this.stats.refused += 1;
-    this.onRefused(link.address, reason);
+    this.onRefused(link.address, reason, byPeer);
   }
 
   private drop(): false {
@@ -328,7 +331,7 @@ export class PeerTransport implements PeerHandler {
       }
       const ctx = { cluster: this.opts.cluster, initiatorNonce: nonce, acceptorNonce: welcome.nonce, initiatorId: this.opts.selfId, acceptorId: welcome.nodeId };
       if (welcome.cluster !== this.opts.cluster || !proofMatches(welcome.proof, peerProof(this.opts.clusterSecret, 'acceptor', ctx))) {
-        this.refused(link, `UNAUTHORIZED: ${welcome.nodeId} did not prove the cluster secret`);
+        this.refused(link, `UNAUTHORIZED: ${welcome.nodeId} did not prove the cluster secret (every member needs the same --cluster-secret)`, false);
         ws.terminate();
         return;
       }

@@ -3,7 +3,8 @@
  * proves no secret or the wrong one, and the forged gossip an outsider once used to rewrite the
  * membership (a fake member, a live node marked left a year ahead, a forged member owning most of
  * the ring, a real member's address pointed elsewhere) changes nothing. A node reachable beyond
- * loopback refuses to start without a secret unless told --insecure.
+ * loopback refuses to start without a secret unless told --insecure. A node its peers refuse logs
+ * why, at level error.
  */
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -99,9 +100,26 @@ describe('a cluster with a secret', () => {
       await new Promise((r) => setTimeout(r, 2_500));
       expect((await statusOf(outsider.address)).members.map((m) => m.id)).toEqual(['x']);
       for (const n of nodes) expect((await statusOf(n.address)).members.map((m) => m.id)).toEqual(['n1', 'n2', 'n3']);
-      expect(outsider.output()).toMatch(/refused: UNAUTHORIZED/);
+      // Its seeds' welcome proves a secret it does not have: it says so, as an error.
+      expect(outsider.output()).toMatch(/"level":50,[^\n]*"msg":"error UNAUTHORIZED: this node refuses peer \S+: n1 did not prove the cluster secret \(every member needs the same --cluster-secret\)"/);
     } finally {
       await stopNode(outsider, 'SIGKILL');
+    }
+  });
+
+  it('tells a node its peers refuse why, at level error, in words that name who keeps what', async () => {
+    // The secret right, the retention not: the seed refuses it for good, until an operator changes one.
+    const other = await startNode(['--port', '0', '--data', `${dir}/r`, '--id', 'r', '--cluster-secret', SECRET, '--minute-retention-days', '7', '--seeds', nodes[0]!.address]);
+    try {
+      await waitFor('the refusal logged', 5_000, async () => (other.output().includes('refused this node') ? true : undefined));
+      const line = other.output().split('\n').find((l) => l.includes('refused this node'))!;
+      expect(JSON.parse(line)).toMatchObject({
+        level: 50,
+        code: 'UNAUTHORIZED',
+        msg: `error UNAUTHORIZED: peer ${nodes[0]!.address} refused this node, saying: this node keeps minute buckets 14 days and hour buckets 400 days (--minute-retention-days 14 --hour-retention-days 400; 0: for ever), the peer 7 and 400; every member must agree, or one would repair what another expired`,
+      });
+    } finally {
+      await stopNode(other, 'SIGKILL');
     }
   });
 });
