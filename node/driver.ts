@@ -97,6 +97,13 @@ export class Driver implements RequestHandler {
   private closed = false;
   /** The node's actor is off the ring for good and recorded so: stop the node. */
   onRemoved: (reason: string) => void = () => {};
+  /**
+   * A commit failed because the store is damaged or its directory gone (STORAGE_DAMAGED): nothing
+   * will be written again, so the process should stop, as a node with a lost disk, rather than
+   * stay up and fail every write and read repair it is sent. Called once.
+   */
+  onStorageDamaged: (err: TallyError) => void = () => {};
+  private storageDamagedSaid = false;
   private removed = false;
 
   constructor(
@@ -327,7 +334,10 @@ export class Driver implements RequestHandler {
   private apply(ready: Ready): void {
     if (ready.persist !== undefined) {
       const batch = ready.persist;
-      this.storeIo(this.store.commit(batch), () => ({ kind: 'persisted', persist: batch.id }), (message, code) => ({ kind: 'persistFailed', persist: batch.id, message, code }));
+      this.storeIo(this.store.commit(batch), () => ({ kind: 'persisted', persist: batch.id }), (message, code) => {
+        if (code === ErrorCode.STORAGE_DAMAGED) this.storageDamaged(message);
+        return { kind: 'persistFailed', persist: batch.id, message, code };
+      });
     }
     for (const load of ready.loads) {
       this.storeIo(this.store.getSlots(load.keys), (slots) => ({ kind: 'loaded', load: load.id, slots }), (message, code) => (code === undefined ? { kind: 'loadFailed', load: load.id, message } : { kind: 'loadFailed', load: load.id, message, code }));
@@ -384,6 +394,12 @@ export class Driver implements RequestHandler {
   }
 
   /** A store operation whose result, or failure, goes back to the core as its next input. */
+  private storageDamaged(message: string): void {
+    if (this.storageDamagedSaid) return;
+    this.storageDamagedSaid = true;
+    this.onStorageDamaged(new TallyError(ErrorCode.STORAGE_DAMAGED, message));
+  }
+
   private storeIo<T>(op: Promise<T>, ok: (result: T) => CoreInput, failed: (message: string, code: ErrorCode | undefined) => CoreInput): void {
     op.then(
       (result) => this.input(ok(result)),
