@@ -401,6 +401,7 @@ async function main(argv: string[]): Promise<void> {
           .option('json', { type: 'boolean', default: false, describe: 'print the figures as JSON' }),
       async (a) => {
         const nodes = a.node.split(',').map((s) => s.trim()).filter(Boolean);
+        if (nodes.length === 0) throw new TallyError(ErrorCode.BAD_REQUEST, '--node names no node to repair: give host:port[,host:port…]');
         for (const node of nodes) {
           const started = Date.now();
           const r = await withClient(node, (c) => c.repair(node));

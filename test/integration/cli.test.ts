@@ -98,6 +98,11 @@ describe('the tally command', () => {
       const r = await runCli([...command, '--node', '7401']);
       expect(r).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: a node address must be host:port (IPv6 as [::1]:7401), got "7401"\n' });
     }
+    // A list that names no node at all: nothing was repaired, so it may not read as done.
+    for (const node of [',', ' ']) {
+      const r = await runCli(['repair', '--node', node]);
+      expect(r).toMatchObject({ code: 2, stdout: '', stderr: 'error BAD_REQUEST: --node names no node to repair: give host:port[,host:port…]\n' });
+    }
   });
 
   it('refuses a port in use with IN_USE, before making the data directory, with no stack trace', async () => {
