@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ErrorCode, formatAddress, isErrorCode, TallyError } from '../protocol/index.js';
+import { ErrorCode, formatAddress, isErrorCode, MAX_REPLICATION_FACTOR, TallyError } from '../protocol/index.js';
 import type { NodeStatus } from '../protocol/status.js';
 import { formatStatus } from './status-format.js';
 import { TallyClient } from './tally-client.js';
@@ -112,6 +112,10 @@ export async function startLocalCluster(o: LocalClusterOptions & { quiet?: boole
   // More replicas than nodes: no key could have them all, and every quorum write would be refused.
   if (o.rf !== undefined && !(Number.isInteger(o.rf) && o.rf >= 1 && o.rf <= o.nodes)) {
     throw new TallyError(ErrorCode.BAD_REQUEST, `--rf must be an integer from 1 to the number of nodes (${o.nodes}), got ${o.rf}`);
+  }
+  // Past the most a node takes: every node would refuse it, after the cluster had begun to start.
+  if (o.rf !== undefined && o.rf > MAX_REPLICATION_FACTOR) {
+    throw new TallyError(ErrorCode.BAD_REQUEST, `--rf must be an integer from 1 to ${MAX_REPLICATION_FACTOR} (the most replicas Tally takes), got ${o.rf}`);
   }
   const addresses = Array.from({ length: o.nodes }, (_, i) => formatAddress(o.host, o.basePort + i));
   // Nodes that need client tokens need a cluster secret too (peers would otherwise skip the token):

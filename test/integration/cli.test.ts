@@ -363,9 +363,12 @@ describe('the tally command', () => {
   it('refuses a local cluster with more replicas than nodes, or ports past 65535, before starting a node', async () => {
     const rf = await runCli(['cluster', '--nodes', '1', '--rf', '2', '--base-port', String(await freePort()), '--data', `${dir}/rf-2`]);
     expect(rf).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --rf must be an integer from 1 to the number of nodes (1), got 2\n' });
+    // Past the most replicas Tally takes (7), however many nodes: refused here, not by a node.
+    const most = await runCli(['cluster', '--nodes', '8', '--rf', '8', '--base-port', String(await freePort()), '--data', `${dir}/rf-8`]);
+    expect(most).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --rf must be an integer from 1 to 7 (the most replicas Tally takes), got 8\n' });
     const ports = await runCli(['cluster', '--nodes', '3', '--base-port', '65534', '--data', `${dir}/ports`]);
     expect(ports).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --base-port must be an integer from 1 to 65533 for 3 nodes, got 65534\n' });
-    expect(existsSync(`${dir}/rf-2`) || existsSync(`${dir}/ports`)).toBe(false);
+    expect(existsSync(`${dir}/rf-2`) || existsSync(`${dir}/rf-8`) || existsSync(`${dir}/ports`)).toBe(false);
   });
 
   it('runs a local cluster on an IPv6 host, its addresses in brackets', async (ctx) => {
