@@ -15,7 +15,7 @@ import { hideBin } from 'yargs/helpers';
 // command asks for them. `tally start` runs the node in a child process given its heap limit, and
 // waits for it: that process stays smaller (63 MB resident here, against 74 with the client loaded).
 import { ErrorCode, TallyError } from '../protocol/errors.js';
-import { MAX_EVENT_COUNT, MAX_EVENTS_PER_BATCH } from '../protocol/limits.js';
+import { MAX_EVENT_COUNT, MAX_EVENTS_PER_BATCH, MAX_RETENTION_DAYS } from '../protocol/limits.js';
 import { Consistency } from '../protocol/messages.js';
 import { parseTimeText } from '../protocol/validate.js';
 import type { EventInput, TallyClient } from '../client/tally-client.js';
@@ -104,7 +104,15 @@ function rawText(argv: string[], name: string): string {
 function retentionOf(minuteDays: number | undefined, hourDays: number | undefined): Retention | undefined {
   if (minuteDays === undefined && hourDays === undefined) return undefined;
   const d = defaultRetention();
-  return validateRetention({ minuteDays: minuteDays ?? d.minuteDays, hourDays: hourDays ?? d.hourDays });
+  const r = { minuteDays: minuteDays ?? d.minuteDays, hourDays: hourDays ?? d.hourDays };
+  // The rules of validateRetention, in the words of the flags the user gave.
+  const bad = (m: string): TallyError => new TallyError(ErrorCode.BAD_REQUEST, m);
+  for (const [flag, days] of [['--minute-retention-days', r.minuteDays], ['--hour-retention-days', r.hourDays]] as const) {
+    if (!Number.isSafeInteger(days) || days < 0 || days > MAX_RETENTION_DAYS) throw bad(`${flag} must be a whole number of days from 0 (for ever) to ${MAX_RETENTION_DAYS}, got ${days}`);
+  }
+  if (r.minuteDays === 0 && r.hourDays !== 0) throw bad('--minute-retention-days 0 keeps minutes for ever, and hours must then be kept for ever too: add --hour-retention-days 0');
+  if (r.hourDays !== 0 && r.hourDays < r.minuteDays) throw bad(`--hour-retention-days must be 0 (for ever) or at least --minute-retention-days (${r.minuteDays}), got ${r.hourDays}`);
+  return validateRetention(r);
 }
 
 function fail(err: unknown): never {

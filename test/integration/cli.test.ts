@@ -69,6 +69,22 @@ describe('the tally command', () => {
     expect(existsSync(`${dir}/never`)).toBe(false);
   });
 
+  it('names the retention flags a bad retention was given by, for `tally start` and `tally cluster`, before making anything', async () => {
+    const cases: [string[], string][] = [
+      [['--minute-retention-days', '-1'], '--minute-retention-days must be a whole number of days from 0 (for ever) to 36500, got -1'],
+      [['--hour-retention-days', '1.5'], '--hour-retention-days must be a whole number of days from 0 (for ever) to 36500, got 1.5'],
+      [['--minute-retention-days', '0'], '--minute-retention-days 0 keeps minutes for ever, and hours must then be kept for ever too: add --hour-retention-days 0'],
+      [['--minute-retention-days', '30', '--hour-retention-days', '10'], '--hour-retention-days must be 0 (for ever) or at least --minute-retention-days (30), got 10'],
+    ];
+    for (const [flags, message] of cases) {
+      for (const command of [['start', '--port', String(await freePort())], ['cluster', '--nodes', '1', '--base-port', String(await freePort())]]) {
+        const r = await runCli([...command, '--data', `${dir}/ret`, ...flags]);
+        expect(r, `${command[0]} ${flags.join(' ')}`).toMatchObject({ code: 2, stderr: `error BAD_REQUEST: ${message}\n` });
+      }
+    }
+    expect(existsSync(`${dir}/ret`)).toBe(false);
+  });
+
   it('refuses a `tally count --n` past a batch of the largest counts (10,000 events of 1,000,000) before building it', async () => {
     const r = await runCli(['count', 'v', '--n', '1e13', '--node', `127.0.0.1:${await freePort()}`]);
     expect(r).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: --n must be an integer from 1 to 10000000000, got 10000000000000\n' });
