@@ -100,6 +100,19 @@ export interface ReadOptions {
   clip?: boolean;
 }
 
+const EVENT_FIELDS: readonly string[] = ['videoId', 'eventType', 'timestamp', 'value', 'count'];
+
+/**
+ * An event is an object of EventInput's fields and no other: a misspelt one (`evenType`,
+ * `timestmap`) would otherwise be left out and its default counted in its place, as HTTP refuses.
+ */
+function checkEventFields(e: unknown, what: string): void {
+  if (typeof e !== 'object' || e === null || Array.isArray(e)) throw new TallyError(ErrorCode.BAD_REQUEST, `${what} must be an object { videoId, eventType?, timestamp?, value?, count? }`);
+  for (const k of Object.keys(e)) {
+    if (!EVENT_FIELDS.includes(k)) throw new TallyError(ErrorCode.BAD_REQUEST, `${what} has an unknown field ${JSON.stringify(k)}; the fields are ${EVENT_FIELDS.join(', ')}`);
+  }
+}
+
 export interface EventInput {
   videoId: string;
   /** Default "view". */
@@ -367,6 +380,7 @@ export class TallyClient {
       const busy = this.busyEverywhere(events.length);
       if (busy !== undefined) return Promise.reject(busy);
       const now = Date.now();
+      for (let i = 0; i < events.length; i++) checkEventFields(events[i], events.length === 1 ? 'the event' : `event ${i + 1}`);
       const tuples = events.map((e, i) =>
         checkEvent(
           [e?.videoId, e?.eventType ?? VIEW, toMs(e?.timestamp, 'timestamp', now, i), e?.value ?? 1, e?.count ?? 1],

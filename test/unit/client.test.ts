@@ -354,6 +354,22 @@ describe('TallyClient', () => {
     expect(node.frames).toHaveLength(0);
     await client.close();
   });
+
+  it('refuses an event with a field it does not know, rather than count it with the default in its place', async () => {
+    const node = await fakeNode(ack);
+    const client = await TallyClient.connect({ nodes: [node.address] });
+    // A misspelt eventType would otherwise count a view; a misspelt timestamp, an event now.
+    const typo = [{ videoId: 'v', evenType: 'like' }] as unknown as Parameters<TallyClient['processEvents']>[0];
+    await expect(client.processEvents(typo)).rejects.toMatchObject({
+      code: 'BAD_REQUEST',
+      message: 'the event has an unknown field "evenType"; the fields are videoId, eventType, timestamp, value, count',
+    });
+    const second = [{ videoId: 'v' }, { videoId: 'v', timestmap: 0 }] as unknown as Parameters<TallyClient['processEvents']>[0];
+    await expect(client.processEvents(second)).rejects.toMatchObject({ code: 'BAD_REQUEST', message: expect.stringMatching(/^event 2 has an unknown field "timestmap"/) });
+    await expect(client.processEvents([null] as unknown as Parameters<TallyClient['processEvents']>[0])).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    expect(node.frames).toHaveLength(0);
+    await client.close();
+  });
 });
 
 /**
