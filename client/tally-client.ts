@@ -100,6 +100,38 @@ export interface ReadOptions {
   clip?: boolean;
 }
 
+const CONSISTENCIES: readonly string[] = Object.values(Consistency);
+
+/** A consistency level a caller gave, by the name the caller gave it (`consistency`, not the wire's `cl`). */
+function checkConsistencyOption(x: unknown): Consistency | undefined {
+  if (x === undefined) return undefined;
+  if (typeof x !== 'string' || !CONSISTENCIES.includes(x)) throw new TallyError(ErrorCode.BAD_REQUEST, `consistency must be one of ${CONSISTENCIES.join(', ')}, got ${JSON.stringify(x)}`);
+  return x as Consistency;
+}
+
+function callConsistency(opts: { consistency?: Consistency } | undefined): Consistency | undefined {
+  return checkConsistencyOption(opts?.consistency);
+}
+
+/**
+ * Options the client cannot run with are refused at connect, not met later as a deadline already
+ * passed (timeoutMs -1 read as "cannot connect within -1 ms") or as every call refused.
+ */
+function checkClientOptions(opts: ClientOptions): void {
+  const bad = (m: string): TallyError => new TallyError(ErrorCode.BAD_REQUEST, m);
+  const show = (x: unknown): string => (typeof x === 'number' ? String(x) : JSON.stringify(x) ?? String(x));
+  checkConsistencyOption(opts.consistency);
+  for (const k of ['timeoutMs', 'connectTimeoutMs', 'readHedgeMs', 'slowAfterMs', 'topologyRefreshMs', 'busyWaitMs'] as const) {
+    const v = opts[k];
+    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0)) throw bad(`${k} must be a number of milliseconds above 0, got ${show(v)}`);
+  }
+  if (opts.lingerMs !== undefined && !(typeof opts.lingerMs === 'number' && Number.isFinite(opts.lingerMs) && opts.lingerMs >= 0)) {
+    throw bad(`lingerMs must be a number of milliseconds from 0, got ${show(opts.lingerMs)}`);
+  }
+  if (opts.maxRetries !== undefined && !(Number.isSafeInteger(opts.maxRetries) && opts.maxRetries >= 0)) throw bad(`maxRetries must be a whole number from 0, got ${show(opts.maxRetries)}`);
+  if (opts.routing !== undefined && opts.routing !== 'ring' && opts.routing !== 'direct') throw bad(`routing must be ring or direct, got ${show(opts.routing)}`);
+}
+
 const EVENT_FIELDS: readonly string[] = ['videoId', 'eventType', 'timestamp', 'value', 'count'];
 
 /**
@@ -322,6 +354,7 @@ export class TallyClient {
     }
     // A malformed address is the caller's mistake (BAD_REQUEST), not a node that is unavailable.
     for (const address of opts.nodes) parseAddress(address, 'a node address');
+    checkClientOptions(opts);
     this.opts = {
       nodes: [...opts.nodes],
       timeoutMs: opts.timeoutMs ?? DEFAULTS.timeoutMs,
@@ -363,7 +396,7 @@ export class TallyClient {
     try {
       const now = Date.now();
       const e = checkEvent([videoId, eventType, toMs(opts?.timestamp, 'timestamp', now), value, 1], 'the event', now);
-      return this.write([e], opts?.consistency ?? this.opts.consistency);
+      return this.write([e], callConsistency(opts) ?? this.opts.consistency);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -389,7 +422,7 @@ export class TallyClient {
           events.length === 1 ? undefined : i,
         ),
       );
-      return this.write(tuples, opts?.consistency ?? this.opts.consistency);
+      return this.write(tuples, callConsistency(opts) ?? this.opts.consistency);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -413,7 +446,7 @@ export class TallyClient {
   }
 
   private async statsOf(q: QueryTuple, opts: ReadOptions | undefined): Promise<EventStats> {
-    const { stats, answered } = await this.read(q, opts?.consistency ?? this.opts.consistency);
+    const { stats, answered } = await this.read(q, callConsistency(opts) ?? this.opts.consistency);
     return rangeStats(q, stats, answered);
   }
 

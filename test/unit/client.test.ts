@@ -338,6 +338,26 @@ describe('TallyClient', () => {
     await expect(TallyClient.connect({ nodes: [node.address, 'localhost'] })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
   });
 
+  it('refuses options it cannot run with at connect, and a call\'s consistency by its own name', async () => {
+    const node = await fakeNode(ack);
+    const refused: [Record<string, unknown>, string][] = [
+      [{ consistency: 'most' }, 'consistency must be one of one, quorum, all, got "most"'],
+      [{ timeoutMs: -1 }, 'timeoutMs must be a number of milliseconds above 0, got -1'],
+      [{ timeoutMs: Number.NaN }, 'timeoutMs must be a number of milliseconds above 0, got NaN'],
+      [{ maxRetries: -2 }, 'maxRetries must be a whole number from 0, got -2'],
+      [{ routing: 'nearest' }, 'routing must be ring or direct, got "nearest"'],
+    ];
+    for (const [opts, message] of refused) {
+      await expect(TallyClient.connect({ nodes: [node.address], ...opts } as Parameters<typeof TallyClient.connect>[0]), JSON.stringify(opts)).rejects.toMatchObject({ code: 'BAD_REQUEST', message });
+    }
+    const client = await TallyClient.connect({ nodes: [node.address] });
+    const two = { consistency: 'two' } as unknown as { consistency: 'one' };
+    await expect(client.countViewEvent('v', two)).rejects.toMatchObject({ code: 'BAD_REQUEST', message: 'consistency must be one of one, quorum, all, got "two"' });
+    await expect(client.getViewsCount('v', 0, 1, two)).rejects.toMatchObject({ code: 'BAD_REQUEST', message: 'consistency must be one of one, quorum, all, got "two"' });
+    expect(node.frames).toHaveLength(0);
+    await client.close();
+  });
+
   it('names no replicas for a key no write would take', async () => {
     const node = await fakeNode(ack);
     const client = await TallyClient.connect({ nodes: [node.address] });
