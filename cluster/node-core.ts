@@ -1032,7 +1032,7 @@ export class NodeCore {
           if (group.length < need || up < need) {
             const why = group.length < need
               ? `the cluster has ${group.length} replica${group.length === 1 ? '' : 's'} for ${JSON.stringify(e[0])} (rf ${this.cfg.rf}, ${this.membership.ring().members.length} nodes on the ring)`
-              : `${up} of its replicas (${group.join(', ')}) are up`;
+              : `${up} of its ${group.length} replicas are up (down: ${group.filter((r) => !this.isUp(r)).join(', ')})`;
             return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `consistency ${cl} needs ${need} replicas of ${JSON.stringify(e[0])}; ${why}; nothing was applied`));
           }
         }
@@ -1827,7 +1827,7 @@ export class NodeCore {
       for (const replicas of placement.groups) {
         const up = replicas.filter(usable);
         if (replicas.length < need || up.length < need) {
-          return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `consistency ${cl} needs ${need} replicas of ${JSON.stringify(videoId)}; ${up.length} of ${replicas.length} (${replicas.join(', ')}) are up and not rebuilding`));
+          return this.answer(replyTo, failure(ErrorCode.UNAVAILABLE, `consistency ${cl} needs ${need} replicas of ${JSON.stringify(videoId)}; ${up.length} of its ${replicas.length} replicas are up and not rebuilding${up.length < replicas.length ? ` (not: ${replicas.filter((r) => !usable(r)).join(', ')})` : ''}`));
         }
       }
       const up = placement.all.filter(usable);

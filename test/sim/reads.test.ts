@@ -31,6 +31,22 @@ function write(sim: ReplicationSim, via: string, events: EventTuple[], batch: st
 }
 
 describe('reads (simulation)', () => {
+  simTest(FILE, 'a read or write refused for replicas down names the ones down, not every replica as if up', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 3 });
+    sim.startAll();
+    sim.settle();
+    sim.crash('n3');
+    const t0 = sim.nowMs;
+    while (sim.node('n1').core!.membership.isUp('n3') && sim.nowMs - t0 < 20_000) sim.run(100);
+    const day = Math.floor(EPOCH_MS / DAY_MS) * DAY_MS - DAY_MS;
+    const r = read(sim, 'n1', [['v', 'view', day, day + DAY_MS]], Consistency.ALL);
+    expect(r).toMatchObject({ ok: false, code: 'UNAVAILABLE' });
+    expect(r.ok ? '' : r.message).toMatch(/^consistency all needs 3 replicas of "v"; 2 of its 3 replicas are up and not rebuilding \(not: n3\)$/);
+    const w = write(sim, 'n1', [['v', 'view', day, 1, 1]], 'w-down');
+    expect(w).toMatchObject({ ok: false, code: 'UNAVAILABLE' });
+    expect(w.ok ? '' : w.message).toMatch(/^consistency all needs 3 replicas of "v"; 2 of its 3 replicas are up \(down: n3\); nothing was applied$/);
+  });
+
   simTest(FILE, 'a range of years whose day buckets each hold a slot of every replica is counted at every level', (seed) => {
     const sim = new ReplicationSim({ seed, nodes: 3 });
     sim.startAll();
