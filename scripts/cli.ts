@@ -86,6 +86,11 @@ function readConfigFile(path: string): Record<string, unknown> {
     throw new TallyError(ErrorCode.BAD_REQUEST, `the configuration file ${path} is not valid JSON: ${(err as Error).message}`);
   }
   if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new TallyError(ErrorCode.BAD_REQUEST, `the configuration file ${path} must hold a JSON object of options, e.g. {"port": 7401}`);
+  const scalar = (v: unknown): boolean => typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean';
+  for (const [k, v] of Object.entries(o)) {
+    if (scalar(v) || (Array.isArray(v) && v.every((x) => typeof x === 'string' || typeof x === 'number'))) continue;
+    throw new TallyError(ErrorCode.BAD_REQUEST, `the configuration file ${path}: ${JSON.stringify(k)} must be a string, a number, true or false, or a list of strings or numbers, got ${JSON.stringify(v)}`);
+  }
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : v]));
 }
 

@@ -224,6 +224,12 @@ describe('the tally command', () => {
     const list = await runCli(['status'], 20_000, { TALLY_CONFIG: `${dir}/list.json` });
     expect(list.code).toBe(2);
     expect(list.stderr).toMatch(/^error BAD_REQUEST: the configuration file .*list\.json must hold a JSON object of options/);
+    // A value no flag could take: named, as bad usage, never a crash of the command (INTERNAL).
+    for (const [value, shown] of [['null', 'null'], ['{"a": 1}', '{"a":1}'], ['[["x"]]', '[["x"]]']] as const) {
+      await writeFile(`${dir}/value.json`, `{"port": 7401, "data": ${value}}`);
+      const r = await runCli(['start', '--rf', '1', '--config', `${dir}/value.json`]);
+      expect(r, value).toMatchObject({ code: 2, stderr: `error BAD_REQUEST: the configuration file ${dir}/value.json: "data" must be a string, a number, true or false, or a list of strings or numbers, got ${shown}\n` });
+    }
   });
 
   it('asks the next node --node lists when the first does not answer `tally status`, and refuses --key with --watch', async () => {
