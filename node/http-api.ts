@@ -172,10 +172,10 @@ export function httpApi(deps: HttpApiDeps): HttpHandler {
     if (events.length === 0) return { stored: 0 };
     const now = wallNowMs();
     const tuples: EventTuple[] = events.map((e: unknown, i: number) => {
-      if (typeof e !== 'object' || e === null || Array.isArray(e)) throw bad(`events[${i}] must be { videoId, eventType?, timestamp?, value?, count? }`);
+      if (typeof e !== 'object' || e === null || Array.isArray(e)) throw bad(`event ${i + 1} must be { videoId, eventType?, timestamp?, value?, count? }`);
       const ev = e as Record<string, unknown>;
-      for (const k of Object.keys(ev)) if (!['videoId', 'eventType', 'timestamp', 'value', 'count'].includes(k)) throw bad(`events[${i}] has an unknown field ${JSON.stringify(k)}`);
-      return [ev.videoId, ev.eventType ?? 'view', ev.timestamp === undefined ? now : parseTimeParam(ev.timestamp, `events[${i}].timestamp`), ev.value ?? 1, ev.count ?? 1] as EventTuple;
+      for (const k of Object.keys(ev)) if (!['videoId', 'eventType', 'timestamp', 'value', 'count'].includes(k)) throw bad(`event ${i + 1} has an unknown field ${JSON.stringify(k)}; the fields are videoId, eventType, timestamp, value, count`);
+      return [ev.videoId, ev.eventType ?? 'view', ev.timestamp === undefined ? now : parseTimeParam(ev.timestamp, `event ${i + 1}: timestamp`), ev.value ?? 1, ev.count ?? 1] as EventTuple;
     });
     if (o.consistency !== undefined && q.has('consistency')) throw bad('consistency is given both in the path and in the body; give it once');
     const message = {

@@ -145,6 +145,10 @@ describe('HTTP/JSON', () => {
       ['/v1/events?consistency=all&consistency=one', { method: 'POST', body: JSON.stringify([{ videoId: 'a' }]) }, /^consistency was given 2 times; give it once$/],
       ['/v1/events?videoId=b', { method: 'POST', body: JSON.stringify([{ videoId: 'a' }]) }, /^unknown parameter "videoId"; known: consistency$/],
       ['/v1/events?consistency=all', { method: 'POST', body: JSON.stringify({ events: [{ videoId: 'a' }], consistency: 'one' }) }, /consistency is given both in the path and in the body/],
+      // Events are numbered from 1 in every message about one, as the node's own checks number them.
+      ['/v1/events', { method: 'POST', body: JSON.stringify([{ videoId: 'a' }, { videoId: 'b', colour: 'red' }]) }, /^event 2 has an unknown field "colour"/],
+      ['/v1/events', { method: 'POST', body: JSON.stringify([{ videoId: 'b', timestamp: 'soon' }]) }, /^event 1: timestamp must be epoch milliseconds or ISO-8601/],
+      ['/v1/events', { method: 'POST', body: JSON.stringify([{ videoId: 'b', count: 0 }]) }, /^event 1: count must be an integer/],
     ];
     for (const [path, opts, message] of refused) {
       const r = await call(`${base}${path}`, opts);
