@@ -77,6 +77,9 @@ interface PendingRequest {
   n: number;
 }
 
+/** Inputs that are a store operation's result: the core settles each, or the operation stays under way. */
+const STORE_RESULTS: ReadonlySet<CoreInput['kind']> = new Set(['loaded', 'loadFailed', 'scanned', 'scanFailed', 'walked', 'walkFailed', 'persisted', 'persistFailed']);
+
 export class Driver implements RequestHandler {
   stopping = false;
   readonly stats = { invalidPeerMessages: 0, coreErrors: 0, storeErrors: 0, heapRefusals: 0, writesWaitedAsBytes: 0 };
@@ -98,12 +101,14 @@ export class Driver implements RequestHandler {
   /** The node's actor is off the ring for good and recorded so: stop the node. */
   onRemoved: (reason: string) => void = () => {};
   /**
-   * A commit failed because the store is damaged or its directory gone (STORAGE_DAMAGED): nothing
-   * will be written again, so the process should stop, as a node with a lost disk, rather than
-   * stay up and fail every write and read repair it is sent. Called once.
+   * The node cannot go on and its process should stop, as a node with a lost disk, rather than
+   * stay up, ready and healthy, failing or never settling what it is sent: a commit failed because
+   * the store is damaged or its directory gone (STORAGE_DAMAGED), or the core broke an invariant
+   * on a store operation's result (that commit, load, scan or walk would stay under way for good,
+   * and every commit after it behind it). Called once.
    */
-  onStorageDamaged: (err: TallyError) => void = () => {};
-  private storageDamagedSaid = false;
+  onFatal: (err: TallyError) => void = () => {};
+  private fatalSaid = false;
   private removed = false;
 
   constructor(
@@ -318,10 +323,12 @@ export class Driver implements RequestHandler {
         try {
           ready = this.core.step(next, monotonicNowMs());
         } catch (err) {
-          // A broken invariant in the core is a bug; on input from the network it must not take the
-          // whole node down (one bad peer must not stop every node it talks to). Logged and counted.
+          // A broken invariant in the core is a bug; on input from the network or a client it must
+          // not take the whole node down (one bad peer must not stop every node it talks to).
+          // Logged and counted. On a store operation's result it stops the node (see onFatal).
           this.stats.coreErrors += 1;
           this.log(`error INTERNAL: the core failed on ${next.kind}: ${(err as Error).stack ?? String(err)}`);
+          if (STORE_RESULTS.has(next.kind)) this.fatal(new TallyError(ErrorCode.INTERNAL, `the core failed on a store operation's result (${next.kind}): ${(err as Error).message}`));
           continue;
         }
         this.apply(ready);
@@ -335,7 +342,7 @@ export class Driver implements RequestHandler {
     if (ready.persist !== undefined) {
       const batch = ready.persist;
       this.storeIo(this.store.commit(batch), () => ({ kind: 'persisted', persist: batch.id }), (message, code) => {
-        if (code === ErrorCode.STORAGE_DAMAGED) this.storageDamaged(message);
+        if (code === ErrorCode.STORAGE_DAMAGED) this.fatal(new TallyError(ErrorCode.STORAGE_DAMAGED, message));
         return { kind: 'persistFailed', persist: batch.id, message, code };
       });
     }
@@ -393,13 +400,13 @@ export class Driver implements RequestHandler {
     this.schedule(ready.deadlineMs);
   }
 
-  /** A store operation whose result, or failure, goes back to the core as its next input. */
-  private storageDamaged(message: string): void {
-    if (this.storageDamagedSaid) return;
-    this.storageDamagedSaid = true;
-    this.onStorageDamaged(new TallyError(ErrorCode.STORAGE_DAMAGED, message));
+  private fatal(err: TallyError): void {
+    if (this.fatalSaid) return;
+    this.fatalSaid = true;
+    this.onFatal(err);
   }
 
+  /** A store operation whose result, or failure, goes back to the core as its next input. */
   private storeIo<T>(op: Promise<T>, ok: (result: T) => CoreInput, failed: (message: string, code: ErrorCode | undefined) => CoreInput): void {
     op.then(
       (result) => this.input(ok(result)),

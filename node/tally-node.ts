@@ -425,7 +425,7 @@ export class TallyNode {
     }
     const node = new TallyNode(config, identity, { host: config.host, port: server.port }, store, driver, server, transport);
     driver.onRemoved = (reason) => node.onRemoved(reason);
-    driver.onStorageDamaged = (err) => node.onFatal(err);
+    driver.onFatal = (err) => node.onFatal(err);
     let refused = false;
     transport.onOwnIdInUse = (from, message) => {
       if (refused) return;
