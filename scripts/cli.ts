@@ -37,7 +37,7 @@ export const EXIT = {
   OK: 0,
   /** The command failed: a node down, a quorum not reached, a port in use… (`error CODE: …`). */
   FAILED: 1,
-  /** The command line, environment or configuration file is wrong (`error BAD_REQUEST: …`). */
+  /** The command line, environment or configuration file is wrong, or a value over a limit (`error BAD_REQUEST: …`, `error TOO_LARGE: …`). */
   USAGE: 2,
   /** `tally status`: the cluster answered, and is degraded (a member down, a ring not agreed…). */
   DEGRADED: 3,
@@ -127,7 +127,7 @@ function fail(err: unknown): never {
   const code = err instanceof TallyError ? err.code : usage ? ErrorCode.BAD_REQUEST : ErrorCode.INTERNAL;
   const message = err instanceof Error ? err.message : String(err);
   process.stderr.write(`error ${code}: ${message}\n`);
-  process.exit(code === ErrorCode.BAD_REQUEST ? EXIT.USAGE : EXIT.FAILED);
+  process.exit(code === ErrorCode.BAD_REQUEST || code === ErrorCode.TOO_LARGE ? EXIT.USAGE : EXIT.FAILED);
 }
 
 /** Polls `check` every second, printing its line when it changes, until it says done; TIMEOUT after `timeoutMs`. */

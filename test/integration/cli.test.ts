@@ -165,6 +165,10 @@ describe('the tally command', () => {
       expect(bad.stderr).toMatch(/^error BAD_REQUEST: --from must be epoch milliseconds or an ISO-8601 date or date-time .*read as UTC.*got "yesterday"/);
       const refused = await runCli(['count', 'utc-video', '--at', '1999-12-31T23:59Z', '--node', node.address]);
       expect(refused).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: the event: time 1999-12-31T23:59:00.000Z is before 2000-01-01T00:00:00.000Z, the earliest Tally takes\n' });
+      // A value over a limit is bad usage as much as a malformed one: exit 2, nothing counted.
+      const long = await runCli(['count', 'x'.repeat(300), '--node', node.address]);
+      expect(long.code).toBe(2);
+      expect(long.stderr).toMatch(/^error TOO_LARGE: /);
       const ready = node.output().split('\n').find((l) => l.includes(' ready on '));
       expect(JSON.parse(ready ?? '')).toMatchObject({ level: 30, event: 'ready', address: node.address, msg: expect.stringMatching(/^tally node \S+ ready on /) });
     } finally {
