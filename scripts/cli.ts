@@ -439,7 +439,9 @@ async function main(argv: string[]): Promise<void> {
           .option('wait', { type: 'boolean', default: true, describe: 'wait until it has left, showing progress (--no-wait: return once it has begun)' })
           .option('timeout-ms', { type: 'number', default: 3_600_000, describe: 'give up waiting after this long' }),
       async (a) => {
-        const node = a.node.split(',')[0]?.trim() ?? DEFAULT_NODE;
+        // The node that leaves, not one to fall back on: a list would take its first and drop the rest unsaid.
+        const node = a.node.trim();
+        if (node.includes(',')) throw new TallyError(ErrorCode.BAD_REQUEST, `--node names the one node that leaves, host:port; got ${JSON.stringify(a.node)}: decommission them one at a time`);
         const { statusOf } = await import('../client/local-cluster.js');
         const { ringChangeLine } = await import('../client/status-format.js');
         // Who it is and who its peers are, asked first: they are asked once it stops answering.

@@ -119,6 +119,9 @@ describe('the tally command', () => {
       const r = await runCli(['repair', '--node', node]);
       expect(r).toMatchObject({ code: 2, stdout: '', stderr: 'error BAD_REQUEST: --node names no node to repair: give host:port[,host:port…]\n' });
     }
+    // The node that leaves is one node: a list's first was decommissioned and the rest dropped unsaid.
+    const two = await runCli(['decommission', '--node', '127.0.0.1:1,127.0.0.1:2']);
+    expect(two).toMatchObject({ code: 2, stdout: '', stderr: 'error BAD_REQUEST: --node names the one node that leaves, host:port; got "127.0.0.1:1,127.0.0.1:2": decommission them one at a time\n' });
   });
 
   it('refuses a port in use with IN_USE, before making the data directory, with no stack trace', async () => {
