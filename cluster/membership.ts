@@ -163,7 +163,7 @@ export class Membership {
   private readonly statuses = new Map<string, PeerStatus>();
   private readonly tokenCache = new Map<string, { vnodes: number; tokens: bigint[] }>();
   /** Seed addresses other than our own. */
-  private readonly otherSeeds: readonly string[];
+  readonly otherSeeds: readonly string[];
   private cachedRing: HashRing | undefined;
   /** The members leaving the ring for good, and the ring without them; cached with the ring. */
   private cachedLeavers: { ids: string[]; ring: HashRing | undefined; checksum: string } | undefined;

@@ -30,7 +30,7 @@ export function memberStatuses(core: NodeCore, nowMs: number): MemberStatus[] {
 }
 
 /** One line: how healthy the cluster looks from this node. */
-export function healthLine(members: readonly MemberStatus[]): string {
+export function healthLine(members: readonly MemberStatus[], seeds: readonly string[] = []): string {
   const removed = members.filter((m) => m.lifecycle === 'removed');
   const current = members.filter((m) => m.lifecycle !== 'removed');
   // A member stopped cleanly (`left`) keeps its ranges: its keys have a replica fewer until it is
@@ -46,7 +46,12 @@ export function healthLine(members: readonly MemberStatus[]): string {
   if (leaving.length > 0) parts.push(`decommissioning: ${leaving.map((m) => m.id).join(', ')}`);
   if (removed.length > 0) parts.push(`removed for good: ${removed.map((m) => m.id).join(', ')}`);
   parts.push(checksums.size <= 1 ? 'ring agreed' : `ring checksums differ (${checksums.size} versions)`);
-  const healthy = down.length === 0 && rebuilding.length === 0 && checksums.size <= 1;
+  // Seeds to join through and no other member known: not a cluster of one but a node that has not
+  // joined (its seeds not up yet, or refusing it: another secret, cluster, rf or retention; its log
+  // says which). It serves alone meanwhile, which is not what it was started for.
+  const alone = seeds.length > 0 && members.length <= 1;
+  if (alone) parts.push(`not joined: none of its seeds (${seeds.join(', ')}) has let it in; its log says why`);
+  const healthy = down.length === 0 && rebuilding.length === 0 && checksums.size <= 1 && !alone;
   return `${healthy ? 'healthy' : 'degraded'}: ${parts.join('; ')}`;
 }
 

@@ -293,7 +293,7 @@ export class TallyNode {
         retention: config.replication.retention,
         ringChecksum: members.find((m) => m.self)?.ringChecksum ?? '',
         members,
-        health: healthLine(members),
+        health: healthLine(members, core?.membership.otherSeeds ?? []),
         core: stats,
         repair: stats?.repair,
         ...(stats?.ringChange === undefined ? {} : { ringChange: stats.ringChange }),

@@ -118,6 +118,10 @@ describe('a cluster with a secret', () => {
         code: 'UNAUTHORIZED',
         msg: `error UNAUTHORIZED: peer ${nodes[0]!.address} refused this node, saying: this node keeps minute buckets 14 days and hour buckets 400 days (--minute-retention-days 14 --hour-retention-days 400; 0: for ever), the peer 7 and 400; every member must agree, or one would repair what another expired`,
       });
+      // Alone, it serves what it can, but its status does not read healthy: it has not joined.
+      const status = await runCli(['status', '--node', other.address]);
+      expect(status.code).toBe(3);
+      expect(status.stdout).toMatch(new RegExp(`\\ndegraded: 1/1 up; .*; not joined: none of its seeds \\(${nodes[0]!.address}\\) has let it in; its log says why\\n`));
     } finally {
       await stopNode(other, 'SIGKILL');
     }

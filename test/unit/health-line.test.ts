@@ -30,4 +30,13 @@ describe('healthLine', () => {
     expect(healthLine([member('n1', 'up'), member('n2', 'up', 'normal+rebuilding')])).toBe('degraded: 2/2 up; being sent their ranges: n2; ring agreed');
     expect(healthLine([member('n1', 'up'), { ...member('n2', 'up'), ringChecksum: 'c2' }])).toBe('degraded: 2/2 up; ring checksums differ (2 versions)');
   });
+
+  it('is degraded while a node with seeds knows no other member: not joined (its seeds down, or refusing it)', () => {
+    expect(healthLine([member('n1', 'up')], ['10.0.0.2:7401', '10.0.0.3:7401'])).toBe(
+      'degraded: 1/1 up; ring agreed; not joined: none of its seeds (10.0.0.2:7401, 10.0.0.3:7401) has let it in; its log says why',
+    );
+    // A cluster of one (no seeds but itself), and a node that has joined, are not.
+    expect(healthLine([member('n1', 'up')], [])).toBe('healthy: 1/1 up; ring agreed');
+    expect(healthLine([member('n1', 'up'), member('n2', 'up')], ['10.0.0.2:7401'])).toBe('healthy: 2/2 up; ring agreed');
+  });
 });
