@@ -124,9 +124,12 @@ export class Connection {
       };
       ws.on('message', onFirst);
       ws.once('open', () => ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: Role.CLIENT, ...(auth.token === undefined ? {} : { token: auth.token }) })));
-      ws.once('error', (err) =>
-        finish(new TallyError(ErrorCode.UNAVAILABLE, `cannot connect to ${address}: ${err.message}`, { cause: err })),
-      );
+      ws.once('error', (err) => {
+        // A node serving TLS hangs up on a plain hello without a word: say what that usually means.
+        const plain = auth.tls === undefined || auth.tls === false;
+        const hint = plain && /socket hang up|ECONNRESET/.test(err.message) ? ' (if the node serves TLS, connect with TLS: the client\'s tls option, or --tls / --tls-ca on the command line)' : '';
+        finish(new TallyError(ErrorCode.UNAVAILABLE, `cannot connect to ${address}: ${err.message}${hint}`, { cause: err }));
+      });
       ws.once('close', () => finish(new TallyError(ErrorCode.UNAVAILABLE, `${address} closed the connection`)));
     });
   }
