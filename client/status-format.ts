@@ -42,7 +42,7 @@ export function formatStatus(s: NodeStatus): string {
     m.lifecycle,
     generationText(m.generation),
     m.self ? '-' : m.phi >= 100 ? '>100' : m.phi.toFixed(1),
-    m.self ? '-' : `${age(m.lastHeartbeatAgeMs)} ago`,
+    m.self ? '-' : m.lastHeartbeatAgeMs < 0 ? 'never' : `${age(m.lastHeartbeatAgeMs)} ago`,
     `${(m.ownership * 100).toFixed(1)}%`,
     String(m.hintsPending ?? 0),
     String(m.hintsDropped ?? 0),

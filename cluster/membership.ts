@@ -94,7 +94,7 @@ export interface MemberView {
   generation: number;
   heartbeat: number;
   phi: number;
-  /** Since the last newer heartbeat arrived (0 for self). */
+  /** Since the last newer heartbeat arrived (0 for self; -1 if none has arrived since this node started). */
   lastHeartbeatAgeMs: number;
   vnodes: number;
   ringChecksum: string;
@@ -384,7 +384,7 @@ export class Membership {
         generation: s.generation,
         heartbeat: s.version,
         phi: isSelf ? 0 : this.detector.phi(s.id, nowMs),
-        lastHeartbeatAgeMs: isSelf ? 0 : (this.detector.lastHeartbeatAgeMs(s.id, nowMs) ?? 0),
+        lastHeartbeatAgeMs: isSelf ? 0 : (this.detector.lastHeartbeatAgeMs(s.id, nowMs) ?? -1),
         vnodes: s.vnodes,
         ringChecksum: s.ringChecksum,
       });

@@ -18,6 +18,7 @@ export interface MemberStatus {
   generation: number;
   heartbeat: number;
   phi: number;
+  /** Since the member's last newer heartbeat arrived; 0 for the node itself, -1 if none has since it started. */
   lastHeartbeatAgeMs: number;
   /** Fraction of the ring (0..1) whose primary replica this member is. */
   ownership: number;

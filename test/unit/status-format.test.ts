@@ -1,6 +1,6 @@
 /** The line `tally decommission` and `tally removenode` print while a ring change goes on. */
 import { describe, expect, it } from 'vitest';
-import { ringChangeLine } from '../../client/status-format.js';
+import { formatStatus, ringChangeLine } from '../../client/status-format.js';
 import type { MemberStatus, NodeStatus } from '../../protocol/status.js';
 
 const member = (id: string, status: 'up' | 'down', lifecycle = 'normal'): MemberStatus => ({ id, status, lifecycle }) as MemberStatus;
@@ -22,5 +22,15 @@ describe('ringChangeLine', () => {
 
   it('is the health line when no change is under way', () => {
     expect(ringChangeLine(status([member('n1', 'up')]))).toBe('n1: degraded: 3/5 up');
+  });
+});
+
+describe('formatStatus', () => {
+  it('says never for a member heard from not once since the node started, not 0 ms ago', () => {
+    const row = (m: Partial<MemberStatus>): MemberStatus =>
+      ({ id: 'n2', address: '127.0.0.1:7402', zone: 'z1', status: 'down', lifecycle: 'removed', generation: 0, phi: 0, lastHeartbeatAgeMs: -1, ownership: 0, ...m }) as MemberStatus;
+    const text = (m: MemberStatus): string => formatStatus({ ...status([m]), cluster: 'tally', rf: 3, address: '127.0.0.1:7401' } as NodeStatus);
+    expect(text(row({}))).toMatch(/^n2 +127\.0\.0\.1:7402 +z1 +down +removed +\S+ +0\.0 +never +0\.0%/m);
+    expect(text(row({ status: 'up', lifecycle: 'normal', lastHeartbeatAgeMs: 1500 }))).toMatch(/ 1\.5 ?s ago /);
   });
 });
