@@ -492,6 +492,7 @@ async function main(argv: string[]): Promise<void> {
       async (a) => {
         const node = a.node.split(',')[0]?.trim() ?? DEFAULT_NODE;
         const id = String(a.id);
+        if (id.trim() === '') throw new TallyError(ErrorCode.BAD_REQUEST, 'name the member to take off the ring: tally removenode <id> (its id in tally status)');
         process.stdout.write(`${await withClient(node, (c) => c.changeRing(node, 'removenode', id))}\n`);
         if (!a.wait) return;
         const { statusOf } = await import('../client/local-cluster.js');

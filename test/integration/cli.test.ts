@@ -120,6 +120,8 @@ describe('the tally command', () => {
       expect(r).toMatchObject({ code: 2, stdout: '', stderr: 'error BAD_REQUEST: --node names no node to repair: give host:port[,host:port…]\n' });
     }
     // The node that leaves is one node: a list's first was decommissioned and the rest dropped unsaid.
+    const blank = await runCli(['removenode', '', '--node', '127.0.0.1:1']);
+    expect(blank).toMatchObject({ code: 2, stdout: '', stderr: 'error BAD_REQUEST: name the member to take off the ring: tally removenode <id> (its id in tally status)\n' });
     const two = await runCli(['decommission', '--node', '127.0.0.1:1,127.0.0.1:2']);
     expect(two).toMatchObject({ code: 2, stdout: '', stderr: 'error BAD_REQUEST: --node names the one node that leaves, host:port; got "127.0.0.1:1,127.0.0.1:2": decommission them one at a time\n' });
   });
