@@ -91,8 +91,12 @@ function readConfigFile(path: string): Record<string, unknown> {
     if (scalar(v) || (Array.isArray(v) && v.every((x) => typeof x === 'string' || typeof x === 'number'))) continue;
     throw new TallyError(ErrorCode.BAD_REQUEST, `the configuration file ${path}: ${JSON.stringify(k)} must be a string, a number, true or false, or a list of strings or numbers, got ${JSON.stringify(v)}`);
   }
+  configGiven = { path, values: o as Record<string, unknown> };
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : v]));
 }
+
+/** The options of the --config file read, as written: a switch's value is checked against them. */
+let configGiven: { path: string; values: Record<string, unknown> } = { path: '', values: {} };
 
 /** The text a number option was given as, to name it in a message rather than NaN. */
 function rawText(argv: string[], name: string): string {
@@ -682,6 +686,17 @@ async function main(argv: string[]): Promise<void> {
       // fail later on a list where a string or number belongs.
       for (const [k, v] of Object.entries(a)) {
         if (k !== '_' && Array.isArray(v) && !/[A-Z]/.test(k)) throw new TallyError(ErrorCode.BAD_REQUEST, `--${k} was given ${v.length} times; give it once`);
+      }
+      // A switch set by the file or the environment to anything but true or false: yargs reads
+      // "yes" (and any other word) as false, so "fsync": "yes" ran without fsync, unsaid.
+      const switches = (cli as unknown as { getOptions(): { boolean: string[] } }).getOptions().boolean;
+      for (const k of switches) {
+        const env = process.env[`TALLY_${k.replace(/-/g, '_').toUpperCase()}`];
+        if (env !== undefined && env !== 'true' && env !== 'false' && known.has(k)) {
+          throw new TallyError(ErrorCode.BAD_REQUEST, `TALLY_${k.replace(/-/g, '_').toUpperCase()} must be true or false, got ${JSON.stringify(env)}`);
+        }
+        const inFile = configGiven.values[k];
+        if (inFile !== undefined && typeof inFile !== 'boolean') throw new TallyError(ErrorCode.BAD_REQUEST, `the configuration file ${configGiven.path}: ${JSON.stringify(k)} must be true or false, got ${JSON.stringify(inFile)}`);
       }
       // A number option given a word: name what was given, not NaN.
       for (const [k, v] of Object.entries(a)) {

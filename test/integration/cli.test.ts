@@ -239,6 +239,14 @@ describe('the tally command', () => {
       const r = await runCli(['start', '--rf', '1', '--config', `${dir}/value.json`]);
       expect(r, value).toMatchObject({ code: 2, stderr: `error BAD_REQUEST: the configuration file ${dir}/value.json: "data" must be a string, a number, true or false, or a list of strings or numbers, got ${shown}\n` });
     }
+    // A switch given a word: yargs reads any but "true" as false, so "fsync": "yes" ran without fsync.
+    await writeFile(`${dir}/switch.json`, '{"port": 0, "rf": 1, "fsync": "yes"}');
+    expect(await runCli(['start', '--data', `${dir}/switch`, '--config', `${dir}/switch.json`])).toMatchObject({
+      code: 2,
+      stderr: `error BAD_REQUEST: the configuration file ${dir}/switch.json: "fsync" must be true or false, got "yes"\n`,
+    });
+    expect(await runCli(['status', '--json', '--node', '127.0.0.1:1'], 20_000, { TALLY_JSON: '1' })).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: TALLY_JSON must be true or false, got "1"\n' });
+    expect(existsSync(`${dir}/switch`)).toBe(false);
   });
 
   it('asks the next node --node lists when the first does not answer `tally status`, and refuses --key with --watch', async () => {
