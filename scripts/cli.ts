@@ -688,7 +688,8 @@ async function main(argv: string[]): Promise<void> {
         if (k !== '_' && Array.isArray(v) && !/[A-Z]/.test(k)) throw new TallyError(ErrorCode.BAD_REQUEST, `--${k} was given ${v.length} times; give it once`);
       }
       // A switch set by the file or the environment to anything but true or false: yargs reads
-      // "yes" (and any other word) as false, so "fsync": "yes" ran without fsync, unsaid.
+      // "yes" (and any other word) as false, so "fsync": "yes" ran without fsync, unsaid. The words
+      // "true" and "false" it reads right, in the file as in the environment: those are taken.
       const switches = (cli as unknown as { getOptions(): { boolean: string[] } }).getOptions().boolean;
       for (const k of switches) {
         const env = process.env[`TALLY_${k.replace(/-/g, '_').toUpperCase()}`];
@@ -696,7 +697,7 @@ async function main(argv: string[]): Promise<void> {
           throw new TallyError(ErrorCode.BAD_REQUEST, `TALLY_${k.replace(/-/g, '_').toUpperCase()} must be true or false, got ${JSON.stringify(env)}`);
         }
         const inFile = configGiven.values[k];
-        if (inFile !== undefined && typeof inFile !== 'boolean') throw new TallyError(ErrorCode.BAD_REQUEST, `the configuration file ${configGiven.path}: ${JSON.stringify(k)} must be true or false, got ${JSON.stringify(inFile)}`);
+        if (inFile !== undefined && typeof inFile !== 'boolean' && inFile !== 'true' && inFile !== 'false') throw new TallyError(ErrorCode.BAD_REQUEST, `the configuration file ${configGiven.path}: ${JSON.stringify(k)} must be true or false, got ${JSON.stringify(inFile)}`);
       }
       // A number option given a word: name what was given, not NaN.
       for (const [k, v] of Object.entries(a)) {

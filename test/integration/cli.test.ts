@@ -247,6 +247,12 @@ describe('the tally command', () => {
     });
     expect(await runCli(['status', '--json', '--node', '127.0.0.1:1'], 20_000, { TALLY_JSON: '1' })).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: TALLY_JSON must be true or false, got "1"\n' });
     expect(existsSync(`${dir}/switch`)).toBe(false);
+    // "true" and "false" as strings are read as the switches they name, as from the environment:
+    // a file that ran before runs still (here the command goes on, to find no node answering).
+    await writeFile(`${dir}/switch-text.json`, `{"json": "true", "node": "127.0.0.1:${await freePort()}"}`);
+    const text = await runCli(['status', '--config', `${dir}/switch-text.json`]);
+    expect(text.stderr).toMatch(/^error UNAVAILABLE: /);
+    expect(text.code).toBe(1);
   });
 
   it('asks the next node --node lists when the first does not answer `tally status`, and refuses --key with --watch', async () => {
