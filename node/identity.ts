@@ -211,7 +211,8 @@ export async function checkRetention(store: MetaStore, wanted: Retention, shorte
     throw new TallyError(
       ErrorCode.BAD_REQUEST,
       `this node's data is kept ${describeRetention(stored)}; starting with ${describeRetention(wanted)} would delete ${shortened.join(' and ')} of it at once ` +
-        `(for good at RF 1, or once every replica runs with it); to keep it, start with --minute-retention-days ${stored.minuteDays} --hour-retention-days ${stored.hourDays}; if it is meant, add --shorten-retention`,
+        `(for good at RF 1, or once every replica runs with it); to keep it, start with --minute-retention-days ${stored.minuteDays} --hour-retention-days ${stored.hourDays} (every member alike); ` +
+        `if it is meant (a cluster-wide change, or going back from a longer retention set by mistake, whose extra days are all it deletes), add --shorten-retention`,
     );
   }
   if (stored === undefined || !sameRetention(stored, wanted)) {

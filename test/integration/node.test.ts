@@ -214,7 +214,8 @@ describe('a node started with a shorter retention', () => {
       const day = Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), at.getUTCDate());
       expect((await runCli(['get', 'old', '--from', String(day), '--to', String(day + DAY_MS), '--node', node.address])).stdout).toBe('4\n');
       await stopNode(node, 'SIGTERM');
-      // Lengthening again deletes nothing and needs no flag; going back to 7 is no shortening.
+      // Lengthening again deletes nothing and needs no flag; going back to 7 then is a shortening
+      // too (of what the longer retention kept), and says so.
       node = await startNode([...base, '--minute-retention-days', '10', '--hour-retention-days', '0']);
       await stopNode(node, 'SIGTERM');
       expect(await refusedStart([...base, '--minute-retention-days', '7', '--hour-retention-days', '0'])).toMatch(/minutes 10 days → 7 days/);
