@@ -79,6 +79,14 @@ const READS_WINDOW_MS = 10;
 
 /** How LevelDB and the file system say a disk is full. */
 const NO_SPACE = /No space left|ENOSPC/i;
+/**
+ * Whether LevelDB's message is its Corruption status ("Corruption: block checksum mismatch: …"),
+ * which stops the node: by that status word, not by the word anywhere (a data directory named
+ * /srv/corruption-tests is no damage).
+ */
+export function reportsCorruption(message: string): boolean {
+  return /(^|: |\()Corruption: /.test(message);
+}
 /** How LevelDB and the file system say the node may not write where its data is (not damage to it). */
 const NOT_WRITABLE = /Permission denied|EACCES|EPERM|Read-only file system|EROFS|Not a directory|ENOTDIR/i;
 
@@ -398,7 +406,7 @@ export class LevelKv implements Kv {
         this.full = true;
         throw new TallyError('STORAGE_FULL', `store ${what} failed: the disk holding ${this.location} is full (${detail}); writes resume by themselves when space returns`, { cause: err });
       }
-      if (/Corruption/i.test(detail) || /Corruption/i.test(message)) {
+      if (reportsCorruption(detail) || reportsCorruption(message)) {
         throw new TallyError('STORAGE_DAMAGED', `store ${what} failed: the database in ${this.location} is damaged (${detail}); stop the node and start it with --rebuild to be refilled by its replicas`, { cause: err });
       }
       throw new TallyError('INTERNAL', `store ${what} failed: ${message}`, { cause: err });

@@ -12,7 +12,7 @@ import { DAMAGED, type Slot } from '../../cluster/bucket-state.js';
 import type { PersistBatch } from '../../cluster/node-core.js';
 import { CommitSlots, type BucketRef, type SlotEntry } from '../../cluster/slot-table.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS, bucketStart, type Resolution } from '../../cluster/time-buckets.js';
-import { LevelKv, MemoryKv, type Kv } from '../../node/kv.js';
+import { LevelKv, MemoryKv, type Kv, reportsCorruption } from '../../node/kv.js';
 import { MAX_READS_IN_FLIGHT, RangeReader } from '../../node/range-reader.js';
 import { Level } from 'level';
 import { Store } from '../../node/store.js';
@@ -519,5 +519,14 @@ describe('LevelKv', () => {
       await db.close();
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('reportsCorruption', () => {
+  it("takes LevelDB's Corruption status, not the word in a path", () => {
+    expect(reportsCorruption('Corruption: block checksum mismatch: /var/lib/tally/db/000005.ldb')).toBe(true);
+    expect(reportsCorruption('store write failed: Corruption: bad entry in block')).toBe(true);
+    expect(reportsCorruption('IO error: /srv/corruption-tests/db/000007.log: No such file or directory')).toBe(false);
+    expect(reportsCorruption('IO error: /srv/Corruption/db/LOCK: Permission denied')).toBe(false);
   });
 });
