@@ -138,10 +138,15 @@ const EVENT_FIELDS: readonly string[] = ['videoId', 'eventType', 'timestamp', 'v
  * An event is an object of EventInput's fields and no other: a misspelt one (`evenType`,
  * `timestmap`) would otherwise be left out and its default counted in its place, as HTTP refuses.
  */
-function checkEventFields(e: unknown, what: string): void {
-  if (typeof e !== 'object' || e === null || Array.isArray(e)) throw new TallyError(ErrorCode.BAD_REQUEST, `${what} must be an object { videoId, eventType?, timestamp?, value?, count? }`);
-  for (const k of Object.keys(e)) {
-    if (!EVENT_FIELDS.includes(k)) throw new TallyError(ErrorCode.BAD_REQUEST, `${what} has an unknown field ${JSON.stringify(k)}; the fields are ${EVENT_FIELDS.join(', ')}`);
+/** Event i of a call of `of` events, as a message names it: made only when one is refused. */
+function eventName(i: number, of: number): string {
+  return of === 1 ? 'the event' : `event ${i + 1}`;
+}
+
+function checkEventFields(e: unknown, i: number, of: number): void {
+  if (typeof e !== 'object' || e === null || Array.isArray(e)) throw new TallyError(ErrorCode.BAD_REQUEST, `${eventName(i, of)} must be an object { videoId, eventType?, timestamp?, value?, count? }`);
+  for (const k in e) {
+    if (Object.hasOwn(e, k) && !EVENT_FIELDS.includes(k)) throw new TallyError(ErrorCode.BAD_REQUEST, `${eventName(i, of)} has an unknown field ${JSON.stringify(k)}; the fields are ${EVENT_FIELDS.join(', ')}`);
   }
 }
 
@@ -413,7 +418,7 @@ export class TallyClient {
       const busy = this.busyEverywhere(events.length);
       if (busy !== undefined) return Promise.reject(busy);
       const now = Date.now();
-      for (let i = 0; i < events.length; i++) checkEventFields(events[i], events.length === 1 ? 'the event' : `event ${i + 1}`);
+      for (let i = 0; i < events.length; i++) checkEventFields(events[i], i, events.length);
       const tuples = events.map((e, i) =>
         checkEvent(
           [e?.videoId, e?.eventType ?? VIEW, toMs(e?.timestamp, 'timestamp', now, i), e?.value ?? 1, e?.count ?? 1],
