@@ -53,16 +53,30 @@ export type FromRangeWorker =
 const WORKER_URL = import.meta.url.endsWith('.ts') ? new URL('../dist/node/range-worker.js', import.meta.url) : new URL('./range-worker.js', import.meta.url);
 
 /**
- * Reads waiting on the thread at most; past it a read is refused OVERLOADED (nothing read), as the
- * thread's heap holds the entries of every read under way. A 30-day read holds a few hundred.
+ * Reads asked of the thread at once, at most, as its heap holds the entries of every read under
+ * way. A 30-day read holds a few hundred.
  */
 export const MAX_READS_IN_FLIGHT = 512;
+/**
+ * Reads waiting, past those, for a place on the thread (their key ranges only, nothing read yet);
+ * past it a read is refused OVERLOADED (nothing read). One client request alone may need many: a
+ * query's day buckets go 1,024 to a read (MAX_BUCKETS_PER_READ), so a count since 1970 is ~21
+ * reads, one to 2100 at most 49, and a request holds up to 1,000 queries (MAX_QUERIES_PER_GET).
+ * Refused at MAX_READS_IN_FLIGHT, such a request failed whenever it was asked, however idle the node.
+ */
+export const MAX_READS_WAITING = 65_536;
 
 /** The read thread's own heap: MAX_READS_IN_FLIGHT reads' entries with room to spare. */
 const WORKER_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 8 };
 
 /** How long closing waits for the thread to close its handle before it is stopped. */
 const CLOSE_WAIT_MS = 5_000;
+
+interface Queued {
+  ranges: RangeAsk[];
+  resolve: (entries: [string, Uint8Array][][]) => void;
+  reject: (err: Error) => void;
+}
 
 interface Waiting {
   /** The thread asked: if it ends, this read fails (not those asked of the one after it). */
@@ -93,6 +107,11 @@ export class RangeReader {
   private seq = 0;
   /** Reads asked and not answered, counted from the ask (`waiting` holds them once sent). */
   private inFlight = 0;
+  /** Reads asked of the thread and not answered: at most MAX_READS_IN_FLIGHT. */
+  private sent = 0;
+  /** Reads waiting for a place on the thread, oldest first from `queuedFrom`. */
+  private queued: Queued[] = [];
+  private queuedFrom = 0;
   private closed = false;
 
   /** `location` as the node's own handle opened it: the two share the database by that name. */
@@ -112,10 +131,24 @@ export class RangeReader {
   /** Each range's entries, ascending. */
   read(ranges: RangeAsk[]): Promise<[string, Uint8Array][][]> {
     if (ranges.length === 0) return Promise.resolve([]);
-    if (this.inFlight >= MAX_READS_IN_FLIGHT) {
-      return Promise.reject(new TallyError(ErrorCode.OVERLOADED, `${this.inFlight} reads are waiting for the store, the limit is ${MAX_READS_IN_FLIGHT}; nothing was read, retry with backoff`));
+    if (this.inFlight >= MAX_READS_IN_FLIGHT + MAX_READS_WAITING) {
+      return Promise.reject(new TallyError(ErrorCode.OVERLOADED, `${this.inFlight} reads are waiting for the store, the limit is ${MAX_READS_IN_FLIGHT + MAX_READS_WAITING}; nothing was read, retry with backoff`));
     }
     this.inFlight++;
+    const read =
+      this.sent < MAX_READS_IN_FLIGHT
+        ? this.send(ranges)
+        : new Promise<[string, Uint8Array][][]>((resolve, reject) => {
+            this.queued.push({ ranges, resolve, reject });
+          });
+    return read.finally(() => {
+      this.inFlight--;
+    });
+  }
+
+  /** Asks the thread for `ranges`; once answered, the next read waiting takes its place. */
+  private send(ranges: RangeAsk[]): Promise<[string, Uint8Array][][]> {
+    this.sent++;
     return this.started()
       .then(
         (worker) =>
@@ -126,13 +159,33 @@ export class RangeReader {
           }),
       )
       .finally(() => {
-        this.inFlight--;
+        this.sent--;
+        this.sendQueued();
       });
+  }
+
+  private sendQueued(): void {
+    while (this.sent < MAX_READS_IN_FLIGHT && this.queuedFrom < this.queued.length) {
+      const q = this.queued[this.queuedFrom] as Queued;
+      this.queued[this.queuedFrom++] = undefined as unknown as Queued;
+      this.send(q.ranges).then(q.resolve, q.reject);
+    }
+    if (this.queuedFrom === this.queued.length) {
+      this.queued = [];
+      this.queuedFrom = 0;
+    } else if (this.queuedFrom > 1024 && this.queuedFrom * 2 > this.queued.length) {
+      this.queued = this.queued.slice(this.queuedFrom);
+      this.queuedFrom = 0;
+    }
   }
 
   /** Closes the thread's handle and ends it; reads still waiting fail. */
   async close(): Promise<void> {
     this.closed = true;
+    const queued = this.queued.slice(this.queuedFrom);
+    this.queued = [];
+    this.queuedFrom = 0;
+    for (const q of queued) q.reject(closingError());
     const worker = this.worker ?? (await this.starting?.catch(() => undefined));
     this.worker = undefined;
     if (worker === undefined) return;

@@ -1,7 +1,7 @@
 /**
  * One real node process with real LevelDB: the CLI round trip, durability across SIGKILL, a
- * clean stop, the identity check, exact counts through the client, and event times landing in
- * the right buckets over 40 days.
+ * clean stop, the identity check, exact counts through the client, many long counts at once, and
+ * event times landing in the right buckets over 40 days.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TallyClient, TallyError } from '../../client/index.js';
@@ -47,6 +47,20 @@ describe('a single node', () => {
       for (let i = 0; i < 10_000; i++) calls.push(client.countViewEvent('exact-10k'));
       await Promise.all(calls);
       expect(await client.getViewsCount('exact-10k', 0, Date.now() + MINUTE_MS)).toBe(10_000);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('answers 500 counts since 1970 asked at once, which read the store thousands of times', async () => {
+    // Each count's days since 1970 are ~21 reads of 1,024 days; the client sends the 500 counts in
+    // one request. The read thread takes 512 reads at once: the rest wait their turn, not refused.
+    const client = await TallyClient.connect({ nodes: [node.address] });
+    try {
+      await client.processEvents(Array.from({ length: 500 }, (_, i) => ({ videoId: `all-time-${i}`, count: i + 1 })));
+      const now = Date.now() + MINUTE_MS;
+      const counts = await Promise.all(Array.from({ length: 500 }, (_, i) => client.getViewsCount(`all-time-${i}`, 0, now)));
+      expect(counts).toEqual(Array.from({ length: 500 }, (_, i) => i + 1));
     } finally {
       await client.close();
     }

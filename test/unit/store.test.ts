@@ -13,7 +13,7 @@ import type { PersistBatch } from '../../cluster/node-core.js';
 import { CommitSlots, type BucketRef, type SlotEntry } from '../../cluster/slot-table.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS, bucketStart, type Resolution } from '../../cluster/time-buckets.js';
 import { LevelKv, MemoryKv, type Kv, reportsCorruption } from '../../node/kv.js';
-import { MAX_READS_IN_FLIGHT, RangeReader } from '../../node/range-reader.js';
+import { MAX_READS_IN_FLIGHT, MAX_READS_WAITING, RangeReader } from '../../node/range-reader.js';
 import { Level } from 'level';
 import { Store } from '../../node/store.js';
 import { encodeSlot } from '../../node/slot-codec.js';
@@ -506,13 +506,20 @@ describe('LevelKv', () => {
       // The thread ends: the next read starts another, and reads the same.
       await reader.terminate();
       expect((await reader.read(ranges)).map(asBytes)).toEqual(await want());
-      // Past MAX_READS_IN_FLIGHT waiting, a read is refused at once, OVERLOADED; the rest are read.
-      const many = await Promise.allSettled(Array.from({ length: MAX_READS_IN_FLIGHT + 20 }, () => reader.read(ranges.slice(0, 1))));
+      // Past MAX_READS_IN_FLIGHT on the thread, reads wait their turn and are read; past
+      // MAX_READS_WAITING more, a read is refused at once, OVERLOADED.
+      const one = (await want())[0];
+      const many = await Promise.allSettled(Array.from({ length: MAX_READS_IN_FLIGHT + MAX_READS_WAITING + 20 }, () => reader.read(ranges.slice(0, 1))));
       const refused = many.filter((r) => r.status === 'rejected');
       expect(refused).toHaveLength(20);
       for (const r of refused) expect(((r as PromiseRejectedResult).reason as TallyError).code).toBe('OVERLOADED');
-      for (const r of many) if (r.status === 'fulfilled') expect(r.value.map(asBytes)).toEqual([(await want())[0]]);
+      for (const r of many) if (r.status === 'fulfilled') expect(r.value.map(asBytes)).toEqual([one]);
+      // Closing fails the reads still waiting for the thread, as those on it.
+      const closing = Promise.allSettled(Array.from({ length: MAX_READS_IN_FLIGHT + 10 }, () => reader.read(ranges.slice(0, 1))));
       await reader.close();
+      const ends = await closing;
+      expect(ends.every((r) => r.status === 'fulfilled' || ((r as PromiseRejectedResult).reason as TallyError).code === 'NOT_READY')).toBe(true);
+      expect(ends.slice(MAX_READS_IN_FLIGHT).every((r) => r.status === 'rejected')).toBe(true);
       await expect(reader.read(ranges)).rejects.toMatchObject({ code: 'NOT_READY', message: 'the store is closing' });
     } finally {
       await reader.close();
