@@ -216,6 +216,12 @@ function toMs(t: TimeInput | undefined, what: string, fallback: number, index?: 
   return ms;
 }
 
+/** A range's start or end: required, as 0 in its place would count from (or to) 1970. */
+function boundMs(t: TimeInput, what: string): number {
+  if (t === undefined) throw new TallyError(ErrorCode.BAD_REQUEST, `${what} is missing: give epoch milliseconds or a Date`);
+  return toMs(t, what, 0);
+}
+
 function asTallyError(err: unknown): TallyError {
   return err instanceof TallyError ? err : new TallyError(ErrorCode.INTERNAL, String(err));
 }
@@ -439,7 +445,7 @@ export class TallyClient {
   }
 
   async getCount(videoId: string, eventType: string, startTime: TimeInput, endTime: TimeInput, opts?: ReadOptions): Promise<number> {
-    const q = checkQuery([videoId, eventType, toMs(startTime, 'startTime', 0), toMs(endTime, 'endTime', 0)], 'the query');
+    const q = checkQuery([videoId, eventType, boundMs(startTime, 'startTime'), boundMs(endTime, 'endTime')], 'the query');
     const stats = await this.statsOf(q, opts);
     if (stats.clipped && opts?.clip !== true) throw rangeExpired(q, stats, 'pass { clip: true } to accept it');
     return stats.count;
@@ -447,7 +453,7 @@ export class TallyClient {
 
   /** Count, sum, min, max and mean of the values of `videoId`'s `eventType` events in [startTime, endTime), and the range they cover. */
   async getStats(videoId: string, eventType: string, startTime: TimeInput, endTime: TimeInput, opts?: ReadOptions): Promise<EventStats> {
-    return this.statsOf(checkQuery([videoId, eventType, toMs(startTime, 'startTime', 0), toMs(endTime, 'endTime', 0)], 'the query'), opts);
+    return this.statsOf(checkQuery([videoId, eventType, boundMs(startTime, 'startTime'), boundMs(endTime, 'endTime')], 'the query'), opts);
   }
 
   private async statsOf(q: QueryTuple, opts: ReadOptions | undefined): Promise<EventStats> {

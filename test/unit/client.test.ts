@@ -375,6 +375,17 @@ describe('TallyClient', () => {
     await client.close();
   });
 
+  it('refuses a read without its start or end, rather than count from or to 1970', async () => {
+    const node = await fakeNode(ack);
+    const client = await TallyClient.connect({ nodes: [node.address] });
+    const none = undefined as unknown as number;
+    await expect(client.getViewsCount('v', 0, none)).rejects.toMatchObject({ code: 'BAD_REQUEST', message: 'endTime is missing: give epoch milliseconds or a Date' });
+    await expect(client.getCount('v', 'like', none, Date.now())).rejects.toMatchObject({ code: 'BAD_REQUEST', message: 'startTime is missing: give epoch milliseconds or a Date' });
+    await expect(client.getStats('v', 'like', 0, none)).rejects.toMatchObject({ code: 'BAD_REQUEST', message: 'endTime is missing: give epoch milliseconds or a Date' });
+    expect(node.frames).toHaveLength(0);
+    await client.close();
+  });
+
   it('refuses an event with a field it does not know, rather than count it with the default in its place', async () => {
     const node = await fakeNode(ack);
     const client = await TallyClient.connect({ nodes: [node.address] });
