@@ -29,7 +29,7 @@ import {
   MAX_VIDEO_ID_BYTES,
 } from './limits.js';
 import { Consistency, type EventTuple } from './messages.js';
-import { checkArray, checkEvent, checkInt, checkName, checkNumber, checkObject, checkBatchId } from './validate.js';
+import { checkArray, checkEvent, checkInt, checkName, checkNumber, checkObject, checkBatchId, checkTuple } from './validate.js';
 
 export const PeerMessageType = {
   ...GossipMessageType,
@@ -219,8 +219,7 @@ function checkSlotFields(count: unknown, sum: unknown, min: unknown, max: unknow
 }
 
 export function checkSlotRecord(x: unknown, what: string): SlotRecord {
-  const r = checkArray(x, what, 9);
-  if (r.length !== 9) throw bad(`${what} must be [videoId, eventType, res, start, actor, count, sum, min, max]`);
+  const r = checkTuple(x, what, 9, '[videoId, eventType, res, start, actor, count, sum, min, max]');
   const res = checkRes(r[2], `${what}[2] (res)`);
   return [
     checkName(r[0], `${what}[0] (videoId)`, MAX_VIDEO_ID_BYTES),
@@ -233,8 +232,7 @@ export function checkSlotRecord(x: unknown, what: string): SlotRecord {
 }
 
 function checkSpan(x: unknown, what: string): SpanTuple {
-  const r = checkArray(x, what, 5);
-  if (r.length !== 5) throw bad(`${what} must be [videoId, eventType, res, start, end]`);
+  const r = checkTuple(x, what, 5, '[videoId, eventType, res, start, end]');
   const res = checkRes(r[2], `${what}[2] (res)`);
   const start = checkStart(r[3], res, `${what}[3] (start)`);
   const end = checkStart(r[4], res, `${what}[4] (end)`);
@@ -248,8 +246,7 @@ export function spanTupleLength(s: SpanTuple): number {
 }
 
 function checkSpanSlot(x: unknown, what: string, spans: number): SpanSlot {
-  const r = checkArray(x, what, 7);
-  if (r.length !== 7) throw bad(`${what} must be [span, start, actor, count, sum, min, max]`);
+  const r = checkTuple(x, what, 7, '[span, start, actor, count, sum, min, max]');
   return [
     checkInt(r[0], `${what}[0] (span)`, 0, spans - 1),
     checkInt(r[1], `${what}[1] (start)`, 0, MAX_TIME_MS),

@@ -80,6 +80,16 @@ export function checkArray(x: unknown, what: string, maxLength: number): unknown
   return x;
 }
 
+/**
+ * A fixed-shape tuple of `length` items (`shape` names them for the message): a tuple of another
+ * length is malformed, BAD_REQUEST, not over a limit.
+ */
+export function checkTuple(x: unknown, what: string, length: number, shape: string): unknown[] {
+  if (!Array.isArray(x)) throw bad(`${what} must be an array, got ${show(x)}`);
+  if (x.length !== length) throw bad(`${what} must be ${shape}, got ${x.length} items`);
+  return x;
+}
+
 /** Whether checkName takes `x`: the whole check, with no message made (for the fast path of events). */
 function nameOk(x: unknown, maxBytes: number): x is string {
   return (
@@ -214,8 +224,7 @@ export function checkEvent(x: unknown, what: string, nowMs?: number, index?: num
 
 /** checkEvent's checks one by one, each saying what is wrong. */
 function checkEventSaying(x: unknown, what: string, ahead: boolean, maxTs: number, nowMs: number | undefined): EventTuple {
-  const e = checkArray(x, what, 5);
-  if (e.length !== 5) throw bad(`${what} must be [videoId, eventType, timestampMs, value, count], got ${e.length} items`);
+  const e = checkTuple(x, what, 5, '[videoId, eventType, timestampMs, value, count]');
   const videoId = checkName(e[0], `${what}: videoId`, MAX_VIDEO_ID_BYTES);
   const eventType = checkName(e[1], `${what}: event type`, MAX_EVENT_TYPE_BYTES);
   const maxWhy = ahead ? `more than ${MAX_EVENT_FUTURE_SKEW_MS / 3_600_000} hours ahead of the clock (${showTime(nowMs as number)})` : 'the latest Tally takes';
@@ -226,8 +235,7 @@ function checkEventSaying(x: unknown, what: string, ahead: boolean, maxTs: numbe
 }
 
 export function checkQuery(x: unknown, what: string): QueryTuple {
-  const q = checkArray(x, what, 4);
-  if (q.length !== 4) throw bad(`${what} must be [videoId, eventType, startMs, endMs], got ${q.length} items`);
+  const q = checkTuple(x, what, 4, '[videoId, eventType, startMs, endMs]');
   const videoId = checkName(q[0], `${what}: videoId`, MAX_VIDEO_ID_BYTES);
   const eventType = checkName(q[1], `${what}: event type`, MAX_EVENT_TYPE_BYTES);
   const start = checkTime(q[2], `${what}: range start`, 0, MAX_TIME_MS, 'the latest Tally takes');
@@ -371,8 +379,7 @@ export function wsUrl(address: string, secure = false): string {
 }
 
 function checkStatsTuple(x: unknown, what: string): StatsTuple {
-  const t = checkArray(x, what, 4);
-  if (t.length !== 4) throw bad(`${what} must be [count, sum, min, max]`);
+  const t = checkTuple(x, what, 4, '[count, sum, min, max]');
   const count = checkInt(t[0], `${what}[0] (count)`, 0, Number.MAX_SAFE_INTEGER);
   const sum = checkNumber(t[1], `${what}[1] (sum)`, 0, Number.MAX_VALUE);
   const min = t[2] === null ? null : checkNumber(t[2], `${what}[2] (min)`, 0, Number.MAX_VALUE);

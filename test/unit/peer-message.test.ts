@@ -117,6 +117,9 @@ describe('validatePeerMessage', () => {
     rejects({ t: 'repl', id: 1, slots: [[...slot.slice(0, 5), 2 ** 53, 1, 1, 1]] }, 'BAD_REQUEST', /count must be an integer/);
     rejects({ t: 'repl', id: 1, slots: [[...slot.slice(0, 5), 1, -1, 1, 1]] }, 'BAD_REQUEST', /sum must be a finite number/);
     rejects({ t: 'repl', id: 1, slots: [[...slot.slice(0, 7), 5, 1]] }, 'BAD_REQUEST', /min 5 is above max 1/);
+    rejects({ t: 'repl', id: 1, slots: [[...slot, 1]] }, 'BAD_REQUEST', /must be \[videoId, eventType, res, start, actor, count, sum, min, max\], got 10 items/);
+    rejects({ t: 'read', id: 1, spans: [['v1', 'view', 'm', 0, 60_000, 1]] }, 'BAD_REQUEST', /must be \[videoId, eventType, res, start, end\], got 6 items/);
+    rejects({ t: 'read-reply', id: 1, slots: [[0, 0, 'n1#ab', 1, 1, 1, 1, 1]] }, 'BAD_REQUEST', /must be \[span, start, actor, count, sum, min, max\], got 8 items/);
     rejects({ t: 'repl', id: 1, slots: [['v1', 'view', 'm', 1_700_000_040_001, 'n1#ab', 1, 1, 1, 1]] }, 'BAD_REQUEST', /not aligned/);
     rejects({ t: 'repl', id: 1, slots: [['v1', 'view', 'w', 0, 'n1#ab', 1, 1, 1, 1]] }, 'BAD_REQUEST', /res/);
     rejects({ t: 'repl', id: 1, slots: Array.from({ length: MAX_SLOTS_PER_MESSAGE + 1 }, () => slot) }, 'TOO_LARGE', /limit/);

@@ -53,6 +53,8 @@ describe('validateRequest', () => {
     ['events not an array', { t: 'count', id: 1, events: 'x' }, 'BAD_REQUEST', /events must be an array/],
     ['no events', { t: 'count', id: 1, events: [] }, 'BAD_REQUEST', /must not be empty/],
     ['a short tuple', { t: 'count', id: 1, events: [['v', 'view', NOW]] }, 'BAD_REQUEST', /event 1 must be \[videoId/],
+    ['a long tuple', { t: 'count', id: 1, events: [['v', 'view', NOW, 1, 1, 1]] }, 'BAD_REQUEST', /^event 1 must be \[videoId, eventType, timestampMs, value, count\], got 6 items$/],
+    ['a long query', { t: 'get', id: 1, queries: [['v', 'view', 0, 1, 2]] }, 'BAD_REQUEST', /^query 1 must be \[videoId, eventType, startMs, endMs\], got 5 items$/],
     ['a numeric videoId', { t: 'count', id: 1, events: [[5, 'view', NOW, 1, 1]] }, 'BAD_REQUEST', /^event 1: videoId must be a string, got 5$/],
     ['an empty eventType', { t: 'count', id: 1, events: [['v', '', NOW, 1, 1]] }, 'BAD_REQUEST', /^event 1: event type must not be empty$/],
     ['a control character', { t: 'count', id: 1, events: [['v\u0000x', 'view', NOW, 1, 1]] }, 'BAD_REQUEST', /control characters/],
