@@ -102,8 +102,8 @@ export function expiryCutoff(res: 'm' | 'h', nowMs: number, r: Retention): numbe
  * The range a query `[startMs, endMs)` is answered over: as `decomposeRange` reads it (start
  * truncated, end rounded up, to the minute), with each edge that falls in expired minutes moved
  * inward to the hour, and one that falls in expired hours to the day. `clipped` says whether that
- * moved an edge; an empty result (`from === to`) means nothing of the range is kept at a resolution
- * that can answer it.
+ * moved an edge; an empty result (`from === to`, at the range's start) means nothing of the range
+ * is kept at a resolution that can answer it.
  */
 export function answerableRange(startMs: number, endMs: number, nowMs: number, r: Retention): { from: number; to: number; clipped: boolean } {
   const s = bucketStart(startMs, 'm');
@@ -117,6 +117,7 @@ export function answerableRange(startMs: number, endMs: number, nowMs: number, r
   let to = e;
   if (to < mFrom) to = bucketStart(to, 'h');
   if (to < hFrom) to = bucketStart(to, 'd');
-  if (to <= from) return { from, to: from, clipped: true };
+  // Nothing of it can be answered: an empty range where it begins, not past its end.
+  if (to <= from) return { from: s, to: s, clipped: true };
   return { from, to, clipped: from !== s || to !== e };
 }
