@@ -463,8 +463,20 @@ const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d
  * time, to the millisecond; without a zone it is UTC, as buckets are. A date or time that does not
  * exist (2026-02-30, 24:00) is refused rather than rolled over. NaN when `text` is none of these.
  */
+/** Eight digits that read as a date from 1970 to 2100 (YYYYMMDD). */
+export function looksLikeCompactDate(s: string): boolean {
+  const m = /^(\d{4})(\d{2})(\d{2})$/.exec(s);
+  if (m === null) return false;
+  const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const date = new Date(Date.UTC(y, mo - 1, d));
+  return y >= 1970 && y <= 2100 && date.getUTCMonth() === mo - 1 && date.getUTCDate() === d;
+}
+
 export function parseTimeText(text: string): number {
   const s = text.trim();
+  // Eight digits that read as a date (20261126) are a date without its dashes, not 20,261,126 ms
+  // after 1970: taken as the latter, `--from 20261126` counted from 1970 without a word.
+  if (looksLikeCompactDate(s)) return NaN;
   if (/^\d+$/.test(s)) return Number(s);
   const m = ISO_TIME.exec(s);
   if (m === null) return NaN;

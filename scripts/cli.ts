@@ -17,7 +17,7 @@ import { hideBin } from 'yargs/helpers';
 import { ErrorCode, TallyError } from '../protocol/errors.js';
 import { MAX_EVENT_COUNT, MAX_EVENTS_PER_BATCH, MAX_RETENTION_DAYS } from '../protocol/limits.js';
 import { Consistency } from '../protocol/messages.js';
-import { parseTimeText } from '../protocol/validate.js';
+import { looksLikeCompactDate, parseTimeText } from '../protocol/validate.js';
 import type { EventInput, TallyClient } from '../client/tally-client.js';
 import type { ConnectionAuth } from '../client/connection.js';
 import type { NodeStatus } from '../protocol/status.js';
@@ -53,7 +53,8 @@ export function parseTime(text: string, what: string): number {
   const s = String(text).trim();
   const ms = parseTimeText(s);
   if (!Number.isFinite(ms)) {
-    throw new TallyError(ErrorCode.BAD_REQUEST, `${what} must be epoch milliseconds or an ISO-8601 date or date-time (2026-11-26, 2026-11-26T10:00, read as UTC, or with a zone: 2026-11-26T10:00+01:00), got ${JSON.stringify(s)}`);
+    const hint = looksLikeCompactDate(s) ? ` (a date? write it with dashes: ${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6)})` : '';
+    throw new TallyError(ErrorCode.BAD_REQUEST, `${what} must be epoch milliseconds or an ISO-8601 date or date-time (2026-11-26, 2026-11-26T10:00, read as UTC, or with a zone: 2026-11-26T10:00+01:00), got ${JSON.stringify(s)}${hint}`);
   }
   return ms;
 }

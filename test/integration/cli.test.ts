@@ -168,6 +168,9 @@ describe('the tally command', () => {
       const bad = await get('yesterday', '2026-11-02');
       expect(bad.code).toBe(2);
       expect(bad.stderr).toMatch(/^error BAD_REQUEST: --from must be epoch milliseconds or an ISO-8601 date or date-time .*read as UTC.*got "yesterday"/);
+      const compact = await get('20261102', '2026-11-03');
+      expect(compact).toMatchObject({ code: 2, stdout: '' });
+      expect(compact.stderr).toMatch(/got "20261102" \(a date\? write it with dashes: 2026-11-02\)\n$/);
       const refused = await runCli(['count', 'utc-video', '--at', '1999-12-31T23:59Z', '--node', node.address]);
       expect(refused).toMatchObject({ code: 2, stderr: 'error BAD_REQUEST: the event: time 1999-12-31T23:59:00.000Z is before 2000-01-01T00:00:00.000Z, the earliest Tally takes\n' });
       // A value over a limit is bad usage as much as a malformed one: exit 2, nothing counted.

@@ -213,6 +213,12 @@ describe('a frame\'s shape, walked before it is decoded', () => {
 describe('parseTimeText', () => {
   it('reads epoch ms, dates and date-times (UTC without a zone), and refuses times that do not exist', () => {
     expect(parseTimeText('0')).toBe(0);
+    // A date without its dashes is refused, not read as 20,261,126 ms after 1970; other digits are ms.
+    expect(parseTimeText('20261126')).toBeNaN();
+    expect(parseTimeText('19700101')).toBeNaN();
+    expect(parseTimeText('20261332')).toBe(20_261_332);
+    expect(parseTimeText('12345678')).toBe(12_345_678);
+    expect(parseTimeText('1795737600000')).toBe(1_795_737_600_000);
     expect(parseTimeText('2026-11-26')).toBe(Date.UTC(2026, 10, 26));
     expect(parseTimeText('2026-11-26T10:00')).toBe(Date.UTC(2026, 10, 26, 10));
     expect(parseTimeText('2026-11-26 10:00:30.5Z')).toBe(Date.UTC(2026, 10, 26, 10, 0, 30, 500));
