@@ -359,6 +359,18 @@ function removeNode(sim: ReplicationSim, agreed: (n: number) => boolean, via: st
 }
 
 /**
+ * `gone` is off the ring for good, not still being rebuilt: every member's status says `removed`,
+ * and the cluster is healthy (tally removenode --wait and tally status read exactly that).
+ */
+function expectRemovedEverywhere(sim: ReplicationSim, gone: string, members: string[]): void {
+  for (const id of members) {
+    const core = sim.node(id).core!;
+    expect(memberStatuses(core, sim.nowMs).find((m) => m.id === gone)?.lifecycle, id).toBe('removed');
+    expect(healthLine(memberStatuses(core, sim.nowMs)), id).toMatch(/^healthy/);
+  }
+}
+
+/**
  * A member that dies while it is being rebuilt can be removed: it holds nothing the others need
  * (reads do not count it yet), and nothing else would ever end its rebuild. Five nodes, RF 3: n5
  * is wiped, restarted and crashed again before its ranges come; removenode takes it off.
@@ -372,13 +384,7 @@ function runDiesRebuilding(seed: number): void {
   sim.crash('n5');
   until(sim, 'n5 seen down', 20_000, () => !sim.node('n1').core!.membership.isUp('n5'));
   removeNode(sim, agreed, 'n1', 'n5', 4);
-  // Off the ring for good, not still being rebuilt: every member's status says `removed`, and the
-  // cluster is healthy (tally removenode --wait and tally status read exactly that).
-  for (const id of ['n1', 'n2', 'n3', 'n4']) {
-    const core = sim.node(id).core!;
-    expect(memberStatuses(core, sim.nowMs).find((m) => m.id === 'n5')?.lifecycle, id).toBe('removed');
-    expect(healthLine(memberStatuses(core, sim.nowMs)), id).toMatch(/^healthy/);
-  }
+  expectRemovedEverywhere(sim, 'n5', ['n1', 'n2', 'n3', 'n4']);
   expectAllReads(sim, 'n2', acked);
   // Another ring change is taken now: nothing is left rebuilding.
   decommission(sim, agreed, 'n4', 3);
@@ -397,13 +403,7 @@ function runDiesDecommissioning(seed: number): void {
   sim.crash('n5');
   until(sim, 'n5 seen down', 20_000, () => !sim.node('n1').core!.membership.isUp('n5'));
   removeNode(sim, agreed, 'n1', 'n5', 4);
-  // Off the ring for good, not still being rebuilt: every member's status says `removed`, and the
-  // cluster is healthy (tally removenode --wait and tally status read exactly that).
-  for (const id of ['n1', 'n2', 'n3', 'n4']) {
-    const core = sim.node(id).core!;
-    expect(memberStatuses(core, sim.nowMs).find((m) => m.id === 'n5')?.lifecycle, id).toBe('removed');
-    expect(healthLine(memberStatuses(core, sim.nowMs)), id).toMatch(/^healthy/);
-  }
+  expectRemovedEverywhere(sim, 'n5', ['n1', 'n2', 'n3', 'n4']);
   expectAllReads(sim, 'n2', acked);
 }
 

@@ -10,8 +10,8 @@ import { NodeCore, type CoreInput, type Ready } from '../../cluster/node-core.js
 import { Prng } from '../../cluster/prng.js';
 import { defaultReplicationConfig, validateReplicationConfig } from '../../cluster/replication-config.js';
 import { MemoryKv } from '../../node/kv.js';
+import { holdFirstFailSecond } from '../helpers/kv.js';
 import { Store } from '../../node/store.js';
-import { TallyError } from '../../protocol/errors.js';
 import { Consistency } from '../../protocol/messages.js';
 
 test('a commit that fails at once while the one before is written is told after it, and later writes are acknowledged', async () => {
@@ -33,20 +33,7 @@ test('a commit that fails at once while the one before is written is told after 
   const store = new Store(kv, h64);
   await store.open();
   // The first write waits in the store until let go; the second fails at once (the disk is full).
-  let release = (): void => {};
-  const held = new Promise<void>((resolve) => (release = resolve));
-  let writes = 0;
-  const write = kv.write.bind(kv);
-  kv.write = async (ops, sync, last) => {
-    writes++;
-    if (writes === 2) throw new TallyError('STORAGE_FULL', 'the disk is full');
-    if (writes !== 1 || last === undefined) return write(ops, sync, last);
-    return write(ops, sync, async () => {
-      const tail = await last();
-      await held;
-      return tail;
-    });
-  };
+  const { release, writes } = holdFirstFailSecond(kv);
   // A driver's part, as node/driver.ts plays it: each commit handed to the store, its outcome told back.
   let now = t0 + 1;
   const replies = new Map<number, boolean>();
@@ -74,7 +61,7 @@ test('a commit that fails at once while the one before is written is told after 
   step({ kind: 'write', req: 1, events: events(4, 0), cl: Consistency.ONE, batch: 'c:1' });
   step({ kind: 'write', req: 2, events: events(4, 10), cl: Consistency.ONE, batch: 'c:2' });
   await new Promise((resolve) => setTimeout(resolve, 20));
-  expect(writes, 'a second commit was made while the first was written').toBe(2);
+  expect(writes(), 'a second commit was made while the first was written').toBe(2);
   release();
   await new Promise((resolve) => setTimeout(resolve, 20));
   expect(errors).toEqual([]);

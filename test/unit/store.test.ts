@@ -14,6 +14,7 @@ import { CommitSlots, type BucketRef, type SlotEntry } from '../../cluster/slot-
 import { DAY_MS, HOUR_MS, MINUTE_MS, bucketStart, type Resolution } from '../../cluster/time-buckets.js';
 import { LevelKv, MemoryKv, type Kv, reportsCorruption } from '../../node/kv.js';
 import { MAX_READS_IN_FLIGHT, MAX_READS_WAITING, RangeReader } from '../../node/range-reader.js';
+import { holdFirstFailSecond } from '../helpers/kv.js';
 import { Level } from 'level';
 import { Store } from '../../node/store.js';
 import { encodeSlot } from '../../node/slot-codec.js';
@@ -314,21 +315,7 @@ function suite(name: string, make: () => Promise<Harness>): void {
       // The node is told of its commits in order (it settles the oldest under way first): a
       // later commit's failure told first was taken as a broken invariant and lost, and the
       // commit stayed under way for good, holding back every later one (no write acknowledged).
-      const kv = h.kv() as Kv & { write: Kv['write'] };
-      const write = kv.write.bind(kv);
-      let release = (): void => {};
-      const held = new Promise<void>((resolve) => (release = resolve));
-      let calls = 0;
-      kv.write = async (ops, sync, last) => {
-        calls++;
-        if (calls === 2) throw new TallyError('STORAGE_FULL', 'the disk is full');
-        if (calls !== 1 || last === undefined) return write(ops, sync, last);
-        return write(ops, sync, async () => {
-          const tail = await last();
-          await held;
-          return tail;
-        });
-      };
+      const { release, restore } = holdFirstFailSecond(h.kv());
       try {
         const order: string[] = [];
         const first = store.commit(batch([{ ref: ref('d', T0, 'one'), actor: 'n1#aa', slot: slot(1) }], { id: 1 })).then(() => order.push('first'), () => order.push('first failed'));
@@ -338,7 +325,7 @@ function suite(name: string, make: () => Promise<Harness>): void {
         await Promise.all([first, second]);
         expect(order).toEqual(['first', 'second failed']);
       } finally {
-        delete (kv as { write?: unknown }).write;
+        restore();
       }
     });
 
