@@ -209,7 +209,7 @@ export class TallyNode {
     const heapLimit = getHeapStatistics().heap_size_limit;
     const fitted = fitToHeap(config.replication, heapLimit);
     if (fitted.maxCachedSlots < config.replication.maxCachedSlots || fitted.maxDirtySlots < config.replication.maxDirtySlots) {
-      log(`heap limit ${Math.round(heapLimit / 1048576)} MiB: up to ${fitted.maxCachedSlots} slots cached and ${fitted.maxDirtySlots} awaiting a commit (set for ${config.replication.maxCachedSlots} and ${config.replication.maxDirtySlots})`);
+      log(`heap limit ${Math.round(heapLimit / 1048576)} MiB (the old generation's, as --max-old-space-size gives it, and the young generation's): up to ${fitted.maxCachedSlots} slots cached and ${fitted.maxDirtySlots} awaiting a commit (set for ${config.replication.maxCachedSlots} and ${config.replication.maxDirtySlots})`);
     }
     config.replication = fitted;
     await checkPortFree(config.host, config.port);
