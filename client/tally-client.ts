@@ -148,6 +148,11 @@ function checkEventFields(e: unknown, i: number, of: number): void {
   for (const k in e) {
     if (Object.hasOwn(e, k) && !EVENT_FIELDS.includes(k)) throw new TallyError(ErrorCode.BAD_REQUEST, `${eventName(i, of)} has an unknown field ${JSON.stringify(k)}; the fields are ${EVENT_FIELDS.join(', ')}`);
   }
+  // A null where a value was meant (a column with no value, a measurement that failed) would
+  // otherwise count a view, or a value of 1: refused, as a field left out is what takes a default.
+  for (const k of EVENT_FIELDS) {
+    if ((e as Record<string, unknown>)[k] === null) throw new TallyError(ErrorCode.BAD_REQUEST, `${eventName(i, of)}: ${k} is null; leave it out for its default, or give a value`);
+  }
 }
 
 export interface EventInput {

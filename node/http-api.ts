@@ -174,7 +174,11 @@ export function httpApi(deps: HttpApiDeps): HttpHandler {
     const tuples: EventTuple[] = events.map((e: unknown, i: number) => {
       if (typeof e !== 'object' || e === null || Array.isArray(e)) throw bad(`event ${i + 1} must be { videoId, eventType?, timestamp?, value?, count? }`);
       const ev = e as Record<string, unknown>;
-      for (const k of Object.keys(ev)) if (!['videoId', 'eventType', 'timestamp', 'value', 'count'].includes(k)) throw bad(`event ${i + 1} has an unknown field ${JSON.stringify(k)}; the fields are videoId, eventType, timestamp, value, count`);
+      for (const k of Object.keys(ev)) {
+        if (!['videoId', 'eventType', 'timestamp', 'value', 'count'].includes(k)) throw bad(`event ${i + 1} has an unknown field ${JSON.stringify(k)}; the fields are videoId, eventType, timestamp, value, count`);
+        // null is not "left out": it would count a view, or a value of 1, without a word.
+        if (ev[k] === null) throw bad(`event ${i + 1}: ${k} is null; leave it out for its default, or give a value`);
+      }
       return [ev.videoId, ev.eventType ?? 'view', ev.timestamp === undefined ? now : parseTimeParam(ev.timestamp, `event ${i + 1}: timestamp`), ev.value ?? 1, ev.count ?? 1] as EventTuple;
     });
     if (o.consistency !== undefined && q.has('consistency')) throw bad('consistency is given both in the path and in the body; give it once');

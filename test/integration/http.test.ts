@@ -149,6 +149,10 @@ describe('HTTP/JSON', () => {
       ['/v1/events', { method: 'POST', body: JSON.stringify([{ videoId: 'a' }, { videoId: 'b', colour: 'red' }]) }, /^event 2 has an unknown field "colour"/],
       ['/v1/events', { method: 'POST', body: JSON.stringify([{ videoId: 'b', timestamp: 'soon' }]) }, /^event 1: timestamp must be epoch milliseconds or ISO-8601/],
       ['/v1/events', { method: 'POST', body: JSON.stringify([{ videoId: 'b', count: 0 }]) }, /^event 1: count must be an integer/],
+      // A null is refused, not taken as left out (a view, a value of 1, now).
+      ['/v1/events', { method: 'POST', body: JSON.stringify([{ videoId: 'b', eventType: null }]) }, /^event 1: eventType is null; leave it out for its default, or give a value$/],
+      ['/v1/events', { method: 'POST', body: JSON.stringify([{ videoId: 'b', value: null }]) }, /^event 1: value is null/],
+      ['/v1/events', { method: 'POST', body: JSON.stringify([{ videoId: 'b', timestamp: null }]) }, /^event 1: timestamp is null/],
     ];
     for (const [path, opts, message] of refused) {
       const r = await call(`${base}${path}`, opts);

@@ -398,6 +398,11 @@ describe('TallyClient', () => {
     const second = [{ videoId: 'v' }, { videoId: 'v', timestmap: 0 }] as unknown as Parameters<TallyClient['processEvents']>[0];
     await expect(client.processEvents(second)).rejects.toMatchObject({ code: 'BAD_REQUEST', message: expect.stringMatching(/^event 2 has an unknown field "timestmap"/) });
     await expect(client.processEvents([null] as unknown as Parameters<TallyClient['processEvents']>[0])).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    // A null is not a field left out: it would count a view, or a value of 1, without a word.
+    for (const field of ['eventType', 'value', 'timestamp', 'count']) {
+      const nulled = [{ videoId: 'v' }, { videoId: 'v', [field]: null }] as unknown as Parameters<TallyClient['processEvents']>[0];
+      await expect(client.processEvents(nulled)).rejects.toMatchObject({ code: 'BAD_REQUEST', message: `event 2: ${field} is null; leave it out for its default, or give a value` });
+    }
     expect(node.frames).toHaveLength(0);
     await client.close();
   });
