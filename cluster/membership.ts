@@ -44,6 +44,8 @@ import type { Rng } from './prng.js';
 
 /** Most members a node tracks: the whole membership must fit in one digest list. */
 export const MAX_MEMBERS = MAX_GOSSIP_DIGESTS;
+/** How often a node says, at most, that it could not take a member because it knows MAX_MEMBERS. */
+export const FULL_NOTICE_INTERVAL_MS = 60_000;
 /** Most peers told directly when this node starts leaving or leaves; gossip tells the rest. */
 export const MAX_ANNOUNCE_PEERS = 32;
 /** Distinct claimants of our own id remembered, so each is reported once. */
@@ -77,6 +79,11 @@ export type MembershipEffect =
   | { kind: 'generationRaised'; over: EndpointState }
   /** A member off the ring that no node has seen alive for `memberExpiryMs` is forgotten. */
   | { kind: 'memberExpired'; id: string }
+  /**
+   * A member unknown here could not be taken: this node knows MAX_MEMBERS already (`removed` of
+   * them tombstones). At most once per FULL_NOTICE_INTERVAL_MS; `more`: other members refused since the last.
+   */
+  | { kind: 'membersFull'; id: string; known: number; removed: number; more: number }
   /** This node's own actor was taken off the ring for good (decommissioned or removed): it must stop. */
   | { kind: 'removed'; by: string };
 
@@ -195,6 +202,9 @@ export class Membership {
    * each kept for memberExpiryMs.
    */
   private readonly forgotten = new Map<string, { generation: number; version: number; atMs: number }>();
+  /** When a member was last refused for want of room (see `membersFull`), and the others refused since (at most MAX_MEMBERS). */
+  private fullNoticeAtMs = Number.NEGATIVE_INFINITY;
+  private readonly fullRefusedSince = new Set<string>();
 
   constructor(init: MembershipInit) {
     const { self, config } = init;
@@ -792,7 +802,20 @@ export class Membership {
       return;
     }
     if (local === undefined) {
-      if (this.states.size >= MAX_MEMBERS) return;
+      if (this.states.size >= MAX_MEMBERS) {
+        // Without a word the newcomer would wait for ever to be taken, and no log would say why.
+        if (nowMs - this.fullNoticeAtMs >= FULL_NOTICE_INTERVAL_MS) {
+          let removed = 0;
+          for (const st of this.states.values()) if (st.lifecycle === Lifecycle.REMOVED) removed++;
+          this.fullRefusedSince.delete(id);
+          effects.push({ kind: 'membersFull', id, known: this.states.size, removed, more: this.fullRefusedSince.size });
+          this.fullNoticeAtMs = nowMs;
+          this.fullRefusedSince.clear();
+        } else if (this.fullRefusedSince.size < MAX_MEMBERS) {
+          this.fullRefusedSince.add(id);
+        }
+        return;
+      }
       const was = this.forgotten.get(id);
       if (was !== undefined && !newer(incoming, was)) return;
       this.forgotten.delete(id);

@@ -923,6 +923,13 @@ export class NodeCore {
         case 'memberExpired':
           this.out.log.push(`member ${e.id} forgotten: no node has seen it alive for ${Math.round(this.memberExpiryMs / 3_600_000)} h`);
           break;
+        case 'membersFull':
+          this.out.log.push(
+            `error: member ${e.id} cannot be taken: this node knows ${e.known} members, the most it keeps, ${e.removed} of them taken off the ring for good ` +
+              `(each kept so that its actor never comes back); ${e.id} will not be taken into the cluster by this node` +
+              (e.more > 0 ? ` (${e.more} more refused since the last notice)` : ''),
+          );
+          break;
         case 'removed':
           this.out.log.push(`error: this node's actor ${this.actor} was taken off the ring for good (word from ${e.by}); it stops, and may join again only with an empty data directory`);
           this.out.removed = `it was removed from the cluster (tally removenode, word from ${e.by})`;

@@ -6,7 +6,7 @@
  */
 import { describe, expect, test } from 'vitest';
 import { defaultConfig } from '../../cluster/membership-config.js';
-import { Membership, type KnownPeer, type MembershipEffect } from '../../cluster/membership.js';
+import { FULL_NOTICE_INTERVAL_MS, MAX_MEMBERS, Membership, type KnownPeer, type MembershipEffect } from '../../cluster/membership.js';
 import { Prng } from '../../cluster/prng.js';
 import { parseKnownPeers } from '../../node/tally-node.js';
 import { GossipMessageType, Lifecycle, type GossipMessage } from '../../protocol/gossip.js';
@@ -109,6 +109,31 @@ describe('a removed member', () => {
     gossip(restarted, 'x', 'b', 7_010);
     expect(restarted.get('b')!.stateOf('x')?.lifecycle).toBe(Lifecycle.NORMAL);
     expect(restarted.get('b')!.ring().members).toContain('x');
+  });
+
+  test('a node that keeps as many members as it may says so when it cannot take another, at most once a minute', () => {
+    // Tombstones are kept for good: a cluster that has seen MAX_MEMBERS ids come and go takes no more.
+    const tombstones: KnownPeer[] = Array.from({ length: MAX_MEMBERS - 2 }, (_, i) => ({
+      id: `old${i}`,
+      address: `old${i}:7000`,
+      zone: 'z',
+      vnodes: 4,
+      removed: { actor: `old${i}#0001`, generation: 50 },
+    }));
+    const nodes = new Map([
+      ['a', member('a', 100, 0, { knownPeers: [...tombstones, { id: 'b', address: 'b:7000', zone: 'z', vnodes: 4 }] })],
+      ['b', member('b', 100, 0)],
+      ['y', member('y', 100, 0)],
+      ['w', member('w', 100, 0)],
+    ]);
+    gossip(nodes, 'b', 'a', 10);
+    const full = (es: MembershipEffect[]): MembershipEffect[] => es.filter((e) => e.kind === 'membersFull');
+    expect(full(gossip(nodes, 'y', 'a', 20))).toEqual([{ kind: 'membersFull', id: 'y', known: MAX_MEMBERS, removed: MAX_MEMBERS - 2, more: 0 }]);
+    expect(nodes.get('a')!.stateOf('y')).toBeUndefined();
+    // Within the minute: refused without a word; after it, said again with the count between.
+    expect(full(gossip(nodes, 'y', 'a', 30))).toEqual([]);
+    expect(full(gossip(nodes, 'w', 'a', 40))).toEqual([]);
+    expect(full(gossip(nodes, 'y', 'a', 20 + FULL_NOTICE_INTERVAL_MS))).toEqual([{ kind: 'membersFull', id: 'y', known: MAX_MEMBERS, removed: MAX_MEMBERS - 2, more: 1 }]);
   });
 
   test('keeps its tombstone past the member expiry', () => {

@@ -60,6 +60,8 @@ function fmtEffect(e: MembershipEffect): string {
       return 'ring changed';
     case 'memberExpired':
       return `${e.id} expired`;
+    case 'membersFull':
+      return `${e.id} refused: ${e.known} members known (${e.removed} removed), ${e.more} more since`;
     case 'identityConflict':
       return `identity conflict: ${e.claimed.id} at ${e.claimed.address} gen ${e.claimed.generation} v${e.claimed.version}${e.refuted ? ' (refuted)' : ''}`;
     case 'removed':
