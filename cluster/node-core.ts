@@ -423,8 +423,13 @@ interface RepairSession {
   hashed: boolean;
   /** The initiator: the peer's branch hashes, once they came. */
   theirs: number[] | undefined;
-  /** The initiator: `ae-leaves` not yet answered. */
-  repliesLeft: number;
+  /**
+   * The initiator: the branches of the `ae-leaves` sent and not yet answered. A reply counts once,
+   * however often the network delivers it.
+   */
+  awaiting: Set<number>;
+  /** The initiator: the `last` branches, sent once every other `ae-leaves` is answered. */
+  lastBranches: number[] | undefined;
   leaves: Set<number>;
   push: StreamJob | undefined;
   deadlineMs: number;
@@ -2528,7 +2533,7 @@ export class NodeCore {
   }
 
   private newRepair(peer: string, id: number, initiator: boolean): RepairSession {
-    return { peer, id, initiator, tree: new MerkleTree(), hashed: false, theirs: undefined, repliesLeft: 0, leaves: new Set(), push: undefined, deadlineMs: this.now + REPAIR_IDLE_TIMEOUT_MS, round: undefined, ended: false };
+    return { peer, id, initiator, tree: new MerkleTree(), hashed: false, theirs: undefined, awaiting: new Set(), lastBranches: undefined, leaves: new Set(), push: undefined, deadlineMs: this.now + REPAIR_IDLE_TIMEOUT_MS, round: undefined, ended: false };
   }
 
   /** Whether a slot's key is on both this node and `peer` (by this node's ring). */
@@ -2590,11 +2595,26 @@ export class NodeCore {
       this.send(s.peer, { t: PeerMessageType.AE_LEAVES, id: s.id, branches: [], hashes: [], last: true });
       return this.endRepair(s, 'inSync');
     }
-    for (let i = 0; i < branches.length; i += AE_BRANCHES_PER_MESSAGE) {
-      const chunk = branches.slice(i, i + AE_BRANCHES_PER_MESSAGE);
-      s.repliesLeft++;
-      this.send(s.peer, { t: PeerMessageType.AE_LEAVES, id: s.id, branches: chunk, hashes: s.tree.leavesOf(chunk), last: i + AE_BRANCHES_PER_MESSAGE >= branches.length });
-    }
+    // The peer starts sending its slots on `last`, with the leaves it knows of then: so `last` goes
+    // only once every other message is answered, which a message that arrives late, after it,
+    // could not be (it would have no say in what the peer sends).
+    const lastFrom = Math.floor((branches.length - 1) / AE_BRANCHES_PER_MESSAGE) * AE_BRANCHES_PER_MESSAGE;
+    s.lastBranches = branches.slice(lastFrom);
+    for (let i = 0; i < lastFrom; i += AE_BRANCHES_PER_MESSAGE) this.sendLeaves(s, branches.slice(i, i + AE_BRANCHES_PER_MESSAGE), false);
+    this.sendLastLeaves(s);
+  }
+
+  private sendLeaves(s: RepairSession, branches: number[], last: boolean): void {
+    for (const b of branches) s.awaiting.add(b);
+    this.send(s.peer, { t: PeerMessageType.AE_LEAVES, id: s.id, branches, hashes: s.tree.leavesOf(branches), last });
+  }
+
+  /** The `last` leaves, once every other `ae-leaves` is answered. */
+  private sendLastLeaves(s: RepairSession): void {
+    if (s.awaiting.size > 0 || s.lastBranches === undefined) return;
+    const branches = s.lastBranches;
+    s.lastBranches = undefined;
+    this.sendLeaves(s, branches, true);
   }
 
   private onRepairRequest(from: string, id: number): void {
@@ -2618,7 +2638,8 @@ export class NodeCore {
 
   private onRepairTree(from: string, id: number, hashes: number[], code: ErrorCode | undefined): void {
     const s = this.repairOut;
-    if (s === undefined || s.peer !== from || s.id !== id) return;
+    // A repeated tree (the network may deliver a message twice) would compare, and send, again.
+    if (s === undefined || s.peer !== from || s.id !== id || s.theirs !== undefined) return;
     if (code !== undefined) return this.endRepair(s, code === ErrorCode.OVERLOADED ? 'busy' : 'failed');
     s.theirs = hashes;
     s.deadlineMs = this.now + REPAIR_IDLE_TIMEOUT_MS;
@@ -2629,7 +2650,8 @@ export class NodeCore {
   private onRepairLeaves(from: string, id: number, branches: number[], hashes: number[], last: boolean): void {
     const key = `${from}\0${id}`;
     const s = this.repairsIn.get(key);
-    if (s === undefined || !s.hashed) return;
+    // Sending already: a repeated message changes nothing (its reply went with the first).
+    if (s === undefined || !s.hashed || s.push !== undefined) return;
     s.deadlineMs = this.now + REPAIR_IDLE_TIMEOUT_MS;
     if (branches.length > 0) {
       const mine = s.tree.leavesOf(branches);
@@ -2641,10 +2663,14 @@ export class NodeCore {
 
   private onRepairLeavesReply(from: string, id: number, branches: number[], hashes: number[]): void {
     const s = this.repairOut;
-    if (s === undefined || s.peer !== from || s.id !== id || s.repliesLeft === 0) return;
+    // Each reply once: one delivered twice must not stand in for one still on its way.
+    if (s === undefined || s.peer !== from || s.id !== id || branches.length === 0 || !branches.every((b) => s.awaiting.has(b))) return;
     s.deadlineMs = this.now + REPAIR_IDLE_TIMEOUT_MS;
+    for (const b of branches) s.awaiting.delete(b);
     for (const leaf of differingLeaves(branches, s.tree.leavesOf(branches), hashes)) s.leaves.add(leaf);
-    if (--s.repliesLeft === 0) this.pushLeaves(s);
+    if (s.awaiting.size > 0) return;
+    if (s.lastBranches !== undefined) return this.sendLastLeaves(s);
+    this.pushLeaves(s);
   }
 
   /** Sends the peer every shared slot under the leaves that differ; the session ends when it has them. */
