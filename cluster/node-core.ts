@@ -225,10 +225,13 @@ const STREAM_PAGES_IN_FLIGHT = 4;
 const MAX_INBOUND_REPAIRS = 2;
 /**
  * A repair session that has not moved on for this long is given up (its peer died, restarted or is
- * cut off). Both sides walk at the same pace, so one waits for the other's walk only as long as
- * their stores differ in size: seconds.
+ * cut off). Both sides walk at the same pace, but their stores may differ in size many times over
+ * (a node that lost most of its keys, one that holds ranges it no longer replicates), so a side
+ * still walking says so every REPAIR_PROGRESS_MS, and the other waits on.
  */
 const REPAIR_IDLE_TIMEOUT_MS = 10_000;
+/** How often a side still walking its store tells the other it is (well within REPAIR_IDLE_TIMEOUT_MS). */
+const REPAIR_PROGRESS_MS = 2_500;
 /**
  * On-demand repair rounds (`tally repair`) a node holds at once, the one under way included; one
  * more is refused OVERLOADED. Each compares with every peer, one after another, so more would
@@ -2562,7 +2565,7 @@ export class NodeCore {
   private hashShared(s: RepairSession): void {
     const shared = this.shared(s.peer);
     const leaf = this.leafOfVideo();
-    const walk = { after: undefined as string | undefined, nextPageMs: this.now };
+    const walk = { after: undefined as string | undefined, nextPageMs: this.now, toldMs: this.now };
     const startedMs = this.now;
     const page = (): void => {
       this.walkStore(walk.after, STREAM_PAGE_SLOTS, walk.nextPageMs, (entries, next) => {
@@ -2575,6 +2578,13 @@ export class NodeCore {
         }
         if (next !== undefined) {
           walk.after = next;
+          // Still walking: said with the message of the next step that carries nothing (no branches),
+          // which the other side takes as a sign of life only.
+          if (this.now - walk.toldMs >= REPAIR_PROGRESS_MS) {
+            walk.toldMs = this.now;
+            if (s.initiator) this.send(s.peer, { t: PeerMessageType.AE_LEAVES, id: s.id, branches: [], hashes: [], last: false });
+            else this.send(s.peer, { t: PeerMessageType.AE_LEAVES_REPLY, id: s.id, branches: [], hashes: [] });
+          }
           return page();
         }
         s.hashed = true;
@@ -2652,7 +2662,8 @@ export class NodeCore {
     const s = this.repairsIn.get(key);
     // Sending already: a repeated message changes nothing (its reply went with the first).
     if (s === undefined || !s.hashed || s.push !== undefined) return;
-    s.deadlineMs = this.now + REPAIR_IDLE_TIMEOUT_MS;
+    // None and not the last: the initiator is still walking its store (see hashShared).
+    s.deadlineMs = Math.max(s.deadlineMs, this.now + REPAIR_IDLE_TIMEOUT_MS);
     if (branches.length > 0) {
       const mine = s.tree.leavesOf(branches);
       this.send(from, { t: PeerMessageType.AE_LEAVES_REPLY, id, branches, hashes: mine });
@@ -2663,8 +2674,11 @@ export class NodeCore {
 
   private onRepairLeavesReply(from: string, id: number, branches: number[], hashes: number[]): void {
     const s = this.repairOut;
+    if (s === undefined || s.peer !== from || s.id !== id) return;
+    // None: the peer is still walking its store (see hashShared).
+    if (branches.length === 0) return void (s.deadlineMs = Math.max(s.deadlineMs, this.now + REPAIR_IDLE_TIMEOUT_MS));
     // Each reply once: one delivered twice must not stand in for one still on its way.
-    if (s === undefined || s.peer !== from || s.id !== id || branches.length === 0 || !branches.every((b) => s.awaiting.has(b))) return;
+    if (!branches.every((b) => s.awaiting.has(b))) return;
     s.deadlineMs = this.now + REPAIR_IDLE_TIMEOUT_MS;
     for (const b of branches) s.awaiting.delete(b);
     for (const leaf of differingLeaves(branches, s.tree.leavesOf(branches), hashes)) s.leaves.add(leaf);

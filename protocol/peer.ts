@@ -160,7 +160,8 @@ export interface AeTreeMessage {
  * The initiator's leaf hashes under branches that differ (AE_LEAVES_PER_BRANCH × AE_WORDS_PER_HASH
  * numbers per branch); the replica answers `ae-leaves-reply` with its own for the same branches.
  * `last`: no more follow; each side then sends the other its slots under the leaves that differ.
- * A `last` with no branches: the trees agree.
+ * A `last` with no branches: the trees agree. Neither `last` nor branches (and, from the replica,
+ * an `ae-leaves-reply` with no branches): the sender is still walking its store; wait on.
  */
 export interface AeLeavesMessage {
   t: typeof PeerMessageType.AE_LEAVES;
