@@ -444,7 +444,7 @@ export class TallyClient {
     }
   }
 
-  /** Views of `videoId` in [startTime, endTime), both truncated to the minute. */
+  /** Views of `videoId` in [startTime, endTime): the start truncated to its minute, the end rounded up to its minute. */
   getViewsCount(videoId: string, startTime: TimeInput, endTime: TimeInput, opts?: ReadOptions): Promise<number> {
     return this.getCount(videoId, VIEW, startTime, endTime, opts);
   }

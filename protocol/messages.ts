@@ -23,7 +23,7 @@ export function eventsIn(events: readonly EventTuple[]): number {
   for (const e of events) n += e[4];
   return n;
 }
-/** One range query, `[startMs, endMs)` truncated to the minute: [videoId, eventType, startMs, endMs]. */
+/** One range query, `[startMs, endMs)` read to the minute (start truncated, end rounded up): [videoId, eventType, startMs, endMs]. */
 export type QueryTuple = [videoId: string, eventType: string, startMs: number, endMs: number];
 /** The aggregate of a range: [count, sum, min, max]; min and max are null when count is 0. */
 export type StatsTuple = [count: number, sum: number, min: number | null, max: number | null];
