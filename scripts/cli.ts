@@ -239,7 +239,7 @@ async function main(argv: string[]): Promise<void> {
           .option('memory-mb', { type: 'number', describe: `resident memory to keep the node under, MiB: it runs with the JavaScript heap limit this leaves (${NATIVE_RESERVE_MB} MiB less) unless given one (--max-old-space-size, NODE_OPTIONS); 0: V8's own limit [${DEFAULT_MEMORY_MB}]` })
           .option('rebuild', { type: 'boolean', describe: 'move a lost or damaged database aside and come back as a new actor that the replicas refill' })
           .option('repair-interval-ms', { type: 'number', describe: 'start an anti-entropy comparison with the next peer this often; 0: only on `tally repair` [60000]' })
-          .option('repair-slots-per-second', { type: 'number', describe: 'pace of anti-entropy\'s walks of the store [100000]' })
+          .option('repair-slots-per-second', { type: 'number', describe: 'pace of each of anti-entropy\'s walks of the store, slots a second (a node walks for up to three comparisons at once) [100000]' })
           .option('minute-retention-days', { type: 'number', describe: 'keep minute buckets this many days after their day ends, the same on every member; 0: for ever [14]' })
           .option('hour-retention-days', { type: 'number', describe: 'keep hour buckets this many days after their day ends, the same on every member; 0: for ever [400]' })
           .option('shorten-retention', { type: 'boolean', describe: 'start with a shorter retention than the data was kept under, deleting the days past it (refused without it)' })
