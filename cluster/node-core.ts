@@ -1437,17 +1437,21 @@ export class NodeCore {
     }
     if (this.writtenMax.m > this.writtenKept.m || this.writtenMax.h > this.writtenKept.h || this.writtenMax.d > this.writtenKept.d) written = { ...this.writtenMax };
     const journalPut = own.length > 0 ? [{ key: `${this.membership.startGeneration.toString(16)}-${id.toString(16)}`, refs: own }] : [];
+    // Hints come and go by the hundred thousand at times (a journal replayed at a start, a burst
+    // expiring together): at most MAX_HINT_OPS_PER_COMMIT of each a commit, the rest next.
+    const hintsPut = this.pendingHintsPut.splice(0, MAX_HINT_OPS_PER_COMMIT);
+    // A journal record goes with the last of the hints made before it was let go, never ahead of
+    // them: killed between the two commits, the node would have lost both the record and the hints.
+    const journalDelete = this.pendingHintsPut.length === 0 ? this.pendingJournalDelete.splice(0, MAX_HINT_OPS_PER_COMMIT) : [];
     const batch: PersistBatch = {
       id,
       slots,
-      // Hints come and go by the hundred thousand at times (a journal replayed at a start, a
-      // burst expiring together): at most MAX_HINT_OPS_PER_COMMIT of each a commit, the rest next.
-      hintsPut: this.pendingHintsPut.splice(0, MAX_HINT_OPS_PER_COMMIT),
+      hintsPut,
       hintsDelete: this.pendingHintsDelete.splice(0, MAX_HINT_OPS_PER_COMMIT),
       batchesPut: this.pendingBatchesPut,
       batchesDelete: this.pendingBatchesDelete,
       journalPut,
-      journalDelete: this.pendingJournalDelete.splice(0, MAX_HINT_OPS_PER_COMMIT),
+      journalDelete,
       sync: this.cfg.fsync,
       afterInFlight: inFlight > 0,
     };
