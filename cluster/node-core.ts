@@ -2224,8 +2224,12 @@ export class NodeCore {
     const leaving = this.membership.leavers();
     // A member that died while it decommissioned may be removed instead, by a live member that
     // drives the rest: else its peers would hold it as leaving, every ring change waiting, until
-    // it came back. The streams under way go on: the same member leaves the same ring.
-    const takeover = op === 'removenode' && leaving.length === 1 && leaving[0] === target && state?.lifecycle === Lifecycle.DECOMMISSIONING && this.moverOf(target) === target;
+    // it came back. So may one whose remover died before the removal ended (brought back, the
+    // remover would have forgotten it, and its own rebuild would wait for the member being
+    // removed, for good). The streams under way go on: the same member leaves the same ring.
+    const mover = leaving.length === 1 && leaving[0] === target ? this.moverOf(target) : undefined;
+    const takeover =
+      op === 'removenode' && mover !== undefined && mover !== this.id && (mover === target ? state?.lifecycle === Lifecycle.DECOMMISSIONING : !this.isUp(mover));
     if (leaving.length > 0 && !takeover) return refuse(ErrorCode.UNAVAILABLE, `${leaving.join(', ')} ${leaving.length === 1 ? 'is' : 'are'} leaving the ring; one ring change at a time: retry once it is done (tally status shows it)`);
     // A member that died while being rebuilt may itself be removed: reads do not count it yet, so
     // it holds nothing the others need, and nothing else would ever end its rebuild.
@@ -2249,9 +2253,16 @@ export class NodeCore {
   /**
    * The member driving the removal of `leaver`: the member removing it, or else the leaver itself
    * (decommissioning; one that died doing so may be removed by another, which then drives it).
+   * Of two removing it (the first died, and another took the removal over), the first that is up.
    */
   private moverOf(leaver: string): string | undefined {
-    for (const m of this.membership.view(this.now)) if (this.membership.stateOf(m.id)?.removing === leaver) return m.id;
+    let down: string | undefined;
+    for (const m of this.membership.view(this.now)) {
+      if (this.membership.stateOf(m.id)?.removing !== leaver) continue;
+      if (this.isUp(m.id)) return m.id;
+      down ??= m.id;
+    }
+    if (down !== undefined) return down;
     if (this.membership.stateOf(leaver)?.lifecycle === Lifecycle.DECOMMISSIONING) return leaver;
     return undefined;
   }

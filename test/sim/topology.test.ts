@@ -430,9 +430,34 @@ function runThreeAtOnce(seed: number): void {
   expectAllReads(sim, 'n1', acked);
 }
 
+/**
+ * The member driving a removal dies too, before the removal ends (five nodes, RF 3): another live
+ * member removes the same member again and takes the removal over. Without it no change could
+ * ever be taken (one at a time), and bringing the dead driver back empty cancelled the removal
+ * and left its rebuild waiting for the member being removed, for good.
+ */
+function runRemoverDies(seed: number): void {
+  const { sim, agreed, acked } = fiveNodesWritten(seed, 'rd');
+  sim.crash('n4');
+  until(sim, 'n4 seen down', 20_000, () => !sim.node('n1').core!.membership.isUp('n4') && !sim.node('n2').core!.membership.isUp('n4'));
+  expect(ask(sim, 'n1', 'removenode', 'n4'), 'removenode accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
+  until(sim, 'n2 hears of the removal', 5_000, () => sim.node('n2').core!.membership.leavers().includes('n4'));
+  // Killed for good before the streams begin (they wait writeTimeoutMs after the ring is agreed).
+  sim.crash('n1');
+  until(sim, 'n1 seen down', 20_000, () => !sim.node('n2').core!.membership.isUp('n1'));
+  expect(ask(sim, 'n2', 'removenode', 'n4'), 'the removal taken over').toMatchObject({ kind: 'reply', reply: { ok: true } });
+  sim.wipe('n1');
+  sim.start('n1');
+  const core = (): NodeCore => sim.node('n2').core as NodeCore;
+  until(sim, 'n4 removed and n1 rebuilt, and the four agree', 60_000, () => core().membership.stateOf('n4')?.lifecycle === Lifecycle.REMOVED && core().membership.removing === undefined && sim.node('n1').disk.rebuilding === false && agreed(4));
+  expectRemovedEverywhere(sim, 'n4', ['n1', 'n2', 'n3', 'n5']);
+  expectAllReads(sim, 'n3', acked);
+}
+
 describe('ring changes on the composed core', () => {
   simTest(FILE, 'three decommissions asked at once of five nodes at RF 3: the last gives way, the two others end, nothing is lost', (seed) => runThreeAtOnce(seed), 60_000);
   simTest(FILE, 'a member that dies while it decommissions is removed instead, and nothing acknowledged is lost', (seed) => runDiesDecommissioning(seed), 60_000);
+  simTest(FILE, 'the member driving a removal dies too: another takes the removal over, the first comes back empty, nothing acknowledged is lost', (seed) => runRemoverDies(seed), 60_000);
   simTest(FILE, 'a member that dies while it is being rebuilt is removed, and nothing acknowledged is lost', (seed) => runDiesRebuilding(seed), 60_000);
   simTest(FILE, 'a rebuild waits for a member decommissioning that is down for a moment, not for one being removed', (seed) => runRebuildWaitsForDecommissioning(seed), 60_000);
   simTest(FILE, 'two members dead for good at once: one brought back empty is rebuilt, the other\'s removal ends, nothing acknowledged is lost', (seed) => runTwoDead(seed), 60_000);
