@@ -2138,7 +2138,9 @@ export class NodeCore {
         if (!stable) continue;
         st?.job.cancel();
         const stream = { generation, doneSentMs: 0, job: undefined as unknown as StreamJob };
-        stream.job = new StreamJob(member, (e) => this.replicasOf(e.ref.videoId).includes(member), 0, () => {
+        // Its ranges on the ring, and while members leave it, those it takes over from them: a
+        // node wiped while a change streamed it what it gains is not sent that again by the change.
+        stream.job = new StreamJob(member, (e) => this.placementOf(e.ref.videoId).all.includes(member), 0, () => {
           stream.doneSentMs = this.now;
           this.send(member, { t: PeerMessageType.STREAM_DONE, generation });
           this.out.log.push(`rebuild: sent ${member} everything this node holds of its ranges (${stream.job.slots} slots)`);

@@ -454,9 +454,49 @@ function runRemoverDies(seed: number): void {
   expectAllReads(sim, 'n3', acked);
 }
 
+/**
+ * A node wiped while a ring change streams it what it takes over (five nodes, RF 3, n2
+ * decommissioning): brought back empty, it is sent again what it gains as well as its own ranges,
+ * so once the change ends it holds every acknowledged count of every key it replicates. It used to
+ * be sent its ranges on the ring being left only, and held none of what it had taken over.
+ */
+function runGainerWiped(seed: number): void {
+  const { sim, agreed, acked } = fiveNodesWritten(seed, 'gw');
+  expect(ask(sim, 'n2', 'decommission'), 'decommission accepted').toMatchObject({ kind: 'reply', reply: { ok: true } });
+  const core = sim.node('n1').core!;
+  until(sim, 'n1 hears of the change', 5_000, () => core.membership.leavers().includes('n2'));
+  const pending = core.membership.pendingRing()!;
+  const ring = core.membership.ring();
+  const gains = new Map<string, string[]>();
+  for (const id of acked.keys()) {
+    const before = ring.preferenceList(id, 3);
+    for (const r of pending.preferenceList(id, 3)) if (!before.includes(r)) gains.set(r, [...(gains.get(r) ?? []), id]);
+  }
+  const [g1] = [...gains.keys()];
+  expect(g1, 'a member gains ranges').toBeDefined();
+  const gainer = g1 as string;
+  // Nothing from n3 reaches n2, which drives the change, so the change cannot end; meanwhile the
+  // gainer is sent everything it gains, then loses its disk.
+  sim.net.partition(['n3'], ['n2'], true);
+  const senders = ['n1', 'n2', 'n3', 'n4', 'n5'].filter((m) => m !== gainer);
+  until(sim, `${gainer} sent what it gains`, 20_000, () => senders.every((m) => sim.log.some((l) => l.includes(` ${m}: ring change: sent ${gainer} what it takes over`))));
+  expect(sim.node('n2').removed, 'the change still under way').toBeUndefined();
+  sim.crash(gainer);
+  sim.wipe(gainer);
+  sim.start(gainer);
+  sim.run(2_000);
+  sim.net.heal();
+  until(sim, 'n2 decommissioned, and the four agree', 90_000, () => sim.node('n2').removed !== undefined && sim.node(gainer).disk.rebuilding === false && agreed(4));
+  const disk = sim.node(gainer).disk;
+  const missing = [...acked.keys()].filter((id) => sim.node('n1').core!.replicasOf(id).includes(gainer) && disk.count({ videoId: id, eventType: 'view', res: 'd', start: T0 }) < (acked.get(id) as number));
+  expect(missing, `series ${gainer} replicates but does not hold`).toEqual([]);
+  expectAllReads(sim, 'n1', acked);
+}
+
 describe('ring changes on the composed core', () => {
   simTest(FILE, 'three decommissions asked at once of five nodes at RF 3: the last gives way, the two others end, nothing is lost', (seed) => runThreeAtOnce(seed), 60_000);
   simTest(FILE, 'a member that dies while it decommissions is removed instead, and nothing acknowledged is lost', (seed) => runDiesDecommissioning(seed), 60_000);
+  simTest(FILE, 'a node wiped while a ring change streams it what it gains is sent it again, and holds every count it replicates', (seed) => runGainerWiped(seed), 60_000);
   simTest(FILE, 'the member driving a removal dies too: another takes the removal over, the first comes back empty, nothing acknowledged is lost', (seed) => runRemoverDies(seed), 60_000);
   simTest(FILE, 'a member that dies while it is being rebuilt is removed, and nothing acknowledged is lost', (seed) => runDiesRebuilding(seed), 60_000);
   simTest(FILE, 'a rebuild waits for a member decommissioning that is down for a moment, not for one being removed', (seed) => runRebuildWaitsForDecommissioning(seed), 60_000);
