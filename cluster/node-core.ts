@@ -1438,8 +1438,11 @@ export class NodeCore {
     if (this.writtenMax.m > this.writtenKept.m || this.writtenMax.h > this.writtenKept.h || this.writtenMax.d > this.writtenKept.d) written = { ...this.writtenMax };
     const journalPut = own.length > 0 ? [{ key: `${this.membership.startGeneration.toString(16)}-${id.toString(16)}`, refs: own }] : [];
     // Hints come and go by the hundred thousand at times (a journal replayed at a start, a burst
-    // expiring together): at most MAX_HINT_OPS_PER_COMMIT of each a commit, the rest next.
-    const hintsPut = this.pendingHintsPut.splice(0, MAX_HINT_OPS_PER_COMMIT);
+    // expiring together): at most MAX_HINT_OPS_PER_COMMIT of each a commit, the rest next. New
+    // hints wait for the deletes queued before them: the store applies a commit's deletes first,
+    // so a bucket hinted again after its old hint went would lose the new hint to a later commit.
+    const hintsDelete = this.pendingHintsDelete.splice(0, MAX_HINT_OPS_PER_COMMIT);
+    const hintsPut = this.pendingHintsDelete.length === 0 ? this.pendingHintsPut.splice(0, MAX_HINT_OPS_PER_COMMIT) : [];
     // A journal record goes with the last of the hints made before it was let go, never ahead of
     // them: killed between the two commits, the node would have lost both the record and the hints.
     const journalDelete = this.pendingHintsPut.length === 0 ? this.pendingJournalDelete.splice(0, MAX_HINT_OPS_PER_COMMIT) : [];
@@ -1447,7 +1450,7 @@ export class NodeCore {
       id,
       slots,
       hintsPut,
-      hintsDelete: this.pendingHintsDelete.splice(0, MAX_HINT_OPS_PER_COMMIT),
+      hintsDelete,
       batchesPut: this.pendingBatchesPut,
       batchesDelete: this.pendingBatchesDelete,
       journalPut,

@@ -3,9 +3,11 @@ import { describe, expect, it, test } from 'vitest';
 import xxhash from 'xxhash-wasm';
 import { HintTable } from '../../cluster/hint-table.js';
 import { defaultReplicationConfig } from '../../cluster/replication-config.js';
-import { bucketId, type BucketRef } from '../../cluster/slot-table.js';
+import { bucketId, CommitSlots, type BucketRef } from '../../cluster/slot-table.js';
+import { Consistency } from '../../protocol/messages.js';
 import { MemoryKv } from '../../node/kv.js';
 import { Store } from '../../node/store.js';
+import type { Ready } from '../../cluster/node-core.js';
 import { coreOfThree } from '../helpers/core.js';
 
 const ref = (videoId: string, start = 0): BucketRef => ({ videoId, eventType: 'view', res: 'm', start });
@@ -83,3 +85,45 @@ test('a node that restarts keeps the time of a hint it renewed, not the one it f
   expect(stored.get('n3')).toBe(now);
   expect(stored.get('n2')).toBe(now);
 });
+
+test('a bucket hinted again while the deletes of many expired hints wait their turn stays hinted in the store', async () => {
+  const { h64 } = await xxhash();
+  const now = Date.UTC(2026, 10, 28, 12);
+  const window = defaultReplicationConfig().hintWindowMs;
+  const minute = now - (now % 60_000);
+  // 150,000 hints for n2 past the window, the deletes of four commits; the last three
+  // are the buckets of the event written below.
+  const refs: BucketRef[] = Array.from({ length: 149_997 }, (_, i) => ({ videoId: `old${i}`, eventType: 'view', res: 'm' as const, start: minute }));
+  const mine: BucketRef[] = [
+    { videoId: 'v1', eventType: 'view', res: 'm', start: minute },
+    { videoId: 'v1', eventType: 'view', res: 'h', start: now - (now % 3_600_000) },
+    { videoId: 'v1', eventType: 'view', res: 'd', start: now - (now % 86_400_000) },
+  ];
+  const hints = [...refs, ...mine].map((ref) => ({ node: 'n2', ref, atMs: now - window - 60_000 }));
+  const store = new Store(new MemoryKv(), h64);
+  await store.open();
+  const core = coreOfThree(h64, now, { hints });
+  for (let i = 0; i < hints.length; i += 10_000) await store.commit({ id: 0, slots: CommitSlots.of([]), hintsPut: hints.slice(i, i + 10_000), hintsDelete: [], batchesPut: [], batchesDelete: [], journalPut: [], journalDelete: [], sync: false, afterInFlight: false });
+  // Its first step, once it would settle with nobody to ask: an event of v1 at `one`, with n2
+  // down, is taken while the hints expire; once its commit lands, its buckets are hinted to n2
+  // again, while the deletes of the expired ones are still on their way to the store.
+  let t = now + 11_000;
+  const readies: Ready[] = [core.step({ kind: 'write', req: 1, events: [['v1', 'view', now, 1, 1]], cl: Consistency.ONE }, t)];
+  const replies: Ready['replies'] = [];
+  for (let i = 0; i < 1_000 && readies.length > 0; i++) {
+    const ready = readies.shift() as Ready;
+    replies.push(...ready.replies);
+    for (const load of ready.loads) readies.push(core.step({ kind: 'loaded', load: load.id, slots: load.keys.map(() => undefined) }, t));
+    if (ready.persist !== undefined) {
+      const b = ready.persist;
+      await store.commit(b);
+      readies.push(core.step({ kind: 'persisted', persist: b.id }, t));
+    }
+    if (readies.length === 0 && i < 300) readies.push(core.step({ kind: 'tick' }, (t += 100)));
+  }
+  expect(replies.map((r) => r.reply.ok)).toEqual([true]);
+  const kept = (await store.loadHints(1_000_000)).hints.filter((h) => h.node === 'n2' && h.ref.videoId === 'v1').map((h) => h.ref.res).sort();
+  // In memory the node holds them; a restart must find them too.
+  expect(core.stats().hints['n2']?.pending).toBe(3);
+  expect(kept).toEqual(['d', 'h', 'm']);
+}, 60_000);
