@@ -2371,8 +2371,8 @@ export class NodeCore {
         this.out.log.push(`ring change: ${this.id} has left the ring for good; it stops once every live peer knows`);
       } else {
         this.membership.markRemoved(leaver);
-        this.hintsForget(leaver);
-        this.out.log.push(`ring change: ${leaver} is off the ring for good; its ranges are on their new replicas`);
+        const dropped = this.hintsForget(leaver);
+        this.out.log.push(`ring change: ${leaver} is off the ring for good; its ranges are on their new replicas${dropped > 0 ? `; dropping ${dropped} hints for it` : ''}`);
       }
     }
   }
