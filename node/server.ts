@@ -573,7 +573,14 @@ export class TallyServer {
     req.socket.prependListener('data', (chunk: Buffer) => {
       this.notePartial(conn, chunk.length);
     });
-    const frameDone = (): void => this.releasePartial(conn);
+    // Bytes read past a message's end (the same read) begin the next frame: they stay counted, and
+    // its deadline runs from now. Released with the message, a frame begun so would escape the
+    // frame deadline and the partial-bytes bound until the connection idled out.
+    const frameDone = (): void => {
+      this.releasePartial(conn);
+      const next = bytesBeyondMessage(ws);
+      if (next > 0) this.notePartial(conn, next);
+    };
     // A control frame may come between the fragments of a message, which ws keeps: only its own
     // bytes (payload, and at most a 2-byte header and 4-byte mask) are done, not the message's.
     const controlDone = (data: Buffer): void => this.releaseBytes(conn, data.length + 6);
@@ -831,6 +838,16 @@ export function sourceOf(address: string): string {
   // An embedded IPv4 tail (::ffff:0:1.2.3.4 and the like) is two groups; only the first four matter.
   const groups = tail === undefined ? front : [...front, ...Array<string>(Math.max(0, 8 - front.length - back.length)).fill('0'), ...back];
   return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
+}
+
+/**
+ * Bytes the WebSocket has read and not yet parsed into a message: the start of the next frame.
+ * ws keeps them in its receiver and does not say so publicly; 0 if that ever changes (the frame
+ * is then timed from its next read, as before).
+ */
+function bytesBeyondMessage(ws: WebSocket): number {
+  const n = (ws as unknown as { _receiver?: { _bufferedBytes?: unknown } })._receiver?._bufferedBytes;
+  return typeof n === 'number' && n > 0 ? n : 0;
 }
 
 /**

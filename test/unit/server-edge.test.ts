@@ -2,9 +2,11 @@
  * The server's edge on real loopback sockets, without a node behind it: the bounds that keep a
  * socket from holding its place in the connection table for good.
  */
+import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { encodeFrame, PROTOCOL_VERSION } from '../../protocol/index.js';
 import { httpApi } from '../../node/http-api.js';
 import { sourceOf, TallyServer, type ServerOptions } from '../../node/server.js';
 import { statusPage } from '../../node/status-page.js';
@@ -49,6 +51,29 @@ function socket(port: number): Promise<Socket> {
 }
 
 const closed = (s: Socket): Promise<void> => new Promise((r) => (s.destroyed ? r() : s.once('close', () => r())));
+
+/** One masked client-to-node WebSocket frame (binary, final) holding `payload`. */
+function wsFrame(payload: Buffer): Buffer {
+  const n = payload.length;
+  const head = n < 126 ? Buffer.from([0x82, 0x80 | n]) : n < 65_536 ? Buffer.from([0x82, 0x80 | 126, n >> 8, n & 0xff]) : Buffer.alloc(10);
+  if (n >= 65_536) {
+    head[0] = 0x82;
+    head[1] = 0x80 | 127;
+    head.writeBigUInt64BE(BigInt(n), 2);
+  }
+  const mask = randomBytes(4);
+  const body = Buffer.from(payload);
+  for (let i = 0; i < n; i++) body[i] = (body[i] as number) ^ (mask[i & 3] as number);
+  return Buffer.concat([head, mask, body]);
+}
+
+/** A raw socket upgraded to a WebSocket (the 101 read), for frames written by hand. */
+async function upgraded(port: number): Promise<Socket> {
+  const s = await socket(port);
+  s.write(`GET / HTTP/1.1\r\nHost: tally\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  await new Promise<void>((r) => s.once('data', () => r()));
+  return s;
+}
 
 const until = async (check: () => boolean, timeoutMs: number): Promise<void> => {
   const end = Date.now() + timeoutMs;
@@ -143,5 +168,21 @@ describe('TallyServer edge', () => {
     expect(r.destroyed).toBe(false);
     expect(text.split('HTTP/1.1 200 ').length - 1).toBe(20);
     expect(s.stats.replyTimeouts).toBe(0);
+  });
+
+  it('holds a frame begun in the same read as the one before it to the frame deadline', async () => {
+    const { server: s, port } = await server();
+    const sock = await upgraded(port);
+    // The hello whole, and the first 60 KiB of a 3 MiB frame after it, in one write; then nothing.
+    const hello = wsFrame(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: 'client' }));
+    const big = wsFrame(Buffer.alloc(3 << 20));
+    sock.write(Buffer.concat([hello, big.subarray(0, 60 << 10)]));
+    await until(() => s.load.byStage.client === 1, 1_000);
+    expect(s.load.partialBytes).toBeGreaterThan(50 << 10);
+    // Cut once the frame has waited past the frame deadline (1 s, swept every 250 ms).
+    await Promise.race([closed(sock), new Promise((r) => setTimeout(r, 3_000))]);
+    expect(sock.destroyed).toBe(true);
+    expect(s.stats.frameTimeouts).toBe(1);
+    expect(s.load.partialBytes).toBe(0);
   });
 });
