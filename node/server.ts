@@ -718,7 +718,8 @@ export class TallyServer {
         (this.peers as PeerHandler).accept(peer, hello);
         return;
       }
-      const early = this.requests.refuseEarly?.(message);
+      // Only a client that may write is refused for load: a read-only one is told it may not write.
+      const early = mayDo(access, 'count') ? this.requests.refuseEarly?.(message) : undefined;
       if (early !== undefined) {
         sendError(requestIdOf(message), early);
         return;

@@ -3,13 +3,17 @@
  * socket from holding its place in the connection table for good.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { encodeFrame, PROTOCOL_VERSION } from '../../protocol/index.js';
+import { decodeFrame, encodeFrame, ErrorCode, PROTOCOL_VERSION, TallyError } from '../../protocol/index.js';
 import { httpApi } from '../../node/http-api.js';
 import { sourceOf, TallyServer, type ServerOptions } from '../../node/server.js';
 import { statusPage } from '../../node/status-page.js';
+import { ClientTokens } from '../../node/tokens.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -184,5 +188,34 @@ describe('TallyServer edge', () => {
     expect(sock.destroyed).toBe(true);
     expect(s.stats.frameTimeouts).toBe(1);
     expect(s.load.partialBytes).toBe(0);
+  });
+
+  it('tells a read-only client that writes it may not, even while the node refuses writes for load', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tally-tokens-'));
+    writeFileSync(join(dir, 'tokens.json'), JSON.stringify({ readOnly: ['read-only-token-0001'] }));
+    const s = new TallyServer(
+      {
+        host: '127.0.0.1', port: 0, nodeId: 'n1', zone: 'z1', cluster: 'tally', clusterSecret: 'a-cluster-secret-0001', rf: 1, retention: [14, 400],
+        maxInFlightPerConnection: 8, maxSocketBufferedBytes: 1 << 20, maxConnections: 16, maxConnectionsPerAddress: 16,
+        handshakeTimeoutMs: 1_000, helloTimeoutMs: 1_000, frameTimeoutMs: 1_000, idleTimeoutMs: 0, maxPartialBytes: 64 << 20,
+        tokens: ClientTokens.from(undefined, join(dir, 'tokens.json')) as ClientTokens,
+      },
+      {
+        handle: () => Promise.reject(new Error('no requests here')),
+        refuseEarly: () => new TallyError(ErrorCode.OVERLOADED, 'busy'),
+      },
+    );
+    const { port } = await s.listen();
+    cleanups.push(() => s.close());
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+    cleanups.push(() => ws.terminate());
+    const replies: { t: string; code?: string }[] = [];
+    ws.on('message', (d: Buffer) => replies.push(decodeFrame(d) as { t: string; code?: string }));
+    await new Promise((r) => ws.once('open', r));
+    ws.send(encodeFrame({ t: 'hello', v: PROTOCOL_VERSION, role: 'client', token: 'read-only-token-0001' }));
+    ws.send(encodeFrame({ t: 'count', id: 1, events: [['v', 'view', Date.now(), 1, 1]] }));
+    await until(() => replies.length === 2, 2_000);
+    expect(replies[0]?.t).toBe('welcome');
+    expect(replies[1]).toMatchObject({ t: 'error', code: ErrorCode.UNAUTHORIZED });
   });
 });
