@@ -167,7 +167,7 @@ interface Conn {
   /** Bytes of a frame or body received so far and not yet complete, and since when. */
   partial: number;
   partialSince: number;
-  /** Last frame received, and requests awaiting replies (for the idle deadline). */
+  /** Last frame received (over HTTP: request begun or answered), and requests awaiting replies (for the idle deadline and eviction). */
   lastFrameAt: number;
   inFlight: number;
   /** The stream HTTP replies are written to (the TLS socket under TLS), and since when a reply has waited in it unread (0: none). */
@@ -376,8 +376,8 @@ export class TallyServer {
 
   /**
    * At a full table: closes the oldest socket that has not finished its handshake or hello, or
-   * else the client idle longest (nothing awaited, nothing sent for a second at least), so idle
-   * clients cannot lock out peers or busy clients.
+   * else the client idle longest (nothing awaited, nothing sent for a second at least; over HTTP, a
+   * kept-alive connection between requests), so idle clients cannot lock out peers or busy clients.
    */
   private evictOneInHandshake(): boolean {
     let oldest: Conn | undefined;
@@ -387,7 +387,8 @@ export class TallyServer {
     if (oldest === undefined) {
       const idleSince = Date.now() - 1_000;
       for (const c of this.conns.values()) {
-        if (c.stage === Stage.CLIENT && c.inFlight === 0 && c.lastFrameAt < idleSince && (oldest === undefined || c.lastFrameAt < oldest.lastFrameAt)) oldest = c;
+        const idle = c.inFlight === 0 && c.lastFrameAt < idleSince && (c.stage === Stage.CLIENT || (c.stage === Stage.HTTP && (c.replyTo?.writableLength ?? 0) === 0));
+        if (idle && (oldest === undefined || c.lastFrameAt < oldest.lastFrameAt)) oldest = c;
       }
     }
     if (oldest === undefined) return false;
@@ -510,6 +511,7 @@ export class TallyServer {
       c.stageAt = Date.now();
     }
     c.replyTo = req.socket;
+    c.lastFrameAt = Date.now();
     const access = this.accessOf(bearer(req.headers.authorization));
     const ctx: HttpContext = {
       access,
@@ -527,6 +529,7 @@ export class TallyServer {
     c.inFlight += 1;
     res.on('close', () => {
       c.inFlight -= 1;
+      c.lastFrameAt = Date.now();
       this.releasePartial(c);
     });
     if (this.http === undefined) {

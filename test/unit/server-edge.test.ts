@@ -218,4 +218,27 @@ describe('TallyServer edge', () => {
     expect(replies[0]?.t).toBe('welcome');
     expect(replies[1]).toMatchObject({ t: 'error', code: ErrorCode.UNAUTHORIZED });
   });
+
+  it('makes room at a full table by closing the HTTP client idle longest, as it does a WebSocket client', async () => {
+    const { server: s, port } = await server({ maxConnections: 4 });
+    const held: Socket[] = [];
+    for (let i = 0; i < 4; i++) {
+      const h = await socket(port);
+      h.write('GET /healthz HTTP/1.1\r\nHost: tally\r\n\r\n');
+      await new Promise<void>((r) => h.once('data', () => r()));
+      held.push(h);
+    }
+    await until(() => s.load.byStage.http === 4, 1_000);
+    // Kept alive and idle past a second: the table is full of clients that await nothing.
+    await new Promise((r) => setTimeout(r, 1_200));
+    const fresh = await socket(port);
+    fresh.write('GET /healthz HTTP/1.1\r\nHost: tally\r\n\r\n');
+    const answered = await Promise.race([
+      new Promise<boolean>((r) => fresh.once('data', () => r(true))),
+      closed(fresh).then(() => false),
+    ]);
+    expect(answered).toBe(true);
+    expect(s.stats.connectionsEvicted).toBe(1);
+    await closed(held[0] as Socket);
+  });
 });
