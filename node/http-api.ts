@@ -23,6 +23,7 @@ import {
   MAX_EVENTS_PER_BATCH,
   MAX_WIRE_FRAME_BYTES,
   TallyError,
+  checkBatchId,
   parseTimeText,
   validateRequest,
   type ClientRequest,
@@ -165,7 +166,11 @@ export function httpApi(deps: HttpApiDeps): HttpHandler {
     }
     const o: Record<string, unknown> = Array.isArray(parsed) ? { events: parsed } : (parsed as Record<string, unknown>);
     if (typeof o !== 'object' || o === null) throw bad('the body must be { "events": [...] } or a list of events');
-    for (const k of Object.keys(o)) if (!['events', 'consistency', 'batchId'].includes(k)) throw bad(`unknown field ${JSON.stringify(k)}; known: events, consistency, batchId`);
+    for (const k of Object.keys(o)) {
+      if (!['events', 'consistency', 'batchId'].includes(k)) throw bad(`unknown field ${JSON.stringify(k)}; known: events, consistency, batchId`);
+      // As for an event's fields: a null consistency would write at quorum without a word.
+      if (o[k] === null) throw bad(`${k} is null; leave it out for its default, or give a value`);
+    }
     const events = o.events;
     if (!Array.isArray(events)) throw bad('events must be a list of { videoId, eventType?, timestamp?, value?, count? }');
     if (events.length > MAX_EVENTS_PER_BATCH) throw new TallyError(ErrorCode.TOO_LARGE, `${events.length} events in one request, the limit is ${MAX_EVENTS_PER_BATCH}`);
@@ -187,7 +192,7 @@ export function httpApi(deps: HttpApiDeps): HttpHandler {
       id: 0,
       events: tuples,
       ...(o.consistency !== undefined || q.has('consistency') ? { cl: consistencyOf(o.consistency ?? q.get('consistency'), 'consistency') } : {}),
-      ...(o.batchId === undefined ? {} : { batch: o.batchId }),
+      ...(o.batchId === undefined ? {} : { batch: checkBatchId(o.batchId, 'batchId') }),
     };
     const early = deps.refuseEarly?.(message);
     if (early !== undefined) throw early;

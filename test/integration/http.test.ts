@@ -153,6 +153,9 @@ describe('HTTP/JSON', () => {
       ['/v1/events', { method: 'POST', body: JSON.stringify([{ videoId: 'b', eventType: null }]) }, /^event 1: eventType is null; leave it out for its default, or give a value$/],
       ['/v1/events', { method: 'POST', body: JSON.stringify([{ videoId: 'b', value: null }]) }, /^event 1: value is null/],
       ['/v1/events', { method: 'POST', body: JSON.stringify([{ videoId: 'b', timestamp: null }]) }, /^event 1: timestamp is null/],
+      ['/v1/events', { method: 'POST', body: JSON.stringify({ events: [{ videoId: 'a' }], consistency: null }) }, /^consistency is null; leave it out for its default, or give a value$/],
+      // A field is named as the request names it.
+      ['/v1/events', { method: 'POST', body: JSON.stringify({ events: [{ videoId: 'a' }], batchId: 'a b' }) }, /^batchId must be 1-160 printable ASCII characters/],
     ];
     for (const [path, opts, message] of refused) {
       const r = await call(`${base}${path}`, opts);
