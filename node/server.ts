@@ -20,7 +20,7 @@
  * connections are read no further until it frees). The node keeps file descriptors for its own store
  * (node/config.ts `fitConnectionsToFiles`).
  */
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, maxHeaderSize, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
@@ -251,8 +251,17 @@ export class TallyServer {
     server.requestTimeout = this.opts.handshakeTimeoutMs + this.opts.frameTimeoutMs + SWEEP_MS * 4;
     server.keepAliveTimeout = 5_000;
     server.on('connection', (socket: Socket) => this.onSocket(socket));
-    server.on('clientError', (_err: Error, socket: Socket) => {
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    // A request Node cannot parse is answered as any other failure is: its code, and why.
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      const overflow = err.code === 'HPE_HEADER_OVERFLOW';
+      const code = overflow ? ErrorCode.TOO_LARGE : ErrorCode.BAD_REQUEST;
+      const message = overflow
+        ? `the request's headers are over ${maxHeaderSize} bytes, the limit`
+        : `the request is not HTTP/1.1 the node can read (${err.code ?? 'no code'}): ${err.message}`;
+      this.countError(code);
+      const body = `${JSON.stringify({ error: { code, message: message.slice(0, MAX_ERROR_MESSAGE_CHARS) } })}\n`;
+      const status = overflow ? '431 Request Header Fields Too Large' : '400 Bad Request';
+      if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
       socket.destroy();
     });
     const wss = new WebSocketServer({

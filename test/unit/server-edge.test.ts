@@ -241,4 +241,22 @@ describe('TallyServer edge', () => {
     expect(s.stats.connectionsEvicted).toBe(1);
     await closed(held[0] as Socket);
   });
+
+  it('answers a request it cannot parse with an error a client can read: its code, and why', async () => {
+    const { port } = await server();
+    const answer = async (request: string): Promise<string> => {
+      const sock = await socket(port);
+      let text = '';
+      sock.on('data', (d: Buffer) => (text += d.toString()));
+      sock.write(request);
+      await closed(sock);
+      return text;
+    };
+    const big = await answer(`GET /healthz HTTP/1.1\r\nHost: tally\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(big).toMatch(/^HTTP\/1\.1 431 /);
+    expect(JSON.parse(big.slice(big.indexOf('\r\n\r\n') + 4))).toMatchObject({ error: { code: 'TOO_LARGE', message: expect.stringMatching(/headers/) } });
+    const garbled = await answer('NOT HTTP AT ALL\r\n\r\n');
+    expect(garbled).toMatch(/^HTTP\/1\.1 400 /);
+    expect(JSON.parse(garbled.slice(garbled.indexOf('\r\n\r\n') + 4))).toMatchObject({ error: { code: 'BAD_REQUEST' } });
+  });
 });
