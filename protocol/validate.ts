@@ -58,6 +58,10 @@ function show(x: unknown): string {
   if (typeof x === 'number' && Number.isNaN(x)) return 'not a number';
   if (typeof x === 'number' || typeof x === 'boolean' || x === null || x === undefined) return String(x);
   if (Array.isArray(x)) return `an array of ${x.length}`;
+  // What MessagePack decodes to, in its words: a timestamp, bin, a map.
+  if (x instanceof Date) return 'a timestamp';
+  if (x instanceof Uint8Array) return `${x.length} bytes of binary data`;
+  if (typeof x === 'object') return 'a map';
   return `a ${typeof x}`;
 }
 

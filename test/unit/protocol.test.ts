@@ -115,6 +115,12 @@ describe('codec', () => {
       expect((err as TallyError).code).toBe('TOO_LARGE');
     }
   });
+
+  it('names what a decoded value is when it is not what a field takes: a timestamp, binary data, a map', () => {
+    expect(() => validateRequest(decodeFrame(encodeFrame(new Date(0))))).toThrow(/^request must be a map, got a timestamp$/);
+    expect(() => validateRequest(decodeFrame(encodeFrame(Buffer.from('abc'))))).toThrow(/^request must be a map, got 3 bytes of binary data$/);
+    expect(() => validateRequest(decodeFrame(encodeFrame({ t: 'ping', id: { n: 1 } })))).toThrow(/^id must be an integer in \[0, 4294967295\], got a map$/);
+  });
 });
 
 describe('a frame\'s shape, walked before it is decoded', () => {
