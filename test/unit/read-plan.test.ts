@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { halveRead, mergeRead, planSpans } from '../../cluster/read-plan.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS } from '../../cluster/time-buckets.js';
+import { MIN_EVENT_TIME_MS } from '../../protocol/limits.js';
 import { MAX_BUCKETS_PER_READ, type SpanSlot } from '../../protocol/peer.js';
 
 const T = Date.UTC(2026, 0, 1);
@@ -15,6 +16,15 @@ describe('planSpans', () => {
     const long = planSpans('v', 'view', T, T + 3000 * DAY_MS);
     expect(long.every(([, , res, s, e]) => res === 'd' && (e - s) / DAY_MS <= MAX_BUCKETS_PER_READ)).toBe(true);
     expect(long.reduce((a, [, , , s, e]) => a + (e - s) / DAY_MS, 0)).toBe(3000);
+  });
+
+  it('asks for no bucket before the earliest time an event may have, so a count since 1970 asks for 30 years fewer', () => {
+    const since1970 = planSpans('v', 'view', 0, T);
+    expect(since1970[0]?.[3]).toBe(MIN_EVENT_TIME_MS);
+    expect(since1970.reduce((a, [, , , s, e]) => a + (e - s) / DAY_MS, 0)).toBe((T - MIN_EVENT_TIME_MS) / DAY_MS);
+    expect(since1970.length).toBe(Math.ceil((T - MIN_EVENT_TIME_MS) / DAY_MS / MAX_BUCKETS_PER_READ));
+    expect(planSpans('v', 'view', 0, MIN_EVENT_TIME_MS - DAY_MS)).toEqual([]);
+    expect(planSpans('v', 'view', MIN_EVENT_TIME_MS - HOUR_MS, MIN_EVENT_TIME_MS + HOUR_MS)).toEqual([['v', 'view', 'h', MIN_EVENT_TIME_MS, MIN_EVENT_TIME_MS + HOUR_MS]]);
   });
 });
 
