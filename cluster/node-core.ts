@@ -1855,7 +1855,7 @@ export class NodeCore {
       const up = placement.all.filter(usable);
       // Over the range retention still covers (the query's own unless an edge has expired).
       const range = ranges[qi] as { from: number; to: number };
-      const spans = planSpans(videoId, eventType, range.from, range.to);
+      const spans = planSpans(videoId, eventType, range.from, range.to, this.now);
       // Ourselves first when we hold it (no network hop), then the others in ring order, those
       // that lately left a read unanswered past the speculative threshold last (as Cassandra's
       // dynamic snitch), so a frozen replica costs only the first reads that met it; last, those

@@ -8,28 +8,41 @@
  * replica said: what a replica lacked is its read repair. Pure: no I/O, no clock.
  */
 import { MAX_BUCKETS_PER_READ, type SpanSlot, type SpanTuple } from '../protocol/peer.js';
-import { MIN_EVENT_TIME_MS } from '../protocol/limits.js';
+import { MAX_EVENT_FUTURE_SKEW_MS, MIN_EVENT_TIME_MS } from '../protocol/limits.js';
 import type { StatsTuple } from '../protocol/messages.js';
 import { addStats, EMPTY_STATS, joinSlot, slotDominates, type Slot, type Stats } from './bucket-state.js';
 import type { SlotEntry } from './slot-table.js';
-import { decomposeRange, RESOLUTION_MS } from './time-buckets.js';
+import { DAY_MS, decomposeRange, RESOLUTION_MS } from './time-buckets.js';
 
 /**
  * The spans to ask replicas for, for one series over `[startMs, endMs)`. No bucket before
  * MIN_EVENT_TIME_MS can hold anything (every edge refuses an earlier event), so none is asked
- * for: a count since 1970 would otherwise read 30 years of empty days, half its reads.
+ * for: a count since 1970 would otherwise read 30 years of empty days, half its reads. Given the
+ * coordinator's clock, none after `latestEventDayEnd(nowMs)` either: a count to 2100 would read
+ * 75 years of days no event can be in yet, and a few requests of 1,000 of them held a node's
+ * thread for seconds.
  */
-export function planSpans(videoId: string, eventType: string, startMs: number, endMs: number): SpanTuple[] {
+export function planSpans(videoId: string, eventType: string, startMs: number, endMs: number, nowMs?: number): SpanTuple[] {
   const spans: SpanTuple[] = [];
   const from = Math.max(startMs, MIN_EVENT_TIME_MS);
-  if (endMs <= from) return spans;
-  for (const span of decomposeRange(from, endMs)) {
+  const to = nowMs === undefined ? endMs : Math.min(endMs, latestEventDayEnd(nowMs));
+  if (to <= from) return spans;
+  for (const span of decomposeRange(from, to)) {
     const width = RESOLUTION_MS[span.res];
     for (let s = span.start; s < span.end; s += width * MAX_BUCKETS_PER_READ) {
       spans.push([videoId, eventType, span.res, s, Math.min(span.end, s + width * MAX_BUCKETS_PER_READ)]);
     }
   }
   return spans;
+}
+
+/**
+ * The end of the last UTC day an event may be in, by a clock reading `nowMs`: every edge refuses
+ * an event more than MAX_EVENT_FUTURE_SKEW_MS ahead of its own clock, and twice that leaves room
+ * for a node whose clock is up to that far ahead of this one's.
+ */
+export function latestEventDayEnd(nowMs: number): number {
+  return Math.ceil((nowMs + 2 * MAX_EVENT_FUTURE_SKEW_MS) / DAY_MS) * DAY_MS;
 }
 
 export interface MergedRead {

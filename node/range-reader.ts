@@ -61,7 +61,7 @@ export const MAX_READS_IN_FLIGHT = 512;
  * Reads waiting, past those, for a place on the thread (their key ranges only, nothing read yet);
  * past it a read is refused OVERLOADED (nothing read). One client request alone may need many: a
  * query's day buckets go 1,024 to a read (MAX_BUCKETS_PER_READ), so a count since 1970 (read from
- * 2000, the earliest event time) is ~10 reads, one to 2100 at most 37, and a request holds up to 1,000 queries (MAX_QUERIES_PER_GET).
+ * 2000, the earliest event time, to two days past tomorrow at most, whatever its end) is ~10 reads, and a request holds up to 1,000 queries (MAX_QUERIES_PER_GET).
  * Refused at MAX_READS_IN_FLIGHT, such a request failed whenever it was asked, however idle the node.
  */
 export const MAX_READS_WAITING = 65_536;

@@ -10,6 +10,7 @@ import { Consistency, type EventTuple, type QueryTuple } from '../../protocol/me
 import { EPOCH_MS, ReplicationSim } from './replication-sim.js';
 import { PeerMessageType, type PeerMessage } from '../../protocol/peer.js';
 import { simTest } from './sim-seed.js';
+import { MAX_TIME_MS } from '../../protocol/limits.js';
 
 const FILE = 'test/sim/reads.test.ts';
 
@@ -45,6 +46,35 @@ describe('reads (simulation)', () => {
     const w = write(sim, 'n1', [['v', 'view', day, 1, 1]], 'w-down');
     expect(w).toMatchObject({ ok: false, code: 'UNAVAILABLE' });
     expect(w.ok ? '' : w.message).toMatch(/^consistency all needs 3 replicas of "v"; 2 of its 3 replicas are up \(down: n3\); nothing was applied$/);
+  });
+
+  simTest(FILE, 'a count to 2100 asks for no day past the last one an event may be in, and counts an event of tomorrow', (seed) => {
+    const sim = new ReplicationSim({ seed, nodes: 3 });
+    sim.startAll();
+    sim.settle();
+    // An event 23 hours ahead of the clock (the edge takes up to 24): it must still be counted.
+    const now = sim.epochMs + sim.nowMs;
+    const ahead = now + 23 * HOUR_MS;
+    const today = Math.floor(now / DAY_MS) * DAY_MS;
+    expect(write(sim, 'n1', [['v', 'view', today, 1, 2], ['v', 'view', ahead, 1, 3]], 'w-ahead')).toMatchObject({ ok: true });
+    const send = sim.net.send.bind(sim.net);
+    let latest = 0;
+    let buckets = 0;
+    sim.net.send = (from: string, to: string, msg: PeerMessage): void => {
+      if (msg.t === PeerMessageType.READ) {
+        for (const [, , res, start, end] of msg.spans) {
+          latest = Math.max(latest, end);
+          buckets += (end - start) / (res === 'd' ? DAY_MS : res === 'h' ? HOUR_MS : 60_000);
+        }
+      }
+      send(from, to, msg);
+    };
+    expect(read(sim, 'n1', [['v', 'view', today, MAX_TIME_MS]], Consistency.ALL)).toEqual({ ok: true, stats: [[5, 5, 1, 1]] });
+    sim.net.send = send;
+    // Two replicas asked, each for the days up to two days past tomorrow: not 75 years of them.
+    expect(latest).toBeGreaterThan(ahead);
+    expect(latest).toBeLessThanOrEqual(today + 4 * DAY_MS);
+    expect(buckets).toBeLessThanOrEqual(2 * 4);
   });
 
   simTest(FILE, 'a range of years whose day buckets each hold a slot of every replica is counted at every level', (seed) => {

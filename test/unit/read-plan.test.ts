@@ -1,8 +1,8 @@
 /** The read coordinator's arithmetic: spans asked for, and replicas' answers joined, summed and diffed. */
 import { describe, expect, it } from 'vitest';
-import { halveRead, mergeRead, planSpans } from '../../cluster/read-plan.js';
+import { halveRead, latestEventDayEnd, mergeRead, planSpans } from '../../cluster/read-plan.js';
 import { DAY_MS, HOUR_MS, MINUTE_MS } from '../../cluster/time-buckets.js';
-import { MIN_EVENT_TIME_MS } from '../../protocol/limits.js';
+import { MAX_TIME_MS, MIN_EVENT_TIME_MS } from '../../protocol/limits.js';
 import { MAX_BUCKETS_PER_READ, type SpanSlot } from '../../protocol/peer.js';
 
 const T = Date.UTC(2026, 0, 1);
@@ -25,6 +25,15 @@ describe('planSpans', () => {
     expect(since1970.length).toBe(Math.ceil((T - MIN_EVENT_TIME_MS) / DAY_MS / MAX_BUCKETS_PER_READ));
     expect(planSpans('v', 'view', 0, MIN_EVENT_TIME_MS - DAY_MS)).toEqual([]);
     expect(planSpans('v', 'view', MIN_EVENT_TIME_MS - HOUR_MS, MIN_EVENT_TIME_MS + HOUR_MS)).toEqual([['v', 'view', 'h', MIN_EVENT_TIME_MS, MIN_EVENT_TIME_MS + HOUR_MS]]);
+  });
+
+  it('given the clock, asks for no day past the last one an event may be in (24 h ahead, twice over for clocks that differ)', () => {
+    const now = T + 5 * HOUR_MS;
+    expect(latestEventDayEnd(now)).toBe(T + 3 * DAY_MS);
+    expect(planSpans('v', 'view', T, MAX_TIME_MS, now)).toEqual([['v', 'view', 'd', T, T + 3 * DAY_MS]]);
+    // A range that ends before then is asked for as it is.
+    expect(planSpans('v', 'view', T, T + 2 * DAY_MS + HOUR_MS, now)).toEqual(planSpans('v', 'view', T, T + 2 * DAY_MS + HOUR_MS));
+    expect(planSpans('v', 'view', T + 4 * DAY_MS, MAX_TIME_MS, now)).toEqual([]);
   });
 });
 
