@@ -29,6 +29,7 @@ import type { Store } from './store.js';
 import { getHeapStatistics } from 'node:v8';
 import { monotonicNowMs, wallNowMs } from './clock.js';
 import { MAX_READS_IN_FLIGHT, MAX_READS_WAITING } from './range-reader.js';
+import { Fifo } from './fifo.js';
 
 /** Meta key of the members this node knew when it last ran (JSON of KnownPeer[]). */
 export const KNOWN_PEERS_KEY = 'known-peers';
@@ -87,9 +88,8 @@ export class Driver implements RequestHandler {
   private readonly queue: CoreInput[] = [];
   /** Client writes waiting for their turn (see deferWrite), and their event tuples. */
   private readonly deferred: (WaitingWrite | WaitingFrame)[] = [];
-  /** Scans waiting for a place in the store (see scanInTurn), oldest first from `scansFrom`, and those under way there. */
-  private scansWaiting: Ready['scans'] = [];
-  private scansFrom = 0;
+  /** Scans waiting for a place in the store (see scanInTurn), oldest first, and those under way there. */
+  private readonly scansWaiting = new Fifo<Ready['scans'][number]>();
   private scansRunning = 0;
   private deferredEvents = 0;
   private heapSampledMs = Number.NEGATIVE_INFINITY;
@@ -418,7 +418,7 @@ export class Driver implements RequestHandler {
    * OVERLOADED, as the read thread's line refuses.
    */
   private scanInTurn(scan: Ready['scans'][number]): void {
-    const waiting = this.scansWaiting.length - this.scansFrom;
+    const waiting = this.scansWaiting.size;
     if (waiting >= MAX_READS_WAITING) {
       this.stats.storeErrors += 1;
       this.input({ kind: 'scanFailed', scan: scan.id, message: `${waiting} reads are waiting for the store, the limit is ${MAX_READS_WAITING}; nothing was read, retry with backoff`, code: ErrorCode.OVERLOADED });
@@ -430,26 +430,17 @@ export class Driver implements RequestHandler {
 
   private startScans(): void {
     if (this.closed) {
-      this.scansWaiting = [];
-      this.scansFrom = 0;
+      this.scansWaiting.drain();
       return;
     }
-    while (this.scansRunning < MAX_READS_IN_FLIGHT && this.scansFrom < this.scansWaiting.length) {
-      const scan = this.scansWaiting[this.scansFrom] as Ready['scans'][number];
-      this.scansWaiting[this.scansFrom++] = undefined as unknown as Ready['scans'][number];
+    while (this.scansRunning < MAX_READS_IN_FLIGHT && this.scansWaiting.size > 0) {
+      const scan = this.scansWaiting.shift() as Ready['scans'][number];
       this.scansRunning += 1;
       const scanned = this.store.scan(scan.spans).finally(() => {
         this.scansRunning -= 1;
         this.startScans();
       });
       this.storeIo(scanned, (slots) => ({ kind: 'scanned', scan: scan.id, slots }), (message, code) => ({ kind: 'scanFailed', scan: scan.id, message, code }));
-    }
-    if (this.scansFrom === this.scansWaiting.length) {
-      this.scansWaiting = [];
-      this.scansFrom = 0;
-    } else if (this.scansFrom > 1024 && this.scansFrom * 2 > this.scansWaiting.length) {
-      this.scansWaiting = this.scansWaiting.slice(this.scansFrom);
-      this.scansFrom = 0;
     }
   }
 

@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ErrorCode, TallyError } from '../protocol/errors.js';
 import type { KeyRange } from './slot-keys.js';
+import { Fifo } from './fifo.js';
 
 /** A range to read, and about how many entries it holds when the caller knows (see readRange). */
 export interface RangeAsk extends KeyRange {
@@ -109,9 +110,8 @@ export class RangeReader {
   private inFlight = 0;
   /** Reads asked of the thread and not answered: at most MAX_READS_IN_FLIGHT. */
   private sent = 0;
-  /** Reads waiting for a place on the thread, oldest first from `queuedFrom`. */
-  private queued: Queued[] = [];
-  private queuedFrom = 0;
+  /** Reads waiting for a place on the thread, oldest first. */
+  private readonly queued = new Fifo<Queued>();
   private closed = false;
 
   /** `location` as the node's own handle opened it: the two share the database by that name. */
@@ -165,27 +165,16 @@ export class RangeReader {
   }
 
   private sendQueued(): void {
-    while (this.sent < MAX_READS_IN_FLIGHT && this.queuedFrom < this.queued.length) {
-      const q = this.queued[this.queuedFrom] as Queued;
-      this.queued[this.queuedFrom++] = undefined as unknown as Queued;
+    while (this.sent < MAX_READS_IN_FLIGHT && this.queued.size > 0) {
+      const q = this.queued.shift() as Queued;
       this.send(q.ranges).then(q.resolve, q.reject);
-    }
-    if (this.queuedFrom === this.queued.length) {
-      this.queued = [];
-      this.queuedFrom = 0;
-    } else if (this.queuedFrom > 1024 && this.queuedFrom * 2 > this.queued.length) {
-      this.queued = this.queued.slice(this.queuedFrom);
-      this.queuedFrom = 0;
     }
   }
 
   /** Closes the thread's handle and ends it; reads still waiting fail. */
   async close(): Promise<void> {
     this.closed = true;
-    const queued = this.queued.slice(this.queuedFrom);
-    this.queued = [];
-    this.queuedFrom = 0;
-    for (const q of queued) q.reject(closingError());
+    for (const q of this.queued.drain()) q.reject(closingError());
     const worker = this.worker ?? (await this.starting?.catch(() => undefined));
     this.worker = undefined;
     if (worker === undefined) return;

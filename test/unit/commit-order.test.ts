@@ -5,10 +5,8 @@
  */
 import { expect, test } from 'vitest';
 import xxhash from 'xxhash-wasm';
-import { defaultConfig, validateConfig } from '../../cluster/membership-config.js';
-import { NodeCore, type CoreInput, type Ready } from '../../cluster/node-core.js';
-import { Prng } from '../../cluster/prng.js';
-import { defaultReplicationConfig, validateReplicationConfig } from '../../cluster/replication-config.js';
+import { coreOfOne } from '../helpers/core.js';
+import type { CoreInput, Ready } from '../../cluster/node-core.js';
 import { MemoryKv } from '../../node/kv.js';
 import { holdFirstFailSecond } from '../helpers/kv.js';
 import { Store } from '../../node/store.js';
@@ -17,18 +15,8 @@ import { Consistency } from '../../protocol/messages.js';
 test('a commit that fails at once while the one before is written is told after it, and later writes are acknowledged', async () => {
   const { h64 } = await xxhash();
   const t0 = Date.UTC(2026, 10, 28, 12);
-  const core = new NodeCore({
-    self: { id: 'n1', address: '127.0.0.1:7401', zone: 'z1' },
-    actor: 'n1#00000001',
-    membership: validateConfig({ ...defaultConfig(), seeds: ['127.0.0.1:7401'] }),
-    // Small commits, so a second is made while the first is written.
-    replication: validateReplicationConfig({ ...defaultReplicationConfig(), rf: 1, commitAtDirty: 4 }),
-    rng: new Prng(1),
-    hash64: h64,
-    nowMs: t0,
-    generation: t0,
-    bootstrapped: true,
-  });
+  // Small commits, so a second is made while the first is written.
+  const core = coreOfOne(h64, t0, { commitAtDirty: 4 });
   const kv = new MemoryKv();
   const store = new Store(kv, h64);
   await store.open();

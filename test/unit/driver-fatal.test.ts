@@ -6,10 +6,8 @@
  */
 import { expect, test } from 'vitest';
 import xxhash from 'xxhash-wasm';
-import { defaultConfig, validateConfig } from '../../cluster/membership-config.js';
-import { NodeCore, type CoreInput } from '../../cluster/node-core.js';
-import { Prng } from '../../cluster/prng.js';
-import { defaultReplicationConfig, validateReplicationConfig } from '../../cluster/replication-config.js';
+import { coreOfOne } from '../helpers/core.js';
+import type { CoreInput } from '../../cluster/node-core.js';
 import { Driver } from '../../node/driver.js';
 import { MemoryKv } from '../../node/kv.js';
 import { defaultPeerTransportOptions, PeerTransport } from '../../node/peer-transport.js';
@@ -20,17 +18,7 @@ import { Consistency } from '../../protocol/messages.js';
 async function driverWithCore(breakOn: CoreInput['kind']): Promise<{ driver: Driver; fatal: TallyError[]; logged: string[]; transport: PeerTransport }> {
   const { h64 } = await xxhash();
   const t0 = Date.now();
-  const core = new NodeCore({
-    self: { id: 'n1', address: '127.0.0.1:7401', zone: 'z1' },
-    actor: 'n1#00000001',
-    membership: validateConfig({ ...defaultConfig(), seeds: ['127.0.0.1:7401'] }),
-    replication: validateReplicationConfig({ ...defaultReplicationConfig(), rf: 1 }),
-    rng: new Prng(1),
-    hash64: h64,
-    nowMs: t0,
-    generation: t0,
-    bootstrapped: true,
-  });
+  const core = coreOfOne(h64, t0);
   const step = core.step.bind(core);
   let broken = false;
   core.step = (input, now) => {

@@ -7,10 +7,7 @@
  */
 import { expect, test } from 'vitest';
 import xxhash from 'xxhash-wasm';
-import { defaultConfig, validateConfig } from '../../cluster/membership-config.js';
-import { NodeCore } from '../../cluster/node-core.js';
-import { Prng } from '../../cluster/prng.js';
-import { defaultReplicationConfig, validateReplicationConfig } from '../../cluster/replication-config.js';
+import { coreOfOne } from '../helpers/core.js';
 import { Driver } from '../../node/driver.js';
 import { MemoryKv } from '../../node/kv.js';
 import { defaultPeerTransportOptions, PeerTransport } from '../../node/peer-transport.js';
@@ -21,17 +18,7 @@ import { Consistency, MAX_QUERIES_PER_GET, type QueryTuple } from '../../protoco
 test('scans go to the store a bounded number at a time, and every read is answered', async () => {
   const { h64 } = await xxhash();
   const t0 = Date.now();
-  const core = new NodeCore({
-    self: { id: 'n1', address: '127.0.0.1:7401', zone: 'z1' },
-    actor: 'n1#00000001',
-    membership: validateConfig({ ...defaultConfig(), seeds: ['127.0.0.1:7401'] }),
-    replication: validateReplicationConfig({ ...defaultReplicationConfig(), rf: 1, readTimeoutMs: 60_000 }),
-    rng: new Prng(1),
-    hash64: h64,
-    nowMs: t0,
-    generation: t0,
-    bootstrapped: true,
-  });
+  const core = coreOfOne(h64, t0, { readTimeoutMs: 60_000 });
   const store = new Store(new MemoryKv(), h64);
   await store.open();
   let running = 0;
